@@ -156,7 +156,7 @@ def sample_style(rng: np.random.Generator, **overrides) -> dict:
         "photons": float(10 ** rng.uniform(4.3, 6.3)),
         "blur_mm": float(rng.uniform(0.08, 0.5)),
         "grid": bool(rng.random() < 0.3),
-        "equalise": float(rng.uniform(0.0, 0.8)),
+        "equalise": float(rng.uniform(0.3, 0.9)),
         "unsharp": float(rng.uniform(0.0, 1.5)),
         "unsharp_mm": float(rng.uniform(3, 25)),
         "gamma": float(rng.uniform(0.6, 1.6)),
@@ -340,7 +340,8 @@ def _soft_tissue(spine: Spine, st: dict, X: np.ndarray, Y: np.ndarray, rng: np.r
     half = np.maximum((x_ant - x_post) / 2, 1.0)
     width = st["body_width_mm"]
     u = (X - xc[:, None]) / half[:, None]
-    path = width * np.sqrt(np.clip(1 - u**2, 0, 1))
+    # a trunk's axial section is closer to a rounded rectangle than to an ellipse
+    path = width * np.clip(1 - u**4, 0, 1) ** 0.25
     # soft edges on the skin line
     mu = st["soft_mu"]
     att = mu * path

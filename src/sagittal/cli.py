@@ -1,0 +1,91 @@
+"""The ``sagittal`` command line: thin wrappers over the Python API.
+
+``main(argv=None) -> int`` so tests call it directly. Only subcommands that work are
+registered.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from .errors import SagittalError
+
+log = logging.getLogger("sagittal")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, not {value}")
+    return value
+
+
+def _cmd_phantom(args: argparse.Namespace) -> int:
+    from .phantom.generate import generate
+
+    style = {}
+    for key in ("field_of_view", "facing", "calibration", "photometric"):
+        if getattr(args, key) is not None:
+            style[key] = getattr(args, key)
+    if args.pixel_spacing is not None:
+        style["pixel_spacing_mm"] = args.pixel_spacing
+    doc = generate(args.outdir, n=args.n, modality=args.modality, seed=args.seed,
+                   transfer_syntax=args.transfer_syntax, n_fractures=args.fractures, **style)
+    files = sum(len(img["files"]) for case in doc["cases"] for img in case["images"])
+    print(f"wrote {len(doc['cases'])} {args.modality.upper()} case(s), {files} DICOM file(s) and truth.json to {args.outdir}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sagittal", description="Spinal sagittal balance and vertebral-fracture analysis.")
+    p.add_argument("--version", action="version", version=f"sagittal {__version__}")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    ph = sub.add_parser("phantom", help="write synthetic spine studies (DICOM) with their ground truth",
+                        description="Write synthetic spine studies whose truth is known exactly: DICOM files "
+                                    "and OUTDIR/truth.json (landmarks, parameters, fractures).")
+    ph.add_argument("outdir")
+    ph.add_argument("--n", type=_positive_int, default=1, help="number of cases (default 1)")
+    ph.add_argument("--modality", choices=["dx", "cr", "ct", "mr"], default="dx")
+    ph.add_argument("--seed", type=int, default=0)
+    ph.add_argument("--transfer-syntax", choices=["explicit", "jpeg2000", "jpegls", "rle"], default="explicit")
+    ph.add_argument("--fractures", type=int, default=None, help="fractures per spine (default: drawn at random)")
+    ph.add_argument("--field-of-view", choices=["whole", "lumbar"], default=None, help="radiographs only")
+    ph.add_argument("--facing", choices=["left", "right"], default=None, help="radiographs only")
+    ph.add_argument("--calibration", default=None,
+                    choices=["PixelSpacing", "ImagerPixelSpacing/ERMF", "both", "ImagerPixelSpacing", "none"],
+                    help="which spacing tags a radiograph carries (DX always has ImagerPixelSpacing)")
+    ph.add_argument("--photometric", choices=["MONOCHROME1", "MONOCHROME2"], default=None)
+    ph.add_argument("--pixel-spacing", type=_positive_float, default=None, metavar="MM",
+                    help="radiograph pixel spacing at the patient, mm")
+    ph.set_defaults(func=_cmd_phantom)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except (SagittalError, ValueError) as exc:
+        print(f"sagittal {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,21 @@
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "dciodvfy: needs dicom3tools' dciodvfy on PATH")
+
+
+@pytest.fixture(scope="session")
+def dciodvfy() -> str:
+    exe = shutil.which("dciodvfy")
+    if exe is None:
+        pytest.skip("dciodvfy (Debian package dicom3tools) is not installed; scripts/test installs it when it can")
+    return exe

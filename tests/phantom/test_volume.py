@@ -1,0 +1,86 @@
+"""CT and MR contrasts and geometry, checked against the tissue model they were drawn from."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from sagittal.levels import LEVEL_INDEX
+from sagittal.phantom.anatomy import Fracture, build_spine, sample_spec
+from sagittal.phantom.volume import (CORTEX, FLUID, GAS, MARROW, OEDEMA, lps_to_voxel, render_ct, render_mr,
+                                     sagittal_maps, tissue_labels)
+
+
+@pytest.fixture(scope="module")
+def spine():
+    base = sample_spec(np.random.default_rng(8), n_fractures=0)
+    fx = (Fracture("L1", 3, 45.0, "wedge", oedema_pct=60.0, cleft="fluid"),
+          Fracture("T12", 2, 30.0, "wedge", oedema_pct=None, cleft="gas"))
+    return build_spine(replace(base, fractures=fx))
+
+
+def _labels_for_slice(vol, spine, k):
+    """Tissue labels on the grid of slice ``k`` of ``vol``, from its DICOM geometry alone."""
+    o = np.asarray(vol.orientation)
+    rows, cols = vol.stored.shape[1:]
+    r = np.arange(rows)[:, None, None]
+    c = np.arange(cols)[None, :, None]
+    p = vol.positions_lps[k] + c * vol.pixel_spacing_mm[1] * o[:3] + r * vol.pixel_spacing_mm[0] * o[3:]
+    d = p - vol.origin_lps
+    maps = sagittal_maps(spine, (-200, 700), np.random.default_rng(0))
+    return tissue_labels(maps, spine, -d[..., 1], d[..., 2], d[..., 0])
+
+
+@pytest.fixture(scope="module")
+def mr(spine):
+    origin = np.array([0.0, 60.0, -800.0])
+    return {seq: render_mr(spine, np.random.default_rng(5), seq, origin_lps=origin, n_slices=5) for seq in ("T1", "T2", "STIR")}
+
+
+def test_mr_contrasts_follow_the_sequences(spine, mr):
+    k = 2  # the midline slice
+    lab = _labels_for_slice(mr["T1"], spine, k)
+    assert (lab == OEDEMA).sum() > 50 and (lab == FLUID).sum() > 5 and (lab == GAS).sum() > 5
+
+    def mean(seq, tissue):
+        return float(mr[seq].stored[k][lab == tissue].mean())
+
+    # oedema: dark on T1, bright on STIR and T2, against normal marrow
+    assert mean("T1", OEDEMA) < 0.6 * mean("T1", MARROW)
+    assert mean("STIR", OEDEMA) > 3 * mean("STIR", MARROW)
+    assert mean("T2", OEDEMA) > 1.3 * mean("T2", MARROW)
+    # fluid cleft bright on T2/STIR; gas cleft dark on every sequence
+    assert mean("T2", FLUID) > mean("T2", MARROW)
+    for seq in mr:
+        assert mean(seq, GAS) < 0.5 * mean(seq, MARROW)
+
+
+def test_ct_is_in_hounsfield_units_with_gas_as_air(spine):
+    ct = render_ct(spine, np.random.default_rng(3), matrix=160, pixel_spacing_mm=2.0, slice_mm=2.0, noise_hu=5.0)
+    hu = ct.stored.astype(np.float32) * ct.rescale[0] + ct.rescale[1]
+    # the slice through the T12 gas cleft
+    t12 = spine.points_mm[LEVEL_INDEX["T12"]]
+    y_cleft = float((0.28 * t12[[2, 3], 1].mean() + 0.72 * t12[[0, 1], 1].mean()))
+    k = int(np.argmin(np.abs(ct.positions_lps[:, 2] - ct.origin_lps[2] - y_cleft)))
+    lab = _labels_for_slice(ct, spine, k)
+    assert (lab == GAS).sum() > 3
+    assert hu[k][lab == GAS].mean() < -500
+    assert hu[k][lab == CORTEX].mean() > 300
+    # slices step along +Z by the slice spacing, not by SliceThickness alone
+    steps = np.diff(ct.positions_lps[:, 2])
+    np.testing.assert_allclose(steps, -2.0, atol=1e-9)
+
+
+def test_lps_round_trip(spine, mr):
+    vol = mr["STIR"]
+    p = vol.sagittal_to_lps(spine.points_mm[LEVEL_INDEX["L3"]], lateral_mm=0.0)
+    idx = lps_to_voxel(vol, p)
+    np.testing.assert_allclose(idx[:, 0], 2.0, atol=1e-9)  # the midline slice
+    assert np.all((idx[:, 1:] > 0) & (idx[:, 1:] < vol.stored.shape[1] - 1))
+
+
+def test_unknown_sequence_is_refused(spine):
+    with pytest.raises(ValueError, match="unknown MR sequence 'FLAIR'"):
+        render_mr(spine, np.random.default_rng(0), "FLAIR")
