@@ -187,7 +187,7 @@ def radiograph_dataset(rg: Radiograph, info: StudyInfo, key: str, *, series_numb
         ds.PresentationIntentType = "FOR PRESENTATION"
         ds.PixelIntensityRelationship = "LOG"
         ds.PixelIntensityRelationshipSign = 1 if rg.photometric == "MONOCHROME2" else -1
-        ds.PresentationLUTShape = "IDENTITY"
+        ds.PresentationLUTShape = "IDENTITY" if rg.photometric == "MONOCHROME2" else "INVERSE"
         ds.AcquisitionContextSequence = Sequence()
         region = Dataset()  # DICOM CID 4031 Common Anatomic Regions
         region.CodeValue, region.CodingSchemeDesignator = (
@@ -235,7 +235,7 @@ def volume_datasets(vol: Volume, info: StudyInfo, key: str, *, series_number: in
             ds.WindowWidth = ["400", "1800"]
         else:
             seq = MR_SEQUENCES[vol.sequence]
-            ds.ImageType = ["ORIGINAL", "PRIMARY"]
+            ds.ImageType = ["ORIGINAL", "PRIMARY", "OTHER"]
             ds.ScanningSequence = seq["scanning"]
             ds.SequenceVariant = seq["variant"]
             ds.ScanOptions = ""
