@@ -223,6 +223,8 @@ def render_radiograph(spine: Spine, rng: np.random.Generator, **overrides) -> Ra
     # ---- bones at full resolution
     bone = np.zeros((rows, cols), np.float32)
     _draw_bones(bone, spine, st, px, sp, rng)
+    sr, sc = max(1, rows // 400), max(1, cols // 200)
+    in_body = soft[::sr, ::sc] > 1.5  # the window is set on the body, as a detector's histogram analysis does
     att = soft
     att += bone * np.float32(st["bone_gain"])
     del bone
@@ -254,7 +256,8 @@ def render_radiograph(spine: Spine, rng: np.random.Generator, **overrides) -> Ra
         low = _smooth_blur(dens, st["unsharp_mm"] / sp[1])
         dens += (dens - low) * np.float32(st["unsharp"])
         del low
-    sample = dens[:: max(1, rows // 400), :: max(1, cols // 200)]
+    sample = dens[::sr, ::sc]
+    sample = sample[in_body] if in_body.sum() > 100 else sample.ravel()
     lo, hi = np.percentile(sample, st["window"])
     maxval = (1 << st["bits_stored"]) - 1
     lut_in = np.linspace(0, 1, 4096, dtype=np.float32)

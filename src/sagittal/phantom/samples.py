@@ -26,6 +26,9 @@ from .truth import TRUTH_SCHEMA, spine_truth
 from .volume import render_ct, render_mr
 
 SPACING_MM = 0.4
+#: a conventional, legible processing for the demo images (training randomises all of it)
+LOOK = dict(photons=3e6, equalise=0.75, unsharp=0.8, unsharp_mm=8.0, gamma=1.0, window=(1.0, 99.5), scatter=0.4,
+            bone_gain=1.2)
 
 
 def _patient(out: Path, pid: str, seed: int, fractures: tuple[Fracture, ...], age: int, sex: str) -> dict:
@@ -36,10 +39,10 @@ def _patient(out: Path, pid: str, seed: int, fractures: tuple[Fracture, ...], ag
     images = [
         write_radiograph(spine, out, f"{pid}/study1/whole_spine_dx", info, f"{pid}/dx", rng, transfer_syntax="jpeg2000",
                          modality="DX", field_of_view="whole", calibration="ImagerPixelSpacing/ERMF",
-                         pixel_spacing_mm=SPACING_MM, photons=3e6, series_number=1),
+                         pixel_spacing_mm=SPACING_MM, series_number=1, **LOOK),
         write_radiograph(spine, out, f"{pid}/study1/lumbar_cr", info, f"{pid}/cr", rng, transfer_syntax="jpegls",
                          modality="CR", field_of_view="lumbar", calibration="PixelSpacing", photometric="MONOCHROME1",
-                         pixel_spacing_mm=SPACING_MM, photons=3e6, series_number=2),
+                         pixel_spacing_mm=SPACING_MM, series_number=2, **LOOK),
     ]
     return {"patient_id": pid, "studies": [{"study_date": info.study_date, "spine": spine_truth(spine), "images": images}]}
 
@@ -53,7 +56,7 @@ def _acute_patient(out: Path) -> dict:
     images = [
         write_radiograph(spine, out, f"{pid}/study1/whole_spine_dx", info, f"{pid}/dx", rng, transfer_syntax="jpeg2000",
                          modality="DX", field_of_view="whole", calibration="both", facing="left",
-                         pixel_spacing_mm=SPACING_MM, photons=3e6, series_number=1),
+                         pixel_spacing_mm=SPACING_MM, series_number=1, **LOOK),
     ]
     ct = render_ct(spine, rng, matrix=192, pixel_spacing_mm=2.0, slice_mm=3.0, top_level="T11", noise_hu=12.0)
     images.append(write_volume(ct, spine, out, f"{pid}/study1/ct", info, f"{pid}/ct", transfer_syntax="jpeg2000",
@@ -71,7 +74,7 @@ def _acute_patient(out: Path) -> dict:
     fu = write_radiograph(later, out, f"{pid}/study2/lumbar_cr_followup", info2, f"{pid}/fu", rng,
                           transfer_syntax="jpeg2000", modality="CR", field_of_view="lumbar",
                           calibration="ImagerPixelSpacing/ERMF", facing="left", pixel_spacing_mm=SPACING_MM,
-                          photons=3e6)
+                          **LOOK)
     study2 = {"study_date": info2.study_date, "spine": spine_truth(later), "images": [fu]}
     return {"patient_id": pid, "studies": [study1, study2]}
 
