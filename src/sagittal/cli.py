@@ -47,6 +47,27 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_measure(args: argparse.Namespace) -> int:
+    import json
+
+    from .report.analysis import measure_input, rejected_document
+
+    failed = 0
+    for path in args.files:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                obj = json.load(fh)
+            doc = measure_input(obj, where=path)
+        except (OSError, ValueError, SagittalError) as exc:
+            reason = f"{path}: {exc}" if not str(exc).startswith(path) else str(exc)
+            print(f"sagittal measure: error: {reason}", file=sys.stderr)
+            doc = rejected_document(reason)
+            failed += 1
+        sys.stdout.write(json.dumps(doc, separators=(",", ":")) + "\n")
+    sys.stdout.flush()
+    return 1 if failed == len(args.files) else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sagittal", description="Spinal sagittal balance and vertebral-fracture analysis.")
     p.add_argument("--version", action="version", version=f"sagittal {__version__}")
@@ -71,6 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
     ph.add_argument("--pixel-spacing", type=_positive_float, default=None, metavar="MM",
                     help="radiograph pixel spacing at the patient, mm")
     ph.set_defaults(func=_cmd_phantom)
+
+    me = sub.add_parser("measure", help="compute every parameter from landmarks alone (JSON Lines out)",
+                        description="Each FILE holds {\"image\": {...}, \"landmarks\": {...}} in the contract's shapes. "
+                                    "Prints one analysis document per input, one per line, in input order; an "
+                                    "unreadable input gets a 'rejected' document and an error on stderr.")
+    me.add_argument("files", nargs="+", metavar="FILE")
+    me.set_defaults(func=_cmd_measure)
     return p
 
 

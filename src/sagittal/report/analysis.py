@@ -1,0 +1,196 @@
+"""The analysis document ``sagittal.analysis/1`` (CONTRACT.md) from landmarks.
+
+``analysis_document`` is what ``sagittal measure`` prints for each input and what the
+pipeline writes for each image: landmarks in pixels go through ``geometry.pixels_to_patient``
+once, then every parameter and per-vertebra finding is computed by ``sagittal.geometry``.
+
+Status: ``ok`` when the seven required parameters were all measured, ``partial`` when some
+were withheld (each with a warning), ``rejected`` when nothing could be measured.
+"""
+
+from __future__ import annotations
+
+import math
+from importlib import resources
+
+import numpy as np
+
+from .. import geometry as g
+from ..errors import InputError
+from ..geometry.classify import roussouly_type, schwab_modifiers
+from ..geometry.morphometry import morphology_name, morphometry
+from ..levels import LEVELS, POINT_NAMES
+
+SCHEMA_ID = "sagittal.analysis/1"
+REQUIRED_PARAMETERS = (
+    "pelvic_incidence_deg", "pelvic_tilt_deg", "sacral_slope_deg", "lumbar_lordosis_deg",
+    "thoracic_kyphosis_deg", "sagittal_vertical_axis_mm", "pi_ll_mismatch_deg",
+)
+SPACING_SOURCES = ("PixelSpacing", "ImagerPixelSpacing/ERMF", "ImagerPixelSpacing", "volume", "supplied", "none")
+
+
+def load_schema() -> dict:
+    """The contract's JSON schema, shipped inside the package."""
+    import json
+
+    return json.loads(resources.files("sagittal.contract").joinpath("analysis.schema.json").read_text())
+
+
+def _num(v) -> float | None:
+    v = float(v)
+    return None if math.isnan(v) else round(v, 4)
+
+
+def _point(p, where: str) -> np.ndarray:
+    a = np.asarray(p, dtype=float)
+    if a.shape != (2,):
+        raise InputError(f"{where}: a point is [x, y], got {p!r}")
+    return a
+
+
+def _landmark_arrays(lm: dict) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], list[float]]:
+    verts = lm.get("vertebrae") or {}
+    pts = np.full((len(LEVELS), 6, 2), np.nan)
+    for level, v in verts.items():
+        if level not in LEVELS:
+            raise InputError(f"landmarks.vertebrae: unknown level {level!r}; expected one of {', '.join(LEVELS)}")
+        for k, name in enumerate(POINT_NAMES):
+            if name not in v:
+                raise InputError(f"landmarks.vertebrae.{level}: missing {name}")
+            pts[LEVELS.index(level), k] = _point(v[name], f"landmarks.vertebrae.{level}.{name}")
+    s1 = np.full((2, 2), np.nan)
+    if lm.get("s1_endplate"):
+        s1[0] = _point(lm["s1_endplate"]["anterior"], "landmarks.s1_endplate.anterior")
+        s1[1] = _point(lm["s1_endplate"]["posterior"], "landmarks.s1_endplate.posterior")
+    heads = [_point(h["center"], "landmarks.femoral_heads.center") for h in lm.get("femoral_heads") or []]
+    radii = [float(h.get("radius_px", float("nan"))) for h in lm.get("femoral_heads") or []]
+    if len(heads) > 2:
+        raise InputError("landmarks.femoral_heads: at most two")
+    return pts, s1, heads, radii
+
+
+def analysis_document(image: dict, landmarks: dict, source: dict | None = None,
+                      warnings: list[str] | None = None) -> dict:
+    """Compute the analysis document for one image from its pixel landmarks.
+
+    ``image`` holds ``rows``, ``columns``, ``pixel_spacing_mm`` ([row, col] or null),
+    ``spacing_source`` and ``anterior`` ("left"/"right"). Raises ``InputError`` for malformed
+    input; missing structures give nulls and warnings instead.
+    """
+    warnings = list(warnings or [])
+    spacing = image.get("pixel_spacing_mm")
+    source_name = image.get("spacing_source") or ("supplied" if spacing else "none")
+    if source_name not in SPACING_SOURCES:
+        raise InputError(f"image.spacing_source must be one of {', '.join(SPACING_SOURCES)}, not {source_name!r}")
+    if spacing is not None:
+        spacing = [float(s) for s in spacing]
+        if len(spacing) != 2 or not all(s > 0 and math.isfinite(s) for s in spacing):
+            raise InputError(f"image.pixel_spacing_mm must be two positive numbers [row, col], not {spacing!r}")
+    anterior = image.get("anterior")
+    pts_px, s1_px, heads_px, radii = _landmark_arrays(landmarks)
+    doc_image = {
+        "rows": image.get("rows"), "columns": image.get("columns"),
+        "pixel_spacing_mm": spacing, "spacing_source": "none" if spacing is None else source_name,
+        "anterior": anterior,
+    }
+    doc = {"schema": SCHEMA_ID, "status": "rejected", "source": source, "image": doc_image,
+           "landmarks": landmarks, "parameters": {k: None for k in REQUIRED_PARAMETERS}, "vertebrae": [],
+           "warnings": warnings}
+    if anterior not in ("left", "right"):
+        warnings.append("the side the patient faces (image.anterior) is unknown: nothing can be oriented, "
+                        "so nothing is reported")
+        return doc
+    if spacing is None:
+        warnings.append("no pixel spacing: millimetre values are null; angles and height ratios assume square pixels")
+    elif source_name == "ImagerPixelSpacing":
+        warnings.append("spacing is the detector's (ImagerPixelSpacing) uncorrected for magnification: "
+                        "millimetre values are overstated by the magnification factor")
+    sp = spacing if spacing is not None else [1.0, 1.0]
+    pts = g.pixels_to_patient(pts_px, sp, anterior)
+    s1 = g.pixels_to_patient(s1_px, sp, anterior)
+    if len(heads_px) == 2:
+        hip = g.pixels_to_patient((heads_px[0] + heads_px[1]) / 2, sp, anterior)
+    elif len(heads_px) == 1:
+        hip = g.pixels_to_patient(heads_px[0], sp, anterior)
+        warnings.append("one femoral head seen: its centre is used as the hip axis")
+    else:
+        hip = np.full(2, np.nan)
+        warnings.append("no femoral head seen: pelvic incidence, pelvic tilt and T1 pelvic angle are null")
+    mm_ok = spacing is not None
+
+    ss = g.sacral_slope_deg(s1)
+    pt = g.pelvic_tilt_deg(s1, hip)
+    pi = g.pelvic_incidence_deg(s1, hip)
+    ll = g.lumbar_lordosis_deg(pts, s1)
+    tk = g.thoracic_kyphosis_deg(pts)
+    sva = g.sagittal_vertical_axis_mm(pts, s1) if mm_ok else np.nan
+    t1pa = g.t1_pelvic_angle_deg(pts, s1, hip)
+    params = {
+        "pelvic_incidence_deg": pi, "pelvic_tilt_deg": pt, "sacral_slope_deg": ss, "lumbar_lordosis_deg": ll,
+        "thoracic_kyphosis_deg": tk, "sagittal_vertical_axis_mm": sva, "pi_ll_mismatch_deg": pi - ll,
+        "t1_pelvic_angle_deg": t1pa,
+    }
+    params = {k: _num(v) for k, v in params.items()}
+    why = {
+        "sacral_slope_deg": "S1 endplate not in view", "lumbar_lordosis_deg": "L1 or the S1 endplate not in view",
+        "thoracic_kyphosis_deg": "T4 or T12 not in view",
+        "sagittal_vertical_axis_mm": "no pixel spacing" if not mm_ok else "C7 or the S1 endplate not in view",
+    }
+    for key, reason in why.items():
+        if params[key] is None:
+            warnings.append(f"{key} is null: {reason}")
+    mods = schwab_modifiers(params["pi_ll_mismatch_deg"] if params["pi_ll_mismatch_deg"] is not None else np.nan,
+                            params["pelvic_tilt_deg"] if params["pelvic_tilt_deg"] is not None else np.nan,
+                            params["sagittal_vertical_axis_mm"] if params["sagittal_vertical_axis_mm"] is not None else np.nan)
+    params.update({f"srs_schwab_{k}": v.item() if isinstance(v, np.ndarray) else v for k, v in mods.items()})
+    rtype = int(roussouly_type(pts, ss))
+    params["roussouly_type"] = rtype if rtype else None
+
+    morph = morphometry(pts)
+    vk = g.vertebral_kyphosis_deg(pts)
+    rk = g.regional_kyphosis_deg(pts, s1)
+    names = morphology_name(morph["morphology_index"])
+    verts = []
+    for i, level in enumerate(LEVELS):
+        if not np.isfinite(pts_px[i]).all():
+            continue
+        h = morph["heights_mm"][i]
+        grade = int(morph["genant_grade"][i])
+        verts.append({
+            "level": level,
+            "heights_mm": {"anterior": _num(h[0]), "middle": _num(h[1]), "posterior": _num(h[2])} if mm_ok else None,
+            "height_loss_pct": _num(morph["height_loss_pct"][i]),
+            "genant_grade": grade if grade >= 0 else None,
+            "morphology": names[i],
+            "regional_kyphosis_deg": _num(rk[i]),
+            "vertebral_kyphosis_deg": _num(vk[i]),
+        })
+    doc["parameters"] = params
+    doc["vertebrae"] = verts
+    measured = [params[k] for k in REQUIRED_PARAMETERS if params[k] is not None]
+    doc["status"] = "rejected" if not measured and not verts else (
+        "ok" if len(measured) == len(REQUIRED_PARAMETERS) else "partial")
+    if doc["status"] == "rejected":
+        warnings.append("no landmarks to measure")
+    return doc
+
+
+def measure_input(obj: dict, where: str = "input") -> dict:
+    """One ``{"image": {...}, "landmarks": {...}}`` object → its analysis document (source null)."""
+    if not isinstance(obj, dict) or "image" not in obj or "landmarks" not in obj:
+        raise InputError(f"{where}: expected an object with 'image' and 'landmarks'")
+    try:
+        return analysis_document(obj["image"], obj["landmarks"])
+    except InputError as exc:
+        raise InputError(f"{where}: {exc}") from None
+    except (TypeError, KeyError, ValueError) as exc:
+        raise InputError(f"{where}: malformed landmarks ({exc})") from None
+
+
+def rejected_document(reason: str) -> dict:
+    """A schema-valid ``rejected`` document for an input that could not be read at all."""
+    return {"schema": SCHEMA_ID, "status": "rejected", "source": None,
+            "image": {"rows": None, "columns": None, "pixel_spacing_mm": None, "spacing_source": "none",
+                      "anterior": None},
+            "landmarks": {"vertebrae": {}, "s1_endplate": None, "femoral_heads": []},
+            "parameters": {k: None for k in REQUIRED_PARAMETERS}, "vertebrae": [], "warnings": [reason]}

@@ -1,0 +1,115 @@
+"""``sagittal measure``: contract-valid JSON Lines, phantom truth recovered from pixels."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+import pytest
+
+from sagittal.cli import main
+from sagittal.phantom import build_spine, render_radiograph, sample_spec
+from sagittal.phantom.truth import radiograph_truth
+from sagittal.report.analysis import load_schema
+
+SHARED_SCHEMA = Path(__file__).resolve().parents[3] / "shared" / "contract" / "analysis.schema.json"
+
+
+@pytest.fixture(scope="module")
+def schema():
+    packaged = load_schema()
+    if SHARED_SCHEMA.exists():
+        assert packaged == json.loads(SHARED_SCHEMA.read_text()), "packaged schema differs from shared/contract"
+    return packaged
+
+
+def _truth_input(seed: int, **style) -> tuple[dict, dict]:
+    spine = build_spine(sample_spec(np.random.default_rng(seed)))
+    rg = render_radiograph(spine, np.random.default_rng(seed), pixel_spacing_mm=2.0, **style)
+    t = radiograph_truth(spine, rg)
+    return {"image": t["image"], "landmarks": t["landmarks"]}, t
+
+
+def _run(tmp_path, capsys, inputs: list) -> list[dict]:
+    files = []
+    for k, obj in enumerate(inputs):
+        p = tmp_path / f"in{k}.json"
+        p.write_text(obj if isinstance(obj, str) else json.dumps(obj))
+        files.append(str(p))
+    rc = main(["measure", *files])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == len(inputs)
+    return rc, [json.loads(line) for line in out]
+
+
+@pytest.mark.parametrize("facing", ["left", "right"])
+@pytest.mark.parametrize("calibration", ["PixelSpacing", "ImagerPixelSpacing/ERMF", "both"])
+def test_measure_recovers_phantom_truth(tmp_path, capsys, schema, facing, calibration):
+    inputs, truths = zip(*[_truth_input(s, modality="CR", field_of_view="whole", facing=facing,
+                                        calibration=calibration) for s in range(4)])
+    rc, docs = _run(tmp_path, capsys, list(inputs))
+    assert rc == 0
+    for doc, truth in zip(docs, truths):
+        jsonschema.validate(doc, schema)
+        assert doc["source"] is None and doc["status"] == "ok"
+        for key in ("pelvic_incidence_deg", "pelvic_tilt_deg", "sacral_slope_deg", "lumbar_lordosis_deg",
+                    "thoracic_kyphosis_deg", "sagittal_vertical_axis_mm", "t1_pelvic_angle_deg"):
+            assert doc["parameters"][key] == pytest.approx(truth["parameters"][key], abs=2e-3), key
+        by_level = {v["level"]: v for v in truth["vertebrae"]}
+        for v in doc["vertebrae"]:
+            t = by_level[v["level"]]
+            assert v["heights_mm"]["anterior"] == pytest.approx(t["heights_mm"]["anterior"], abs=2e-3)
+            assert v["vertebral_kyphosis_deg"] == pytest.approx(t["vertebral_kyphosis_deg"], abs=2e-3)
+
+
+def test_measure_nulls_and_warnings(tmp_path, capsys, schema):
+    lumbar, _ = _truth_input(3, modality="CR", field_of_view="lumbar", calibration="none")
+    no_heads, _ = _truth_input(4, modality="CR", field_of_view="whole", calibration="PixelSpacing")
+    no_heads["landmarks"]["femoral_heads"] = []
+    one_head, _ = _truth_input(5, modality="CR", field_of_view="whole", calibration="ImagerPixelSpacing")
+    one_head["landmarks"]["femoral_heads"] = one_head["landmarks"]["femoral_heads"][:1]
+    rc, (a, b, c) = _run(tmp_path, capsys, [lumbar, no_heads, one_head])
+    assert rc == 0
+    for doc in (a, b, c):
+        jsonschema.validate(doc, schema)
+    # withheld values make a document partial; a warning alone (one femoral head) does not
+    assert (a["status"], b["status"], c["status"]) == ("partial", "partial", "ok")
+    assert a["parameters"]["sagittal_vertical_axis_mm"] is None and a["parameters"]["thoracic_kyphosis_deg"] is None
+    assert a["parameters"]["pelvic_incidence_deg"] is not None
+    assert all(v["heights_mm"] is None for v in a["vertebrae"])
+    assert any("no pixel spacing" in w for w in a["warnings"])
+    assert b["parameters"]["pelvic_tilt_deg"] is None and any("no femoral head" in w for w in b["warnings"])
+    assert c["parameters"]["pelvic_tilt_deg"] is not None and any("one femoral head" in w for w in c["warnings"])
+    assert any("uncorrected for magnification" in w for w in c["warnings"])
+
+
+def test_measure_bad_inputs_keep_their_line(tmp_path, capsys, schema):
+    good, _ = _truth_input(6, modality="CR", calibration="PixelSpacing")
+    bad_level = json.loads(json.dumps(good))
+    bad_level["landmarks"]["vertebrae"]["S2"] = bad_level["landmarks"]["vertebrae"].popitem()[1]
+    files = [good, "{not json", {"image": {}}, bad_level]
+    paths = []
+    for k, obj in enumerate(files):
+        p = tmp_path / f"f{k}.json"
+        p.write_text(obj if isinstance(obj, str) else json.dumps(obj))
+        paths.append(str(p))
+    paths.append(str(tmp_path / "missing.json"))
+    rc = main(["measure", *paths])
+    cap = capsys.readouterr()
+    docs = [json.loads(line) for line in cap.out.strip().splitlines()]
+    assert rc == 0 and len(docs) == 5
+    assert [d["status"] for d in docs] == ["ok", "rejected", "rejected", "rejected", "rejected"]
+    for d in docs:
+        jsonschema.validate(d, schema)
+    assert "f1.json" in cap.err and "missing.json" in cap.err and "unknown level 'S2'" in cap.err
+    assert main(["measure", str(tmp_path / "missing.json")]) == 1
+
+
+def test_unknown_facing_is_rejected(tmp_path, capsys, schema):
+    obj, _ = _truth_input(7, modality="CR", calibration="PixelSpacing")
+    obj["image"]["anterior"] = None
+    _, (doc,) = _run(tmp_path, capsys, [obj])
+    jsonschema.validate(doc, schema)
+    assert doc["status"] == "rejected" and any("faces" in w for w in doc["warnings"])
