@@ -47,7 +47,7 @@ def heights_mm(points_mm: np.ndarray) -> np.ndarray:
     """``points_mm : (..., L, 6, 2)`` → ``(..., L, 3)`` anterior, middle, posterior heights."""
     p = np.asarray(points_mm, dtype=float)
     pairs = ((AS, AI), (MS, MI), (PS, PI))
-    return np.stack([np.linalg.norm(p[..., a, :] - p[..., b, :], axis=-1) for a, b in pairs], axis=-1)
+    return np.stack([np.hypot(p[..., a, 0] - p[..., b, 0], p[..., a, 1] - p[..., b, 1]) for a, b in pairs], axis=-1)
 
 
 def expected_posterior_mm(h_post: np.ndarray, levels: slice | np.ndarray = slice(None)) -> np.ndarray:
@@ -65,11 +65,11 @@ def expected_posterior_mm(h_post: np.ndarray, levels: slice | np.ndarray = slice
         dst = slice(max(0, -off), n - max(0, off))
         shifted[..., dst] = h_post[..., src] * ref[dst] / ref[src]
         scaled.append(shifted)
-    stack = np.stack(scaled, axis=-1)
-    with np.errstate(all="ignore"):
-        ok = np.isfinite(stack).any(axis=-1)
-        med = np.nanmedian(np.where(ok[..., None], stack, 0.0), axis=-1)
-    return np.where(ok, med, np.nan)
+    stack = np.sort(np.stack(scaled, axis=-1), axis=-1)  # NaNs sort last
+    k = np.isfinite(stack).sum(axis=-1)
+    lo = np.take_along_axis(stack, np.maximum((k - 1) // 2, 0)[..., None], axis=-1)[..., 0]
+    hi = np.take_along_axis(stack, (k // 2).clip(max=3)[..., None], axis=-1)[..., 0]
+    return np.where(k > 0, (lo + hi) / 2, np.nan)  # median of the neighbours in view
 
 
 def height_loss(points_mm: np.ndarray, levels: slice | np.ndarray = slice(None)) -> tuple[np.ndarray, np.ndarray]:
@@ -108,12 +108,11 @@ def morphometry(points_mm: np.ndarray, levels: slice | np.ndarray = slice(None))
     ``genant_grade (..., L)`` (int8, -1 unknown) and ``morphology_index (..., L)`` (0 normal,
     1 wedge, 2 biconcave, 3 crush, -1 unknown)."""
     losses, h = height_loss(points_mm, levels)
-    with np.errstate(all="ignore"):
-        worst = np.nanmax(np.where(np.isnan(losses), -np.inf, losses), axis=-1)
-    worst = np.where(np.isfinite(worst), worst, np.nan)
+    la, lm, lp = losses[..., 0], losses[..., 1], losses[..., 2]
+    worst = np.fmax(np.fmax(la, lm), lp)  # NaN only where all three are NaN
     loss_pct = np.clip(worst * 100.0, 0.0, None)
     grade = genant_grade(loss_pct)
-    which = np.argmax(np.where(np.isnan(losses), -np.inf, losses), axis=-1) + 1
+    which = np.where((la >= lm) & (la >= lp), 1, np.where(lm >= lp, 2, 3))
     morph = np.where(grade > 0, which, 0)
     morph = np.where(grade < 0, -1, morph).astype(np.int8)
     return {"heights_mm": h, "height_loss_pct": loss_pct, "genant_grade": grade, "morphology_index": morph}

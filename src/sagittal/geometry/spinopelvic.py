@@ -62,12 +62,15 @@ def pelvic_incidence_deg(s1_mm: np.ndarray, hip_mm: np.ndarray) -> np.ndarray:
 
 def lumbar_lordosis_deg(points_mm: np.ndarray, s1_mm: np.ndarray) -> np.ndarray:
     """Cobb angle from the L1 superior endplate to the S1 superior endplate, lordosis positive."""
-    return wrap_deg(superior_phi_deg(points_mm)[..., _L1] - _s1_phi(s1_mm))
+    p = np.asarray(points_mm, dtype=float)
+    return wrap_deg(endplate_angle_deg(p[..., _L1, PS, :], p[..., _L1, AS, :]) - _s1_phi(s1_mm))
 
 
 def thoracic_kyphosis_deg(points_mm: np.ndarray) -> np.ndarray:
     """Cobb angle from the T4 superior to the T12 inferior endplate, kyphosis positive."""
-    return wrap_deg(inferior_phi_deg(points_mm)[..., _T12] - superior_phi_deg(points_mm)[..., _T4])
+    p = np.asarray(points_mm, dtype=float)
+    return wrap_deg(endplate_angle_deg(p[..., _T12, PI, :], p[..., _T12, AI, :])
+                    - endplate_angle_deg(p[..., _T4, PS, :], p[..., _T4, AS, :]))
 
 
 def sagittal_vertical_axis_mm(points_mm: np.ndarray, s1_mm: np.ndarray) -> np.ndarray:
@@ -88,17 +91,20 @@ def t1_pelvic_angle_deg(points_mm: np.ndarray, s1_mm: np.ndarray, hip_mm: np.nda
     return wrap_deg(np.degrees(np.arctan2(t1[..., 0], t1[..., 1]) - np.arctan2(m[..., 0], m[..., 1])))
 
 
-def vertebral_kyphosis_deg(points_mm: np.ndarray) -> np.ndarray:
-    """Each vertebra's own superior-to-inferior endplate angle, kyphosis positive: ``(..., L)``."""
-    return wrap_deg(inferior_phi_deg(points_mm) - superior_phi_deg(points_mm))
+def vertebral_kyphosis_deg(points_mm: np.ndarray, *, phi: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """Each vertebra's own superior-to-inferior endplate angle, kyphosis positive: ``(..., L)``.
+
+    ``phi`` may pass precomputed ``(superior_phi_deg, inferior_phi_deg)``.
+    """
+    sup, inf = phi if phi is not None else (superior_phi_deg(points_mm), inferior_phi_deg(points_mm))
+    return wrap_deg(inf - sup)
 
 
-def regional_kyphosis_deg(points_mm: np.ndarray, s1_mm: np.ndarray) -> np.ndarray:
+def regional_kyphosis_deg(points_mm: np.ndarray, s1_mm: np.ndarray, *,
+                          phi: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Per level ``(..., L)``: superior endplate of the vertebra above to the inferior endplate
     of the vertebra below (for L5: the S1 endplate), kyphosis positive. NaN for C7."""
-    p = np.asarray(points_mm, dtype=float)
-    sup = superior_phi_deg(p)
-    inf = inferior_phi_deg(p)
+    sup, inf = phi if phi is not None else (superior_phi_deg(points_mm), inferior_phi_deg(points_mm))
     above = np.concatenate([np.full(sup.shape[:-1] + (1,), np.nan), sup[..., :-1]], axis=-1)
     below = np.concatenate([inf[..., 1:], _s1_phi(s1_mm)[..., None]], axis=-1)
     return wrap_deg(below - above)
