@@ -9,6 +9,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from sagittal.geometry.morphometry import NORMAL_ANTERIOR_RATIO, NORMAL_MIDDLE_RATIO, NORMAL_POSTERIOR_MM
 from sagittal.levels import LEVEL_INDEX, LEVELS
 from sagittal.phantom.anatomy import Fracture, build_spine, sample_spec, with_progression
 
@@ -72,18 +73,25 @@ def test_fractured_heights_show_the_requested_loss(morphology, which, loss):
     s0 = build_spine(base)
     s = build_spine(replace(base, fractures=(Fracture("L1", 2, loss, morphology),)))
     i = LEVEL_INDEX["L1"]
-    p, p0 = s.points_mm[i], s0.points_mm[i]
-
-    def heights(q):
-        return np.array([np.linalg.norm(q[0] - q[3]), np.linalg.norm(q[4] - q[5]), np.linalg.norm(q[1] - q[2])])
-
-    h, h0 = heights(p), heights(p0)
-    rel_loss = 100 * (1 - h / h0)
+    p = s.points_mm[i]
+    h = np.array([np.linalg.norm(p[0] - p[3]), np.linalg.norm(p[4] - p[5]), np.linalg.norm(p[1] - p[2])])
+    rel_loss = 100 * (1 - h / s.heights_before_mm[i])
     assert rel_loss.max() == pytest.approx(loss, abs=1e-6)
     assert int(np.argmax(rel_loss)) == which
     np.testing.assert_allclose(h, s.heights_mm[i], atol=1e-9)
     assert s.grade[i] == 2 and s.morphology[i] == morphology
+    # the pre-fracture body is the expected one: level-normal proportions, posterior height
+    # interpolated from the two neighbours (scaled by the normal sizes of the levels)
+    ha0, hm0, hp0 = s.heights_before_mm[i]
+    assert ha0 / hp0 == pytest.approx(NORMAL_ANTERIOR_RATIO[i])
+    assert hm0 / hp0 == pytest.approx(NORMAL_MIDDLE_RATIO[i])
+    nb = [s0.heights_mm[j, 2] * NORMAL_POSTERIOR_MM[i] / NORMAL_POSTERIOR_MM[j] for j in (i - 1, i + 1)]
+    assert hp0 == pytest.approx(np.mean(nb))
+
     # other vertebrae keep their shape
+    def heights(q):
+        return np.array([np.linalg.norm(q[0] - q[3]), np.linalg.norm(q[4] - q[5]), np.linalg.norm(q[1] - q[2])])
+
     for j in range(len(LEVELS)):
         if j != i:
             np.testing.assert_allclose(heights(s.points_mm[j]), heights(s0.points_mm[j]), atol=1e-9)
@@ -91,14 +99,15 @@ def test_fractured_heights_show_the_requested_loss(morphology, which, loss):
 
 def test_wedge_collapse_adds_kyphosis():
     base = sample_spec(np.random.default_rng(5), n_fractures=0)
-    s0 = build_spine(base)
     s = build_spine(replace(base, fractures=(Fracture("T12", 3, 45.0, "wedge"),)))
     i = LEVEL_INDEX["T12"]
-    kyph = lambda sp: math.degrees(sp.phi_rad[i, 1] - sp.phi_rad[i, 0])  # noqa: E731
-    assert kyph(s) > kyph(s0) + 10
-    assert s.parameters["thoracic_kyphosis_deg"] == pytest.approx(
-        s0.parameters["thoracic_kyphosis_deg"] + kyph(s) - kyph(s0), abs=1e-9)
-    assert s.parameters["pelvic_incidence_deg"] == s0.parameters["pelvic_incidence_deg"]
+    ha0, _, hp0 = s.heights_before_mm[i]
+    before = math.degrees(math.atan2(hp0 - ha0, s.spec.depth_mm[i]))  # kyphosis of the intact body
+    after = math.degrees(s.phi_rad[i, 1] - s.phi_rad[i, 0])
+    assert after > before + 10
+    # the requested (pre-fracture) kyphosis plus exactly what the collapse added
+    assert s.parameters["thoracic_kyphosis_deg"] == pytest.approx(base.thoracic_kyphosis_deg + after - before, abs=1e-9)
+    assert s.parameters["pelvic_incidence_deg"] == base.pelvic_incidence_deg
 
 
 def test_progression_loses_more_height_at_the_same_level():

@@ -7,9 +7,10 @@ Genant et al., J Bone Miner Res 1993; McCloskey et al., Osteoporos Int 1993):
 2. The posterior height expected for vertebra *i* comes from its neighbours (up to two
    above and two below that are in view): each neighbour's posterior height scaled by the
    normal size ratio between the two levels; the median resists one fractured neighbour.
-3. The anterior height expected is the vertebra's own posterior height times the level's
-   normal anterior/posterior ratio; the middle height expected is the taller of the two
-   wall-based estimates (posterior, anterior ÷ ratio) times the normal middle/posterior
+3. The anterior height expected is the vertebra's own posterior height (a wedge keeps its
+   posterior wall) times the level's normal anterior/posterior ratio; the middle height
+   expected is the largest of three estimates of the normal posterior height — its own, its
+   anterior height ÷ the normal ratio, the neighbours' — times the normal middle/posterior
    ratio, because a biconcave collapse lowers both walls a little. When the posterior wall
    itself has collapsed (≥ 20 % against the neighbours) the neighbour-based height is used.
 4. Height loss is the largest of the three relative losses; Genant grade 0 below 20 %,
@@ -87,7 +88,7 @@ def height_loss(points_mm: np.ndarray, levels: slice | np.ndarray = slice(None))
         # a wedge keeps its posterior wall; a biconcave body loses a little of both walls, so
         # the middle is judged against the taller of the two wall-based estimates
         base_a = np.where(crushed, hp_exp, hp)
-        base_m = np.where(crushed, hp_exp, np.fmax(hp, ha / ra))
+        base_m = np.where(crushed, hp_exp, np.fmax(np.fmax(hp, ha / ra), hp_exp))
         loss_a = 1.0 - ha / (base_a * ra)
         loss_m = 1.0 - hm / (base_m * NORMAL_MIDDLE_RATIO[levels])
     loss_p = np.where(np.isfinite(hp), loss_p, np.nan)

@@ -29,36 +29,22 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from ..geometry.morphometry import NORMAL_ANTERIOR_RATIO, NORMAL_POSTERIOR_MM
 from ..levels import LEVEL_INDEX, LEVELS, MORPHOLOGIES
 
 N_LEVELS = len(LEVELS)
 
-#: Per level (C7..L5): posterior body height mm, endplate depth mm, anterior/posterior height
-#: ratio, lateral body width mm. Thoracic bodies are naturally wedged (ratio < 1), L5 is
-#: taller in front.
-_LEVEL_TABLE = np.array(
-    [
-        # hp    depth  ratio  width
-        [14.0, 17.0, 0.96, 30.0],  # C7
-        [15.0, 18.0, 0.95, 32.0],  # T1
-        [16.0, 19.0, 0.93, 30.0],  # T2
-        [16.5, 20.0, 0.92, 29.0],  # T3
-        [17.0, 21.0, 0.91, 29.0],  # T4
-        [17.5, 22.0, 0.90, 30.0],  # T5
-        [18.0, 23.0, 0.90, 31.0],  # T6
-        [18.5, 24.0, 0.90, 32.0],  # T7
-        [19.0, 25.0, 0.91, 33.0],  # T8
-        [19.5, 26.0, 0.92, 35.0],  # T9
-        [20.5, 27.0, 0.93, 37.0],  # T10
-        [21.5, 28.5, 0.94, 40.0],  # T11
-        [23.0, 30.0, 0.95, 43.0],  # T12
-        [24.5, 32.0, 0.96, 45.0],  # L1
-        [25.5, 34.0, 0.98, 47.0],  # L2
-        [26.0, 35.0, 1.00, 49.0],  # L3
-        [26.0, 36.0, 1.02, 50.0],  # L4
-        [25.0, 36.0, 1.10, 52.0],  # L5
-    ]
+#: Per level (C7..L5): endplate depth mm and lateral body width mm. Posterior heights and
+#: anterior/posterior ratios are the normative tables of ``geometry.morphometry`` (thoracic
+#: bodies naturally wedged, L5 taller in front); each spine varies about them.
+_DEPTH_WIDTH_MM = np.array(
+    [[17.0, 30.0], [18.0, 32.0], [19.0, 30.0], [20.0, 29.0], [21.0, 29.0], [22.0, 30.0], [23.0, 31.0],
+     [24.0, 32.0], [25.0, 33.0], [26.0, 35.0], [27.0, 37.0], [28.5, 40.0], [30.0, 43.0], [32.0, 45.0],
+     [34.0, 47.0], [35.0, 49.0], [36.0, 50.0], [36.0, 52.0]]
 )
+#: mean endplate concavity as a fraction of the posterior height (middle/posterior ratio
+#: = (1 + anterior ratio) / 2 − 0.06, the normative middle ratio)
+_CONCAVITY_SUPERIOR, _CONCAVITY_INFERIOR = 0.035, 0.025
 #: Posterior disc height below each level (C7/T1 … L5/S1), mm.
 _DISC_POSTERIOR_MM = np.array(
     [4.0, 3.5, 3.5, 3.5, 3.5, 3.5, 3.8, 4.0, 4.2, 4.5, 5.0, 5.5, 6.0, 6.5, 7.0, 7.5, 7.5, 7.0]
@@ -221,11 +207,22 @@ def _apply_fracture(ha: float, hm: float, hp: float, fx: Fracture, rng_u: np.nda
 
 def build_spine(spec: SpineSpec) -> Spine:
     """Build the points of ``spec`` (pure and deterministic)."""
-    hp0 = spec.posterior_height_mm.astype(float)
+    hp0 = spec.posterior_height_mm.astype(float).copy()
     depth = spec.depth_mm.astype(float)
-    ha0 = hp0 * spec.anterior_ratio
-    cs0 = spec.concavity_superior_mm.astype(float)
-    ci0 = spec.concavity_inferior_mm.astype(float)
+    ratio = spec.anterior_ratio.astype(float).copy()
+    cs0 = spec.concavity_superior_mm.astype(float).copy()
+    ci0 = spec.concavity_inferior_mm.astype(float).copy()
+    # A fractured body is built from the shape expected for it — the normal proportions of its
+    # level and a posterior height interpolated from its neighbours — so that its loss against
+    # that expected height (Genant's criterion, CONTRACT.md) is exactly the loss requested.
+    # Natural variation stays in every unfractured vertebra.
+    fractured = sorted({LEVEL_INDEX[f.level] for f in spec.fractures})
+    for i in fractured:
+        nb = [j for j in (i - 1, i + 1) if 0 <= j < N_LEVELS]
+        hp0[i] = float(np.mean([spec.posterior_height_mm[j] * NORMAL_POSTERIOR_MM[i] / NORMAL_POSTERIOR_MM[j] for j in nb]))
+        ratio[i] = NORMAL_ANTERIOR_RATIO[i]
+        cs0[i], ci0[i] = _CONCAVITY_SUPERIOR * hp0[i], _CONCAVITY_INFERIOR * hp0[i]
+    ha0 = hp0 * ratio
     hm0 = (ha0 + hp0) / 2 - cs0 - ci0
 
     # fractured heights; biconcave collapse deepens the endplates, 70 % superior
@@ -373,7 +370,8 @@ def sample_spec(rng: np.random.Generator, *, n_fractures: int | None = None, **o
     """Draw a plausible adult spine; keyword arguments fix any ``SpineSpec`` field.
 
     Alignment follows the pelvis as in standing adults (LL ≈ PI + 10°, CLINICAL.md norms);
-    a drawn spine whose sagittal vertical axis falls outside -50…+120 mm is drawn again.
+    a drawn spine whose sagittal vertical axis falls outside -50…+120 mm, whose C7 endplate
+    tilts 60° or more, or whose bodies do not rise one above the other, is drawn again.
     ``n_fractures`` fixes how many fractures are drawn (default: none for 45 %, else 1–5,
     with sandwich vertebrae and cascades).
     """
@@ -381,8 +379,11 @@ def sample_spec(rng: np.random.Generator, *, n_fractures: int | None = None, **o
         spec = _sample_once(rng, n_fractures, overrides)
         if "lumbar_lordosis_deg" in overrides or "thoracic_kyphosis_deg" in overrides:
             return spec
-        sva = build_spine(spec).parameters["sagittal_vertical_axis_mm"]
-        if -50.0 <= sva <= 120.0:
+        spine = build_spine(spec)
+        sva = spine.parameters["sagittal_vertical_axis_mm"]
+        c7_slope = -math.degrees(spine.phi_rad[0, 0])  # standing adults hold C7 tilted < ~60°
+        rising = np.all(np.diff(spine.points_mm[:, :4, 1].mean(axis=1)) < 0)
+        if -50.0 <= sva <= 120.0 and c7_slope < 60.0 and rising:
             return spec
     return spec
 
@@ -397,13 +398,12 @@ def _sample_once(rng: np.random.Generator, n_fractures: int | None, overrides: d
     # anterior-down before fractures): TK follows LL − SS
     tk = overrides.get("thoracic_kyphosis_deg", float(np.clip(ll - ss + rng.normal(17, 8), max(10, ll - ss + 2), min(80, ll - ss + 35))))
     scale = rng.normal(1.0, 0.07)
-    t = _LEVEL_TABLE
-    hp = t[:, 0] * scale * rng.normal(1.0, 0.03, N_LEVELS)
-    depth = t[:, 1] * scale * rng.normal(1.0, 0.04, N_LEVELS)
-    ratio = t[:, 2] + rng.normal(0.0, 0.015, N_LEVELS)
-    cs = hp * np.clip(rng.normal(0.035, 0.008, N_LEVELS), 0.015, 0.06)
-    ci = hp * np.clip(rng.normal(0.025, 0.008, N_LEVELS), 0.01, 0.05)
-    width = t[:, 3] * scale * rng.normal(1.0, 0.04, N_LEVELS)
+    hp = NORMAL_POSTERIOR_MM * scale * rng.normal(1.0, 0.03, N_LEVELS)
+    depth = _DEPTH_WIDTH_MM[:, 0] * scale * rng.normal(1.0, 0.04, N_LEVELS)
+    ratio = NORMAL_ANTERIOR_RATIO + rng.normal(0.0, 0.015, N_LEVELS)
+    cs = hp * np.clip(rng.normal(_CONCAVITY_SUPERIOR, 0.008, N_LEVELS), 0.015, 0.06)
+    ci = hp * np.clip(rng.normal(_CONCAVITY_INFERIOR, 0.008, N_LEVELS), 0.01, 0.05)
+    width = _DEPTH_WIDTH_MM[:, 1] * scale * rng.normal(1.0, 0.04, N_LEVELS)
     disc_h = _DISC_POSTERIOR_MM * scale * np.clip(rng.normal(1.0, 0.15, N_LEVELS), 0.5, 1.5)
     if n_fractures is None:
         n_fractures = int(rng.choice([0, 1, 2, 3, 5], p=[0.45, 0.3, 0.13, 0.07, 0.05]))
