@@ -14,6 +14,9 @@ import numpy as np
 def wrap_deg(a: np.ndarray) -> np.ndarray:
     """Wrap angles to (-180, 180] degrees."""
     a = np.asarray(a, dtype=float)
+    if not np.any((a <= -540.0) | (a > 540.0)):  # the usual case (NaN included): a difference of two angles
+        a = np.where(a > 180.0, a - 360.0, a)
+        return np.where(a <= -180.0, a + 360.0, a)
     return 180.0 - np.mod(180.0 - a, 360.0)
 
 

@@ -57,7 +57,7 @@ def measure_all(points_mm: np.ndarray, s1_mm: np.ndarray, hip_mm: np.ndarray) ->
     return out
 
 
-def measure_spines(points_mm: np.ndarray, s1_mm: np.ndarray, hip_mm: np.ndarray, chunk: int = 16384,
+def measure_spines(points_mm: np.ndarray, s1_mm: np.ndarray, hip_mm: np.ndarray, chunk: int = 4096,
                    workers: int | None = None) -> dict[str, np.ndarray]:
     """``measure_all`` over ``N`` spines ``(N, 18, 6, 2)`` in chunks of ``chunk`` spines.
 
@@ -70,7 +70,10 @@ def measure_spines(points_mm: np.ndarray, s1_mm: np.ndarray, hip_mm: np.ndarray,
 
     def run(start: int) -> None:
         sl = slice(start, min(start + chunk, n))
-        part = measure_all(points_mm[sl], s1_mm[sl], hip_mm[sl])
+        # coordinate-major copy of the chunk: every point coordinate becomes a contiguous
+        # (chunk, 18) block, which the per-level arithmetic streams through
+        block = np.ascontiguousarray(np.moveaxis(np.asarray(points_mm[sl], dtype=float), (-2, -1), (0, 1)))
+        part = measure_all(np.moveaxis(block, (0, 1), (-2, -1)), s1_mm[sl], hip_mm[sl])
         for k in FIELDS:
             out[k][sl] = part[k]
 

@@ -48,7 +48,15 @@ def heights_mm(points_mm: np.ndarray) -> np.ndarray:
     """``points_mm : (..., L, 6, 2)`` → ``(..., L, 3)`` anterior, middle, posterior heights."""
     p = np.asarray(points_mm, dtype=float)
     pairs = ((AS, AI), (MS, MI), (PS, PI))
-    return np.stack([np.hypot(p[..., a, 0] - p[..., b, 0], p[..., a, 1] - p[..., b, 1]) for a, b in pairs], axis=-1)
+    out = []
+    for a, b in pairs:
+        dx = p[..., a, 0] - p[..., b, 0]
+        dy = p[..., a, 1] - p[..., b, 1]
+        dx *= dx
+        dy *= dy
+        dx += dy
+        out.append(np.sqrt(dx, out=dx))
+    return np.stack(out, axis=-1)
 
 
 def expected_posterior_mm(h_post: np.ndarray, levels: slice | np.ndarray = slice(None)) -> np.ndarray:
@@ -59,18 +67,23 @@ def expected_posterior_mm(h_post: np.ndarray, levels: slice | np.ndarray = slice
     """
     ref = NORMAL_POSTERIOR_MM[levels]
     n = h_post.shape[-1]
-    scaled = []
+    total = np.zeros_like(h_post)
+    count = np.zeros(h_post.shape, np.int8)
+    lo = np.full_like(h_post, np.inf)
+    hi = np.full_like(h_post, -np.inf)
     for off in (-2, -1, 1, 2):
-        shifted = np.full_like(h_post, np.nan)
         src = slice(max(0, off), n + min(0, off))
         dst = slice(max(0, -off), n - max(0, off))
-        shifted[..., dst] = h_post[..., src] * ref[dst] / ref[src]
-        scaled.append(shifted)
-    stack = np.sort(np.stack(scaled, axis=-1), axis=-1)  # NaNs sort last
-    k = np.isfinite(stack).sum(axis=-1)
-    lo = np.take_along_axis(stack, np.maximum((k - 1) // 2, 0)[..., None], axis=-1)[..., 0]
-    hi = np.take_along_axis(stack, (k // 2).clip(max=3)[..., None], axis=-1)[..., 0]
-    return np.where(k > 0, (lo + hi) / 2, np.nan)  # median of the neighbours in view
+        v = h_post[..., src] * (ref[dst] / ref[src])
+        ok = np.isfinite(v)
+        total[..., dst] += np.where(ok, v, 0.0)
+        count[..., dst] += ok
+        lo[..., dst] = np.fmin(lo[..., dst], v)
+        hi[..., dst] = np.fmax(hi[..., dst], v)
+    # median of up to four values: drop the extremes when there are three or four
+    with np.errstate(invalid="ignore", divide="ignore"):
+        med = np.where(count >= 3, total - lo - hi, total) / np.where(count == 4, 2, np.where(count == 3, 1, count))
+    return np.where(count > 0, med, np.nan)
 
 
 def height_loss(points_mm: np.ndarray, levels: slice | np.ndarray = slice(None)) -> tuple[np.ndarray, np.ndarray]:
