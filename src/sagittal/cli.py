@@ -68,6 +68,54 @@ def _cmd_measure(args: argparse.Namespace) -> int:
     return 1 if failed == len(args.files) else 0
 
 
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    import json
+    from collections import Counter, defaultdict
+
+    from .io import scan_export
+
+    export = scan_export(args.inputs, decode_pixels=not args.headers_only)
+    if args.json:
+        json.dump(export.to_json(), sys.stdout, indent=1)
+        sys.stdout.write("\n")
+        return 0
+    by_patient: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    for s in export.series:
+        j = s.to_json()
+        by_patient[j["patient"]][j["study_instance_uid"] or "(no StudyInstanceUID)"].append(j)
+    print(f"{len(by_patient)} patient(s), {sum(len(v) for v in by_patient.values())} study(ies), "
+          f"{len(export.series)} series, {len(export.set_aside)} file(s) set aside")
+    for patient, studies in by_patient.items():
+        print(f"\n{patient}")
+        for study, series in studies.items():
+            print(f"  study {study}")
+            for j in series:
+                what = j["view"] or j["orientation"] or ""
+                if j["weighting"]:
+                    what += f" {j['weighting']}"
+                cal = j["calibration"] or {}
+                sp = cal.get("pixel_spacing_mm")
+                sp_txt = "no spacing" if not sp else f"{sp[0]:.4g} x {sp[1]:.4g} mm"
+                if cal.get("slice_spacing_mm"):
+                    sp_txt += f", slices {cal['slice_spacing_mm']:.4g} mm"
+                print(f"    {j['modality']:3} {j['kind']:10} {what:16} {j['instances']:4} file(s) {j['rows']}x{j['columns']}"
+                      f"  {sp_txt} [{cal.get('spacing_source')}]  decoder {','.join(j['decoder']) or '-'}"
+                      f"  {j['series_description'][:40]}")
+                for w in j["warnings"]:
+                    print(f"        warning: {w}")
+    if export.set_aside:
+        print("\nset aside:")
+        for (stage, reason), n in Counter((a.stage, a.reason.split(': ', 1)[-1] if a.reason.startswith(a.path) else a.reason)
+                                          for a in export.set_aside).most_common():
+            print(f"  {n:4} x [{stage}] {reason[:150]}")
+        if args.verbose:
+            for a in export.set_aside:
+                print(f"  {a.path}: [{a.stage}] {a.reason}")
+    for w in export.warnings:
+        print(f"warning: {w}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sagittal", description="Spinal sagittal balance and vertebral-fracture analysis.")
     p.add_argument("--version", action="version", version=f"sagittal {__version__}")
@@ -92,6 +140,14 @@ def build_parser() -> argparse.ArgumentParser:
     ph.add_argument("--pixel-spacing", type=_positive_float, default=None, metavar="MM",
                     help="radiograph pixel spacing at the patient, mm")
     ph.set_defaults(func=_cmd_phantom)
+
+    ins = sub.add_parser("inspect", help="what is in a DICOM export: patients, studies, series, files set aside",
+                         description="Discover, group, classify, decode and calibrate every file under INPUT. "
+                                     "Patient names never appear; patients are shown as stable pseudonyms.")
+    ins.add_argument("inputs", nargs="+", metavar="INPUT")
+    ins.add_argument("--json", action="store_true", help="machine-readable: {series: [...], set_aside: [...]}")
+    ins.add_argument("--headers-only", action="store_true", help="read headers only (fast; decoding is not tried)")
+    ins.set_defaults(func=_cmd_inspect)
 
     me = sub.add_parser("measure", help="compute every parameter from landmarks alone (JSON Lines out)",
                         description="Each FILE holds {\"image\": {...}, \"landmarks\": {...}} in the contract's shapes. "
