@@ -75,6 +75,10 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     from .io import scan_export
 
     export = scan_export(args.inputs, decode_pixels=not args.headers_only)
+    if args.errors:
+        from .batch import write_errors_csv
+
+        write_errors_csv(export.set_aside, args.errors)
     if args.json:
         json.dump(export.to_json(), sys.stdout, indent=1)
         sys.stdout.write("\n")
@@ -147,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("inputs", nargs="+", metavar="INPUT")
     ins.add_argument("--json", action="store_true", help="machine-readable: {series: [...], set_aside: [...]}")
     ins.add_argument("--headers-only", action="store_true", help="read headers only (fast; decoding is not tried)")
+    ins.add_argument("--errors", metavar="CSV", help="also write the files set aside as path,stage,reason")
     ins.set_defaults(func=_cmd_inspect)
 
     me = sub.add_parser("measure", help="compute every parameter from landmarks alone (JSON Lines out)",

@@ -227,7 +227,7 @@ def _header_from(ds, p: str, forced: bool) -> Header | SetAside:
         meta = getattr(ds, "file_meta", None)
         sop_class = _text(ds, "SOPClassUID") or (_text(meta, "MediaStorageSOPClassUID") if meta is not None else "")
         if tag_for_keyword("DirectoryRecordSequence") in ds or sop_class == "1.2.840.10008.1.3.10":
-            return SetAside(p, "discover", "DICOMDIR: its referenced files are read instead")
+            return SetAside(p, "discover", "a DICOMDIR (media directory), not an image: the files it lists are read")
         if sop_class == KEY_OBJECT_SOP:
             return SetAside(p, "discover", "not an image: key object selection (KO)")
         for prefix, what in NON_IMAGE_SOP_PREFIXES.items():
@@ -300,7 +300,7 @@ def discover(inputs: Iterable[str | os.PathLike], workers: int | None = None) ->
     pending = list(walk(inputs, set_aside))
     seen = {os.path.realpath(p) for p in pending}
     for path in list(pending):
-        if path.name.upper() != "DICOMDIR":
+        if not path.name.upper().startswith("DICOMDIR"):
             continue
         try:
             refs = dicomdir_references(path)
