@@ -120,6 +120,25 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .findings.clinical import read_clinical_csv
+    from .report.candidacy import build_reports, check_inputs, load_documents
+
+    docs, warnings = load_documents(args.inputs)
+    check_inputs(docs, warnings)
+    clinical = read_clinical_csv(args.clinical) if args.clinical else {}
+    reports = build_reports(docs, clinical, args.outdir, warnings)
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    width = max((len(r["patient_id"]) for r in reports), default=10)
+    print(f"{'patient':{width}}  category                      fractured levels")
+    for r in reports:
+        levels = ", ".join(f"{x['level']} ({x['category']})" for x in r["levels"]) or "none"
+        print(f"{r['patient_id']:{width}}  {r['category']:29} {levels}")
+    print(f"\nreports in {args.outdir}/patients/*/candidacy.html; cohort table {args.outdir}/candidacy.csv")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sagittal", description="Spinal sagittal balance and vertebral-fracture analysis.")
     p.add_argument("--version", action="version", version=f"sagittal {__version__}")
@@ -153,6 +172,15 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("--headers-only", action="store_true", help="read headers only (fast; decoding is not tried)")
     ins.add_argument("--errors", metavar="CSV", help="also write the files set aside as path,stage,reason")
     ins.set_defaults(func=_cmd_inspect)
+
+    rp = sub.add_parser("report", help="vertebral-augmentation candidacy report per patient (JSON, HTML, CSV)",
+                        description="Group analysis documents per patient (source.patient_id), weigh them with the "
+                                    "clinical CSV, and write OUTDIR/patients/*/candidacy.json and .html and "
+                                    "OUTDIR/candidacy.csv. Decision support only.")
+    rp.add_argument("inputs", nargs="+", metavar="INPUT", help="analysis documents (.json, .jsonl) or folders of them")
+    rp.add_argument("--clinical", metavar="FILE", help="clinical CSV keyed by patient_id (see README)")
+    rp.add_argument("-o", "--outdir", required=True)
+    rp.set_defaults(func=_cmd_report)
 
     me = sub.add_parser("measure", help="compute every parameter from landmarks alone (JSON Lines out)",
                         description="Each FILE holds {\"image\": {...}, \"landmarks\": {...}} in the contract's shapes. "

@@ -79,6 +79,49 @@ def _acute_patient(out: Path) -> dict:
     return {"patient_id": pid, "studies": [study1, study2]}
 
 
+#: the clinical picture of the sample patients (synthetic), for the candidacy report demo
+CLINICAL_CSV = """patient_id,age,vas,pain_weeks,hospitalised,bed_bound,analgesic_failure,neuro_deficit,instability,malignancy_suspected,pulmonary_dysfunction,frail,mri_oedema_levels,cleft_levels
+PHA,58,3,10,no,no,no,no,no,no,no,no,,
+PHB,67,6,20,no,no,yes,no,no,no,no,no,,
+PHC,74,8,4,yes,yes,yes,no,no,no,no,yes,L1,
+"""
+
+
+def truth_analysis_documents(sample_dir: str | Path, outdir: str | Path) -> list[Path]:
+    """Analysis documents of the sample radiographs computed from their *true* landmarks.
+
+    Stands in for ``sagittal analyze`` until the landmark model lands, so the report stage can
+    be shown end to end; ``source`` comes from each file's DICOM header.
+    """
+    import json
+
+    import pydicom
+
+    from ..report.analysis import analysis_document
+
+    sample_dir, outdir = Path(sample_dir), Path(outdir)
+    written = []
+    for truth_path in sorted(sample_dir.glob("*/truth.json")):
+        truth = json.loads(truth_path.read_text())
+        for study in truth["studies"]:
+            for img in study["images"]:
+                if img["kind"] != "radiograph":
+                    continue
+                rel = img["files"][0]
+                ds = pydicom.dcmread(sample_dir / rel, stop_before_pixels=True)
+                source = {"path": str(sample_dir / rel), "modality": str(ds.Modality),
+                          "study_instance_uid": str(ds.StudyInstanceUID), "series_instance_uid": str(ds.SeriesInstanceUID),
+                          "sop_instance_uids": [str(ds.SOPInstanceUID)], "patient_id": str(ds.PatientID),
+                          "study_date": str(ds.StudyDate)}
+                doc = analysis_document(img["image"], img["landmarks"], source=source,
+                                        warnings=["landmarks are the phantom's truth, not a model's output"])
+                out = outdir / f"{rel.replace('/', '_')}.json"
+                out.parent.mkdir(parents=True, exist_ok=True)
+                out.write_text(json.dumps(doc, indent=1) + "\n")
+                written.append(out)
+    return written
+
+
 def make_samples(outdir: str | Path) -> list[dict]:
     out = Path(outdir)
     if out.exists():
@@ -90,6 +133,7 @@ def make_samples(outdir: str | Path) -> list[dict]:
     ]
     for p in patients:
         write_json_atomic(out / p["patient_id"] / "truth.json", {"schema": TRUTH_SCHEMA, **p})
+    (out / "clinical.csv").write_text(CLINICAL_CSV)
     return patients
 
 

@@ -1,0 +1,182 @@
+"""Candidacy reports from analysis documents: group per patient, merge what the documents
+and the clinical CSV say about each vertebra, evaluate the rules, write JSON, HTML and CSV.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import json
+import logging
+import os
+from collections import defaultdict
+from pathlib import Path
+
+from ..errors import InputError
+from ..findings.candidacy import LevelFacts, evaluate_patient
+from ..findings.clinical import ClinicalInputs
+from ..io.series import pseudonym
+from ..levels import LEVELS
+from .analysis import REQUIRED_PARAMETERS, SCHEMA_ID
+from .html import candidacy_html
+
+log = logging.getLogger(__name__)
+UNASSIGNED = "(no patient_id)"
+
+
+def load_documents(inputs) -> tuple[list[tuple[str, dict]], list[str]]:
+    """Analysis documents from files (.json, .jsonl) and folders; unreadable ones become warnings."""
+    paths: list[Path] = []
+    warnings: list[str] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            paths += sorted(x for x in p.rglob("*") if x.suffix in (".json", ".jsonl") and x.is_file())
+        elif p.is_file():
+            paths.append(p)
+        else:
+            warnings.append(f"{p}: no such file or folder")
+    docs: list[tuple[str, dict]] = []
+    for p in paths:
+        try:
+            text = p.read_text(encoding="utf-8")
+            objs = [json.loads(line) for line in text.splitlines() if line.strip()] if p.suffix == ".jsonl" \
+                else [json.loads(text)]
+        except (OSError, ValueError) as exc:
+            warnings.append(f"{p}: not readable as JSON ({exc})")
+            continue
+        for obj in objs:
+            if isinstance(obj, dict) and obj.get("schema") == SCHEMA_ID:
+                docs.append((str(p), obj))
+    return docs, warnings
+
+
+def _date(doc: dict) -> str:
+    src = doc.get("source") or {}
+    return str(src.get("study_date") or "")
+
+
+def patient_facts(docs: list[tuple[str, dict]], clinical: ClinicalInputs | None):
+    """(levels, parameters, analysable) for one patient's documents, oldest study first."""
+    docs = sorted(docs, key=lambda d: _date(d[1]))
+    levels: dict[str, LevelFacts] = {}
+    per_study: dict[str, dict[str, float]] = defaultdict(dict)
+    best_params, best_count = None, -1
+    analysable = False
+    for _, doc in docs:
+        if doc.get("status") not in ("ok", "partial"):
+            continue
+        analysable = True
+        src = doc.get("source") or {}
+        study = src.get("study_instance_uid") or _date(doc) or str(id(doc))
+        params = doc.get("parameters") or {}
+        count = sum(params.get(k) is not None for k in REQUIRED_PARAMETERS)
+        if count >= best_count:
+            best_params, best_count = params, count
+        for v in doc.get("vertebrae") or []:
+            lv = v.get("level")
+            if lv not in LEVELS:
+                continue
+            f = levels.setdefault(lv, LevelFacts(lv))
+            if v.get("genant_grade") is not None:
+                f.grade, f.height_loss_pct, f.morphology = v["genant_grade"], v.get("height_loss_pct"), v.get("morphology")
+                per_study[study][lv] = (_date(doc), v.get("height_loss_pct"))
+            if v.get("regional_kyphosis_deg") is not None:
+                f.regional_kyphosis_deg = v["regional_kyphosis_deg"]
+            oed = v.get("oedema")
+            if isinstance(oed, dict) and oed.get("present") is not None:
+                f.oedema, f.oedema_extent_pct, f.oedema_source = bool(oed["present"]), oed.get("extent_pct"), oed.get("source")
+            cl = v.get("cleft")
+            if isinstance(cl, dict) and cl.get("present") is not None:
+                f.cleft, f.cleft_content, f.cleft_source = bool(cl["present"]), cl.get("content"), cl.get("source")
+    for lv, f in levels.items():
+        f.losses_over_time = [per_study[s][lv] for s in per_study if lv in per_study[s]]
+    # manual MRI findings fill in where no MR series was analysed
+    if clinical is not None:
+        for attr, present_attr, src_attr in (("mri_oedema_levels", "oedema", "oedema_source"),
+                                             ("cleft_levels", "cleft", "cleft_source")):
+            listed = getattr(clinical, attr)
+            if listed is None:
+                continue
+            for lv in set(levels) | set(listed):
+                if lv not in LEVELS:
+                    continue
+                f = levels.setdefault(lv, LevelFacts(lv))
+                if getattr(f, present_attr) is None:
+                    setattr(f, present_attr, lv in listed)
+                    setattr(f, src_attr, "manual")
+    return levels, best_params, analysable
+
+
+def build_reports(docs: list[tuple[str, dict]], clinical: dict[str, ClinicalInputs], outdir: str | os.PathLike,
+                  warnings: list[str] | None = None) -> list[dict]:
+    """Write ``candidacy.json`` and ``candidacy.html`` per patient and ``candidacy.csv``; return the reports."""
+    outdir = Path(outdir)
+    warnings = warnings if warnings is not None else []
+    by_patient: dict[str, list[tuple[str, dict]]] = defaultdict(list)
+    for path, doc in docs:
+        pid = (doc.get("source") or {}).get("patient_id") or UNASSIGNED
+        by_patient[pid].append((path, doc))
+    if UNASSIGNED in by_patient:
+        warnings.append(f"{len(by_patient[UNASSIGNED])} document(s) without source.patient_id are reported together "
+                        f"as {UNASSIGNED!r}")
+    for pid in sorted(set(clinical) - set(by_patient)):
+        warnings.append(f"clinical row for a patient with no analysis document ({pseudonym(pid)}); reported on "
+                        "clinical data alone")
+        by_patient[pid] = []
+    reports = []
+    for pid in sorted(by_patient):
+        pdocs = by_patient[pid]
+        if pid not in clinical and pid != UNASSIGNED:
+            warnings.append(f"{pseudonym(pid)}: no row in the clinical CSV; clinical criteria are unknown")
+        levels, params, analysable = patient_facts(pdocs, clinical.get(pid))
+        report = evaluate_patient(pid, levels, clinical.get(pid), params, analysable)
+        report["documents"] = [p for p, _ in pdocs]
+        folder = outdir / "patients" / (pseudonym(pid) if pid != UNASSIGNED else "unassigned")
+        _write_atomic(folder / "candidacy.json", json.dumps(report, indent=1) + "\n")
+        _write_atomic(folder / "candidacy.html", candidacy_html(report, _overlays(pdocs)))
+        report["_folder"] = str(folder)
+        reports.append(report)
+    _write_csv(outdir / "candidacy.csv", reports)
+    return reports
+
+
+def _overlays(pdocs) -> list[tuple[str, str]]:
+    """(caption, base64 PNG) for overlays written beside the documents."""
+    out = []
+    for path, doc in pdocs:
+        png = Path(path).with_suffix(".png")
+        if png.is_file():
+            src = doc.get("source") or {}
+            caption = f"{src.get('modality', '')} {src.get('study_date', '')} {Path(src.get('path', path)).name}".strip()
+            out.append((caption, base64.b64encode(png.read_bytes()).decode("ascii")))
+    return out
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _write_csv(path: Path, reports: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["patient_id", "category", "fractured_levels", "level_categories", "sagittal_vertical_axis_mm",
+                    "pelvic_incidence_deg", "pelvic_tilt_deg", "pi_ll_mismatch_deg", "report"])
+        for r in reports:
+            b = r["baseline"]
+            w.writerow([r["patient_id"], r["category"], ";".join(x["level"] for x in r["levels"]),
+                        ";".join(f"{x['level']}:{x['category']}" for x in r["levels"]),
+                        b.get("sagittal_vertical_axis_mm"), b.get("pelvic_incidence_deg"), b.get("pelvic_tilt_deg"),
+                        b.get("pi_ll_mismatch_deg"), os.path.relpath(Path(r["_folder"]) / "candidacy.html", path.parent)])
+    os.replace(tmp, path)
+
+
+def check_inputs(docs, warnings) -> None:
+    if not docs:
+        raise InputError("no analysis documents (schema sagittal.analysis/1) found in the inputs"
+                         + (f"; {warnings[0]}" if warnings else ""))
