@@ -146,18 +146,19 @@ def sample_style(rng: np.random.Generator, **overrides) -> dict:
         "body_width_mm": float(rng.uniform(260, 400)),
         "abdomen_depth_mm": float(rng.uniform(150, 300)),
         "soft_mu": float(rng.uniform(0.016, 0.024)),
-        "bone_gain": float(rng.uniform(0.6, 1.4)),
+        "bone_gain": float(rng.uniform(0.9, 1.6)),
         "cortex_gain": float(rng.uniform(0.5, 1.5)),
         "ribs": bool(rng.random() < 0.9),
         "arms": bool(rng.random() < 0.7),
         "bowel_gas": int(rng.integers(0, 12)),
         "heel": float(rng.uniform(-0.35, 0.35)),
         "scatter": float(rng.uniform(0.1, 1.2)),
-        "photons": float(10 ** rng.uniform(4.3, 6.3)),
+        "photons": float(10 ** rng.uniform(4.3, 6.3)),  # per 0.15 mm pixel; scaled with pixel area
         "blur_mm": float(rng.uniform(0.08, 0.5)),
         "grid": bool(rng.random() < 0.3),
-        "equalise": float(rng.uniform(0.3, 0.9)),
-        "unsharp": float(rng.uniform(0.0, 1.5)),
+        "equalise": float(rng.uniform(0.7, 0.97)),
+        "equalise_mm": float(rng.uniform(50, 120)),
+        "unsharp": float(rng.uniform(0.2, 1.5)),
         "unsharp_mm": float(rng.uniform(3, 25)),
         "gamma": float(rng.uniform(0.6, 1.6)),
         "window": (float(rng.uniform(0.0, 3.0)), float(rng.uniform(97.0, 100.0))),
@@ -224,7 +225,9 @@ def render_radiograph(spine: Spine, rng: np.random.Generator, **overrides) -> Ra
     bone = np.zeros((rows, cols), np.float32)
     _draw_bones(bone, spine, st, px, sp, rng)
     sr, sc = max(1, rows // 400), max(1, cols // 200)
-    in_body = soft[::sr, ::sc] > 1.5  # the window is set on the body, as a detector's histogram analysis does
+    core = soft[::sr, ::sc]
+    in_body = core > 0.6 * np.percentile(core, 99)  # window on the trunk, as a detector's histogram analysis does
+    inside = (soft > 1.0).astype(np.float32)
     att = soft
     att += bone * np.float32(st["bone_gain"])
     del bone
@@ -237,9 +240,13 @@ def render_radiograph(spine: Spine, rng: np.random.Generator, **overrides) -> Ra
     for _ in range(st["seams"] if st["field_of_view"] == "whole" else 0):
         r = int(rng.uniform(0.25, 0.75) * rows)
         inten[r:] *= np.float32(rng.uniform(0.8, 1.25))
-    inten += _smooth_blur(inten, 60.0 / sp[1]) * np.float32(st["scatter"])
+    # scatter arises in the patient: a broad haze proportional to the primary leaving the body
+    # (scatter-to-primary ratios of 1–4 in a thick lateral), not to the direct beam beside it
+    inten += _smooth_blur(inten * inside, 60.0 / sp[1]) * np.float32(3.0 * st["scatter"])
+    del inside
     noise = rng.standard_normal((rows, cols), dtype=np.float32)
-    noise *= np.sqrt(np.maximum(inten, 1e-9) / np.float32(st["photons"]))
+    photons = st["photons"] * (sp[0] * sp[1]) / (0.15 * 0.15)  # quantum noise per area, not per pixel
+    noise *= np.sqrt(np.maximum(inten, 1e-9) / np.float32(photons))
     inten += noise
     del noise
     inten = cv2.GaussianBlur(inten, (0, 0), max(0.3, st["blur_mm"] / sp[1]))
@@ -251,7 +258,7 @@ def render_radiograph(spine: Spine, rng: np.random.Generator, **overrides) -> Ra
 
     # ---- processing: equalisation, unsharp masking, window and tone curve
     if st["equalise"] > 0:
-        dens -= _smooth_blur(dens, 40.0 / sp[1]) * np.float32(st["equalise"])
+        dens -= _smooth_blur(dens, st.get("equalise_mm", 40.0) / sp[1]) * np.float32(st["equalise"])
     if st["unsharp"] > 0:
         low = _smooth_blur(dens, st["unsharp_mm"] / sp[1])
         dens += (dens - low) * np.float32(st["unsharp"])
@@ -383,7 +390,7 @@ def _draw_bones(bone: np.ndarray, spine: Spine, st: dict, px, sp, rng: np.random
     rim = max(1, int(round(1.0 * mm)))
     for i in range(len(LEVELS)):
         w = spine.spec.width_mm[i]
-        trab = 0.008 * w * dens
+        trab = 0.015 * w * dens
         poly = px(spine.body_polygon_mm(i))
         _add_shape(bone, poly, trab, cortex, rim)
         if spine.cleft[i] == "gas":

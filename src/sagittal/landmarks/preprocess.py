@@ -1,0 +1,61 @@
+"""Image → model input: robust intensity normalisation and an aspect-preserving letterbox
+into the model's fixed ``INPUT_SHAPE`` (rows, cols). Pure numpy/OpenCV, no torch.
+
+The same function prepares training images (phantom renders) and clinical images, so the
+model sees one distribution of inputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+INPUT_SHAPE = (256, 128)  # rows, cols: a standing spine is tall; sized for CPU training
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """``input = (image - 0) * scale + offset`` in pixel ``[x, y]``; ``shape`` of the source."""
+
+    scale: float
+    offset: tuple[float, float]  # (x, y) in input pixels
+    shape: tuple[int, int]  # source (rows, cols)
+
+    def to_input(self, xy: np.ndarray) -> np.ndarray:
+        return np.asarray(xy, float) * self.scale + np.asarray(self.offset)
+
+    def to_source(self, xy: np.ndarray) -> np.ndarray:
+        return (np.asarray(xy, float) - np.asarray(self.offset)) / self.scale
+
+
+def normalise(image: np.ndarray) -> np.ndarray:
+    """Bone-bright image → float32 in about [0, 1] by its 1st and 99.5th percentiles."""
+    img = np.asarray(image, np.float32)
+    step = max(1, int(np.sqrt(img.size / 250_000)))
+    sample = img[::step, ::step]
+    lo, hi = np.percentile(sample, (1.0, 99.5))
+    if not np.isfinite(lo) or hi <= lo:
+        return np.zeros_like(img)
+    return np.clip((img - lo) / (hi - lo), 0.0, 1.0)
+
+
+def letterbox(image: np.ndarray, shape: tuple[int, int] = INPUT_SHAPE) -> tuple[np.ndarray, Letterbox]:
+    """Resize ``image`` to fit ``shape`` keeping its aspect ratio, centred, zero padded.
+
+    Pixel centres map exactly: a source point ``p`` lands at ``p * scale + offset`` with
+    ``(0, 0)`` the centre of the top-left pixel (CONTRACT.md) on both sides.
+    """
+    rows, cols = image.shape[:2]
+    scale = min(shape[0] / rows, shape[1] / cols)
+    new_r, new_c = max(1, int(round(rows * scale))), max(1, int(round(cols * scale)))
+    resized = cv2.resize(image.astype(np.float32), (new_c, new_r), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    out = np.zeros(shape, np.float32)
+    top, left = (shape[0] - new_r) // 2, (shape[1] - new_c) // 2
+    out[top:top + new_r, left:left + new_c] = resized
+    # exact scale per axis after rounding; use the mean (differences are < 1/rows)
+    sx, sy = new_c / cols, new_r / rows
+    s = (sx + sy) / 2
+    # pixel-centre convention: x_in + 0.5 = (x_src + 0.5) * s + left
+    return out, Letterbox(scale=s, offset=(left + 0.5 * s - 0.5, top + 0.5 * s - 0.5), shape=(rows, cols))
