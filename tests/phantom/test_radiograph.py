@@ -12,7 +12,7 @@ from sagittal.phantom.radiograph import mm_to_px, render_radiograph, sample_styl
 from sagittal.phantom.truth import radiograph_truth
 
 # a clean look so the checks measure geometry, not randomised processing
-CLEAN = dict(photons=1e7, scatter=0.2, equalise=0.5, unsharp=0.0, gamma=1.0, window=(0.5, 99.5), seams=0,
+CLEAN = dict(photons=1e7, scatter=0.2, equalise=0.9, equalise_mm=60.0, unsharp=0.0, gamma=1.0, window=(0.5, 99.5), seams=0,
              collimation="none", markers=False, ruler=False, grid=False, heel=0.0, blur_mm=0.1, bone_gain=1.2)
 
 
