@@ -74,7 +74,7 @@ def test_only_working_subcommands_are_registered(capsys):
         main(["--help"])
     out = capsys.readouterr().out
     assert "phantom" in out
-    for missing in ("analyze",):
+    for missing in ("dask-run",):
         assert missing not in out.split("positional arguments")[1].split("options")[0]
 
 

@@ -139,6 +139,20 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    from .batch.analyze import run_analyze
+
+    result = run_analyze(args.inputs, args.outdir, device=args.device, workers=args.workers, weights=args.weights,
+                         clinical=args.clinical)
+    st = result["statuses"]
+    print(f"analysed {result['analysed']} image(s) ({result['skipped_existing']} already done), "
+          f"{result['set_aside']} file(s) set aside; documents: {st['ok']} ok, {st['partial']} partial, "
+          f"{st['rejected']} rejected")
+    print(f"outputs in {args.outdir}: per-image JSON + overlay PNG, summary.csv, errors.csv"
+          + (", report/" if args.clinical else ""))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sagittal", description="Spinal sagittal balance and vertebral-fracture analysis.")
     p.add_argument("--version", action="version", version=f"sagittal {__version__}")
@@ -172,6 +186,18 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("--headers-only", action="store_true", help="read headers only (fast; decoding is not tried)")
     ins.add_argument("--errors", metavar="CSV", help="also write the files set aside as path,stage,reason")
     ins.set_defaults(func=_cmd_inspect)
+
+    an = sub.add_parser("analyze", help="lateral radiographs → landmarks, parameters, fractures (JSON + overlay)",
+                        description="Discover DICOM under INPUT, analyse every lateral radiograph with the landmark "
+                                    "model, and write one analysis document (sagittal.analysis/1) and overlay PNG "
+                                    "per image, summary.csv and errors.csv under OUTDIR. Reruns skip finished images.")
+    an.add_argument("inputs", nargs="+", metavar="INPUT")
+    an.add_argument("-o", "--outdir", required=True)
+    an.add_argument("--clinical", metavar="FILE", help="also write the candidacy report (see 'sagittal report')")
+    an.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    an.add_argument("--workers", type=_positive_int, default=1, help="processes (each runs its own model)")
+    an.add_argument("--weights", help="landmark weights (default: models/landmarks.pt)")
+    an.set_defaults(func=_cmd_analyze)
 
     rp = sub.add_parser("report", help="vertebral-augmentation candidacy report per patient (JSON, HTML, CSV)",
                         description="Group analysis documents per patient (source.patient_id), weigh them with the "

@@ -1,0 +1,116 @@
+"""``sagittal analyze`` end to end on small phantom files: contract-valid documents, overlays,
+summary and error ledgers, MONOCHROME1 / facing left / uncalibrated handled as the contract
+says, resumption and exit codes. Accuracy is the evaluation script's business, not this one's."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+import pydicom
+import pytest
+
+from sagittal.cli import main
+from sagittal.landmarks.infer import DEFAULT_WEIGHTS
+from sagittal.phantom import build_spine, render_ct, render_radiograph, sample_spec
+from sagittal.phantom.dicom import StudyInfo, radiograph_dataset, volume_datasets, write_dataset
+from sagittal.report.analysis import load_schema
+
+pytestmark = pytest.mark.skipif(not DEFAULT_WEIGHTS.is_file(), reason="models/landmarks.pt not trained yet")
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export")
+    spine = build_spine(sample_spec(np.random.default_rng(77), n_fractures=1))
+    info = StudyInfo.make("an/1", "PHAN")
+    cases = {
+        "mono1": dict(modality="DX", photometric="MONOCHROME1", facing="right", calibration="both"),
+        "left": dict(modality="CR", photometric="MONOCHROME2", facing="left", calibration="PixelSpacing"),
+        "uncal": dict(modality="CR", photometric="MONOCHROME2", facing="right", calibration="none"),
+    }
+    for name, style in cases.items():
+        rg = render_radiograph(spine, np.random.default_rng(len(name)), pixel_spacing_mm=0.8, **style)
+        write_dataset(radiograph_dataset(rg, info, f"an/{name}"), root / name, "jpeg2000")
+    ds = pydicom.dcmread(root / "left")
+    ds.SOPInstanceUID = pydicom.uid.generate_uid()
+    ds.SeriesInstanceUID = pydicom.uid.generate_uid()
+    ds.ViewPosition, ds.SeriesDescription = "AP", "L-SPINE AP"
+    ds.save_as(root / "frontal")
+    ct = render_ct(spine, np.random.default_rng(3), matrix=32, pixel_spacing_mm=10.0, slice_mm=40.0)
+    for k, d in enumerate(volume_datasets(ct, info, "an/ct")):
+        write_dataset(d, root / "ct" / f"{k}", "explicit")
+    (root / "notes.txt").write_text("not DICOM")
+    return root
+
+
+@pytest.fixture(scope="module")
+def run(export, tmp_path_factory):
+    out = tmp_path_factory.mktemp("out")
+    assert main(["analyze", str(export), "-o", str(out), "--device", "cpu"]) == 0
+    return out
+
+
+def _docs(out: Path) -> dict[str, dict]:
+    docs = {}
+    for p in out.rglob("*.json"):
+        d = json.loads(p.read_text())
+        if d.get("schema") == "sagittal.analysis/1":
+            docs[Path(d["source"]["path"]).name] = d | {"_path": str(p)}
+    return docs
+
+
+def test_documents_are_contract_valid_with_overlays(run):
+    docs = _docs(run)
+    assert set(docs) == {"mono1", "left", "uncal"}
+    schema = load_schema()
+    for d in docs.values():
+        jsonschema.validate({k: v for k, v in d.items() if k != "_path"}, schema)
+        assert Path(d["_path"]).with_suffix(".png").is_file()
+        assert d["source"]["patient_id"] == "PHAN" and d["source"]["modality"] in ("DX", "CR")
+        assert d["status"] in ("ok", "partial", "rejected")
+        if d["status"] == "rejected":
+            assert d["warnings"]
+
+
+def test_contract_cases(run):
+    docs = _docs(run)
+    assert docs["left"]["image"]["anterior"] == "left" and docs["left"]["image"]["spacing_source"] == "PixelSpacing"
+    assert docs["mono1"]["image"]["spacing_source"] == "PixelSpacing"
+    u = docs["uncal"]
+    assert u["image"]["spacing_source"] == "none" and u["image"]["pixel_spacing_mm"] is None
+    assert u["parameters"]["sagittal_vertical_axis_mm"] is None
+    assert all(v["heights_mm"] is None for v in u["vertebrae"])
+    assert any("spacing" in w for w in u["warnings"])
+
+
+def test_ledgers(run, export):
+    with open(run / "errors.csv", newline="") as fh:
+        errors = {Path(r["path"]).name: r for r in csv.DictReader(fh)}
+    assert errors["notes.txt"]["stage"] == "read"
+    assert "not a lateral view" in errors["frontal"]["reason"]
+    assert sum(1 for k in errors if k.isdigit()) == len(list((export / "ct").iterdir()))
+    with open(run / "summary.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 3 and {r["status"] for r in rows} <= {"ok", "partial", "rejected"}
+    assert all(r["patient"].startswith("patient-") for r in rows)  # no identifier in the table
+
+
+def test_rerun_resumes(run, export, capsys):
+    capsys.readouterr()
+    assert main(["analyze", str(export), "-o", str(run), "--device", "cpu"]) == 0
+    assert "analysed 0 image(s) (3 already done)" in capsys.readouterr().out
+
+
+def test_exit_codes(tmp_path, capsys):
+    assert main(["analyze", str(tmp_path / "nothing"), "-o", str(tmp_path / "o")]) == 2
+    assert "no files found" in capsys.readouterr().err
+    import torch
+
+    if not torch.cuda.is_available():
+        (tmp_path / "x.txt").write_text("x")
+        assert main(["analyze", str(tmp_path / "x.txt"), "-o", str(tmp_path / "o2"), "--device", "cuda"]) == 2
+        assert "no CUDA device" in capsys.readouterr().err
