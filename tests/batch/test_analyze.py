@@ -38,7 +38,7 @@ def export(tmp_path_factory):
     ds = pydicom.dcmread(root / "left")
     ds.SOPInstanceUID = pydicom.uid.generate_uid()
     ds.SeriesInstanceUID = pydicom.uid.generate_uid()
-    ds.ViewPosition, ds.SeriesDescription = "AP", "L-SPINE AP"
+    ds.ViewPosition, ds.SeriesDescription, ds.ProtocolName = "AP", "L-SPINE AP", "L-SPINE AP"
     ds.save_as(root / "frontal")
     ct = render_ct(spine, np.random.default_rng(3), matrix=32, pixel_spacing_mm=10.0, slice_mm=40.0)
     for k, d in enumerate(volume_datasets(ct, info, "an/ct")):

@@ -58,7 +58,7 @@ def plan(inputs, outdir: Path) -> tuple[list[Task], list[SetAside], int]:
             name = _safe(h.sop_instance_uid or Path(h.path).name)
             out = outdir / pseudonym(h.patient_id) / _safe(h.study_uid or "no-study-uid") / f"{name}.json"
             tasks.append(Task(h, str(out)))
-    n_found = sum(len(s.files) for s in export.series) + len(export.set_aside)
+    n_found = sum(len(s.files) for s in export.series) + sum(a.reason != "no such file or folder" for a in export.set_aside)
     return tasks, errors, n_found
 
 
@@ -92,9 +92,9 @@ def analyse_one(task: Task, weights=None, device: str = "cpu", threads: int | No
         warnings = list(notes) + list(cal.warnings) + list(d.notes) + lm_warnings
         anterior = cal.anterior
         if facing and anterior and facing != anterior:
-            warnings.append(f"PatientOrientation says the patient faces {anterior}, the image shows {facing}; "
-                            "the image is followed")
-        anterior = facing or anterior
+            warnings.append(f"PatientOrientation says the patient faces {anterior} but the landmarks point "
+                            f"{facing}: the header is followed; check the image")
+        anterior = anterior or facing  # the header when it says, else the image content
         if view == "unknown":
             warnings.append("the view could not be confirmed as lateral from the header")
         source = {"path": h.path, "modality": h.modality, "study_instance_uid": h.study_uid or None,
@@ -158,7 +158,7 @@ def run_analyze(inputs, outdir, *, device: str = "auto", workers: int = 1, weigh
     outdir.mkdir(parents=True, exist_ok=True)
     tasks, errors, n_found = plan(inputs, outdir)
     if n_found == 0:
-        raise InputError("no files found in the inputs")
+        raise InputError("no files found in the inputs: " + "; ".join(f"{a.path}: {a.reason}" for a in errors[:3]))
     todo = [t for t in tasks if not Path(t.out_json).is_file()]
     skipped = len(tasks) - len(todo)
     from ..landmarks.infer import resolve_device, weights_path

@@ -32,7 +32,8 @@ def radiograph_view(h: Header) -> tuple[str, list[str]]:
         return "oblique", notes
     by_tag = {"LL": "lateral", "RL": "lateral", "LATERAL": "lateral", "LAT": "lateral", "AP": "frontal",
               "PA": "frontal"}.get(h.view_position)
-    by_text = "lateral" if _LATERAL_TEXT.search(text) else ("frontal" if _FRONTAL_TEXT.search(text) else None)
+    lat, front = bool(_LATERAL_TEXT.search(text)), bool(_FRONTAL_TEXT.search(text))
+    by_text = None if lat == front else ("lateral" if lat else "frontal")  # both named: the text decides nothing
     by_orient = None
     if len(h.patient_orientation) >= 1 and h.patient_orientation[0]:
         first = h.patient_orientation[0][0]
