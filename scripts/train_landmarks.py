@@ -1,19 +1,26 @@
 #!/usr/bin/env python3
-"""Train the landmark network on phantom radiographs only (no real images, no downloads).
+"""Train one stage of the landmark model on phantom radiographs only (no real images, no downloads).
 
-    .venv/bin/python scripts/train_landmarks.py --minutes 35 --n-train 3000 --seed 0 \\
-        --out models/landmarks.pt
+    .venv/bin/python scripts/train_landmarks.py --stage coarse --minutes 60 --n-train 4000 --seed 0
+    .venv/bin/python scripts/train_landmarks.py --stage refine --minutes 60 --n-train 2500 --seed 0
 
-Training seeds are 0 … n-train-1 of ``landmarks.data.render_sample``; the evaluation script
-uses seeds from 1,000,000 up, never seen here. The run is time-bounded (cosine learning rate
-over the wall-clock budget) and checkpoints atomically every few minutes. To fine-tune on
-your own annotated radiographs, replace ``make_dataset`` by arrays of the same layout
-(images uint8 on the model grid, landmarks in model-input pixels) and pass ``--init``.
+Each run writes its stage into ``--out`` (default ``models/landmarks.pt``), keeping the other
+stage that is already there (read-modify-write under a lock, atomic replace), so the two stages
+can train at once, one thread each. Training images are seeds 0 … n-train-1 of the stage's own
+stream in ``landmarks.data``; ``scripts/eval_landmarks.py`` renders from another stream. The run
+is time-bounded (cosine learning rate over the wall-clock budget) and checkpoints every few
+minutes.
+
+Fine-tuning on your own annotated radiographs: build arrays of the same layout as
+``make_coarse_dataset`` / ``make_refine_dataset`` (images letterboxed to the coarse grid with
+landmarks in model-input pixels; crops from ``landmarks.crops`` with points in crop pixels), save
+them with ``np.savez`` and pass them as ``--cache`` with ``--init models/landmarks.pt``.
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import sys
@@ -22,124 +29,171 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from sagittal.landmarks.data import make_dataset
-from sagittal.landmarks.model import LandmarkNet
+from sagittal.landmarks.data import make_coarse_dataset, make_refine_dataset
+from sagittal.landmarks.model import build
 from sagittal.landmarks.preprocess import INPUT_SHAPE
-from sagittal.landmarks.targets import C_OFFSETS, C_RADIUS, N_CHANNELS, make_targets
+from sagittal.landmarks.targets import (C_HEAD, C_OFFSETS, C_RADIUS, C_S1, COARSE_HEAT, coarse_targets,
+                                        refine_targets)
 
 
-def batch_targets(data, idx, flip, rng):
+def photometric(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Gamma, contrast, brightness, blur-free noise on top of the renderer's randomisation."""
+    img = np.clip(img, 0, 1) ** rng.uniform(0.6, 1.6)
+    img = np.clip((img - 0.5) * rng.uniform(0.7, 1.3) + 0.5 + rng.normal(0, 0.05), 0, 1)
+    return (img + rng.normal(0, rng.uniform(0, 0.04), img.shape)).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------- coarse
+
+def coarse_batch(data, idx, rng):
     imgs, tgts, masks = [], [], []
-    for k, f in zip(idx, flip):
-        img = data["images"][k].astype(np.float32) / 255.0
+    for k in idx:
+        img = photometric(data["images"][k].astype(np.float32) / 255.0, rng)
         v = data["vertebrae"][k]
         v = v[np.isfinite(v).all(axis=(1, 2))]
         s1 = data["s1"][k] if np.isfinite(data["s1"][k]).all() else None
         ok = np.isfinite(data["heads"][k]).all(axis=1)
         heads, radii = data["heads"][k][ok], data["radii"][k][ok]
-        # photometric augmentation on top of the renderer's: gamma, contrast, noise
-        img = np.clip(img, 0, 1) ** rng.uniform(0.7, 1.4)
-        img = np.clip((img - 0.5) * rng.uniform(0.8, 1.25) + 0.5 + rng.normal(0, 0.03), 0, 1)
-        img = img + rng.normal(0, rng.uniform(0, 0.03), img.shape).astype(np.float32)
-        if f:  # mirror: the same spine facing the other way
+        if rng.random() < 0.5:  # mirror: the same spine facing the other way
             w = img.shape[1]
             img = img[:, ::-1]
             mirror = lambda p: np.concatenate([w - 1 - p[..., :1], p[..., 1:]], axis=-1)  # noqa: E731
             v, heads = mirror(v), mirror(heads)
             s1 = None if s1 is None else mirror(s1)
-        t, m = make_targets(INPUT_SHAPE, v, s1, heads, radii)
-        imgs.append(np.ascontiguousarray(img, dtype=np.float32))
+        t, m = coarse_targets(INPUT_SHAPE, v, s1, heads, radii)
+        imgs.append(np.ascontiguousarray(img))
         tgts.append(t)
         masks.append(m)
     return (torch.from_numpy(np.stack(imgs))[:, None], torch.from_numpy(np.stack(tgts)),
             torch.from_numpy(np.stack(masks)))
 
 
-def loss_fn(pred, target, mask, heat_channels):
-    heat = heat_channels[None, :, None, None]
-    w = 1.0 + 20.0 * target
-    l_heat = (((pred - target) ** 2) * w * heat).sum() / (heat.sum() * pred.shape[0] * pred.shape[2] * pred.shape[3])
-    reg = torch.zeros(N_CHANNELS, dtype=torch.bool)
-    reg[C_OFFSETS] = True
+def focal(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """CenterNet's penalty-reduced focal loss over Gaussian heatmaps, per positive."""
+    p = torch.sigmoid(logits).clamp(1e-4, 1 - 1e-4)
+    pos = (target > 0.99).float()
+    l_pos = -((1 - p) ** 2) * torch.log(p) * pos
+    l_neg = -((1 - target) ** 4) * p**2 * torch.log(1 - p) * (1 - pos)
+    return (l_pos.sum() + l_neg.sum()) / pos.sum().clamp(min=1)
+
+
+def coarse_loss(pred, target, mask):
+    heat = list(COARSE_HEAT)
+    l_heat = focal(pred[:, heat], target[:, heat])
     m = mask[:, None]
-    l_off = ((pred - target).abs() * m * reg[None, :, None, None]).sum() / (m.sum() * 12 + 1)
+    l_off = ((pred[:, C_OFFSETS] - target[:, C_OFFSETS]).abs() * m).sum() / (m.sum() * 12 + 1)
     rad_mask = (target[:, C_RADIUS] > 0).float()
     l_rad = ((pred[:, C_RADIUS] - target[:, C_RADIUS]).abs() * rad_mask).sum() / (rad_mask.sum() + 1)
-    return 100 * l_heat + l_off + l_rad, (float(l_heat), float(l_off), float(l_rad))
+    return l_heat + 10 * l_off + 5 * l_rad, (l_heat.item(), l_off.item(), l_rad.item())
 
 
-def save(model, path: Path, meta: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save({"widths": list(model.widths), "state_dict": model.state_dict(), "meta": meta}, tmp)
-    os.replace(tmp, path)
+# ---------------------------------------------------------------------------------- refine
+
+def refine_batch(data, idx, rng):
+    crops = np.stack([photometric(data["crops"][k].astype(np.float32) / 255.0, rng) for k in idx])
+    size = crops.shape[-1]
+    tgts = np.stack([refine_targets(size, data["points"][k]) for k in idx])
+    return torch.from_numpy(crops)[:, None], torch.from_numpy(tgts)
+
+
+def refine_loss(pred, target):
+    """Cross-entropy of each channel's spatial softmax against its normalised Gaussian,
+    averaged over the channels that belong to the crop (their target sums to 1)."""
+    b, k, h, w = pred.shape
+    logp = F.log_softmax(pred.reshape(b, k, h * w), dim=-1)
+    t = target.reshape(b, k, h * w)
+    valid = (t.sum(-1) > 0.5).float()
+    ce = -(t * logp).sum(-1)
+    return (ce * valid).sum() / valid.sum().clamp(min=1), (valid.sum().item(),)
+
+
+# ---------------------------------------------------------------------------------- common
+
+def save_stage(path: Path, stage: str, model, meta: dict) -> None:
+    """Write ``stage`` into the weights file at ``path``, keeping the other stage (locked)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(f".{path.name}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        blob = torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else {}
+        if "coarse" not in blob and "refine" not in blob:
+            blob = {}
+        blob["format"] = 2
+        blob[stage] = {"widths": list(model.widths), "state_dict": model.state_dict(), "meta": meta}
+        tmp = path.with_name(f".{path.name}.{stage}.tmp")
+        torch.save(blob, tmp)
+        os.replace(tmp, path)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--minutes", type=float, default=35.0)
-    ap.add_argument("--n-train", type=int, default=3000)
-    ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--stage", choices=("coarse", "refine"), required=True)
+    ap.add_argument("--minutes", type=float, default=60.0)
+    ap.add_argument("--n-train", type=int, default=3000, help="rendered radiographs")
+    ap.add_argument("--batch", type=int, default=None, help="16 images (coarse) or 64 crops (refine)")
+    ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--cache", default=".cache/landmark_train.npz")
-    ap.add_argument("--init", help="start from these weights (fine-tuning)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--workers", type=int, default=2, help="processes rendering the training set")
+    ap.add_argument("--cache", default=None, help="npz of the rendered set (default .cache/<stage>_<n>.npz)")
+    ap.add_argument("--init", help="start from the stage's weights in this file (fine-tuning)")
     ap.add_argument("--out", default="models/landmarks.pt")
     args = ap.parse_args()
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(args.seed)
+    batch = args.batch or (16 if args.stage == "coarse" else 64)
     t0 = time.time()
-    cache = Path(args.cache)
-    if cache.is_file() and len(np.load(cache)["seeds"]) == args.n_train:
+    cache = Path(args.cache or f".cache/{args.stage}_{args.n_train}.npz")
+    if cache.is_file():
         data = dict(np.load(cache))
     else:
-        data = make_dataset(range(args.n_train))
+        make = make_coarse_dataset if args.stage == "coarse" else make_refine_dataset
+        data = make(range(args.n_train), workers=args.workers)
         cache.parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(cache, **data)
+        np.savez(cache, **data)
+    n = len(data["images"] if args.stage == "coarse" else data["crops"])
     t_data = time.time() - t0
-    print(f"dataset: {args.n_train} phantom radiographs in {t_data:.0f} s", flush=True)
-    model = LandmarkNet()
+    print(f"{args.stage}: {n} training items from {args.n_train} phantom radiographs in {t_data:.0f} s", flush=True)
+    model = build(args.stage)
     if args.init:
-        model.load_state_dict(torch.load(args.init, weights_only=True)["state_dict"])
+        model.load_state_dict(torch.load(args.init, weights_only=True)[args.stage]["state_dict"])
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
-    heat_channels = model.is_heat.float()
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     budget = args.minutes * 60
     start, last_save, it = time.time(), time.time(), 0
     losses = []
-    while True:
-        frac = (time.time() - start) / budget
-        if frac >= 1:
-            break
+    while (frac := (time.time() - start) / budget) < 1:
         for g in opt.param_groups:
-            g["lr"] = args.lr * 0.5 * (1 + np.cos(np.pi * frac)) * min(1.0, (it + 1) / 50)
-        idx = rng.integers(0, args.n_train, args.batch)
-        x, t, m = batch_targets(data, idx, rng.random(args.batch) < 0.5, rng)
+            g["lr"] = args.lr * 0.5 * (1 + np.cos(np.pi * frac)) * min(1.0, (it + 1) / 100)
+        idx = rng.integers(0, n, batch)
         model.train()
-        pred = model(x)
-        loss, parts = loss_fn(pred, t, m, heat_channels)
+        if args.stage == "coarse":
+            x, t, m = coarse_batch(data, idx, rng)
+            loss, parts = coarse_loss(model(x), t, m)
+        else:
+            x, t = refine_batch(data, idx, rng)
+            loss, parts = refine_loss(model(x), t)
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
         it += 1
         if it % 50 == 0:
             print(f"it {it} {time.time() - start:6.0f}s lr {opt.param_groups[0]['lr']:.2e} loss "
-                  f"{np.mean(losses[-50:]):.4f} (heat {parts[0]:.5f} off {parts[1]:.4f} rad {parts[2]:.4f})", flush=True)
+                  f"{np.mean(losses[-50:]):.4f} {tuple(round(p, 4) for p in parts)}", flush=True)
         if time.time() - last_save > 300:
-            save(model, out, {"iterations": it, "partial": True})
+            save_stage(out, args.stage, model, {"iterations": it, "partial": True})
             last_save = time.time()
     meta = {
         "command": "scripts/train_landmarks.py " + " ".join(sys.argv[1:]),
-        "iterations": it, "batch": args.batch, "images_seen": it * args.batch, "n_train": args.n_train,
-        "train_seeds": f"0..{args.n_train - 1} of landmarks.data.render_sample", "minutes": args.minutes,
-        "data_seconds": round(t_data), "train_seconds": round(time.time() - start), "threads": args.threads,
-        "final_loss": float(np.mean(losses[-100:])), "torch": torch.__version__,
+        "stage": args.stage, "iterations": it, "batch": batch, "items_seen": it * batch, "n_train": args.n_train,
+        "train_items": n, "train_seeds": f"0..{args.n_train - 1} of the {args.stage} stream in landmarks.data",
+        "minutes": args.minutes, "data_seconds": round(t_data), "train_seconds": round(time.time() - start),
+        "threads": args.threads, "final_loss": float(np.mean(losses[-100:])), "torch": str(torch.__version__),
     }
-    save(model, out, meta)
+    save_stage(out, args.stage, model, meta)
     print(json.dumps(meta), flush=True)
 
 

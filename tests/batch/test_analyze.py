@@ -114,3 +114,25 @@ def test_exit_codes(tmp_path, capsys):
         (tmp_path / "x.txt").write_text("x")
         assert main(["analyze", str(tmp_path / "x.txt"), "-o", str(tmp_path / "o2"), "--device", "cuda"]) == 2
         assert "no CUDA device" in capsys.readouterr().err
+
+
+def test_unusable_weights_stop_the_run(export, tmp_path, capsys):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    assert main(["analyze", str(export / "left"), "-o", str(tmp_path / "o"), "--device", "cpu", "--weights", str(bad)]) != 0
+    assert "bad.pt" in capsys.readouterr().err
+    assert main(["analyze", str(export / "left"), "-o", str(tmp_path / "o"), "--weights", str(tmp_path / "none.pt")]) == 2
+    assert "weights not found" in capsys.readouterr().err
+
+
+def test_workers_give_the_same_documents(run, export, tmp_path):
+    out = tmp_path / "w2"
+    assert main(["analyze", str(export), "-o", str(out), "--device", "cpu", "--workers", "2"]) == 0
+    one, two = _docs(run), _docs(out)
+    assert set(one) == set(two)
+    for name in one:
+        a, b = one[name]["landmarks"], two[name]["landmarks"]
+        assert a.keys() == b.keys() and list(a["vertebrae"]) == list(b["vertebrae"])
+        for lv in a["vertebrae"]:
+            np.testing.assert_allclose(a["vertebrae"][lv]["anterior_superior"], b["vertebrae"][lv]["anterior_superior"],
+                                       atol=0.05)

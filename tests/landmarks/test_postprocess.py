@@ -7,14 +7,16 @@ import numpy as np
 import pytest
 
 from sagittal.landmarks.data import render_sample
-from sagittal.landmarks.postprocess import decode, label_levels, to_contract
+from sagittal.landmarks.crops import CROP
+from sagittal.landmarks.postprocess import (REFINE_MASS, Body, Detections, crop_frames, decode, label_levels, refine,
+                                            softmax_points, to_contract)
 from sagittal.landmarks.preprocess import INPUT_SHAPE
-from sagittal.landmarks.targets import C_CENTRE, make_targets
+from sagittal.landmarks.targets import COARSE_CHANNELS, REFINE_CHANNELS, R_HEADS, R_S1, R_VERTEBRA, coarse_targets
 
 
 def _maps(smp, drop_levels=(), drop_s1=False):
     keep = [i for i, lv in enumerate(smp.levels) if lv not in drop_levels]
-    t, _ = make_targets(INPUT_SHAPE, smp.vertebrae[keep], None if drop_s1 else smp.s1, smp.heads, smp.radii)
+    t, _ = coarse_targets(INPUT_SHAPE, smp.vertebrae[keep], None if drop_s1 else smp.s1, smp.heads, smp.radii)
     return t
 
 
@@ -43,9 +45,9 @@ def test_perfect_maps_give_back_the_truth(whole):
     for lv, pts in zip(whole.levels, whole.vertebrae):
         assert np.abs(got[lv] - pts).max() < 0.6  # sub-pixel from the heatmaps
     np.testing.assert_allclose(det.s1, whole.s1, atol=0.6)
-    assert len(det.heads) == 2
-    centres = sorted(tuple(np.round(c)) for c, _, _ in det.heads)
-    assert centres == sorted(tuple(np.round(h)) for h in whole.heads)
+    assert 1 <= len(det.heads) <= 2  # two heads a cell apart can merge into one peak
+    mid = np.mean([c for c, _, _ in det.heads], axis=0)
+    np.testing.assert_allclose(mid, whole.heads.mean(axis=0), atol=2.5)
 
 
 def test_lumbar_view_counts_up_from_s1(lumbar):
@@ -68,6 +70,12 @@ def test_without_sacrum_levels_count_from_c7(whole):
     assert top.level == "C7" and any("counted from C7" in w for w in det.warnings)
 
 
+def test_lumbar_view_without_sacrum_is_not_counted_from_c7(lumbar):
+    det = label_levels(decode(_maps(lumbar, drop_s1=True)), INPUT_SHAPE[0])
+    assert det.bodies and all(b.level is None for b in det.bodies)
+    assert any("withheld" in w for w in det.warnings)
+
+
 def test_wrong_lowest_body_withholds_all_levels(whole):
     # the lowest body missed: counting up from S1 would call L4 "L5"
     det = label_levels(decode(_maps(whole, drop_levels=("L5",))), INPUT_SHAPE[0])
@@ -76,7 +84,7 @@ def test_wrong_lowest_body_withholds_all_levels(whole):
 
 
 def test_empty_maps():
-    t = np.zeros((23, *INPUT_SHAPE), np.float32)
+    t = np.zeros((COARSE_CHANNELS, INPUT_SHAPE[0] // 2, INPUT_SHAPE[1] // 2), np.float32)
     det = label_levels(decode(t), INPUT_SHAPE[0])
     assert det.bodies == [] and det.s1 is None and any("no vertebral body" in w for w in det.warnings)
 
@@ -92,4 +100,58 @@ def test_to_contract_maps_back_to_source(whole):
     truth = whole.vertebrae[whole.levels.index("L3"), 0] * 2 + 1
     np.testing.assert_allclose(v["anterior_superior"], truth, atol=1.2)
     assert lm["femoral_heads"][0]["radius_px"] > 0 and lm["s1_endplate"]["confidence"] > 0.5
-    assert C_CENTRE == 0
+
+
+def _peaked(points: np.ndarray, sigma: float = 1.5) -> np.ndarray:
+    """Logits whose spatial softmax is a Gaussian about each point (crop pixels)."""
+    ys, xs = np.mgrid[:CROP, :CROP]
+    return np.stack([-((xs - p[0]) ** 2 + (ys - p[1]) ** 2) / (2 * sigma**2) for p in points]).astype(np.float32)
+
+
+def test_softmax_points_are_sub_pixel_and_confident():
+    truth = np.array([[20.3, 31.7], [40.0, 12.5], [0.4, 63.0]])
+    pts, conf = softmax_points(_peaked(truth))
+    np.testing.assert_allclose(pts[:2], truth[:2], atol=0.05)
+    assert abs(pts[2, 0] - 0.4) < 0.6 and pts[2, 1] > 62.0  # at the edge the window is cut
+    assert conf[0] == pytest.approx(1.0, abs=0.02)
+    flat, c_flat = softmax_points(np.zeros((1, CROP, CROP), np.float32))
+    assert c_flat[0] < 0.01  # a map with no opinion has no confidence
+
+
+def _one_body_detections(points: np.ndarray) -> Detections:
+    return Detections([Body(points, 0.9, points[:4].mean(axis=0), "L3")], np.array([[120.0, 300.0], [80.0, 310.0]]), 0.8,
+                      [(np.array([60.0, 420.0]), 25.0, 0.7), (np.array([64.0, 424.0]), 24.0, 0.6)])
+
+
+@pytest.mark.parametrize("mirror", [False, True])
+def test_refine_places_points_from_the_crop_maps(mirror):
+    truth = np.array([[130.0, 100.0], [90.0, 98.0], [91.0, 128.0], [129.0, 131.0], [110.0, 101.0], [110.0, 127.5]])
+    if mirror:
+        truth[:, 0] = 300 - truth[:, 0]
+    coarse = truth + np.array([2.5, -1.5])  # the coarse stage a few pixels off
+    det = _one_body_detections(coarse)
+    frames = crop_frames(det, mirror)
+    assert [k for k, _, _ in frames] == ["vertebra", "s1", "hips"]
+    logits = np.full((3, REFINE_CHANNELS, CROP, CROP), -50.0, np.float32)
+    logits[0, R_VERTEBRA] = _peaked(frames[0][2].to_crop(truth))
+    s1_truth = np.array([[121.0, 302.0], [79.0, 309.0]])
+    logits[1, R_S1] = _peaked(frames[1][2].to_crop(s1_truth))
+    heads_truth = np.array([[61.0, 421.0], [63.5, 425.0]])
+    logits[2, R_HEADS] = _peaked(frames[2][2].to_crop(heads_truth))
+    fine = refine(det, frames, logits)
+    np.testing.assert_allclose(fine.bodies[0].points, truth, atol=0.15)
+    np.testing.assert_allclose(fine.s1, s1_truth, atol=0.15)
+    np.testing.assert_allclose(sorted(c.tolist() for c, _, _ in fine.heads), heads_truth, atol=0.15)
+    assert fine.bodies[0].confidence == pytest.approx(0.9, abs=0.02)
+    assert 0.0 < REFINE_MASS < 1.0
+
+
+def test_refine_that_strays_to_a_neighbour_keeps_the_coarse_points():
+    truth = np.array([[130.0, 100.0], [90.0, 98.0], [91.0, 128.0], [129.0, 131.0], [110.0, 101.0], [110.0, 127.5]])
+    det = _one_body_detections(truth)
+    frames = crop_frames(det, False)[:1]
+    logits = np.zeros((1, REFINE_CHANNELS, CROP, CROP), np.float32)
+    logits[0, R_VERTEBRA] = _peaked(frames[0][2].to_crop(truth + np.array([0.0, 36.0])))  # the body below
+    fine = refine(det, frames, logits)
+    np.testing.assert_allclose(fine.bodies[0].points, truth)
+    assert fine.bodies[0].confidence < 0.5 and any("strayed" in w for w in fine.warnings)

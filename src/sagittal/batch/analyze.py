@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,67 +63,149 @@ def plan(inputs, outdir: Path) -> tuple[list[Task], list[SetAside], int]:
     return tasks, errors, n_found
 
 
-_DETECTOR = None
+_DETECTORS: dict = {}
 
 
 def _detector(weights, device, threads):
-    global _DETECTOR
-    if _DETECTOR is None:
+    """One detector per process and (weights, device), loaded on first use."""
+    key = (str(weights), device)
+    if key not in _DETECTORS:
         from ..landmarks.infer import LandmarkDetector
 
-        _DETECTOR = LandmarkDetector(weights, device=device, threads=threads)
-    return _DETECTOR
+        _DETECTORS.clear()
+        _DETECTORS[key] = LandmarkDetector(weights, device=device, threads=threads)
+    return _DETECTORS[key]
 
 
-def analyse_one(task: Task, weights=None, device: str = "cpu", threads: int | None = None) -> tuple[dict | None, SetAside | None]:
-    """Analyse one radiograph; a failure comes back as a ``SetAside`` (never raised)."""
+@dataclass
+class _Loaded:
+    task: Task
+    view: str
+    notes: list
+    cal: object
+    decoded: object
+
+
+def _failure(path: str, exc: Exception) -> SetAside:
+    if isinstance(exc, SagittalError):
+        return SetAside(path, "decode" if "decode" in str(exc) or "read" in str(exc) else "analyse", str(exc))
+    log.exception("unexpected failure on one file")
+    return SetAside(path, "analyse", f"{type(exc).__name__}: {exc}")
+
+
+def _load(task: Task) -> _Loaded:
     from ..io.calibration import radiograph_calibration
     from ..io.classify import radiograph_view
     from ..io.decode import decode
+
+    view, notes = radiograph_view(task.header)
+    cal = radiograph_calibration(task.header, notes)
+    return _Loaded(task, view, list(notes), cal, decode(task.header.path, radiograph=True))
+
+
+def _finish(item: _Loaded, lm: dict, facing: str | None, lm_warnings: list[str], clock: "_Clock") -> dict:
+    """The analysis document of one image from its landmarks, written with its overlay."""
     from ..report.analysis import analysis_document
     from ..report.overlay import render_overlay
 
-    h = task.header
-    try:
-        view, notes = radiograph_view(h)
-        cal = radiograph_calibration(h, notes)
-        d = decode(h.path, radiograph=True)
-        image = d.pixels[0]
-        (lm, facing, lm_warnings), = _detector(weights, device, threads).detect([image])
-        warnings = list(notes) + list(cal.warnings) + list(d.notes) + lm_warnings
-        anterior = cal.anterior
-        if facing and anterior and facing != anterior:
-            warnings.append(f"PatientOrientation says the patient faces {anterior} but the landmarks point "
-                            f"{facing}: the header is followed; check the image")
-        anterior = anterior or facing  # the header when it says, else the image content
-        if view == "unknown":
-            warnings.append("the view could not be confirmed as lateral from the header")
-        source = {"path": h.path, "modality": h.modality, "study_instance_uid": h.study_uid or None,
-                  "series_instance_uid": h.series_uid or None, "sop_instance_uids": [h.sop_instance_uid],
-                  "patient_id": h.patient_id or None, "study_date": h.study_key[0] or None}
-        image_info = {"rows": int(image.shape[0]), "columns": int(image.shape[1]),
-                      "pixel_spacing_mm": None if cal.pixel_spacing_mm is None else list(cal.pixel_spacing_mm),
-                      "spacing_source": cal.source, "anterior": anterior}
-        doc = analysis_document(image_info, lm, source=source, warnings=warnings)
-        if not lm["vertebrae"] and not lm["s1_endplate"]:
-            doc["status"] = "rejected"
-            doc["warnings"].append("no spine found: nothing is reported")
-        out = Path(task.out_json)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomic(out, json.dumps(doc, indent=1) + "\n")
-        import cv2
+    h, cal, image = item.task.header, item.cal, item.decoded.pixels[0]
+    warnings = item.notes + list(cal.warnings) + list(item.decoded.notes) + lm_warnings
+    anterior = cal.anterior
+    if facing and anterior and facing != anterior:
+        warnings.append(f"PatientOrientation says the patient faces {anterior} but the landmarks point "
+                        f"{facing}: the header is followed; check the image")
+    anterior = anterior or facing  # the header when it says, else the image content
+    if item.view == "unknown":
+        warnings.append("the view could not be confirmed as lateral from the header")
+    source = {"path": h.path, "modality": h.modality, "study_instance_uid": h.study_uid or None,
+              "series_instance_uid": h.series_uid or None, "sop_instance_uids": [h.sop_instance_uid],
+              "patient_id": h.patient_id or None, "study_date": h.study_key[0] or None}
+    image_info = {"rows": int(image.shape[0]), "columns": int(image.shape[1]),
+                  "pixel_spacing_mm": None if cal.pixel_spacing_mm is None else list(cal.pixel_spacing_mm),
+                  "spacing_source": cal.source, "anterior": anterior}
+    doc = analysis_document(image_info, lm, source=source, warnings=warnings)
+    if not lm["vertebrae"] and not lm["s1_endplate"]:
+        doc["status"] = "rejected"
+        doc["warnings"].append("no spine found: nothing is reported")
+    clock.lap("geometry")
+    out = Path(item.task.out_json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    import cv2
 
-        ok, png = cv2.imencode(".png", render_overlay(image, doc))
-        if ok:
-            tmp = out.with_suffix(".png.tmp")
-            tmp.write_bytes(png.tobytes())
-            os.replace(tmp, out.with_suffix(".png"))
-        return doc, None
-    except SagittalError as exc:
-        return None, SetAside(h.path, "decode" if "decode" in str(exc) or "read" in str(exc) else "analyse", str(exc))
+    ok, png = cv2.imencode(".png", render_overlay(image, doc))
+    if ok:  # the overlay first: a document on disk means its image is done
+        tmp = out.with_name(f".{out.stem}.png.tmp")
+        tmp.write_bytes(png.tobytes())
+        os.replace(tmp, out.with_suffix(".png"))
+    _write_atomic(out, json.dumps(doc, indent=1) + "\n")
+    clock.lap("outputs")
+    return doc
+
+
+def analyse_batch(tasks: list[Task], weights=None, device: str = "cpu", threads: int | None = None,
+                  timings: dict[str, float] | None = None) -> list[tuple[dict | None, SetAside | None]]:
+    """Analyse radiographs, the landmark model batched over them; per task ``(document, None)``
+    or ``(None, SetAside)`` — a failure is never raised, and one file's failure is its own.
+
+    ``timings``, when given, receives the seconds of each stage (``decode``, the detector's
+    ``coarse`` / ``crops`` / ``refine`` / ``postprocess``, ``geometry``, ``outputs``)."""
+    clock = _Clock(timings)
+    results: list = [None] * len(tasks)
+    loaded: list[tuple[int, _Loaded]] = []
+    for i, task in enumerate(tasks):
+        try:
+            loaded.append((i, _load(task)))
+        except Exception as exc:
+            results[i] = (None, _failure(task.header.path, exc))
+    clock.lap("decode")
+    if loaded:
+        try:
+            detector = _detector(weights, device, threads)
+            found = detector.detect([it.decoded.pixels[0] for _, it in loaded], facing=[it.cal.anterior for _, it in loaded])
+            clock.add(detector.last_timings)
+        except Exception:
+            if len(loaded) == 1:
+                raise
+            found = None  # find the culprit: one image at a time
+        for k, (i, item) in enumerate(loaded):
+            try:
+                if found is None:
+                    (lm, facing, warn), = _detector(weights, device, threads).detect([item.decoded.pixels[0]],
+                                                                                      facing=[item.cal.anterior])
+                else:
+                    lm, facing, warn = found[k]
+                results[i] = (_finish(item, lm, facing, warn, clock), None)
+            except Exception as exc:
+                results[i] = (None, _failure(item.task.header.path, exc))
+    return results
+
+
+def analyse_one(task: Task, weights=None, device: str = "cpu", threads: int | None = None,
+                timings: dict[str, float] | None = None) -> tuple[dict | None, SetAside | None]:
+    """Analyse one radiograph (``analyse_batch`` of one)."""
+    try:
+        return analyse_batch([task], weights, device, threads, timings)[0]
     except Exception as exc:  # a batch never stops for one file
-        log.exception("unexpected failure on one file")
-        return None, SetAside(h.path, "analyse", f"{type(exc).__name__}: {exc}")
+        return None, _failure(task.header.path, exc)
+
+
+class _Clock:
+    """Stage timer writing into an optional dict (no-op without one)."""
+
+    def __init__(self, into: dict[str, float] | None):
+        self.into, self.t = into, time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        if self.into is not None:
+            self.into[stage] = self.into.get(stage, 0.0) + now - self.t
+        self.t = now
+
+    def add(self, stages: dict[str, float]) -> None:
+        if self.into is not None:
+            for k, v in stages.items():
+                self.into[k] = self.into.get(k, 0.0) + v
+        self.t = time.perf_counter()
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -150,8 +233,11 @@ def summary_row(path: str, doc: dict) -> dict:
 
 
 def run_analyze(inputs, outdir, *, device: str = "auto", workers: int = 1, weights=None, progress: bool | None = None,
-                clinical: str | None = None) -> dict:
-    """The whole batch. Returns counts; raises ``InputError`` only when nothing could run."""
+                clinical: str | None = None, batch_size: int = 4) -> dict:
+    """The whole batch. Returns counts; raises ``InputError`` only when nothing could run.
+
+    One process runs the landmark model over ``batch_size`` images at a time; ``workers`` > 1
+    starts that many processes, one image each at a time."""
     from ..errors import InputError
 
     outdir = Path(outdir)
@@ -165,6 +251,8 @@ def run_analyze(inputs, outdir, *, device: str = "auto", workers: int = 1, weigh
 
     weights = str(weights_path(weights))
     device = resolve_device(device)
+    if todo:
+        _detector(weights, device, None)  # unusable weights stop the run here, not once per file
     docs: list[tuple[str, dict]] = []
     from tqdm import tqdm
 
@@ -177,10 +265,11 @@ def run_analyze(inputs, outdir, *, device: str = "auto", workers: int = 1, weigh
                 bar.update()
                 (errors.append(err) if err else docs.append((task.out_json, doc)))
     else:
-        for task in todo:
-            doc, err = analyse_one(task, weights, device)
-            bar.update()
-            (errors.append(err) if err else docs.append((task.out_json, doc)))
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start:start + batch_size]
+            for task, (doc, err) in zip(chunk, analyse_batch(chunk, weights, device)):
+                bar.update()
+                (errors.append(err) if err else docs.append((task.out_json, doc)))
     bar.close()
     # the summary covers every document present, earlier runs included
     rows = []

@@ -6,12 +6,15 @@ from the network.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import numpy as np
 
-from .postprocess import decode, label_levels, to_contract
-from .preprocess import INPUT_SHAPE, letterbox, normalise
+from .crops import extract
+from .postprocess import Detections, crop_frames, decode, label_levels, refine, to_contract
+from .preprocess import INPUT_SHAPE, Letterbox, letterbox, normalise
+from .targets import COARSE_HEAT
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[3] / "models" / "landmarks.pt"
 
@@ -42,37 +45,74 @@ class LandmarkDetector:
     """``detect(images)`` → per image ``(landmarks, anterior, warnings)``.
 
     ``images`` are bone-bright 2-D arrays (``io`` output); ``anterior`` is the side the
-    patient faces as read from the landmarks themselves (``None`` when nothing was found).
+    patient faces as read from the landmarks themselves (``None`` when nothing was found);
+    ``facing`` may give it (the header's word) so that crops are mirrored the right way.
+    Two stages: the coarse network over the letterboxed image, then the refinement network
+    over full-resolution crops of every structure found, batched.
     """
 
     def __init__(self, weights: str | os.PathLike | None = None, device: str = "auto", threads: int | None = None):
         import torch
 
-        from .model import load_model
+        from .model import load_models
 
         if threads:
             torch.set_num_threads(threads)
         self.device = resolve_device(device)
         self.weights = weights_path(weights)
-        self.model = load_model(self.weights, self.device)
+        self.models = load_models(self.weights, self.device)
+        self.last_timings: dict[str, float] = {}  # seconds per stage of the last ``detect``
 
-    def maps(self, images: list[np.ndarray]) -> tuple[np.ndarray, list]:
+    def _run(self, stage: str, x: np.ndarray) -> np.ndarray:
         import torch
 
-        prepared = [letterbox(normalise(img), INPUT_SHAPE) for img in images]
-        x = torch.from_numpy(np.stack([p[0] for p in prepared]))[:, None].to(self.device)
-        with torch.no_grad():
-            out = self.model(x).float().cpu().numpy()
-        return out, [p[1] for p in prepared]
+        with torch.inference_mode():
+            return self.models[stage](torch.from_numpy(x)[:, None].to(self.device)).float().cpu().numpy()
 
-    def detect(self, images: list[np.ndarray], batch_size: int = 8) -> list[tuple[dict, str | None, list[str]]]:
+    def coarse(self, images: list[np.ndarray]) -> tuple[list[Detections], list[Letterbox], list[np.ndarray]]:
+        """Coarse detections (labelled, source pixels), letterboxes and normalised images."""
+        normed = [normalise(img) for img in images]
+        prepared = [letterbox(n, INPUT_SHAPE) for n in normed]
+        maps = self._run("coarse", np.stack([p[0] for p in prepared]))
+        heat = list(COARSE_HEAT)
+        maps[:, heat] = 1.0 / (1.0 + np.exp(-maps[:, heat]))
+        dets = []
+        for m, (_, lb) in zip(maps, prepared):
+            det = label_levels(decode(m), INPUT_SHAPE[0])
+            dets.append(det.mapped(lb.to_source, 1.0 / lb.scale))
+        return dets, [p[1] for p in prepared], normed
+
+    def detect(self, images: list[np.ndarray], facing: list[str | None] | None = None,
+               batch_size: int = 8) -> list[tuple[dict, str | None, list[str]]]:
+        timings = dict.fromkeys(("coarse", "crops", "refine", "postprocess"), 0.0)
         results = []
         for start in range(0, len(images), batch_size):
-            maps, boxes = self.maps(images[start:start + batch_size])
-            for m, lb in zip(maps, boxes):
-                det = label_levels(decode(m), INPUT_SHAPE[0])
-                lm = to_contract(det, lb.to_source)
-                results.append((lm, facing_from_landmarks(lm), list(det.warnings)))
+            t = time.perf_counter()
+            chunk = images[start:start + batch_size]
+            dets, _, normed = self.coarse(chunk)
+            given = (facing or [None] * len(images))[start:start + batch_size]
+            timings["coarse"] += time.perf_counter() - t
+            t = time.perf_counter()
+            plans = []
+            for det, img, side in zip(dets, normed, given):
+                seen = facing_from_landmarks(to_contract(det))
+                mirror = (side or seen or "right") == "left"
+                frames = crop_frames(det, mirror)
+                plans.append((frames, [extract(img, f) for _, _, f in frames]))
+            crops = [c for _, cs in plans for c in cs]
+            timings["crops"] += time.perf_counter() - t
+            t = time.perf_counter()
+            logits = self._run("refine", np.stack(crops)) if crops else np.zeros((0,))
+            timings["refine"] += time.perf_counter() - t
+            t = time.perf_counter()
+            k = 0
+            for det, (frames, cs) in zip(dets, plans):
+                fine = refine(det, frames, logits[k:k + len(cs)])
+                k += len(cs)
+                lm = to_contract(fine)
+                results.append((lm, facing_from_landmarks(lm), list(fine.warnings)))
+            timings["postprocess"] += time.perf_counter() - t
+        self.last_timings = timings
         return results
 
 

@@ -1,6 +1,13 @@
-"""The landmark network: a compact U-Net giving full-resolution heatmaps and offsets.
+"""The two landmark networks (torch; imported only by code that needs it).
 
-Imported only by code that needs torch. ~0.4 M parameters, sized to train on two CPU cores.
+- ``coarse``: the whole radiograph letterboxed to ``INPUT_SHAPE`` (256 × 128) → maps at stride 2
+  (128 × 64): body-centre, S1-corner and femoral-head heatmaps (logits), the six points'
+  offsets from each body centre and the head radius. It finds and groups the structures.
+- ``refine``: a ``CROP`` × ``CROP`` window of the full-resolution image around one structure
+  (a vertebral body, the S1 endplate or the hips) → one spatial-softmax heatmap per point of
+  that structure, for sub-pixel placement at about 1 mm per crop pixel.
+
+Both are small U-Nets (``UNet``) sized to train on two CPU cores.
 """
 
 from __future__ import annotations
@@ -8,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .targets import N_CHANNELS
+from .targets import COARSE_CHANNELS, COARSE_HEAT, REFINE_CHANNELS
 
 
 def _block(cin: int, cout: int) -> nn.Sequential:
@@ -18,17 +25,20 @@ def _block(cin: int, cout: int) -> nn.Sequential:
     )
 
 
-class LandmarkNet(nn.Module):
-    """U-Net: input ``(B, 1, 256, 128)`` → output ``(B, N_CHANNELS, 256, 128)`` (any size divisible by 16).
+class UNet(nn.Module):
+    """``(B, 1, H, W)`` → ``(B, out_channels, H / stride, W / stride)`` logits.
 
-    Heatmap channels are sigmoid-activated in ``forward``; offset and radius channels are linear.
+    ``stride`` 1 or 2; with 2 a strided stem replaces the full-resolution level. ``H`` and ``W``
+    must be divisible by ``stride × 2 ** (len(widths) - 1)``.
     """
 
-    def __init__(self, widths: tuple[int, ...] = (8, 16, 32, 64, 96)):
+    def __init__(self, out_channels: int, widths: tuple[int, ...], stride: int = 1):
         super().__init__()
-        self.widths = widths
+        self.widths, self.stride, self.out_channels = tuple(widths), stride, out_channels
+        self.stem = (nn.Sequential(nn.Conv2d(1, widths[0], 3, stride=2, padding=1, bias=False),
+                                   nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True)) if stride == 2 else nn.Identity())
+        cin = widths[0] if stride == 2 else 1
         self.down = nn.ModuleList()
-        cin = 1
         for w in widths:
             self.down.append(_block(cin, w))
             cin = w
@@ -38,13 +48,10 @@ class LandmarkNet(nn.Module):
         for w_hi, w_lo in zip(reversed(widths[:-1]), reversed(widths[1:])):
             self.up.append(nn.ConvTranspose2d(w_lo, w_hi, 2, stride=2))
             self.merge.append(_block(2 * w_hi, w_hi))
-        self.head = nn.Conv2d(widths[0], N_CHANNELS, 1)
-        heat = torch.zeros(N_CHANNELS, dtype=torch.bool)
-        heat[0] = True
-        heat[13:22] = True
-        self.register_buffer("is_heat", heat, persistent=False)
+        self.head = nn.Conv2d(widths[0], out_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
         skips = []
         for i, block in enumerate(self.down):
             x = block(x)
@@ -53,14 +60,48 @@ class LandmarkNet(nn.Module):
                 x = self.pool(x)
         for up, merge, skip in zip(self.up, self.merge, reversed(skips)):
             x = merge(torch.cat([up(x), skip], dim=1))
-        out = self.head(x)
-        return torch.where(self.is_heat[None, :, None, None], torch.sigmoid(out), out)
+        return self.head(x)
 
 
-def load_model(path, device: str = "cpu") -> LandmarkNet:
-    """Load weights saved by ``scripts/train_landmarks.py`` (no network access, ever)."""
-    blob = torch.load(path, map_location=device, weights_only=True)
-    model = LandmarkNet(tuple(blob["widths"]))
-    model.load_state_dict(blob["state_dict"])
-    model.eval().to(device)
-    return model
+def coarse_net(widths: tuple[int, ...] = (16, 32, 48, 64, 96)) -> UNet:
+    net = UNet(COARSE_CHANNELS, widths, stride=2)
+    with torch.no_grad():  # heatmaps start near p = 0.02, as CenterNet does, so the focal loss starts sane
+        net.head.bias[list(COARSE_HEAT)] = -4.0
+    return net
+
+
+def refine_net(widths: tuple[int, ...] = (16, 32, 48, 64)) -> UNet:
+    return UNet(REFINE_CHANNELS, widths, stride=1)
+
+
+def build(stage: str, widths=None) -> UNet:
+    factory = {"coarse": coarse_net, "refine": refine_net}[stage]
+    return factory(tuple(widths)) if widths else factory()
+
+
+def load_models(path, device: str = "cpu") -> dict[str, UNet]:
+    """Both stages from one weights file written by ``scripts/train_landmarks.py``.
+
+    Loaded with ``weights_only=True`` (tensors and plain values only); never from the network.
+    """
+    from ..errors import InputError
+
+    try:
+        blob = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:
+        raise InputError(f"{path}: not a readable sagittal weights file ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else ''})") from exc
+    missing = [s for s in ("coarse", "refine") if not isinstance(blob, dict) or s not in blob]
+    if missing:
+        raise InputError(f"{path}: the weights file lacks the {' and '.join(missing)} stage(s); "
+                         "train it with scripts/train_landmarks.py --stage " + missing[0])
+    models = {}
+    for stage in ("coarse", "refine"):
+        m = build(stage, blob[stage]["widths"])
+        try:
+            m.load_state_dict(blob[stage]["state_dict"])
+        except RuntimeError as exc:
+            raise InputError(f"{path}: the {stage} weights do not fit this version's network "
+                             f"({str(exc).splitlines()[0]})") from exc
+        models[stage] = m.eval().to(device)
+    return models

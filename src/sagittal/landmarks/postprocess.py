@@ -1,35 +1,48 @@
-"""From the network's maps to the contract's landmarks (pure numpy, no torch).
+"""From the networks' maps to the contract's landmarks (pure numpy, no torch).
 
-1. Vertebral bodies are the peaks of the centre heatmap; each body's six points start from the
-   regressed offsets and snap to the peak of that point's own heatmap nearby (sub-pixel by a
-   quadratic fit), so grouping comes from the offsets and precision from the heatmaps.
-2. The S1 endplate corners and the femoral heads are the strongest peaks of their maps.
-3. Levels are counted from S1 upwards (L5 first) or, with the sacrum out of view, from the top
-   (C7). The chain is checked — count, spacing between neighbours — and a chain that breaks
-   is cut at the break: what lies beyond it is withheld with a warning, never renumbered.
+1. Coarse (``decode``): vertebral bodies are the peaks of the centre heatmap, each with its six
+   points from the regressed offsets; the S1 corners and the femoral heads are the strongest
+   peaks of their maps. Positions are in model-input pixels.
+2. Levels (``label_levels``) are counted from S1 upwards (L5 first) or, with the sacrum out of
+   view, from the top (C7). The chain is checked — count, spacing between neighbours — and a
+   chain that breaks is cut at the break: what lies beyond it is withheld with a warning, never
+   renumbered.
+3. Fine (``crop_frames``, ``refine``): each structure is cropped from the full-resolution image
+   (``crops``) and its points are placed by the refinement maps: the spatial-softmax peak,
+   sub-pixel by the probability-weighted centroid about it; the mass there is the confidence.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
 
 from ..levels import LEVELS, POINT_NAMES
-from .targets import C_CENTRE, C_HEAD, C_OFFSETS, C_POINTS, C_RADIUS, C_S1, OFFSET_UNIT, RADIUS_UNIT
+from .crops import CROP, CropFrame, hips_frame, s1_frame, vertebra_frame, vertebra_size
+from .targets import (C_CENTRE, C_HEAD, C_OFFSETS, C_RADIUS, C_S1, OFFSET_UNIT, R_HEADS, R_S1, R_VERTEBRA, RADIUS_UNIT,
+                      to_input)
 
 CENTRE_THRESHOLD = 0.3
-POINT_THRESHOLD = 0.1
 S1_THRESHOLD = 0.2
 HEAD_THRESHOLD = 0.2
-GAP_FACTOR = 1.6  # a neighbour farther than this × the median spacing breaks the chain
+GAP_FACTOR = 1.6  # a neighbour farther than this × the spacing the bodies' sizes predict breaks the chain
 DUPLICATE_FACTOR = 0.45
+#: without the sacrum, levels are counted from C7 only over all 18 bodies C7–L5, the three top
+#: ones averaging under this fraction of the three lowest (0.48–0.63 in the phantom, C7–T2 / L3–L5)
+C7_SIZE_RATIO = 0.7
+#: probability mass a perfect refinement map holds in the 5 × 5 window about its peak (a
+#: Gaussian of sigma 1.5 px): the refinement confidence is the mass found over this
+REFINE_MASS = 0.82
+#: a refined body whose centre moved more than this × its size from the coarse one has most
+#: likely latched onto a neighbour: the coarse points are kept, at half the confidence
+REFINE_MAX_SHIFT = 0.35
 
 
 @dataclass
 class Body:
-    points: np.ndarray  # (6, 2) model-input pixels
+    points: np.ndarray  # (6, 2)
     confidence: float
     centre: np.ndarray  # (2,)
     level: str | None = None
@@ -37,7 +50,7 @@ class Body:
 
 @dataclass
 class Detections:
-    """Landmarks on the model's input grid; ``warnings`` explain anything withheld."""
+    """Landmarks in one pixel frame; ``warnings`` explain anything withheld."""
 
     bodies: list[Body]
     s1: np.ndarray | None  # (2, 2) anterior, posterior
@@ -45,8 +58,16 @@ class Detections:
     heads: list[tuple[np.ndarray, float, float]]  # (centre, radius, confidence)
     warnings: list[str] = field(default_factory=list)
 
+    def mapped(self, f, scale: float) -> "Detections":
+        """The same detections with every point through ``f`` (``(..., 2) -> (..., 2)``) and
+        lengths times ``scale``."""
+        bodies = [replace(b, points=f(b.points), centre=f(b.centre[None])[0]) for b in self.bodies]
+        heads = [(f(c[None])[0], r * scale, conf) for c, r, conf in self.heads]
+        return Detections(bodies, None if self.s1 is None else f(self.s1), self.s1_confidence, heads,
+                          list(self.warnings))
 
-def _peaks(heat: np.ndarray, threshold: float, min_dist: int = 2) -> list[tuple[int, int, float]]:
+
+def _peaks(heat: np.ndarray, threshold: float, min_dist: int = 1) -> list[tuple[int, int, float]]:
     k = 2 * min_dist + 1
     dil = cv2.dilate(heat, np.ones((k, k), np.uint8))
     ys, xs = np.nonzero((heat >= dil) & (heat >= threshold))
@@ -54,7 +75,7 @@ def _peaks(heat: np.ndarray, threshold: float, min_dist: int = 2) -> list[tuple[
 
 
 def _subpixel(heat: np.ndarray, x: int, y: int) -> np.ndarray:
-    """Quadratic peak refinement in x and y (clamped to ±0.5 px)."""
+    """Quadratic peak refinement in x and y (clamped to ±0.5 cell)."""
     h, w = heat.shape
     dx = dy = 0.0
     if 0 < x < w - 1:
@@ -68,47 +89,24 @@ def _subpixel(heat: np.ndarray, x: int, y: int) -> np.ndarray:
     return np.array([x + dx, y + dy])
 
 
-def _snap(heat: np.ndarray, guess: np.ndarray, radius: float) -> tuple[np.ndarray, float]:
-    h, w = heat.shape
-    r = max(1, int(np.ceil(radius)))
-    gx, gy = int(round(guess[0])), int(round(guess[1]))
-    x0, x1, y0, y1 = max(0, gx - r), min(w, gx + r + 1), max(0, gy - r), min(h, gy + r + 1)
-    if x0 >= x1 or y0 >= y1:
-        return guess, 0.0
-    win = heat[y0:y1, x0:x1]
-    iy, ix = np.unravel_index(int(np.argmax(win)), win.shape)
-    value = float(win[iy, ix])
-    if value < POINT_THRESHOLD:
-        return guess, value
-    return _subpixel(heat, x0 + ix, y0 + iy), value
-
-
 def decode(maps: np.ndarray) -> Detections:
-    """``maps (N_CHANNELS, rows, cols)`` → unlabelled detections on the input grid."""
-    centre = maps[C_CENTRE]
+    """Coarse ``maps (COARSE_CHANNELS, rows / 2, cols / 2)``, heatmaps as probabilities →
+    unlabelled detections in model-input pixels."""
     bodies = []
-    for x, y, score in _peaks(centre, CENTRE_THRESHOLD):
-        off = maps[C_OFFSETS, y, x].reshape(6, 2) * OFFSET_UNIT
-        guess = np.array([x, y], float) + off
-        size = float(np.linalg.norm(guess[0] - guess[3]) + np.linalg.norm(guess[1] - guess[2])) / 2
-        pts, confs = [], []
-        for k in range(6):
-            p, c = _snap(maps[C_POINTS.start + k], guess[k], max(1.5, 0.3 * size))
-            pts.append(p)
-            confs.append(c)
-        pts = np.array(pts)
-        conf = float(min(score, np.mean(confs)))
-        bodies.append(Body(pts, conf, pts[:4].mean(axis=0)))
+    for x, y, score in _peaks(maps[C_CENTRE], CENTRE_THRESHOLD):
+        cell = to_input(np.array([x, y], float))
+        pts = cell + maps[C_OFFSETS, y, x].reshape(6, 2) * OFFSET_UNIT
+        bodies.append(Body(pts, score, to_input(_subpixel(maps[C_CENTRE], x, y))))
     s1, s1_conf = None, 0.0
     a = _peaks(maps[C_S1.start], S1_THRESHOLD)
     b = _peaks(maps[C_S1.start + 1], S1_THRESHOLD)
     if a and b:
-        s1 = np.array([_subpixel(maps[C_S1.start], a[0][0], a[0][1]),
-                       _subpixel(maps[C_S1.start + 1], b[0][0], b[0][1])])
+        s1 = to_input(np.array([_subpixel(maps[C_S1.start], a[0][0], a[0][1]),
+                                _subpixel(maps[C_S1.start + 1], b[0][0], b[0][1])]))
         s1_conf = min(a[0][2], b[0][2])
     heads = []
-    for x, y, score in _peaks(maps[C_HEAD], HEAD_THRESHOLD, min_dist=2)[:2]:
-        heads.append((_subpixel(maps[C_HEAD], x, y), float(maps[C_RADIUS, y, x] * RADIUS_UNIT), score))
+    for x, y, score in _peaks(maps[C_HEAD], HEAD_THRESHOLD)[:2]:
+        heads.append((to_input(_subpixel(maps[C_HEAD], x, y)), float(maps[C_RADIUS, y, x] * RADIUS_UNIT), score))
     return Detections(bodies, s1, s1_conf, heads)
 
 
@@ -148,10 +146,17 @@ def label_levels(det: Detections, rows: int) -> Detections:
         order, names = bodies, list(reversed(LEVELS))  # L5 upwards
     else:
         top = min(b.centre[1] for b in bodies)
-        margin = float(np.median([np.linalg.norm(b.points[1] - b.points[2]) for b in bodies]))
-        if top < 1.0 * margin:
-            warnings.append("the sacrum is out of view and the top of the spine is cut: levels cannot be "
-                            "anchored, so they are withheld")
+        margin = float(np.median(heights))
+        # Counting down from C7 must not renumber the spine when C7 itself was missed, and body
+        # sizes cannot tell C7–T2 from T1–T3 (their ratios to L3–L5 overlap: 0.48–0.63 against
+        # 0.51–0.66 over 400 phantom spines). So without the sacrum the whole chain C7–L5 must be
+        # there: 18 bodies whose top ones are clearly the small cervicothoracic vertebrae.
+        sizes = [float(vertebra_size(b.points)) for b in bodies]  # caudal first
+        small_top = len(bodies) == len(LEVELS) and np.mean(sizes[-3:]) < C7_SIZE_RATIO * np.mean(sizes[:3])
+        if top < 1.0 * margin or not small_top:
+            why = ("the top of the spine is cut" if top < 1.0 * margin else
+                   f"{len(bodies)} bodies were found, not the whole chain C7–L5 that counting from C7 needs")
+            warnings.append(f"the sacrum is out of view and {why}: levels cannot be anchored, so they are withheld")
             for b in bodies:
                 b.level = None
             return Detections(bodies, det.s1, det.s1_confidence, det.heads, warnings)
@@ -175,8 +180,75 @@ def label_levels(det: Detections, rows: int) -> Detections:
     return Detections(bodies, det.s1, det.s1_confidence, det.heads, warnings)
 
 
-def to_contract(det: Detections, to_source) -> dict:
-    """The contract's ``landmarks`` object in source-image pixels; unlabelled bodies dropped."""
+def crop_frames(det: Detections, mirror: bool) -> list[tuple[str, int, CropFrame]]:
+    """The refinement crops of labelled detections in source pixels: ``(kind, index, frame)``
+    for each labelled body (index into ``det.bodies``), the S1 endplate and the hips."""
+    frames = [("vertebra", i, vertebra_frame(b.points, mirror)) for i, b in enumerate(det.bodies) if b.level]
+    if det.s1 is not None:
+        frames.append(("s1", 0, s1_frame(det.s1, mirror)))
+    if det.heads:
+        frames.append(("hips", 0, hips_frame(np.array([c for c, _, _ in det.heads]),
+                                             np.array([r for _, r, _ in det.heads]), mirror)))
+    return frames
+
+
+def softmax_points(logits: np.ndarray, radius: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """``logits (K, H, W)`` → points ``(K, 2)`` (crop pixels) and confidences ``(K,)``.
+
+    Each channel is a spatial softmax. The point is its peak, sub-pixel by a parabola through
+    the log-probabilities about it (exact for a Gaussian peak, which a window centroid is not);
+    the confidence is the mass of the ``(2 radius + 1)²`` window there over ``REFINE_MASS``.
+    """
+    k, h, w = logits.shape
+    flat = logits.reshape(k, -1).astype(np.float64)
+    logp = flat - flat.max(axis=1, keepdims=True)
+    logp = (logp - np.log(np.exp(logp).sum(axis=1, keepdims=True))).reshape(k, h, w)
+    pts, conf = np.zeros((k, 2)), np.zeros(k)
+    for c in range(k):
+        iy, ix = np.unravel_index(int(np.argmax(logp[c])), (h, w))
+        pts[c] = _subpixel(logp[c], ix, iy)
+        y0, y1, x0, x1 = max(0, iy - radius), min(h, iy + radius + 1), max(0, ix - radius), min(w, ix + radius + 1)
+        conf[c] = min(1.0, float(np.exp(logp[c, y0:y1, x0:x1]).sum()) / REFINE_MASS)
+    return pts, conf
+
+
+def refine(det: Detections, frames: list[tuple[str, int, CropFrame]], logits: np.ndarray) -> Detections:
+    """Replace coarse points by the refinement maps' (``logits (len(frames), REFINE_CHANNELS,
+    CROP, CROP)``), all in source pixels. Returns a new ``Detections``."""
+    bodies = [replace(b) for b in det.bodies]
+    s1, s1_conf, heads, warnings = det.s1, det.s1_confidence, list(det.heads), list(det.warnings)
+    for (kind, i, frame), maps in zip(frames, logits):
+        if kind == "vertebra":
+            q, conf = softmax_points(maps[R_VERTEBRA])
+            pts = frame.to_source(q)
+            b = bodies[i]
+            shift = float(np.linalg.norm(pts[:4].mean(axis=0) - b.points[:4].mean(axis=0)))
+            if shift > REFINE_MAX_SHIFT * float(vertebra_size(b.points)):
+                warnings.append(f"{b.level}: the fine placement strayed from the body found; coarse points kept")
+                bodies[i] = replace(b, confidence=0.5 * b.confidence)
+                continue
+            bodies[i] = replace(b, points=pts, centre=pts[:4].mean(axis=0),
+                                confidence=float(min(b.confidence, conf.mean())))
+        elif kind == "s1":
+            q, conf = softmax_points(maps[R_S1])
+            s1, s1_conf = frame.to_source(q), float(min(s1_conf, conf.mean()))
+        else:
+            q, conf = softmax_points(maps[R_HEADS])
+            c = frame.to_source(q)
+            radius = float(np.mean([r for _, r, _ in det.heads]))
+            score = max(sc for _, _, sc in det.heads)
+            if len(det.heads) == 1 and np.linalg.norm(c[0] - c[1]) > 0.25 * radius:
+                # one head seen by the coarse stage: keep the refined head nearer to it
+                k = int(np.argmin(np.linalg.norm(c - det.heads[0][0], axis=1)))
+                heads = [(c[k], radius, float(min(score, conf[k])))]
+            else:
+                heads = [(c[k], radius, float(min(score, conf[k]))) for k in range(2)]
+    return Detections(bodies, s1, s1_conf, heads, warnings)
+
+
+def to_contract(det: Detections, to_source=lambda xy: np.asarray(xy, float)) -> dict:
+    """The contract's ``landmarks`` object in source-image pixels (``to_source`` maps the
+    detections' frame there); unlabelled bodies dropped."""
     verts = {}
     for b in det.bodies:
         if b.level is None:

@@ -1,6 +1,7 @@
 """The overlay PNG: where every number came from — vertebral outlines and labels, endplate
-lines, the C7 plumb line and the S1 corner (SVA), the PI/PT/SS construction at the hip axis,
-and the values."""
+lines, the C7 plumb line and the S1 corner (SVA), the PI/PT/SS construction at the hip axis
+(the S1 endplate and its horizontal, the vertical through the hip axis, the line to the
+endplate's midpoint and the endplate's perpendicular there), and the values."""
 
 from __future__ import annotations
 
@@ -44,6 +45,9 @@ def render_overlay(image: np.ndarray, doc: dict) -> np.ndarray:
         d = a - b
         cv2.line(out, _pt(b - 0.4 * d, s), _pt(a + 0.4 * d, s), (80, 255, 80), th, cv2.LINE_AA)
         cv2.circle(out, _pt(b, s), 3 * th, (0, 0, 255), -1)  # posterosuperior S1 corner (SVA)
+        reach = 0.9 * abs(d[0]) + 10
+        cv2.line(out, _pt(b - [np.sign(d[0]) * 10, 0], s), _pt(b + [np.sign(d[0]) * reach, 0], s), (200, 200, 200),
+                 th, cv2.LINE_AA)  # the horizontal of the sacral slope
         mid = (a + b) / 2
         heads = lm.get("femoral_heads") or []
         if heads:

@@ -1,0 +1,59 @@
+"""Crop geometry of the refinement stage: the source ↔ crop mapping is exact (pixel centres,
+mirroring, rotation), extraction puts image content where the mapping says, and the training
+crops carry their landmarks onto the bodies."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sagittal.landmarks.crops import CROP, CropFrame, extract, vertebra_frame, vertebra_size
+from sagittal.landmarks.data import KIND_CODES, make_refine_dataset
+
+
+@pytest.mark.parametrize("mirror", [False, True])
+@pytest.mark.parametrize("angle", [0.0, 0.2])
+def test_mapping_round_trips_and_extraction_agrees(mirror, angle):
+    spot = np.array([412.3, 1310.7])
+    ys, xs = np.mgrid[:1600, :700]
+    image = np.exp(-((xs - spot[0]) ** 2 + (ys - spot[1]) ** 2) / (2 * 6.0**2)).astype(np.float32)
+    frame = CropFrame((420.0, 1300.0), 200.0, mirror, angle)
+    q = frame.to_crop(spot)
+    np.testing.assert_allclose(frame.to_source(q), spot, atol=1e-9)
+    crop = extract(image, frame)
+    assert crop.shape == (CROP, CROP) and crop.dtype == np.float32 and 0 <= crop.min() and crop.max() <= 1
+    w = crop**4
+    cy, cx = np.mgrid[:CROP, :CROP]
+    found = np.array([(w * cx).sum() / w.sum(), (w * cy).sum() / w.sum()])
+    np.testing.assert_allclose(found, q, atol=0.1)
+    # mirrored crops show anterior (+x in the source when facing right) on the right
+    right = frame.to_crop(np.array([430.0, 1300.0]))[0] - frame.to_crop(np.array([420.0, 1300.0]))[0]
+    assert (right < 0) == mirror or angle != 0.0
+
+
+def test_crop_outside_the_image_is_empty():
+    frame = CropFrame((-500.0, -500.0), 100.0, False)
+    assert not extract(np.ones((200, 100), np.float32), frame).any()
+
+
+def test_vertebra_frame_centres_the_body():
+    pts = np.array([[130.0, 100.0], [90.0, 98.0], [91.0, 128.0], [129.0, 131.0], [110.0, 101.0], [110.0, 127.5]])
+    f = vertebra_frame(pts, mirror=False)
+    np.testing.assert_allclose(f.to_crop(pts[:4].mean(axis=0)), [(CROP - 1) / 2] * 2)
+    assert vertebra_size(pts) == pytest.approx((40.0 + 38.0 + 31.0 + 30.0) / 4, abs=0.1)
+
+
+def test_training_crops_carry_their_landmarks():
+    data = make_refine_dataset(range(3))
+    kinds, pts = data["kinds"], data["points"]
+    assert data["crops"].shape[1:] == (CROP, CROP) and len(kinds) == len(pts) > 10
+    vert = kinds == KIND_CODES["vertebra"]
+    assert np.isfinite(pts[vert, :6]).all() and np.isnan(pts[vert, 6:]).all()
+    # jittered about the body: its centre near the crop centre, anterior corners to the right
+    centre = pts[vert, :4].mean(axis=1)
+    assert np.abs(centre - (CROP - 1) / 2).max() < 0.3 * CROP
+    assert (pts[vert, 0, 0] > pts[vert, 1, 0]).mean() > 0.95
+    # the body is brighter than the crop's surroundings at its centre
+    c = np.round(centre).astype(int)
+    inner = data["crops"][vert][np.arange(vert.sum()), c[:, 1], c[:, 0]]
+    assert np.median(inner) > np.median(data["crops"][vert])
