@@ -138,6 +138,9 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2, help="processes rendering the training set")
     ap.add_argument("--cache", default=None, help="npz of the rendered set (default .cache/<stage>_<n>.npz)")
     ap.add_argument("--init", help="start from the stage's weights in this file (fine-tuning)")
+    ap.add_argument("--first-seed", type=int, default=0, help="render seeds first-seed … first-seed + n-train - 1")
+    ap.add_argument("--fracture-boost", type=int, default=0,
+                    help="refine: spines mostly fractured, this many extra crops per fractured body")
     ap.add_argument("--out", default="models/landmarks.pt")
     args = ap.parse_args()
     torch.manual_seed(args.seed)
@@ -145,12 +148,15 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     batch = args.batch or (16 if args.stage == "coarse" else 64)
     t0 = time.time()
-    cache = Path(args.cache or f".cache/{args.stage}_{args.n_train}.npz")
+    seeds = range(args.first_seed, args.first_seed + args.n_train)
+    cache = Path(args.cache or f".cache/{args.stage}_{args.first_seed}_{args.n_train}_{args.fracture_boost}.npz")
     if cache.is_file():
         data = dict(np.load(cache))
+    elif args.stage == "coarse":
+        data = make_coarse_dataset(seeds, workers=args.workers)
     else:
-        make = make_coarse_dataset if args.stage == "coarse" else make_refine_dataset
-        data = make(range(args.n_train), workers=args.workers)
+        data = make_refine_dataset(seeds, workers=args.workers, fracture_boost=args.fracture_boost)
+    if not cache.is_file():
         cache.parent.mkdir(parents=True, exist_ok=True)
         np.savez(cache, **data)
     n = len(data["images"] if args.stage == "coarse" else data["crops"])
@@ -189,7 +195,8 @@ def main() -> None:
     meta = {
         "command": "scripts/train_landmarks.py " + " ".join(sys.argv[1:]),
         "stage": args.stage, "iterations": it, "batch": batch, "items_seen": it * batch, "n_train": args.n_train,
-        "train_items": n, "train_seeds": f"0..{args.n_train - 1} of the {args.stage} stream in landmarks.data",
+        "train_items": n, "train_seeds": f"{seeds.start}..{seeds.stop - 1} of the {args.stage} stream in landmarks.data",
+        "fracture_boost": args.fracture_boost, "init": args.init,
         "minutes": args.minutes, "data_seconds": round(t_data), "train_seconds": round(time.time() - start),
         "threads": args.threads, "final_loss": float(np.mean(losses[-100:])), "torch": str(torch.__version__),
     }

@@ -57,3 +57,17 @@ def test_training_crops_carry_their_landmarks():
     c = np.round(centre).astype(int)
     inner = data["crops"][vert][np.arange(vert.sum()), c[:, 1], c[:, 0]]
     assert np.median(inner) > np.median(data["crops"][vert])
+
+
+def test_fracture_boost_adds_crops_of_fractured_bodies():
+    from sagittal.landmarks.data import REFINE_STREAM, _refine_one, _render
+
+    for seed in range(20):
+        spine, rg, _ = _render(REFINE_STREAM, seed, (0.3, 0.9), fracture_rate=0.6)
+        fractured = int((spine.grade[rg.in_view] > 0).sum())
+        if fractured:
+            break
+    assert fractured, "no fractured spine in 20 seeds"
+    crops = _refine_one(seed, fracture_boost=2)
+    expected = int(rg.in_view.sum()) + 2 * fractured + int(rg.s1_in_view) + int(rg.femoral_in_view.all())
+    assert len(crops) == expected

@@ -146,12 +146,69 @@ def test_refine_places_points_from_the_crop_maps(mirror):
     assert 0.0 < REFINE_MASS < 1.0
 
 
-def test_refine_that_strays_to_a_neighbour_keeps_the_coarse_points():
+def test_refine_that_strays_to_a_neighbour_withholds_the_body():
     truth = np.array([[130.0, 100.0], [90.0, 98.0], [91.0, 128.0], [129.0, 131.0], [110.0, 101.0], [110.0, 127.5]])
     det = _one_body_detections(truth)
     frames = crop_frames(det, False)[:1]
     logits = np.zeros((1, REFINE_CHANNELS, CROP, CROP), np.float32)
     logits[0, R_VERTEBRA] = _peaked(frames[0][2].to_crop(truth + np.array([0.0, 36.0])))  # the body below
     fine = refine(det, frames, logits)
-    np.testing.assert_allclose(fine.bodies[0].points, truth)
-    assert fine.bodies[0].confidence < 0.5 and any("strayed" in w for w in fine.warnings)
+    assert fine.bodies[0].level is None and any("strayed" in w for w in fine.warnings)
+    assert to_contract(fine)["vertebrae"] == {}
+
+
+def test_weak_body_fills_a_gap_but_a_weak_stray_peak_does_not_join(whole):
+    from sagittal.landmarks.targets import C_CENTRE, C_OFFSETS, splat, to_cells
+
+    t = _maps(whole)
+    i = whole.levels.index("T10")
+    c = to_cells(whole.vertebrae[i, :4].mean(axis=0))
+    y0, x0 = int(round(c[1])), int(round(c[0]))
+    t[C_CENTRE, y0 - 3:y0 + 4, x0 - 3:x0 + 4] *= 0.2  # T10 only faintly seen
+    splat(t[C_CENTRE], np.array([5.0, c[1] + 1.0]), 1.0)  # a stray peak beside the spine …
+    t[C_CENTRE, int(c[1]) - 4:int(c[1]) + 6, 0:12] *= 0.2  # … and faint too, shaped like a body
+    for dy in range(-2, 3):
+        for dx in range(-2, 3):
+            t[C_OFFSETS, y0 + 1 + dy, 5 + dx] = t[C_OFFSETS, y0, x0]
+    det = label_levels(decode(t), INPUT_SHAPE[0])
+    got = {b.level: b for b in det.bodies if b.level}
+    assert sorted(got) == sorted(whole.levels)
+    assert got["T10"].confidence < 0.3
+    assert all(b.centre[0] > 20 for b in det.bodies)  # the stray peak was not taken into the chain
+
+
+def test_exposed_box_ignores_collimation_and_burned_in_marks():
+    from sagittal.landmarks.preprocess import exposed_box
+
+    rng = np.random.default_rng(1)
+    img = rng.normal(500, 80, (400, 300)).astype(np.float32)
+    img[:30] = 4095  # white collimation band on top …
+    img[:, 280:] = 0  # … and a black one on the right
+    img[:, 10] = 4095  # a ruler burned in along the whole height
+    x0, y0, x1, y1 = exposed_box(img)
+    assert y0 == 30 and x1 == 279 and x0 == 0 and y1 == 399
+
+
+def test_bodies_cut_by_the_field_edge_are_withheld():
+    from sagittal.landmarks.postprocess import withhold_outside
+
+    inside = np.array([[130.0, 100.0], [90.0, 98.0], [91.0, 128.0], [129.0, 131.0], [110.0, 101.0], [110.0, 127.5]])
+    cut = inside - [0.0, 95.0]  # its superior corners above the exposed field
+    det = Detections([Body(inside, 0.9, inside[:4].mean(axis=0), "L2"), Body(cut, 0.9, cut[:4].mean(axis=0), "L1")],
+                     None, 0.0, [])
+    out = withhold_outside(det, (0.0, 10.0, 399.0, 399.0))
+    assert [b.level for b in out.bodies] == ["L2", None] and any("L1 is not wholly" in w for w in out.warnings)
+
+
+def test_recheck_withholds_beyond_a_step_the_refinement_reveals(whole):
+    from sagittal.landmarks.postprocess import recheck_chain
+
+    det = label_levels(decode(_maps(whole)), INPUT_SHAPE[0])
+    assert recheck_chain(det) is det  # a sound chain passes untouched
+    t9 = next(b for b in det.bodies if b.level == "T9")
+    t10 = next(b for b in det.bodies if b.level == "T10")
+    t9.points, t9.centre = t10.points.copy(), t10.centre.copy()  # both crops latched onto one body
+    out = recheck_chain(det)
+    levels = {b.level for b in out.bodies if b.level}
+    assert "T10" in levels and "T9" not in levels and "C7" not in levels
+    assert any("counted twice" in w for w in out.warnings)

@@ -16,6 +16,7 @@ Evaluation (``scripts/eval_landmarks.py``) draws from a third stream, never used
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -45,9 +46,12 @@ def bone_bright(rg) -> np.ndarray:
     return ((1 << rg.bits_stored) - 1 - img) if rg.photometric == "MONOCHROME1" else img
 
 
-def _render(stream: int, seed: int, spacing_range: tuple[float, float], **style):
+def _render(stream: int, seed: int, spacing_range: tuple[float, float], fracture_rate: float = 0.0, **style):
+    """``fracture_rate``: the chance that the spine is drawn with 1–3 fractures (else the
+    phantom's own fracture frequency)."""
     rng = np.random.default_rng([stream, seed])
-    spine = build_spine(sample_spec(rng))
+    n_fx = int(rng.integers(1, 4)) if fracture_rate and rng.random() < fracture_rate else None
+    spine = build_spine(sample_spec(rng, n_fractures=n_fx))
     spacing = style.pop("pixel_spacing_mm", float(rng.uniform(*spacing_range)))
     return spine, render_radiograph(spine, rng, pixel_spacing_mm=spacing, **style), rng
 
@@ -104,17 +108,18 @@ def jittered(frame: CropFrame, rng: np.random.Generator, shift: float = 0.08) ->
                      float(np.radians(rng.uniform(-10, 10))))
 
 
-def _refine_one(seed: int) -> list[tuple]:
-    spine, rg, rng = _render(REFINE_STREAM, seed, (0.3, 0.9))
+def _refine_one(seed: int, fracture_boost: int = 0) -> list[tuple]:
+    spine, rg, rng = _render(REFINE_STREAM, seed, (0.3, 0.9), fracture_rate=0.6 if fracture_boost else 0.0)
     img = normalise(bone_bright(rg))
     mirror = rg.facing == "left"
     out = []
     for i in np.where(rg.in_view)[0]:
         pts = rg.to_px(spine.points_mm[i])
-        f = jittered(vertebra_frame(pts, mirror), rng)
-        pad = np.full((10, 2), np.nan, np.float32)
-        pad[:6] = f.to_crop(pts)
-        out.append((extract(img, f), KIND_CODES["vertebra"], pad))
+        for _ in range(1 + (fracture_boost if spine.grade[i] else 0)):
+            f = jittered(vertebra_frame(pts, mirror), rng)
+            pad = np.full((10, 2), np.nan, np.float32)
+            pad[:6] = f.to_crop(pts)
+            out.append((extract(img, f), KIND_CODES["vertebra"], pad))
     if rg.s1_in_view:
         s1 = rg.to_px(spine.s1_mm)
         f = jittered(s1_frame(s1, mirror), rng)
@@ -132,11 +137,16 @@ def _refine_one(seed: int) -> list[tuple]:
     return [(np.round(c * 255).astype(np.uint8), k, p) for c, k, p in out]
 
 
-def make_refine_dataset(seeds, workers: int = 1) -> dict[str, np.ndarray]:
+def make_refine_dataset(seeds, workers: int = 1, fracture_boost: int = 0) -> dict[str, np.ndarray]:
     """Crops about every structure in view of the radiographs of ``seeds``: ``crops (N, CROP,
     CROP)`` uint8, ``kinds (N,)`` (``KIND_CODES``), ``points (N, 10, 2)`` crop pixels, NaN where
-    the channel does not belong to the crop's kind."""
-    rows = [r for per in _pool_map(_refine_one, list(seeds), workers) for r in per]
+    the channel does not belong to the crop's kind.
+
+    ``fracture_boost`` > 0: most spines get 1–3 fractures and each fractured body that many
+    extra crops, so that collapsed shapes are not drowned by normal ones (the coarse-to-fine
+    model otherwise pulls a collapsed endplate towards the normal shape)."""
+    rows = [r for per in _pool_map(partial(_refine_one, fracture_boost=fracture_boost), list(seeds), workers)
+            for r in per]
     return {"crops": np.stack([r[0] for r in rows]).reshape(-1, CROP, CROP),
             "kinds": np.array([r[1] for r in rows], np.int8),
             "points": np.stack([r[2] for r in rows]).astype(np.float32)}

@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from .crops import extract
-from .postprocess import Detections, crop_frames, decode, label_levels, refine, to_contract
-from .preprocess import INPUT_SHAPE, Letterbox, letterbox, normalise
+from .postprocess import (Detections, crop_frames, decode, label_levels, recheck_chain, refine, to_contract,
+                          withhold_outside)
+from .preprocess import INPUT_SHAPE, Letterbox, exposed_box, letterbox, normalise
 from .targets import COARSE_HEAT
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[3] / "models" / "landmarks.pt"
@@ -90,6 +91,7 @@ class LandmarkDetector:
             t = time.perf_counter()
             chunk = images[start:start + batch_size]
             dets, _, normed = self.coarse(chunk)
+            boxes = [exposed_box(img) for img in chunk]
             given = (facing or [None] * len(images))[start:start + batch_size]
             timings["coarse"] += time.perf_counter() - t
             t = time.perf_counter()
@@ -106,8 +108,8 @@ class LandmarkDetector:
             timings["refine"] += time.perf_counter() - t
             t = time.perf_counter()
             k = 0
-            for det, (frames, cs) in zip(dets, plans):
-                fine = refine(det, frames, logits[k:k + len(cs)])
+            for det, (frames, cs), box in zip(dets, plans, boxes):
+                fine = recheck_chain(withhold_outside(refine(det, frames, logits[k:k + len(cs)]), box))
                 k += len(cs)
                 lm = to_contract(fine)
                 results.append((lm, facing_from_landmarks(lm), list(fine.warnings)))

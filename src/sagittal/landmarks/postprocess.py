@@ -24,7 +24,12 @@ from .crops import CROP, CropFrame, hips_frame, s1_frame, vertebra_frame, verteb
 from .targets import (C_CENTRE, C_HEAD, C_OFFSETS, C_RADIUS, C_S1, OFFSET_UNIT, R_HEADS, R_S1, R_VERTEBRA, RADIUS_UNIT,
                       to_input)
 
-CENTRE_THRESHOLD = 0.3
+CENTRE_THRESHOLD = 0.3  # a body on its own
+WEAK_THRESHOLD = 0.1  # a body where the chain of the others wants one
+#: a step between neighbouring bodies against the median of the steps around it: over 400
+#: phantom spines (0–3 fractures) 0.73–1.35, and 1.48–2.6 where one body is left out
+STEP_SHORT, STEP_LONG = 0.6, 1.42
+EDGE_FRACTION = 0.004
 S1_THRESHOLD = 0.2
 HEAD_THRESHOLD = 0.2
 GAP_FACTOR = 1.6  # a neighbour farther than this × the spacing the bodies' sizes predict breaks the chain
@@ -36,11 +41,11 @@ C7_SIZE_RATIO = 0.7
 #: Gaussian of sigma 1.5 px): the refinement confidence is the mass found over this
 REFINE_MASS = 0.82
 #: a refined body whose centre moved more than this × its size from the coarse one has most
-#: likely latched onto a neighbour: the coarse points are kept, at half the confidence
+#: likely latched onto a neighbour: the body is withheld
 REFINE_MAX_SHIFT = 0.35
 
 
-@dataclass
+@dataclass(eq=False)  # identity: points are arrays
 class Body:
     points: np.ndarray  # (6, 2)
     confidence: float
@@ -93,7 +98,7 @@ def decode(maps: np.ndarray) -> Detections:
     """Coarse ``maps (COARSE_CHANNELS, rows / 2, cols / 2)``, heatmaps as probabilities →
     unlabelled detections in model-input pixels."""
     bodies = []
-    for x, y, score in _peaks(maps[C_CENTRE], CENTRE_THRESHOLD):
+    for x, y, score in _peaks(maps[C_CENTRE], WEAK_THRESHOLD):
         cell = to_input(np.array([x, y], float))
         pts = cell + maps[C_OFFSETS, y, x].reshape(6, 2) * OFFSET_UNIT
         bodies.append(Body(pts, score, to_input(_subpixel(maps[C_CENTRE], x, y))))
@@ -110,11 +115,9 @@ def decode(maps: np.ndarray) -> Detections:
     return Detections(bodies, s1, s1_conf, heads)
 
 
-def label_levels(det: Detections, rows: int) -> Detections:
-    """Assign levels, anchored on S1 (else C7 at the top); withhold what breaks the chain."""
-    bodies = sorted(det.bodies, key=lambda b: -b.centre[1])  # caudal first
-    warnings = det.warnings
-    # duplicates: two detections of one body
+def _dedupe(bodies: list[Body]) -> list[Body]:
+    """Two detections of one body (closer than ``DUPLICATE_FACTOR`` × its height): keep the
+    more confident. ``bodies`` caudal first."""
     kept: list[Body] = []
     for b in bodies:
         if kept:
@@ -125,15 +128,89 @@ def label_levels(det: Detections, rows: int) -> Detections:
                     kept[-1] = b
                 continue
         kept.append(b)
-    bodies = kept
+    return kept
+
+
+def _step_ratio(a: Body, b: Body) -> float:
+    """Distance between two bodies over what their sizes predict (half of each plus a disc)."""
+    ha, hb = (float(np.linalg.norm(x.points[1] - x.points[2])) for x in (a, b))
+    return float(np.linalg.norm(a.centre - b.centre)) / (1.25 * max(1e-6, (ha + hb) / 2))
+
+
+def _fill_with_weak(strong: list[Body], weak: list[Body]) -> list[Body]:
+    """Admit weak detections only where the chain of strong ones wants a body: inside a gap
+    (between its two ends, near the line joining them) or one step beyond either end, in the
+    chain's direction. Anything else a weak peak says is ignored. Caudal first in and out."""
+    chain = list(strong)
+    pool = sorted(weak, key=lambda b: -b.confidence)
+    changed = True
+    while changed and pool and chain:
+        changed = False
+        for w in list(pool):
+            for i in range(len(chain) - 1):
+                a, b = chain[i], chain[i + 1]
+                if _step_ratio(a, b) <= GAP_FACTOR:
+                    continue
+                ab = b.centre - a.centre
+                t = float(np.dot(w.centre - a.centre, ab) / max(np.dot(ab, ab), 1e-9))
+                rel = w.centre - a.centre
+                off = abs(float(ab[0] * rel[1] - ab[1] * rel[0])) / max(float(np.linalg.norm(ab)), 1e-9)
+                if 0.2 < t < 0.8 and off < 0.5 * float(np.linalg.norm(w.points[1] - w.points[2])) \
+                        and min(_step_ratio(a, w), _step_ratio(w, b)) > 0.6:
+                    chain.insert(i + 1, w)
+                    pool.remove(w)
+                    changed = True
+                    break
+            if changed:
+                break
+            for end, inner, at in ((chain[0], chain[1] if len(chain) > 1 else None, 0),
+                                   (chain[-1], chain[-2] if len(chain) > 1 else None, len(chain))):
+                if inner is None:
+                    continue
+                direction = end.centre - inner.centre
+                step = w.centre - end.centre
+                cos = float(np.dot(direction, step) / max(np.linalg.norm(direction) * np.linalg.norm(step), 1e-9))
+                if cos > 0.8 and 0.6 < _step_ratio(end, w) <= GAP_FACTOR:
+                    chain.insert(at, w)
+                    pool.remove(w)
+                    changed = True
+                    break
+            if changed:
+                break
+    return chain
+
+
+def _relative_steps(bodies: list[Body]) -> list[float]:
+    """Each step between neighbouring bodies over the median of the up to four steps around it."""
+    steps = [float(np.linalg.norm(bodies[i + 1].centre - bodies[i].centre)) for i in range(len(bodies) - 1)]
+    out = []
+    for i, st in enumerate(steps):
+        around = [steps[j] for j in range(max(0, i - 2), min(len(steps), i + 3)) if j != i]
+        out.append(st / float(np.median(around)) if len(around) >= 2 else 1.0)
+    return out
+
+
+def label_levels(det: Detections, rows: int) -> Detections:
+    """Assign levels, anchored on S1 (else C7 at the top); withhold what breaks the chain.
+
+    Bodies at or above ``CENTRE_THRESHOLD`` make the chain; weaker ones (down to
+    ``WEAK_THRESHOLD``) only fill its gaps and extend its ends (``_fill_with_weak``)."""
+    ordered = sorted(det.bodies, key=lambda b: -b.centre[1])  # caudal first
+    strong = [b for b in ordered if b.confidence >= CENTRE_THRESHOLD]
+    weak = [b for b in ordered if b.confidence < CENTRE_THRESHOLD]
+    bodies = _dedupe(strong)
+    weak = [w for w in weak if all(np.linalg.norm(w.centre - b.centre) >= DUPLICATE_FACTOR *
+                                   max(float(np.linalg.norm(b.points[1] - b.points[2])), 1.0) for b in bodies)]
+    bodies = _fill_with_weak(bodies, weak) if len(bodies) > 1 else bodies
+    warnings = det.warnings
     if not bodies:
         warnings.append("no vertebral body found")
         return Detections([], det.s1, det.s1_confidence, det.heads, warnings)
     heights = [float(np.linalg.norm(b.points[1] - b.points[2])) for b in bodies]  # posterior walls
     # a step between neighbours is "too long" against what their own sizes predict (half of each
     # body plus a disc), so the check follows the spine from small cervical to large lumbar bodies
-    ratios = [float(np.linalg.norm(bodies[i + 1].centre - bodies[i].centre)) / (1.25 * max(1e-6, (heights[i] + heights[i + 1]) / 2))
-              for i in range(len(bodies) - 1)]
+    ratios = [_step_ratio(bodies[i], bodies[i + 1]) for i in range(len(bodies) - 1)]
+    rel = _relative_steps(bodies)
     if det.s1 is not None:
         s1_mid = det.s1.mean(axis=0)
         first_step = float(np.linalg.norm(bodies[0].centre - s1_mid)) / max(1e-6, heights[0])
@@ -162,7 +239,7 @@ def label_levels(det: Detections, rows: int) -> Detections:
             return Detections(bodies, det.s1, det.s1_confidence, det.heads, warnings)
         warnings.append("the sacrum is out of view: levels are counted from C7 at the top of the image")
         order, names = list(reversed(bodies)), list(LEVELS)
-        ratios = list(reversed(ratios))
+        ratios, rel = list(reversed(ratios)), list(reversed(rel))
     labelled = 0
     for i, b in enumerate(order):
         if i >= len(names):
@@ -172,6 +249,13 @@ def label_levels(det: Detections, rows: int) -> Detections:
             where = "above" if names[0] == "L5" else "below"
             warnings.append(f"the chain of bodies breaks {where} {names[i - 1]} (a gap of {ratios[i - 1]:.1f}× the "
                             "spacing the bodies' sizes predict): the levels beyond it are withheld")
+            break
+        if i > 0 and not (STEP_SHORT < rel[i - 1] < STEP_LONG):
+            where = "above" if names[0] == "L5" else "below"
+            what = "longer" if rel[i - 1] >= STEP_LONG else "shorter"
+            warnings.append(f"the chain of bodies breaks {where} {names[i - 1]} (a step {rel[i - 1]:.2f}× its "
+                            f"neighbours', {what} than a spine allows: a body missed or one too many): the levels "
+                            "beyond it are withheld")
             break
         b.level = names[i]
         labelled += 1
@@ -224,8 +308,8 @@ def refine(det: Detections, frames: list[tuple[str, int, CropFrame]], logits: np
             b = bodies[i]
             shift = float(np.linalg.norm(pts[:4].mean(axis=0) - b.points[:4].mean(axis=0)))
             if shift > REFINE_MAX_SHIFT * float(vertebra_size(b.points)):
-                warnings.append(f"{b.level}: the fine placement strayed from the body found; coarse points kept")
-                bodies[i] = replace(b, confidence=0.5 * b.confidence)
+                warnings.append(f"{b.level}: the fine placement strayed from the body found: withheld")
+                bodies[i] = replace(b, level=None, confidence=0.5 * b.confidence)
                 continue
             bodies[i] = replace(b, points=pts, centre=pts[:4].mean(axis=0),
                                 confidence=float(min(b.confidence, conf.mean())))
@@ -244,6 +328,47 @@ def refine(det: Detections, frames: list[tuple[str, int, CropFrame]], logits: np
             else:
                 heads = [(c[k], radius, float(min(score, conf[k]))) for k in range(2)]
     return Detections(bodies, s1, s1_conf, heads, warnings)
+
+
+def withhold_outside(det: Detections, box: tuple[float, float, float, float]) -> Detections:
+    """Unlabel bodies with a point outside ``box`` (``x0, y0, x1, y1``, the exposed field) or
+    within ``EDGE_FRACTION`` of its size from its edge: the contract reports only vertebrae
+    wholly in view, and a body cut by the edge has its hidden corners guessed."""
+    x0, y0, x1, y1 = box
+    margin_px = max(1.0, EDGE_FRACTION * max(x1 - x0, y1 - y0))
+    bodies, warnings = [], list(det.warnings)
+    for b in det.bodies:
+        p = b.points
+        inside = ((p[:, 0] >= x0 + margin_px) & (p[:, 0] <= x1 - margin_px) & (p[:, 1] >= y0 + margin_px)
+                  & (p[:, 1] <= y1 - margin_px)).all()
+        if b.level and not inside:
+            warnings.append(f"{b.level} is not wholly in the exposed field: withheld")
+            b = replace(b, level=None)
+        bodies.append(b)
+    return Detections(bodies, det.s1, det.s1_confidence, det.heads, warnings)
+
+
+def recheck_chain(det: Detections) -> Detections:
+    """The chain checks again on the refined bodies, which sit on real bodies where the coarse
+    ones may have smoothed two into one: walking from the anchor (S1 when present, else C7), the
+    first step between neighbouring levels that is out of proportion with the steps around it
+    (or two levels on one body) withholds every level beyond it, with a warning."""
+    labelled = sorted((b for b in det.bodies if b.level), key=lambda b: -LEVELS.index(b.level))  # caudal first
+    if len(labelled) < 3:
+        return det
+    from_top = det.s1 is None
+    order = list(reversed(labelled)) if from_top else labelled
+    rel = _relative_steps(order)
+    warnings = list(det.warnings)
+    for i in range(1, len(order)):
+        if not (STEP_SHORT < rel[i - 1] < STEP_LONG):
+            warnings.append(f"after fine placement the step from {order[i - 1].level} to {order[i].level} is "
+                            f"{rel[i - 1]:.2f}× its neighbours' (a body missed or counted twice): levels beyond "
+                            f"{order[i - 1].level} are withheld")
+            withheld = {id(b) for b in order[i:]}
+            bodies = [replace(b, level=None) if id(b) in withheld else b for b in det.bodies]
+            return Detections(bodies, det.s1, det.s1_confidence, det.heads, warnings)
+    return det
 
 
 def to_contract(det: Detections, to_source=lambda xy: np.asarray(xy, float)) -> dict:

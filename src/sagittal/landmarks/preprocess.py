@@ -59,3 +59,27 @@ def letterbox(image: np.ndarray, shape: tuple[int, int] = INPUT_SHAPE) -> tuple[
     s = (sx + sy) / 2
     # pixel-centre convention: x_in + 0.5 = (x_src + 0.5) * s + left
     return out, Letterbox(scale=s, offset=(left + 0.5 * s - 0.5, top + 0.5 * s - 0.5), shape=(rows, cols))
+
+
+def exposed_box(image: np.ndarray, flat_fraction: float = 0.01) -> tuple[float, float, float, float]:
+    """``(x0, y0, x1, y1)`` pixels of the exposed field: borders whose rows (or columns) are flat
+    — their 15th–85th percentile range under ``flat_fraction`` of the image's, so that burned-in
+    text, ruler ticks and the other bands at the corners do not count — are collimation or padding, not anatomy. A vertebra
+    with a point outside this box is not wholly in view."""
+    img = np.asarray(image, np.float32)
+    step = max(1, int(np.sqrt(img.size / 1_000_000)))
+    small = img[::step, ::step]
+    span = float(small.max() - small.min())
+    if span <= 0:
+        return 0.0, 0.0, float(img.shape[1] - 1), float(img.shape[0] - 1)
+    lo_r, hi_r = np.percentile(small, (15, 85), axis=1)
+    lo_c, hi_c = np.percentile(small, (15, 85), axis=0)
+    flat_rows = (hi_r - lo_r) < flat_fraction * span
+    flat_cols = (hi_c - lo_c) < flat_fraction * span
+
+    def lead(flags: np.ndarray) -> int:
+        return int(np.argmin(flags)) if not flags.all() else len(flags)
+
+    r0, r1 = lead(flat_rows), lead(flat_rows[::-1])
+    c0, c1 = lead(flat_cols), lead(flat_cols[::-1])
+    return (float(c0 * step), float(r0 * step), float(img.shape[1] - 1 - c1 * step), float(img.shape[0] - 1 - r1 * step))
