@@ -17,6 +17,7 @@ from sagittal.cli import main
 from sagittal.landmarks.infer import DEFAULT_WEIGHTS
 from sagittal.phantom import build_spine, render_ct, render_radiograph, sample_spec
 from sagittal.phantom.dicom import StudyInfo, radiograph_dataset, volume_datasets, write_dataset
+from sagittal.phantom.truth import radiograph_truth
 from sagittal.report.analysis import load_schema
 
 pytestmark = pytest.mark.skipif(not DEFAULT_WEIGHTS.is_file(), reason="models/landmarks.pt not trained yet")
@@ -32,9 +33,12 @@ def export(tmp_path_factory):
         "left": dict(modality="CR", photometric="MONOCHROME2", facing="left", calibration="PixelSpacing"),
         "uncal": dict(modality="CR", photometric="MONOCHROME2", facing="right", calibration="none"),
     }
+    truths = {}
     for name, style in cases.items():
         rg = render_radiograph(spine, np.random.default_rng(len(name)), pixel_spacing_mm=0.8, **style)
         write_dataset(radiograph_dataset(rg, info, f"an/{name}"), root / name, "jpeg2000")
+        truths[name] = radiograph_truth(spine, rg)["landmarks"]
+    (root.parent / f"{root.name}_truth.json").write_text(json.dumps(truths))
     ds = pydicom.dcmread(root / "left")
     ds.SOPInstanceUID = pydicom.uid.generate_uid()
     ds.SeriesInstanceUID = pydicom.uid.generate_uid()
@@ -136,3 +140,18 @@ def test_workers_give_the_same_documents(run, export, tmp_path):
         for lv in a["vertebrae"]:
             np.testing.assert_allclose(a["vertebrae"][lv]["anterior_superior"], b["vertebrae"][lv]["anterior_superior"],
                                        atol=0.05)
+
+
+def test_landmarks_land_on_the_bodies(run, export):
+    """Not an accuracy figure (that is scripts/eval_landmarks.py): a MONOCHROME1 image, a patient
+    facing left and an uncalibrated image all get their bodies found where they are."""
+    truths = json.loads((export.parent / f"{export.name}_truth.json").read_text())
+    corners = ("anterior_superior", "posterior_superior", "posterior_inferior", "anterior_inferior")
+    for name, d in _docs(run).items():
+        found, truth = d["landmarks"]["vertebrae"], truths[name]["vertebrae"]
+        assert len(found) >= 0.7 * len(truth), name
+        for lv, pts in found.items():
+            assert lv in truth, (name, lv)
+            c = np.mean([pts[k] for k in corners], axis=0)
+            t = np.mean([truth[lv][k] for k in corners], axis=0)
+            assert np.linalg.norm(c - t) < 4.0, (name, lv)  # pixels of 0.8 mm
