@@ -141,6 +141,9 @@ def main() -> None:
     ap.add_argument("--first-seed", type=int, default=0, help="render seeds first-seed … first-seed + n-train - 1")
     ap.add_argument("--fracture-boost", type=int, default=0,
                     help="refine: spines mostly fractured, this many extra crops per fractured body")
+    ap.add_argument("--also", action="append", default=[], metavar="FIRST:N:BOOST",
+                    help="refine: add the crops of N more radiographs from seed FIRST with that fracture boost "
+                         "(repeatable)")
     ap.add_argument("--out", default="models/landmarks.pt")
     args = ap.parse_args()
     torch.manual_seed(args.seed)
@@ -149,19 +152,23 @@ def main() -> None:
     batch = args.batch or (16 if args.stage == "coarse" else 64)
     t0 = time.time()
     seeds = range(args.first_seed, args.first_seed + args.n_train)
-    cache = Path(args.cache or f".cache/{args.stage}_{args.first_seed}_{args.n_train}_{args.fracture_boost}.npz")
+    extra = [tuple(int(v) for v in a.split(":")) for a in args.also]
+    key = "_".join(f"{a}-{b}-{c}" for a, b, c in [(args.first_seed, args.n_train, args.fracture_boost), *extra])
+    cache = Path(args.cache or f".cache/{args.stage}_{key}.npz")
     if cache.is_file():
         data = dict(np.load(cache))
     elif args.stage == "coarse":
         data = make_coarse_dataset(seeds, workers=args.workers)
     else:
-        data = make_refine_dataset(seeds, workers=args.workers, fracture_boost=args.fracture_boost)
+        parts = [make_refine_dataset(range(first, first + n), workers=args.workers, fracture_boost=boost)
+                 for first, n, boost in [(args.first_seed, args.n_train, args.fracture_boost), *extra]]
+        data = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     if not cache.is_file():
         cache.parent.mkdir(parents=True, exist_ok=True)
         np.savez(cache, **data)
     n = len(data["images"] if args.stage == "coarse" else data["crops"])
     t_data = time.time() - t0
-    print(f"{args.stage}: {n} training items from {args.n_train} phantom radiographs in {t_data:.0f} s", flush=True)
+    print(f"{args.stage}: {n} training items in {t_data:.0f} s", flush=True)
     model = build(args.stage)
     if args.init:
         model.load_state_dict(torch.load(args.init, weights_only=True)[args.stage]["state_dict"])
