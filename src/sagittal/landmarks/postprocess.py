@@ -30,6 +30,7 @@ WEAK_THRESHOLD = 0.1  # a body where the chain of the others wants one
 #: phantom spines (0–3 fractures) 0.73–1.35, and 1.48–2.6 where one body is left out
 STEP_SHORT, STEP_LONG = 0.6, 1.42
 EDGE_FRACTION = 0.004
+HEAD_MIN_CONFIDENCE = 0.3
 S1_THRESHOLD = 0.2
 HEAD_THRESHOLD = 0.2
 GAP_FACTOR = 1.6  # a neighbour farther than this × the spacing the bodies' sizes predict breaks the chain
@@ -321,12 +322,11 @@ def refine(det: Detections, frames: list[tuple[str, int, CropFrame]], logits: np
             c = frame.to_source(q)
             radius = float(np.mean([r for _, r, _ in det.heads]))
             score = max(sc for _, _, sc in det.heads)
-            if len(det.heads) == 1 and np.linalg.norm(c[0] - c[1]) > 0.25 * radius:
-                # one head seen by the coarse stage: keep the refined head nearer to it
-                k = int(np.argmin(np.linalg.norm(c - det.heads[0][0], axis=1)))
-                heads = [(c[k], radius, float(min(score, conf[k])))]
-            else:
-                heads = [(c[k], radius, float(min(score, conf[k]))) for k in range(2)]
+            # the crop sees both heads even where the coarse stage merged them into one peak;
+            # a head the refinement is unsure of is left out (the hip axis is then the one seen)
+            heads = [(c[k], radius, float(min(score, conf[k]))) for k in range(2) if conf[k] >= HEAD_MIN_CONFIDENCE]
+            if not heads:
+                heads = [(c[int(np.argmax(conf))], radius, float(min(score, conf.max())))]
     return Detections(bodies, s1, s1_conf, heads, warnings)
 
 
