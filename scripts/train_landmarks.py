@@ -202,8 +202,10 @@ def main() -> None:
     meta = {
         "command": "scripts/train_landmarks.py " + " ".join(sys.argv[1:]),
         "stage": args.stage, "iterations": it, "batch": batch, "items_seen": it * batch, "n_train": args.n_train,
-        "train_items": n, "train_seeds": f"{seeds.start}..{seeds.stop - 1} of the {args.stage} stream in landmarks.data",
-        "fracture_boost": args.fracture_boost, "init": args.init,
+        "train_items": n, "train_seeds": "; ".join(f"{a}..{a + b - 1} (fracture boost {c})" for a, b, c in
+                                 [(args.first_seed, args.n_train, args.fracture_boost), *extra])
+        + f" of the {args.stage} stream in landmarks.data",
+        "init": args.init,
         "minutes": args.minutes, "data_seconds": round(t_data), "train_seconds": round(time.time() - start),
         "threads": args.threads, "final_loss": float(np.mean(losses[-100:])), "torch": str(torch.__version__),
     }
