@@ -155,3 +155,30 @@ def test_landmarks_land_on_the_bodies(run, export):
             c = np.mean([pts[k] for k in corners], axis=0)
             t = np.mean([truth[lv][k] for k in corners], axis=0)
             assert np.linalg.norm(c - t) < 4.0, (name, lv)  # pixels of 0.8 mm
+
+
+def test_a_failure_inside_a_batch_is_one_files_failure(export, tmp_path, monkeypatch):
+    """The model fails on the batch: the batch is redone one image at a time, and only the image
+    it fails on is set aside, with the reason."""
+    from sagittal.batch import analyze as an
+
+    class Flaky:
+        calls = 0
+        last_timings: dict = {}
+
+        def detect(self, images, facing=None):
+            Flaky.calls += 1
+            if len(images) > 1 or Flaky.calls == 3:
+                raise RuntimeError("model exploded")
+            return [({"vertebrae": {}, "s1_endplate": None, "femoral_heads": []}, None, [])]
+
+    monkeypatch.setattr(an, "_detector", lambda *a: Flaky())
+    tasks, _, _ = an.plan([export], tmp_path)
+    results = an.analyse_batch(tasks)
+    assert len(results) == len(tasks) == 3
+    failed = [err for doc, err in results if err]
+    assert len(failed) == 1 and "model exploded" in failed[0].reason and failed[0].stage == "analyse"
+    docs = [doc for doc, err in results if doc]
+    assert len(docs) == 2 and all(d["status"] == "rejected" for d in docs)
+    for (doc, err), task in zip(results, tasks):
+        assert Path(task.out_json).is_file() == (doc is not None)
