@@ -1,4 +1,4 @@
-"""Every file under shared/data/real-dicom is accounted for: it loads with the right shape,
+"""Every real DICOM file the tests hold (tests/data/__init__.py) is accounted for: it loads with the right shape,
 spacing and calibration source, or it is set aside with a stage and a reason."""
 
 from __future__ import annotations
@@ -12,15 +12,14 @@ import pytest
 from sagittal.errors import SagittalError
 from sagittal.io import discover, load_radiographs, load_volume, scan_export
 from sagittal.io.decode import decode
+from tests.data import PYDICOM_TEST_FILES, REAL_DICOM_ROOTS, real_dicom_files, relative_name
 
-REAL = Path(__file__).resolve().parents[3] / "shared" / "data" / "real-dicom"
-pytestmark = pytest.mark.skipif(not REAL.is_dir(), reason="shared/data/real-dicom is not beside the checkout")
-ALL_FILES = sorted(str(p) for p in REAL.rglob("*") if p.is_file()) if REAL.is_dir() else []
+ALL_FILES = real_dicom_files()
 
 
 @pytest.fixture(scope="module")
 def export():
-    return scan_export([REAL])
+    return scan_export(list(REAL_DICOM_ROOTS))
 
 
 def test_every_file_appears_exactly_once(export):
@@ -33,7 +32,7 @@ def test_every_file_appears_exactly_once(export):
         assert a.stage in ("discover", "read", "classify", "decode", "calibrate", "group") and a.reason
 
 
-@pytest.mark.parametrize("path", ALL_FILES, ids=lambda p: os.path.relpath(p, REAL))
+@pytest.mark.parametrize("path", ALL_FILES, ids=relative_name)
 def test_each_file_alone(path):
     """Scanned on its own, each file is analysable (with shape and calibration) or set aside."""
     e = scan_export([path])
@@ -118,7 +117,7 @@ def test_monochrome1_comes_out_bone_bright(name):
 
 
 def test_dicomdir_is_followed():
-    dicomdir = REAL / "pydicom-test-files" / "dicomdirtests" / "DICOMDIR"
+    dicomdir = PYDICOM_TEST_FILES / "dicomdirtests" / "DICOMDIR"
     headers, aside = discover([dicomdir])
     found = {Path(h.path).parent.name for h in headers}
     assert {"CR1", "CT2", "MR1"} <= found
@@ -154,7 +153,7 @@ def test_inspect_json_covers_every_file(capsys):
 
     from sagittal.cli import main
 
-    sub = REAL / "pydicom-test-files" / "dicomdirtests"
+    sub = PYDICOM_TEST_FILES / "dicomdirtests"
     assert main(["inspect", str(sub), "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     listed = [f for s in doc["series"] for f in s["files"]] + [a["path"] for a in doc["set_aside"]]
