@@ -7,6 +7,7 @@ points in ``levels.POINT_NAMES`` order, ``s1_mm : (..., 2, 2)`` (anterior, poste
 """
 
 from .angles import endplate_angle_deg, wrap_deg
+from .batch import FIELDS, measure
 from .frame import pixels_to_patient
 from .spinopelvic import (
     lumbar_lordosis_deg,
@@ -21,6 +22,8 @@ from .spinopelvic import (
 )
 
 __all__ = [
+    "measure",
+    "FIELDS",
     "endplate_angle_deg",
     "wrap_deg",
     "pixels_to_patient",

@@ -1,8 +1,8 @@
-"""Every parameter and per-vertebra finding for many spines at once, in bounded memory.
+"""Every parameter and per-vertebra finding for one spine or millions, in bounded memory.
 
-``measure_spines`` is what researchers call on their own landmark sets: it walks the batch in
-chunks so that intermediate arrays stay a fixed size however many spines come in; only the
-outputs grow with ``N``.
+``measure`` is the one entry point: the analysis document, the batch runner and researchers'
+own landmark sets all go through it. It walks the batch in chunks so that intermediate arrays
+stay a fixed size however many spines come in; only the outputs grow with ``N``.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from .classify import SCHWAB_PI_LL_DEG, SCHWAB_PT_DEG, SCHWAB_SVA_MM, roussouly_type
 from .morphometry import morphometry
 from .spinopelvic import (
     inferior_phi_deg,
@@ -33,7 +34,18 @@ FIELDS: dict[str, tuple[int, ...]] = {
     "thoracic_kyphosis_deg": (), "sagittal_vertical_axis_mm": (), "pi_ll_mismatch_deg": (),
     "t1_pelvic_angle_deg": (), "regional_kyphosis_deg": (18,), "vertebral_kyphosis_deg": (18,),
     "heights_mm": (18, 3), "height_loss_pct": (18,), "genant_grade": (18,), "morphology_index": (18,),
+    "srs_schwab_pi_ll": (), "srs_schwab_pt": (), "srs_schwab_sva": (), "roussouly_type": (),
 }
+#: integer outputs: Genant grade (-1 unmeasured), morphology index (``levels.MORPHOLOGIES``),
+#: SRS-Schwab modifier codes (0, 1, 2 for "0", "+", "++"; -1 unmeasured), Roussouly type (0 unmeasured)
+INTEGER_FIELDS = frozenset({"genant_grade", "morphology_index", "srs_schwab_pi_ll", "srs_schwab_pt", "srs_schwab_sva",
+                            "roussouly_type"})
+
+
+def _schwab_code(value: np.ndarray, cuts: tuple[float, float]) -> np.ndarray:
+    """0 / 1 / 2 for the SRS-Schwab grades "0" / "+" / "++" (``classify.schwab_modifiers``), -1 for NaN."""
+    code = (value >= cuts[0]).astype(np.int8) + (value > cuts[1]).astype(np.int8)
+    return np.where(np.isnan(value), np.int8(-1), code).astype(np.int8)
 
 
 def measure_all(points_mm: np.ndarray, s1_mm: np.ndarray, hip_mm: np.ndarray) -> dict[str, np.ndarray]:
@@ -54,7 +66,32 @@ def measure_all(points_mm: np.ndarray, s1_mm: np.ndarray, hip_mm: np.ndarray) ->
         "vertebral_kyphosis_deg": vertebral_kyphosis_deg(points_mm, phi=phi),
     }
     out.update(morphometry(points_mm))
+    out["srs_schwab_pi_ll"] = _schwab_code(out["pi_ll_mismatch_deg"], SCHWAB_PI_LL_DEG)
+    out["srs_schwab_pt"] = _schwab_code(out["pelvic_tilt_deg"], SCHWAB_PT_DEG)
+    out["srs_schwab_sva"] = _schwab_code(out["sagittal_vertical_axis_mm"], SCHWAB_SVA_MM)
+    out["roussouly_type"] = roussouly_type(points_mm, out["sacral_slope_deg"])
     return out
+
+
+def measure(points_mm: np.ndarray, s1_mm: np.ndarray, hip_mm: np.ndarray, *, chunk: int = 4096,
+            workers: int | None = None) -> dict[str, np.ndarray]:
+    """Every parameter and per-vertebra measure: the single geometry entry point.
+
+    ``points_mm : (..., 18, 6, 2)``, ``s1_mm : (..., 2, 2)``, ``hip_mm : (..., 2)`` in the patient
+    frame (mm, +x anterior, +y superior), any leading shape including none (one spine). Returns
+    ``FIELDS`` with the leading shape followed by each field's own shape; NaN (or the integer
+    fields' "unmeasured" code) where an input is missing.
+    """
+    p = np.asarray(points_mm, dtype=float)
+    s1 = np.asarray(s1_mm, dtype=float)
+    hip = np.asarray(hip_mm, dtype=float)
+    lead = p.shape[:-3]
+    if p.shape[-3:] != (18, 6, 2) or s1.shape != (*lead, 2, 2) or hip.shape != (*lead, 2):
+        raise ValueError(f"measure: expected points_mm (..., 18, 6, 2), s1_mm (..., 2, 2), hip_mm (..., 2) with one "
+                         f"leading shape; got {p.shape}, {s1.shape}, {hip.shape}")
+    n = int(np.prod(lead, dtype=np.int64))
+    out = measure_spines(p.reshape(n, 18, 6, 2), s1.reshape(n, 2, 2), hip.reshape(n, 2), chunk=chunk, workers=workers)
+    return {k: v.reshape((*lead, *FIELDS[k])) for k, v in out.items()}
 
 
 def measure_spines(points_mm: np.ndarray, s1_mm: np.ndarray, hip_mm: np.ndarray, chunk: int = 4096,
@@ -65,7 +102,7 @@ def measure_spines(points_mm: np.ndarray, s1_mm: np.ndarray, hip_mm: np.ndarray,
     ufuncs); peak extra memory is about ``workers × chunk`` spines of intermediates.
     """
     n = len(points_mm)
-    out = {k: np.empty((n, *shape), np.int8 if k in ("genant_grade", "morphology_index") else np.float64)
+    out = {k: np.empty((n, *shape), np.int8 if k in INTEGER_FIELDS else np.float64)
            for k, shape in FIELDS.items()}
 
     def run(start: int) -> None:
