@@ -1,8 +1,9 @@
-"""The analysis document ``sagittal.analysis/1`` (CONTRACT.md) from landmarks.
+"""The analysis document ``sagittal.analysis/1`` (docs/contract.md) from landmarks.
 
 ``analysis_document`` is what ``sagittal measure`` prints for each input and what the
 pipeline writes for each image: landmarks in pixels go through ``geometry.pixels_to_patient``
-once, then every parameter and per-vertebra finding is computed by ``sagittal.geometry``.
+once, ``geometry.measure`` computes every parameter and per-vertebra measure, and this module
+only serialises them (rounding, nulls for what is not measurable, warnings saying why).
 
 Status: ``ok`` when the seven required parameters were all measured, ``partial`` when some
 were withheld (each with a warning), ``rejected`` when nothing could be measured.
@@ -12,13 +13,13 @@ from __future__ import annotations
 
 import math
 from importlib import resources
+from typing import Any
 
 import numpy as np
 
 from .. import geometry as g
 from ..errors import InputError
-from ..geometry.classify import roussouly_type, schwab_modifiers
-from ..geometry.morphometry import morphology_name, morphometry
+from ..geometry.morphometry import morphology_name
 from ..levels import LEVELS, POINT_NAMES
 
 SCHEMA_ID = "sagittal.analysis/1"
@@ -26,29 +27,33 @@ REQUIRED_PARAMETERS = (
     "pelvic_incidence_deg", "pelvic_tilt_deg", "sacral_slope_deg", "lumbar_lordosis_deg",
     "thoracic_kyphosis_deg", "sagittal_vertical_axis_mm", "pi_ll_mismatch_deg",
 )
+#: every parameter of the document, in its order (the required seven, then T1 pelvic angle)
+PARAMETERS = (*REQUIRED_PARAMETERS, "t1_pelvic_angle_deg")
+SCHWAB_CODES = ("0", "+", "++")  # geometry.measure's srs_schwab_* codes 0, 1, 2
 SPACING_SOURCES = ("PixelSpacing", "ImagerPixelSpacing/ERMF", "ImagerPixelSpacing", "volume", "supplied", "none")
 
 
-def load_schema() -> dict:
+def load_schema() -> dict[str, Any]:
     """The contract's JSON schema, shipped inside the package."""
     import json
 
-    return json.loads(resources.files("sagittal.contract").joinpath("analysis.schema.json").read_text())
+    schema: dict[str, Any] = json.loads(resources.files("sagittal.contract").joinpath("analysis.schema.json").read_text())
+    return schema
 
 
-def _num(v) -> float | None:
+def _num(v: Any) -> float | None:
     v = float(v)
     return None if math.isnan(v) else round(v, 4)
 
 
-def _point(p, where: str) -> np.ndarray:
+def _point(p: Any, where: str) -> np.ndarray:
     a = np.asarray(p, dtype=float)
     if a.shape != (2,):
         raise InputError(f"{where}: a point is [x, y], got {p!r}")
     return a
 
 
-def _landmark_arrays(lm: dict) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], list[float]]:
+def _landmark_arrays(lm: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], list[float]]:
     verts = lm.get("vertebrae") or {}
     pts = np.full((len(LEVELS), 6, 2), np.nan)
     for level, v in verts.items():
@@ -69,8 +74,49 @@ def _landmark_arrays(lm: dict) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]
     return pts, s1, heads, radii
 
 
-def analysis_document(image: dict, landmarks: dict, source: dict | None = None,
-                      warnings: list[str] | None = None) -> dict:
+def _parameters(m: dict[str, np.ndarray], mm_ok: bool, warnings: list[str]) -> dict[str, Any]:
+    """The document's ``parameters`` from ``geometry.measure`` of one spine; nulls get a warning."""
+    params: dict[str, Any] = {k: _num(m[k]) for k in PARAMETERS}
+    if not mm_ok:
+        params["sagittal_vertical_axis_mm"] = None  # a distance needs a spacing
+    why = {
+        "sacral_slope_deg": "S1 endplate not in view", "lumbar_lordosis_deg": "L1 or the S1 endplate not in view",
+        "thoracic_kyphosis_deg": "T4 or T12 not in view",
+        "sagittal_vertical_axis_mm": "no pixel spacing" if not mm_ok else "C7 or the S1 endplate not in view",
+    }
+    for key, reason in why.items():
+        if params[key] is None:
+            warnings.append(f"{key} is null: {reason}")
+    for key in ("pi_ll", "pt", "sva"):
+        code = int(m[f"srs_schwab_{key}"])
+        params[f"srs_schwab_{key}"] = None if code < 0 or (key == "sva" and not mm_ok) else SCHWAB_CODES[code]
+    params["roussouly_type"] = int(m["roussouly_type"]) or None
+    return params
+
+
+def _vertebrae(m: dict[str, np.ndarray], pts_px: np.ndarray, mm_ok: bool) -> list[dict[str, Any]]:
+    """The document's ``vertebrae``, cranial to caudal, for the levels whose six points are known."""
+    names = morphology_name(m["morphology_index"])
+    verts = []
+    for i, level in enumerate(LEVELS):
+        if not np.isfinite(pts_px[i]).all():
+            continue
+        h = m["heights_mm"][i]
+        grade = int(m["genant_grade"][i])
+        verts.append({
+            "level": level,
+            "heights_mm": {"anterior": _num(h[0]), "middle": _num(h[1]), "posterior": _num(h[2])} if mm_ok else None,
+            "height_loss_pct": _num(m["height_loss_pct"][i]),
+            "genant_grade": grade if grade >= 0 else None,
+            "morphology": names[i],
+            "regional_kyphosis_deg": _num(m["regional_kyphosis_deg"][i]),
+            "vertebral_kyphosis_deg": _num(m["vertebral_kyphosis_deg"][i]),
+        })
+    return verts
+
+
+def analysis_document(image: dict[str, Any], landmarks: dict[str, Any], source: dict[str, Any] | None = None,
+                      warnings: list[str] | None = None) -> dict[str, Any]:
     """Compute the analysis document for one image from its pixel landmarks.
 
     ``image`` holds ``rows``, ``columns``, ``pixel_spacing_mm`` ([row, col] or null),
@@ -93,7 +139,7 @@ def analysis_document(image: dict, landmarks: dict, source: dict | None = None,
         "pixel_spacing_mm": spacing, "spacing_source": "none" if spacing is None else source_name,
         "anterior": anterior,
     }
-    doc = {"schema": SCHEMA_ID, "status": "rejected", "source": source, "image": doc_image,
+    doc: dict[str, Any] = {"schema": SCHEMA_ID, "status": "rejected", "source": source, "image": doc_image,
            "landmarks": landmarks, "parameters": {k: None for k in REQUIRED_PARAMETERS}, "vertebrae": [],
            "warnings": warnings}
     if anterior not in ("left", "right"):
@@ -117,65 +163,18 @@ def analysis_document(image: dict, landmarks: dict, source: dict | None = None,
         hip = np.full(2, np.nan)
         warnings.append("no femoral head seen: pelvic incidence, pelvic tilt and T1 pelvic angle are null")
     mm_ok = spacing is not None
-
-    ss = g.sacral_slope_deg(s1)
-    pt = g.pelvic_tilt_deg(s1, hip)
-    pi = g.pelvic_incidence_deg(s1, hip)
-    ll = g.lumbar_lordosis_deg(pts, s1)
-    tk = g.thoracic_kyphosis_deg(pts)
-    sva = g.sagittal_vertical_axis_mm(pts, s1) if mm_ok else np.nan
-    t1pa = g.t1_pelvic_angle_deg(pts, s1, hip)
-    params = {
-        "pelvic_incidence_deg": pi, "pelvic_tilt_deg": pt, "sacral_slope_deg": ss, "lumbar_lordosis_deg": ll,
-        "thoracic_kyphosis_deg": tk, "sagittal_vertical_axis_mm": sva, "pi_ll_mismatch_deg": pi - ll,
-        "t1_pelvic_angle_deg": t1pa,
-    }
-    params = {k: _num(v) for k, v in params.items()}
-    why = {
-        "sacral_slope_deg": "S1 endplate not in view", "lumbar_lordosis_deg": "L1 or the S1 endplate not in view",
-        "thoracic_kyphosis_deg": "T4 or T12 not in view",
-        "sagittal_vertical_axis_mm": "no pixel spacing" if not mm_ok else "C7 or the S1 endplate not in view",
-    }
-    for key, reason in why.items():
-        if params[key] is None:
-            warnings.append(f"{key} is null: {reason}")
-    mods = schwab_modifiers(params["pi_ll_mismatch_deg"] if params["pi_ll_mismatch_deg"] is not None else np.nan,
-                            params["pelvic_tilt_deg"] if params["pelvic_tilt_deg"] is not None else np.nan,
-                            params["sagittal_vertical_axis_mm"] if params["sagittal_vertical_axis_mm"] is not None else np.nan)
-    params.update({f"srs_schwab_{k}": v.item() if isinstance(v, np.ndarray) else v for k, v in mods.items()})
-    rtype = int(roussouly_type(pts, ss))
-    params["roussouly_type"] = rtype if rtype else None
-
-    morph = morphometry(pts)
-    vk = g.vertebral_kyphosis_deg(pts)
-    rk = g.regional_kyphosis_deg(pts, s1)
-    names = morphology_name(morph["morphology_index"])
-    verts = []
-    for i, level in enumerate(LEVELS):
-        if not np.isfinite(pts_px[i]).all():
-            continue
-        h = morph["heights_mm"][i]
-        grade = int(morph["genant_grade"][i])
-        verts.append({
-            "level": level,
-            "heights_mm": {"anterior": _num(h[0]), "middle": _num(h[1]), "posterior": _num(h[2])} if mm_ok else None,
-            "height_loss_pct": _num(morph["height_loss_pct"][i]),
-            "genant_grade": grade if grade >= 0 else None,
-            "morphology": names[i],
-            "regional_kyphosis_deg": _num(rk[i]),
-            "vertebral_kyphosis_deg": _num(vk[i]),
-        })
-    doc["parameters"] = params
-    doc["vertebrae"] = verts
+    m = g.measure(pts, s1, hip)
+    doc["parameters"] = params = _parameters(m, mm_ok, warnings)
+    doc["vertebrae"] = _vertebrae(m, pts_px, mm_ok)
     measured = [params[k] for k in REQUIRED_PARAMETERS if params[k] is not None]
-    doc["status"] = "rejected" if not measured and not verts else (
+    doc["status"] = "rejected" if not measured and not doc["vertebrae"] else (
         "ok" if len(measured) == len(REQUIRED_PARAMETERS) else "partial")
     if doc["status"] == "rejected":
         warnings.append("no landmarks to measure")
     return doc
 
 
-def measure_input(obj: dict, where: str = "input") -> dict:
+def measure_input(obj: Any, where: str = "input") -> dict[str, Any]:
     """One ``{"image": {...}, "landmarks": {...}}`` object → its analysis document (source null)."""
     if not isinstance(obj, dict) or "image" not in obj or "landmarks" not in obj:
         raise InputError(f"{where}: expected an object with 'image' and 'landmarks'")
@@ -187,7 +186,7 @@ def measure_input(obj: dict, where: str = "input") -> dict:
         raise InputError(f"{where}: malformed landmarks ({exc})") from None
 
 
-def rejected_document(reason: str) -> dict:
+def rejected_document(reason: str) -> dict[str, Any]:
     """A schema-valid ``rejected`` document for an input that could not be read at all."""
     return {"schema": SCHEMA_ID, "status": "rejected", "source": None,
             "image": {"rows": None, "columns": None, "pixel_spacing_mm": None, "spacing_source": "none",
