@@ -4,22 +4,32 @@ Columns (all optional but ``patient_id``): ``age, vas, pain_weeks, hospitalised,
 analgesic_failure, neuro_deficit, instability, malignancy_suspected, pulmonary_dysfunction,
 frail`` (yes/no), ``mri_oedema_levels, cleft_levels`` (levels as ``T12;L1``, ``none`` when an
 MRI showed none). An empty cell is unknown. A bad cell is an error naming its row and column.
+
+Treatment and outcome, for the research cohort (``docs/cohort.md``): ``augmentation``
+(``vertebroplasty``, ``kyphoplasty`` or ``none``), ``augmentation_date`` and
+``followup_date`` (``YYYY-MM-DD`` or ``YYYYMMDD``; the cohort turns them into days since the
+patient's first study and never writes the dates), ``augmentation_levels`` (levels as
+``T12;L1``), ``followup_vas`` (pain 0–10 at follow-up).
 """
 
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import os
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..errors import InputError
 from ..levels import LEVELS
 
 YES_NO = ("hospitalised", "bed_bound", "analgesic_failure", "neuro_deficit", "instability", "malignancy_suspected",
           "pulmonary_dysfunction", "frail")
-NUMBERS = {"age": (0, 130), "vas": (0, 10), "pain_weeks": (0, 10000)}
-LEVEL_LISTS = ("mri_oedema_levels", "cleft_levels")
-COLUMNS = ("patient_id", *NUMBERS, *YES_NO, *LEVEL_LISTS)
+NUMBERS = {"age": (0, 130), "vas": (0, 10), "pain_weeks": (0, 10000), "followup_vas": (0, 10)}
+LEVEL_LISTS = ("mri_oedema_levels", "cleft_levels", "augmentation_levels")
+CHOICES = {"augmentation": ("vertebroplasty", "kyphoplasty", "none")}
+DATES = ("augmentation_date", "followup_date")
+COLUMNS = ("patient_id", *NUMBERS, *YES_NO, *LEVEL_LISTS, *CHOICES, *DATES)
 _TRUE = {"yes", "y", "true", "1"}
 _FALSE = {"no", "n", "false", "0"}
 
@@ -42,10 +52,15 @@ class ClinicalInputs:
     frail: bool | None = None
     mri_oedema_levels: frozenset[str] | None = None  # empty set: an MRI showed no oedema
     cleft_levels: frozenset[str] | None = None
-    extra: dict = field(default_factory=dict)
+    augmentation: str | None = None  # vertebroplasty | kyphoplasty | none
+    augmentation_date: dt.date | None = None
+    augmentation_levels: frozenset[str] | None = None
+    followup_vas: float | None = None
+    followup_date: dt.date | None = None
+    extra: dict[str, object] = field(default_factory=dict)
 
 
-def _parse(column: str, raw: str, where: str):
+def _parse(column: str, raw: str, where: str) -> Any:  # float | bool | frozenset[str] | str | date | None
     text = raw.strip()
     if text == "":
         return None
@@ -74,10 +89,25 @@ def _parse(column: str, raw: str, where: str):
             raise InputError(f"{where}, column {column!r}: unknown level(s) {', '.join(bad)}; write levels as T12;L1 "
                              "or 'none'")
         return frozenset(levels)
+    if column in CHOICES or column in DATES:
+        return _choice_or_date(column, text, where)
     return text
 
 
-def read_clinical_csv(path: str | os.PathLike) -> dict[str, ClinicalInputs]:
+def _choice_or_date(column: str, text: str, where: str) -> str | dt.date:
+    if column in CHOICES:
+        if text.lower() not in CHOICES[column]:
+            raise InputError(f"{where}, column {column!r}: {text!r} is not one of {', '.join(CHOICES[column])}")
+        return text.lower()
+    for fmt in ("%Y-%m-%d", "%Y%m%d"):
+        try:
+            return dt.datetime.strptime(text, fmt).date()
+        except ValueError:
+            continue
+    raise InputError(f"{where}, column {column!r}: {text!r} is not a date (write YYYY-MM-DD)")
+
+
+def read_clinical_csv(path: str | os.PathLike[str]) -> dict[str, ClinicalInputs]:
     """Parse the clinical CSV. Raises ``InputError`` naming the file, row and column."""
     try:
         fh = open(path, newline="", encoding="utf-8-sig")

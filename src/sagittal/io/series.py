@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..cohort.pseudonym import keyed_pseudonym
 from ..errors import CalibrationError, DicomReadError
 from .calibration import Calibration, radiograph_calibration
 from .classify import mr_weighting, orientation_name, radiograph_view, series_kind
@@ -22,8 +23,18 @@ from .discover import Header, SetAside, discover
 from .volume import SagittalPlane, VolumeGeometry, enhanced_geometry, reformat_sagittal, slice_geometry, volume_calibration
 
 
-def pseudonym(patient_id: str) -> str:
-    """A stable, non-reversible label for a patient (no identifier leaves in outputs or logs)."""
+def pseudonym(patient_id: str, key: bytes | None = None) -> str:
+    """A stable label for a patient, in place of the PatientID in folder names and logs.
+
+    With ``key`` (the secret of a key file, ``sagittal.cohort.pseudonym.load_or_create_key``)
+    it is the keyed pseudonym HMAC-SHA-256(key, PatientID) that ``sagittal cohort`` uses too:
+    without the key it cannot be traced back to the PatientID. Without a key it is an unkeyed
+    SHA-256 of the PatientID: only a label, NOT a protection, since anyone can hash
+    candidate record numbers and find the match; pass a key wherever outputs leave the
+    clinical setting.
+    """
+    if key is not None:
+        return keyed_pseudonym(patient_id, key)
     return "patient-" + hashlib.sha256(("sagittal:" + patient_id).encode()).hexdigest()[:10]
 
 
