@@ -22,7 +22,7 @@ POINT_NAMES: tuple[str, ...] = (
 AS, PS, PI, AI, MS, MI = range(6)
 
 #: Levels of the thoracolumbar junction, where osteoporotic fractures are most frequent
-#: (CLINICAL.md).
+#: (docs/clinical.md).
 THORACOLUMBAR: frozenset[str] = frozenset({"T10", "T11", "T12", "L1", "L2"})
 
 MORPHOLOGIES: tuple[str, ...] = ("normal", "wedge", "biconcave", "crush")

@@ -1,5 +1,5 @@
 """Vertebral-augmentation candidacy: transparent, versioned rules over a patient's analysis
-documents and clinical inputs (CLINICAL.md). sagittal supports a decision; it never makes one.
+documents and clinical inputs (docs/clinical.md). sagittal supports a decision; it never makes one.
 
 Every criterion is ``met``, ``not met`` or ``unknown`` with the values behind it and its
 source; unknown inputs propagate as unknown (three-valued logic), never as "no".

@@ -1,6 +1,6 @@
 """Pure, vectorised geometry over landmark arrays: no I/O, no DICOM, no torch.
 
-Frame (DESIGN.md): millimetres, +x anterior, +y superior. Arrays carry leading batch
+Frame (docs/architecture.md): millimetres, +x anterior, +y superior. Arrays carry leading batch
 dimensions: ``points_mm : (..., L, 6, 2)`` per level in ``levels.LEVELS`` order with the six
 points in ``levels.POINT_NAMES`` order, ``s1_mm : (..., 2, 2)`` (anterior, posterior corner),
 ``hip_mm : (..., 2)``. A NaN input gives a NaN output; nothing raises on missing data.

@@ -3,7 +3,7 @@
 An endplate's direction is the angle, counter-clockwise from +x (anterior), of the vector
 from its posterior to its anterior end. Walking cranially, a counter-clockwise turn is
 lordotic and a clockwise turn kyphotic; so the kyphosis between an upper endplate ``u`` and
-a lower endplate ``l`` is ``wrap(phi_l - phi_u)`` (CONTRACT.md: kyphosis positive).
+a lower endplate ``l`` is ``wrap(phi_l - phi_u)`` (docs/contract.md: kyphosis positive).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Classifications used in reports, vectorised.
 
 - SRS-Schwab sagittal modifiers (Schwab et al., Spine 2012;37:1077-1082), thresholds as in
-  CLINICAL.md: PI−LL < 10° / 10–20° / > 20°; PT < 20° / 20–30° / > 30°;
+  docs/clinical.md: PI−LL < 10° / 10–20° / > 20°; PT < 20° / 20–30° / > 30°;
   SVA < 40 mm / 40–95 mm / > 95 mm → ``"0"``, ``"+"``, ``"++"``.
 - Roussouly type (Roussouly et al., Spine 2005;30:346-353): sacral slope < 35° gives type 1
   (lordosis apex low, at L5 or the L5/S1 disc) or type 2 (apex higher: a flat, hypolordotic

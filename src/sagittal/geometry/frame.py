@@ -1,6 +1,6 @@
 """Pixel landmarks to the sagittal patient frame — the one place this conversion happens.
 
-Image points are ``[x, y] = [column, row]`` (CONTRACT.md), spacing is ``[row, column]`` mm as
+Image points are ``[x, y] = [column, row]`` (docs/contract.md), spacing is ``[row, column]`` mm as
 DICOM stores it, and ``anterior`` is the image side the patient faces. The patient frame is
 mm with +x anterior and +y superior; its origin is the image's top-left pixel centre (every
 quantity sagittal reports is translation invariant).

@@ -14,7 +14,7 @@ Genant et al., J Bone Miner Res 1993; McCloskey et al., Osteoporos Int 1993):
    ratio, because a biconcave collapse lowers both walls a little. When the posterior wall
    itself has collapsed (≥ 20 % against the neighbours) the neighbour-based height is used.
 4. Height loss is the largest of the three relative losses; Genant grade 0 below 20 %,
-   1 for 20–25 %, 2 for 25–40 %, 3 above 40 % (CLINICAL.md); morphology names the height
+   1 for 20–25 %, 2 for 25–40 %, 3 above 40 % (docs/clinical.md); morphology names the height
    that lost most: wedge (anterior), biconcave (middle), crush (posterior).
 
 The reference ratios (``NORMAL_ANTERIOR_RATIO`` …) are adult averages by level within the
@@ -39,7 +39,7 @@ NORMAL_MIDDLE_RATIO = (1.0 + NORMAL_ANTERIOR_RATIO) / 2.0 - 0.06
 NORMAL_POSTERIOR_MM = np.array(
     [14.0, 15.0, 16.0, 16.5, 17.0, 17.5, 18.0, 18.5, 19.0, 19.5, 20.5, 21.5, 23.0, 24.5, 25.5, 26.0, 26.0, 25.0]
 )
-#: Genant thresholds, % loss (CLINICAL.md)
+#: Genant thresholds, % loss (docs/clinical.md)
 GENANT_THRESHOLDS_PCT = (20.0, 25.0, 40.0)
 MORPHOLOGY_NAMES = np.array(["wedge", "biconcave", "crush"])
 

@@ -1,4 +1,4 @@
-"""Sagittal parameters from landmarks (definitions: CONTRACT.md; norms: CLINICAL.md).
+"""Sagittal parameters from landmarks (definitions: docs/contract.md; norms: docs/clinical.md).
 
 All functions broadcast over leading batch dimensions; inputs in mm in the patient frame
 (+x anterior, +y superior). "Horizontal" and "vertical" are the frame's axes, i.e. the image

@@ -1,4 +1,4 @@
-"""DICOM ingestion: discover, group, classify, decode, calibrate (DESIGN.md's ``io`` stage).
+"""DICOM ingestion: discover, group, classify, decode, calibrate (docs/architecture.md's ``io`` stage).
 
 The only package that reads DICOM tags; everything downstream receives arrays and a
 ``Calibration``.

@@ -1,5 +1,5 @@
 """Calibration: the only place where pixels become millimetres and the image meets the
-patient frame (DESIGN.md). Never a default: missing, zero or negative spacing is ``none``.
+patient frame (docs/architecture.md). Never a default: missing, zero or negative spacing is ``none``.
 
 Radiographs (PS3.3 C.8.11.7 and the IHE/AAPM Report 190 guidance on magnification):
 

@@ -6,7 +6,7 @@ detector blur → log and the vendor-like processing (equalisation, unsharp mask
 curve) → stored values of 12–16 bits, MONOCHROME1 or 2, with collimation, stitching seams,
 an anti-scatter grid and burned-in markers on top.
 
-Pixel frame (CONTRACT.md): ``[x, y] = [column, row]``, ``(0, 0)`` the centre of the top-left
+Pixel frame (docs/contract.md): ``[x, y] = [column, row]``, ``(0, 0)`` the centre of the top-left
 pixel. A point of the sagittal patient frame (mm, +x anterior, +y superior) maps to
 ``col = c0 + s * x / spacing_col``, ``row = r0 - y / spacing_row`` with ``s = +1`` when the
 patient faces the image's right. ``spacing`` is the true spacing at the patient's midsagittal

@@ -1,6 +1,6 @@
 """Truth documents: the values a phantom was built from, in the contract's shapes.
 
-Landmarks are given in pixels of the written image (``[column, row]``, CONTRACT.md) and in
+Landmarks are given in pixels of the written image (``[column, row]``, docs/contract.md) and in
 the sagittal patient frame (mm); parameters and per-vertebra findings are the constructive
 values of ``anatomy.build_spine``, never measurements of the points.
 """
