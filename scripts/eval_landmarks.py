@@ -25,8 +25,8 @@ import time
 
 import cv2
 import numpy as np
+from sagittal.training.data import bone_bright
 
-from sagittal.landmarks.data import bone_bright
 from sagittal.landmarks.infer import LandmarkDetector
 from sagittal.levels import LEVEL_INDEX, LEVELS, POINT_NAMES
 from sagittal.phantom import build_spine, render_radiograph, sample_spec

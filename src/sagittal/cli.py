@@ -196,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--clinical", metavar="FILE", help="also write the candidacy report (see 'sagittal report')")
     an.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     an.add_argument("--workers", type=_positive_int, default=1, help="processes (each runs its own model)")
-    an.add_argument("--weights", help="landmark weights (default: models/landmarks.pt)")
+    an.add_argument("--weights", help="landmark weights (default: the packaged sagittal/weights/landmarks.pt, or $SAGITTAL_WEIGHTS)")
     an.set_defaults(func=_cmd_analyze)
 
     rp = sub.add_parser("report", help="vertebral-augmentation candidacy report per patient (JSON, HTML, CSV)",

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from sagittal.landmarks.crops import CROP, CropFrame, extract, vertebra_frame, vertebra_size
-from sagittal.landmarks.data import KIND_CODES, make_refine_dataset
+from sagittal.training.data import KIND_CODES, make_refine_dataset
 
 
 @pytest.mark.parametrize("mirror", [False, True])
@@ -60,7 +60,7 @@ def test_training_crops_carry_their_landmarks():
 
 
 def test_fracture_boost_adds_crops_of_fractured_bodies():
-    from sagittal.landmarks.data import REFINE_STREAM, _refine_one, _render
+    from sagittal.training.data import REFINE_STREAM, _refine_one, _render
 
     for seed in range(20):
         spine, rg, _ = _render(REFINE_STREAM, seed, (0.3, 0.9), fracture_rate=0.6)

@@ -6,12 +6,22 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sagittal.landmarks.data import render_sample
 from sagittal.landmarks.crops import CROP
-from sagittal.landmarks.postprocess import (REFINE_MASS, Body, Detections, crop_frames, decode, label_levels, refine,
-                                            softmax_points, to_contract)
+from sagittal.landmarks.layout import COARSE_CHANNELS, R_HEADS, R_S1, R_VERTEBRA, REFINE_CHANNELS
+from sagittal.landmarks.postprocess import (
+    REFINE_MASS,
+    Body,
+    Detections,
+    crop_frames,
+    decode,
+    label_levels,
+    refine,
+    softmax_points,
+    to_contract,
+)
 from sagittal.landmarks.preprocess import INPUT_SHAPE
-from sagittal.landmarks.targets import COARSE_CHANNELS, REFINE_CHANNELS, R_HEADS, R_S1, R_VERTEBRA, coarse_targets
+from sagittal.training.data import render_sample
+from sagittal.training.targets import coarse_targets
 
 
 def _maps(smp, drop_levels=(), drop_s1=False):
@@ -39,10 +49,10 @@ def lumbar():
 
 
 def test_perfect_maps_give_back_the_truth(whole):
-    det = label_levels(decode(_maps(whole)), INPUT_SHAPE[0])
+    det = label_levels(decode(_maps(whole)))
     got = {b.level: b.points for b in det.bodies}
     assert sorted(got) == sorted(whole.levels)
-    for lv, pts in zip(whole.levels, whole.vertebrae):
+    for lv, pts in zip(whole.levels, whole.vertebrae, strict=False):
         assert np.abs(got[lv] - pts).max() < 0.6  # sub-pixel from the heatmaps
     np.testing.assert_allclose(det.s1, whole.s1, atol=0.6)
     assert 1 <= len(det.heads) <= 2  # two heads a cell apart can merge into one peak
@@ -51,13 +61,13 @@ def test_perfect_maps_give_back_the_truth(whole):
 
 
 def test_lumbar_view_counts_up_from_s1(lumbar):
-    det = label_levels(decode(_maps(lumbar)), INPUT_SHAPE[0])
+    det = label_levels(decode(_maps(lumbar)))
     assert [b.level for b in sorted(det.bodies, key=lambda b: -b.centre[1])][:5] == ["L5", "L4", "L3", "L2", "L1"]
     assert not any("withheld" in w for w in det.warnings)
 
 
 def test_a_missed_vertebra_is_not_renumbered(whole):
-    det = label_levels(decode(_maps(whole, drop_levels=("T10",))), INPUT_SHAPE[0])
+    det = label_levels(decode(_maps(whole, drop_levels=("T10",))))
     levels = {b.level for b in det.bodies if b.level}
     assert {"L5", "L1", "T12", "T11"} <= levels
     assert "T10" not in levels and "T9" not in levels and "C7" not in levels  # nothing above the gap is named
@@ -65,32 +75,32 @@ def test_a_missed_vertebra_is_not_renumbered(whole):
 
 
 def test_without_sacrum_levels_count_from_c7(whole):
-    det = label_levels(decode(_maps(whole, drop_s1=True)), INPUT_SHAPE[0])
+    det = label_levels(decode(_maps(whole, drop_s1=True)))
     top = min(det.bodies, key=lambda b: b.centre[1])
     assert top.level == "C7" and any("counted from C7" in w for w in det.warnings)
 
 
 def test_lumbar_view_without_sacrum_is_not_counted_from_c7(lumbar):
-    det = label_levels(decode(_maps(lumbar, drop_s1=True)), INPUT_SHAPE[0])
+    det = label_levels(decode(_maps(lumbar, drop_s1=True)))
     assert det.bodies and all(b.level is None for b in det.bodies)
     assert any("withheld" in w for w in det.warnings)
 
 
 def test_wrong_lowest_body_withholds_all_levels(whole):
     # the lowest body missed: counting up from S1 would call L4 "L5"
-    det = label_levels(decode(_maps(whole, drop_levels=("L5",))), INPUT_SHAPE[0])
+    det = label_levels(decode(_maps(whole, drop_levels=("L5",))))
     assert all(b.level is None for b in det.bodies)
     assert any("not just above the S1 endplate" in w for w in det.warnings)
 
 
 def test_empty_maps():
     t = np.zeros((COARSE_CHANNELS, INPUT_SHAPE[0] // 2, INPUT_SHAPE[1] // 2), np.float32)
-    det = label_levels(decode(t), INPUT_SHAPE[0])
+    det = label_levels(decode(t))
     assert det.bodies == [] and det.s1 is None and any("no vertebral body" in w for w in det.warnings)
 
 
 def test_to_contract_maps_back_to_source(whole):
-    det = label_levels(decode(_maps(whole)), INPUT_SHAPE[0])
+    det = label_levels(decode(_maps(whole)))
     lm = to_contract(det, lambda xy: np.asarray(xy) * 2.0 + 1.0)
     assert list(lm["vertebrae"])[0] == "C7" and list(lm["vertebrae"])[-1] == "L5"
     v = lm["vertebrae"]["L3"]
@@ -158,7 +168,8 @@ def test_refine_that_strays_to_a_neighbour_withholds_the_body():
 
 
 def test_weak_body_fills_a_gap_but_a_weak_stray_peak_does_not_join(whole):
-    from sagittal.landmarks.targets import C_CENTRE, C_OFFSETS, splat, to_cells
+    from sagittal.landmarks.layout import C_CENTRE, C_OFFSETS, to_cells
+    from sagittal.training.targets import splat
 
     t = _maps(whole)
     i = whole.levels.index("T10")
@@ -170,7 +181,7 @@ def test_weak_body_fills_a_gap_but_a_weak_stray_peak_does_not_join(whole):
     for dy in range(-2, 3):
         for dx in range(-2, 3):
             t[C_OFFSETS, y0 + 1 + dy, 5 + dx] = t[C_OFFSETS, y0, x0]
-    det = label_levels(decode(t), INPUT_SHAPE[0])
+    det = label_levels(decode(t))
     got = {b.level: b for b in det.bodies if b.level}
     assert sorted(got) == sorted(whole.levels)
     assert got["T10"].confidence < 0.3
@@ -203,7 +214,7 @@ def test_bodies_cut_by_the_field_edge_are_withheld():
 def test_recheck_withholds_beyond_a_step_the_refinement_reveals(whole):
     from sagittal.landmarks.postprocess import recheck_chain
 
-    det = label_levels(decode(_maps(whole)), INPUT_SHAPE[0])
+    det = label_levels(decode(_maps(whole)))
     assert recheck_chain(det) is det  # a sound chain passes untouched
     t9 = next(b for b in det.bodies if b.level == "T9")
     t10 = next(b for b in det.bodies if b.level == "T10")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sagittal.landmarks.data import bone_bright
+from sagittal.training.data import bone_bright
 from sagittal.phantom import build_spine, render_radiograph, sample_spec
 from sagittal.phantom.truth import radiograph_truth
 from sagittal.report.analysis import analysis_document

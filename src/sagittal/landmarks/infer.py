@@ -1,33 +1,24 @@
 """Running the landmark model: batched inference on CPU or CUDA, then post-processing to the
-contract's landmarks in source-image pixels. Weights come from ``models/`` on disk, never
-from the network.
+contract's landmarks in source-image pixels. Weights ship inside the package
+(``landmarks.weights``), checksum-checked at load; never from the network.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 
 import numpy as np
 
 from .crops import extract
-from .postprocess import (Detections, crop_frames, decode, label_levels, recheck_chain, refine, to_contract,
-                          withhold_outside)
+from .layout import COARSE_HEAT
+from .postprocess import Detections, crop_frames, decode, label_levels, recheck_chain, refine, to_contract, withhold_outside
 from .preprocess import INPUT_SHAPE, Letterbox, exposed_box, letterbox, normalise
-from .targets import COARSE_HEAT
+from .weights import packaged, weights_path
 
-DEFAULT_WEIGHTS = Path(__file__).resolve().parents[3] / "models" / "landmarks.pt"
+DEFAULT_WEIGHTS = packaged()  # the packaged file; weights_path() resolves --weights / SAGITTAL_WEIGHTS first
 
-
-def weights_path(path: str | os.PathLike | None = None) -> Path:
-    p = Path(path or os.environ.get("SAGITTAL_WEIGHTS") or DEFAULT_WEIGHTS)
-    if not p.is_file():
-        from ..errors import InputError
-
-        raise InputError(f"landmark weights not found at {p}; pass --weights or set SAGITTAL_WEIGHTS "
-                         "(train them with scripts/train_landmarks.py)")
-    return p
+__all__ = ["DEFAULT_WEIGHTS", "LandmarkDetector", "facing_from_landmarks", "resolve_device", "weights_path"]
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -78,8 +69,8 @@ class LandmarkDetector:
         heat = list(COARSE_HEAT)
         maps[:, heat] = 1.0 / (1.0 + np.exp(-maps[:, heat]))
         dets = []
-        for m, (_, lb) in zip(maps, prepared):
-            det = label_levels(decode(m), INPUT_SHAPE[0])
+        for m, (_, lb) in zip(maps, prepared, strict=False):
+            det = label_levels(decode(m))
             dets.append(det.mapped(lb.to_source, 1.0 / lb.scale))
         return dets, [p[1] for p in prepared], normed
 
@@ -96,7 +87,7 @@ class LandmarkDetector:
             timings["coarse"] += time.perf_counter() - t
             t = time.perf_counter()
             plans = []
-            for det, img, side in zip(dets, normed, given):
+            for det, img, side in zip(dets, normed, given, strict=False):
                 seen = facing_from_landmarks(to_contract(det))
                 mirror = (side or seen or "right") == "left"
                 frames = crop_frames(det, mirror)
@@ -108,7 +99,7 @@ class LandmarkDetector:
             timings["refine"] += time.perf_counter() - t
             t = time.perf_counter()
             k = 0
-            for det, (frames, cs), box in zip(dets, plans, boxes):
+            for det, (frames, cs), box in zip(dets, plans, boxes, strict=False):
                 fine = recheck_chain(withhold_outside(refine(det, frames, logits[k:k + len(cs)]), box))
                 k += len(cs)
                 lm = to_contract(fine)

@@ -12,10 +12,13 @@ Both are small U-Nets (``UNet``) sized to train on two CPU cores.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import torch
 from torch import nn
 
-from .targets import COARSE_CHANNELS, COARSE_HEAT, REFINE_CHANNELS
+from .layout import COARSE_CHANNELS, COARSE_HEAT, REFINE_CHANNELS
 
 
 def _block(cin: int, cout: int) -> nn.Sequential:
@@ -45,7 +48,7 @@ class UNet(nn.Module):
         self.pool = nn.MaxPool2d(2)
         self.up = nn.ModuleList()
         self.merge = nn.ModuleList()
-        for w_hi, w_lo in zip(reversed(widths[:-1]), reversed(widths[1:])):
+        for w_hi, w_lo in zip(reversed(widths[:-1]), reversed(widths[1:]), strict=False):
             self.up.append(nn.ConvTranspose2d(w_lo, w_hi, 2, stride=2))
             self.merge.append(_block(2 * w_hi, w_hi))
         self.head = nn.Conv2d(widths[0], out_channels, 1)
@@ -58,7 +61,7 @@ class UNet(nn.Module):
             if i < len(self.down) - 1:
                 skips.append(x)
                 x = self.pool(x)
-        for up, merge, skip in zip(self.up, self.merge, reversed(skips)):
+        for up, merge, skip in zip(self.up, self.merge, reversed(skips), strict=False):
             x = merge(torch.cat([up(x), skip], dim=1))
         return self.head(x)
 
@@ -74,18 +77,22 @@ def refine_net(widths: tuple[int, ...] = (16, 32, 48, 64)) -> UNet:
     return UNet(REFINE_CHANNELS, widths, stride=1)
 
 
-def build(stage: str, widths=None) -> UNet:
+def build(stage: str, widths: tuple[int, ...] | list[int] | None = None) -> UNet:
     factory = {"coarse": coarse_net, "refine": refine_net}[stage]
     return factory(tuple(widths)) if widths else factory()
 
 
-def load_models(path, device: str = "cpu") -> dict[str, UNet]:
-    """Both stages from one weights file written by ``scripts/train_landmarks.py``.
+def load_models(path: str | os.PathLike[str], device: str = "cpu") -> dict[str, UNet]:
+    """Both stages from one weights file written by ``sagittal.training.loop``.
 
-    Loaded with ``weights_only=True`` (tensors and plain values only); never from the network.
+    The file is checked against its ``.sha256`` sidecar when it has one (the packaged weights
+    always do: ``landmarks.weights``), then loaded with ``weights_only=True`` (tensors and plain
+    values only); never from the network.
     """
     from ..errors import InputError
+    from .weights import packaged, verify
 
+    verify(path, required=Path(path).resolve() == packaged().resolve())
     try:
         blob = torch.load(path, map_location=device, weights_only=True)
     except Exception as exc:

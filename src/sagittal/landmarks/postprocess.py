@@ -20,9 +20,8 @@ import cv2
 import numpy as np
 
 from ..levels import LEVELS, POINT_NAMES
-from .crops import CROP, CropFrame, hips_frame, s1_frame, vertebra_frame, vertebra_size
-from .targets import (C_CENTRE, C_HEAD, C_OFFSETS, C_RADIUS, C_S1, OFFSET_UNIT, R_HEADS, R_S1, R_VERTEBRA, RADIUS_UNIT,
-                      to_input)
+from .crops import CropFrame, hips_frame, s1_frame, vertebra_frame, vertebra_size
+from .layout import C_CENTRE, C_HEAD, C_OFFSETS, C_RADIUS, C_S1, OFFSET_UNIT, R_HEADS, R_S1, R_VERTEBRA, RADIUS_UNIT, to_input
 
 CENTRE_THRESHOLD = 0.3  # a body on its own
 WEAK_THRESHOLD = 0.1  # a body where the chain of the others wants one
@@ -64,7 +63,7 @@ class Detections:
     heads: list[tuple[np.ndarray, float, float]]  # (centre, radius, confidence)
     warnings: list[str] = field(default_factory=list)
 
-    def mapped(self, f, scale: float) -> "Detections":
+    def mapped(self, f, scale: float) -> Detections:
         """The same detections with every point through ``f`` (``(..., 2) -> (..., 2)``) and
         lengths times ``scale``."""
         bodies = [replace(b, points=f(b.points), centre=f(b.centre[None])[0]) for b in self.bodies]
@@ -77,7 +76,7 @@ def _peaks(heat: np.ndarray, threshold: float, min_dist: int = 1) -> list[tuple[
     k = 2 * min_dist + 1
     dil = cv2.dilate(heat, np.ones((k, k), np.uint8))
     ys, xs = np.nonzero((heat >= dil) & (heat >= threshold))
-    return sorted(((int(x), int(y), float(heat[y, x])) for x, y in zip(xs, ys)), key=lambda p: -p[2])
+    return sorted(((int(x), int(y), float(heat[y, x])) for x, y in zip(xs, ys, strict=False)), key=lambda p: -p[2])
 
 
 def _subpixel(heat: np.ndarray, x: int, y: int) -> np.ndarray:
@@ -191,7 +190,7 @@ def _relative_steps(bodies: list[Body]) -> list[float]:
     return out
 
 
-def label_levels(det: Detections, rows: int) -> Detections:
+def label_levels(det: Detections) -> Detections:
     """Assign levels, anchored on S1 (else C7 at the top); withhold what breaks the chain.
 
     Bodies at or above ``CENTRE_THRESHOLD`` make the chain; weaker ones (down to
@@ -302,7 +301,7 @@ def refine(det: Detections, frames: list[tuple[str, int, CropFrame]], logits: np
     CROP, CROP)``), all in source pixels. Returns a new ``Detections``."""
     bodies = [replace(b) for b in det.bodies]
     s1, s1_conf, heads, warnings = det.s1, det.s1_confidence, list(det.heads), list(det.warnings)
-    for (kind, i, frame), maps in zip(frames, logits):
+    for (kind, i, frame), maps in zip(frames, logits, strict=False):
         if kind == "vertebra":
             q, conf = softmax_points(maps[R_VERTEBRA])
             pts = frame.to_source(q)

@@ -45,12 +45,13 @@ def letterbox(image: np.ndarray, shape: tuple[int, int] = INPUT_SHAPE) -> tuple[
     """Resize ``image`` to fit ``shape`` keeping its aspect ratio, centred, zero padded.
 
     Pixel centres map exactly: a source point ``p`` lands at ``p * scale + offset`` with
-    ``(0, 0)`` the centre of the top-left pixel (CONTRACT.md) on both sides.
+    ``(0, 0)`` the centre of the top-left pixel (docs/contract.md) on both sides.
     """
     rows, cols = image.shape[:2]
     scale = min(shape[0] / rows, shape[1] / cols)
     new_r, new_c = max(1, int(round(rows * scale))), max(1, int(round(cols * scale)))
-    resized = cv2.resize(image.astype(np.float32), (new_c, new_r), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    resized = cv2.resize(image.astype(np.float32), (new_c, new_r), interpolation=interp)
     out = np.zeros(shape, np.float32)
     top, left = (shape[0] - new_r) // 2, (shape[1] - new_c) // 2
     out[top:top + new_r, left:left + new_c] = resized

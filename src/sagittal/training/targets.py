@@ -1,40 +1,23 @@
-"""Training targets of the two networks (pure numpy), and the channel layouts said once.
-
-Coarse maps (stride ``COARSE_STRIDE`` on the model input; output cell ``(i, j)`` is centred on
-input pixel ``[x, y] = [2 j + 0.5, 2 i + 0.5]``):
-
-- ``C_CENTRE`` body-centre heatmap (centre = mean of the four corners);
-- ``C_OFFSETS`` the six points' offsets from the cell, ``(dx, dy)`` each, in ``OFFSET_UNIT``
-  input pixels, supervised on the 3 × 3 cells about each centre;
-- ``C_S1`` the anterior and posterior S1 corners; ``C_HEAD`` femoral-head centres;
-  ``C_RADIUS`` the head radius in ``RADIUS_UNIT`` input pixels about each head centre.
-
-Refine maps (full crop resolution, one spatial-softmax distribution per channel):
-``R_VERTEBRA`` the six points of the centred body in ``POINT_NAMES`` order, ``R_S1``
-anterior and posterior S1 corners, ``R_HEADS`` the two femoral-head centres, ordered by
-``head_order``.
-"""
+"""Training targets of the two landmark networks (pure numpy), in the channel layouts of
+``sagittal.landmarks.layout``."""
 
 from __future__ import annotations
 
 import numpy as np
 
-COARSE_STRIDE = 2
-OFFSET_UNIT = 16.0
-RADIUS_UNIT = 32.0
-C_CENTRE = 0
-C_OFFSETS = slice(1, 13)
-C_S1 = slice(13, 15)
-C_HEAD = 15
-C_RADIUS = 16
-COARSE_CHANNELS = 17
-COARSE_HEAT = (C_CENTRE, 13, 14, C_HEAD)
-
-R_VERTEBRA = slice(0, 6)
-R_S1 = slice(6, 8)
-R_HEADS = slice(8, 10)
-REFINE_CHANNELS = 10
-KINDS = {"vertebra": R_VERTEBRA, "s1": R_S1, "hips": R_HEADS}
+from ..landmarks.layout import (
+    C_CENTRE,
+    C_HEAD,
+    C_OFFSETS,
+    C_RADIUS,
+    C_S1,
+    COARSE_CHANNELS,
+    COARSE_STRIDE,
+    OFFSET_UNIT,
+    RADIUS_UNIT,
+    to_cells,
+    to_input,
+)
 
 
 def splat(heat: np.ndarray, xy: np.ndarray, sigma: float) -> None:
@@ -50,15 +33,6 @@ def splat(heat: np.ndarray, xy: np.ndarray, sigma: float) -> None:
     ys = np.arange(y0, y1, dtype=np.float32) - cy
     g = np.exp(-(ys[:, None] ** 2 + xs[None, :] ** 2) / (2 * sigma * sigma))
     np.maximum(heat[y0:y1, x0:x1], g, out=heat[y0:y1, x0:x1])
-
-
-def to_cells(xy_input: np.ndarray) -> np.ndarray:
-    """Model-input pixels → coarse cell coordinates (same pixel-centre convention)."""
-    return (np.asarray(xy_input, float) + 0.5) / COARSE_STRIDE - 0.5
-
-
-def to_input(xy_cells: np.ndarray) -> np.ndarray:
-    return (np.asarray(xy_cells, float) + 0.5) * COARSE_STRIDE - 0.5
 
 
 def coarse_targets(shape: tuple[int, int], vertebrae: np.ndarray, s1: np.ndarray | None, heads: np.ndarray,
@@ -84,7 +58,7 @@ def coarse_targets(shape: tuple[int, int], vertebrae: np.ndarray, s1: np.ndarray
     if s1 is not None:
         splat(t[C_S1.start], to_cells(s1[0]), sigma)
         splat(t[C_S1.start + 1], to_cells(s1[1]), sigma)
-    for c, r in zip(heads, radii):
+    for c, r in zip(heads, radii, strict=False):
         cc = to_cells(c)
         splat(t[C_HEAD], cc, 1.5 * sigma)
         ix, iy = int(round(cc[0])), int(round(cc[1]))

@@ -1,0 +1,218 @@
+"""The time-bounded training loop of one landmark stage, its batches and its checkpoints.
+
+``main(argv)`` is what ``scripts/train_landmarks.py`` runs. Each run writes its stage into
+``--out``, keeping the other stage that is already there (read-modify-write under a lock,
+atomic replace, SHA-256 sidecar rewritten), so the two stages can train at once, one thread
+each. The run is bounded in wall-clock minutes (cosine learning rate over the budget) and
+checkpoints every few minutes, so an interrupted run leaves usable weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..fsio import atomic_path
+from ..landmarks.model import UNet, build
+from ..landmarks.preprocess import INPUT_SHAPE
+from ..landmarks.weights import write_checksum
+from .data import FAMILIES, make_coarse_dataset, make_refine_dataset
+from .losses import coarse_loss, refine_loss
+from .targets import coarse_targets, refine_targets
+
+CHECKPOINT_S = 300.0
+
+
+def photometric(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Gamma, contrast, brightness and noise on top of the renderer's randomisation."""
+    img = np.clip(img, 0, 1) ** rng.uniform(0.6, 1.6)
+    img = np.clip((img - 0.5) * rng.uniform(0.7, 1.3) + 0.5 + rng.normal(0, 0.05), 0, 1)
+    return (img + rng.normal(0, rng.uniform(0, 0.04), img.shape)).astype(np.float32)
+
+
+def coarse_batch(data: dict[str, np.ndarray], idx: np.ndarray,
+                 rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Images ``(B, 1, rows, cols)``, targets and offset masks for the items ``idx``; half mirrored."""
+    imgs, tgts, masks = [], [], []
+    for k in idx:
+        img = photometric(data["images"][k].astype(np.float32) / 255.0, rng)
+        v = data["vertebrae"][k]
+        v = v[np.isfinite(v).all(axis=(1, 2))]
+        s1 = data["s1"][k] if np.isfinite(data["s1"][k]).all() else None
+        ok = np.isfinite(data["heads"][k]).all(axis=1)
+        heads, radii = data["heads"][k][ok], data["radii"][k][ok]
+        if rng.random() < 0.5:  # mirror: the same spine facing the other way
+            w = img.shape[1]
+            img = img[:, ::-1]
+
+            def mirror(p: np.ndarray, w: int = w) -> np.ndarray:
+                return np.concatenate([w - 1 - p[..., :1], p[..., 1:]], axis=-1)
+
+            v, heads = mirror(v), mirror(heads)
+            s1 = None if s1 is None else mirror(s1)
+        t, m = coarse_targets(INPUT_SHAPE, v, s1, heads, radii)
+        imgs.append(np.ascontiguousarray(img))
+        tgts.append(t)
+        masks.append(m)
+    return (torch.from_numpy(np.stack(imgs))[:, None], torch.from_numpy(np.stack(tgts)),
+            torch.from_numpy(np.stack(masks)))
+
+
+def refine_batch(data: dict[str, np.ndarray], idx: np.ndarray,
+                 rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    crops = np.stack([photometric(data["crops"][k].astype(np.float32) / 255.0, rng) for k in idx])
+    size = crops.shape[-1]
+    tgts = np.stack([refine_targets(size, data["points"][k]) for k in idx])
+    return torch.from_numpy(crops)[:, None], torch.from_numpy(tgts)
+
+
+def save_stage(path: Path, stage: str, model: UNet, meta: dict) -> None:
+    """Write ``stage`` into the weights file at ``path``, keeping the other stage (locked), and
+    rewrite its ``.sha256`` sidecar."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(f".{path.name}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        blob = torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else {}
+        if "coarse" not in blob and "refine" not in blob:
+            blob = {}
+        blob["format"] = 2
+        blob[stage] = {"widths": list(model.widths), "state_dict": model.state_dict(), "meta": meta}
+        with atomic_path(path) as tmp:
+            torch.save(blob, tmp)
+        write_checksum(path)
+
+
+def _parts(args: argparse.Namespace) -> list[tuple[str, int, int, int]]:
+    """``(family, first seed, n, fracture boost)`` of every data part."""
+    parts = [(args.family, args.first_seed, args.n_train, args.fracture_boost)]
+    for spec in args.also:
+        f = spec.split(":")
+        family = f.pop(0) if f[0] in FAMILIES else "2d"
+        parts.append((family, int(f[0]), int(f[1]), int(f[2]) if len(f) > 2 else 0))
+    return parts
+
+
+def build_data(args: argparse.Namespace) -> dict[str, np.ndarray]:
+    """Render (or load from the cache) every data part of the run, concatenated."""
+    out = []
+    for family, first, n, boost in _parts(args):
+        key = f"{args.stage}_{family}_{first}-{n}-{boost}_aug{args.augment:g}"
+        cache = Path(args.cache) if args.cache and len(_parts(args)) == 1 else Path(args.cache_dir) / f"{key}.npz"
+        if cache.is_file():
+            part = dict(np.load(cache))
+        else:
+            seeds = range(first, first + n)
+            if args.stage == "coarse":
+                part = make_coarse_dataset(seeds, workers=args.workers, family=family, augment=args.augment)
+            else:
+                part = make_refine_dataset(seeds, workers=args.workers, fracture_boost=boost, family=family,
+                                           augment=args.augment)
+            with atomic_path(cache) as tmp:
+                with open(tmp, "wb") as fh:
+                    np.savez(fh, **part)
+        out.append(part)
+    return {k: np.concatenate([p[k] for p in out]) for k in out[0]}
+
+
+def _step(stage: str, model: UNet, data: dict[str, np.ndarray], idx: np.ndarray,
+          rng: np.random.Generator) -> tuple[torch.Tensor, tuple[float, ...]]:
+    model.train()
+    if stage == "coarse":
+        x, t, m = coarse_batch(data, idx, rng)
+        return coarse_loss(model(x), t, m)
+    x, t = refine_batch(data, idx, rng)
+    return refine_loss(model(x), t)
+
+
+def train(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict:
+    """Train one stage as ``args`` says; return the run's record (also stored in the file)."""
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    rng = np.random.default_rng(args.seed)
+    batch = args.batch or (16 if args.stage == "coarse" else 64)
+    t0 = time.time()
+    data = build_data(args)
+    n = len(data["images"] if args.stage == "coarse" else data["crops"])
+    t_data = time.time() - t0
+    log(f"{args.stage}: {n} training items in {t_data:.0f} s")
+    model = build(args.stage)
+    if args.init:
+        model.load_state_dict(torch.load(args.init, weights_only=True)[args.stage]["state_dict"])
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
+    out = Path(args.out)
+    budget = args.minutes * 60
+    start, last_save, it = time.time(), time.time(), 0
+    losses: list[float] = []
+    while (frac := (time.time() - start) / budget) < 1:
+        for g in opt.param_groups:
+            g["lr"] = args.lr * 0.5 * (1 + np.cos(np.pi * frac)) * min(1.0, (it + 1) / args.warmup)
+        loss, parts = _step(args.stage, model, data, rng.integers(0, n, batch), rng)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        it += 1
+        if it % 50 == 0:
+            log(f"it {it} {time.time() - start:6.0f}s lr {opt.param_groups[0]['lr']:.2e} loss "
+                f"{np.mean(losses[-50:]):.4f} {tuple(round(p, 4) for p in parts)}")
+        if time.time() - last_save > CHECKPOINT_S:
+            save_stage(out, args.stage, model.eval(), {"iterations": it, "partial": True})
+            last_save = time.time()
+    meta = {
+        "command": "scripts/train_landmarks.py " + " ".join(args.argv),
+        "stage": args.stage, "iterations": it, "batch": batch, "items_seen": it * batch, "n_train": args.n_train,
+        "train_items": n,
+        "train_seeds": "; ".join(f"{fam} {a}..{a + b - 1} (fracture boost {c})" for fam, a, b, c in _parts(args))
+        + f" of the {args.stage} stream in training.data, heavy degradation p={args.augment:g}",
+        "init": args.init, "minutes": args.minutes, "data_seconds": round(t_data),
+        "train_seconds": round(time.time() - start), "threads": args.threads,
+        "final_loss": float(np.mean(losses[-100:])) if losses else None, "torch": str(torch.__version__),
+    }
+    save_stage(out, args.stage, model.eval(), meta)
+    return meta
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description="Train one stage of the landmark model on phantom radiographs only "
+                                             "(no real images, no downloads).")
+    ap.add_argument("--stage", choices=("coarse", "refine"), required=True)
+    ap.add_argument("--out", required=True, help="weights file to write the stage into (other stage kept)")
+    ap.add_argument("--minutes", type=float, default=60.0)
+    ap.add_argument("--n-train", type=int, default=3000, help="rendered radiographs of the main part")
+    ap.add_argument("--family", choices=FAMILIES, default="2d", help="renderer family of the main part")
+    ap.add_argument("--batch", type=int, default=None, help="16 images (coarse) or 64 crops (refine)")
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--warmup", type=int, default=100, help="iterations of linear learning-rate warm-up")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--workers", type=int, default=1, help="processes rendering the training set")
+    ap.add_argument("--augment", type=float, default=0.0,
+                    help="chance that a rendered radiograph gets heavy degradation (8-bit, LUT, equalisation, "
+                         "noise, blur, JPEG, field cuts, zoom; training.data.degrade)")
+    ap.add_argument("--cache", default=None, help="npz of the rendered set when it has one part")
+    ap.add_argument("--cache-dir", default="/tmp/sagittal-train", help="where rendered parts are cached")
+    ap.add_argument("--init", help="start from the stage's weights in this file (fine-tuning)")
+    ap.add_argument("--first-seed", type=int, default=0, help="render seeds first-seed … first-seed + n-train - 1")
+    ap.add_argument("--fracture-boost", type=int, default=0,
+                    help="refine: spines mostly fractured, this many extra crops per fractured body")
+    ap.add_argument("--also", action="append", default=[], metavar="[FAMILY:]FIRST:N[:BOOST]",
+                    help="add N more radiographs from seed FIRST of that family (default 2d) with that fracture "
+                         "boost (refine) (repeatable)")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser().parse_args(argv)
+    args.argv = argv
+    meta = train(args, log=lambda m: print(m, flush=True))
+    print(json.dumps(meta), flush=True)
+    return 0

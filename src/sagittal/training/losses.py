@@ -1,0 +1,41 @@
+"""Losses of the two landmark networks (torch)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..landmarks.layout import C_OFFSETS, C_RADIUS, COARSE_HEAT
+
+
+def focal(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """CenterNet's penalty-reduced focal loss over Gaussian heatmaps, per positive
+    (Zhou et al. 2019, "Objects as Points", eq. 1)."""
+    p = torch.sigmoid(logits).clamp(1e-4, 1 - 1e-4)
+    pos = (target > 0.99).float()
+    l_pos = -((1 - p) ** 2) * torch.log(p) * pos
+    l_neg = -((1 - target) ** 4) * p**2 * torch.log(1 - p) * (1 - pos)
+    return (l_pos.sum() + l_neg.sum()) / pos.sum().clamp(min=1)
+
+
+def coarse_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, tuple[float, ...]]:
+    """Focal loss on the heatmaps + L1 on the offsets (masked to the cells about each body) and
+    the head radius. ``pred``/``target (B, COARSE_CHANNELS, h, w)``, ``mask (B, h, w)``."""
+    heat = list(COARSE_HEAT)
+    l_heat = focal(pred[:, heat], target[:, heat])
+    m = mask[:, None]
+    l_off = ((pred[:, C_OFFSETS] - target[:, C_OFFSETS]).abs() * m).sum() / (m.sum() * 12 + 1)
+    rad_mask = (target[:, C_RADIUS] > 0).float()
+    l_rad = ((pred[:, C_RADIUS] - target[:, C_RADIUS]).abs() * rad_mask).sum() / (rad_mask.sum() + 1)
+    return l_heat + 10 * l_off + 5 * l_rad, (l_heat.item(), l_off.item(), l_rad.item())
+
+
+def refine_loss(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, tuple[float, ...]]:
+    """Cross-entropy of each channel's spatial softmax against its normalised Gaussian,
+    averaged over the channels that belong to the crop (their target sums to 1)."""
+    b, k, h, w = pred.shape
+    logp = F.log_softmax(pred.reshape(b, k, h * w), dim=-1)
+    t = target.reshape(b, k, h * w)
+    valid = (t.sum(-1) > 0.5).float()
+    ce = -(t * logp).sum(-1)
+    return (ce * valid).sum() / valid.sum().clamp(min=1), (valid.sum().item(),)
