@@ -65,12 +65,28 @@ def orientation_name(iop: tuple[float, ...] | None, oblique_deg: float = 20.0) -
 
 
 def mr_weighting(h: Header) -> str:
-    """``STIR``, ``T1``, ``T2`` or ``other`` from text, sequence type, TI, TR and TE.
+    """``STIR``, ``T1``, ``T2``, ``T2FS`` or ``other`` from text, sequence type, TI, TR and TE.
 
     STIR: inversion recovery with a short TI (< 300 ms, fat nulling) or named so; then the
     series text (T1/T2); then the timing: TR < 1000 ms and TE < 30 ms is T1-weighted,
-    TR > 1500 ms and TE > 60 ms T2-weighted.
+    TR > 1500 ms and TE > 60 ms T2-weighted. A T2 with fat saturation (ScanOptions ``FS``,
+    or FS/FATSAT/SPAIR/SPIR/DIXON-water in its text) is ``T2FS``: like STIR, it shows oedema.
     """
+    weighting = _weighting(h)
+    if weighting == "T2" and _fat_suppressed(h):
+        return "T2FS"
+    return weighting
+
+
+_FAT_SUPPRESSION_WORDS = ("FS", "FATSAT", "FAT-SAT", "SPAIR", "SPIR", "WATER")
+
+
+def _fat_suppressed(h: Header) -> bool:
+    words = re.split(r"[^A-Z0-9-]+", " ".join((h.series_description, h.protocol_name, h.sequence_name)).upper())
+    return "FS" in h.scan_options or "FAT_SAT" in h.scan_options or any(w in _FAT_SUPPRESSION_WORDS for w in words)
+
+
+def _weighting(h: Header) -> str:
     text = " ".join((h.series_description, h.protocol_name, h.sequence_name)).upper()
     ir = "IR" in h.scanning_sequence or "IR" in text.split()
     if "STIR" in text or "TIRM" in text or (ir and h.inversion_time is not None and 50 <= h.inversion_time < 300):

@@ -90,6 +90,7 @@ class Header:
     magnification: str | None
     scanning_sequence: tuple[str, ...]
     sequence_variant: tuple[str, ...]
+    scan_options: tuple[str, ...]  # ScanOptions, e.g. FS (fat saturation)
     inversion_time: float | None
     echo_time: float | None
     repetition_time: float | None
@@ -269,6 +270,7 @@ def _header_from(ds, p: str, forced: bool) -> Header | SetAside:
             magnification=_text(ds, "EstimatedRadiographicMagnificationFactor") or None,
             scanning_sequence=tuple(x.upper() for x in _multi(ds, "ScanningSequence")),
             sequence_variant=tuple(x.upper() for x in _multi(ds, "SequenceVariant")),
+            scan_options=tuple(x.upper() for x in _multi(ds, "ScanOptions")),
             inversion_time=_float(ds, "InversionTime"),
             echo_time=_float(ds, "EchoTime"),
             repetition_time=_float(ds, "RepetitionTime"),

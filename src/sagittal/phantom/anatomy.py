@@ -1,6 +1,6 @@
 """A parametric spine from C7 to the femoral heads, built constructively.
 
-Frame: the sagittal patient frame of DESIGN.md: millimetres, +x anterior, +y superior
+Frame: the sagittal patient frame of docs/architecture.md: millimetres, +x anterior, +y superior
 (cranial), the hip axis at the origin. The spine is built upwards from the S1 endplate,
 placed from the requested pelvic incidence (PI) and pelvic tilt (PT); every vertebra and disc
 is a wedge stacked on the one below, so every sagittal angle of the result is a *sum of the
@@ -9,7 +9,7 @@ of ``sagittal.geometry``, whose tests would otherwise be circular.
 
 Conventions used throughout: an endplate's direction ``phi`` is the angle (radians, counter-
 clockwise from +x) of the vector from its posterior to its anterior end. Walking cranially, a
-counter-clockwise turn is lordotic, a clockwise turn kyphotic. So, exactly as CONTRACT.md
+counter-clockwise turn is lordotic, a clockwise turn kyphotic. So, exactly as docs/contract.md
 defines them (kyphosis / lordosis positive):
 
 - sacral slope  ``SS = -phi(S1)``
@@ -52,7 +52,7 @@ _DISC_POSTERIOR_MM = np.array(
 #: Share of the lumbar lordosis carried by the discs L1/2 … L5/S1 (two thirds below L4).
 _LUMBAR_DISC_WEIGHTS = np.array([0.08, 0.12, 0.18, 0.27, 0.35])
 
-#: Genant semi-quantitative bands of height loss, % (CLINICAL.md). The phantom samples a
+#: Genant semi-quantitative bands of height loss, % (docs/clinical.md). The phantom samples a
 #: fracture's loss inside its grade's band, a margin away from the edges, so that a grade is a
 #: property of the shape and not of rounding.
 GENANT_SAMPLING_PCT = {1: (21.0, 24.0), 2: (27.0, 38.0), 3: (42.0, 60.0)}
@@ -77,6 +77,9 @@ class Fracture:
     morphology: str
     oedema_pct: float | None = None  # extent of marrow oedema, % of the body; None = healed
     cleft: str | None = None  # "gas", "fluid" or None
+    #: how the oedema is laid out: a band from the collapsed (superior) endplate, the whole body
+    #: diffusely, or patches; ``oedema_pct`` of the body's mid-sagittal section in every case
+    oedema_pattern: str = "band"
 
     def __post_init__(self) -> None:
         if self.level not in LEVEL_INDEX:
@@ -89,6 +92,34 @@ class Fracture:
             raise ValueError(f"height loss must be in (0, 90) %, not {self.loss_pct}")
         if self.cleft not in (None, "gas", "fluid"):
             raise ValueError(f"cleft must be 'gas', 'fluid' or None, not {self.cleft!r}")
+        if self.oedema_pattern not in OEDEMA_PATTERNS:
+            raise ValueError(f"oedema pattern must be one of {', '.join(OEDEMA_PATTERNS)}, not {self.oedema_pattern!r}")
+
+
+#: oedema layouts the phantom draws (``Fracture.oedema_pattern``)
+OEDEMA_PATTERNS: tuple[str, ...] = ("band", "diffuse", "patchy")
+
+
+@dataclass(frozen=True)
+class Modic:
+    """A Modic-type endplate change: mirrored bands on both sides of the disc below ``level``.
+
+    Type 1 (oedema-like: dark on T1, bright on T2/STIR) and type 2 (fatty: bright on T1 and
+    T2, dark on STIR) are the classic MR distractors for fracture oedema (Modic et al.,
+    Radiology 1988;166:193). ``thickness_pct``: each band's share of its body's height.
+    """
+
+    level: str
+    type: int = 1
+    thickness_pct: float = 12.0
+
+    def __post_init__(self) -> None:
+        if self.level not in LEVEL_INDEX or self.level == LEVELS[-1]:
+            raise ValueError(f"a Modic change needs a level C7…L4 with a vertebra below, not {self.level!r}")
+        if self.type not in (1, 2):
+            raise ValueError(f"Modic type must be 1 or 2, not {self.type!r}")
+        if not 2.0 <= self.thickness_pct <= 30.0:
+            raise ValueError(f"Modic band thickness must be 2–30 % of the body, not {self.thickness_pct}")
 
 
 @dataclass(frozen=True)
@@ -123,6 +154,7 @@ class SpineSpec:
     femoral_head_magnification: float  # relative difference of the two projected radii
     bone_density: float = 1.0  # 1 normal, ~0.5 osteoporotic (renderers only)
     fractures: tuple[Fracture, ...] = ()
+    modic: tuple[Modic, ...] = ()  # endplate changes (CT/MR renderers only)
 
     @property
     def sacral_slope_deg(self) -> float:
@@ -214,7 +246,7 @@ def build_spine(spec: SpineSpec) -> Spine:
     ci0 = spec.concavity_inferior_mm.astype(float).copy()
     # A fractured body is built from the shape expected for it — the normal proportions of its
     # level and a posterior height interpolated from its neighbours — so that its loss against
-    # that expected height (Genant's criterion, CONTRACT.md) is exactly the loss requested.
+    # that expected height (Genant's criterion, docs/contract.md) is exactly the loss requested.
     # Natural variation stays in every unfractured vertebra.
     fractured = sorted({LEVEL_INDEX[f.level] for f in spec.fractures})
     for i in fractured:
@@ -369,7 +401,7 @@ def _sacrum(s1_ant: np.ndarray, s1_post: np.ndarray, phi_s1: float, width: float
 def sample_spec(rng: np.random.Generator, *, n_fractures: int | None = None, **overrides) -> SpineSpec:
     """Draw a plausible adult spine; keyword arguments fix any ``SpineSpec`` field.
 
-    Alignment follows the pelvis as in standing adults (LL ≈ PI + 10°, CLINICAL.md norms);
+    Alignment follows the pelvis as in standing adults (LL ≈ PI + 10°, docs/clinical.md norms);
     a drawn spine whose sagittal vertical axis falls outside -50…+120 mm, whose C7 endplate
     tilts 60° or more, or whose bodies do not rise one above the other, is drawn again.
     ``n_fractures`` fixes how many fractures are drawn (default: none for 45 %, else 1–5,

@@ -238,7 +238,7 @@ def volume_datasets(vol: Volume, info: StudyInfo, key: str, *, series_number: in
             ds.ImageType = ["ORIGINAL", "PRIMARY", "OTHER"]
             ds.ScanningSequence = seq["scanning"]
             ds.SequenceVariant = seq["variant"]
-            ds.ScanOptions = ""
+            ds.ScanOptions = "FS" if vol.sequence == "T2FS" else ""  # FS: fat saturation (PS3.3 C.8.3.1)
             ds.MRAcquisitionType = "2D"
             ds.RepetitionTime = f"{seq['tr']:g}"
             ds.EchoTime = f"{seq['te']:g}"

@@ -22,8 +22,9 @@ from ..levels import LEVEL_INDEX, LEVELS
 from .anatomy import Spine
 
 # tissue codes
-AIR, FAT, MUSCLE, LUNG, MARROW, CORTEX, DISC, CSF, CORD, OEDEMA, GAS, FLUID, SOFT = range(13)
-TISSUES = ("air", "fat", "muscle", "lung", "marrow", "cortex", "disc", "csf", "cord", "oedema", "gas", "fluid", "soft")
+AIR, FAT, MUSCLE, LUNG, MARROW, CORTEX, DISC, CSF, CORD, OEDEMA, GAS, FLUID, SOFT, MODIC1, MODIC2 = range(15)
+TISSUES = ("air", "fat", "muscle", "lung", "marrow", "cortex", "disc", "csf", "cord", "oedema", "gas", "fluid", "soft",
+           "modic1", "modic2")
 
 _RES_MM = 0.5  # sagittal map grid
 _CANAL_DEPTH_MM = 15.0
@@ -49,6 +50,34 @@ class SagittalMaps:
     diaphragm_y: float
     apex_y: float
     spine_front: np.ndarray  # (H,) anterior spine x per row
+    depth_frac: np.ndarray | None = None  # float32 0 at the posterior, 1 at the anterior wall of a body
+
+
+@dataclass(frozen=True)
+class LateralCurve:
+    """A scoliotic spine's midline: lateral offset (mm, + patient left) as a function of the
+    sagittal-frame height ``y`` (mm), linear between knots, constant beyond them. The pelvis
+    (femoral heads, sacrum below S1) stays on the body's midline."""
+
+    y_mm: np.ndarray  # (K,) ascending
+    offset_mm: np.ndarray  # (K,)
+
+    def at(self, y: np.ndarray) -> np.ndarray:
+        return np.interp(np.asarray(y, float), self.y_mm, self.offset_mm)
+
+
+def scoliosis_curve(spine: Spine, rng: np.random.Generator, amplitude_mm: float | None = None,
+                    double: bool | None = None) -> LateralCurve:
+    """A lateral curve zero at S1 rising to one (C-shaped) or two opposite (S-shaped) arcs up to
+    C7; ``amplitude_mm`` (default 5–30 mm, random side) is the largest deviation."""
+    y0 = float(spine.s1_mm[:, 1].mean())
+    y1 = float(spine.points_mm[0, :, 1].max()) + 30
+    amp = float(rng.uniform(5, 30) if amplitude_mm is None else amplitude_mm) * (1 if rng.random() < 0.5 else -1)
+    s_shape = bool(rng.random() < 0.4) if double is None else double
+    t = np.linspace(0, 1, 33)
+    phase = float(rng.uniform(-0.15, 0.15))
+    shape = np.sin(np.pi * np.clip(t + phase * t * (1 - t) * 4, 0, 1) * (2 if s_shape else 1))
+    return LateralCurve(y0 + t * (y1 - y0), amp * shape)
 
 
 def sagittal_maps(spine: Spine, y_range: tuple[float, float], rng: np.random.Generator) -> SagittalMaps:
@@ -69,6 +98,7 @@ def sagittal_maps(spine: Spine, y_range: tuple[float, float], rng: np.random.Gen
     level = np.full((H, W), -1, np.int8)
     half = np.zeros((H, W), np.float32)
     frac = np.zeros((H, W), np.float32)
+    dfrac = np.zeros((H, W), np.float32)
     jj, ii = np.meshgrid(np.arange(W, dtype=np.float32), np.arange(H, dtype=np.float32))
     X = x_lo + jj * res
     Y = y_hi - ii * res
@@ -116,6 +146,7 @@ def sagittal_maps(spine: Spine, y_range: tuple[float, float], rng: np.random.Gen
                 b = (X[sel] - p[2][0]) * v[0] + (Y[sel] - p[2][1]) * v[1]
                 h_here = spine.heights_mm[i, 2] + (spine.heights_mm[i, 0] - spine.heights_mm[i, 2]) * np.clip(a / depth, 0, 1)
                 frac[sel] = np.clip(b / np.maximum(h_here, 1e-3), 0, 1)
+                dfrac[sel] = (t + 1) / 2
     bone = np.isin(struct, (1, 3, 5)).astype(np.uint8)
     cortex_dist = cv2.distanceTransform(bone, cv2.DIST_L2, 3).astype(np.float32) * res
 
@@ -136,16 +167,22 @@ def sagittal_maps(spine: Spine, y_range: tuple[float, float], rng: np.random.Gen
         cortex_dist=cortex_dist, skin_post=skin_post, skin_ant=skin_ant,
         body_half_width=float(rng.uniform(140, 190)),
         diaphragm_y=float(y_lv[LEVEL_INDEX["T11"]] + rng.uniform(-10, 30)),
-        apex_y=float(y_lv[LEVEL_INDEX["T1"]] + 20), spine_front=spine_front,
+        apex_y=float(y_lv[LEVEL_INDEX["T1"]] + 20), spine_front=spine_front, depth_frac=dfrac,
     )
 
 
-def tissue_labels(maps: SagittalMaps, spine: Spine, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+def tissue_labels(maps: SagittalMaps, spine: Spine, x: np.ndarray, y: np.ndarray, z: np.ndarray,
+                  lateral: LateralCurve | None = None) -> np.ndarray:
     """Tissue code at sagittal-frame points (``x`` anterior, ``y`` superior, ``z`` lateral, mm).
 
     The three arrays broadcast together; the result has their broadcast shape (uint8).
+    ``lateral`` shifts the spine (not the trunk or the femoral heads) sideways by height: a
+    scoliosis, so that the mid-sagittal plane of each body changes along the spine.
     """
     x, y, z = np.broadcast_arrays(np.asarray(x, np.float32), np.asarray(y, np.float32), np.asarray(z, np.float32))
+    z_trunk = z
+    if lateral is not None:
+        z = (z - lateral.at(y)).astype(np.float32)
     H, W = maps.struct.shape
     j = np.clip(np.round((x - maps.x0) / maps.res).astype(np.int32), 0, W - 1)
     i = np.clip(np.round((maps.y0 - y) / maps.res).astype(np.int32), 0, H - 1)
@@ -158,13 +195,13 @@ def tissue_labels(maps: SagittalMaps, spine: Spine, x: np.ndarray, y: np.ndarray
     # soft tissue: an elliptic trunk; paraspinal muscle behind the spine; lungs in the chest
     post, ant = maps.skin_post[i], maps.skin_ant[i]
     xc, hx = (post + ant) / 2, np.maximum((ant - post) / 2, 1)
-    inside = ((x - xc) / hx) ** 2 + (z / maps.body_half_width) ** 2 <= 1
+    inside = ((x - xc) / hx) ** 2 + (z_trunk / maps.body_half_width) ** 2 <= 1
     out[inside] = SOFT
-    out[inside & (((x - xc) / hx) ** 2 + (z / maps.body_half_width) ** 2 > 0.8)] = FAT
+    out[inside & (((x - xc) / hx) ** 2 + (z_trunk / maps.body_half_width) ** 2 > 0.8)] = FAT
     paraspinal = inside & (x < maps.spine_front[i] - 20) & (az < 70)
     out[paraspinal] = MUSCLE
     lung = inside & (y > maps.diaphragm_y + 0.2 * np.clip(x - maps.spine_front[i], 0, None)) & (y < maps.apex_y) & (az > 18) & (
-        x > maps.spine_front[i] - 40) & (((x - xc) / hx) ** 2 + (z / maps.body_half_width) ** 2 < 0.7)
+        x > maps.spine_front[i] - 40) & (((x - xc) / hx) ** 2 + (z_trunk / maps.body_half_width) ** 2 < 0.7)
     out[lung] = LUNG
 
     # spine
@@ -185,8 +222,17 @@ def tissue_labels(maps: SagittalMaps, spine: Spine, x: np.ndarray, y: np.ndarray
     out[shell] = CORTEX
     out[(arch | pedicle) & ((cortex_d < 1.0) | (half - az < 1.0))] = CORTEX
 
-    # fracture findings inside bodies: oedema band at the collapsed (superior) endplate, clefts
+    # fracture findings inside bodies: oedema (band at the collapsed superior endplate, diffuse
+    # or patchy), clefts; Modic endplate changes mirrored across a disc
     frac = maps.height_frac[i, j]
+    dfrac = maps.depth_frac[i, j] if maps.depth_frac is not None else np.full(x.shape, 0.5, np.float32)
+    for m in spine.spec.modic:
+        n = LEVEL_INDEX[m.level]
+        code = MODIC1 if m.type == 1 else MODIC2
+        t = m.thickness_pct / 100.0
+        out[body & (lvl == n) & (out == MARROW) & (frac <= t)] = code
+        out[body & (lvl == n + 1) & (out == MARROW) & (frac >= 1 - t)] = code
+    patterns = {LEVEL_INDEX[f.level]: f.oedema_pattern for f in spine.spec.fractures}
     for n, name in enumerate(LEVELS):
         extent = spine.oedema_pct[n]
         content = spine.cleft[n]
@@ -194,7 +240,8 @@ def tissue_labels(maps: SagittalMaps, spine: Spine, x: np.ndarray, y: np.ndarray
             continue
         in_body = body & (lvl == n) & (out == MARROW)
         if extent is not None:
-            out[in_body & (frac >= 1 - extent / 100.0)] = OEDEMA
+            region = oedema_region(patterns.get(n, "band"), extent, dfrac, frac, seed=n)
+            out[in_body & region] = OEDEMA
         if content is not None:
             band = in_body & (np.abs(frac - 0.72) < 0.06) & (az < 0.75 * half)
             out[band] = GAS if content == "gas" else FLUID
@@ -202,28 +249,68 @@ def tissue_labels(maps: SagittalMaps, spine: Spine, x: np.ndarray, y: np.ndarray
     # femoral heads (spheres at ±_HIP_HALF_MM) and femoral necks
     for k, side in enumerate((1.0, -1.0)):
         c, r = spine.femoral_centers_mm[k], spine.femoral_radii_mm[k]
-        d2 = (x - c[0]) ** 2 + (y - c[1]) ** 2 + (z - side * _HIP_HALF_MM) ** 2
+        d2 = (x - c[0]) ** 2 + (y - c[1]) ** 2 + (z_trunk - side * _HIP_HALF_MM) ** 2
         head = d2 <= r * r
         out[head] = MARROW
         out[head & (d2 >= (r - 1.5) ** 2)] = CORTEX
     return out
 
 
+def oedema_region(pattern: str, extent_pct: float, u: np.ndarray, v: np.ndarray, seed: int) -> np.ndarray:
+    """Which body points ``(u, v)`` are oedematous; ``u`` runs posterior→anterior, ``v``
+    inferior→superior endplate, both in [0, 1] across the body.
+
+    ``band`` fills from the superior endplate down, ``diffuse`` grows from the body's centre,
+    ``patchy`` thresholds a sum of blobs; each covers ``extent_pct`` of the unit square (so
+    about that share of the mid-sagittal section).
+    """
+    e = float(np.clip(extent_pct / 100.0, 0.0, 1.0))
+    if pattern == "band":
+        return v >= 1 - e
+    if pattern == "diffuse":
+        field = -(((u - 0.5) / 0.5) ** 2 + ((v - 0.5) / 0.5) ** 2)
+        gu, gv = np.meshgrid(np.linspace(0, 1, 65), np.linspace(0, 1, 65))
+        ref = -(((gu - 0.5) / 0.5) ** 2 + ((gv - 0.5) / 0.5) ** 2)
+    elif pattern == "patchy":
+        r = np.random.default_rng([4211, seed, int(extent_pct * 100)])
+        centres, sig = r.uniform(0.1, 0.9, (4, 2)), r.uniform(0.08, 0.18, 4)
+
+        def blobs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+            acc = np.zeros(np.broadcast(a, b).shape, np.float32)
+            for (cu, cv), s in zip(centres, sig, strict=True):
+                acc += np.exp(-((a - cu) ** 2 + (b - cv) ** 2) / (2 * s * s)).astype(np.float32)
+            return acc
+
+        field = blobs(u, v)
+        gu, gv = np.meshgrid(np.linspace(0, 1, 65), np.linspace(0, 1, 65))
+        ref = blobs(gu, gv)
+    else:
+        raise ValueError(f"unknown oedema pattern {pattern!r}")
+    if e >= 1.0:
+        return np.ones(np.shape(field), bool)
+    return field >= np.quantile(ref, 1 - e)
+
+
 #: Hounsfield units by tissue (bone marrow scaled by density at render time)
-_HU = np.array([-1000, -100, 50, -850, 180, 900, 85, 10, 35, 160, -950, 20, 40], np.float32)
+_HU = np.array([-1000, -100, 50, -850, 180, 900, 85, 10, 35, 160, -950, 20, 40, 200, 120], np.float32)
 
 #: MR signal by tissue for each sequence (arbitrary units, 0–1200)
 MR_SIGNAL = {
-    #         air fat  musc lung marrow cortex disc csf  cord oedema gas fluid soft
-    "T1": np.array([0, 950, 350, 20, 650, 30, 300, 150, 420, 220, 10, 160, 400], np.float32),
-    "T2": np.array([0, 700, 220, 20, 450, 30, 800, 1150, 480, 950, 10, 1150, 380], np.float32),
-    "STIR": np.array([0, 60, 220, 20, 110, 20, 650, 1050, 400, 900, 10, 1050, 320], np.float32),
+    # Oedema is bright on STIR and T2 but well below free fluid (cleft, CSF); Modic type 1 has
+    # oedema-like signal, type 2 fatty signal (bright T1 and T2, dark STIR).
+    #         air fat  musc lung marrow cortex disc csf  cord oedema gas fluid soft modic1 modic2
+    "T1": np.array([0, 950, 350, 20, 650, 30, 300, 150, 420, 220, 10, 160, 400, 260, 900], np.float32),
+    "T2": np.array([0, 700, 220, 20, 450, 30, 800, 1150, 480, 760, 10, 1150, 380, 720, 650], np.float32),
+    "STIR": np.array([0, 60, 220, 20, 110, 20, 650, 1050, 400, 700, 10, 1050, 320, 650, 70], np.float32),
+    # fat-suppressed T2 (spectral fat saturation)
+    "T2FS": np.array([0, 80, 200, 20, 130, 25, 700, 1100, 420, 720, 10, 1100, 330, 660, 90], np.float32),
 }
 #: acquisition parameters written with each sequence
 MR_SEQUENCES = {
     "T1": dict(description="T1 TSE SAG", scanning="SE", variant="SK", tr=550.0, te=11.0, ti=None, etl=3),
     "T2": dict(description="T2 TSE SAG", scanning="SE", variant="SK", tr=3500.0, te=95.0, ti=None, etl=17),
     "STIR": dict(description="STIR SAG", scanning=["IR", "SE"], variant="SK", tr=4000.0, te=60.0, ti=160.0, etl=13),
+    "T2FS": dict(description="T2 TSE FS SAG", scanning="SE", variant="SK", tr=3800.0, te=90.0, ti=None, etl=17),
 }
 
 
@@ -242,12 +329,20 @@ class Volume:
     origin_lps: np.ndarray  # (3,) LPS position of the sagittal frame's origin (the hip axis)
     sequence: str | None = None  # MR: T1, T2 or STIR
     style: dict = field(default_factory=dict)
+    lateral: LateralCurve | None = None  # a scoliotic spine's midline
+    image_type: tuple[str, ...] | None = None  # DICOM ImageType when not the modality's default
+    description: str | None = None  # SeriesDescription when not the modality's default
 
-    def sagittal_to_lps(self, pts_mm: np.ndarray, lateral_mm: float = 0.0) -> np.ndarray:
-        """Sagittal-frame points ``(..., 2)`` at a lateral offset to LPS ``(..., 3)``."""
+    def sagittal_to_lps(self, pts_mm: np.ndarray, lateral_mm: float | None = None) -> np.ndarray:
+        """Sagittal-frame points ``(..., 2)`` to LPS ``(..., 3)``, on the spine's own midline
+        (``lateral`` curve, else 0) unless ``lateral_mm`` is given."""
         p = np.asarray(pts_mm, float)
         o = self.origin_lps
-        return np.stack([np.full(p.shape[:-1], lateral_mm) + o[0], -p[..., 0] + o[1], p[..., 1] + o[2]], -1)
+        if lateral_mm is None:
+            lat = self.lateral.at(p[..., 1]) if self.lateral is not None else np.zeros(p.shape[:-1])
+        else:
+            lat = np.full(p.shape[:-1], lateral_mm)
+        return np.stack([lat + o[0], -p[..., 0] + o[1], p[..., 1] + o[2]], -1)
 
 
 def _y_range(spine: Spine, top_level: str) -> tuple[float, float]:
@@ -257,8 +352,12 @@ def _y_range(spine: Spine, top_level: str) -> tuple[float, float]:
 
 
 def render_ct(spine: Spine, rng: np.random.Generator, *, pixel_spacing_mm: float = 1.5, slice_mm: float = 3.0,
-              matrix: int = 256, top_level: str = "T10", noise_hu: float | None = None) -> Volume:
-    """Axial CT in HU of the thoracolumbar spine and pelvis (stored = HU + 1024, 12 bits)."""
+              matrix: int = 256, top_level: str = "T10", noise_hu: float | None = None,
+              scoliosis: LateralCurve | None = None, lateral_centre_mm: float = 0.0) -> Volume:
+    """Axial CT in HU of the thoracolumbar spine and pelvis (stored = HU + 1024, 12 bits).
+
+    ``scoliosis`` curves the spine sideways; ``lateral_centre_mm`` moves the field of view
+    sideways (a small field may then hold one femoral head only)."""
     y_bot, y_top = _y_range(spine, top_level)
     maps = sagittal_maps(spine, (y_bot - 5, y_top + 5), rng)
     origin = np.array([rng.uniform(-5, 5), rng.uniform(40, 80), rng.uniform(-900, -700)])
@@ -266,7 +365,7 @@ def render_ct(spine: Spine, rng: np.random.Generator, *, pixel_spacing_mm: float
     ys = y_top - np.arange(n) * slice_mm  # head first, as scanners often write
     # in-plane grid centred laterally on the spine, AP on the trunk
     centre_x = float(np.median((maps.skin_post + maps.skin_ant) / 2))
-    cols = (np.arange(matrix) - (matrix - 1) / 2) * pixel_spacing_mm  # lateral (X, left)
+    cols = (np.arange(matrix) - (matrix - 1) / 2) * pixel_spacing_mm + lateral_centre_mm  # lateral (X, left)
     rows = (np.arange(matrix) - (matrix - 1) / 2) * pixel_spacing_mm  # posterior (Y)
     x_ant = (centre_x - rows)[:, None]  # row index increases posteriorly
     z_lat = cols[None, :]
@@ -278,7 +377,7 @@ def render_ct(spine: Spine, rng: np.random.Generator, *, pixel_spacing_mm: float
     hu_table[CORTEX] = 500 + 600 * d
     out = np.empty((n, matrix, matrix), np.uint16)
     for k, y in enumerate(ys):
-        lab = tissue_labels(maps, spine, x_ant, np.float32(y), z_lat)
+        lab = tissue_labels(maps, spine, x_ant, np.float32(y), z_lat, scoliosis)
         hu = hu_table[lab]
         hu = cv2.GaussianBlur(hu, (0, 0), 0.6) + rng.normal(0, sigma, hu.shape).astype(np.float32)
         out[k] = np.clip(np.round(hu + 1024), 0, 4095).astype(np.uint16)
@@ -288,13 +387,14 @@ def render_ct(spine: Spine, rng: np.random.Generator, *, pixel_spacing_mm: float
     return Volume(
         stored=out, modality="CT", positions_lps=positions, orientation=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0),
         pixel_spacing_mm=(pixel_spacing_mm, pixel_spacing_mm), slice_thickness_mm=slice_mm, rescale=(1.0, -1024.0),
-        bits_stored=12, origin_lps=origin, style={"noise_hu": sigma, "top_level": top_level},
+        bits_stored=12, origin_lps=origin, style={"noise_hu": sigma, "top_level": top_level}, lateral=scoliosis,
     )
 
 
 def render_mr(spine: Spine, rng: np.random.Generator, sequence: str, *, pixel_spacing_mm: float = 1.25,
               slice_mm: float = 4.0, n_slices: int = 11, matrix: int = 288, top_level: str = "T9",
-              origin_lps: np.ndarray | None = None, centre_mm: tuple[float, float] | None = None) -> Volume:
+              origin_lps: np.ndarray | None = None, centre_mm: tuple[float, float] | None = None,
+              scoliosis: LateralCurve | None = None, lateral_centre_mm: float = 0.0) -> Volume:
     """Sagittal MR series (T1, T2 or STIR) centred on the spine.
 
     Oedema is dark on T1 and bright on T2/STIR; a fluid cleft is bright on T2/STIR, a gas
@@ -312,7 +412,7 @@ def render_mr(spine: Spine, rng: np.random.Generator, sequence: str, *, pixel_sp
     # image columns run posterior (+Y), rows run caudal (-Z): the patient faces the image's left
     col_x = centre_mm[0] + fov / 2 - (np.arange(matrix) + 0.5) * pixel_spacing_mm  # anterior coordinate
     row_y = centre_mm[1] + fov / 2 - (np.arange(matrix) + 0.5) * pixel_spacing_mm
-    lat = (np.arange(n_slices) - (n_slices - 1) / 2) * slice_mm
+    lat = (np.arange(n_slices) - (n_slices - 1) / 2) * slice_mm + lateral_centre_mm
     table = MR_SIGNAL[sequence].copy()
     if sequence == "T1":
         table[MARROW] *= 1.0 + 0.3 * (1 - spine.spec.bone_density)  # fatty osteoporotic marrow
@@ -324,7 +424,7 @@ def render_mr(spine: Spine, rng: np.random.Generator, sequence: str, *, pixel_sp
     for k, z in enumerate(lat):
         acc = np.zeros((matrix, matrix), np.float32)
         for dz in (-slice_mm / 3, 0.0, slice_mm / 3):  # partial volume across the slice
-            acc += table[tissue_labels(maps, spine, col_x[None, :], row_y[:, None], np.float32(z + dz))]
+            acc += table[tissue_labels(maps, spine, col_x[None, :], row_y[:, None], np.float32(z + dz), scoliosis)]
         img = cv2.GaussianBlur(acc / 3, (0, 0), 0.7) * bias
         re = img + rng.normal(0, sigma, img.shape).astype(np.float32)
         im = rng.normal(0, sigma, img.shape).astype(np.float32)
@@ -337,6 +437,46 @@ def render_mr(spine: Spine, rng: np.random.Generator, sequence: str, *, pixel_sp
         stored=out, modality="MR", positions_lps=positions, orientation=(0.0, 1.0, 0.0, 0.0, 0.0, -1.0),
         pixel_spacing_mm=(pixel_spacing_mm, pixel_spacing_mm), slice_thickness_mm=slice_mm, rescale=(1.0, 0.0),
         bits_stored=12, origin_lps=origin, sequence=sequence, style={"noise": sigma, "centre_mm": list(centre_mm)},
+        lateral=scoliosis,
+    )
+
+
+def reformat_ct(axial: Volume, *, slice_mm: float = 2.0, half_width_mm: float = 60.0) -> Volume:
+    """The sagittal reformat a CT console derives from an axial series: slabs ``slice_mm`` thick
+    (mean of the columns inside) every ``slice_mm`` across ``±half_width_mm`` of the axial field's
+    centre, rows resampled to the axial pixel spacing (linear between axial slices); its own
+    series (ImageType DERIVED\\SECONDARY\\REFORMATTED), same frame of reference."""
+    if tuple(axial.orientation) != (1.0, 0.0, 0.0, 0.0, 1.0, 0.0):
+        raise ValueError("reformat_ct takes an axial phantom CT")
+    n, rows, cols = axial.stored.shape
+    ps_r, ps_c = axial.pixel_spacing_mm
+    z = axial.positions_lps[:, 2]  # head first: decreasing
+    step = float(z[0] - z[1])
+    out_rows = int((z[0] - z[-1]) / ps_r) + 1
+    zr = z[0] - np.arange(out_rows) * ps_r
+    kf = (z[0] - zr) / step
+    k0 = np.clip(np.floor(kf).astype(int), 0, n - 1)
+    k1 = np.clip(k0 + 1, 0, n - 1)
+    w = (kf - k0).astype(np.float32)[:, None]
+    xs = axial.positions_lps[0, 0] + np.arange(cols) * ps_c
+    centre = float(xs.mean())
+    k_sl = int(half_width_mm // slice_mm)
+    lat = centre + np.arange(-k_sl, k_sl + 1) * slice_mm
+    vol = axial.stored.astype(np.float32)
+    slices = []
+    for x in lat:
+        sel = np.abs(xs - x) <= slice_mm / 2 + 1e-6
+        if not sel.any():
+            sel = np.abs(xs - x) == np.abs(xs - x).min()
+        slab = vol[:, :, sel].mean(axis=2)  # (n, rows): axial slice × AP
+        slices.append(slab[k0] * (1 - w) + slab[k1] * w)  # (out_rows, AP)
+    stored = np.clip(np.round(np.stack(slices)), 0, 4095).astype(np.uint16)
+    positions = np.stack([lat, np.full(len(lat), axial.positions_lps[0, 1]), np.full(len(lat), z[0])], axis=1)
+    return Volume(
+        stored=stored, modality="CT", positions_lps=positions, orientation=(0.0, 1.0, 0.0, 0.0, 0.0, -1.0),
+        pixel_spacing_mm=(ps_r, ps_r), slice_thickness_mm=slice_mm, rescale=axial.rescale, bits_stored=axial.bits_stored,
+        origin_lps=axial.origin_lps, style=dict(axial.style, reformat_of="axial"), lateral=axial.lateral,
+        image_type=("DERIVED", "SECONDARY", "REFORMATTED"), description="TL SPINE SAG MPR",
     )
 
 
@@ -354,6 +494,6 @@ def lps_to_voxel(volume: Volume, p_lps: np.ndarray) -> np.ndarray:
     return np.stack([sl, row, col], -1)
 
 
-__all__ = ["render_ct", "render_mr", "Volume", "tissue_labels", "sagittal_maps", "lps_to_voxel", "MR_SIGNAL",
+__all__ = ["render_ct", "render_mr", "reformat_ct", "scoliosis_curve", "LateralCurve", "Volume", "tissue_labels", "sagittal_maps", "lps_to_voxel", "MR_SIGNAL",
            "MR_SEQUENCES", "TISSUES"]
 
