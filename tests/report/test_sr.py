@@ -1,0 +1,272 @@
+"""DICOM SR (TID 1500) and Secondary Capture of analysis documents: values read back with
+highdicom equal the JSON, landmarks come back as the same image points, UIDs are stable,
+and every object passes dciodvfy without errors."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.uid import Comprehensive3DSRStorage, ComprehensiveSRStorage, SecondaryCaptureImageStorage
+
+import sagittal
+from sagittal.levels import POINT_NAMES
+from sagittal.report.sc import orientation_letters, read_sources, secondary_capture, write_sr_and_sc
+from sagittal.report.sr import PRIVATE_SCHEME, content_hash, read_sr, sr_dataset
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLES = REPO / "sample_dicom"
+SHA = "0123456789abcdef" * 4
+
+
+@pytest.fixture(scope="module")
+def docs(tmp_path_factory) -> dict[str, dict]:
+    """Analysis documents of the sample radiographs from the phantom's true landmarks, by file."""
+    from sagittal.phantom.samples import truth_analysis_documents
+
+    out = tmp_path_factory.mktemp("truth_docs")
+    found = {}
+    for p in truth_analysis_documents(SAMPLES, out):
+        d = json.loads(p.read_text())
+        found[Path(d["source"]["path"]).relative_to(SAMPLES).as_posix()] = d
+    return found
+
+
+@pytest.fixture(scope="module")
+def phc(docs) -> dict:
+    """PHC's whole-spine DX document, with L1's oedema and fluid cleft as an MR reading adds them."""
+    d = copy.deepcopy(docs["PHC/study1/whole_spine_dx"])
+    for v in d["vertebrae"]:
+        if v["level"] == "L1":
+            v["oedema"] = {"present": True, "extent_pct": 62.5, "source": "mr"}
+            v["cleft"] = {"present": True, "content": "fluid", "source": "mr"}
+        if v["level"] == "T12":
+            v["oedema"] = {"present": False, "extent_pct": None, "source": "mr"}
+            v["cleft"] = {"present": False, "content": None, "source": "mr"}
+    return d
+
+
+@pytest.fixture(scope="module")
+def phc_sr(phc) -> pydicom.Dataset:
+    """PHC's SR as written to bytes and read back by pydicom (built once: highdicom is slow)."""
+    ds = sr_dataset(phc, _sources(phc), model_sha256=SHA)
+    assert ds.SOPClassUID == ComprehensiveSRStorage
+    return pydicom.dcmread(pydicom.filebase.DicomBytesIO(_bytes(ds)))
+
+
+def _sources(doc: dict) -> list[pydicom.Dataset]:
+    return read_sources([doc["source"]["path"]])
+
+
+def _ct_plane_doc(doc: dict) -> tuple[dict, list[pydicom.Dataset]]:
+    """A CT-style document: the DX landmarks placed on a sagittal plane of PHC's CT frame."""
+    ct = read_sources([SAMPLES / "PHC/study1/ct"])
+    d = copy.deepcopy(doc)
+    d["source"].update(modality="CT", series_instance_uid=str(ct[0].SeriesInstanceUID),
+                       sop_instance_uids=[str(x.SOPInstanceUID) for x in ct])
+    # rows run head to foot (-z), columns posterior to anterior (-y in LPS)
+    d["image"]["plane"] = {"image_position_patient": [1.5, 120.0, 300.0],
+                           "image_orientation_patient": [0.0, -1.0, 0.0, 0.0, 0.0, -1.0]}
+    return d, ct
+
+
+def _assert_same_values(doc: dict, back: dict) -> None:
+    for key, value in doc["parameters"].items():
+        if key.endswith(("_deg", "_mm")) and value is not None:
+            assert back["parameters"][key] == pytest.approx(value, abs=1e-6), key
+    assert [v["level"] for v in back["vertebrae"]] == [v["level"] for v in doc["vertebrae"]]
+    for want, got in zip(doc["vertebrae"], back["vertebrae"], strict=True):
+        for side, h in want["heights_mm"].items():
+            assert got["heights_mm"][side] == pytest.approx(h, abs=1e-6)
+        assert got["height_loss_pct"] == pytest.approx(want["height_loss_pct"], abs=1e-6)
+        assert got["genant_grade"] == want["genant_grade"]
+        assert got["morphology"] == want["morphology"]
+        for key in ("regional_kyphosis_deg", "vertebral_kyphosis_deg"):
+            if want[key] is None:
+                assert key not in got
+            else:
+                assert got[key] == pytest.approx(want[key], abs=1e-6)
+        for key in ("oedema", "cleft"):
+            if key not in want:
+                assert key not in got
+        if "oedema" in want:
+            assert got["oedema"]["present"] is want["oedema"]["present"]
+            assert got["oedema"].get("extent_pct") == want["oedema"]["extent_pct"]
+        if "cleft" in want:
+            assert got["cleft"]["present"] is want["cleft"]["present"]
+            assert got["cleft"].get("content") == want["cleft"]["content"]
+
+
+@pytest.mark.slow
+def test_sr_reads_back_the_json_values_and_landmarks(phc, phc_sr):
+    back = read_sr(phc_sr)
+    _assert_same_values(phc, back)
+    l1 = next(v for v in back["vertebrae"] if v["level"] == "L1")
+    assert l1["genant_grade"] == 2 and l1["morphology"] == "wedge"
+    assert l1["oedema"] == {"present": True, "extent_pct": 62.5} and l1["cleft"] == {"present": True, "content": "fluid"}
+    assert back["algorithm"] == {"name": "sagittal landmarks and geometry", "version": sagittal.__version__,
+                                 "parameters": [f"model_sha256={SHA}"]}
+    for level, pts in back["points_px"].items():
+        want = np.array([phc["landmarks"]["vertebrae"][level][k] for k in POINT_NAMES])
+        assert np.abs(np.array([pts[k] for k in POINT_NAMES]) - want).max() < 2e-3, level
+    assert set(back["points_px"]) == set(phc["landmarks"]["vertebrae"])
+
+
+def _bytes(ds: pydicom.Dataset) -> bytes:
+    buf = pydicom.filebase.DicomBytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def test_sr_is_in_the_source_study_with_scoords_on_the_source_image(phc, phc_sr):
+    src, ds = _sources(phc)[0], phc_sr
+    assert ds.StudyInstanceUID == src.StudyInstanceUID and ds.PatientID == src.PatientID
+    assert ds.SeriesInstanceUID != src.SeriesInstanceUID
+    refs = set()
+
+    def walk(items) -> None:
+        for it in items:
+            if it.ValueType == "SCOORD":
+                for img in it.ContentSequence:
+                    refs.add(img.ReferencedSOPSequence[0].ReferencedSOPInstanceUID)
+            walk(getattr(it, "ContentSequence", []))
+
+    walk(ds.ContentSequence)
+    assert refs == {src.SOPInstanceUID}
+    codes = set()
+
+    def codes_of(items) -> None:
+        for it in items:
+            for seq in ("ConceptNameCodeSequence", "ConceptCodeSequence"):
+                for c in getattr(it, seq, []):
+                    codes.add((c.CodingSchemeDesignator, c.CodeValue))
+            codes_of(getattr(it, "ContentSequence", []))
+
+    codes_of([ds])
+    assert {s for s, _ in codes} <= {"DCM", "SCT", "UCUM", "RFC5646", PRIVATE_SCHEME}  # RFC5646: the language
+    assert ("DCM", "126000") in codes and ("SCT", "66794005") in codes  # the report title and L1
+    assert ds.CodingSchemeIdentificationSequence[0].CodingSchemeDesignator == PRIVATE_SCHEME
+
+
+@pytest.mark.slow
+def test_sr_uids_are_stable_across_reruns_and_follow_the_content(phc, phc_sr):
+    a = phc_sr
+    b = sr_dataset(copy.deepcopy(phc), _sources(phc), model_sha256=SHA)
+    assert (a.SOPInstanceUID, a.SeriesInstanceUID) == (b.SOPInstanceUID, b.SeriesInstanceUID)
+    assert a.SOPInstanceUID.startswith("2.25.")
+
+    def tracking(ds) -> list[str]:
+        return [it.UID for g in ds.ContentSequence[-1].ContentSequence for it in g.ContentSequence if it.ValueType == "UIDREF"]
+
+    assert tracking(a) == tracking(b) and len(set(tracking(a))) == len(phc["vertebrae"]) + 1
+    changed = copy.deepcopy(phc)
+    changed["parameters"]["pelvic_tilt_deg"] += 1.0
+    c = sr_dataset(changed, _sources(phc), model_sha256=SHA)
+    assert c.SOPInstanceUID != a.SOPInstanceUID and c.SeriesInstanceUID == a.SeriesInstanceUID
+    assert tracking(c) == tracking(a)
+    assert content_hash(phc, "f" * 64) != content_hash(phc, SHA) == content_hash(copy.deepcopy(phc), SHA)
+
+
+@pytest.mark.slow
+def test_ct_plane_document_gives_a_3d_sr_with_scoord3d_in_the_frame_of_reference(phc):
+    doc, ct = _ct_plane_doc(phc)
+    ds = sr_dataset(doc, ct, model_sha256=SHA)
+    assert ds.SOPClassUID == Comprehensive3DSRStorage
+    ds = pydicom.dcmread(pydicom.filebase.DicomBytesIO(_bytes(ds)))
+    frames = set()
+
+    def walk(items) -> None:
+        for it in items:
+            if it.ValueType == "SCOORD3D":
+                frames.add(it.ReferencedFrameOfReferenceUID)
+            assert it.ValueType != "SCOORD"
+            walk(getattr(it, "ContentSequence", []))
+
+    walk(ds.ContentSequence)
+    assert frames == {ct[0].FrameOfReferenceUID}
+    back = read_sr(ds, plane=doc["image"]["plane"], pixel_spacing_mm=doc["image"]["pixel_spacing_mm"])
+    _assert_same_values(doc, back)
+    for level, pts in back["points_px"].items():
+        want = np.array([doc["landmarks"]["vertebrae"][level][k] for k in POINT_NAMES])
+        assert np.abs(np.array([pts[k] for k in POINT_NAMES]) - want).max() < 1e-2, level
+
+
+def test_secondary_capture_holds_the_overlay_in_the_source_study(phc):
+    src = _sources(phc)[0]
+    rgb = np.random.default_rng(0).integers(0, 256, (120, 70, 3), dtype=np.uint8)
+    sc = secondary_capture(phc, rgb, src)
+    sc = pydicom.dcmread(pydicom.filebase.DicomBytesIO(_bytes(sc)))
+    assert sc.SOPClassUID == SecondaryCaptureImageStorage
+    assert sc.StudyInstanceUID == src.StudyInstanceUID and sc.SeriesInstanceUID != src.SeriesInstanceUID
+    assert np.array_equal(sc.pixel_array, rgb)
+    assert list(sc.PatientOrientation) == list(src.PatientOrientation)
+    assert sc.SourceImageSequence[0].ReferencedSOPInstanceUID == src.SOPInstanceUID
+    assert sc.BurnedInAnnotation == "YES"
+    assert secondary_capture(phc, rgb, src).SOPInstanceUID == sc.SOPInstanceUID
+    assert secondary_capture(phc, rgb[::-1].copy(), src).SOPInstanceUID != sc.SOPInstanceUID
+
+
+def test_orientation_letters_of_a_plane(phc):
+    doc, ct = _ct_plane_doc(phc)
+    assert orientation_letters(doc, ct[0]) == ("A", "F")
+
+
+@pytest.mark.parametrize("change, message", [
+    pytest.param(lambda d: d.update(status="rejected"), "rejected", id="rejected"),
+    pytest.param(lambda d: d["source"].update(sop_instance_uids=["1.2.3"]), "missing", id="sources-do-not-match"),
+])
+def test_sr_refuses_what_it_cannot_report(phc, change, message):
+    d = copy.deepcopy(phc)
+    change(d)
+    with pytest.raises(ValueError, match=message):
+        sr_dataset(d, _sources(phc))
+
+
+def _dciodvfy(exe: str, path: Path) -> list[str]:
+    res = subprocess.run([exe, str(path)], capture_output=True, text=True, timeout=60)
+    lines = (res.stdout + res.stderr).splitlines()
+    return [ln for ln in lines if ln.startswith("Error")], [ln for ln in lines if ln.startswith("Warning")]
+
+
+@pytest.mark.slow
+@pytest.mark.dciodvfy
+def test_every_sr_and_sc_passes_dciodvfy(tmp_path, docs, phc, dciodvfy):
+    import cv2
+
+    written = []
+    todo = [phc, docs["PHA/study1/lumbar_cr"]]  # a DX facing left, a CR facing right
+    for i, doc in enumerate(todo):
+        from sagittal.report.overlay import render_overlay
+
+        grey = np.zeros((doc["image"]["rows"] // 4, doc["image"]["columns"] // 4), np.float32)
+        small = copy.deepcopy(doc)
+        overlay = cv2.cvtColor(render_overlay(grey, _scaled(small, 0.25)), cv2.COLOR_BGR2RGB)
+        written += write_sr_and_sc(tmp_path / f"doc{i}.json", doc, overlay, _sources(doc), model_sha256=SHA)
+    ct_doc, ct = _ct_plane_doc(phc)
+    written += write_sr_and_sc(tmp_path / "ct.json", ct_doc, None, ct, model_sha256=SHA)
+    assert sorted(p.name for p in written) == sorted(
+        ["doc0.sr.dcm", "doc0.sc.dcm", "doc1.sr.dcm", "doc1.sc.dcm", "ct.sr.dcm"])
+    for p in written:
+        errors, warnings = _dciodvfy(dciodvfy, p)
+        assert errors == [], f"{p.name}: {errors}"
+        # the only warnings: dciodvfy does not know the (declared) private coding scheme
+        assert all(PRIVATE_SCHEME in w for w in warnings), f"{p.name}: {warnings[:5]}"
+
+
+def _scaled(doc: dict, s: float) -> dict:
+    lm = doc["landmarks"]
+    for v in lm["vertebrae"].values():
+        for k in POINT_NAMES:
+            v[k] = [c * s for c in v[k]]
+    if lm.get("s1_endplate"):
+        for k in ("anterior", "posterior"):
+            lm["s1_endplate"][k] = [c * s for c in lm["s1_endplate"][k]]
+    for h in lm.get("femoral_heads") or []:
+        h["center"] = [c * s for c in h["center"]]
+        h["radius_px"] *= s
+    return doc
