@@ -23,4 +23,5 @@ def wrap_deg(a: np.ndarray) -> np.ndarray:
 def endplate_angle_deg(posterior_mm: np.ndarray, anterior_mm: np.ndarray) -> np.ndarray:
     """Direction of the endplate ``posterior → anterior``; ``(..., 2)`` points → ``(...)`` degrees."""
     d = np.asarray(anterior_mm, dtype=float) - np.asarray(posterior_mm, dtype=float)
-    return np.degrees(np.arctan2(d[..., 1], d[..., 0]))
+    deg: np.ndarray = np.degrees(np.arctan2(d[..., 1], d[..., 0]))
+    return deg

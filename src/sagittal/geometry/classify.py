@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ..levels import LEVEL_INDEX
 
@@ -26,13 +27,15 @@ ROUSSOULY_SS_DEG = (35.0, 45.0)
 _CODES = np.array(["0", "+", "++"], dtype=object)
 
 
-def _modifier(value: np.ndarray, cuts: tuple[float, float]) -> np.ndarray:
+def _modifier(value: ArrayLike, cuts: tuple[float, float]) -> np.ndarray:
     v = np.asarray(value, dtype=float)
     idx = (v >= cuts[0]).astype(int) + (v > cuts[1]).astype(int)
-    return np.where(np.isnan(v), None, _CODES[idx])
+    codes = np.array(_CODES[idx], dtype=object)
+    codes[np.isnan(v)] = None
+    return codes
 
 
-def schwab_modifiers(pi_ll_deg, pt_deg, sva_mm) -> dict[str, np.ndarray]:
+def schwab_modifiers(pi_ll_deg: ArrayLike, pt_deg: ArrayLike, sva_mm: ArrayLike) -> dict[str, np.ndarray]:
     """SRS-Schwab modifiers ``{"pi_ll": …, "pt": …, "sva": …}``; ``None`` where unmeasured."""
     return {
         "pi_ll": _modifier(pi_ll_deg, SCHWAB_PI_LL_DEG),
@@ -41,7 +44,7 @@ def schwab_modifiers(pi_ll_deg, pt_deg, sva_mm) -> dict[str, np.ndarray]:
     }
 
 
-def roussouly_type(points_mm: np.ndarray, ss_deg) -> np.ndarray:
+def roussouly_type(points_mm: ArrayLike, ss_deg: ArrayLike) -> np.ndarray:
     """Roussouly type 1–4 ``(...)`` (0 where not measurable) from ``points_mm : (..., 18, 6, 2)``."""
     p = np.asarray(points_mm, dtype=float)
     ss = np.asarray(ss_deg, dtype=float)

@@ -9,15 +9,16 @@ quantity sagittal reports is translation invariant).
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 
-def facing_sign(anterior) -> np.ndarray:
+def facing_sign(anterior: ArrayLike) -> np.ndarray:
     """+1 where the patient faces the image's right, -1 for left, NaN otherwise."""
     a = np.asarray(anterior)
     return np.where(a == "right", 1.0, np.where(a == "left", -1.0, np.nan))
 
 
-def pixels_to_patient(points_px: np.ndarray, spacing_mm, anterior) -> np.ndarray:
+def pixels_to_patient(points_px: ArrayLike, spacing_mm: ArrayLike, anterior: ArrayLike) -> np.ndarray:
     """Map ``points_px : (..., 2)`` ``[col, row]`` to ``(..., 2)`` mm ``[x anterior, y superior]``.
 
     ``spacing_mm : (..., 2)`` is ``[row, col]``; its leading shape, and that of ``anterior``

@@ -135,4 +135,5 @@ def morphometry(points_mm: np.ndarray, levels: slice | np.ndarray = slice(None))
 def morphology_name(index: np.ndarray) -> np.ndarray:
     """Names for ``morphology_index`` values (``None`` for -1)."""
     names = np.array([None, "normal", "wedge", "biconcave", "crush"], dtype=object)
-    return names[np.asarray(index) + 1]
+    out: np.ndarray = names[np.asarray(index) + 1]
+    return out

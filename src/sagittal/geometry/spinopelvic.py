@@ -45,7 +45,8 @@ def pelvic_tilt_deg(s1_mm: np.ndarray, hip_mm: np.ndarray) -> np.ndarray:
     axis lies anterior to that midpoint. ``hip_mm : (..., 2)`` → ``(...)``."""
     s1 = np.asarray(s1_mm, dtype=float)
     d = s1.mean(axis=-2) - np.asarray(hip_mm, dtype=float)
-    return np.degrees(np.arctan2(-d[..., 0], d[..., 1]))
+    pt: np.ndarray = np.degrees(np.arctan2(-d[..., 0], d[..., 1]))
+    return pt
 
 
 def pelvic_incidence_deg(s1_mm: np.ndarray, hip_mm: np.ndarray) -> np.ndarray:
@@ -78,7 +79,8 @@ def sagittal_vertical_axis_mm(points_mm: np.ndarray, s1_mm: np.ndarray) -> np.nd
     positive when the plumb line is anterior."""
     p = np.asarray(points_mm, dtype=float)
     c7 = p[..., _C7, :4, 0].mean(axis=-1)
-    return c7 - np.asarray(s1_mm, dtype=float)[..., 1, 0]
+    sva: np.ndarray = c7 - np.asarray(s1_mm, dtype=float)[..., 1, 0]
+    return sva
 
 
 def t1_pelvic_angle_deg(points_mm: np.ndarray, s1_mm: np.ndarray, hip_mm: np.ndarray) -> np.ndarray:

@@ -16,7 +16,9 @@ Spacing stays ``[row, column]`` as DICOM stores it, non-square pixels included.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from .discover import Header
 
@@ -44,7 +46,7 @@ class Calibration:
         if (self.pixel_spacing_mm is None) != (self.source == "none"):
             raise ValueError("a calibration has a spacing exactly when its source is not 'none'")
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {
             "pixel_spacing_mm": None if self.pixel_spacing_mm is None else list(self.pixel_spacing_mm),
             "spacing_source": self.source,
@@ -54,7 +56,7 @@ class Calibration:
         }
 
 
-def parse_spacing(values) -> tuple[float, float] | None:
+def parse_spacing(values: Iterable[Any] | None) -> tuple[float, float] | None:
     """Two finite positive numbers, or ``None`` (a single value is not a spacing)."""
     if not values:
         return None
