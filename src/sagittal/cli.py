@@ -153,6 +153,21 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_cohort(args: argparse.Namespace) -> int:
+    from .cohort.export import run_cohort
+
+    result = run_cohort(args.inputs, args.outdir, args.key, args.clinical, workers=args.workers)
+    for where, reason in result.errors:
+        print(f"sagittal cohort: error: {where}: {reason} (skipped)", file=sys.stderr)
+    for w in result.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    rows = ", ".join(f"{n} {name}" for name, n in result.rows.items())
+    print(f"read {result.n_documents} analysis document(s) from {result.n_files} file(s), skipped "
+          f"{len(result.errors)}; wrote {rows} row(s) into {args.outdir} (Parquet + CSV, data_dictionary.json/.md, "
+          "figures/)")
+    return 0 if result.n_documents or not result.errors else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sagittal", description="Spinal sagittal balance and vertebral-fracture analysis.")
     p.add_argument("--version", action="version", version=f"sagittal {__version__}")
@@ -214,6 +229,21 @@ def build_parser() -> argparse.ArgumentParser:
                                     "unreadable input gets a 'rejected' document and an error on stderr.")
     me.add_argument("files", nargs="+", metavar="FILE")
     me.set_defaults(func=_cmd_measure)
+
+    co = sub.add_parser("cohort", help="de-identified research tables from analysis documents (Parquet + CSV)",
+                        description="Find analysis documents (sagittal.analysis/1) under ANALYSIS_DIR, link each "
+                                    "patient's studies over time and write the studies, vertebrae and progression "
+                                    "tables (Parquet + CSV), a data dictionary and figures into OUTDIR. Patients are "
+                                    "keyed pseudonyms (HMAC-SHA-256 with the secret in KEYFILE, created with mode 0600 "
+                                    "when absent: keep it, and keep it out of OUTDIR); dates become days since the "
+                                    "patient's first study; no UID, name, ID, date or free text is written.")
+    co.add_argument("inputs", nargs="+", metavar="ANALYSIS_DIR", help="folders (or files) of analysis documents")
+    co.add_argument("-o", "--outdir", required=True)
+    co.add_argument("--key", required=True, metavar="KEYFILE", help="secret key file (created 0600 when absent)")
+    co.add_argument("--clinical", metavar="FILE", help="clinical CSV keyed by patient_id, with the optional treatment "
+                    "and outcome columns (see docs/cohort.md)")
+    co.add_argument("--workers", type=_positive_int, default=1, help="processes reading documents (default 1)")
+    co.set_defaults(func=_cmd_cohort)
     return p
 
 
