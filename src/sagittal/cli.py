@@ -168,6 +168,34 @@ def _cmd_cohort(args: argparse.Namespace) -> int:
     return 0 if result.n_documents or not result.errors else 1
 
 
+def _query(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (e.g. PatientID=123), not {text!r}")
+    return key, value
+
+
+def _cmd_pull(args: argparse.Namespace) -> int:
+    from .pacs import pull
+
+    if not args.study and not args.query:
+        raise SagittalError("name the studies: --study UID and/or --query KEY=VALUE")
+    result = pull(args.url, args.outdir, study_uids=args.study or (), query=dict(args.query) if args.query else None)
+    print(f"pulled {len(result.files)} file(s) ({result.skipped_existing} already there) from "
+          f"{len(result.studies)} study(ies) into {args.outdir}")
+    return 0
+
+
+def _cmd_push(args: argparse.Namespace) -> int:
+    from .pacs import push
+
+    result = push(args.url, args.inputs)
+    for path, reason in result.failed:
+        print(f"sagittal push: not stored: {path}: {reason}", file=sys.stderr)
+    print(f"stored {len(result.stored)} instance(s); {len(result.failed)} file(s) not stored")
+    return 0 if result.stored or not result.failed else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sagittal", description="Spinal sagittal balance and vertebral-fracture analysis.")
     p.add_argument("--version", action="version", version=f"sagittal {__version__}")
@@ -244,6 +272,26 @@ def build_parser() -> argparse.ArgumentParser:
                     "and outcome columns (see docs/cohort.md)")
     co.add_argument("--workers", type=_positive_int, default=1, help="processes reading documents (default 1)")
     co.set_defaults(func=_cmd_cohort)
+
+    auth = ("Credentials come from the environment only: SAGITTAL_DICOMWEB_TOKEN (bearer), or "
+            "SAGITTAL_DICOMWEB_USER and SAGITTAL_DICOMWEB_PASSWORD (basic). TLS certificates are verified "
+            "(REQUESTS_CA_BUNDLE names your CA). Needs the 'dicomweb' extra.")
+    pu = sub.add_parser("pull", help="retrieve studies from a PACS over DICOMweb (QIDO-RS + WADO-RS)",
+                        description="Find studies by UID and/or a QIDO-RS query and retrieve every instance "
+                                    "(as stored, no transcoding) into OUTDIR/<study>/<series>/<sop>.dcm. " + auth)
+    pu.add_argument("url", metavar="URL", help="DICOMweb service root, e.g. https://pacs.example.org/dicom-web")
+    pu.add_argument("--study", nargs="+", metavar="UID", default=[], help="Study Instance UIDs")
+    pu.add_argument("--query", action="append", type=_query, metavar="KEY=VALUE", default=[],
+                    help="QIDO-RS study filter (repeatable), e.g. PatientID=123, StudyDate=20250101-20250131, "
+                         "ModalitiesInStudy=DX")
+    pu.add_argument("-o", "--outdir", required=True)
+    pu.set_defaults(func=_cmd_pull)
+    ps = sub.add_parser("push", help="store DICOM files (SR, Secondary Capture …) in a PACS over DICOMweb (STOW-RS)",
+                        description="Store every DICOM file under FILE_OR_DIR with STOW-RS; files that are not DICOM "
+                                    "or that the PACS refuses are listed with the reason. " + auth)
+    ps.add_argument("url", metavar="URL", help="DICOMweb service root")
+    ps.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR")
+    ps.set_defaults(func=_cmd_push)
     return p
 
 
