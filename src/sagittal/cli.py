@@ -139,11 +139,17 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _analyze_outputs(args: argparse.Namespace) -> tuple[str, ...]:
+    """Extra per-document outputs asked for (registered in ``sagittal.batch.units``)."""
+    return tuple(name for name in ("sr",) if getattr(args, name, False))
+
+
 def _cmd_analyze(args: argparse.Namespace) -> int:
     from .batch.analyze import run_analyze
 
-    result = run_analyze(args.inputs, args.outdir, device=args.device, workers=args.workers, weights=args.weights,
-                         clinical=args.clinical)
+    result = run_analyze(args.inputs, args.outdir, device=args.device, workers=args.workers, dask=args.dask,
+                         weights=args.weights, clinical=args.clinical, batch_size=args.batch_size,
+                         mixed_precision=args.mixed_precision, outputs=_analyze_outputs(args))
     st = result["statuses"]
     print(f"analysed {result['analysed']} image(s) ({result['skipped_existing']} already done), "
           f"{result['set_aside']} file(s) set aside; documents: {st['ok']} ok, {st['partial']} partial, "
@@ -238,7 +244,14 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("-o", "--outdir", required=True)
     an.add_argument("--clinical", metavar="FILE", help="also write the candidacy report (see 'sagittal report')")
     an.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    an.add_argument("--workers", type=_positive_int, default=1, help="processes (each runs its own model)")
+    an.add_argument("--workers", type=_positive_int, default=1, help="local processes (each loads the model once)")
+    an.add_argument("--dask", metavar="ADDRESS", default=None,
+                    help="run on a Dask cluster: local or local:N (a LocalCluster of N worker processes) or "
+                         "tcp://HOST:PORT (a running scheduler); needs the 'dask' extra")
+    an.add_argument("--batch-size", type=_positive_int, default=None, metavar="N",
+                    help="images per landmark-model batch (default 4 on CPU, 16 on CUDA)")
+    an.add_argument("--mixed-precision", action="store_true",
+                    help="CUDA only: run the networks in float16 autocast (not validated for accuracy; off by default)")
     an.add_argument("--weights", help="landmark weights (default: the packaged sagittal/weights/landmarks.pt, or $SAGITTAL_WEIGHTS)")
     an.set_defaults(func=_cmd_analyze)
 

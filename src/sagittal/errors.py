@@ -4,7 +4,7 @@ the input and says what to do."""
 
 from __future__ import annotations
 
-__all__ = ["SagittalError", "DicomReadError", "CalibrationError", "InputError"]
+__all__ = ["SagittalError", "DicomReadError", "CalibrationError", "InputError", "AnalysisError"]
 
 
 class SagittalError(Exception):
@@ -21,3 +21,7 @@ class CalibrationError(SagittalError, ValueError):
 
 class InputError(SagittalError, ValueError):
     """A user-supplied argument or file is not what the command expects."""
+
+
+class AnalysisError(SagittalError, RuntimeError):
+    """An input was read but could not be analysed (the landmark model or a later stage failed)."""

@@ -13,6 +13,7 @@ import numpy as np
 import pydicom
 import pytest
 
+from sagittal.api import Analyzer
 from sagittal.cli import main
 from sagittal.landmarks.infer import DEFAULT_WEIGHTS
 from sagittal.phantom import build_spine, render_ct, render_radiograph, sample_spec
@@ -159,26 +160,38 @@ def test_landmarks_land_on_the_bodies(run, export):
 
 def test_a_failure_inside_a_batch_is_one_files_failure(export, tmp_path, monkeypatch):
     """The model fails on the batch: the batch is redone one image at a time, and only the image
-    it fails on is set aside, with the reason."""
-    from sagittal.batch import analyze as an
+    it fails on is set aside, with the reason; the others' documents are written."""
+    from sagittal.batch.units import Failure, plan_units
+    from sagittal.landmarks import infer
 
     class Flaky:
         calls = 0
+        device = "cpu"
         last_timings: dict = {}
 
-        def detect(self, images, facing=None):
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def detect(self, images, facing=None, batch_size=8):
             Flaky.calls += 1
             if len(images) > 1 or Flaky.calls == 3:
                 raise RuntimeError("model exploded")
             return [({"vertebrae": {}, "s1_endplate": None, "femoral_heads": []}, None, [])]
 
-    monkeypatch.setattr(an, "_detector", lambda *a: Flaky())
-    tasks, _, _ = an.plan([export], tmp_path)
-    results = an.analyse_batch(tasks)
-    assert len(results) == len(tasks) == 3
-    failed = [err for doc, err in results if err]
+    monkeypatch.setattr(infer, "LandmarkDetector", Flaky)
+    units, _, _ = plan_units([export])
+    results = Analyzer(device="cpu").analyze_many(units)
+    assert len(results) == len(units) == 3
+    failed = [r for r in results if isinstance(r, Failure)]
     assert len(failed) == 1 and "model exploded" in failed[0].reason and failed[0].stage == "analyse"
-    docs = [doc for doc, err in results if doc]
-    assert len(docs) == 2 and all(d["status"] == "rejected" for d in docs)
-    for (doc, err), task in zip(results, tasks):
-        assert Path(task.out_json).is_file() == (doc is not None)
+    assert failed[0].files == units[results.index(failed[0])].files
+    docs = [r for r in results if not isinstance(r, Failure)]
+    assert len(docs) == 2 and all(d.status == "rejected" for d in docs)
+    Flaky.calls = 0
+    out = tmp_path / "out"
+    assert main(["analyze", str(export), "-o", str(out), "--device", "cpu"]) == 0
+    for unit, result in zip(units, results, strict=True):
+        assert (out / unit.relpath()).is_file() == (not isinstance(result, Failure))
+    with open(out / "errors.csv", newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["stage"] == "analyse"]
+    assert [r["path"] for r in rows] == list(failed[0].files) and "model exploded" in rows[0]["reason"]

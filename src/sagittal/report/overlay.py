@@ -17,8 +17,11 @@ def _pt(p, s):
     return int(round(p[0] * s)), int(round(p[1] * s))
 
 
-def render_overlay(image: np.ndarray, doc: dict) -> np.ndarray:
-    """BGR uint8 overlay of ``doc`` (an analysis document) on the bone-bright ``image``."""
+def render_overlay(image: np.ndarray, doc: dict, px_scale: float = 1.0) -> np.ndarray:
+    """BGR uint8 overlay of ``doc`` (an analysis document) on the bone-bright ``image``.
+
+    ``px_scale``: pixels of ``image`` per pixel of the stored image the landmarks refer to
+    (less than 1 for an image decoded at reduced resolution)."""
     img = np.asarray(image, np.float32)
     lo, hi = np.percentile(img[:: max(1, img.shape[0] // 300), :: max(1, img.shape[1] // 300)], (1, 99.5))
     grey = np.clip((img - lo) / max(hi - lo, 1e-6) * 255, 0, 255).astype(np.uint8)
@@ -26,6 +29,7 @@ def render_overlay(image: np.ndarray, doc: dict) -> np.ndarray:
     if s < 1:
         grey = cv2.resize(grey, (int(grey.shape[1] * s), int(grey.shape[0] * s)), interpolation=cv2.INTER_AREA)
     out = cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)
+    s *= px_scale  # landmark pixels -> overlay pixels
     lm = doc["landmarks"]
     th = max(1, int(round(out.shape[0] / 700)))
     font = 0.35 * max(1.0, out.shape[0] / 900)

@@ -1,0 +1,136 @@
+"""Executors: where ``worker.run_chunk`` runs — in this process, in local worker processes, or
+on a Dask cluster. Each yields ``(outcomes, timings)`` per chunk as chunks complete, and
+accounts for every unit exactly once: a chunk lost with its process becomes failures (local
+processes) or is recomputed elsewhere by Dask's scheduler (a worker lost mid-batch).
+
+Chunks in flight are bounded (a few per worker), so memory does not grow with the batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+
+from .units import Failure, Outcome, Unit
+from .worker import RunConfig, analyzer_for, run_chunk_timed
+
+log = logging.getLogger(__name__)
+Chunk = list[tuple[int, Unit]]
+Completed = tuple[list[Outcome], dict[str, float]]
+IN_FLIGHT_PER_WORKER = 2
+
+
+def _lost(chunk: Chunk, reason: str) -> list[Outcome]:
+    return [Outcome(i, failure=Failure(u.files, "analyse", reason)) for i, u in chunk]
+
+
+def serial(chunks: Sequence[Chunk], config: RunConfig) -> Iterator[Completed]:
+    """Every chunk in this process, one after the other."""
+    for chunk in chunks:
+        yield run_chunk_timed(chunk, config)
+
+
+def _init_process(config: RunConfig) -> None:
+    try:
+        analyzer_for(config)  # the model, once per process, before the first chunk
+    except Exception:  # run_chunk reports it per unit
+        log.exception("the landmark model could not be loaded in a worker process")
+
+
+def processes(chunks: Sequence[Chunk], config: RunConfig, workers: int) -> Iterator[Completed]:
+    """Chunks over ``workers`` local processes (spawned: no state shared with the driver)."""
+    import multiprocessing as mp
+    from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
+
+    pending = list(reversed(chunks))
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"), initializer=_init_process,
+                             initargs=(config,)) as pool:
+        running: dict[Future[Completed], Chunk] = {}
+        broken = False
+        while pending or running:
+            while pending and not broken and len(running) < IN_FLIGHT_PER_WORKER * workers:
+                chunk = pending.pop()
+                try:
+                    running[pool.submit(run_chunk_timed, chunk, config)] = chunk
+                except BrokenProcessPool:
+                    pending.append(chunk)
+                    broken = True
+            if broken and not running:  # nothing can run any more
+                for chunk in reversed(pending):
+                    yield _lost(chunk, "a worker process died (killed or out of memory); rerun to retry"), {}
+                return
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in done:
+                chunk = running.pop(fut)
+                try:
+                    yield fut.result()
+                except BrokenProcessPool:
+                    broken = True
+                    yield _lost(chunk, "a worker process died (killed or out of memory); rerun to retry"), {}
+                except Exception as exc:  # pickling and the like: the chunk's, not the batch's
+                    yield _lost(chunk, f"{type(exc).__name__}: {exc}"), {}
+
+
+def dask_client(address: str) -> tuple[object, object | None, int]:
+    """A ``distributed.Client`` for ``local``, ``local:N`` or ``tcp://host:port``; with the
+    LocalCluster it started (or ``None``) and the number of worker threads."""
+    import os
+
+    from ..errors import InputError
+
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError as exc:
+        raise InputError("--dask needs dask's distributed scheduler: pip install 'sagittal[dask]'") from exc
+    cluster = None
+    if address == "local" or address.startswith("local:"):
+        text = address.partition(":")[2]
+        if text and not (text.isdigit() and int(text) > 0):
+            raise InputError(f"--dask {address}: expected local or local:N with N a positive number of workers")
+        n = int(text) if text else (os.cpu_count() or 1)
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
+                               dashboard_address=None)
+        client = Client(cluster)
+    else:
+        if "://" not in address:
+            raise InputError(f"--dask {address}: expected local, local:N or a scheduler address such as tcp://host:8786")
+        try:
+            client = Client(address, timeout="20s")
+        except OSError as exc:
+            raise InputError(f"--dask {address}: cannot reach the scheduler ({exc})") from exc
+    threads = sum(w.get("nthreads", 1) for w in client.scheduler_info()["workers"].values())
+    return client, cluster, max(1, threads)
+
+
+def dask(chunks: Sequence[Chunk], config: RunConfig, address: str) -> Iterator[Completed]:
+    """Chunks as tasks on a Dask cluster; a task lost with its worker is rerun by the scheduler
+    on another (up to its allowed failures, then the chunk is recorded as failed)."""
+    from distributed import as_completed
+
+    client, cluster, threads = dask_client(address)
+    try:
+        pending = list(reversed(chunks))
+        window = max(IN_FLIGHT_PER_WORKER * threads, 4)
+        futures = {}
+        for _ in range(min(window, len(pending))):
+            chunk = pending.pop()
+            futures[client.submit(run_chunk_timed, chunk, config, pure=False)] = chunk  # type: ignore[attr-defined]
+        queue = as_completed(list(futures))
+        for fut in queue:
+            chunk = futures.pop(fut)
+            try:
+                result = fut.result()
+            except Exception as exc:  # KilledWorker after repeated losses, or the task's own error
+                result = (_lost(chunk, f"{type(exc).__name__}: {exc}"), {})
+            fut.release()
+            if pending:
+                nxt = pending.pop()
+                new = client.submit(run_chunk_timed, nxt, config, pure=False)  # type: ignore[attr-defined]
+                futures[new] = nxt
+                queue.add(new)
+            yield result
+    finally:
+        client.close()  # type: ignore[attr-defined]
+        if cluster is not None:
+            cluster.close()  # type: ignore[attr-defined]

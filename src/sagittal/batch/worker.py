@@ -1,0 +1,87 @@
+"""The worker side of a batch: a pure function from units of work to values.
+
+``run_chunk`` analyses a chunk of units with the process's own ``Analyzer`` (the model loaded
+once per process and configuration) and returns one ``Outcome`` per unit: its document and the
+bytes of its overlay PNG (and any registered extra output), or a ``Failure``. It writes
+nothing and never raises: the driver alone writes outputs.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from .units import Failure, Outcome, Unit, output_maker
+
+_ANALYZERS: dict[RunConfig, Any] = {}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """What every worker needs to analyse alike (hashable, picklable)."""
+
+    weights: str | None = None
+    device: str = "cpu"
+    batch_size: int | None = None
+    threads: int | None = None
+    mixed_precision: bool = False
+    outputs: tuple[str, ...] = ()  # extra outputs by registered name (e.g. "sr")
+
+
+def analyzer_for(config: RunConfig) -> Any:
+    """This process's ``Analyzer`` for ``config``, made (and its model loaded) on first use."""
+    if config not in _ANALYZERS:
+        from ..api import Analyzer
+
+        _ANALYZERS.clear()  # one model per process
+        _ANALYZERS[config] = Analyzer(config.device, config.weights, batch_size=config.batch_size,
+                                      threads=config.threads, mixed_precision=config.mixed_precision).load()
+    return _ANALYZERS[config]
+
+
+def _encode_png(rgb: Any) -> bytes:
+    import cv2
+
+    ok, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise RuntimeError("the overlay could not be encoded as PNG")
+    return bytes(png.tobytes())
+
+
+def run_chunk(chunk: list[tuple[int, Unit]], config: RunConfig, timings: dict[str, float] | None = None) -> list[Outcome]:
+    """Analyse ``chunk`` (``(index, unit)`` pairs); one ``Outcome`` per pair, in order, never raising.
+
+    ``timings``, when given, receives the seconds of each stage summed over the chunk."""
+    try:
+        analyzer = analyzer_for(config)
+        before = dict(analyzer.timings)
+        results = analyzer.analyze_many([u for _, u in chunk])
+    except Exception as exc:  # the model could not even be loaded here: every unit fails alike
+        reason = f"{type(exc).__name__}: {exc}"
+        return [Outcome(i, failure=Failure(u.files, "analyse", reason)) for i, u in chunk]
+    outcomes = []
+    t = time.perf_counter()
+    for (i, unit), result in zip(chunk, results, strict=True):
+        if isinstance(result, Failure):
+            outcomes.append(Outcome(i, failure=result))
+            continue
+        try:
+            files = {"png": _encode_png(result.overlay())}
+            for name in config.outputs:
+                files.update(output_maker(name)(result, unit))
+            outcomes.append(Outcome(i, document=result.to_json(), files=files))
+        except Exception as exc:
+            where = unit.files[0] if unit.files else unit.name
+            outcomes.append(Outcome(i, failure=Failure(unit.files, "outputs", f"{where}: {type(exc).__name__}: {exc}")))
+    if timings is not None:
+        for k, v in analyzer.timings.items():
+            timings[k] = timings.get(k, 0.0) + v - before.get(k, 0.0)
+        timings["outputs"] = timings.get("outputs", 0.0) + time.perf_counter() - t
+    return outcomes
+
+
+def run_chunk_timed(chunk: list[tuple[int, Unit]], config: RunConfig) -> tuple[list[Outcome], dict[str, float]]:
+    """``run_chunk`` with its stage timings, for executors in other processes."""
+    timings: dict[str, float] = {}
+    return run_chunk(chunk, config, timings), timings

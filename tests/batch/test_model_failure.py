@@ -1,0 +1,54 @@
+"""A model failure on a chunk that holds a single image (the last image of a batch) is that
+image's failure: it goes to errors.csv and the run goes on (issue 10's crash: the whole
+``analyze`` run used to stop, losing the rest of the batch)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sagittal.cli import main
+from sagittal.io.series import scan_export
+from sagittal.landmarks import infer
+from sagittal.phantom import build_spine, render_radiograph, sample_spec
+from sagittal.phantom.dicom import StudyInfo, radiograph_dataset, write_dataset
+
+pytestmark = pytest.mark.skipif(not Path(infer.DEFAULT_WEIGHTS).is_file(), reason="landmark weights not trained yet")
+
+
+@pytest.mark.slow
+def test_model_failure_on_a_lone_image_does_not_stop_the_run(tmp_path, monkeypatch):
+    # five radiographs, each of its own size: with four images per model batch the last one
+    # planned sits alone in its chunk
+    spine = build_spine(sample_spec(np.random.default_rng(11)))
+    info = StudyInfo.make("crash/1", "CRASH")
+    for k, spacing in enumerate((1.0, 1.05, 1.1, 1.15, 1.2)):
+        rg = render_radiograph(spine, np.random.default_rng(k), pixel_spacing_mm=spacing, field_of_view="lumbar",
+                               modality="CR")
+        write_dataset(radiograph_dataset(rg, info, f"crash/{k}"), tmp_path / "in" / f"im{k}", "explicit")
+    last = scan_export([tmp_path / "in"], decode_pixels=False).series[-1].headers[-1]
+    bad_shape = (last.rows, last.columns)
+
+    real_detect = infer.LandmarkDetector.detect
+
+    def detect(self, images, *args, **kwargs):
+        if any(img.shape == bad_shape for img in images):
+            raise RuntimeError("model exploded")
+        return real_detect(self, images, *args, **kwargs)
+
+    monkeypatch.setattr(infer.LandmarkDetector, "detect", detect)
+    out = tmp_path / "out"
+    assert main(["analyze", str(tmp_path / "in"), "-o", str(out), "--device", "cpu"]) == 0
+    with open(out / "errors.csv", newline="") as fh:
+        errors = list(csv.DictReader(fh))
+    assert [(r["path"], r["stage"]) for r in errors] == [(last.path, "analyse")]
+    assert "model exploded" in errors[0]["reason"]
+    docs = [json.loads(p.read_text()) for p in out.rglob("*.json")]
+    analysed = sorted(d["source"]["path"] for d in docs if d.get("schema") == "sagittal.analysis/1")
+    assert len(analysed) == 4 and last.path not in analysed
+    with open(out / "summary.csv", newline="") as fh:
+        assert len(list(csv.DictReader(fh))) == 4
