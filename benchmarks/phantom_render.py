@@ -60,7 +60,7 @@ def main() -> None:
     info = StudyInfo.make("bench", "BENCH")
     with tempfile.TemporaryDirectory() as tmp:
         for ts in TRANSFER_SYNTAXES:
-            t, _ = _median_s(lambda: write_dataset(radiograph_dataset(small, info, ts), Path(tmp) / f"{ts}.dcm", ts), 3)
+            t, _ = _median_s(lambda ts=ts: write_dataset(radiograph_dataset(small, info, ts), Path(tmp) / f"{ts}.dcm", ts), 3)
             size = (Path(tmp) / f"{ts}.dcm").stat().st_size
             rows.append((f"write 0.6 mm DX, {ts}", t, f"{size / 1e6:.2f} MB"))
     print(f"{'what':32} {'median s':>9}  notes")

@@ -49,7 +49,7 @@ def test_sample_dicom_regenerates(tmp_path):
     make_samples(tmp_path / "s")
     fresh, kept = _truths(tmp_path / "s"), _truths(SAMPLES)
     assert fresh == kept
-    for pid, doc in kept.items():
+    for doc in kept.values():
         for study in doc["studies"]:
             for img in study["images"]:
                 for rel in img["files"][:3]:

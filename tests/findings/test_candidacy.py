@@ -11,9 +11,9 @@ import pytest
 
 from sagittal.cli import main
 from sagittal.errors import InputError
-from sagittal.findings.clinical import ClinicalInputs, read_clinical_csv
-from sagittal.report.candidacy import build_reports, patient_facts
 from sagittal.findings.candidacy import evaluate_patient
+from sagittal.findings.clinical import ClinicalInputs, read_clinical_csv
+from sagittal.report.candidacy import patient_facts
 
 
 def vert(level, grade=0, loss=5.0, rk=8.0, oedema=None, cleft=None):

@@ -4,11 +4,8 @@ truth's calibration; volumes get their true geometry; mangled files only raise S
 from __future__ import annotations
 
 import csv
-import shutil
-from pathlib import Path
 
 import numpy as np
-import pydicom
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st

@@ -45,7 +45,8 @@ def test_pelvis_placed_so_that_pi_equals_pt_plus_ss(pi, pt):
     assert ss == pytest.approx(pi - pt, abs=1e-9)
     assert pt_meas == pytest.approx(pt, abs=1e-9)
     assert pi_meas == pytest.approx(pi, abs=1e-9)
-    assert s.parameters["pelvic_incidence_deg"] == pytest.approx(s.parameters["pelvic_tilt_deg"] + s.parameters["sacral_slope_deg"], abs=1e-12)
+    params = s.parameters
+    assert params["pelvic_incidence_deg"] == pytest.approx(params["pelvic_tilt_deg"] + params["sacral_slope_deg"], abs=1e-12)
     np.testing.assert_allclose(hip, s.hip_axis_mm, atol=1e-12)
 
 
@@ -54,7 +55,8 @@ def test_unfractured_alignment_is_what_was_requested(seed):
     s = _spine(seed, n_fractures=0)
     p = s.points_mm
     ll = _angle_deg(p[LEVEL_INDEX["L1"], 0] - p[LEVEL_INDEX["L1"], 1]) - _angle_deg(s.s1_mm[0] - s.s1_mm[1])
-    tk = _angle_deg(p[LEVEL_INDEX["T12"], 3] - p[LEVEL_INDEX["T12"], 2]) - _angle_deg(p[LEVEL_INDEX["T4"], 0] - p[LEVEL_INDEX["T4"], 1])
+    t4, t12 = LEVEL_INDEX["T4"], LEVEL_INDEX["T12"]
+    tk = _angle_deg(p[t12, 3] - p[t12, 2]) - _angle_deg(p[t4, 0] - p[t4, 1])
     assert ll == pytest.approx(s.spec.lumbar_lordosis_deg, abs=1e-9)
     assert tk == pytest.approx(s.spec.thoracic_kyphosis_deg, abs=1e-9)
     assert s.parameters["lumbar_lordosis_deg"] == pytest.approx(ll, abs=1e-9)

@@ -9,8 +9,18 @@ import pytest
 
 from sagittal.levels import LEVEL_INDEX
 from sagittal.phantom.anatomy import Fracture, build_spine, sample_spec
-from sagittal.phantom.volume import (CORTEX, FLUID, GAS, MARROW, OEDEMA, lps_to_voxel, render_ct, render_mr,
-                                     sagittal_maps, tissue_labels)
+from sagittal.phantom.volume import (
+    CORTEX,
+    FLUID,
+    GAS,
+    MARROW,
+    OEDEMA,
+    lps_to_voxel,
+    render_ct,
+    render_mr,
+    sagittal_maps,
+    tissue_labels,
+)
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +74,7 @@ def test_ct_is_in_hounsfield_units_with_gas_as_air(spine):
     hu = ct.stored.astype(np.float32) * ct.rescale[0] + ct.rescale[1]
     # the slice through the T12 gas cleft
     t12 = spine.points_mm[LEVEL_INDEX["T12"]]
-    y_cleft = float((0.28 * t12[[2, 3], 1].mean() + 0.72 * t12[[0, 1], 1].mean()))
+    y_cleft = float(0.28 * t12[[2, 3], 1].mean() + 0.72 * t12[[0, 1], 1].mean())
     k = int(np.argmin(np.abs(ct.positions_lps[:, 2] - ct.origin_lps[2] - y_cleft)))
     lab = _labels_for_slice(ct, spine, k)
     assert (lab == GAS).sum() > 3

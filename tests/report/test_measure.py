@@ -42,10 +42,10 @@ def _run(tmp_path, capsys, inputs: list) -> list[dict]:
 @pytest.mark.parametrize("calibration", ["PixelSpacing", "ImagerPixelSpacing/ERMF", "both"])
 def test_measure_recovers_phantom_truth(tmp_path, capsys, schema, facing, calibration):
     inputs, truths = zip(*[_truth_input(s, modality="CR", field_of_view="whole", facing=facing,
-                                        calibration=calibration) for s in range(4)])
+                                        calibration=calibration) for s in range(4)], strict=True)
     rc, docs = _run(tmp_path, capsys, list(inputs))
     assert rc == 0
-    for doc, truth in zip(docs, truths):
+    for doc, truth in zip(docs, truths, strict=True):
         jsonschema.validate(doc, schema)
         assert doc["source"] is None and doc["status"] == "ok"
         for key in ("pelvic_incidence_deg", "pelvic_tilt_deg", "sacral_slope_deg", "lumbar_lordosis_deg",

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sagittal.training.data import bone_bright
 from sagittal.phantom import build_spine, render_radiograph, sample_spec
 from sagittal.phantom.truth import radiograph_truth
 from sagittal.report.analysis import analysis_document
 from sagittal.report.overlay import MAX_ROWS, render_overlay
+from sagittal.training.data import bone_bright
 
 OUTLINE, ENDPLATE, PLUMB, ARM = (0, 200, 255), (80, 255, 80), (0, 0, 255), (255, 0, 255)
 

@@ -428,7 +428,8 @@ def _sample_once(rng: np.random.Generator, n_fractures: int | None, overrides: d
     ll = overrides.get("lumbar_lordosis_deg", float(np.clip(pi + rng.normal(8, 9), 20, 85)))
     # keep the upper thoracic endplates as standing adults hold them (T4 tilted 0–40°
     # anterior-down before fractures): TK follows LL − SS
-    tk = overrides.get("thoracic_kyphosis_deg", float(np.clip(ll - ss + rng.normal(17, 8), max(10, ll - ss + 2), min(80, ll - ss + 35))))
+    tk_sampled = float(np.clip(ll - ss + rng.normal(17, 8), max(10, ll - ss + 2), min(80, ll - ss + 35)))
+    tk = overrides.get("thoracic_kyphosis_deg", tk_sampled)
     scale = rng.normal(1.0, 0.07)
     hp = NORMAL_POSTERIOR_MM * scale * rng.normal(1.0, 0.03, N_LEVELS)
     depth = _DEPTH_WIDTH_MM[:, 0] * scale * rng.normal(1.0, 0.04, N_LEVELS)

@@ -17,11 +17,11 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID,
     UID,
     ExplicitVRLittleEndian,
     JPEG2000Lossless,
     JPEGLSLossless,
-    PYDICOM_IMPLEMENTATION_UID,
     RLELossless,
     generate_uid,
 )
@@ -59,7 +59,7 @@ class StudyInfo:
 
     @classmethod
     def make(cls, key: str, patient_id: str, *, study_date: str = "20250101", age_years: int = 70, sex: str = "F",
-             study_id: str = "1") -> "StudyInfo":
+             study_id: str = "1") -> StudyInfo:
         """A study whose UID is derived from ``key`` (deterministic)."""
         d = _dt.date(int(study_date[:4]), int(study_date[4:6]), int(study_date[6:]))
         birth = d.replace(year=d.year - age_years, day=1)

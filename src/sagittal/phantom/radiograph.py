@@ -303,7 +303,7 @@ def render_radiograph(spine: Spine, rng: np.random.Generator, **overrides) -> Ra
         return ok & exposed[ri, ci]
     in_view = inside(px(pts)).all(axis=1)
     s1_in = bool(inside(px(spine.s1_mm)).all())
-    fem_in = np.array([bool(inside(px(_circle_poly(c, r, 16))).all()) for c, r in zip(fc, fr)])
+    fem_in = np.array([bool(inside(px(_circle_poly(c, r, 16))).all()) for c, r in zip(fc, fr, strict=True)])
     style = {k: v for k, v in st.items()}
     return Radiograph(
         pixels=img,
@@ -403,7 +403,7 @@ def _draw_bones(bone: np.ndarray, spine: Spine, st: dict, px, sp, rng: np.random
         _add_shape(bone, pe, 0.18 * dens, cortex * 0.6, rim)
     _add_shape(bone, px(spine.sacrum_mm), 0.3 * dens, cortex, rim)
     # femoral heads, necks and shafts, each side on its own (their outlines double up)
-    for c, r in zip(spine.femoral_centers_mm, spine.femoral_radii_mm):
+    for c, r in zip(spine.femoral_centers_mm, spine.femoral_radii_mm, strict=True):
         _add_shape(bone, px(_circle_poly(c, r)), 0.3 * dens, cortex, rim)
         ang = math.radians(rng.uniform(-110, -70))
         d = np.array([math.cos(ang), math.sin(ang)])

@@ -80,11 +80,13 @@ def _acute_patient(out: Path) -> dict:
 
 
 #: the clinical picture of the sample patients (synthetic), for the candidacy report demo
-CLINICAL_CSV = """patient_id,age,vas,pain_weeks,hospitalised,bed_bound,analgesic_failure,neuro_deficit,instability,malignancy_suspected,pulmonary_dysfunction,frail,mri_oedema_levels,cleft_levels
-PHA,58,3,10,no,no,no,no,no,no,no,no,,
-PHB,67,6,20,no,no,yes,no,no,no,no,no,,
-PHC,74,8,4,yes,yes,yes,no,no,no,no,yes,L1,
-"""
+CLINICAL_CSV = (
+    "patient_id,age,vas,pain_weeks,hospitalised,bed_bound,analgesic_failure,neuro_deficit,instability,"
+    "malignancy_suspected,pulmonary_dysfunction,frail,mri_oedema_levels,cleft_levels\n"
+    "PHA,58,3,10,no,no,no,no,no,no,no,no,,\n"
+    "PHB,67,6,20,no,no,yes,no,no,no,no,no,,\n"
+    "PHC,74,8,4,yes,yes,yes,no,no,no,no,yes,L1,\n"
+)
 
 
 def truth_analysis_documents(sample_dir: str | Path, outdir: str | Path) -> list[Path]:

@@ -63,7 +63,7 @@ def vertebrae(spine: Spine, in_view: np.ndarray | None = None) -> list[dict]:
             "heights_mm": {"anterior": round(float(h[0]), 4), "middle": round(float(h[1]), 4),
                            "posterior": round(float(h[2]), 4)},
             "heights_before_fracture_mm": {k: round(float(v), 4) for k, v in
-                                           zip(("anterior", "middle", "posterior"), spine.heights_before_mm[i])},
+                                           zip(("anterior", "middle", "posterior"), spine.heights_before_mm[i], strict=True)},
             "height_loss_pct": round(float(spine.loss_pct[i]), 4),
             "genant_grade": int(spine.grade[i]),
             "morphology": spine.morphology[i],
