@@ -37,10 +37,11 @@ CATEGORIES = (
 )
 
 POSITION_PAPER = "Roux et al., experts' position paper on vertebroplasty, RMD Open 2021;7:e001655"
-GUIDELINES = "guideline summaries on vertebral compression fractures (as condensed in CLINICAL.md)"
+GUIDELINES = "guideline summaries on the management of vertebral compression fractures (see docs/clinical.md)"
 GENANT = "Genant et al., semi-quantitative grading, J Bone Miner Res 1993;8:1137-48"
 TRIALS = "VERTOS II, VAPOUR, VERTOS IV and the sham-controlled trials (as summarised in the position paper)"
-SPINOPELVIC = "prospective cohort of 240 patients and adult-deformity literature (as condensed in CLINICAL.md)"
+SPINOPELVIC = ("prospective cohort of 240 patients on adjacent fractures and a cohort on surgery after compression "
+               "fractures, as reported in the position paper (Roux et al., RMD Open 2021;7:e001655)")
 SCHWAB = "Schwab et al., SRS-Schwab classification, Spine 2012;37:1077-82"
 
 #: thresholds, each with its source
@@ -327,6 +328,6 @@ def baseline(levels: dict[str, LevelFacts], fractured: list[str], parameters: di
         "regional_kyphosis_deg": {lv: levels[lv].regional_kyphosis_deg for lv in fractured},
         "height_loss_pct": {lv: levels[lv].height_loss_pct for lv in fractured},
         **{k: p.get(k) for k in keys},
-        "norms": "adults: PI 52 ± 10°, PT 13 ± 6°, SS 41 ± 8°, LL 61 ± 12°, SVA 0 ± 25 mm (CLINICAL.md); "
+        "norms": "adults: PI 52 ± 10°, PT 13 ± 6°, SS 41 ± 8°, LL 61 ± 12°, SVA 0 ± 25 mm (Legaye 1998, Vialle 2005); "
                  f"SRS-Schwab modifiers per {SCHWAB}",
     }
