@@ -9,7 +9,6 @@ patients and UIDs. See ``docs/cohort.md``.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import time
@@ -22,7 +21,7 @@ import numpy as np
 
 from .. import __version__
 from ..findings.clinical import ClinicalInputs, read_clinical_csv
-from ..fsio import atomic_path, atomic_write_bytes, atomic_write_text
+from ..fsio import atomic_path, atomic_write_text
 from .dictionary import TABLES, dictionary_markdown, dictionary_text
 from .pseudonym import load_or_create_key
 from .read import read_documents
@@ -81,9 +80,8 @@ def _write_table(outdir: Path, name: str, table: Table) -> list[Path]:
     pq_path, csv_path = outdir / f"{name}.parquet", outdir / f"{name}.csv"
     with atomic_path(pq_path) as tmp:
         pq.write_table(t, tmp, compression="zstd")
-    buf = io.BytesIO()
-    pcsv.write_csv(t, buf)
-    atomic_write_bytes(csv_path, buf.getvalue())
+    with atomic_path(csv_path) as tmp:
+        pcsv.write_csv(t, str(tmp))  # streamed to the file, never whole in memory
     return [pq_path, csv_path]
 
 

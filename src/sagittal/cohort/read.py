@@ -48,9 +48,13 @@ _LABEL_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01
 DOC_FLOATS = ("time_s", "age_years", *PARAMETERS)
 DOC_INTS = ("date", "status", "posture", "spacing", "sex", "modality", "roussouly", *SCHWAB, "n_warnings",
             "n_levels", "n_required", "software", "model", "order")
+#: one vertebra's values, in the order ``_vertebra`` returns them (then the document's index)
+VERT_FIELDS = ("level", "h_anterior", "h_middle", "h_posterior", "loss", "grade", "morph", "rk", "vk", "oedema",
+               "oedema_extent", "oedema_src", "cleft", "cleft_content", "cleft_src", "doc")
 VERT_FLOATS = ("h_anterior", "h_middle", "h_posterior", "loss", "rk", "vk", "oedema_extent")
-VERT_INTS = ("doc", "level", "grade", "morph", "oedema", "oedema_src", "cleft", "cleft_content", "cleft_src")
+VERT_INTS = tuple(k for k in VERT_FIELDS if k not in VERT_FLOATS)
 _NO = -1
+_NAN = math.nan
 
 
 class ReadError(ValueError):
@@ -103,7 +107,7 @@ class _Builder:
 
     def __init__(self) -> None:
         self.doc: dict[str, list[float] | list[int]] = {k: [] for k in (*DOC_FLOATS, *DOC_INTS)}
-        self.vert: dict[str, list[float] | list[int]] = {k: [] for k in (*VERT_FLOATS, *VERT_INTS)}
+        self.vert: list[tuple[float, ...]] = []  # one tuple per vertebra, VERT_FIELDS order
         self.patient: list[int] = []
         self.study: list[int] = []
         self.patient_ids: dict[str, int] = {}
@@ -128,14 +132,13 @@ class _Builder:
             self.doc[k].append(v)  # type: ignore[arg-type]
         self.patient.append(self._code(self.patient_ids, pid))
         self.study.append(self._code(self.study_uids, suid))
-        for v in verts:
-            v["doc"] = n
-            for k, x in v.items():
-                self.vert[k].append(x)  # type: ignore[arg-type]
+        self.vert += [(*v, n) for v in verts]
 
     def columns(self) -> Columns:
         doc = {k: np.asarray(self.doc[k], dtype=np.float64 if k in DOC_FLOATS else np.int64) for k in self.doc}
-        vert = {k: np.asarray(self.vert[k], dtype=np.float64 if k in VERT_FLOATS else np.int32) for k in self.vert}
+        table = np.asarray(self.vert, dtype=np.float64).reshape(-1, len(VERT_FIELDS))
+        vert = {k: table[:, i].copy() if k in VERT_FLOATS else table[:, i].astype(np.int32)
+                for i, k in enumerate(VERT_FIELDS)}
         return Columns(doc, vert, np.asarray(self.patient, dtype=np.int64), np.asarray(self.study, dtype=np.int64),
                        list(self.patient_ids), list(self.study_uids), list(self.labels), self.errors, self.n_files,
                        self.n_other)
@@ -143,11 +146,14 @@ class _Builder:
 
 def _num(obj: dict[str, object], key: str, where: str) -> float:
     v = obj.get(key)
+    t = type(v)
+    if t is float:
+        return v  # type: ignore[return-value]
     if v is None:
-        return math.nan
-    if isinstance(v, bool) or not isinstance(v, int | float):
-        raise ReadError(f"{where}: {key} must be a number or null, not {type(v).__name__}")
-    return float(v)
+        return _NAN
+    if t is not int:  # bool and text are refused
+        raise ReadError(f"{where}: {key} must be a number or null, not {t.__name__}")
+    return float(v)  # type: ignore[arg-type]
 
 
 def _code(value: object, choices: tuple[str, ...], what: str, where: str) -> int:
@@ -170,7 +176,7 @@ def _dict(obj: object, what: str, where: str) -> dict[str, object]:
     return obj
 
 
-def _extract(doc: object, where: str) -> tuple[dict[str, object], list[dict[str, float | int]], str, str]:
+def _extract(doc: object, where: str) -> tuple[dict[str, object], list[tuple[float, ...]], str, str]:
     d = _dict(doc, "the document", where)
     src = d.get("source")
     if src is None:
@@ -218,38 +224,44 @@ def _extract(doc: object, where: str) -> tuple[dict[str, object], list[dict[str,
         raise ReadError(f"{where}: vertebrae must be a list")
     verts = [_vertebra(v, f"{where}: vertebrae[{i}]") for i, v in enumerate(verts_in)]
     row["n_levels"] = len(verts)
-    if len({v["level"] for v in verts}) != len(verts):
+    if len({v[0] for v in verts}) != len(verts):
         raise ReadError(f"{where}: a level appears twice in vertebrae")
     return row, verts, pid, suid
 
 
-def _vertebra(v: object, where: str) -> dict[str, float | int]:
+_NO_FINDING = (_NO, _NAN, _NO)
+_HEIGHTS = ("anterior", "middle", "posterior")
+
+
+def _vertebra(v: object, where: str) -> tuple[float, ...]:
+    """One vertebra as a tuple in ``VERT_FIELDS`` order (without the document index)."""
     v = _dict(v, "a vertebra", where)
-    level = v.get("level")
-    if not isinstance(level, str) or level not in LEVEL_INDEX:
-        raise ReadError(f"{where}: unknown level {level!r}")
+    name = v.get("level")
+    level = LEVEL_INDEX.get(name) if isinstance(name, str) else None
+    if level is None:
+        raise ReadError(f"{where}: unknown level {name!r}")
     h = v.get("heights_mm")
-    h = _dict(h, "heights_mm", where) if h is not None else {}
+    heights = (_NAN, _NAN, _NAN) if h is None else tuple(_num(_dict(h, "heights_mm", where), k, where) for k in _HEIGHTS)
     grade = v.get("genant_grade")
-    if grade is not None and (isinstance(grade, bool) or grade not in (0, 1, 2, 3)):
+    if grade is not None and (type(grade) is not int or not 0 <= grade <= 3):
         raise ReadError(f"{where}: genant_grade must be 0-3 or null, not {grade!r}")
-    oedema = _dict(v.get("oedema") or {}, "oedema", where)
-    cleft = _dict(v.get("cleft") or {}, "cleft", where)
-    return {
-        "level": LEVEL_INDEX[level],
-        "h_anterior": _num(h, "anterior", where), "h_middle": _num(h, "middle", where),
-        "h_posterior": _num(h, "posterior", where),
-        "loss": _num(v, "height_loss_pct", where),
-        "grade": _NO if grade is None else int(grade),
-        "morph": _code(v.get("morphology"), MORPHOLOGIES, "morphology", where),
-        "rk": _num(v, "regional_kyphosis_deg", where), "vk": _num(v, "vertebral_kyphosis_deg", where),
-        "oedema": _bool(oedema.get("present"), "oedema.present", where),
-        "oedema_extent": _num(oedema, "extent_pct", where),
-        "oedema_src": _code(oedema.get("source"), FINDING_SOURCES, "oedema.source", where),
-        "cleft": _bool(cleft.get("present"), "cleft.present", where),
-        "cleft_content": _code(cleft.get("content"), CLEFT_CONTENTS, "cleft.content", where),
-        "cleft_src": _code(cleft.get("source"), FINDING_SOURCES, "cleft.source", where),
-    }
+    oedema, cleft = v.get("oedema"), v.get("cleft")
+    if oedema is None:
+        oe: tuple[float, ...] = _NO_FINDING
+    else:
+        o = _dict(oedema, "oedema", where)
+        oe = (_bool(o.get("present"), "oedema.present", where), _num(o, "extent_pct", where),
+              _code(o.get("source"), FINDING_SOURCES, "oedema.source", where))
+    if cleft is None:
+        cl: tuple[float, ...] = (_NO, _NO, _NO)
+    else:
+        c = _dict(cleft, "cleft", where)
+        cl = (_bool(c.get("present"), "cleft.present", where),
+              _code(c.get("content"), CLEFT_CONTENTS, "cleft.content", where),
+              _code(c.get("source"), FINDING_SOURCES, "cleft.source", where))
+    return (level, *heights, _num(v, "height_loss_pct", where), _NO if grade is None else grade,
+            _code(v.get("morphology"), MORPHOLOGIES, "morphology", where), _num(v, "regional_kyphosis_deg", where),
+            _num(v, "vertebral_kyphosis_deg", where), *oe, *cl)
 
 
 def _bool(value: object, what: str, where: str) -> int:

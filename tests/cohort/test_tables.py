@@ -1,0 +1,129 @@
+"""Longitudinal linking on hand-made documents: study order, baselines, days, rates, new
+fractures, treatment, nulls; and the de-identification helpers."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import pytest
+
+from sagittal.cohort.deid import age_years, clamp_age, date_ordinal, sex_code, time_seconds
+from sagittal.cohort.export import to_arrow
+from sagittal.cohort.read import read_documents
+from sagittal.cohort.tables import build_tables
+from sagittal.findings.clinical import ClinicalInputs
+
+KEY = b"k" * 32
+
+
+def _doc(pid: str, study: str | None, date: str | None, losses: dict[str, float], *, status: str = "ok",
+         time: str | None = None, pi: float | None = 50.0, sva: float | None = 10.0) -> dict:
+    grade = lambda x: 0 if x < 20 else 1 if x <= 25 else 2 if x <= 40 else 3  # noqa: E731
+    params = {"pelvic_incidence_deg": pi, "pelvic_tilt_deg": 12.0, "sacral_slope_deg": 38.0,
+              "lumbar_lordosis_deg": 55.0, "thoracic_kyphosis_deg": 40.0, "sagittal_vertical_axis_mm": sva,
+              "pi_ll_mismatch_deg": None if pi is None else pi - 55.0, "t1_pelvic_angle_deg": None}
+    verts = [{"level": lv, "heights_mm": {"anterior": 20.0, "middle": 21.0, "posterior": 22.0}, "height_loss_pct": x,
+              "genant_grade": grade(x), "morphology": "wedge" if x >= 20 else "normal", "regional_kyphosis_deg": 8.0 + x / 4,
+              "vertebral_kyphosis_deg": 3.0} for lv, x in losses.items()]
+    return {"schema": "sagittal.analysis/1", "status": status,
+            "source": {"path": "x", "modality": "DX", "study_instance_uid": study, "series_instance_uid": None,
+                       "sop_instance_uids": [], "patient_id": pid, "study_date": date, "study_time": time},
+            "image": {"spacing_source": "PixelSpacing"}, "parameters": params, "vertebrae": verts, "warnings": []}
+
+
+def _tables(tmp_path: Path, docs: list[dict], clinical: dict[str, ClinicalInputs] | None = None) -> dict:
+    for i, d in enumerate(docs):
+        (tmp_path / f"d{i:03d}.json").write_text(json.dumps(d))
+    t = build_tables(read_documents([tmp_path]), clinical or {}, KEY)
+    return {name: to_arrow(name, table).to_pylist() for name, table in t.items()} | {"warnings": t.warnings}
+
+
+def test_baseline_is_the_first_dated_study_measuring_the_level(tmp_path):
+    t = _tables(tmp_path, [
+        _doc("A", "1.1", "20240301", {"T12": 10.0, "L1": 22.0}),
+        _doc("A", "1.2", "20240101", {"T12": 5.0}),               # first study: L1 not in view
+        _doc("A", "1.3", "20240601", {"T12": 24.0, "L1": 30.0}),
+        _doc("A", "1.4", None, {"T12": 50.0, "L1": 50.0}),         # no date: never in progression
+    ])
+    studies = sorted(t["studies"], key=lambda r: r["study_index"])
+    assert [r["days_since_first_study"] for r in studies] == [0, 60, 152, None]
+    prog = {(r["level"], r["later_day"]): r for r in t["progression"]}
+    assert set(prog) == {("T12", 60), ("T12", 152), ("L1", 152)}
+    l1 = prog[("L1", 152)]
+    assert (l1["baseline_day"], l1["days_between"], l1["height_loss_change_pts"]) == (60, 92, 8.0)
+    assert l1["height_loss_rate_pts_per_month"] == pytest.approx(8.0 / (92 / (365.25 / 12)), abs=1e-4)
+    assert (l1["baseline_grade"], l1["later_grade"], l1["grade_change"], l1["new_fracture"]) == (1, 2, 1, False)
+    t12 = prog[("T12", 152)]
+    assert (t12["baseline_height_loss_pct"], t12["new_fracture"], t12["grade_change"]) == (5.0, True, 1)
+    assert l1["thoracolumbar"] and l1["baseline_regional_kyphosis_deg"] == pytest.approx(8.0 + 22.0 / 4)
+    assert any("without a usable study date" in w for w in t["warnings"])
+
+
+def test_same_day_studies_grade_down_and_nulls(tmp_path):
+    t = _tables(tmp_path, [
+        _doc("B", "2.1", "20240101", {"L2": 30.0}, time="080000"),
+        _doc("B", "2.2", "20240101", {"L2": 22.0}, time="170000", pi=None, sva=None),
+    ])
+    (r,) = t["progression"]
+    assert (r["days_between"], r["height_loss_rate_pts_per_month"]) == (0, None)  # no rate over zero days
+    assert r["grade_change"] == -1 and r["height_loss_change_pts"] == -8.0  # -1 is a value, not null
+    assert r["baseline_pelvic_incidence_deg"] == 50.0  # from the baseline (morning) study
+    later = [s for s in t["studies"] if s["study_index"] == 1][0]
+    assert later["pelvic_incidence_deg"] is None and later["sagittal_vertical_axis_mm"] is None
+
+
+def test_images_of_one_study_and_studies_without_uid(tmp_path):
+    t = _tables(tmp_path, [
+        _doc("C", "3.1", "20240101", {"L1": 26.0}, status="partial", pi=None),
+        _doc("C", "3.1", "20240101", {"L1": 27.0, "L2": 3.0}),   # the ok document wins
+        _doc("C", None, "20240401", {"L1": 35.0}),
+        _doc("C", None, "20240401", {"L2": 4.0}),                  # same date: the same UID-less study
+    ])
+    assert len(t["studies"]) == 2
+    first = [s for s in t["studies"] if s["study_index"] == 0][0]
+    assert (first["n_images"], first["status"], first["pelvic_incidence_deg"], first["n_grade2"]) == (2, "ok", 50.0, 1)
+    l1 = [v for v in t["vertebrae"] if v["level"] == "L1" and v["study_index"] == 0][0]
+    assert (l1["height_loss_pct"], l1["n_images"]) == (27.0, 2)
+    assert {(r["level"], r["later_day"]) for r in t["progression"]} == {("L1", 91), ("L2", 91)}
+
+
+def test_treatment_from_the_clinical_csv(tmp_path):
+    docs = [_doc("D", "4.1", "20240110", {"L1": 30.0, "L2": 2.0}), _doc("D", "4.2", "20240710", {"L1": 31.0, "L2": 2.0}),
+            _doc("E", "5.1", "20240110", {"T11": 28.0}), _doc("E", "5.2", "20240310", {"T11": 35.0})]
+    clinical = {
+        "D": ClinicalInputs("D", augmentation="kyphoplasty", augmentation_levels=frozenset({"L1"}),
+                            augmentation_date=dt.date(2024, 1, 20), followup_vas=2.0, followup_date=dt.date(2024, 1, 5)),
+        "E": ClinicalInputs("E", augmentation="vertebroplasty"),  # levels not given
+        "F": ClinicalInputs("F"),
+    }
+    t = _tables(tmp_path, docs, clinical)
+    by = {r["level"]: r for r in t["progression"]}
+    assert (by["L1"]["treatment"], by["L1"]["augmentation_day"], by["L1"]["augmented_between"]) == ("kyphoplasty", 10, True)
+    assert (by["L2"]["treatment"], by["L2"]["level_augmented"]) == ("conservative", False)
+    assert by["L1"]["followup_day"] == -5  # before the first study: a negative day, not null
+    assert (by["T11"]["augmentation"], by["T11"]["level_augmented"], by["T11"]["treatment"]) == ("vertebroplasty", None, None)
+    assert any("1 clinical CSV row(s) match no" in w for w in t["warnings"])
+
+
+@pytest.mark.parametrize(("age", "birth", "study", "expected"), [
+    pytest.param(74, None, None, 74, id="number"),
+    pytest.param("074Y", None, None, 74, id="AS years"),
+    pytest.param("018M", None, None, 1, id="AS months"),
+    pytest.param(None, "19300611", "20240101", 90, id="93 from birth date written as 90"),
+    pytest.param(None, "19490921", "20240920", 74, id="day before the birthday"),
+    pytest.param(None, "19490921", "20240921", 75, id="on the birthday"),
+    pytest.param("abc", None, None, None, id="unreadable"),
+    pytest.param(True, None, None, None, id="a bool is no age"),
+])
+def test_age(age, birth, study, expected):
+    assert clamp_age(age_years(age, birth, date_ordinal(study))) == expected
+
+
+def test_dates_times_sex():
+    assert date_ordinal("20240229") == dt.date(2024, 2, 29).toordinal()
+    assert date_ordinal("2024-02-30") is None and date_ordinal("") is None and date_ordinal(20240101) is None
+    assert time_seconds("101502.5") == pytest.approx(36902.5) and time_seconds("10") == 36000.0
+    assert time_seconds("256000") is None
+    assert [sex_code(x) for x in ("F", "m ", "O", "X", None)] == ["F", "M", "O", None, None]
