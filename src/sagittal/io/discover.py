@@ -8,16 +8,19 @@ or a ``SetAside`` with the stage and reason. Nothing here raises for a bad file.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pydicom
-from pydicom.dataelem import RawDataElement
 from pydicom.datadict import tag_for_keyword
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 log = logging.getLogger(__name__)
@@ -68,7 +71,7 @@ class Header:
     patient_id: str
     study_uid: str
     series_uid: str
-    study_key: tuple  # fallbacks when UIDs are missing, see grouping
+    study_key: tuple[str, str, str, str]  # StudyDate, StudyTime, StudyID, AccessionNumber: fallbacks when UIDs are missing
     series_number: int | None
     series_description: str
     protocol_name: str
@@ -100,13 +103,22 @@ class Header:
     forced: bool  # read without a valid file meta header / preamble
 
 
-_BINARY_US = {tag_for_keyword(k) for k in ("Rows", "Columns", "SamplesPerPixel", "BitsStored", "PixelRepresentation")}
+@functools.cache
+def _tag(kw: str) -> int:
+    """The tag of a DICOM keyword (cached: discovery asks for the same few thousands of times)."""
+    tag = tag_for_keyword(kw)
+    if tag is None:
+        raise KeyError(f"{kw!r} is not a DICOM keyword")
+    return tag
 
 
-def _raw(ds, kw: str):
+_BINARY_US = {_tag(k) for k in ("Rows", "Columns", "SamplesPerPixel", "BitsStored", "PixelRepresentation")}
+
+
+def _raw(ds: Dataset, kw: str) -> Any:
     """An element's value without pydicom's conversion machinery (discovery reads thousands
     of headers): text VRs as ``str``, the binary US tags as ``int``; ``None`` if absent."""
-    tag = tag_for_keyword(kw)
+    tag = _tag(kw)
     try:
         elem = ds.get_item(tag)
     except Exception:
@@ -128,19 +140,19 @@ def _raw(ds, kw: str):
     return value
 
 
-def _text(ds, kw: str) -> str:
+def _text(ds: Dataset, kw: str) -> str:
     v = _raw(ds, kw)
     return "" if v is None else str(v).strip()
 
 
-def _multi(ds, kw: str) -> tuple[str, ...]:
+def _multi(ds: Dataset, kw: str) -> tuple[str, ...]:
     v = _raw(ds, kw)
     if v is None or v == "":
         return ()
     return tuple(p.strip() for p in str(v).split("\\") if p.strip())
 
 
-def _float(ds, kw: str) -> float | None:
+def _float(ds: Dataset, kw: str) -> float | None:
     v = _multi(ds, kw)
     try:
         return float(v[0]) if v else None
@@ -148,7 +160,7 @@ def _float(ds, kw: str) -> float | None:
         return None
 
 
-def _int(ds, kw: str) -> int | None:
+def _int(ds: Dataset, kw: str) -> int | None:
     v = _raw(ds, kw)
     if isinstance(v, int):
         return v
@@ -158,7 +170,7 @@ def _int(ds, kw: str) -> int | None:
         return None
 
 
-def _floats(ds, kw: str, n: int) -> tuple[float, ...] | None:
+def _floats(ds: Dataset, kw: str, n: int) -> tuple[float, ...] | None:
     v = _multi(ds, kw)
     try:
         vals = tuple(float(x) for x in v)
@@ -167,7 +179,7 @@ def _floats(ds, kw: str, n: int) -> tuple[float, ...] | None:
     return vals if len(vals) == n else None
 
 
-def walk(inputs: Iterable[str | os.PathLike], set_aside: list[SetAside]) -> Iterator[Path]:
+def walk(inputs: Iterable[str | os.PathLike[str]], set_aside: list[SetAside]) -> Iterator[Path]:
     """Every file under ``inputs`` once, DICOMDIR references included, in a stable order."""
     seen: set[str] = set()
 
@@ -193,7 +205,7 @@ def walk(inputs: Iterable[str | os.PathLike], set_aside: list[SetAside]) -> Iter
 def dicomdir_references(path: Path) -> list[Path]:
     """Files referenced by the records of a DICOMDIR, relative to its folder."""
     ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
-    out = []
+    out: list[Path] = []
     for rec in ds.get("DirectoryRecordSequence", []):
         ref = rec.get("ReferencedFileID")
         if ref:
@@ -223,11 +235,11 @@ def read_header(path: Path) -> Header | SetAside:
         return _header_from(ds, p, forced)
 
 
-def _header_from(ds, p: str, forced: bool) -> Header | SetAside:
+def _header_from(ds: Dataset, p: str, forced: bool) -> Header | SetAside:
     try:
         meta = getattr(ds, "file_meta", None)
         sop_class = _text(ds, "SOPClassUID") or (_text(meta, "MediaStorageSOPClassUID") if meta is not None else "")
-        if tag_for_keyword("DirectoryRecordSequence") in ds or sop_class == "1.2.840.10008.1.3.10":
+        if _tag("DirectoryRecordSequence") in ds or sop_class == "1.2.840.10008.1.3.10":
             return SetAside(p, "discover", "a DICOMDIR (media directory), not an image: the files it lists are read")
         if sop_class == KEY_OBJECT_SOP:
             return SetAside(p, "discover", "not an image: key object selection (KO)")
@@ -292,7 +304,7 @@ def _read_all(paths: list[Path], workers: int) -> list[Header | SetAside]:
         return list(pool.map(read_header, paths, chunksize=128))
 
 
-def discover(inputs: Iterable[str | os.PathLike], workers: int | None = None) -> tuple[list[Header], list[SetAside]]:
+def discover(inputs: Iterable[str | os.PathLike[str]], workers: int | None = None) -> tuple[list[Header], list[SetAside]]:
     """Headers of every image file under ``inputs`` and every other file set aside with a reason.
 
     Headers are read by ``workers`` processes (default: every core) once there are enough
@@ -321,5 +333,8 @@ def discover(inputs: Iterable[str | os.PathLike], workers: int | None = None) ->
                 set_aside.append(SetAside(str(ref), "discover", f"listed in {path} but missing"))
     headers: list[Header] = []
     for r in _read_all(pending, workers or os.cpu_count() or 1):
-        (headers if isinstance(r, Header) else set_aside).append(r)
+        if isinstance(r, Header):
+            headers.append(r)
+        else:
+            set_aside.append(r)
     return headers, set_aside
