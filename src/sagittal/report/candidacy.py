@@ -141,29 +141,35 @@ def build_reports(docs: list[tuple[str, dict]], clinical: dict[str, ClinicalInpu
     return reports
 
 
-def _overlays(pdocs) -> list[tuple[str, str]]:
-    """(caption, base64 PNG) for overlays written beside the documents."""
+_MODALITY_TEXT = {"DX": "lateral radiograph (DX)", "CR": "lateral radiograph (CR)", "CT": "CT, sagittal plane",
+                  "MR": "MRI, sagittal plane"}
+
+
+def _overlays(pdocs: list[tuple[str, dict]]) -> list[tuple[str, str]]:
+    """(caption, base64 PNG) for overlays written beside the documents, oldest study first."""
+    from .html import format_date
+
     out = []
-    for path, doc in pdocs:
+    for path, doc in sorted(pdocs, key=lambda d: _date(d[1])):
         png = Path(path).with_suffix(".png")
         if png.is_file():
             src = doc.get("source") or {}
-            caption = f"{src.get('modality', '')} {src.get('study_date', '')} {Path(src.get('path', path)).name}".strip()
+            modality = str(src.get("modality") or "")
+            caption = f"{_MODALITY_TEXT.get(modality, modality or 'image')}, {format_date(src.get('study_date'))}"
             out.append((caption, base64.b64encode(png.read_bytes()).decode("ascii")))
     return out
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    from ..fsio import atomic_write_text
+
+    atomic_write_text(path, text)
 
 
 def _write_csv(path: Path, reports: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+    from ..fsio import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(["patient_id", "category", "fractured_levels", "level_categories", "sagittal_vertical_axis_mm",
                     "pelvic_incidence_deg", "pelvic_tilt_deg", "pi_ll_mismatch_deg", "report"])
@@ -173,7 +179,6 @@ def _write_csv(path: Path, reports: list[dict]) -> None:
                         ";".join(f"{x['level']}:{x['category']}" for x in r["levels"]),
                         b.get("sagittal_vertical_axis_mm"), b.get("pelvic_incidence_deg"), b.get("pelvic_tilt_deg"),
                         b.get("pi_ll_mismatch_deg"), os.path.relpath(Path(r["_folder"]) / "candidacy.html", path.parent)])
-    os.replace(tmp, path)
 
 
 def check_inputs(docs, warnings) -> None:
