@@ -1,17 +1,29 @@
 """CT and MR series as volumes: slice order and spacing from positions (never SliceThickness),
 gaps, duplicates and mixed orientations detected, enhanced multi-frame functional groups
-read, and a sagittal plane (or thin slab) through the spine reformatted with SimpleITK.
+read, and the sagittal plane through the spine.
 
 Patient coordinates are DICOM's LPS (mm). A volume's voxel ``(k, i, j)`` (slice, row,
 column) lies at ``origin + j*dc*row_dir + i*dr*col_dir + k*ds*normal`` where ``row_dir`` and
 ``col_dir`` are the two ImageOrientationPatient triplets.
+
+The spine's plane (``spine_plane``): where the spine curves sideways (scoliosis) no single
+slice holds every vertebral body's mid-sagittal section. The plane reported is the best-fit
+sagittal plane through the spine's centre line (oblique where the spine is); its image is a
+*curved* reformat: each image row is sampled at its own lateral offset from that plane (the
+centre line's), so every body is seen on its own mid-sagittal section, and every point is
+reported at its (anterior, superior) position in the one plane. ``SpinePlane.plane_json()``
+is the contract's ``image.plane``: a document point maps back through it to the patient within
+the lateral offset of its row (``SpinePlane.lateral_mm``, reported as the largest deviation).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from ..errors import CalibrationError
 from .calibration import Calibration, parse_spacing
@@ -43,7 +55,8 @@ class VolumeGeometry:
         return a
 
 
-def slice_geometry(positions, orientations, pixel_spacings, where: str = "series") -> VolumeGeometry:
+def slice_geometry(positions: Sequence[Any], orientations: Sequence[Any], pixel_spacings: Sequence[Any],
+                   where: str = "series") -> VolumeGeometry:
     """Sort slices along their normal and measure the spacing from their positions.
 
     ``positions (n, 3)``, ``orientations (n, 6)``, ``pixel_spacings`` one ``(row, col)`` per
@@ -59,8 +72,9 @@ def slice_geometry(positions, orientations, pixel_spacings, where: str = "series
     if np.abs(ori - ori[0]).max() > _ORIENT_TOL:
         raise CalibrationError(f"{where}: slices have different orientations (mixed ImageOrientationPatient); "
                                "split the series by orientation")
-    sp = [parse_spacing(s) for s in pixel_spacings]
-    if any(s is None for s in sp):
+    parsed = [parse_spacing(s) for s in pixel_spacings]
+    sp = [s for s in parsed if s is not None]
+    if len(sp) != len(parsed):
         raise CalibrationError(f"{where}: a slice has no usable PixelSpacing; a volume without spacing is refused")
     if np.abs(np.asarray(sp) - sp[0]).max() > 1e-4:
         raise CalibrationError(f"{where}: slices have different PixelSpacing")
@@ -90,7 +104,7 @@ def slice_geometry(positions, orientations, pixel_spacings, where: str = "series
                           pixel_spacing_mm=sp[0], slice_spacing_mm=spacing, warnings=tuple(warnings))
 
 
-def enhanced_geometry(ds, where: str) -> tuple[list, list, list]:
+def enhanced_geometry(ds: Any, where: str) -> tuple[list[Any], list[Any], list[Any]]:
     """Per-frame positions, orientations and spacings of an enhanced multi-frame dataset."""
     shared = (ds.get("SharedFunctionalGroupsSequence") or [None])[0]
     per = ds.get("PerFrameFunctionalGroupsSequence") or []
@@ -98,7 +112,7 @@ def enhanced_geometry(ds, where: str) -> tuple[list, list, list]:
     if len(per) not in (0, n):
         raise CalibrationError(f"{where}: {len(per)} per-frame functional groups for {n} frames")
 
-    def find(frame, seq_kw, attr):
+    def find(frame: Any, seq_kw: str, attr: str) -> Any:
         for group in (frame, shared):
             if group is not None and seq_kw in group and group[seq_kw]:
                 item = group[seq_kw][0]
@@ -123,6 +137,33 @@ def volume_calibration(geom: VolumeGeometry) -> Calibration:
                        slice_spacing_mm=geom.slice_spacing_mm, warnings=geom.warnings)
 
 
+FloatArray = NDArray[np.float64]
+
+
+def _corners_lps(shape: tuple[int, ...], geom: VolumeGeometry) -> FloatArray:
+    """``(8, 3)`` LPS centres of the volume's corner voxels."""
+    idx = np.array([[k, i, j, 1] for k in (0, shape[0] - 1) for i in (0, shape[1] - 1) for j in (0, shape[2] - 1)], float)
+    return np.asarray((idx @ geom.affine().T)[:, :3], float)
+
+
+def sample_lps(volume: NDArray[Any], geom: VolumeGeometry, points_lps: NDArray[Any],
+               cval: float | None = None) -> NDArray[np.float32]:
+    """Trilinear samples of ``volume (k, rows, cols)`` at LPS points ``(..., 3)``; outside the
+    volume ``cval`` (default the volume's minimum, i.e. air)."""
+    from scipy.ndimage import map_coordinates
+
+    a = geom.affine()
+    if geom.slice_spacing_mm is None:
+        raise CalibrationError("a single slice cannot be resampled in 3-D")
+    p = np.asarray(points_lps, float)
+    # (n, 3) = (k, i, j); einsum, not a BLAS product: a 3-wide matmul over many rows is slowest
+    # threaded, and worst when the cores are busy
+    idx = np.einsum("nj,ij->ni", p.reshape(-1, 3) - a[:3, 3], np.linalg.inv(a[:3, :3]))
+    fill = float(np.min(volume)) if cval is None else float(cval)
+    out = map_coordinates(np.asarray(volume, np.float32), idx.T, order=1, mode="constant", cval=fill, prefilter=False)
+    return np.asarray(out, np.float32).reshape(p.shape[:-1])
+
+
 @dataclass(frozen=True)
 class SagittalPlane:
     """A reformatted sagittal image and how its pixels map back to the patient (LPS mm).
@@ -131,26 +172,27 @@ class SagittalPlane:
     (``col_axis`` points posterior, ``row_axis`` caudal, so the patient faces the image's left).
     """
 
-    image: np.ndarray  # (rows, cols) float32
-    origin_lps: np.ndarray
-    col_axis: np.ndarray
-    row_axis: np.ndarray
+    image: NDArray[np.float32]  # (rows, cols)
+    origin_lps: FloatArray
+    col_axis: FloatArray
+    row_axis: FloatArray
     calibration: Calibration
 
-    def to_lps(self, xy: np.ndarray) -> np.ndarray:
+    def to_lps(self, xy: NDArray[Any]) -> FloatArray:
         xy = np.asarray(xy, float)
         sp = self.calibration.pixel_spacing_mm
-        return (self.origin_lps + xy[..., :1] * sp[1] * self.col_axis + xy[..., 1:2] * sp[0] * self.row_axis)
+        assert sp is not None
+        return np.asarray(self.origin_lps + xy[..., :1] * sp[1] * self.col_axis + xy[..., 1:2] * sp[0] * self.row_axis,
+                          float)
 
 
-def spine_lateral_position(volume: np.ndarray, geom: VolumeGeometry, threshold: float | None) -> float:
+def spine_lateral_position(volume: NDArray[Any], geom: VolumeGeometry, threshold: float | None) -> float:
     """LPS x (left-right) of the spine: the median x of bright voxels near the lateral centre.
 
     ``threshold`` separates bone (CT, e.g. 200 HU); ``None`` uses the volume's centre.
     """
     a = geom.affine()
-    corners = np.array([[k, i, j, 1] for k in (0, volume.shape[0] - 1) for i in (0, volume.shape[1] - 1)
-                        for j in (0, volume.shape[2] - 1)], float) @ a.T
+    corners = _corners_lps(volume.shape, geom)
     centre = float(corners[:, 0].mean())
     if threshold is None:
         return centre
@@ -163,26 +205,18 @@ def spine_lateral_position(volume: np.ndarray, geom: VolumeGeometry, threshold: 
     return float(np.median(x[near])) if near.any() else centre
 
 
-def reformat_sagittal(volume: np.ndarray, geom: VolumeGeometry, *, lateral_lps: float | None = None,
+def reformat_sagittal(volume: NDArray[Any], geom: VolumeGeometry, *, lateral_lps: float | None = None,
                       slab_mm: float = 0.0, spacing_mm: float | None = None, threshold: float | None = None) -> SagittalPlane:
-    """Resample a sagittal plane (mean over a slab ``slab_mm`` thick) with SimpleITK.
+    """Resample the true sagittal plane at LPS x = ``lateral_lps`` (mean over a slab ``slab_mm``
+    thick; default position: through the spine, ``spine_lateral_position``).
 
-    ``volume (k, rows, cols)`` in the order of ``geom``. The plane is at LPS x =
-    ``lateral_lps`` (default: through the spine, see ``spine_lateral_position``).
+    ``volume (k, rows, cols)`` in the order of ``geom``. See ``spine_plane`` for the plane that
+    follows a curved spine.
     """
-    import SimpleITK as sitk
-
     if geom.slice_spacing_mm is None:
         raise CalibrationError("a single slice cannot be reformatted into a sagittal plane")
-    img = sitk.GetImageFromArray(np.ascontiguousarray(volume, dtype=np.float32))
-    img.SetSpacing((geom.pixel_spacing_mm[1], geom.pixel_spacing_mm[0], geom.slice_spacing_mm))
-    img.SetOrigin(tuple(float(v) for v in geom.positions[0]))
-    img.SetDirection(tuple(float(v) for v in np.stack([geom.row_dir, geom.col_dir, geom.normal], axis=1).ravel()))
     x = spine_lateral_position(volume, geom, threshold) if lateral_lps is None else float(lateral_lps)
-    a = geom.affine()
-    shape = volume.shape
-    corners = np.array([[k, i, j, 1] for k in (0, shape[0] - 1) for i in (0, shape[1] - 1) for j in (0, shape[2] - 1)],
-                       float) @ a.T
+    corners = _corners_lps(volume.shape, geom)
     y0, y1 = corners[:, 1].min(), corners[:, 1].max()
     z0, z1 = corners[:, 2].min(), corners[:, 2].max()
     s = spacing_mm or float(min(geom.pixel_spacing_mm[0], geom.pixel_spacing_mm[1], geom.slice_spacing_mm))
@@ -190,16 +224,281 @@ def reformat_sagittal(volume: np.ndarray, geom: VolumeGeometry, *, lateral_lps: 
     rows = int(np.floor((z1 - z0) / s)) + 1
     col_axis, row_axis, normal = np.array([0.0, 1.0, 0.0]), np.array([0.0, 0.0, -1.0]), np.array([1.0, 0.0, 0.0])
     offsets = [0.0] if slab_mm <= 0 else list(np.arange(-slab_mm / 2, slab_mm / 2 + 1e-6, max(s, slab_mm / 4)))
+    origin = np.array([x, y0, z1])
+    grid = origin + (np.arange(cols)[None, :, None] * col_axis + np.arange(rows)[:, None, None] * row_axis) * s
     acc = np.zeros((rows, cols), np.float32)
     for dx in offsets:
-        ref = sitk.Image(cols, rows, 1, sitk.sitkFloat32)
-        ref.SetSpacing((s, s, 1.0))
-        ref.SetOrigin((x + dx, y0, z1))
-        ref.SetDirection(tuple(np.stack([col_axis, row_axis, normal], axis=1).ravel()))
-        out = sitk.Resample(img, ref, sitk.Transform(), sitk.sitkLinear, float(np.min(volume)))
-        acc += sitk.GetArrayFromImage(out)[0]
-    image = acc / len(offsets)
+        acc += sample_lps(volume, geom, grid + dx * normal)
     cal = Calibration(pixel_spacing_mm=(s, s), source="volume", anterior="left", slice_spacing_mm=None,
                       warnings=geom.warnings)
-    return SagittalPlane(image=image, origin_lps=np.array([x, y0, z1]), col_axis=col_axis, row_axis=row_axis,
+    return SagittalPlane(image=(acc / len(offsets)).astype(np.float32), origin_lps=origin, col_axis=col_axis, row_axis=row_axis,
                          calibration=cal)
+
+
+# ------------------------------------------------------------------------------ the spine's plane
+
+#: CT bone threshold (HU) for finding the spine's centre line: trabecular bone of an
+#: osteoporotic body is about 100–250 HU, muscle and soft tissue 30–80 HU
+CT_BONE_HU = 150.0
+#: search half-width (mm) about the field's lateral centre for the spine
+SPINE_SEARCH_MM = 70.0
+#: a sagittal input whose slice normal is within this angle of the fitted plane's normal keeps its
+#: own pixel grid (no in-plane resampling)
+SNAP_DEG = 5.0
+_LPS_POSTERIOR = np.array([0.0, 1.0, 0.0])
+_LPS_CAUDAL = np.array([0.0, 0.0, -1.0])
+
+
+@dataclass(frozen=True)
+class Centreline:
+    """Points on the spine's centre line, LPS mm, ``(n, 3)``, with a weight each."""
+
+    points_lps: FloatArray
+    weights: FloatArray
+
+
+@dataclass(frozen=True)
+class SpinePlane:
+    """The spine's curved mid-sagittal reformat and the one plane it is reported on.
+
+    Pixel ``[x, y]`` is reported at ``origin + x*s*col_axis + y*s*row_axis`` (``s`` =
+    ``spacing_mm``; ``plane_json()`` in DICOM's convention); its image value was sampled
+    ``lateral_mm[row]`` further along ``normal``. ``col_axis`` runs posterior or anterior
+    (``anterior`` says which image side the patient faces), ``row_axis`` caudal.
+    """
+
+    image: NDArray[np.float32]  # (rows, cols)
+    origin_lps: FloatArray  # (3,) centre of pixel (0, 0)
+    col_axis: FloatArray  # (3,) unit, with the column index x
+    row_axis: FloatArray  # (3,) unit, with the row index y
+    normal: FloatArray  # (3,) unit
+    spacing_mm: float
+    lateral_mm: FloatArray  # (rows,) offset of each row's section from the plane along ``normal``
+    anterior: str  # "left" or "right"
+    snapped: bool  # True when the plane kept a sagittal series' own grid
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def calibration(self) -> Calibration:
+        return Calibration(pixel_spacing_mm=(self.spacing_mm, self.spacing_mm), source="volume", anterior=self.anterior,
+                           slice_spacing_mm=None, warnings=self.warnings)
+
+    def to_lps(self, xy: NDArray[Any]) -> FloatArray:
+        """Pixel points ``(..., 2)`` → LPS ``(..., 3)`` on the reported plane."""
+        xy = np.asarray(xy, float)
+        return np.asarray(self.origin_lps + (xy[..., :1] * self.col_axis + xy[..., 1:2] * self.row_axis) * self.spacing_mm,
+                          float)
+
+    def to_lps_sampled(self, xy: NDArray[Any]) -> FloatArray:
+        """Pixel points ``(..., 2)`` → LPS ``(..., 3)`` where their image value was sampled."""
+        xy = np.asarray(xy, float)
+        d = np.interp(xy[..., 1], np.arange(len(self.lateral_mm)), self.lateral_mm)
+        return np.asarray(self.to_lps(xy) + d[..., None] * self.normal, float)
+
+    def from_lps(self, p_lps: NDArray[Any]) -> FloatArray:
+        """LPS points ``(..., 3)`` → pixel ``(..., 2)`` of their projection onto the plane."""
+        d = np.asarray(p_lps, float) - self.origin_lps
+        return np.stack([d @ self.col_axis, d @ self.row_axis], -1) / self.spacing_mm
+
+    def offset_lps(self, p_lps: NDArray[Any]) -> FloatArray:
+        """Signed distance (mm) of LPS points ``(..., 3)`` from the plane along ``normal``."""
+        return np.asarray((np.asarray(p_lps, float) - self.origin_lps) @ self.normal, float)
+
+    def sample(self, volume: NDArray[Any], geom: VolumeGeometry) -> NDArray[np.float32]:
+        """Another volume of the same frame of reference (an MR study's other sequence) sampled
+        on this plane's curved grid: the same pixels, the same anatomy."""
+        rows, cols = self.image.shape
+        grid = self.origin_lps + (np.arange(cols)[None, :, None] * self.col_axis
+                                  + np.arange(rows)[:, None, None] * self.row_axis) * self.spacing_mm
+        return sample_lps(volume, geom, grid + self.lateral_mm[:, None, None] * self.normal)
+
+    def plane_json(self) -> dict[str, list[float]]:
+        """The contract's ``image.plane`` (DICOM convention, LPS mm)."""
+        return {"image_position_patient": [round(float(v), 4) for v in self.origin_lps],
+                "image_orientation_patient": [round(float(v), 6) for v in (*self.col_axis, *self.row_axis)]}
+
+    @property
+    def max_lateral_deviation_mm(self) -> float:
+        return float(np.max(np.abs(self.lateral_mm))) if len(self.lateral_mm) else 0.0
+
+
+def _axes_by_anatomy(geom: VolumeGeometry) -> tuple[int, int, int]:
+    """Volume array axes ``(superior, anterior-posterior, lateral)`` by which LPS axis each of
+    (slice, row, col) runs closest to."""
+    dirs = np.stack([geom.normal, geom.col_dir, geom.row_dir])  # array axes 0, 1, 2
+    si = int(np.argmax(np.abs(dirs[:, 2])))
+    rest = [a for a in range(3) if a != si]
+    lat = max(rest, key=lambda a: abs(dirs[a, 0]))
+    ap = next(a for a in rest if a != lat)
+    return si, ap, lat
+
+
+def ct_centreline(volume: NDArray[Any], geom: VolumeGeometry, threshold_hu: float = CT_BONE_HU,
+                  step_mm: float = 6.0) -> Centreline:
+    """The spine's centre line in a CT: for every ``step_mm`` of height, the bone (over
+    ``threshold_hu``) nearest the field's lateral centre — its lateral profile's peak within
+    ``SPINE_SEARCH_MM``, refined to the centroid within 25 mm of it (a body's half-width) — and
+    the antero-posterior centroid of that bone. Works on any acquisition orientation (the axes
+    nearest to superior, AP and lateral are used); voxels are subsampled to about 2 mm."""
+    si, ap, lat = _axes_by_anatomy(geom)
+    sp_axis = (geom.slice_spacing_mm or 1.0, geom.pixel_spacing_mm[0], geom.pixel_spacing_mm[1])
+    steps = [max(1, int(round(2.0 / sp_axis[a]))) for a in range(3)]
+    steps[si] = max(1, int(round(step_mm / sp_axis[si])))
+    sub = np.asarray(volume[::steps[0], ::steps[1], ::steps[2]])
+    mask = np.transpose(sub > threshold_hu, (si, ap, lat))  # (height, AP, lateral)
+    idx_scale = np.array(steps, float)
+    lat_mm = sp_axis[lat] * steps[lat]
+    n_lat = mask.shape[2]
+    centre = (n_lat - 1) / 2
+    half = int(SPINE_SEARCH_MM / lat_mm)
+    body = max(1, int(25.0 / lat_mm))
+    profile = mask.sum(axis=1).astype(float)  # (height, lateral)
+    from scipy.ndimage import uniform_filter1d
+
+    smooth = uniform_filter1d(profile, body, axis=1)
+    xs = np.arange(n_lat)
+    a = geom.affine()
+    pts: list[FloatArray] = []
+    wts: list[float] = []
+    centre_guess = np.full(profile.shape[0], centre)
+    for _ in range(2):  # the field's centre first, then the first pass's own median line
+        pts, wts = [], []
+        lats: list[tuple[int, float]] = []
+        for h in range(profile.shape[0]):
+            prev = centre_guess[h]
+            lo, hi = int(max(0, round(prev) - half)), int(min(n_lat, round(prev) + half + 1))
+            score = smooth[h, lo:hi] * np.exp(-0.5 * ((xs[lo:hi] - prev) * lat_mm / 30.0) ** 2)
+            if score.size == 0 or score.max() <= 0:
+                continue
+            peak = lo + int(np.argmax(score))
+            a0, a1 = max(0, peak - body), min(n_lat, peak + body + 1)
+            w = profile[h, a0:a1]
+            if w.sum() < 3:
+                continue
+            c_lat = float((np.arange(a0, a1) * w).sum() / w.sum())
+            ap_prof = mask[h, :, a0:a1].sum(axis=1).astype(float)
+            c_ap = float((np.arange(len(ap_prof)) * ap_prof).sum() / max(ap_prof.sum(), 1))
+            ijk = np.zeros(3)
+            ijk[si], ijk[ap], ijk[lat] = h, c_ap, c_lat
+            pts.append(a @ np.array([*(ijk * idx_scale), 1.0]))
+            wts.append(float(w.sum()))
+            lats.append((h, c_lat))
+        if len(lats) < 3:
+            break
+        hh, ll = np.array(lats).T
+        from scipy.ndimage import median_filter
+
+        centre_guess = np.interp(np.arange(profile.shape[0]), hh, median_filter(ll, size=min(len(ll), 7), mode="nearest"))
+    if len(pts) < 3:
+        raise CalibrationError("no spine found in the CT: too little bone near the field's lateral centre")
+    p = np.asarray(pts, float)[:, :3]
+    return _robust(Centreline(p, np.asarray(wts, float)))
+
+
+def _robust(line: Centreline, tol_mm: float = 12.0) -> Centreline:
+    """Drop centre-line points that stray laterally from a smooth fit of the others (a rib, an
+    iliac wing), by a quadratic in height fitted with weights, twice."""
+    p, w = line.points_lps, line.weights
+    keep = np.ones(len(p), bool)
+    for _ in range(2):
+        if keep.sum() < 4:
+            break
+        coef = np.polyfit(p[keep, 2], p[keep, 0], 2, w=np.sqrt(w[keep]))
+        keep = np.abs(np.polyval(coef, p[:, 2]) - p[:, 0]) < tol_mm
+    order = np.argsort(p[keep, 2])
+    return Centreline(p[keep][order], w[keep][order])
+
+
+def fit_plane(line: Centreline) -> tuple[FloatArray, FloatArray]:
+    """Best-fit sagittal plane through a centre line: lateral (LPS x) as a linear function of
+    antero-posterior and superior position, by weighted least squares. Returns ``(point,
+    normal)``; the normal points to the patient's left."""
+    p, w = line.points_lps, np.sqrt(line.weights)
+    a = np.stack([np.ones(len(p)), p[:, 1], p[:, 2]], 1)
+    if len(p) >= 3 and np.ptp(p[:, 2]) > 20 and np.ptp(p[:, 1]) > 10:
+        coef = np.linalg.lstsq(a * w[:, None], p[:, 0] * w, rcond=None)[0]
+    elif len(p) >= 2 and np.ptp(p[:, 2]) > 20:
+        c2 = np.linalg.lstsq(a[:, [0, 2]] * w[:, None], p[:, 0] * w, rcond=None)[0]
+        coef = np.array([c2[0], 0.0, c2[1]])
+    else:
+        coef = np.array([float(np.average(p[:, 0], weights=w)), 0.0, 0.0])
+    n = np.array([1.0, -coef[1], -coef[2]])
+    n /= np.linalg.norm(n)
+    point = np.average(p, axis=0, weights=line.weights)
+    return point, n
+
+
+def _in_plane_axes(normal: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """``(col_axis, row_axis)``: caudal and posterior projected into the plane."""
+    r = _LPS_CAUDAL - (_LPS_CAUDAL @ normal) * normal
+    r /= np.linalg.norm(r)
+    c = _LPS_POSTERIOR - (_LPS_POSTERIOR @ normal) * normal - (_LPS_POSTERIOR @ r) * r
+    c /= np.linalg.norm(c)
+    return c, r
+
+
+def spine_plane(volume: NDArray[Any], geom: VolumeGeometry, line: Centreline, *, spacing_mm: float | None = None,
+                slab_mm: float = 0.0, smooth_mm: float = 25.0, lateral_sigma_mm: float | None = None) -> SpinePlane:
+    """The spine's curved mid-sagittal reformat (see the module docstring).
+
+    ``line``: the spine's centre line (``ct_centreline`` or the landmark model's per-slice
+    detections). The reported plane is ``fit_plane(line)``; rows are sampled at the centre line's
+    lateral offset from it, interpolated over height and smoothed over ``smooth_mm``. A
+    sagittal series whose slices lie within ``SNAP_DEG`` of that plane keeps its own pixel
+    grid. ``spacing_mm`` defaults to the finest in-plane spacing (no finer than 0.5 mm);
+    ``slab_mm`` > 0 averages a slab that thick about each row's section.
+    """
+    if geom.slice_spacing_mm is None:
+        raise CalibrationError("a single slice cannot be reformatted into a sagittal plane")
+    point, normal = fit_plane(line)
+    warnings = list(geom.warnings)
+    snapped = False
+    s = float(spacing_mm or max(0.5, min(geom.pixel_spacing_mm)))
+    col_axis, row_axis = _in_plane_axes(normal)
+    if np.degrees(np.arccos(min(1.0, abs(float(geom.normal @ normal))))) < SNAP_DEG and spacing_mm is None:
+        # a sagittal series: its own rows and columns, flipped where they run cranial or anterior
+        normal = geom.normal if geom.normal @ normal > 0 else -geom.normal
+        c, r = geom.row_dir.copy(), geom.col_dir.copy()
+        if abs(c @ _LPS_CAUDAL) > abs(r @ _LPS_CAUDAL):
+            c, r = r, c
+        col_axis = c if c @ _LPS_POSTERIOR >= 0 else -c
+        row_axis = r if r @ _LPS_CAUDAL >= 0 else -r
+        s = float(geom.pixel_spacing_mm[0])
+        snapped = abs(geom.pixel_spacing_mm[0] - geom.pixel_spacing_mm[1]) < 1e-6
+        if not snapped:
+            col_axis, row_axis = _in_plane_axes(normal)
+            s = float(max(0.5, min(geom.pixel_spacing_mm)))
+    corners = _corners_lps(volume.shape, geom)
+    u = (corners - point) @ col_axis
+    v = (corners - point) @ row_axis
+    if snapped:  # keep the series' pixel centres on the grid
+        first = geom.positions[0]
+        u0 = float(np.floor((u.min() - (first - point) @ col_axis) / s + 1e-6) * s + (first - point) @ col_axis)
+        v0 = float(np.floor((v.min() - (first - point) @ row_axis) / s + 1e-6) * s + (first - point) @ row_axis)
+    else:
+        u0, v0 = float(u.min()), float(v.min())
+    cols = int(np.floor((u.max() - u0) / s + 1e-6)) + 1
+    rows = int(np.floor((v.max() - v0) / s + 1e-6)) + 1
+    origin = point + u0 * col_axis + v0 * row_axis
+    # each row's lateral offset from the plane, along the centre line
+    lv = (line.points_lps - origin) @ row_axis / s
+    ld = (line.points_lps - point) @ normal
+    order = np.argsort(lv)
+    lateral = np.interp(np.arange(rows), lv[order], ld[order])
+    from scipy.ndimage import gaussian_filter1d
+
+    lateral = gaussian_filter1d(lateral, max(0.5, smooth_mm / s / 2.355), mode="nearest")
+    grid = origin + (np.arange(cols)[None, :, None] * col_axis + np.arange(rows)[:, None, None] * row_axis) * s
+    grid = grid + lateral[:, None, None] * normal
+    offsets = [0.0] if slab_mm <= 0 else list(np.linspace(-slab_mm / 2, slab_mm / 2, max(2, int(slab_mm / s) + 1)))
+    acc = np.zeros((rows, cols), np.float32)
+    for dz in offsets:
+        acc += sample_lps(volume, geom, grid + dz * normal)
+    dev = float(np.abs(lateral).max()) if rows else 0.0
+    if dev > 2.0:
+        warnings.append(f"the spine curves up to {dev:.1f} mm out of the reported plane: each row of the image is its own "
+                        "section through the spine, its points are reported in the plane")
+    anterior = "left" if col_axis @ _LPS_POSTERIOR > 0 else "right"
+    return SpinePlane(image=(acc / len(offsets)).astype(np.float32), origin_lps=origin, col_axis=col_axis,
+                      row_axis=row_axis, normal=normal,
+                      spacing_mm=s, lateral_mm=lateral, anterior=anterior, snapped=snapped, warnings=tuple(warnings))

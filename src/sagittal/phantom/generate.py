@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from .anatomy import Spine, build_spine, sample_spec
-from .dicom import StudyInfo, radiograph_dataset, volume_datasets, write_dataset
+from .dicom import StudyInfo, radiograph_dataset, uid_for, volume_datasets, write_dataset
 from .radiograph import render_radiograph
 from .truth import TRUTH_SCHEMA, radiograph_truth, spine_truth
-from .volume import Volume, render_ct, render_mr
+from .volume import Volume, reformat_ct, render_ct, render_mr, scoliosis_curve
 
 MODALITIES = ("dx", "cr", "ct", "mr")
 
@@ -73,25 +73,43 @@ def _volume_truth(spine: Spine, vol: Volume, files: list[str]) -> dict:
 
 
 def write_volume(vol: Volume, spine: Spine, outdir: Path, reldir: str, info: StudyInfo, key: str, *,
-                 transfer_syntax: str = "explicit", series_number: int = 1, suffix: str = ".dcm") -> dict:
-    """Write every slice of ``vol`` under ``outdir/reldir``; return its truth entry."""
+                 transfer_syntax: str = "explicit", series_number: int = 1, suffix: str = ".dcm",
+                 frame_key: str | None = None) -> dict:
+    """Write every slice of ``vol`` under ``outdir/reldir``; return its truth entry.
+
+    Series written with the same ``frame_key`` share a FrameOfReferenceUID (an MR study's
+    sequences, a CT and its reformat); without one each series has its own."""
     files = []
     for k, ds in enumerate(volume_datasets(vol, info, key, series_number=series_number)):
+        if frame_key is not None:
+            ds.FrameOfReferenceUID = uid_for(frame_key + info.study_uid, "frame")
+        if vol.image_type is not None:
+            ds.ImageType = list(vol.image_type)
+        if vol.description is not None:
+            ds.SeriesDescription = ds.ProtocolName = vol.description
         rel = f"{reldir}/IM{k + 1:04d}{suffix}"
         write_dataset(ds, Path(outdir) / rel, transfer_syntax)
         files.append(rel)
     entry = _volume_truth(spine, vol, files)
     entry.update(patient_id=info.patient_id, study_instance_uid=info.study_uid, transfer_syntax=transfer_syntax)
+    if vol.lateral is not None:
+        entry["scoliosis_lateral_mm"] = {"y_mm": [round(float(v), 3) for v in vol.lateral.y_mm],
+                                         "offset_mm": [round(float(v), 3) for v in vol.lateral.offset_mm]}
     return entry
 
 
 def generate(outdir: str | os.PathLike, *, n: int = 1, modality: str = "dx", seed: int = 0,
              transfer_syntax: str = "explicit", n_fractures: int | None = None, ct_matrix: int = 256,
-             mr_sequences: tuple[str, ...] = ("T1", "T2", "STIR"), **style) -> dict:
+             mr_sequences: tuple[str, ...] = ("T1", "T2", "STIR"), scoliosis: float = 0.0, ct_sagittal: bool = False,
+             volume_options: dict | None = None, **style) -> dict:
     """Write ``n`` phantom cases of ``modality`` under ``outdir`` and ``outdir/truth.json``.
 
     ``style`` passes radiograph options through (``field_of_view``, ``facing``,
-    ``calibration``, ``pixel_spacing_mm``, ``photometric``, …).
+    ``calibration``, ``pixel_spacing_mm``, ``photometric``, …). For CT and MR: ``scoliosis``
+    is the chance that a case's spine curves sideways (``phantom.volume.scoliosis_curve``);
+    ``ct_sagittal`` also writes the axial CT's sagittal reformat as its own series;
+    ``volume_options`` go to ``render_ct`` / ``render_mr`` (``pixel_spacing_mm``, ``slice_mm``,
+    ``top_level`` — ``"C7"`` for a whole-spine field — ``matrix``, ``n_slices`` …).
     """
     if modality not in MODALITIES:
         raise ValueError(f"unknown modality {modality!r}; expected one of {', '.join(MODALITIES)}")
@@ -108,14 +126,24 @@ def generate(outdir: str | os.PathLike, *, n: int = 1, modality: str = "dx", see
             images.append(write_radiograph(spine, outdir, f"{pid}/{modality.upper()}.dcm", info, key, rng,
                                            transfer_syntax=transfer_syntax, modality=modality.upper(), **style))
         elif modality == "ct":
-            vol = render_ct(spine, rng, matrix=ct_matrix)
-            images.append(write_volume(vol, spine, outdir, f"{pid}/CT", info, key, transfer_syntax=transfer_syntax))
+            opts = dict(volume_options or {})
+            if scoliosis and rng.random() < scoliosis:
+                opts["scoliosis"] = scoliosis_curve(spine, rng)
+            vol = render_ct(spine, rng, **{"matrix": ct_matrix, **opts})
+            images.append(write_volume(vol, spine, outdir, f"{pid}/CT", info, key, transfer_syntax=transfer_syntax,
+                                       frame_key=key))
+            if ct_sagittal:
+                images.append(write_volume(reformat_ct(vol), spine, outdir, f"{pid}/CT_SAG", info, f"{key}/sag",
+                                           transfer_syntax=transfer_syntax, series_number=2, frame_key=key))
         else:
+            opts = dict(volume_options or {})
+            if scoliosis and rng.random() < scoliosis:
+                opts["scoliosis"] = scoliosis_curve(spine, rng)
             origin = np.array([rng.uniform(-5, 5), rng.uniform(40, 80), rng.uniform(-900, -700)])
             for s, seq in enumerate(mr_sequences):
-                vol = render_mr(spine, rng, seq, origin_lps=origin)
+                vol = render_mr(spine, rng, seq, origin_lps=origin, **opts)
                 images.append(write_volume(vol, spine, outdir, f"{pid}/MR_{seq}", info, f"{key}/{seq}",
-                                           transfer_syntax=transfer_syntax, series_number=s + 1))
+                                           transfer_syntax=transfer_syntax, series_number=s + 1, frame_key=key))
         cases.append({"case": case, "patient_id": pid, "spine": spine_truth(spine), "images": images})
     doc = {"schema": TRUTH_SCHEMA, "seed": seed, "modality": modality, "cases": cases}
     write_json_atomic(outdir / "truth.json", doc)

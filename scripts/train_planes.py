@@ -1,0 +1,82 @@
+#!/usr/bin/env python3
+"""Fine-tune one stage of the landmark model on phantom CT/MR sagittal planes (no real images,
+no downloads), starting from the radiograph weights.
+
+    nice -n 10 .venv/bin/python scripts/train_planes.py --stage coarse --n-train 2000 --minutes 30
+    nice -n 10 .venv/bin/python scripts/train_planes.py --stage refine --n-train 700 --minutes 30
+
+Renders the stage's planes with ``sagittal.training.planes`` (seeds 0 … n-train-1 of its own
+stream; cached as an npz under ``--cache-dir``), then runs ``sagittal.training.loop`` on them
+with ``--init`` (default: the packaged radiograph weights) into ``--out`` (default
+``src/sagittal/weights/landmarks_planes.pt``; the two stages can train at once, one thread
+each). ``scripts/eval_planes.py`` scores the result on full phantom volumes of other seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from sagittal.fsio import atomic_path
+from sagittal.landmarks.weights import packaged
+from sagittal.training import loop
+from sagittal.training.planes import make_coarse_planes, make_refine_planes
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--stage", choices=("coarse", "refine"), required=True)
+    ap.add_argument("--n-train", type=int, default=2000, help="rendered planes")
+    ap.add_argument("--first-seed", type=int, default=0)
+    ap.add_argument("--minutes", type=float, default=30.0)
+    ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--init", default=None, help="weights to start from (default: the packaged radiograph weights)")
+    ap.add_argument("--out", default="src/sagittal/weights/landmarks_planes.pt")
+    ap.add_argument("--cache-dir", default="/tmp/sagittal-train")
+    args = ap.parse_args()
+    cache = Path(args.cache_dir) / f"planes_{args.stage}_{args.first_seed}-{args.n_train}.npz"
+    if not cache.is_file():
+        t = time.time()
+        seeds = range(args.first_seed, args.first_seed + args.n_train)
+        data = make_coarse_planes(seeds, args.workers) if args.stage == "coarse" else make_refine_planes(seeds, args.workers)
+        with atomic_path(cache) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **data)
+        print(f"rendered {args.stage} planes into {cache} in {time.time() - t:.0f} s", flush=True)
+    init = args.init or str(packaged("landmarks.pt"))
+    rc = loop.main(["--stage", args.stage, "--out", args.out, "--minutes", str(args.minutes), "--lr", str(args.lr),
+                      "--warmup", "20", "--threads", str(args.threads), "--seed", str(args.seed), "--init", init,
+                      "--n-train", str(args.n_train), "--first-seed", str(args.first_seed), "--cache", str(cache)])
+    _own_meta(Path(args.out), args.stage, {
+        "command": "scripts/train_planes.py " + " ".join(sys.argv[1:]),
+        "train_seeds": f"{args.first_seed}..{args.first_seed + args.n_train - 1} of the plane {args.stage} stream "
+                       "in training.planes (phantom CT/MR planes)"})
+    return rc
+
+
+def _own_meta(path: Path, stage: str, fields: dict) -> None:
+    """Correct the stage's record (the shared loop names the radiograph script and data)."""
+    import fcntl
+
+    import torch
+
+    from sagittal.landmarks.weights import write_checksum
+
+    with open(path.with_name(f".{path.name}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        blob[stage]["meta"].update(fields)
+        with atomic_path(path) as tmp:
+            torch.save(blob, tmp)
+        write_checksum(path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,237 @@
+"""Landmarks on CT and MR: the plane model (the radiograph model's two stages, fine-tuned on
+phantom CT/MR planes: ``sagittal/weights/landmarks_planes.pt``) run on the spine's curved
+mid-sagittal reformat (``io.volume.spine_plane``), and the femoral heads found in 3-D.
+
+``import sagittal.landmarks.volume`` does not import torch.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import CalibrationError
+from ..io.volume import Centreline, SpinePlane, VolumeGeometry, ct_centreline, sample_lps, spine_plane
+
+#: CT window the plane model sees (HU): soft tissue to dense cortex
+CT_WINDOW_HU = (-250.0, 1100.0)
+PLANES_WEIGHTS = "landmarks_planes.pt"
+#: coarse body confidence that counts a slice as showing a body (``postprocess.WEAK_THRESHOLD``)
+WEAK_BODY = 0.1
+#: femoral heads: bone over this (HU) after a 1-voxel smoothing, holes filled
+HEAD_BONE_HU = 150.0
+#: adult femoral head radius range (mm); a bone ball outside it is not a head
+HEAD_RADIUS_MM = (15.0, 35.0)
+#: where the heads are searched from the S1 endplate's midpoint (mm): caudal, lateral either side
+HEAD_SEARCH_CAUDAL_MM = (-20.0, 190.0)
+HEAD_SEARCH_LATERAL_MM = (35.0, 150.0)
+HEAD_SEARCH_AP_MM = 120.0
+
+
+def planes_weights_path(path: str | os.PathLike[str] | None = None) -> Path:
+    """The plane model's weights: ``path``, else ``$SAGITTAL_PLANES_WEIGHTS``, else the packaged file."""
+    from .weights import packaged, weights_path
+
+    return weights_path(path or os.environ.get("SAGITTAL_PLANES_WEIGHTS") or packaged(PLANES_WEIGHTS))
+
+
+def plane_input(image: np.ndarray, modality: str, window: tuple[float, float] | None = None) -> np.ndarray:
+    """A reformatted plane as the model takes it before ``preprocess.normalise``: CT clipped to
+    ``window`` HU (default ``CT_WINDOW_HU``), MR unchanged. ``image (rows, cols)`` float32."""
+    img = np.asarray(image, np.float32)
+    if modality == "CT":
+        lo, hi = window or CT_WINDOW_HU
+        return np.clip(img, lo, hi)
+    return img
+
+
+# ------------------------------------------------------------------------------ sagittal series
+
+
+@dataclass(frozen=True)
+class OrientedSlices:
+    """A sagittal series' slices turned head up, patient facing the image's left:
+    ``images (n, rows, cols)``; ``index(k, xy)`` gives the volume's ``(k, i, j)`` of a pixel."""
+
+    images: np.ndarray
+    transpose: bool
+    flip_rows: bool
+    flip_cols: bool
+    shape: tuple[int, int]  # the volume's (rows, cols)
+
+    def index(self, k: float, xy: np.ndarray) -> np.ndarray:
+        x, y = float(xy[0]), float(xy[1])
+        r_, c_ = self.images.shape[1:]
+        if self.flip_rows:
+            y = r_ - 1 - y
+        if self.flip_cols:
+            x = c_ - 1 - x
+        i, j = (x, y) if self.transpose else (y, x)
+        return np.array([k, i, j], float)
+
+
+def oriented_slices(volume: np.ndarray, geom: VolumeGeometry) -> OrientedSlices:
+    """Turn each slice of a sagittal ``volume (n, rows, cols)`` head up, anterior left."""
+    caudal, posterior = np.array([0.0, 0.0, -1.0]), np.array([0.0, 1.0, 0.0])
+    transpose = abs(geom.row_dir @ caudal) > abs(geom.col_dir @ caudal)
+    vertical, horizontal = (geom.row_dir, geom.col_dir) if transpose else (geom.col_dir, geom.row_dir)
+    imgs = np.transpose(volume, (0, 2, 1)) if transpose else volume
+    flip_rows, flip_cols = bool(vertical @ caudal < 0), bool(horizontal @ posterior < 0)
+    if flip_rows:
+        imgs = imgs[:, ::-1]
+    if flip_cols:
+        imgs = imgs[:, :, ::-1]
+    return OrientedSlices(np.ascontiguousarray(imgs, np.float32), bool(transpose), flip_rows, flip_cols,
+                          (volume.shape[1], volume.shape[2]))
+
+
+def slice_centreline(detector: Any, volume: np.ndarray, geom: VolumeGeometry, modality: str = "MR") -> Centreline:
+    """The spine's centre line in a sagittal series from the plane model's coarse stage run on
+    every slice: the bodies found on any slice are grouped across slices by position, and each
+    body's lateral position is the confidence-weighted mean of the slices that show it with at
+    least half its best confidence (a body's detections fade towards its lateral edges)."""
+    ori = oriented_slices(volume, geom)
+    dets, _, _ = detector.coarse([plane_input(img, modality) for img in ori.images])
+    found = [(k, b.centre, b.confidence, float(np.linalg.norm(b.points[1] - b.points[2])))
+             for k, det in enumerate(dets) for b in det.bodies if b.confidence >= WEAK_BODY]
+    if not found:
+        raise CalibrationError("no vertebral body found on any slice of the sagittal series")
+    found.sort(key=lambda f: -f[2])
+    groups: list[list[tuple[int, np.ndarray, float, float]]] = []
+    for f in found:
+        for g in groups:
+            if np.linalg.norm(g[0][1] - f[1]) < 0.5 * max(g[0][3], 1.0) and all(m[0] != f[0] for m in g):
+                g.append(f)
+                break
+        else:
+            groups.append([f])
+    pts, wts = [], []
+    a = geom.affine()
+    for g in groups:
+        best = g[0][2]
+        use = [m for m in g if m[2] >= 0.5 * best]
+        w = np.array([m[2] for m in use])
+        k = float(np.average([m[0] for m in use], weights=w))
+        xy = np.average(np.array([m[1] for m in use]), axis=0, weights=w)
+        pts.append((a @ np.array([*ori.index(k, xy), 1.0]))[:3])
+        wts.append(float(best * len(use)))
+    return Centreline(np.asarray(pts, float), np.asarray(wts, float))
+
+
+# ------------------------------------------------------------------------------ femoral heads
+
+
+@dataclass(frozen=True)
+class Head:
+    centre_lps: np.ndarray  # (3,)
+    radius_mm: float
+    score: float  # the distance-transform peak over the radius range's middle, capped at 1
+
+
+def _deepest_bone(volume: np.ndarray, geom: VolumeGeometry, origin: np.ndarray, axes: tuple[np.ndarray, ...],
+                  ranges: tuple[np.ndarray, ...], grid_mm: float) -> tuple[np.ndarray, float] | None:
+    """The deepest point of the bone (smoothed, holes filled) sampled on the grid ``origin +
+    u*axes[0] + v*axes[1] + w*axes[2]`` over ``ranges``: its LPS position and depth (mm), the
+    grid's faces counting as outside (a ball cut by the box is not measured)."""
+    from scipy import ndimage
+
+    u, v, w = ranges
+    pts = origin + (u[:, None, None, None] * axes[0] + v[None, :, None, None] * axes[1] + w[None, None, :, None] * axes[2])
+    hu = sample_lps(volume, geom, pts, cval=-1000.0)
+    bone = ndimage.binary_fill_holes(ndimage.gaussian_filter(hu, 0.7) > HEAD_BONE_HU)
+    if not bone.any():
+        return None
+    depth = ndimage.distance_transform_edt(np.pad(bone, 1), sampling=grid_mm)[1:-1, 1:-1, 1:-1]
+    r = float(depth.max())
+    top = depth >= r - 0.5 * grid_mm
+    idx = np.argwhere(top).astype(float)
+    wts = depth[top]
+    c = (idx * wts[:, None]).sum(0) / wts.sum()
+    at = [np.interp(c[a], np.arange(len(rng)), rng) for a, rng in enumerate(ranges)]
+    return origin + at[0] * axes[0] + at[1] * axes[1] + at[2] * axes[2], r
+
+
+def ct_femoral_heads(volume: np.ndarray, geom: VolumeGeometry, plane: SpinePlane, s1_mid_lps: np.ndarray) -> list[Head]:
+    """Femoral head centres in a CT (HU), found in 3-D: in a box caudal to the S1 endplate and
+    35–150 mm to either side of the spine's plane, resampled along the plane's axes (4 mm, then
+    1.5 mm about what was found), the bone (smoothed, holes filled) is distance-transformed; on
+    each side its deepest point is the head's centre and the depth its radius (a ball of bone is
+    deepest at its centre), accepted for a radius of 15–35 mm. At most one head per side."""
+    axes = (plane.col_axis, plane.row_axis, plane.normal)
+    out: list[Head] = []
+    for side in (1.0, -1.0):
+        g = 4.0
+        ranges = (np.arange(-HEAD_SEARCH_AP_MM, HEAD_SEARCH_AP_MM + 1e-6, g),
+                  np.arange(HEAD_SEARCH_CAUDAL_MM[0], HEAD_SEARCH_CAUDAL_MM[1] + 1e-6, g),
+                  side * np.arange(HEAD_SEARCH_LATERAL_MM[0], HEAD_SEARCH_LATERAL_MM[1] + 1e-6, g))
+        found = _deepest_bone(volume, geom, s1_mid_lps, axes, ranges, g)
+        if found is None or not (HEAD_RADIUS_MM[0] - g <= found[1] <= HEAD_RADIUS_MM[1] + g):
+            continue
+        g = 1.5
+        box = np.arange(-found[1] - 12, found[1] + 12 + 1e-6, g)
+        fine = _deepest_bone(volume, geom, found[0], axes, (box, box, box), g)
+        if fine is None or not (HEAD_RADIUS_MM[0] <= fine[1] + g / 2 <= HEAD_RADIUS_MM[1]):
+            continue
+        # the radius: the depth plus about half a grid step (the edge voxel's centre is inside)
+        out.append(Head(fine[0], fine[1] + g / 2, float(min(1.0, fine[1] / 20.0))))
+    return out
+
+
+# ------------------------------------------------------------------------------ one CT or MR unit
+
+
+@dataclass
+class PlaneResult:
+    """The landmarks of one CT series or MR study on its spine plane."""
+
+    plane: SpinePlane
+    landmarks: dict  # the contract's landmarks, plane pixels
+    warnings: list[str]
+    heads_lps: list[Head] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _head_landmarks(plane: SpinePlane, heads: list[Head]) -> list[dict]:
+    out = []
+    for h in heads:
+        xy = plane.from_lps(h.centre_lps)
+        out.append({"center": [round(float(xy[0]), 3), round(float(xy[1]), 3)],
+                    "radius_px": round(h.radius_mm / plane.spacing_mm, 3), "confidence": round(h.score, 3)})
+    return out
+
+
+def detect_on_plane(detector: Any, volume: np.ndarray, geom: VolumeGeometry, modality: str,
+                    line: Centreline | None = None) -> PlaneResult:
+    """Centre line (CT: bone; MR: the coarse stage on every slice), the spine's plane, the two
+    landmark stages on it, then (CT) the femoral heads in 3-D projected onto the plane."""
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+    if line is None:
+        line = ct_centreline(volume, geom) if modality == "CT" else slice_centreline(detector, volume, geom, modality)
+    timings["centreline"] = time.perf_counter() - t0
+    t = time.perf_counter()
+    plane = spine_plane(volume, geom, line)
+    timings["reformat"] = time.perf_counter() - t
+    (lm, _, warn), = detector.detect([plane_input(plane.image, modality)], facing=[plane.anterior])
+    timings.update({f"model_{k}": v for k, v in detector.last_timings.items()})
+    warnings = list(plane.warnings) + list(warn)
+    heads: list[Head] = []
+    t = time.perf_counter()
+    if modality == "CT" and lm.get("s1_endplate"):
+        s1 = np.array([lm["s1_endplate"]["anterior"], lm["s1_endplate"]["posterior"]], float)
+        heads = ct_femoral_heads(volume, geom, plane, plane.to_lps_sampled(s1.mean(axis=0)))
+        if not heads:
+            warnings.append("no femoral head found in the CT's field caudal to S1")
+    elif modality == "CT":
+        warnings.append("the S1 endplate was not found: femoral heads not searched")
+    else:
+        warnings.append("femoral heads are not searched on MR: a sagittal MR slab seldom reaches them "
+                        "(they lie about 85 mm to either side of the midline)")
+    lm = dict(lm, femoral_heads=_head_landmarks(plane, heads))
+    timings["femoral_heads"] = time.perf_counter() - t
+    return PlaneResult(plane, lm, warnings, heads, timings)
