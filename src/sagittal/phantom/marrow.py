@@ -55,7 +55,7 @@ def _truth(spine: Spine, maps: SagittalMaps, xs: np.ndarray, ys: np.ndarray, mas
            ) -> dict[str, dict[str, object]]:
     """Per body: the oedema extent as the contract defines it (share of the whole mid-sagittal
     section, cortex included, cleft excluded), the cleft drawn, and whether a Modic band touches it."""
-    labels = tissue_labels(maps, spine, xs[None, :], ys[:, None], np.float32(0.0))
+    labels = tissue_labels(maps, spine, xs[None, :], ys[:, None], np.zeros(1, np.float32))
     jj = np.clip(np.round((xs - maps.x0) / maps.res).astype(int), 0, maps.struct.shape[1] - 1)
     ii = np.clip(np.round((maps.y0 - ys) / maps.res).astype(int), 0, maps.struct.shape[0] - 1)
     v = maps.height_frac[ii[:, None], jj[None, :]]
@@ -117,7 +117,7 @@ def mr_plane_case(spine: Spine, rng: np.random.Generator, sequences: tuple[str, 
 
 
 def ct_plane_case(spine: Spine, rng: np.random.Generator, *, pixel_spacing_mm: float = 1.0, slice_mm: float = 1.0,
-                  matrix: int = 192) -> MarrowCase:
+                  matrix: int = 288) -> MarrowCase:
     """The mid-sagittal plane of an axial phantom CT (HU), resampled from the slices, with truth."""
     from ..findings.oedema import body_mask
 

@@ -243,7 +243,7 @@ def tissue_labels(maps: SagittalMaps, spine: Spine, x: np.ndarray, y: np.ndarray
             region = oedema_region(patterns.get(n, "band"), extent, dfrac, frac, seed=n)
             out[in_body & region] = OEDEMA
         if content is not None:
-            band = in_body & (np.abs(frac - 0.72) < 0.06) & (az < 0.75 * half)
+            band = in_body & (np.abs(frac - 0.7) < 0.08) & (az < 0.75 * half)  # a 4–5 mm cleft
             out[band] = GAS if content == "gas" else FLUID
 
     # femoral heads (spheres at ±_HIP_HALF_MM) and femoral necks
