@@ -41,7 +41,7 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
     if args.pixel_spacing is not None:
         style["pixel_spacing_mm"] = args.pixel_spacing
     doc = generate(args.outdir, n=args.n, modality=args.modality, seed=args.seed,
-                   transfer_syntax=args.transfer_syntax, n_fractures=args.fractures, **style)
+                   transfer_syntax=args.transfer_syntax, n_fractures=args.fractures, renderer=args.renderer, **style)
     files = sum(len(img["files"]) for case in doc["cases"] for img in case["images"])
     print(f"wrote {len(doc['cases'])} {args.modality.upper()} case(s), {files} DICOM file(s) and truth.json to {args.outdir}")
     return 0
@@ -225,6 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
     ph.add_argument("--photometric", choices=["MONOCHROME1", "MONOCHROME2"], default=None)
     ph.add_argument("--pixel-spacing", type=_positive_float, default=None, metavar="MM",
                     help="radiograph pixel spacing at the patient, mm")
+    ph.add_argument("--renderer", choices=["2d", "drr"], default="2d",
+                    help="radiographs: 2d = painted sagittal outlines (default); drr = cone-beam projection of a 3-D "
+                         "phantom with other anatomy and looks (sagittal.phantom.drr)")
     ph.set_defaults(func=_cmd_phantom)
 
     ins = sub.add_parser("inspect", help="what is in a DICOM export: patients, studies, series, files set aside",

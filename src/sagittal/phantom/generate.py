@@ -14,6 +14,7 @@ import numpy as np
 
 from .anatomy import Spine, build_spine, sample_spec
 from .dicom import StudyInfo, radiograph_dataset, uid_for, volume_datasets, write_dataset
+from .drr import render_drr, sample_drr_spec
 from .radiograph import render_radiograph
 from .truth import TRUTH_SCHEMA, radiograph_truth, spine_truth
 from .volume import Volume, reformat_ct, render_ct, render_mr, scoliosis_curve
@@ -30,9 +31,20 @@ def write_json_atomic(path: Path, doc: dict) -> None:
 
 
 def write_radiograph(spine: Spine, outdir: Path, rel: str, info: StudyInfo, key: str, rng: np.random.Generator, *,
-                     transfer_syntax: str = "explicit", series_number: int = 1, **style) -> dict:
-    """Render and write one radiograph; return its truth entry (``files`` relative to ``outdir``)."""
-    rg = render_radiograph(spine, rng, **style)
+                     transfer_syntax: str = "explicit", series_number: int = 1, renderer: str = "2d", **style) -> dict:
+    """Render and write one radiograph; return its truth entry (``files`` relative to ``outdir``).
+
+    ``renderer``: ``"2d"`` (``render_radiograph``) or ``"drr"`` (``drr.render_drr``, where
+    ``field_of_view`` becomes its ``field``)."""
+    if renderer == "drr":
+        if "field_of_view" in style:
+            style = {**style, "field": style["field_of_view"]}
+            del style["field_of_view"]
+        rg = render_drr(spine, rng, **style)
+    elif renderer == "2d":
+        rg = render_radiograph(spine, rng, **style)
+    else:
+        raise ValueError(f"unknown radiograph renderer {renderer!r}; expected 2d or drr")
     write_dataset(radiograph_dataset(rg, info, key, series_number=series_number), Path(outdir) / rel, transfer_syntax)
     entry = radiograph_truth(spine, rg)
     entry.update(files=[rel], patient_id=info.patient_id, study_instance_uid=info.study_uid,
@@ -101,7 +113,7 @@ def write_volume(vol: Volume, spine: Spine, outdir: Path, reldir: str, info: Stu
 def generate(outdir: str | os.PathLike, *, n: int = 1, modality: str = "dx", seed: int = 0,
              transfer_syntax: str = "explicit", n_fractures: int | None = None, ct_matrix: int = 256,
              mr_sequences: tuple[str, ...] = ("T1", "T2", "STIR"), scoliosis: float = 0.0, ct_sagittal: bool = False,
-             volume_options: dict | None = None, **style) -> dict:
+             volume_options: dict | None = None, renderer: str = "2d", **style) -> dict:
     """Write ``n`` phantom cases of ``modality`` under ``outdir`` and ``outdir/truth.json``.
 
     ``style`` passes radiograph options through (``field_of_view``, ``facing``,
@@ -110,6 +122,8 @@ def generate(outdir: str | os.PathLike, *, n: int = 1, modality: str = "dx", see
     ``ct_sagittal`` also writes the axial CT's sagittal reformat as its own series;
     ``volume_options`` go to ``render_ct`` / ``render_mr`` (``pixel_spacing_mm``, ``slice_mm``,
     ``top_level`` — ``"C7"`` for a whole-spine field — ``matrix``, ``n_slices`` …).
+    ``renderer="drr"`` renders radiographs by cone-beam projection (``phantom.drr``) of spines
+    drawn with degenerative variety (``drr.sample_drr_spec``).
     """
     if modality not in MODALITIES:
         raise ValueError(f"unknown modality {modality!r}; expected one of {', '.join(MODALITIES)}")
@@ -117,14 +131,16 @@ def generate(outdir: str | os.PathLike, *, n: int = 1, modality: str = "dx", see
     cases = []
     for case in range(n):
         rng = np.random.default_rng([seed, case])
-        spine = build_spine(sample_spec(rng, n_fractures=n_fractures))
+        drr = renderer == "drr" and modality in ("dx", "cr")
+        spine = build_spine((sample_drr_spec if drr else sample_spec)(rng, n_fractures=n_fractures))
         pid = f"PH{seed:04d}{case:04d}"
         key = f"{seed}/{case}/{modality}"
         info = StudyInfo.make(key, pid, study_date=f"2025{1 + case % 12:02d}{1 + case % 28:02d}")
         images = []
         if modality in ("dx", "cr"):
             images.append(write_radiograph(spine, outdir, f"{pid}/{modality.upper()}.dcm", info, key, rng,
-                                           transfer_syntax=transfer_syntax, modality=modality.upper(), **style))
+                                           transfer_syntax=transfer_syntax, modality=modality.upper(),
+                                           renderer=renderer, **style))
         elif modality == "ct":
             opts = dict(volume_options or {})
             if scoliosis and rng.random() < scoliosis:
