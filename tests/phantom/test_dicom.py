@@ -112,6 +112,15 @@ def test_uids_are_deterministic_and_distinct(spine, info):
     assert len({a.SOPInstanceUID, a.SeriesInstanceUID, a.StudyInstanceUID}) == 3
 
 
+@pytest.mark.parametrize("ts", SYNTAXES)
+def test_written_files_keep_their_derived_uids(spine, info, tmp_path, ts):
+    """Compression must not replace the SOP Instance UID (pydicom's compress() would, by default)."""
+    rg = render_radiograph(spine, np.random.default_rng(1), pixel_spacing_mm=4.0)
+    uid = radiograph_dataset(rg, info, "k").SOPInstanceUID
+    back = pydicom.dcmread(write_dataset(radiograph_dataset(rg, info, "k"), tmp_path / "a.dcm", ts), stop_before_pixels=True)
+    assert back.SOPInstanceUID == uid == back.file_meta.MediaStorageSOPInstanceUID
+
+
 def test_unknown_transfer_syntax_is_refused(spine, info, tmp_path):
     rg = render_radiograph(spine, np.random.default_rng(1), pixel_spacing_mm=2.0)
     with pytest.raises(ValueError, match="unknown transfer syntax 'jpeg'"):

@@ -26,6 +26,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
+from ..fsio import atomic_path
 from .radiograph import Radiograph
 from .volume import MR_SEQUENCES, Volume
 
@@ -200,6 +201,13 @@ def radiograph_dataset(rg: Radiograph, info: StudyInfo, key: str, *, series_numb
     return ds
 
 
+def _mr_sequence(vol: Volume) -> dict[str, object]:
+    """The acquisition parameters of an MR volume's sequence."""
+    if vol.sequence is None or vol.sequence not in MR_SEQUENCES:
+        raise ValueError(f"MR volume with unknown sequence {vol.sequence!r}; expected one of {', '.join(MR_SEQUENCES)}")
+    return MR_SEQUENCES[vol.sequence]
+
+
 def volume_datasets(vol: Volume, info: StudyInfo, key: str, *, series_number: int = 1) -> list[Dataset]:
     """One CT or MR dataset per slice of ``vol``, sharing a series and a frame of reference."""
     series_uid = uid_for(key, "series")
@@ -208,7 +216,7 @@ def volume_datasets(vol: Volume, info: StudyInfo, key: str, *, series_number: in
     if vol.modality == "CT":
         desc = "TL SPINE PELVIS AXIAL"
     else:
-        desc = MR_SEQUENCES[vol.sequence]["description"]
+        desc = str(_mr_sequence(vol)["description"])
     normal = np.cross(np.array(vol.orientation[:3]), np.array(vol.orientation[3:]))
     for k in range(vol.stored.shape[0]):
         ds = _base(info, vol.modality, series_uid, uid_for(key, f"sop{k}"), series_number, k + 1, desc, "SPINE")
@@ -234,7 +242,7 @@ def volume_datasets(vol: Volume, info: StudyInfo, key: str, *, series_number: in
             ds.WindowCenter = ["40", "400"]
             ds.WindowWidth = ["400", "1800"]
         else:
-            seq = MR_SEQUENCES[vol.sequence]
+            seq = _mr_sequence(vol)
             ds.ImageType = ["ORIGINAL", "PRIMARY", "OTHER"]
             ds.ScanningSequence = seq["scanning"]
             ds.SequenceVariant = seq["variant"]
@@ -255,7 +263,7 @@ def volume_datasets(vol: Volume, info: StudyInfo, key: str, *, series_number: in
     return out
 
 
-def write_dataset(ds: Dataset, path: str | os.PathLike, transfer_syntax: str = "explicit") -> Path:
+def write_dataset(ds: Dataset, path: str | os.PathLike[str], transfer_syntax: str = "explicit") -> Path:
     """Encode ``ds`` with ``transfer_syntax`` (a key of ``TRANSFER_SYNTAXES``) and write it atomically."""
     if transfer_syntax not in TRANSFER_SYNTAXES:
         raise ValueError(f"unknown transfer syntax {transfer_syntax!r}; expected one of {', '.join(TRANSFER_SYNTAXES)}")
@@ -268,12 +276,11 @@ def write_dataset(ds: Dataset, path: str | os.PathLike, transfer_syntax: str = "
     meta.ImplementationVersionName = "SAGITTAL_010"
     ds.file_meta = meta
     if ts != ExplicitVRLittleEndian:
-        kw = {"encoding_plugin": "pylibjpeg"} if ts in (JPEG2000Lossless, RLELossless) else {}
-        ds.compress(ts, **kw)
+        plugin = "pylibjpeg" if ts in (JPEG2000Lossless, RLELossless) else ""
+        # keep the SOP Instance UID derived from the key (pydicom would generate a random one)
+        ds.compress(ts, encoding_plugin=plugin, generate_instance_uid=False)
         ds.LossyImageCompression = "00"
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    ds.save_as(tmp, enforce_file_format=True)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        ds.save_as(tmp, enforce_file_format=True)
     return path

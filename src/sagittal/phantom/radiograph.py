@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import cv2
 import numpy as np
@@ -73,7 +74,7 @@ def _fixed(px: np.ndarray) -> np.ndarray:
     return np.round(np.asarray(px) * (1 << _SHIFT)).astype(np.int32)
 
 
-def _add_shape(canvas: np.ndarray, poly_px: np.ndarray, fill: float, edge: float = 0.0, edge_px: int = 0,
+def _add_shape(canvas: np.ndarray, poly_px: np.ndarray, fill: float, edge: float | np.floating[Any] = 0.0, edge_px: int = 0,
                closed: bool = True, thickness_px: int = 0) -> None:
     """Add a filled polygon (or a thick polyline when ``thickness_px``) into ``canvas``.
 
@@ -218,8 +219,8 @@ def render_radiograph(spine: Spine, rng: np.random.Generator, **overrides) -> Ra
     yy = y_top - (np.arange(ch) + 0.5) * (rows / ch) * sp[0]
     xx = sgn * ((np.arange(cw) + 0.5) * (cols / cw) - 0.5 - c0) * sp[1]
     X, Y = np.meshgrid(xx, yy)
-    soft = _soft_tissue(spine, st, X, Y, rng)
-    soft = cv2.resize(soft.astype(np.float32), (cols, rows), interpolation=cv2.INTER_LINEAR)
+    soft_coarse = _soft_tissue(spine, st, X, Y, rng)
+    soft: np.ndarray = cv2.resize(soft_coarse.astype(np.float32), (cols, rows), interpolation=cv2.INTER_LINEAR)
 
     # ---- bones at full resolution
     bone = np.zeros((rows, cols), np.float32)
@@ -227,13 +228,13 @@ def render_radiograph(spine: Spine, rng: np.random.Generator, **overrides) -> Ra
     sr, sc = max(1, rows // 400), max(1, cols // 200)
     core = soft[::sr, ::sc]
     in_body = core > 0.6 * np.percentile(core, 99)  # window on the trunk, as a detector's histogram analysis does
-    inside = (soft > 1.0).astype(np.float32)
+    in_patient = (soft > 1.0).astype(np.float32)
     att = soft
     att += bone * np.float32(st["bone_gain"])
     del bone
 
     # ---- physics: transmission, heel effect, scatter, noise, blur
-    inten = cv2.exp(-att)
+    inten: np.ndarray = cv2.exp(-att)
     del att
     heel = (1.0 + st["heel"] * (np.linspace(-0.5, 0.5, rows, dtype=np.float32)))[:, None]
     inten *= heel
@@ -242,15 +243,15 @@ def render_radiograph(spine: Spine, rng: np.random.Generator, **overrides) -> Ra
         inten[r:] *= np.float32(rng.uniform(0.8, 1.25))
     # scatter arises in the patient: a broad haze proportional to the primary leaving the body
     # (scatter-to-primary ratios of 1–4 in a thick lateral), not to the direct beam beside it
-    inten += _smooth_blur(inten * inside, 60.0 / sp[1]) * np.float32(3.0 * st["scatter"])
-    del inside
+    inten += _smooth_blur(inten * in_patient, 60.0 / sp[1]) * np.float32(3.0 * st["scatter"])
+    del in_patient
     noise = rng.standard_normal((rows, cols), dtype=np.float32)
     photons = st["photons"] * (sp[0] * sp[1]) / (0.15 * 0.15)  # quantum noise per area, not per pixel
     noise *= np.sqrt(np.maximum(inten, 1e-9) / np.float32(photons))
     inten += noise
     del noise
     inten = cv2.GaussianBlur(inten, (0, 0), max(0.3, st["blur_mm"] / sp[1]))
-    dens = -cv2.log(np.maximum(inten, np.float32(1e-6)))
+    dens: np.ndarray = -cv2.log(np.maximum(inten, np.float32(1e-6)))
     del inten
     if st["grid"]:
         period = float(rng.uniform(2.5, 6.0))
@@ -273,22 +274,7 @@ def render_radiograph(spine: Spine, rng: np.random.Generator, **overrides) -> Ra
     del dens
     img = lut.astype(np.uint16)[q]
 
-    # ---- seams, collimation, markers (post-processing artefacts, display-space values)
-    exposed = np.ones((rows, cols), bool)
-    if st["field_of_view"] == "whole":
-        for _ in range(st["seams"]):
-            r = int(rng.uniform(0.2, 0.8) * rows)
-            img[r : r + max(1, int(0.5 / sp[0]))] = int(maxval * rng.uniform(0.3, 0.9))
-    if st["collimation"] != "none":
-        m = [int(rng.uniform(0, 0.06) * cols), int(rng.uniform(0, 0.06) * cols), int(rng.uniform(0, 0.03) * rows),
-             int(rng.uniform(0, 0.03) * rows)]
-        exposed[:, : m[0]] = False
-        exposed[:, cols - m[1]:] = False
-        exposed[: m[2]] = False
-        exposed[rows - m[3]:] = False
-        img[~exposed] = maxval if st["collimation"] == "white" else 0
-    if st["markers"] or st["ruler"]:
-        _burn_in(img, st, rng, maxval, sp, facing)
+    exposed = _display_artefacts(img, st, rng, maxval, sp, facing)
     if st["photometric"] == "MONOCHROME1":
         img = (maxval - img).astype(np.uint16)
 
@@ -322,6 +308,29 @@ def render_radiograph(spine: Spine, rng: np.random.Generator, **overrides) -> Ra
         femoral_in_view=fem_in,
         style=style,
     )
+
+
+def _display_artefacts(img: np.ndarray, st: dict[str, Any], rng: np.random.Generator, maxval: int,
+                       sp: tuple[float, float], facing: str) -> np.ndarray:
+    """Seams, collimation and burned-in markers, in display space, into ``img : (rows, cols)``
+    (in place); returns the exposed field ``(rows, cols)`` bool."""
+    rows, cols = img.shape
+    exposed = np.ones((rows, cols), bool)
+    if st["field_of_view"] == "whole":
+        for _ in range(st["seams"]):
+            r = int(rng.uniform(0.2, 0.8) * rows)
+            img[r : r + max(1, int(0.5 / sp[0]))] = int(maxval * rng.uniform(0.3, 0.9))
+    if st["collimation"] != "none":
+        m = [int(rng.uniform(0, 0.06) * cols), int(rng.uniform(0, 0.06) * cols), int(rng.uniform(0, 0.03) * rows),
+             int(rng.uniform(0, 0.03) * rows)]
+        exposed[:, : m[0]] = False
+        exposed[:, cols - m[1]:] = False
+        exposed[: m[2]] = False
+        exposed[rows - m[3]:] = False
+        img[~exposed] = maxval if st["collimation"] == "white" else 0
+    if st["markers"] or st["ruler"]:
+        _burn_in(img, st, rng, maxval, sp, facing)
+    return exposed
 
 
 def _interp_profile(y_knots: np.ndarray, x_knots: np.ndarray, y: np.ndarray) -> np.ndarray:

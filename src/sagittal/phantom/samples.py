@@ -16,6 +16,7 @@ import shutil
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -27,7 +28,7 @@ from .volume import render_ct, render_mr
 
 SPACING_MM = 0.4
 #: a conventional, legible processing for the demo images (training randomises all of it)
-LOOK = dict(photons=3e6, equalise=0.75, unsharp=0.8, unsharp_mm=8.0, gamma=1.0, window=(1.0, 99.5), scatter=0.4,
+LOOK: dict[str, Any] = dict(photons=3e6, equalise=0.75, unsharp=0.8, unsharp_mm=8.0, gamma=1.0, window=(1.0, 99.5), scatter=0.4,
             bone_gain=1.2)
 
 
