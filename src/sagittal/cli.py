@@ -256,6 +256,10 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--mixed-precision", action="store_true",
                     help="CUDA only: run the networks in float16 autocast (not validated for accuracy; off by default)")
     an.add_argument("--weights", help="landmark weights (default: the packaged sagittal/weights/landmarks.pt, or $SAGITTAL_WEIGHTS)")
+    an.add_argument("--sr", action="store_true",
+                    help="also write beside each document a DICOM Comprehensive SR (TID 1500: every value with its "
+                         "landmarks on the source image) and the overlay as a Secondary Capture, both in the source's "
+                         "study, new series (<document>.sr.dcm, <document>.sc.dcm)")
     an.set_defaults(func=_cmd_analyze)
 
     rp = sub.add_parser("report", help="vertebral-augmentation candidacy report per patient (JSON, HTML, CSV)",

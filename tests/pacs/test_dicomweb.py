@@ -49,8 +49,6 @@ def test_pull_and_push_take_no_credentials_on_the_command_line(capsys):
 
 @pytest.mark.slow
 def test_round_trip_with_orthanc(orthanc, tmp_path):
-    from sagittal.report.sc import read_sources, write_sr_and_sc
-
     # 1. push the phantom study (truth.json beside it is not DICOM: listed, not stored)
     res = orthanc.sagittal("push", orthanc.url, str(PHB))
     assert res.returncode == 0, res.stderr
@@ -76,20 +74,15 @@ def test_round_trip_with_orthanc(orthanc, tmp_path):
     res = orthanc.sagittal("pull", orthanc.url, "--query", "PatientID=PHB", "-o", str(pulled))
     assert "pulled 0 file(s) (2 already there)" in res.stdout  # a rerun resumes
 
-    # 3. analyse the pulled files, then 4. write and push the SR and SC of each document
+    # 3. analyse the pulled files with --sr, then 4. push the SR and SC written beside each document
     out = tmp_path / "analysis"
-    assert main(["analyze", str(pulled), "-o", str(out), "--device", "cpu"]) == 0
+    assert main(["analyze", str(pulled), "-o", str(out), "--device", "cpu", "--sr"]) == 0
     docs = [p for p in out.rglob("*.json") if json.loads(p.read_text()).get("schema") == "sagittal.analysis/1"]
     assert len(docs) == 2
-    import cv2
-
-    written = []
-    for p in docs:
-        doc = json.loads(p.read_text())
-        overlay = cv2.imread(str(p.with_suffix(".png")))[:, :, ::-1].copy()
-        written += write_sr_and_sc(p, doc, overlay, read_sources(files))
-    res = orthanc.sagittal("push", orthanc.url, *map(str, written))
-    assert res.returncode == 0 and "stored 4 instance(s); 0 file(s) not stored" in res.stdout, res.stdout + res.stderr
+    written = sorted(out.rglob("*.dcm"))
+    assert sorted(p.name for p in written) == sorted(p.with_suffix(s).name for p in docs for s in (".sr.dcm", ".sc.dcm"))
+    res = orthanc.sagittal("push", orthanc.url, str(out))  # a folder: the JSON, PNG and CSV files are not DICOM
+    assert res.returncode == 0 and "stored 4 instance(s)" in res.stdout, res.stdout + res.stderr
 
     # 5. find them with QIDO-RS and read the SRs back over WADO-RS
     study = str(pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)

@@ -270,3 +270,22 @@ def _scaled(doc: dict, s: float) -> dict:
         h["center"] = [c * s for c in h["center"]]
         h["radius_px"] *= s
     return doc
+
+
+def test_analyze_sr_output_makes_the_sr_and_sc_of_a_unit(phc, phc_sr):
+    from sagittal.api import Analysis
+    from sagittal.batch.units import Unit, output_maker
+
+    maker = output_maker("sr")  # registered through batch.units.OUTPUT_MODULES
+    src = _sources(phc)[0]
+    unit = Unit("radiograph", (phc["source"]["path"],), "PHC", str(src.StudyInstanceUID), str(src.SOPInstanceUID))
+    pixels = np.zeros((phc["image"]["rows"] // 8, phc["image"]["columns"] // 8), np.float32)
+    files = maker(Analysis.from_document(phc, pixels=pixels, pixel_scale=1 / 8), unit)
+    assert sorted(files) == ["sc.dcm", "sr.dcm"]
+    sr = pydicom.dcmread(pydicom.filebase.DicomBytesIO(files["sr.dcm"]))
+    assert sr.SeriesInstanceUID == phc_sr.SeriesInstanceUID  # one SR series per source image, whatever the run
+    sc = pydicom.dcmread(pydicom.filebase.DicomBytesIO(files["sc.dcm"]))
+    assert sc.pixel_array.shape == (phc["image"]["rows"] // 8, phc["image"]["columns"] // 8, 3)
+    rejected = copy.deepcopy(phc)
+    rejected["status"] = "rejected"
+    assert maker(Analysis.from_document(rejected), unit) == {}

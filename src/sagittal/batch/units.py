@@ -31,9 +31,9 @@ import numpy as np
 from ..io.discover import Header, SetAside
 
 #: modules whose import registers a kind (add yours here)
-KIND_MODULES: list[str] = ["sagittal.batch.radiograph"]
+KIND_MODULES: list[str] = ["sagittal.batch.radiograph", "sagittal.batch.volume"]
 #: modules whose import registers an extra output (``--sr`` and the like)
-OUTPUT_MODULES: list[str] = []
+OUTPUT_MODULES: list[str] = ["sagittal.report.sr_output"]
 
 #: the landmark model's answer for one prepared image: (landmarks, side faced, warnings)
 Detection = tuple[dict[str, Any], str | None, list[str]]
