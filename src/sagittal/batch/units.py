@@ -31,7 +31,7 @@ import numpy as np
 from ..io.discover import Header, SetAside
 
 #: modules whose import registers a kind (add yours here)
-KIND_MODULES: list[str] = ["sagittal.batch.radiograph", "sagittal.batch.volume"]
+KIND_MODULES: list[str] = ["sagittal.batch.radiograph"]
 #: modules whose import registers an extra output (``--sr`` and the like)
 OUTPUT_MODULES: list[str] = ["sagittal.report.sr_output"]
 
