@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from .classify import SCHWAB_PI_LL_DEG, SCHWAB_PT_DEG, SCHWAB_SVA_MM, roussouly_type
+from .kernel import measure_block
 from .morphometry import morphometry
 from .spinopelvic import (
     inferior_phi_deg,
@@ -96,7 +97,8 @@ def measure(points_mm: np.ndarray, s1_mm: np.ndarray, hip_mm: np.ndarray, *, chu
 
 def measure_spines(points_mm: np.ndarray, s1_mm: np.ndarray, hip_mm: np.ndarray, chunk: int = 4096,
                    workers: int | None = None) -> dict[str, np.ndarray]:
-    """``measure_all`` over ``N`` spines ``(N, 18, 6, 2)`` in chunks of ``chunk`` spines.
+    """``measure_all`` over ``N`` spines ``(N, 18, 6, 2)`` in chunks of ``chunk`` spines, computed by
+    the fused ``kernel.measure_block`` (the same numbers, bit for bit, about twice as fast).
 
     Chunks run on ``workers`` threads (default: the CPU count; numpy releases the GIL in its
     ufuncs); peak extra memory is about ``workers × chunk`` spines of intermediates.
@@ -107,12 +109,10 @@ def measure_spines(points_mm: np.ndarray, s1_mm: np.ndarray, hip_mm: np.ndarray,
 
     def run(start: int) -> None:
         sl = slice(start, min(start + chunk, n))
-        # coordinate-major copy of the chunk: every point coordinate becomes a contiguous
-        # (chunk, 18) block, which the per-level arithmetic streams through
-        block = np.ascontiguousarray(np.moveaxis(np.asarray(points_mm[sl], dtype=float), (-2, -1), (0, 1)))
-        part = measure_all(np.moveaxis(block, (0, 1), (-2, -1)), s1_mm[sl], hip_mm[sl])
-        for k in FIELDS:
-            out[k][sl] = part[k]
+        # coordinate-major view of the chunk (no copy): every point coordinate an (chunk, 18) array
+        block = np.moveaxis(np.asarray(points_mm[sl], dtype=float), (-2, -1), (0, 1))
+        measure_block(block, np.asarray(s1_mm[sl], dtype=float), np.asarray(hip_mm[sl], dtype=float),
+                      {k: v[sl] for k, v in out.items()})
 
     starts = range(0, n, chunk)
     workers = max(1, workers or os.cpu_count() or 1)
