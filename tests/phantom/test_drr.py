@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
 
+from sagittal.cli import main
+from sagittal.io import load_radiographs, scan_export
 from sagittal.levels import LEVEL_INDEX, LEVELS
 from sagittal.phantom import build_spine, sample_spec
 from sagittal.phantom.drr import FAMILIES, render_drr, sample_drr_spec
@@ -151,6 +155,51 @@ def test_femoral_heads_project_onto_their_truth_circles(spine):
     assert spine.femoral_radii_mm[0] > spine.femoral_radii_mm[1]
 
 
+def _body_projection(spine, an, geo, i) -> np.ndarray:
+    acc = Accumulator(geo)
+    Builder(spine, an, geo, acc, np.random.default_rng(0), np.zeros((64, 64), np.float32)).body(i)
+    return acc.acc
+
+
+def _centroid(img: np.ndarray) -> np.ndarray:
+    rr, cc = np.nonzero(img)
+    w = img[rr, cc]
+    return np.array([np.average(cc, weights=w), np.average(rr, weights=w)])
+
+
+def test_drawn_bodies_fill_their_truth_outlines_even_off_the_midline():
+    """Every body, fractured ones included, fills its truth outline and stays inside it (a
+    near-parallel beam); displaced 30 mm sideways under a strongly divergent beam (a scoliotic
+    curve, SOD 1 m) each projects centred where the truth puts it."""
+    from sagittal.phantom.drr import _anatomy, sample_drr_style
+
+    spine = build_spine(sample_spec(np.random.default_rng(2), n_fractures=3))
+    assert spine.grade.max() > 0
+    rng = np.random.default_rng(1)
+    an = _anatomy(spine, sample_drr_style(rng, scoliosis_mm=0.0), rng)
+    an["rotation_deg"] = np.zeros(len(LEVELS))
+    an["tilt_deg"] = np.zeros(len(LEVELS))
+    parallel = ConeBeam(sid_mm=1e7 + 150.0, sod_mm=1e7, ray_mm=(0.0, 150.0), work_mm=0.4, origin_px=(600.0, 1800.0),
+                        sign=1.0, shape=(2000, 1100))
+    cone = ConeBeam(sid_mm=1150.0, sod_mm=1000.0, ray_mm=(0.0, 150.0), work_mm=0.4, origin_px=(600.0, 1800.0), sign=1.0,
+                    shape=(2000, 1100))
+    centred = dict(an, lateral_mm=np.zeros(len(LEVELS)))
+    shifted = dict(an, lateral_mm=np.where(np.arange(len(LEVELS)) % 2, 30.0, -30.0))
+    for i in range(len(LEVELS)):
+        ref = _body_projection(spine, centred, parallel, i)
+        poly = parallel.project(spine.body_polygon_mm(i), 0.0)
+        mask = np.zeros(parallel.shape, np.uint8)
+        cv2.fillPoly(mask, [np.round(poly * 16).astype(np.int32).reshape(-1, 1, 2)], 1, cv2.LINE_8, 4)
+        grown = cv2.dilate(mask, np.ones((5, 5), np.uint8)) > 0
+        core = cv2.erode(mask, np.ones((5, 5), np.uint8)) > 0
+        assert ref[grown].sum() > 0.995 * ref.sum(), LEVELS[i]
+        assert (ref[core] > 0).mean() > 0.995, LEVELS[i]
+        off = _body_projection(spine, shifted, cone, i)
+        # without the placement that makes its mid-plane project onto the truth, a body 30 mm
+        # off the midline would move by 3 % of its distance from the central ray (≈ 10–40 px)
+        assert np.abs(_centroid(off) - _centroid(ref)).max() < 0.5, LEVELS[i]
+
+
 def test_a_field_cut_at_l1_keeps_only_whole_vertebrae(spine):
     l1 = spine.points_mm[LEVEL_INDEX["L1"]]
     y_mid = float(l1[:, 1].mean())
@@ -172,6 +221,32 @@ def test_same_seed_same_film():
     assert a.style == b.style
     c = render_drr(build_spine(spec), np.random.default_rng(10), pixel_spacing_mm=1.5)
     assert c.pixels.shape != a.pixels.shape or not np.array_equal(a.pixels, c.pixels)
+
+
+@pytest.mark.slow
+def test_drr_dicom_reads_back_as_a_calibrated_lateral_radiograph(tmp_path):
+    """``sagittal phantom --renderer drr`` writes DICOM that ingestion reads as a lateral
+    radiograph with the truth's spacing, anterior side and stored values."""
+    import json
+
+    out = tmp_path / "drr"
+    assert main(["phantom", str(out), "--renderer", "drr", "--n", "2", "--seed", "5", "--pixel-spacing", "0.9",
+                 "--modality", "cr", "--calibration", "PixelSpacing", "--field-of-view", "lumbar"]) == 0
+    truth = json.loads((out / "truth.json").read_text())
+    export = scan_export([out])
+    assert len(export.series) == 2
+    assert [Path(a.path).name for a in export.set_aside] == ["truth.json"]
+    assert {s.view for s in export.series} == {"lateral"}
+    by_file = {s.files[0]: s for s in export.series}
+    for case in truth["cases"]:
+        entry = case["images"][0]
+        assert entry["style"]["renderer"] == "drr"
+        series = by_file[str(out / entry["files"][0])]
+        img = load_radiographs(series)[0]
+        assert img.pixels.shape == (entry["image"]["rows"], entry["image"]["columns"])
+        np.testing.assert_allclose(img.calibration.pixel_spacing_mm, entry["image"]["pixel_spacing_mm"], rtol=1e-5)
+        np.testing.assert_allclose(entry["image"]["pixel_spacing_mm"], [0.9, 0.9], rtol=1e-6)
+        assert img.calibration.anterior == entry["image"]["anterior"]
 
 
 def test_unknown_family_is_refused(spine):

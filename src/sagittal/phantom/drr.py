@@ -107,7 +107,7 @@ def sample_drr_style(rng: np.random.Generator, **overrides) -> dict:
         "oid_mm": float(rng.uniform(120, 240)),
         "ray_jitter_mm": [float(v) for v in rng.normal(0, 20, 2)],
         # physics
-        "photons": float(10 ** (rng.uniform(3.6, 4.8) if b else rng.uniform(4.4, 6.0))),
+        "photons": float(10 ** (rng.uniform(3.9, 5.0) if b else rng.uniform(4.4, 6.0))),
         "scatter": float(rng.uniform(0.03, 0.5)),
         "heel": float(rng.uniform(-0.5, 0.5) if b else rng.uniform(-0.3, 0.3)),
         "blur_mm": float(rng.uniform(0.1, 0.3) if b else rng.uniform(0.15, 0.5)),
@@ -198,7 +198,7 @@ def _anatomy(spine: Spine, st: dict, rng: np.random.Generator) -> dict:
     an: dict[str, Any] = {
         "bone_gain": float(rng.uniform(0.75, 1.35)),
         "density_gain": float(rng.uniform(0.8, 1.15)),
-        "texture": float(rng.uniform(0.3, 0.7) if not b else rng.uniform(0.5, 1.0)),
+        "texture": float(rng.uniform(0.15, 0.45) if not b else rng.uniform(0.25, 0.6)),
         "texture_mm": float(rng.uniform(0.8, 1.2) if not b else rng.uniform(1.3, 2.0)),
         "cortex_mm": float(rng.uniform(0.8, 1.4) * (0.7 + 0.3 * spine.spec.bone_density)),
         "width_gain": float(rng.uniform(0.92, 1.08)),
@@ -228,10 +228,10 @@ def _anatomy(spine: Spine, st: dict, rng: np.random.Generator) -> dict:
         "ala_mm": float(rng.uniform(42, 55)),
         "hip_half_mm": [w_mean + float(rng.normal(0, 2)), w_mean + float(rng.normal(0, 2))],
         "shaft_deg": [float(rng.uniform(-12, 12)), float(rng.uniform(-12, 12))],
-        "wing": [[float(rng.normal(0, 6)), float(rng.normal(0, 6)), float(rng.uniform(0, 6)), float(rng.uniform(0, 6)),
-                  float(rng.uniform(20, 45)), float(rng.uniform(55, 75)), float(rng.uniform(35, 50))] for _ in range(2)],
-        "wing_z_mm": float(rng.uniform(70, 100)),
-        "wing_mm": float(rng.uniform(10, 18)),
+        "wing": [[float(v) for v in rng.normal(0, 6, 5)] for _ in range(2)],
+        "crest_mm": float(rng.uniform(-15, 20)),
+        "wing_z_mm": float(rng.uniform(65, 95)),
+        "wing_mm": float(rng.uniform(6, 12)),
         "ribs": bool(rng.random() < 0.97),
         "rib12": bool(rng.random() < 0.85),
         "rib_radius_mm": float(rng.uniform(4.0, 5.2) if not b else rng.uniform(3.3, 4.3)),
@@ -265,10 +265,14 @@ def _anatomy(spine: Spine, st: dict, rng: np.random.Generator) -> dict:
     an["breast"][1] = float(y_lv[LEVEL_INDEX["T8"]] + rng.uniform(-40, 20))
     l3 = spine.points_mm[LEVEL_INDEX["L3"], :4].mean(axis=0)
     gas: list[list[float]] = []
-    for _ in range(int(rng.integers(0, 14))):
-        gas.append([float(rng.uniform(20, 0.8 * an["abdomen_depth_mm"])), float(l3[1] + rng.uniform(-130, 110)),
-                    float(rng.uniform(-120, 120)), float(rng.uniform(8, 35)), float(rng.uniform(8, 30)),
-                    float(rng.uniform(10, 40))])
+    for _ in range(int(rng.integers(0, 9))):  # loops of bowel: clusters of small pockets along a path
+        x, y, z = rng.uniform(20, 0.8 * an["abdomen_depth_mm"]), l3[1] + rng.uniform(-130, 110), rng.uniform(-120, 120)
+        step = rng.normal(0, 1, 3)
+        for _ in range(int(rng.integers(1, 6))):
+            gas.append([float(x), float(y), float(z), float(rng.uniform(5, 20)), float(rng.uniform(5, 16)),
+                        float(rng.uniform(8, 30))])
+            step = 0.6 * step + 0.4 * rng.normal(0, 1, 3)
+            x, y, z = x + 14 * step[0], y + 14 * step[1], z + 14 * step[2]
     if rng.random() < 0.6:  # the stomach bubble under the left hemidiaphragm
         gas.append([float(rng.uniform(40, 100)), float(y_lv[LEVEL_INDEX["T11"]] + dia - 15), 60.0, 35.0, 22.0, 40.0])
     an["gas"] = gas
@@ -313,7 +317,9 @@ def _field(spine: Spine, st: dict, rng: np.random.Generator) -> tuple[float, flo
         y_bot = float(pts[levels[-1], :, 1].min()) - rng.uniform(-12, 40) - (60 if first + n > len(LEVELS) else 0)
     inside = pts[..., 1].max(axis=1) > y_bot
     inside &= pts[..., 1].min(axis=1) < y_top
-    xs = np.concatenate([pts[inside, :, 0].ravel(), [float(spine.s1_mm[:, 0].mean())]])
+    xs = pts[inside, :, 0].ravel()
+    if spine.s1_mm[:, 1].max() > y_bot or not xs.size:
+        xs = np.concatenate([xs, spine.s1_mm[:, 0]])
     x_mid = float((xs.min() + xs.max()) / 2 + rng.uniform(-25, 25))
     width = {"whole": (280, 420), "lumbar": (220, 380), "thoracolumbar": (250, 400), "thoracic": (240, 380),
              "zoom": (110, 220)}[kind]

@@ -47,6 +47,15 @@ def _local(o: np.ndarray, u: np.ndarray, v: np.ndarray, ab: np.ndarray) -> np.nd
     return o + ab[..., :1] * u + ab[..., 1:2] * v
 
 
+def _chaikin(poly: np.ndarray, n: int) -> np.ndarray:
+    """Corner-cutting smoothing of a closed polygon (Chaikin), ``n`` rounds."""
+    p = np.asarray(poly, float)
+    for _ in range(n):
+        q = np.roll(p, -1, axis=0)
+        p = np.stack([0.75 * p + 0.25 * q, 0.25 * p + 0.75 * q], axis=1).reshape(-1, 2)
+    return p
+
+
 def _ellipse(centre: np.ndarray, ax: float, ay: float, n: int = 24, angle: float = 0.0) -> np.ndarray:
     t = np.linspace(0, 2 * np.pi, n, endpoint=False)
     e = np.stack([ax * np.cos(t), ay * np.sin(t)], axis=1)
@@ -100,6 +109,28 @@ class Builder:
 
     # ----------------------------------------------------------------------------- vertebrae
     def vertebra(self, i: int) -> None:
+        """Body (with cleft, cement, osteophytes) and posterior elements of level ``i``."""
+        sp, an = self.spine, self.an
+        p = sp.points_mm[i]
+        o, u, v = _frame(p)
+        depth = float(np.linalg.norm(p[3] - p[2]))
+        hp = float(np.linalg.norm(p[1] - p[2]))
+        width = float(sp.spec.width_mm[i]) * an["width_gain"]
+        zc = float(an["lateral_mm"][i])
+        rot = math.radians(an["rotation_deg"][i])
+        tilt = math.radians(an["tilt_deg"][i])
+        pivot = tuple(p[:4].mean(axis=0))
+        self.body(i)
+        if sp.cleft[i] == "gas":
+            self._cleft(i, zc, width, rot, tilt, pivot)
+        if i in an["cement"]:
+            self._cement(i, zc, width, rot, tilt, pivot)
+        self._osteophytes(i, u, v, width, zc, rot, tilt, pivot)
+        self._posterior(i, o, u, v, depth, hp, zc, rot, tilt, pivot)
+
+    def body(self, i: int) -> None:
+        """The vertebral body of level ``i``: its truth outline extruded with an elliptic axial
+        section, turned and shifted sideways as the spine's scoliosis and rotation say."""
         sp, an = self.spine, self.an
         p = sp.points_mm[i]
         o, u, v = _frame(p)
@@ -140,13 +171,6 @@ class Builder:
             return out
 
         self.part(sp.body_polygon_mm(i), zc, body_half, tc=tc, rot=rot, tilt=tilt, pivot=pivot, mu_fn=body_mu)
-        if sp.cleft[i] == "gas":
-            self._cleft(i, zc, width, rot, tilt, pivot)
-        if i in an["cement"]:
-            self._cement(i, zc, width, rot, tilt, pivot)
-        self._osteophytes(i, u, v, width, zc, rot, tilt, pivot)
-
-        self._posterior(i, o, u, v, depth, hp, zc, rot, tilt, pivot)
 
     def _posterior(self, i: int, o: np.ndarray, u: np.ndarray, v: np.ndarray, depth: float, hp: float, zc: float,
                    rot: float, tilt: float, pivot: tuple) -> None:
@@ -331,7 +355,7 @@ class Builder:
         prom = an["promontory"]
         ts = np.linspace(0, 1, 16)
         a_ant = half - prom * 18.0 * ts ** 0.7 - curv * ts ** 2 - 0.45 * half * ts
-        a_post = -half - 10.0 * np.sin(np.pi * np.clip(ts * 1.3, 0, 1)) - curv * ts ** 2 + 0.3 * half * ts
+        a_post = -half - 16.0 * np.sin(np.pi * np.clip(ts * 1.15, 0, 1)) - curv * ts ** 2 + 0.35 * half * ts
         b = -length * ts
         outline = np.concatenate([np.stack([a_ant, b], 1), np.stack([a_post[::-1], b[::-1]], 1)])
         poly = mid + outline[:, :1] * u + outline[:, 1:] * v
@@ -373,58 +397,64 @@ class Builder:
         return zk
 
     def pelvis(self) -> None:
+        """Femora, acetabular roofs, iliac wings, ischia and pubic rami, each side at its own depth."""
         sp, an = self.spine, self.an
-        s1 = sp.s1_mm.mean(axis=0)
+        s1a, s1p = sp.s1_mm
+        y_crest = float(sp.points_mm[LEVEL_INDEX["L4"], :4, 1].mean()) + an["crest_mm"]
         for k, side in enumerate((1.0, -1.0)):
             c = sp.femoral_centers_mm[k]
             r = float(sp.femoral_radii_mm[k])
             zk = self.femoral_head(k)
-            # neck, greater trochanter and shaft, lateral of the head
+            w = an["wing"][k]
+            # neck (seen end-on, over the lower head), greater trochanter and shaft, lateral of the head
             ang = math.radians(an["shaft_deg"][k])
             d = np.array([math.sin(ang), -math.cos(ang)])
             n = np.array([-d[1], d[0]])
-            shaft = np.array([c + 0.55 * r * n + 1.2 * r * d, c + 0.55 * r * n + 6.0 * r * d,
-                              c - 0.55 * r * n + 6.0 * r * d, c - 0.55 * r * n + 1.2 * r * d])
-            zs = zk + side * 40.0
-            self.part(shaft, zs, lambda X, Y, m, rr=r: (np.zeros(X.shape), np.full(X.shape, 0.6 * rr)), tc=3.0,
-                      mu_m=0.6 * self.mu_marrow, slab_mm=3.0)
-            neck = np.array([c + 0.5 * r * n - 0.2 * r * d, c + 0.6 * r * n + 1.5 * r * d, c - 0.6 * r * n + 1.5 * r * d,
-                             c - 0.5 * r * n - 0.2 * r * d])
-            self.part(neck, zk + side * 22.0, lambda X, Y, m: (np.zeros(X.shape), np.full(X.shape, 16.0)), tc=1.2,
+            neck_c = c + 0.55 * r * d + np.array([0.15 * r, 0.0])
+            self.part(_ellipse(neck_c, 0.62 * r, 0.5 * r, 24, angle=0.3), zk + side * 25.0,
+                      lambda X, Y, m, nc=neck_c, rr=r: (np.zeros(X.shape), 18.0 * np.sqrt(np.clip(
+                          1 - ((X - nc[0]) / (0.62 * rr)) ** 2 - ((Y - nc[1]) / (0.5 * rr)) ** 2, 0, 1))),
+                      tc=1.0, rim=False, mu_m=0.8 * self.mu_marrow, slab_mm=3.0)
+            troch_c = c + 1.5 * r * d - 0.45 * r * n * self.geo.sign * 0 + np.array([-0.6 * r, 0.0])
+            self.part(_ellipse(troch_c, 0.85 * r, 0.95 * r, 24), zk + side * 45.0,
+                      lambda X, Y, m: (np.zeros(X.shape), np.full(X.shape, 13.0)), tc=1.0, mu_m=0.6 * self.mu_marrow,
                       slab_mm=3.0)
-            troch = _ellipse(c + r * (1.6 * d - 0.7 * n * (1 if self.geo.sign > 0 else 1)) + np.array([-18.0, 0.0]),
-                             0.8 * r, 0.9 * r, 20)
-            self.part(troch, zs + side * 10.0, lambda X, Y, m: (np.zeros(X.shape), np.full(X.shape, 14.0)), tc=1.0,
-                      mu_m=0.7 * self.mu_marrow, slab_mm=3.0)
-            # acetabular roof: a dense arc over the head
-            arc_t = np.linspace(math.radians(15), math.radians(170), 18)
-            ra = r + 2.5
-            arc = c + ra * np.stack([np.cos(arc_t), np.sin(arc_t)], axis=1)
-            self.tube(arc, np.full(len(arc), zk * 0.95), 2.2, tc=2.2)
-            # iliac wing: a plate above and behind the hip, its rim the dense iliac crest
-            w = an["wing"][k]
-            centre = np.array([0.55 * s1[0] + 0.45 * c[0] + w[0], 0.55 * s1[1] + 0.45 * c[1] + 25.0 + w[1]])
-            t = np.linspace(0, 2 * np.pi, 40, endpoint=False)
-            rad = 1 + 0.12 * np.sin(2 * t + w[2]) + 0.07 * np.sin(3 * t + w[3])
-            tilt = math.radians(w[4])
-            e = np.stack([w[5] * np.cos(t) * rad, w[6] * np.sin(t) * rad], axis=1)
-            wing = centre + e @ np.array([[math.cos(tilt), math.sin(tilt)], [-math.sin(tilt), math.cos(tilt)]])
-            zw = side * an["wing_z_mm"]
+            shaft = np.array([c + 0.5 * r * n + 1.8 * r * d, c + 0.45 * r * n + 7.0 * r * d,
+                              c - 0.45 * r * n + 7.0 * r * d, c - 0.5 * r * n + 1.8 * r * d]) + np.array([-0.4 * r, 0.0])
+            self.part(shaft, zk + side * 42.0, lambda X, Y, m, rr=r: (np.zeros(X.shape), np.full(X.shape, 0.5 * rr)),
+                      tc=2.5, mu_m=0.3 * self.mu_marrow, slab_mm=3.0)
+            # acetabular roof: a dense arc over the head, and the posterior wall
+            arc_t = np.linspace(math.radians(20), math.radians(165), 16)
+            arc = c + (r + 2.5) * np.stack([np.cos(arc_t), np.sin(arc_t)], axis=1)
+            self.tube(arc, np.full(len(arc), zk * 0.97), 2.0, tc=2.0)
+            # iliac wing: from the crest (near L4) to the acetabulum, from the anterior superior
+            # iliac spine to the posterior spines behind the sacrum, with the greater sciatic notch
+            asis = np.array([c[0] + 40.0 + w[0], y_crest - 35.0 + w[1]])
+            psis = np.array([s1p[0] - 28.0 + w[2], y_crest - 40.0 + w[1]])
+            top = np.array([0.5 * (asis[0] + psis[0]) + w[3], y_crest + w[1]])
+            outline = np.array([
+                asis, 0.5 * (asis + top) + [8.0, 6.0], top, 0.5 * (top + psis) + [-6.0, 4.0], psis,
+                [psis[0] - 4.0, s1p[1] - 25.0], [s1p[0] - 5.0 + w[4], c[1] + 45.0],  # posterior border, the notch
+                [c[0] - 0.9 * r, c[1] + 0.6 * r], [c[0], c[1] + r + 6.0], [c[0] + 0.9 * r, c[1] + 0.8 * r],
+                [c[0] + 38.0, c[1] + 32.0], [c[0] + 30.0 + w[0], 0.5 * (y_crest + c[1]) - 5.0]])
+            wing = _chaikin(outline, 2)
             th = an["wing_mm"]
-            self.part(wing, zw, lambda X, Y, m, th=th: (np.full(X.shape, max(0.0, 0.0)), np.full(X.shape, th / 2)),
-                      tc=2.2, mu_m=0.8 * self.mu_marrow, slab_mm=4.0)
-            # ischium and pubis below and in front of the head
-            isch = _ellipse(c + np.array([-0.9 * r, -2.2 * r]), 0.75 * r, 1.1 * r, 20)
-            self.part(isch, zk * 0.75, lambda X, Y, m: (np.zeros(X.shape), np.full(X.shape, 9.0)), tc=1.5, slab_mm=3.0)
-            pub = _ellipse(c + np.array([1.7 * r, -1.3 * r]), 1.0 * r, 0.45 * r, 20, angle=0.4)
-            self.part(pub, zk * 0.5, lambda X, Y, m: (np.zeros(X.shape), np.full(X.shape, 8.0)), tc=1.3, slab_mm=3.0)
+            self.part(wing, side * an["wing_z_mm"], lambda X, Y, m, th=th: (np.zeros(X.shape), np.full(X.shape, th / 2)),
+                      tc=1.6, mu_m=0.5 * self.mu_marrow, slab_mm=4.0)
+            # ischium below and behind the head, pubic ramus in front
+            isch = _ellipse(c + np.array([-0.8 * r, -2.1 * r]), 0.7 * r, 1.1 * r, 24, angle=-0.3)
+            self.part(isch, zk * 0.8, lambda X, Y, m: (np.zeros(X.shape), np.full(X.shape, 8.0)), tc=1.4,
+                      mu_m=0.6 * self.mu_marrow, slab_mm=3.0)
+            pub = _ellipse(c + np.array([1.8 * r, -1.2 * r]), 1.1 * r, 0.4 * r, 24, angle=0.45)
+            self.part(pub, zk * 0.45, lambda X, Y, m: (np.zeros(X.shape), np.full(X.shape, 7.0)), tc=1.3,
+                      mu_m=0.6 * self.mu_marrow, slab_mm=3.0)
             # the arcuate (iliopectineal) line from the sacroiliac joint to the pubis
-            si = s1 + np.array([-10.0 + w[0] * 0.3, -35.0])
-            ctrl = c + np.array([-0.3 * r, 1.5 * r])
-            end = c + np.array([1.8 * r, -0.9 * r])
+            si = 0.5 * (s1a + s1p) + np.array([-8.0, -30.0])
+            ctrl = c + np.array([-0.2 * r, 1.6 * r])
+            end = c + np.array([1.9 * r, -0.8 * r])
             tt = np.linspace(0, 1, 14)[:, None]
             line = (1 - tt) ** 2 * si + 2 * (1 - tt) * tt * ctrl + tt ** 2 * end
-            self.tube(line, np.linspace(side * 45.0, zk * 0.6, 14), 2.0, tc=2.0)
+            self.tube(line, np.linspace(side * 45.0, zk * 0.6, 14), 1.8, tc=1.8)
 
     # ----------------------------------------------------------------------------- sternum, scapulae
     def chest_wall(self) -> None:
