@@ -1,20 +1,22 @@
 #!/usr/bin/env python3
-"""Evaluate the landmark model on fresh phantom radiographs it never saw in training.
+"""Evaluate landmark weights on fresh phantom radiographs they never saw, per renderer family.
 
-    .venv/bin/python scripts/eval_landmarks.py [--n 200] [--first-seed 1000000] [--weights models/landmarks.pt]
-                                               [--shift] [--json FILE]
+    .venv/bin/python scripts/eval_landmarks.py --families 2d,drr-a,drr-b --n 60 \\
+        --weights new=src/sagittal/weights/landmarks.pt --weights old=/tmp/landmarks_old.pt --json eval.json
 
-Renders ``--n`` randomised radiographs (seeds ``first-seed …`` of numpy's single-integer seed
-stream, disjoint from the two training streams of ``landmarks.data``) at 0.3–0.6 mm, runs the
-full inference path on the rendered pixels without telling it which way the patient faces, and
-reports: landmark error per point (mm, at the true spacing), detection rate per level (found
-with the right level, centroid within 5 mm), parameter mean absolute errors (regional kyphosis
-over every vertebra measured), Genant agreement, fracture sensitivity and false positives, and
-the fraction of images analysed (ok or partial).
-
-``--shift`` applies a look the training never had, on top of the renderer's: 8-bit
-quantisation, lossy JPEG, a down-and-up resampling and local contrast equalisation (CLAHE) — a
-rough stand-in for an independent generator or another vendor's processing.
+For each renderer family (``2d``: the constructive 2-D renderer; ``drr-a`` / ``drr-b``: projection
+styles through a 3-D volume, ``phantom.drr``) it renders ``--n`` radiographs from numpy's
+single-integer seeds ``first-seed …`` (the training streams in ``sagittal.training.data`` use
+two- and three-element seeds, so no evaluation image was trained on) at 0.3–0.6 mm, runs the
+whole inference path on the rendered pixels without telling it which way the patient faces, and
+reports for every weights file on the same images: the fraction of radiographs analysed (ok or
+partial), vertebrae in view found with the right level (centroid within 5 mm), wrong levels
+(labelled bodies off their true level by more than 5 mm), landmark error per point (mm),
+parameter mean absolute errors (PI, PT, SS, LL, TK, SVA; regional kyphosis over every vertebra
+measured), Genant agreement, fracture sensitivity and false positives per normal vertebra.
+``--fractured P`` draws 1–3 fractures in that share of the spines (else the phantom's own rate)
+so that fracture figures rest on enough fractured bodies. ``--shift`` adds, on top of every
+family, a look no training image had (8-bit, JPEG, resampling, CLAHE).
 """
 
 from __future__ import annotations
@@ -22,20 +24,24 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
+from typing import Any
 
 import cv2
 import numpy as np
-from sagittal.training.data import bone_bright
 
 from sagittal.landmarks.infer import LandmarkDetector
 from sagittal.levels import LEVEL_INDEX, LEVELS, POINT_NAMES
-from sagittal.phantom import build_spine, render_radiograph, sample_spec
-from sagittal.phantom.truth import radiograph_truth
+from sagittal.phantom import build_spine
+from sagittal.phantom.truth import landmarks as truth_landmarks
+from sagittal.phantom.truth import vertebrae as truth_vertebrae
 from sagittal.report.analysis import analysis_document
+from sagittal.training.data import FAMILIES, View, as_view, render_family, sample_family_spec
 
 PARAMS = ("pelvic_incidence_deg", "pelvic_tilt_deg", "sacral_slope_deg", "lumbar_lordosis_deg",
           "thoracic_kyphosis_deg", "sagittal_vertical_axis_mm")
 NEEDS = {"thoracic_kyphosis_deg": ("T4", "T12"), "sagittal_vertical_axis_mm": ("C7",), "lumbar_lordosis_deg": ("L1",)}
+LEVEL_TOLERANCE_MM = 5.0
 
 
 def shifted_look(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -45,13 +51,13 @@ def shifted_look(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     h, w = u8.shape
     f = rng.uniform(0.5, 0.8)
     u8 = cv2.resize(cv2.resize(u8, (int(w * f), int(h * f)), interpolation=cv2.INTER_AREA), (w, h))
-    ok, buf = cv2.imencode(".jpg", u8, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(40, 81))])
+    _, buf = cv2.imencode(".jpg", u8, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(40, 81))])
     u8 = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)
     tiles = int(rng.integers(4, 12))
     return cv2.createCLAHE(clipLimit=float(rng.uniform(1.5, 4.0)), tileGridSize=(tiles, tiles)).apply(u8)
 
 
-def regional_truth_deg(spine) -> dict[str, float]:
+def regional_truth_deg(spine: Any) -> dict[str, float]:
     """Regional kyphosis by construction: superior endplate above to inferior endplate below
     (L5: to S1), kyphosis positive (``phantom.anatomy`` conventions)."""
     phi = spine.phi_rad
@@ -62,97 +68,171 @@ def regional_truth_deg(spine) -> dict[str, float]:
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=200)
-    ap.add_argument("--first-seed", type=int, default=1_000_000)
-    ap.add_argument("--weights")
-    ap.add_argument("--shift", action="store_true", help="an unseen look on top of the renderer's")
-    ap.add_argument("--json", help="also write the figures here")
-    args = ap.parse_args()
-    det = LandmarkDetector(args.weights, device="cpu")
-    point_err = {k: [] for k in POINT_NAMES}
-    found = {lv: [0, 0] for lv in LEVELS}
-    perr = {k: [] for k in PARAMS + ("regional_kyphosis_deg",)}
-    grade_pairs, statuses, t_infer, wrong_level = [], [], 0.0, 0
-    for k in range(args.n):
-        rng = np.random.default_rng([args.first_seed + k])
-        spine = build_spine(sample_spec(rng))
-        rg = render_radiograph(spine, rng, pixel_spacing_mm=float(rng.uniform(0.3, 0.6)))
-        truth = radiograph_truth(spine, rg)
-        img = bone_bright(rg)
-        if args.shift:
-            img = shifted_look(img, rng)
-        t = time.perf_counter()
-        (lm, facing, warnings), = det.detect([img])
-        t_infer += time.perf_counter() - t
-        image = dict(truth["image"], pixel_spacing_mm=list(rg.spacing_mm), spacing_source="supplied",
-                     anterior=facing or rg.facing)
+def render_case(family: str, seed: int, fractured: float, shift: bool) -> tuple[Any, View, dict]:
+    """One evaluation radiograph: (spine, view, truth) from single-integer ``seed``."""
+    rng = np.random.default_rng([seed])
+    n_fx = int(rng.integers(1, 4)) if fractured and rng.random() < fractured else None
+    spine = build_spine(sample_family_spec(family, rng, n_fx))
+    view = as_view(render_family(family, spine, rng, pixel_spacing_mm=float(rng.uniform(0.3, 0.6))))
+    if shift:
+        view = replace(view, pixels=shifted_look(view.pixels, rng).astype(np.float32))
+    truth = {"landmarks": truth_landmarks(spine, view.to_px, view.in_view, view.s1_in_view, view.femoral_in_view,
+                                          radius_scale=1.0 / view.spacing_mm[1]),
+             "parameters": {k: float(v) for k, v in spine.parameters.items()},
+             "vertebrae": truth_vertebrae(spine, view.in_view)}
+    return spine, view, truth
+
+
+class Tally:
+    """Accumulates one (weights, family) cell of the table."""
+
+    def __init__(self) -> None:
+        self.point_err: dict[str, list[float]] = {k: [] for k in POINT_NAMES}
+        self.found = {lv: [0, 0] for lv in LEVELS}
+        self.perr: dict[str, list[float]] = {k: [] for k in (*PARAMS, "regional_kyphosis_deg")}
+        self.grades: list[tuple[int, int]] = []
+        self.statuses: list[str] = []
+        self.wrong_level = 0
+        self.seconds = 0.0
+
+    def add(self, spine: Any, view: View, truth: dict, lm: dict, facing: str | None) -> None:
+        image = {"rows": int(view.pixels.shape[0]), "columns": int(view.pixels.shape[1]),
+                 "pixel_spacing_mm": list(view.spacing_mm), "spacing_source": "supplied",
+                 "anterior": facing or view.facing}
         doc = analysis_document(image, lm)
-        statuses.append(doc["status"] if (lm["vertebrae"] or lm["s1_endplate"]) else "rejected")
-        sp = np.array([rg.spacing_mm[1], rg.spacing_mm[0]])
+        self.statuses.append(doc["status"] if (lm["vertebrae"] or lm["s1_endplate"]) else "rejected")
+        sp = np.array([view.spacing_mm[1], view.spacing_mm[0]])
         tv = truth["landmarks"]["vertebrae"]
-        for lv, tp in tv.items():
-            found[lv][1] += 1
-            pp = lm["vertebrae"].get(lv)
-            if pp is None:
-                continue
-            tc = np.mean([tp[n] for n in POINT_NAMES[:4]], axis=0)
+        for lv in tv:
+            self.found[lv][1] += 1
+        for lv, pp in lm["vertebrae"].items():
+            tp = tv.get(lv)
             pc = np.mean([pp[n] for n in POINT_NAMES[:4]], axis=0)
-            if np.linalg.norm((tc - pc) * sp) > 5.0:
-                wrong_level += 1
+            if tp is None or np.linalg.norm((np.mean([tp[n] for n in POINT_NAMES[:4]], axis=0) - pc) * sp) > LEVEL_TOLERANCE_MM:
+                self.wrong_level += 1
                 continue
-            found[lv][0] += 1
+            self.found[lv][0] += 1
             for n in POINT_NAMES:
-                point_err[n].append(float(np.linalg.norm((np.array(pp[n]) - tp[n]) * sp)))
-        s1_in, heads_in = truth["landmarks"]["s1_endplate"] is not None, len(truth["landmarks"]["femoral_heads"]) > 0
-        for key in PARAMS:
-            pv = doc["parameters"].get(key)
-            in_view = all(x in tv for x in NEEDS.get(key, ())) and s1_in and (heads_in or key not in (
-                "pelvic_incidence_deg", "pelvic_tilt_deg"))
-            if key == "thoracic_kyphosis_deg":
-                in_view = all(x in tv for x in NEEDS[key])
-            if in_view and pv is not None:
-                perr[key].append(abs(pv - truth["parameters"][key]))
+                self.point_err[n].append(float(np.linalg.norm((np.array(pp[n]) - tp[n]) * sp)))
+        self._parameters(doc, truth)
         rk = regional_truth_deg(spine)
         tv_by = {v["level"]: v for v in truth["vertebrae"] if v["in_view"]}
         for v in doc["vertebrae"]:
             if v["level"] in tv_by and v["genant_grade"] is not None:
-                grade_pairs.append((tv_by[v["level"]]["genant_grade"], v["genant_grade"]))
+                self.grades.append((tv_by[v["level"]]["genant_grade"], v["genant_grade"]))
             if v.get("regional_kyphosis_deg") is not None and v["level"] in rk:
                 i = LEVEL_INDEX[v["level"]]
-                neighbours_in = (i == len(LEVELS) - 1 or LEVELS[i + 1] in tv) and LEVELS[i - 1] in tv
-                if neighbours_in:
-                    perr["regional_kyphosis_deg"].append(abs(v["regional_kyphosis_deg"] - rk[v["level"]]))
-    all_err = np.concatenate([np.array(v) for v in point_err.values()]) if point_err["anterior_superior"] else np.array([np.nan])
-    g = np.array(grade_pairs) if grade_pairs else np.zeros((0, 2), int)
-    fx, nm = g[:, 0] > 0, g[:, 0] == 0
-    total_found = sum(f for f, _ in found.values())
-    total = sum(n for _, n in found.values())
-    report = {
-        "images": args.n, "first_seed": args.first_seed, "weights": str(det.weights), "shifted_look": args.shift,
-        "analysed_fraction": float(np.mean([s in ("ok", "partial") for s in statuses])),
-        "status_counts": {s: statuses.count(s) for s in ("ok", "partial", "rejected")},
-        "landmark_error_mm": {"median": float(np.median(all_err)), "mean": float(np.mean(all_err)),
-                              "p90": float(np.percentile(all_err, 90)),
-                              "per_point_median": {k: float(np.median(v)) if v else None for k, v in point_err.items()}},
-        "detection_rate": total_found / max(total, 1),
-        "misplaced_or_mislabelled": wrong_level,
-        "detection_rate_per_level": {lv: (round(f / n, 4) if n else None) for lv, (f, n) in found.items()},
-        "parameter_mae": {k: (float(np.mean(v)) if v else None) for k, v in perr.items()},
-        "parameter_median_ae": {k: (float(np.median(v)) if v else None) for k, v in perr.items()},
-        "parameter_n": {k: len(v) for k, v in perr.items()},
-        "genant_exact_fractured": float(np.mean(g[fx, 1] == g[fx, 0])) if fx.any() else None,
-        "genant_zero_normal": float(np.mean(g[nm, 1] == 0)) if nm.any() else None,
-        "fracture_sensitivity": float(np.mean(g[fx, 1] > 0)) if fx.any() else None,
-        "fracture_false_positive_rate": float(np.mean(g[nm, 1] > 0)) if nm.any() else None,
-        "fractured_vertebrae": int(fx.sum()), "normal_vertebrae": int(nm.sum()),
-        "inference_s_per_image": t_infer / args.n,
-    }
+                if (i == len(LEVELS) - 1 or LEVELS[i + 1] in tv) and LEVELS[i - 1] in tv:
+                    self.perr["regional_kyphosis_deg"].append(abs(v["regional_kyphosis_deg"] - rk[v["level"]]))
+
+    def _parameters(self, doc: dict, truth: dict) -> None:
+        tl = truth["landmarks"]
+        s1_in, heads_in = tl["s1_endplate"] is not None, len(tl["femoral_heads"]) > 0
+        for key in PARAMS:
+            pv = doc["parameters"].get(key)
+            if key == "thoracic_kyphosis_deg":
+                in_view = all(x in tl["vertebrae"] for x in NEEDS[key])
+            else:
+                in_view = all(x in tl["vertebrae"] for x in NEEDS.get(key, ())) and s1_in and (
+                    heads_in or key not in ("pelvic_incidence_deg", "pelvic_tilt_deg"))
+            if in_view and pv is not None:
+                self.perr[key].append(abs(pv - truth["parameters"][key]))
+
+    def report(self) -> dict:
+        errs = [e for v in self.point_err.values() for e in v]
+        g = np.array(self.grades, int).reshape(-1, 2)
+        fx, nm = g[:, 0] > 0, g[:, 0] == 0
+        found, total = sum(f for f, _ in self.found.values()), sum(n for _, n in self.found.values())
+
+        def mean(v: list[float]) -> float | None:
+            return round(float(np.mean(v)), 4) if v else None
+
+        return {
+            "images": len(self.statuses),
+            "analysed_fraction": float(np.mean([s in ("ok", "partial") for s in self.statuses])),
+            "status_counts": {s: self.statuses.count(s) for s in ("ok", "partial", "rejected")},
+            "detection_rate": found / max(total, 1), "vertebrae_in_view": total,
+            "wrong_levels": self.wrong_level,
+            "detection_rate_per_level": {lv: (round(f / n, 4) if n else None) for lv, (f, n) in self.found.items()},
+            "landmark_error_mm": {"median": float(np.median(errs)) if errs else None,
+                                  "p90": float(np.percentile(errs, 90)) if errs else None,
+                                  "per_point_median": {k: (round(float(np.median(v)), 4) if v else None)
+                                                       for k, v in self.point_err.items()}},
+            "parameter_mae": {k: mean(v) for k, v in self.perr.items()},
+            "parameter_n": {k: len(v) for k, v in self.perr.items()},
+            "fracture_sensitivity": float(np.mean(g[fx, 1] > 0)) if fx.any() else None,
+            "genant_exact_fractured": float(np.mean(g[fx, 1] == g[fx, 0])) if fx.any() else None,
+            "fracture_false_positive_rate": float(np.mean(g[nm, 1] > 0)) if nm.any() else None,
+            "fractured_vertebrae_graded": int(fx.sum()), "normal_vertebrae_graded": int(nm.sum()),
+            "inference_s_per_image": self.seconds / max(len(self.statuses), 1),
+        }
+
+
+def table(results: dict) -> str:
+    """A Markdown table: one row per figure, one column per (weights, family)."""
+    cols = [(w, f) for w in results for f in results[w]]
+    rows = [
+        ("radiographs analysed", lambda r: f"{100 * r['analysed_fraction']:.1f} %"),
+        ("vertebrae in view found, right level", lambda r: f"{100 * r['detection_rate']:.1f} %"),
+        ("wrong levels", lambda r: str(r["wrong_levels"])),
+        ("landmark error median", lambda r: _f(r["landmark_error_mm"]["median"], " mm", 2)),
+        *[(f"{k.replace('_deg', '').replace('_mm', '')} MAE", _mae(k)) for k in (*PARAMS, "regional_kyphosis_deg")],
+        ("fracture sensitivity", lambda r: _pct(r["fracture_sensitivity"], r["fractured_vertebrae_graded"])),
+        ("exact Genant grade (fractured)", lambda r: _pct(r["genant_exact_fractured"], r["fractured_vertebrae_graded"])),
+        ("false positives (normal)", lambda r: _pct(r["fracture_false_positive_rate"], r["normal_vertebrae_graded"])),
+    ]
+    out = ["| figure | " + " | ".join(f"{w} / {f}" for w, f in cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for name, fmt in rows:
+        out.append(f"| {name} | " + " | ".join(fmt(results[w][f]) for w, f in cols) + " |")
+    return "\n".join(out)
+
+
+def _mae(key: str) -> Any:
+    return lambda r: _f(r["parameter_mae"][key], " mm" if key.endswith("_mm") else "°", 2)
+
+
+def _f(v: float | None, unit: str, nd: int) -> str:
+    return "–" if v is None else f"{v:.{nd}f}{unit}"
+
+
+def _pct(v: float | None, n: int) -> str:
+    return "–" if v is None else f"{100 * v:.1f} % (of {n})"
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--families", default="2d", help=f"comma-separated, of {', '.join(FAMILIES)}")
+    ap.add_argument("--n", type=int, default=60, help="radiographs per family")
+    ap.add_argument("--first-seed", type=int, default=1_000_000)
+    ap.add_argument("--fractured", type=float, default=0.5, help="share of spines drawn with 1–3 fractures")
+    ap.add_argument("--weights", action="append", default=[], metavar="[LABEL=]PATH",
+                    help="weights to score (repeatable; default the packaged weights)")
+    ap.add_argument("--no-consistency", action="store_true", help="skip the test-time consistency check")
+    ap.add_argument("--shift", action="store_true", help="an unseen look on top of every family's")
+    ap.add_argument("--json", help="also write the figures here")
+    args = ap.parse_args(argv)
+    specs = [w.split("=", 1) if "=" in w else [w, w] for w in args.weights] or [["packaged", None]]
+    detectors = {label: LandmarkDetector(path, device="cpu", consistency=not args.no_consistency) for label, path in specs}
+    families = [f.strip() for f in args.families.split(",") if f.strip()]
+    tallies = {label: {f: Tally() for f in families} for label in detectors}
+    for family in families:
+        for k in range(args.n):
+            spine, view, truth = render_case(family, args.first_seed + k, args.fractured, args.shift)
+            for label, det in detectors.items():
+                t = time.perf_counter()
+                ((lm, facing, _),) = det.detect([view.pixels])
+                tallies[label][family].seconds += time.perf_counter() - t
+                tallies[label][family].add(spine, view, truth, lm, facing)
+    results = {label: {f: t.report() for f, t in per.items()} for label, per in tallies.items()}
+    report = {"n_per_family": args.n, "first_seed": args.first_seed, "fractured": args.fractured, "shift": args.shift,
+              "consistency": not args.no_consistency,
+              "weights": {label: str(det.weights) for label, det in detectors.items()}, "results": results}
     print(json.dumps(report, indent=1))
+    print(table(results))
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(report, fh, indent=1)
+        from sagittal.fsio import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(report, indent=1))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
-"""The training and evaluation scripts run: a few iterations of each training stage write a
-weights file that the detector loads, and the evaluation reports every figure the model card
-quotes."""
+"""The training and evaluation scripts run: a few iterations of each training stage (the thin
+wrapper over ``sagittal.training.loop``) write a weights file that the detector loads, and the
+evaluation reports every figure the model card quotes."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from sagittal.landmarks.weights import packaged
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,6 +30,7 @@ def test_training_writes_both_stages_into_one_loadable_file(tmp_path):
              "--batch", "4", "--cache", str(tmp_path / f"{stage}.npz"), "--out", str(out))
     from sagittal.landmarks.model import load_models
 
+    assert out.with_name("w.pt.sha256").is_file()  # the checkpoint carries its checksum
     models = load_models(out)
     assert set(models) == {"coarse", "refine"}
     import torch
@@ -39,12 +42,15 @@ def test_training_writes_both_stages_into_one_loadable_file(tmp_path):
 @pytest.mark.slow
 def test_evaluation_reports_the_model_card_figures(tmp_path):
     report = tmp_path / "eval.json"
-    _run("scripts/eval_landmarks.py", "--n", "2", "--json", str(report))
+    out = _run("scripts/eval_landmarks.py", "--families", "2d", "--n", "2", "--weights", "a=" + str(packaged()),
+               "--json", str(report))
     r = json.loads(report.read_text())
-    for key in ("landmark_error_mm", "detection_rate", "detection_rate_per_level", "parameter_mae",
-                "genant_exact_fractured", "genant_zero_normal", "fracture_sensitivity",
-                "fracture_false_positive_rate", "analysed_fraction"):
-        assert key in r
-    assert set(r["parameter_mae"]) >= {"pelvic_incidence_deg", "pelvic_tilt_deg", "sacral_slope_deg",
-                                       "lumbar_lordosis_deg", "regional_kyphosis_deg"}
-    assert 0 <= r["analysed_fraction"] <= 1 and r["images"] == 2
+    cell = r["results"]["a"]["2d"]
+    for key in ("landmark_error_mm", "detection_rate", "detection_rate_per_level", "parameter_mae", "wrong_levels",
+                "genant_exact_fractured", "fracture_sensitivity", "fracture_false_positive_rate", "analysed_fraction"):
+        assert key in cell
+    assert set(cell["parameter_mae"]) >= {"pelvic_incidence_deg", "pelvic_tilt_deg", "sacral_slope_deg",
+                                          "lumbar_lordosis_deg", "thoracic_kyphosis_deg", "sagittal_vertical_axis_mm",
+                                          "regional_kyphosis_deg"}
+    assert 0 <= cell["analysed_fraction"] <= 1 and cell["images"] == 2
+    assert "| radiographs analysed |" in out and "a / 2d" in out

@@ -12,7 +12,18 @@ import numpy as np
 
 from .crops import extract
 from .layout import COARSE_HEAT
-from .postprocess import Detections, crop_frames, decode, label_levels, recheck_chain, refine, to_contract, withhold_outside
+from .postprocess import (
+    Detections,
+    alternate_frames,
+    consistent,
+    crop_frames,
+    decode,
+    label_levels,
+    recheck_chain,
+    refine,
+    to_contract,
+    withhold_outside,
+)
 from .preprocess import INPUT_SHAPE, Letterbox, exposed_box, letterbox, normalise
 from .weights import packaged, weights_path
 
@@ -43,7 +54,8 @@ class LandmarkDetector:
     over full-resolution crops of every structure found, batched.
     """
 
-    def __init__(self, weights: str | os.PathLike | None = None, device: str = "auto", threads: int | None = None):
+    def __init__(self, weights: str | os.PathLike[str] | None = None, device: str = "auto", threads: int | None = None,
+                 consistency: bool = True):
         import torch
 
         from .model import load_models
@@ -54,6 +66,8 @@ class LandmarkDetector:
         self.weights = weights_path(weights)
         self.models = load_models(self.weights, self.device)
         self.last_timings: dict[str, float] = {}  # seconds per stage of the last ``detect``
+        #: refine every body and S1 twice (``postprocess.alternate_frames``) and withhold what is not stable
+        self.consistency = consistency
 
     def _run(self, stage: str, x: np.ndarray) -> np.ndarray:
         import torch
@@ -77,6 +91,7 @@ class LandmarkDetector:
     def detect(self, images: list[np.ndarray], facing: list[str | None] | None = None,
                batch_size: int = 8) -> list[tuple[dict, str | None, list[str]]]:
         timings = dict.fromkeys(("coarse", "crops", "refine", "postprocess"), 0.0)
+        self.last_detections: list[Detections] = []  # per image, in source pixels (diagnostics)
         results = []
         for start in range(0, len(images), batch_size):
             t = time.perf_counter()
@@ -91,17 +106,22 @@ class LandmarkDetector:
                 seen = facing_from_landmarks(to_contract(det))
                 mirror = (side or seen or "right") == "left"
                 frames = crop_frames(det, mirror)
-                plans.append((frames, [extract(img, f) for _, _, f in frames]))
-            crops = [c for _, cs in plans for c in cs]
+                alt = alternate_frames(frames) if self.consistency else []
+                plans.append((frames, alt, [extract(img, f) for _, _, f in frames + alt]))
+            crops = [c for _, _, cs in plans for c in cs]
             timings["crops"] += time.perf_counter() - t
             t = time.perf_counter()
             logits = self._run("refine", np.stack(crops)) if crops else np.zeros((0,))
             timings["refine"] += time.perf_counter() - t
             t = time.perf_counter()
             k = 0
-            for det, (frames, cs), box in zip(dets, plans, boxes, strict=False):
-                fine = recheck_chain(withhold_outside(refine(det, frames, logits[k:k + len(cs)]), box))
+            for det, (frames, alt, cs), box in zip(dets, plans, boxes, strict=False):
+                fine = refine(det, frames, logits[k:k + len(frames)])
+                if alt:
+                    fine = consistent(fine, refine(det, alt, logits[k + len(frames):k + len(cs)]))
                 k += len(cs)
+                fine = recheck_chain(withhold_outside(fine, box))
+                self.last_detections.append(fine)
                 lm = to_contract(fine)
                 results.append((lm, facing_from_landmarks(lm), list(fine.warnings)))
             timings["postprocess"] += time.perf_counter() - t

@@ -31,6 +31,10 @@ STEP_SHORT, STEP_LONG = 0.6, 1.42
 EDGE_FRACTION = 0.004
 HEAD_MIN_CONFIDENCE = 0.3
 S1_THRESHOLD = 0.2
+#: an S1 peak this weak is taken only where the chain of bodies puts the sacrum (``_chain_s1``)
+S1_WEAK_THRESHOLD = 0.05
+#: the S1 endplate midpoint lies this many lowest-body heights below its centre (phantom: ~0.9)
+S1_STEP = (0.4, 1.4)
 HEAD_THRESHOLD = 0.2
 GAP_FACTOR = 1.6  # a neighbour farther than this × the spacing the bodies' sizes predict breaks the chain
 DUPLICATE_FACTOR = 0.45
@@ -40,6 +44,13 @@ C7_SIZE_RATIO = 0.7
 #: probability mass a perfect refinement map holds in the 5 × 5 window about its peak (a
 #: Gaussian of sigma 1.5 px): the refinement confidence is the mass found over this
 REFINE_MASS = 0.82
+#: the consistency check's second look (``alternate_frames``) and its limits (``consistent``):
+#: set on phantom radiographs of the eval stream (docs in models/README.md, "Uncertainty")
+TTA_SCALE, TTA_ANGLE_DEG = 1.12, 6.0
+CONSISTENCY_MAX = 0.06
+MIN_POINT_CONFIDENCE = 0.4
+#: a body closer to the exposed field's edge than this × its height may be cut by it
+EDGE_BODY_FRACTION = 0.1
 #: a refined body whose centre moved more than this × its size from the coarse one has most
 #: likely latched onto a neighbour: the body is withheld
 REFINE_MAX_SHIFT = 0.35
@@ -51,6 +62,8 @@ class Body:
     confidence: float
     centre: np.ndarray  # (2,)
     level: str | None = None
+    point_confidence: float = 1.0  # the least confident of its six refined points
+    spread: float = 0.0  # the two refinements' largest disagreement over the body's size (``consistent``)
 
 
 @dataclass
@@ -62,6 +75,8 @@ class Detections:
     s1_confidence: float
     heads: list[tuple[np.ndarray, float, float]]  # (centre, radius, confidence)
     warnings: list[str] = field(default_factory=list)
+    #: weaker S1 corner pairs ``((2, 2), score)`` the chain may confirm when ``s1`` is None
+    s1_candidates: list[tuple[np.ndarray, float]] = field(default_factory=list)
 
     def mapped(self, f, scale: float) -> Detections:
         """The same detections with every point through ``f`` (``(..., 2) -> (..., 2)``) and
@@ -69,7 +84,7 @@ class Detections:
         bodies = [replace(b, points=f(b.points), centre=f(b.centre[None])[0]) for b in self.bodies]
         heads = [(f(c[None])[0], r * scale, conf) for c, r, conf in self.heads]
         return Detections(bodies, None if self.s1 is None else f(self.s1), self.s1_confidence, heads,
-                          list(self.warnings))
+                          list(self.warnings), [(f(c), sc) for c, sc in self.s1_candidates])
 
 
 def _peaks(heat: np.ndarray, threshold: float, min_dist: int = 1) -> list[tuple[int, int, float]]:
@@ -103,16 +118,18 @@ def decode(maps: np.ndarray) -> Detections:
         pts = cell + maps[C_OFFSETS, y, x].reshape(6, 2) * OFFSET_UNIT
         bodies.append(Body(pts, score, to_input(_subpixel(maps[C_CENTRE], x, y))))
     s1, s1_conf = None, 0.0
-    a = _peaks(maps[C_S1.start], S1_THRESHOLD)
-    b = _peaks(maps[C_S1.start + 1], S1_THRESHOLD)
-    if a and b:
-        s1 = to_input(np.array([_subpixel(maps[C_S1.start], a[0][0], a[0][1]),
-                                _subpixel(maps[C_S1.start + 1], b[0][0], b[0][1])]))
-        s1_conf = min(a[0][2], b[0][2])
+    a = _peaks(maps[C_S1.start], S1_WEAK_THRESHOLD)[:3]
+    b = _peaks(maps[C_S1.start + 1], S1_WEAK_THRESHOLD)[:3]
+    pairs = sorted(((min(pa[2], pb[2]), to_input(np.array([_subpixel(maps[C_S1.start], pa[0], pa[1]),
+                                                          _subpixel(maps[C_S1.start + 1], pb[0], pb[1])])))
+                    for pa in a for pb in b), key=lambda t: -t[0])
+    if pairs and pairs[0][0] >= S1_THRESHOLD:
+        s1_conf, s1 = pairs[0]
+    candidates = [] if s1 is not None else [(xy, sc) for sc, xy in pairs]
     heads = []
     for x, y, score in _peaks(maps[C_HEAD], HEAD_THRESHOLD)[:2]:
         heads.append((to_input(_subpixel(maps[C_HEAD], x, y)), float(maps[C_RADIUS, y, x] * RADIUS_UNIT), score))
-    return Detections(bodies, s1, s1_conf, heads)
+    return Detections(bodies, s1, s1_conf, heads, s1_candidates=candidates)
 
 
 def _dedupe(bodies: list[Body]) -> list[Body]:
@@ -190,19 +207,64 @@ def _relative_steps(bodies: list[Body]) -> list[float]:
     return out
 
 
-def label_levels(det: Detections) -> Detections:
-    """Assign levels, anchored on S1 (else C7 at the top); withhold what breaks the chain.
+def _chain_s1(det: Detections, lowest: Body, height: float) -> Detections:
+    """Take the strongest weak S1 candidate that sits where the chain puts the sacrum: below the
+    lowest body, ``S1_STEP`` of its height from its centre, as wide as its endplate (0.5–1.8×)."""
+    width = float(np.linalg.norm(lowest.points[0] - lowest.points[1]))
+    for xy, score in det.s1_candidates:
+        mid = xy.mean(axis=0)
+        step = float(np.linalg.norm(lowest.centre - mid)) / max(1e-6, height)
+        w = float(np.linalg.norm(xy[0] - xy[1]))
+        if mid[1] > lowest.centre[1] and S1_STEP[0] <= step <= S1_STEP[1] and 0.5 * width <= w <= 1.8 * width:
+            note = (f"the S1 endplate was seen only faintly (score {score:.2f}); it is used because it lies just "
+                    "below the lowest body, where the chain puts the sacrum")
+            return replace(det, s1=xy, s1_confidence=float(score), warnings=[*det.warnings, note], s1_candidates=[])
+    return det
 
-    Bodies at or above ``CENTRE_THRESHOLD`` make the chain; weaker ones (down to
-    ``WEAK_THRESHOLD``) only fill its gaps and extend its ends (``_fill_with_weak``)."""
-    ordered = sorted(det.bodies, key=lambda b: -b.centre[1])  # caudal first
+
+def _chain(found: list[Body]) -> list[Body]:
+    """The chain of bodies, caudal first: strong peaks deduplicated, weak ones where they fit."""
+    ordered = sorted(found, key=lambda b: -b.centre[1])
     strong = [b for b in ordered if b.confidence >= CENTRE_THRESHOLD]
     weak = [b for b in ordered if b.confidence < CENTRE_THRESHOLD]
     bodies = _dedupe(strong)
     weak = [w for w in weak if all(np.linalg.norm(w.centre - b.centre) >= DUPLICATE_FACTOR *
                                    max(float(np.linalg.norm(b.points[1] - b.points[2])), 1.0) for b in bodies)]
-    bodies = _fill_with_weak(bodies, weak) if len(bodies) > 1 else bodies
-    warnings = det.warnings
+    return _fill_with_weak(bodies, weak) if len(bodies) > 1 else bodies
+
+
+def _name_chain(order: list[Body], names: list[str], ratios: list[float], rel: list[float], warnings: list[str]) -> None:
+    """Name ``order`` (from the anchor on) with ``names`` until the chain breaks; the rest unnamed."""
+    labelled = 0
+    for i, b in enumerate(order):
+        if i >= len(names):
+            warnings.append(f"{len(order) - len(names)} body(ies) beyond the {len(names)} levels C7–L5 withheld")
+            break
+        if i > 0 and ratios[i - 1] > GAP_FACTOR:
+            where = "above" if names[0] == "L5" else "below"
+            warnings.append(f"the chain of bodies breaks {where} {names[i - 1]} (a gap of {ratios[i - 1]:.1f}× the "
+                            "spacing the bodies' sizes predict): the levels beyond it are withheld")
+            break
+        if i > 0 and not (STEP_SHORT < rel[i - 1] < STEP_LONG):
+            where = "above" if names[0] == "L5" else "below"
+            what = "longer" if rel[i - 1] >= STEP_LONG else "shorter"
+            warnings.append(f"the chain of bodies breaks {where} {names[i - 1]} (a step {rel[i - 1]:.2f}× its "
+                            f"neighbours', {what} than a spine allows: a body missed or one too many): the levels "
+                            "beyond it are withheld")
+            break
+        b.level = names[i]
+        labelled += 1
+    for b in order[labelled:]:
+        b.level = None
+
+
+def label_levels(det: Detections) -> Detections:
+    """Assign levels, anchored on S1 (else C7 at the top); withhold what breaks the chain.
+
+    Bodies at or above ``CENTRE_THRESHOLD`` make the chain; weaker ones (down to
+    ``WEAK_THRESHOLD``) only fill its gaps and extend its ends (``_fill_with_weak``)."""
+    bodies = _chain(det.bodies)
+    warnings = list(det.warnings)
     if not bodies:
         warnings.append("no vertebral body found")
         return Detections([], det.s1, det.s1_confidence, det.heads, warnings)
@@ -211,10 +273,13 @@ def label_levels(det: Detections) -> Detections:
     # body plus a disc), so the check follows the spine from small cervical to large lumbar bodies
     ratios = [_step_ratio(bodies[i], bodies[i + 1]) for i in range(len(bodies) - 1)]
     rel = _relative_steps(bodies)
+    if det.s1 is None and det.s1_candidates:
+        det = _chain_s1(det, bodies[0], heights[0])
+        warnings = det.warnings
     if det.s1 is not None:
         s1_mid = det.s1.mean(axis=0)
         first_step = float(np.linalg.norm(bodies[0].centre - s1_mid)) / max(1e-6, heights[0])
-        if bodies[0].centre[1] > s1_mid[1] or not (0.4 <= first_step <= 1.4):
+        if bodies[0].centre[1] > s1_mid[1] or not (S1_STEP[0] <= first_step <= S1_STEP[1]):
             warnings.append("the lowest body found is not just above the S1 endplate: levels withheld "
                             "(a missed or extra vertebra would renumber the spine)")
             for b in bodies:
@@ -240,27 +305,7 @@ def label_levels(det: Detections) -> Detections:
         warnings.append("the sacrum is out of view: levels are counted from C7 at the top of the image")
         order, names = list(reversed(bodies)), list(LEVELS)
         ratios, rel = list(reversed(ratios)), list(reversed(rel))
-    labelled = 0
-    for i, b in enumerate(order):
-        if i >= len(names):
-            warnings.append(f"{len(order) - len(names)} body(ies) beyond the {len(names)} levels C7–L5 withheld")
-            break
-        if i > 0 and ratios[i - 1] > GAP_FACTOR:
-            where = "above" if names[0] == "L5" else "below"
-            warnings.append(f"the chain of bodies breaks {where} {names[i - 1]} (a gap of {ratios[i - 1]:.1f}× the "
-                            "spacing the bodies' sizes predict): the levels beyond it are withheld")
-            break
-        if i > 0 and not (STEP_SHORT < rel[i - 1] < STEP_LONG):
-            where = "above" if names[0] == "L5" else "below"
-            what = "longer" if rel[i - 1] >= STEP_LONG else "shorter"
-            warnings.append(f"the chain of bodies breaks {where} {names[i - 1]} (a step {rel[i - 1]:.2f}× its "
-                            f"neighbours', {what} than a spine allows: a body missed or one too many): the levels "
-                            "beyond it are withheld")
-            break
-        b.level = names[i]
-        labelled += 1
-    for b in order[labelled:]:
-        b.level = None
+    _name_chain(order, names, ratios, rel, warnings)
     return Detections(bodies, det.s1, det.s1_confidence, det.heads, warnings)
 
 
@@ -312,7 +357,7 @@ def refine(det: Detections, frames: list[tuple[str, int, CropFrame]], logits: np
                 bodies[i] = replace(b, level=None, confidence=0.5 * b.confidence)
                 continue
             bodies[i] = replace(b, points=pts, centre=pts[:4].mean(axis=0),
-                                confidence=float(min(b.confidence, conf.mean())))
+                                confidence=float(min(b.confidence, conf.mean())), point_confidence=float(conf.min()))
         elif kind == "s1":
             q, conf = softmax_points(maps[R_S1])
             s1, s1_conf = frame.to_source(q), float(min(s1_conf, conf.mean()))
@@ -329,19 +374,70 @@ def refine(det: Detections, frames: list[tuple[str, int, CropFrame]], logits: np
     return Detections(bodies, s1, s1_conf, heads, warnings)
 
 
+def alternate_frames(frames: list[tuple[str, int, CropFrame]]) -> list[tuple[str, int, CropFrame]]:
+    """The second look of the consistency check: every body and S1 crop ``TTA_SCALE`` larger and
+    turned ``TTA_ANGLE_DEG`` (inside the jitter the refinement was trained with), hips left out."""
+    return [(kind, i, replace(f, side_px=f.side_px * TTA_SCALE, angle_rad=f.angle_rad + np.radians(TTA_ANGLE_DEG)))
+            for kind, i, f in frames if kind != "hips"]
+
+
+def consistent(first: Detections, second: Detections) -> Detections:
+    """Merge two refinements of the same detections (``refine`` over ``crop_frames`` and over
+    ``alternate_frames``): each body's points become the mean of its two placements and its
+    ``spread`` their largest disagreement over the body's size; a body whose spread exceeds
+    ``CONSISTENCY_MAX`` — or whose least confident point is under ``MIN_POINT_CONFIDENCE`` — is
+    withheld with a warning: its points, and a height loss from them, are not stable. The S1
+    endplate likewise (over its width). Hips are the first refinement's."""
+    warnings = list(first.warnings) + [w for w in second.warnings if w not in first.warnings]
+    bodies = []
+    for a, b in zip(first.bodies, second.bodies, strict=True):
+        if not a.level:
+            bodies.append(a)
+            continue
+        if not b.level:  # the second look strayed: refine() said so
+            bodies.append(replace(a, level=None))
+            continue
+        spread = float(np.abs(a.points - b.points).max() / max(float(vertebra_size(a.points)), 1e-6))
+        pts = (a.points + b.points) / 2
+        merged = replace(a, points=pts, centre=pts[:4].mean(axis=0), confidence=min(a.confidence, b.confidence),
+                         point_confidence=min(a.point_confidence, b.point_confidence), spread=spread)
+        if spread > CONSISTENCY_MAX:
+            warnings.append(f"{a.level}: two placements of its points disagree by {100 * spread:.0f} % of its size "
+                            "(points not stable): withheld, no height or grade")
+            merged = replace(merged, level=None)
+        elif merged.point_confidence < MIN_POINT_CONFIDENCE:
+            warnings.append(f"{a.level}: its points are not confident ({merged.point_confidence:.2f}): withheld, "
+                            "no height or grade")
+            merged = replace(merged, level=None)
+        bodies.append(merged)
+    s1, s1_conf = first.s1, first.s1_confidence
+    if s1 is not None and second.s1 is not None:
+        width = max(float(np.linalg.norm(s1[0] - s1[1])), 1e-6)
+        spread = float(np.abs(s1 - second.s1).max()) / width
+        s1, s1_conf = (s1 + second.s1) / 2, min(s1_conf, second.s1_confidence)
+        if spread > CONSISTENCY_MAX:
+            warnings.append(f"the S1 endplate's two placements disagree by {100 * spread:.0f} % of its width "
+                            "(not stable): withheld")
+            s1 = None
+    return Detections(bodies, s1, s1_conf, first.heads, warnings)
+
+
 def withhold_outside(det: Detections, box: tuple[float, float, float, float]) -> Detections:
     """Unlabel bodies with a point outside ``box`` (``x0, y0, x1, y1``, the exposed field) or
-    within ``EDGE_FRACTION`` of its size from its edge: the contract reports only vertebrae
-    wholly in view, and a body cut by the edge has its hidden corners guessed."""
+    within ``EDGE_FRACTION`` of its size, or ``EDGE_BODY_FRACTION`` of the body's own height,
+    from its edge: the contract reports only vertebrae wholly in view, and a body cut by the
+    edge has its hidden corners guessed — a cut body read as a short one is a false fracture."""
     x0, y0, x1, y1 = box
-    margin_px = max(1.0, EDGE_FRACTION * max(x1 - x0, y1 - y0))
+    field_margin_px = max(1.0, EDGE_FRACTION * max(x1 - x0, y1 - y0))
     bodies, warnings = [], list(det.warnings)
     for b in det.bodies:
         p = b.points
-        inside = ((p[:, 0] >= x0 + margin_px) & (p[:, 0] <= x1 - margin_px) & (p[:, 1] >= y0 + margin_px)
-                  & (p[:, 1] <= y1 - margin_px)).all()
+        height = float(np.linalg.norm(p[1] - p[2]))
+        m = max(field_margin_px, EDGE_BODY_FRACTION * height)
+        inside = ((p[:, 0] >= x0 + m) & (p[:, 0] <= x1 - m) & (p[:, 1] >= y0 + m) & (p[:, 1] <= y1 - m)).all()
         if b.level and not inside:
-            warnings.append(f"{b.level} is not wholly in the exposed field: withheld")
+            warnings.append(f"{b.level} is not wholly in the exposed field (cut by or touching its edge): withheld, "
+                            "no height or grade")
             b = replace(b, level=None)
         bodies.append(b)
     return Detections(bodies, det.s1, det.s1_confidence, det.heads, warnings)

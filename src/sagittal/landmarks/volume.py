@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import CalibrationError
-from ..io.volume import Centreline, SpinePlane, VolumeGeometry, ct_centreline, sample_lps, spine_plane
+from ..io.volume import Centreline, SpinePlane, VolumeGeometry, ct_centreline, in_field, sample_lps, spine_plane
 
 #: CT window the plane model sees (HU): soft tissue to dense cortex
 CT_WINDOW_HU = (-250.0, 1100.0)
@@ -137,7 +137,8 @@ def _deepest_bone(volume: np.ndarray, geom: VolumeGeometry, origin: np.ndarray, 
                   ranges: tuple[np.ndarray, ...], grid_mm: float) -> tuple[np.ndarray, float] | None:
     """The deepest point of the bone (smoothed, holes filled) sampled on the grid ``origin +
     u*axes[0] + v*axes[1] + w*axes[2]`` over ``ranges``: its LPS position and depth (mm), the
-    grid's faces counting as outside (a ball cut by the box is not measured)."""
+    grid's faces counting as outside. ``None`` when there is no bone, or when the deepest ball
+    reaches the edge of the volume's field (a head cut by the field is not measured)."""
     from scipy import ndimage
 
     u, v, w = ranges
@@ -147,7 +148,11 @@ def _deepest_bone(volume: np.ndarray, geom: VolumeGeometry, origin: np.ndarray, 
     if not bone.any():
         return None
     depth = ndimage.distance_transform_edt(np.pad(bone, 1), sampling=grid_mm)[1:-1, 1:-1, 1:-1]
+    field = ndimage.distance_transform_edt(np.pad(in_field(volume.shape, geom, pts), 1), sampling=grid_mm)[1:-1, 1:-1, 1:-1]
+    depth[field < depth + grid_mm] = 0  # balls touching the field's edge are not balls we can see
     r = float(depth.max())
+    if r <= 0:
+        return None
     top = depth >= r - 0.5 * grid_mm
     idx = np.argwhere(top).astype(float)
     wts = depth[top]

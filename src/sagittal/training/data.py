@@ -85,7 +85,17 @@ def render_family(family: str, spine: Any, rng: np.random.Generator, **style: An
         raise ValueError(f"unknown renderer family {family!r}; expected one of {', '.join(FAMILIES)}")
     from ..phantom.drr import render_drr
 
-    return render_drr(spine, rng, style=family, **style)
+    return render_drr(spine, rng, family=family, **style)
+
+
+def sample_family_spec(family: str, rng: np.random.Generator, n_fractures: int | None = None) -> Any:
+    """The spine's specification as ``family`` draws it (the projection families add disc
+    narrowing and spondylolisthesis: ``phantom.drr.sample_drr_spec``)."""
+    if family == "2d":
+        return sample_spec(rng, n_fractures=n_fractures)
+    from ..phantom.drr import sample_drr_spec
+
+    return sample_drr_spec(rng, n_fractures=n_fractures)
 
 
 def as_view(rg: Any) -> View:
@@ -205,7 +215,7 @@ def _render(stream: int, seed: int, spacing_range: tuple[float, float], fracture
     phantom's own fracture frequency); ``augment``: the chance of ``degrade``."""
     rng = np.random.default_rng([stream, seed] if family == "2d" else [stream, FAMILY_CODES[family], seed])
     n_fx = int(rng.integers(1, 4)) if fracture_rate and rng.random() < fracture_rate else None
-    spine = build_spine(sample_spec(rng, n_fractures=n_fx))
+    spine = build_spine(sample_family_spec(family, rng, n_fx))
     spacing = style.pop("pixel_spacing_mm", float(rng.uniform(*spacing_range)))
     view = as_view(render_family(family, spine, rng, pixel_spacing_mm=spacing, **style))
     if augment:

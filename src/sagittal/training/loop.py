@@ -90,31 +90,32 @@ def save_stage(path: Path, stage: str, model: UNet, meta: dict) -> None:
         write_checksum(path)
 
 
-def _parts(args: argparse.Namespace) -> list[tuple[str, int, int, int]]:
-    """``(family, first seed, n, fracture boost)`` of every data part."""
-    parts = [(args.family, args.first_seed, args.n_train, args.fracture_boost)]
+def _parts(args: argparse.Namespace) -> list[tuple[str, int, int, int, float]]:
+    """``(family, first seed, n, fracture boost, degradation chance)`` of every data part."""
+    parts = [(args.family, args.first_seed, args.n_train, args.fracture_boost, args.augment)]
     for spec in args.also:
         f = spec.split(":")
         family = f.pop(0) if f[0] in FAMILIES else "2d"
-        parts.append((family, int(f[0]), int(f[1]), int(f[2]) if len(f) > 2 else 0))
-    return parts
+        parts.append((family, int(f[0]), int(f[1]), int(f[2]) if len(f) > 2 else 0,
+                      float(f[3]) if len(f) > 3 else args.augment))
+    return [p for p in parts if p[2] > 0]
 
 
 def build_data(args: argparse.Namespace) -> dict[str, np.ndarray]:
     """Render (or load from the cache) every data part of the run, concatenated."""
     out = []
-    for family, first, n, boost in _parts(args):
-        key = f"{args.stage}_{family}_{first}-{n}-{boost}_aug{args.augment:g}"
+    for family, first, n, boost, aug in _parts(args):
+        key = f"{args.stage}_{family}_{first}-{n}-{boost}_aug{aug:g}"
         cache = Path(args.cache) if args.cache and len(_parts(args)) == 1 else Path(args.cache_dir) / f"{key}.npz"
         if cache.is_file():
             part = dict(np.load(cache))
         else:
             seeds = range(first, first + n)
             if args.stage == "coarse":
-                part = make_coarse_dataset(seeds, workers=args.workers, family=family, augment=args.augment)
+                part = make_coarse_dataset(seeds, workers=args.workers, family=family, augment=aug)
             else:
                 part = make_refine_dataset(seeds, workers=args.workers, fracture_boost=boost, family=family,
-                                           augment=args.augment)
+                                           augment=aug)
             with atomic_path(cache) as tmp:
                 with open(tmp, "wb") as fh:
                     np.savez(fh, **part)
@@ -143,6 +144,8 @@ def train(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict:
     n = len(data["images"] if args.stage == "coarse" else data["crops"])
     t_data = time.time() - t0
     log(f"{args.stage}: {n} training items in {t_data:.0f} s")
+    if args.prepare_only:
+        return {"stage": args.stage, "train_items": n, "data_seconds": round(t_data)}
     model = build(args.stage)
     if args.init:
         model.load_state_dict(torch.load(args.init, weights_only=True)[args.stage]["state_dict"])
@@ -170,8 +173,8 @@ def train(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict:
         "command": "scripts/train_landmarks.py " + " ".join(args.argv),
         "stage": args.stage, "iterations": it, "batch": batch, "items_seen": it * batch, "n_train": args.n_train,
         "train_items": n,
-        "train_seeds": "; ".join(f"{fam} {a}..{a + b - 1} (fracture boost {c})" for fam, a, b, c in _parts(args))
-        + f" of the {args.stage} stream in training.data, heavy degradation p={args.augment:g}",
+        "train_seeds": "; ".join(f"{fam} {a}..{a + b - 1} (fracture boost {c}, degraded p={g:g})"
+                                 for fam, a, b, c, g in _parts(args)) + f" of the {args.stage} stream in training.data",
         "init": args.init, "minutes": args.minutes, "data_seconds": round(t_data),
         "train_seconds": round(time.time() - start), "threads": args.threads,
         "final_loss": float(np.mean(losses[-100:])) if losses else None, "torch": str(torch.__version__),
@@ -203,9 +206,10 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--first-seed", type=int, default=0, help="render seeds first-seed … first-seed + n-train - 1")
     ap.add_argument("--fracture-boost", type=int, default=0,
                     help="refine: spines mostly fractured, this many extra crops per fractured body")
-    ap.add_argument("--also", action="append", default=[], metavar="[FAMILY:]FIRST:N[:BOOST]",
+    ap.add_argument("--also", action="append", default=[], metavar="[FAMILY:]FIRST:N[:BOOST[:AUGMENT]]",
                     help="add N more radiographs from seed FIRST of that family (default 2d) with that fracture "
-                         "boost (refine) (repeatable)")
+                         "boost (refine) and degradation chance (default --augment) (repeatable)")
+    ap.add_argument("--prepare-only", action="store_true", help="render and cache the data, then stop")
     return ap
 
 

@@ -1,0 +1,183 @@
+"""The withholding rules of the landmark stage: a body cut by the field's edge, or whose points
+are not stable between two looks, gets no landmarks (so no height and no grade) and a warning;
+levels are anchored on S1 on films that start at T12 or L1, on a faint S1 only where the chain
+puts the sacrum; a film with neither S1 nor the whole chain C7–L5 gets no levels."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from sagittal.landmarks.crops import CropFrame
+from sagittal.landmarks.postprocess import (
+    CONSISTENCY_MAX,
+    Body,
+    Detections,
+    alternate_frames,
+    consistent,
+    decode,
+    label_levels,
+    withhold_outside,
+)
+from sagittal.landmarks.preprocess import INPUT_SHAPE
+from sagittal.levels import LEVEL_INDEX, LEVELS
+from sagittal.report.analysis import analysis_document
+from sagittal.training.data import render_sample
+from sagittal.training.targets import coarse_targets
+
+BODY = np.array([[130.0, 100.0], [90.0, 98.0], [91.0, 128.0], [129.0, 131.0], [110.0, 101.0], [110.0, 127.5]])
+
+
+def _body(level: str, dy: float = 0.0, conf: float = 0.9) -> Body:
+    p = BODY + [0.0, dy]
+    return Body(p, conf, p[:4].mean(axis=0), level, point_confidence=0.8)
+
+
+# ------------------------------------------------------------------ consistency (unit)
+
+def test_consistent_placements_are_averaged_and_kept():
+    a = Detections([_body("L2"), _body("L3", 40.0)], None, 0.0, [])
+    b = replace(a, bodies=[replace(x, points=x.points + 0.5) for x in a.bodies])
+    out = consistent(a, b)
+    assert [x.level for x in out.bodies] == ["L2", "L3"]
+    np.testing.assert_allclose(out.bodies[0].points, BODY + 0.25)
+    assert out.bodies[0].spread == pytest.approx(0.5 / 34.5, rel=0.05)
+    assert not any("withheld" in w for w in out.warnings)
+
+
+def test_unstable_body_is_withheld_with_a_warning():
+    a = Detections([_body("L2"), _body("L3", 40.0)], None, 0.0, [])
+    moved = a.bodies[1].points.copy()
+    moved[0] += [0.0, 2 * CONSISTENCY_MAX * 34.5]  # its anterior-superior corner jumps between the two looks
+    b = replace(a, bodies=[a.bodies[0], replace(a.bodies[1], points=moved)])
+    out = consistent(a, b)
+    assert [x.level for x in out.bodies] == ["L2", None]
+    assert any(w.startswith("L3: two placements") and "no height or grade" in w for w in out.warnings)
+
+
+def test_alternate_frames_look_again_at_bodies_and_s1_only():
+    f = CropFrame((10.0, 20.0), 50.0, True)
+    alt = alternate_frames([("vertebra", 0, f), ("s1", 0, f), ("hips", 0, f)])
+    assert [k for k, _, _ in alt] == ["vertebra", "s1"]
+    assert alt[0][2].side_px > f.side_px and alt[0][2].angle_rad != 0 and alt[0][2].mirror
+
+
+# ------------------------------------------------------------------ field edge (unit)
+
+def test_a_body_touching_the_field_edge_is_withheld():
+    det = Detections([_body("L1"), _body("L2", 40.0)], None, 0.0, [])
+    out = withhold_outside(det, (0.0, 97.0, 399.0, 399.0))  # the field's top 1 px above L1's corners
+    assert [b.level for b in out.bodies] == [None, "L2"]
+    assert any(w.startswith("L1 is not wholly in the exposed field") for w in out.warnings)
+
+
+# ------------------------------------------------------------------ anchoring (maps)
+
+def _lumbar_from(top_level: str, seed_range: range = range(60)):
+    for seed in seed_range:
+        smp, _, _ = render_sample(seed, field_of_view="lumbar")
+        if smp.s1 is not None and smp.levels[0] == top_level:
+            return smp
+    raise AssertionError(f"no lumbar sample starting at {top_level}")
+
+
+@pytest.mark.parametrize("top", ["T12", "L1"])
+def test_film_starting_at_t12_or_l1_is_counted_from_s1(top):
+    smp = _lumbar_from(top)
+    t, _ = coarse_targets(INPUT_SHAPE, smp.vertebrae, smp.s1, smp.heads, smp.radii)
+    det = label_levels(decode(t))
+    got = {b.level: b.centre for b in det.bodies if b.level}
+    assert sorted(got, key=LEVELS.index) == smp.levels
+    for lv, pts in zip(smp.levels, smp.vertebrae, strict=True):
+        assert np.linalg.norm(got[lv] - pts[:4].mean(axis=0)) < 1.0
+
+
+def test_faint_s1_is_used_only_where_the_chain_puts_it():
+    smp = _lumbar_from("L1")
+    t, _ = coarse_targets(INPUT_SHAPE, smp.vertebrae, smp.s1, smp.heads, smp.radii)
+    t[13:15] *= 0.12  # the S1 corners seen only faintly (peak 0.12 < S1_THRESHOLD)
+    det = label_levels(decode(t))
+    assert det.s1 is not None and any("seen only faintly" in w for w in det.warnings)
+    assert {b.level for b in det.bodies if b.level} == set(smp.levels)
+    # the same faint peaks moved far below the spine: not taken, and no levels without an anchor
+    t2, _ = coarse_targets(INPUT_SHAPE, smp.vertebrae, smp.s1 + [0.0, 40.0], smp.heads, smp.radii)
+    t2[13:15] *= 0.12
+    det2 = label_levels(decode(t2))
+    assert det2.s1 is None and all(b.level is None for b in det2.bodies)
+    assert any("levels cannot be anchored" in w for w in det2.warnings)
+
+
+# ------------------------------------------------------------------ the model on rendered films
+
+@pytest.fixture(scope="module")
+def detector():
+    from sagittal.landmarks.infer import LandmarkDetector
+
+    return LandmarkDetector(device="cpu", threads=1)
+
+
+def _lumbar_view(seed: int = 3):
+    from sagittal.training.data import COARSE_STREAM, _render
+
+    for s in range(seed, seed + 40):
+        spine, view, _ = _render(COARSE_STREAM, s, (0.5, 0.5), field_of_view="lumbar", collimation="none",
+                                 markers=False, ruler=False)
+        if view.s1_in_view and view.in_view[LEVEL_INDEX["L1"]] and view.in_view[LEVEL_INDEX["T12"]]:
+            return spine, view
+    raise AssertionError("no lumbar film with T12–S1 in view")
+
+
+def _document(view, lm, facing):
+    image = {"rows": view.pixels.shape[0], "columns": view.pixels.shape[1], "pixel_spacing_mm": list(view.spacing_mm),
+             "spacing_source": "supplied", "anterior": facing or view.facing}
+    return analysis_document(image, lm)
+
+
+@pytest.mark.slow
+def test_a_body_cut_by_the_top_of_the_film_gets_no_grade(detector):
+    spine, view = _lumbar_view()
+    t12 = view.to_px(spine.points_mm[LEVEL_INDEX["T12"]])
+    cut_row = int(round(t12[:, 1].min() + 0.45 * (t12[:, 1].max() - t12[:, 1].min())))  # through T12's middle
+    pixels = view.pixels[cut_row:]
+    ((lm, facing, warnings),) = detector.detect([pixels])
+    doc = _document(view, lm, facing)
+    graded = {v["level"]: v["genant_grade"] for v in doc["vertebrae"]}
+    assert "T12" not in lm["vertebrae"] and "T12" not in graded  # no points, no height, no grade
+    assert "L3" in lm["vertebrae"] and graded.get("L3") is not None  # the bodies wholly in view still are
+    shift = np.array([0.0, cut_row])
+    l3 = view.to_px(spine.points_mm[LEVEL_INDEX["L3"]]) - shift
+    assert np.linalg.norm(np.array(lm["vertebrae"]["L3"]["anterior_superior"]) - l3[0]) < 3.0
+
+
+@pytest.mark.slow
+def test_a_body_replaced_by_noise_is_not_reported(detector):
+    spine, view = _lumbar_view()
+    pts = view.to_px(spine.points_mm[LEVEL_INDEX["L3"]])
+    x0, y0 = np.floor(pts.min(axis=0)).astype(int) - 3
+    x1, y1 = np.ceil(pts.max(axis=0)).astype(int) + 3
+    pixels = view.pixels.copy()
+    region = pixels[y0:y1, x0:x1]
+    rng = np.random.default_rng(0)
+    pixels[y0:y1, x0:x1] = rng.uniform(region.min(), region.max(), region.shape)
+    ((lm, _, warnings),) = detector.detect([pixels])
+    assert "L3" not in lm["vertebrae"]
+    assert any("withheld" in w for w in warnings)
+    for lv, v in lm["vertebrae"].items():  # what is reported sits on its own body
+        truth = view.to_px(spine.points_mm[LEVEL_INDEX[lv]])
+        assert np.linalg.norm(np.array(v["anterior_superior"]) - truth[0]) < 3.0, lv
+
+
+@pytest.mark.slow
+def test_model_counts_a_film_cut_above_t12_from_s1(detector):
+    spine, view = _lumbar_view()
+    t12 = view.to_px(spine.points_mm[LEVEL_INDEX["T12"]])
+    t11 = view.to_px(spine.points_mm[LEVEL_INDEX["T11"]])
+    cut_row = int(round((t12[:, 1].min() + t11[:, 1].max()) / 2))  # in the disc above T12
+    ((lm, _, _),) = detector.detect([view.pixels[cut_row:]])
+    found = set(lm["vertebrae"])
+    assert {"L1", "L2", "L3", "L4", "L5"} <= found and lm["s1_endplate"] is not None
+    for lv, v in lm["vertebrae"].items():
+        truth = view.to_px(spine.points_mm[LEVEL_INDEX[lv]]) - [0.0, cut_row]
+        assert np.linalg.norm(np.array(v["anterior_superior"]) - truth[0]) < 3.0, lv
