@@ -25,8 +25,6 @@ AS, PS, PI, AI, MS, MI = range(6)
 #: (docs/clinical.md).
 THORACOLUMBAR: frozenset[str] = frozenset({"T10", "T11", "T12", "L1", "L2"})
 
-MORPHOLOGIES: tuple[str, ...] = ("normal", "wedge", "biconcave", "crush")
-
 __all__ = [
     "LEVELS",
     "LEVEL_INDEX",
@@ -38,5 +36,4 @@ __all__ = [
     "MS",
     "MI",
     "THORACOLUMBAR",
-    "MORPHOLOGIES",
 ]

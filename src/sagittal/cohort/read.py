@@ -22,7 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..levels import LEVEL_INDEX, MORPHOLOGIES
+from ..geometry.morphometry import MORPHOLOGIES
+from ..io.calibration import SPACING_SOURCES
+from ..levels import LEVEL_INDEX
 from .deid import age_years, date_ordinal, sex_code, time_seconds
 
 __all__ = ["Columns", "ReadError", "find_documents", "read_documents"]
@@ -37,7 +39,6 @@ SCHWAB = ("srs_schwab_pi_ll", "srs_schwab_pt", "srs_schwab_sva")
 SCHWAB_CODES = ("0", "+", "++")
 STATUSES = ("ok", "partial", "rejected")
 POSTURES = ("standing", "supine", "prone", "unknown")
-SPACING_SOURCES = ("PixelSpacing", "ImagerPixelSpacing/ERMF", "ImagerPixelSpacing", "volume", "supplied", "none")
 SEXES = ("F", "M", "O")
 CLEFT_CONTENTS = ("gas", "fluid")
 FINDING_SOURCES = ("mr", "ct", "dx", "manual")

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..findings.clinical import ClinicalInputs
-from ..levels import LEVELS, MORPHOLOGIES, THORACOLUMBAR
+from ..geometry.morphometry import MORPHOLOGIES
+from ..levels import LEVELS, THORACOLUMBAR
 from .deid import AGE_CAP_YEARS
 from .dictionary import DAYS_PER_MONTH, TABLES
 from .pseudonym import keyed_pseudonym, study_key

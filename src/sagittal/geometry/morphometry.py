@@ -41,7 +41,9 @@ NORMAL_POSTERIOR_MM = np.array(
 )
 #: Genant thresholds, % loss (docs/clinical.md)
 GENANT_THRESHOLDS_PCT = (20.0, 25.0, 40.0)
-MORPHOLOGY_NAMES = np.array(["wedge", "biconcave", "crush"])
+#: the morphology vocabulary (docs/contract.md), said once: ``morphology_index`` indexes it
+MORPHOLOGIES: tuple[str, ...] = ("normal", "wedge", "biconcave", "crush")
+_MORPHOLOGY_BY_INDEX = np.array([None, *MORPHOLOGIES], dtype=object)  # index -1 (unknown) → None
 
 
 def heights_mm(points_mm: np.ndarray) -> np.ndarray:
@@ -134,6 +136,5 @@ def morphometry(points_mm: np.ndarray, levels: slice | np.ndarray = slice(None))
 
 def morphology_name(index: np.ndarray) -> np.ndarray:
     """Names for ``morphology_index`` values (``None`` for -1)."""
-    names = np.array([None, "normal", "wedge", "biconcave", "crush"], dtype=object)
-    out: np.ndarray = names[np.asarray(index) + 1]
+    out: np.ndarray = _MORPHOLOGY_BY_INDEX[np.asarray(index) + 1]
     return out

@@ -22,7 +22,8 @@ from typing import Any
 
 from .discover import Header
 
-SOURCES = ("PixelSpacing", "ImagerPixelSpacing/ERMF", "ImagerPixelSpacing", "volume", "supplied", "none")
+#: where a pixel spacing came from (docs/contract.md, "image"), said once
+SPACING_SOURCES = ("PixelSpacing", "ImagerPixelSpacing/ERMF", "ImagerPixelSpacing", "volume", "supplied", "none")
 
 
 @dataclass(frozen=True)
@@ -41,8 +42,8 @@ class Calibration:
     warnings: tuple[str, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
-        if self.source not in SOURCES:
-            raise ValueError(f"calibration source must be one of {SOURCES}, not {self.source!r}")
+        if self.source not in SPACING_SOURCES:
+            raise ValueError(f"calibration source must be one of {SPACING_SOURCES}, not {self.source!r}")
         if (self.pixel_spacing_mm is None) != (self.source == "none"):
             raise ValueError("a calibration has a spacing exactly when its source is not 'none'")
 

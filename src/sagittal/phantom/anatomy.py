@@ -29,8 +29,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from ..geometry.morphometry import NORMAL_ANTERIOR_RATIO, NORMAL_POSTERIOR_MM
-from ..levels import LEVEL_INDEX, LEVELS, MORPHOLOGIES
+from ..geometry.morphometry import MORPHOLOGIES, NORMAL_ANTERIOR_RATIO, NORMAL_POSTERIOR_MM
+from ..levels import LEVEL_INDEX, LEVELS
 
 N_LEVELS = len(LEVELS)
 
