@@ -289,3 +289,47 @@ def test_analyze_sr_output_makes_the_sr_and_sc_of_a_unit(phc, phc_sr):
     rejected = copy.deepcopy(phc)
     rejected["status"] = "rejected"
     assert maker(Analysis.from_document(rejected), unit) == {}
+
+
+@pytest.mark.slow
+@pytest.mark.dciodvfy
+def test_analyze_with_sr_on_sample_dicom_writes_valid_sr_and_sc(tmp_path, dciodvfy):
+    from sagittal.cli import main
+
+    out = tmp_path / "out"
+    assert main(["analyze", str(SAMPLES / "PHA" / "study1" / "lumbar_cr"), "-o", str(out), "--device", "cpu", "--sr"]) == 0
+    (doc_path,) = [p for p in out.rglob("*.json")]
+    doc = json.loads(doc_path.read_text())
+    sr_path, sc_path = doc_path.with_suffix(".sr.dcm"), doc_path.with_suffix(".sc.dcm")
+    for p in (sr_path, sc_path):
+        errors, warnings = _dciodvfy(dciodvfy, p)
+        assert errors == [] and all(PRIVATE_SCHEME in w for w in warnings), (p.name, errors, warnings[:5])
+    back = read_sr(pydicom.dcmread(sr_path))
+    _assert_same_values(doc, back)
+    sc = pydicom.dcmread(sc_path)
+    assert sc.StudyInstanceUID == doc["source"]["study_instance_uid"]
+    assert sc.pixel_array.shape[2] == 3
+
+
+def test_every_standard_code_is_in_pydicoms_dictionary(phc_sr):
+    from pydicom.sr.codedict import codes
+
+    known = set()
+    for scheme in ("SCT", "DCM"):
+        d = getattr(codes, scheme)
+        for name in dir(d):
+            c = getattr(d, name)
+            if hasattr(c, "scheme_designator"):
+                known.add((c.scheme_designator, c.value))
+    used = set()
+
+    def walk(items) -> None:
+        for it in items:
+            for seq in ("ConceptNameCodeSequence", "ConceptCodeSequence"):
+                for c in getattr(it, seq, []):
+                    used.add((c.CodingSchemeDesignator, c.CodeValue))
+            walk(getattr(it, "ContentSequence", []))
+
+    walk([phc_sr])
+    standard = {c for c in used if c[0] in ("SCT", "DCM")}
+    assert len(standard) > 15 and standard <= known, standard - known
