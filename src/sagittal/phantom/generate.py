@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from ..fsio import atomic_write_text
 from .anatomy import Spine, build_spine, sample_spec
 from .dicom import StudyInfo, radiograph_dataset, uid_for, volume_datasets, write_dataset
 from .drr import render_drr, sample_drr_spec
@@ -22,12 +24,9 @@ from .volume import Volume, reformat_ct, render_ct, render_mr, scoliosis_curve
 MODALITIES = ("dx", "cr", "ct", "mr")
 
 
-def write_json_atomic(path: Path, doc: dict) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(doc, indent=1, sort_keys=False) + "\n")
-    os.replace(tmp, path)
+def write_json_atomic(path: Path, doc: dict[str, Any]) -> None:
+    """Write ``doc`` as indented JSON, atomically (``sagittal.fsio``)."""
+    atomic_write_text(path, json.dumps(doc, indent=1, sort_keys=False) + "\n")
 
 
 def write_radiograph(spine: Spine, outdir: Path, rel: str, info: StudyInfo, key: str, rng: np.random.Generator, *,
