@@ -172,12 +172,18 @@ def test_sr_uids_are_stable_across_reruns_and_follow_the_content(phc, phc_sr):
     assert content_hash(phc, "f" * 64) != content_hash(phc, SHA) == content_hash(copy.deepcopy(phc), SHA)
 
 
-@pytest.mark.slow
-def test_ct_plane_document_gives_a_3d_sr_with_scoord3d_in_the_frame_of_reference(phc):
+@pytest.fixture(scope="module")
+def ct_sr(phc) -> tuple[dict, list[pydicom.Dataset], pydicom.Dataset]:
+    """The CT-plane document, its CT sources and its SR as written and read back (built once)."""
     doc, ct = _ct_plane_doc(phc)
     ds = sr_dataset(doc, ct, model_sha256=SHA)
     assert ds.SOPClassUID == Comprehensive3DSRStorage
-    ds = pydicom.dcmread(pydicom.filebase.DicomBytesIO(_bytes(ds)))
+    return doc, ct, pydicom.dcmread(pydicom.filebase.DicomBytesIO(_bytes(ds)))
+
+
+@pytest.mark.slow
+def test_ct_plane_document_gives_a_3d_sr_with_scoord3d_in_the_frame_of_reference(ct_sr):
+    doc, ct, ds = ct_sr
     frames = set()
 
     def walk(items) -> None:
@@ -235,10 +241,12 @@ def _dciodvfy(exe: str, path: Path) -> list[str]:
 
 @pytest.mark.slow
 @pytest.mark.dciodvfy
-def test_every_sr_and_sc_passes_dciodvfy(tmp_path, docs, phc, dciodvfy):
+def test_every_sr_and_sc_passes_dciodvfy(tmp_path, docs, phc, phc_sr, ct_sr, dciodvfy):
     import cv2
 
-    written = []
+    written = [tmp_path / "doc0.sr.dcm", tmp_path / "ct.sr.dcm"]  # built once by the fixtures
+    written[0].write_bytes(_bytes(phc_sr))
+    written[1].write_bytes(_bytes(ct_sr[2]))
     todo = [phc, docs["PHA/study1/lumbar_cr"]]  # a DX facing left, a CR facing right
     for i, doc in enumerate(todo):
         from sagittal.report.overlay import render_overlay
@@ -246,9 +254,12 @@ def test_every_sr_and_sc_passes_dciodvfy(tmp_path, docs, phc, dciodvfy):
         grey = np.zeros((doc["image"]["rows"] // 4, doc["image"]["columns"] // 4), np.float32)
         small = copy.deepcopy(doc)
         overlay = cv2.cvtColor(render_overlay(grey, _scaled(small, 0.25)), cv2.COLOR_BGR2RGB)
-        written += write_sr_and_sc(tmp_path / f"doc{i}.json", doc, overlay, _sources(doc), model_sha256=SHA)
-    ct_doc, ct = _ct_plane_doc(phc)
-    written += write_sr_and_sc(tmp_path / "ct.json", ct_doc, None, ct, model_sha256=SHA)
+        if i == 0:
+            sc = secondary_capture(doc, overlay, _sources(doc)[0])
+            written.append(tmp_path / "doc0.sc.dcm")
+            written[-1].write_bytes(_bytes(sc))
+        else:
+            written += write_sr_and_sc(tmp_path / f"doc{i}.json", doc, overlay, _sources(doc), model_sha256=SHA)
     assert sorted(p.name for p in written) == sorted(
         ["doc0.sr.dcm", "doc0.sc.dcm", "doc1.sr.dcm", "doc1.sc.dcm", "ct.sr.dcm"])
     for p in written:
