@@ -130,3 +130,18 @@ def test_phc_report_renders_and_prints_in_chromium(tmp_path):
     assert data.startswith(b"%PDF")
     pages = len(re.findall(rb"/Type\s*/Page(?!s)", data))
     assert pages >= 2, pages  # the report with its images spans more than one A4 page
+
+
+def test_per_sequence_overlays_are_embedded_with_their_captions(tmp_path):
+    import cv2
+
+    from sagittal.report.candidacy import _overlays
+
+    doc = {"source": {"modality": "MR", "study_date": "20250402"}}
+    path = tmp_path / "X.json"
+    for name in ("X.png", "X.stir.png", "X.t1.png"):
+        ok, png = cv2.imencode(".png", np.full((4, 4, 3), 128, np.uint8))
+        (tmp_path / name).write_bytes(png.tobytes())
+    captions = [c for c, _ in _overlays([(str(path), doc)])]
+    assert captions == ["MRI, sagittal plane, 2 Apr 2025", "MRI, sagittal plane, 2 Apr 2025: STIR — oedema outlined",
+                        "MRI, sagittal plane, 2 Apr 2025: T1"]

@@ -143,20 +143,27 @@ def build_reports(docs: list[tuple[str, dict]], clinical: dict[str, ClinicalInpu
 
 _MODALITY_TEXT = {"DX": "lateral radiograph (DX)", "CR": "lateral radiograph (CR)", "CT": "CT, sagittal plane",
                   "MR": "MRI, sagittal plane"}
+#: per-sequence overlays an MR (or CT) document may have beside it: ``<doc stem>.<sequence>.png``
+_SEQUENCE_TEXT = {"stir": "STIR — oedema outlined", "t2fs": "fat-suppressed T2 — oedema outlined", "t1": "T1",
+                  "t2": "T2", "ct": "CT"}
 
 
 def _overlays(pdocs: list[tuple[str, dict]]) -> list[tuple[str, str]]:
-    """(caption, base64 PNG) for overlays written beside the documents, oldest study first."""
+    """(caption, base64 PNG) for the overlays written beside the documents, oldest study first:
+    ``<doc>.png`` and, for MR and CT, one ``<doc>.<sequence>.png`` per sequence (STIR, T1 …)."""
     from .html import format_date
 
     out = []
     for path, doc in sorted(pdocs, key=lambda d: _date(d[1])):
-        png = Path(path).with_suffix(".png")
-        if png.is_file():
-            src = doc.get("source") or {}
-            modality = str(src.get("modality") or "")
-            caption = f"{_MODALITY_TEXT.get(modality, modality or 'image')}, {format_date(src.get('study_date'))}"
-            out.append((caption, base64.b64encode(png.read_bytes()).decode("ascii")))
+        src = doc.get("source") or {}
+        modality = str(src.get("modality") or "")
+        what = f"{_MODALITY_TEXT.get(modality, modality or 'image')}, {format_date(src.get('study_date'))}"
+        main = Path(path).with_suffix(".png")
+        pngs = [(what, main)] if main.is_file() else []
+        for seq_png in sorted(main.parent.glob(f"{main.stem}.*.png")):
+            seq = seq_png.name[len(main.stem) + 1:-len(".png")].lower()
+            pngs.append((f"{what}: {_SEQUENCE_TEXT.get(seq, seq.upper())}", seq_png))
+        out += [(caption, base64.b64encode(p.read_bytes()).decode("ascii")) for caption, p in pngs]
     return out
 
 
