@@ -102,16 +102,18 @@ def run_cohort(inputs: Iterable[str | os.PathLike[str]], outdir: str | os.PathLi
     cols = read_documents(inputs, workers=workers)
     clock["read"] = time.perf_counter()
     tables = build_tables(cols, clinical, key)
+    n_docs, n_files, errors = cols.n_docs, cols.n_files, cols.errors
+    del cols  # the tables hold copies: free the document columns before writing
     clock["link"] = time.perf_counter()
     files = _write_all(out, tables, figures)
     clock["write"] = time.perf_counter()
     rows = {name: _n_rows(t) for name, t in tables.items()}
-    summary = {"schema": "sagittal.cohort/1", "software": {"sagittal": __version__}, "documents": cols.n_docs,
-               "documents_skipped": len(cols.errors), "rows": rows}
+    summary = {"schema": "sagittal.cohort/1", "software": {"sagittal": __version__}, "documents": n_docs,
+               "documents_skipped": len(errors), "rows": rows}
     files.append(atomic_write_text(out / "cohort.json", json.dumps(summary, indent=1) + "\n"))
     seconds = {"read": clock["read"] - clock["start"], "link": clock["link"] - clock["read"],
                "write": clock["write"] - clock["link"]}
-    return CohortResult(out, rows, cols.n_docs, cols.n_files, cols.errors, tables.warnings, files, seconds)
+    return CohortResult(out, rows, n_docs, n_files, errors, tables.warnings, files, seconds)
 
 
 def _n_rows(table: Table) -> int:
