@@ -107,7 +107,7 @@ def sample_drr_style(rng: np.random.Generator, **overrides) -> dict:
         "oid_mm": float(rng.uniform(120, 240)),
         "ray_jitter_mm": [float(v) for v in rng.normal(0, 20, 2)],
         # physics
-        "photons": float(10 ** (rng.uniform(3.9, 5.0) if b else rng.uniform(4.4, 6.0))),
+        "photons": float(10 ** (rng.uniform(4.2, 5.2) if b else rng.uniform(4.4, 6.0))),
         "scatter": float(rng.uniform(0.03, 0.5)),
         "heel": float(rng.uniform(-0.5, 0.5) if b else rng.uniform(-0.3, 0.3)),
         "blur_mm": float(rng.uniform(0.1, 0.3) if b else rng.uniform(0.15, 0.5)),
@@ -116,7 +116,7 @@ def sample_drr_style(rng: np.random.Generator, **overrides) -> dict:
         "grid_period_px": float(rng.uniform(2.2, 6.0)),
         "grid_amp": float(rng.uniform(0.004, 0.02)),
         # processing
-        "equalise": (float(rng.uniform(0.3, 0.9)) if rng.random() < 0.9 else 0.0) if not b else 0.0,
+        "equalise": (float(rng.uniform(0.45, 0.92)) if rng.random() < 0.9 else 0.0) if not b else 0.0,
         "equalise_mm": float(rng.uniform(60, 150)),
         "unsharp": float(rng.uniform(0.0, 0.8)) if not b else 0.0,
         "unsharp_mm": float(rng.uniform(2, 8)),
@@ -205,6 +205,7 @@ def _anatomy(spine: Spine, st: dict, rng: np.random.Generator) -> dict:
         "body_flat": float(rng.uniform(0.75, 0.9)),
         "waist": float(rng.uniform(0.03, 0.12)),
         "pedicle_gain": float(rng.uniform(0.85, 1.2)),
+        "spinous_deg": [float(rng.uniform(40, 65)), float(rng.uniform(0, 18))],  # thoracic, lumbar
         "lateral_mm": lateral,
         "rotation_deg": rot,
         "tilt_deg": tilt,
@@ -219,7 +220,9 @@ def _anatomy(spine: Spine, st: dict, rng: np.random.Generator) -> dict:
         "tp_mm": tp,
         "sacralised_l5": bool(rng.random() < 0.07),
         "sacrum_len_mm": float(rng.uniform(95, 125)),
-        "sacrum_curve_mm": float(rng.uniform(5, 40)),
+        "sacrum_curve_mm": float(rng.uniform(10, 45)),
+        "sacrum_back": float(rng.uniform(0.15, 0.4)),
+        "coccyx": int(rng.integers(0, 4)),
         "promontory": float(rng.uniform(0.0, 1.0)),
         "s1s2_t": float(rng.uniform(0.26, 0.34)),
         "s1s2_gap_mm": {"fused": 0.0, "residual": float(rng.uniform(0.8, 2.0)), "open": float(rng.uniform(3.0, 6.0))}[

@@ -175,7 +175,7 @@ class Builder:
     def _posterior(self, i: int, o: np.ndarray, u: np.ndarray, v: np.ndarray, depth: float, hp: float, zc: float,
                    rot: float, tilt: float, pivot: tuple) -> None:
         """Pedicles, laminae and spinous process; articular and transverse processes; screws."""
-        sp, an = self.spine, self.an
+        an = self.an
         lumbar = i >= LEVEL_INDEX["L1"]
         ox, oy = o
         ux, uy = u
@@ -193,7 +193,7 @@ class Builder:
             h_out = np.where(s < 0.45, canal + ped, np.where(ss < 1, h_in + lam, spin))
             return h_in, h_out
 
-        pe = sp.posterior_elements_mm[i]
+        pe = self._arch_outline(i, o, u, v, depth, hp)
         self.part(pe, zc, arch_half, tc=0.9, rot=rot, tilt=tilt, pivot=pivot, texture=0.5 * an["texture"])
         # articular processes (superior and inferior) at the pedicle–lamina junction
         fac = 7.0 if lumbar else 5.0
@@ -221,6 +221,29 @@ class Builder:
         if i in an["screws"]:
             self._screw(i, zc, canal, arch, rot, tilt, pivot)
 
+
+    def _arch_outline(self, i: int, o: np.ndarray, u: np.ndarray, v: np.ndarray, depth: float, hp: float) -> np.ndarray:
+        """Sagittal outline of pedicle, lamina and spinous process: lumbar spinous processes
+        are tall hatchets nearly horizontal, thoracic ones slender and steeply down-sloping."""
+        arch = 0.75 * depth + 4.0
+        lumbar = i >= LEVEL_INDEX["L1"]
+        if lumbar:
+            length, slope, tall = 0.8 * depth, self.an["spinous_deg"][1], 0.6 * hp
+        elif i == 0:
+            length, slope, tall = 0.9 * depth + 15.0, 25.0, 0.35 * hp
+        else:
+            length, slope, tall = 0.9 * depth + 10.0, self.an["spinous_deg"][0], 0.3 * hp
+        th = math.radians(slope)
+        d = np.array([-math.cos(th), -math.sin(th)])
+        n = np.array([math.sin(th), -math.cos(th)])
+        base_up = np.array([-arch, 0.85 * hp])
+        tip_up = base_up + length * d
+        tip_lo = tip_up + tall * n
+        base_lo = base_up + 1.1 * tall * n
+        base_lo[1] = max(base_lo[1], -0.05 * hp)
+        local = np.array([(0.0, 0.85 * hp), (-0.45 * arch, 0.98 * hp), (-0.85 * arch, 0.9 * hp), base_up, tip_up,
+                          tip_up + 0.5 * tall * n + 1.5 * d, tip_lo, base_lo, (-0.6 * arch, -0.1 * hp), (0.0, 0.38 * hp)])
+        return _chaikin(_local(o, u, v, local), 1)
 
     def _osteophytes(self, i: int, u: np.ndarray, v: np.ndarray, width: float, zc: float, rot: float, tilt: float,
                      pivot: tuple) -> None:
@@ -353,9 +376,12 @@ class Builder:
         length = an["sacrum_len_mm"]
         curv = an["sacrum_curve_mm"]
         prom = an["promontory"]
-        ts = np.linspace(0, 1, 16)
-        a_ant = half - prom * 18.0 * ts ** 0.7 - curv * ts ** 2 - 0.45 * half * ts
-        a_post = -half - 16.0 * np.sin(np.pi * np.clip(ts * 1.15, 0, 1)) - curv * ts ** 2 + 0.35 * half * ts
+        ts = np.linspace(0, 1, 18)
+        # the sacrum leaves S1 backwards and curves forwards (concave in front): its centre line
+        # runs ``back`` behind the S1 normal and ``curv`` forwards again at the tip
+        a_c = -an["sacrum_back"] * length * ts + curv * ts ** 2
+        a_ant = a_c + half * (1 - 0.6 * ts) - prom * 6.0 * np.sqrt(ts) * (1 - ts)
+        a_post = a_c - half * (1 - 0.5 * ts) - 15.0 * np.sin(np.pi * np.clip(ts * 1.1, 0, 1))
         b = -length * ts
         outline = np.concatenate([np.stack([a_ant, b], 1), np.stack([a_post[::-1], b[::-1]], 1)])
         poly = mid + outline[:, :1] * u + outline[:, 1:] * v
@@ -375,10 +401,18 @@ class Builder:
         zc = 0.0
         self.part(poly, zc, half_fn, tc=an["cortex_mm"], cut=cut if gap > 0 else None)
         # alae: the sacral wings on both sides of S1, overlapping L5–S1 on a lateral film
-        ala_c = mid + _local(np.zeros(2), u, v, np.array((-0.35 * half, -0.2 * length)))
+        ala_c = mid + _local(np.zeros(2), u, v, np.array((-0.35 * half - 0.08 * an["sacrum_back"] * length,
+                                                           -0.2 * length)))
         ala = _ellipse(ala_c, 0.95 * half, 0.2 * length, 24, angle=-math.atan2(u[1], u[0]))
         self.part(ala, zc, lambda X, Y, m: (np.full(X.shape, 24.0), np.full(X.shape, an["ala_mm"])), tc=0.8,
                   mu_m=0.35 * self.mu_marrow, slab_mm=3.0)
+        # coccyx: small segments continuing the curve forwards
+        tip = mid + a_c[-1] * u - length * v
+        d = _unit(-v + (2 * curv / length - an["sacrum_back"]) * u)
+        for k in range(int(an["coccyx"])):
+            seg = tip + (7.0 + 9.0 * k) * d + 2.0 * k * k * u
+            self.part(_ellipse(seg, 4.0 - 0.6 * k, 3.2, 14), zc,
+                      lambda X, Y, m, k=k: (np.zeros(X.shape), np.full(X.shape, 7.0 - 1.5 * k)), tc=0.8, slab_mm=3.0)
 
     def femoral_head(self, k: int) -> float:
         """Femoral head ``k``: a sphere at depth ``±hip_half_mm`` (head 0 towards the source)
@@ -412,9 +446,9 @@ class Builder:
             n = np.array([-d[1], d[0]])
             neck_c = c + 0.55 * r * d + np.array([0.15 * r, 0.0])
             self.part(_ellipse(neck_c, 0.62 * r, 0.5 * r, 24, angle=0.3), zk + side * 25.0,
-                      lambda X, Y, m, nc=neck_c, rr=r: (np.zeros(X.shape), 18.0 * np.sqrt(np.clip(
+                      lambda X, Y, m, nc=neck_c, rr=r: (np.zeros(X.shape), 12.0 * np.sqrt(np.clip(
                           1 - ((X - nc[0]) / (0.62 * rr)) ** 2 - ((Y - nc[1]) / (0.5 * rr)) ** 2, 0, 1))),
-                      tc=1.0, rim=False, mu_m=0.8 * self.mu_marrow, slab_mm=3.0)
+                      tc=1.0, rim=False, mu_m=0.6 * self.mu_marrow, slab_mm=3.0)
             troch_c = c + 1.5 * r * d - 0.45 * r * n * self.geo.sign * 0 + np.array([-0.6 * r, 0.0])
             self.part(_ellipse(troch_c, 0.85 * r, 0.95 * r, 24), zk + side * 45.0,
                       lambda X, Y, m: (np.zeros(X.shape), np.full(X.shape, 13.0)), tc=1.0, mu_m=0.6 * self.mu_marrow,
@@ -499,6 +533,7 @@ def soft_tissue(spine: Spine, an: dict, geo: ConeBeam, field_mm: tuple[float, fl
     pad = 60.0
     ys = np.arange(y_top + pad, y_bot - pad, -voxel_mm, dtype=np.float32)
     skin_post = np.interp(ys, yk[order], post_k[order]).astype(np.float32)
+    skin_post = cv2.GaussianBlur(skin_post[:, None], (0, 0), 30.0 / voxel_mm, borderType=cv2.BORDER_REPLICATE)[:, 0]
     spine_front = np.interp(ys, yk[order], ant_k[order]).astype(np.float32)
     # anterior wall: chest above the diaphragm, abdomen below, with the abdomen's own depth
     dia = y_lv[LEVEL_INDEX["T11"]] + an["diaphragm_mm"]
@@ -545,9 +580,11 @@ def soft_tissue(spine: Spine, an: dict, geo: ConeBeam, field_mm: tuple[float, fl
     if rs.stop > rs.start:
         Yl, sf = Y[rs], spine_front[rs][:, None, None]
         dome = dia + an["dome_mm"] * np.clip(1 - ((X - sf - 60) / 120.0) ** 2, 0, 1) + np.where(Z > 0, an["hemi_mm"], 0.0)
-        lung = np.clip(0.5 + (Yl - dome) / voxel_mm, 0, 1) * (
-            (Yl < apex - np.clip(X - sf, 0, None) * 0.15) & (r[rs] < 0.82) & (np.abs(Z) > 22.0) & (
-                X > skin_post[rs][:, None, None] + 35.0))
+        edge = np.float32(voxel_mm)
+        top = apex - np.clip(X - sf, 0, None) * 0.15
+        lung = (np.clip(0.5 + (Yl - dome) / edge, 0, 1) * np.clip(0.5 + (top - Yl) / edge, 0, 1)
+                * np.clip(0.5 + (0.82 - r[rs]) / dr[rs], 0, 1) * np.clip(0.5 + (np.abs(Z) - 22.0) / edge, 0, 1)
+                * np.clip(0.5 + (X - skin_post[rs][:, None, None] - 35.0) / edge, 0, 1))
         ht = an["heart"]
         heart = ((X - sf - ht[0]) / ht[1]) ** 2 + ((Yl - dia - ht[2]) / ht[3]) ** 2 + ((Z - ht[4]) / ht[5]) ** 2 < 1
         lung = np.where(heart, 0.0, lung).astype(np.float32)
