@@ -10,6 +10,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from . import __version__
 from .errors import SagittalError
@@ -54,12 +55,16 @@ def _cmd_measure(args: argparse.Namespace) -> int:
 
     failed = 0
     for path in args.files:
+        reason = None
         try:
             with open(path, encoding="utf-8") as fh:
                 obj = json.load(fh)
             doc = measure_input(obj, where=path)
-        except (OSError, ValueError, SagittalError) as exc:
-            reason = f"{path}: {exc}" if not str(exc).startswith(path) else str(exc)
+        except SagittalError as exc:  # measure_input's errors name the file already
+            reason = str(exc)
+        except (OSError, ValueError) as exc:  # reading or parsing the file
+            reason = f"{path}: {exc}"
+        if reason is not None:
             print(f"sagittal measure: error: {reason}", file=sys.stderr)
             doc = rejected_document(reason)
             failed += 1
@@ -94,22 +99,11 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         for study, series in studies.items():
             print(f"  study {study}")
             for j in series:
-                what = j["view"] or j["orientation"] or ""
-                if j["weighting"]:
-                    what += f" {j['weighting']}"
-                cal = j["calibration"] or {}
-                sp = cal.get("pixel_spacing_mm")
-                sp_txt = "no spacing" if not sp else f"{sp[0]:.4g} x {sp[1]:.4g} mm"
-                if cal.get("slice_spacing_mm"):
-                    sp_txt += f", slices {cal['slice_spacing_mm']:.4g} mm"
-                print(f"    {j['modality']:3} {j['kind']:10} {what:16} {j['instances']:4} file(s) {j['rows']}x{j['columns']}"
-                      f"  {sp_txt} [{cal.get('spacing_source')}]  decoder {','.join(j['decoder']) or '-'}"
-                      f"  {j['series_description'][:40]}")
-                for w in j["warnings"]:
-                    print(f"        warning: {w}")
+                _print_series(j)
     if export.set_aside:
         print("\nset aside:")
-        for (stage, reason), n in Counter((a.stage, a.reason.split(': ', 1)[-1] if a.reason.startswith(a.path) else a.reason)
+        # the same reason for many files counts once: the file's own name is taken out of it
+        for (stage, reason), n in Counter((a.stage, a.reason.replace(a.path, "<file>"))
                                           for a in export.set_aside).most_common():
             print(f"  {n:4} x [{stage}] {reason[:150]}")
         if args.verbose:
@@ -118,6 +112,23 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     for w in export.warnings:
         print(f"warning: {w}")
     return 0
+
+
+def _print_series(j: dict[str, Any]) -> None:
+    """One line of ``sagittal inspect`` per series (``Series.to_json()``), then its warnings."""
+    what = j["view"] or j["orientation"] or ""
+    if j["weighting"]:
+        what += f" {j['weighting']}"
+    cal = j["calibration"] or {}
+    sp = cal.get("pixel_spacing_mm")
+    sp_txt = "no spacing" if not sp else f"{sp[0]:.4g} x {sp[1]:.4g} mm"
+    if cal.get("slice_spacing_mm"):
+        sp_txt += f", slices {cal['slice_spacing_mm']:.4g} mm"
+    print(f"    {j['modality']:3} {j['kind']:10} {what:16} {j['instances']:4} file(s) {j['rows']}x{j['columns']}"
+          f"  {sp_txt} [{cal.get('spacing_source')}]  decoder {','.join(j['decoder']) or '-'}"
+          f"  {j['series_description'][:40]}")
+    for w in j["warnings"]:
+        print(f"        warning: {w}")
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -255,7 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="images per landmark-model batch (default 4 on CPU, 16 on CUDA)")
     an.add_argument("--mixed-precision", action="store_true",
                     help="CUDA only: run the networks in float16 autocast (not validated for accuracy; off by default)")
-    an.add_argument("--weights", help="landmark weights (default: the packaged sagittal/weights/landmarks.pt, or $SAGITTAL_WEIGHTS)")
+    an.add_argument("--weights",
+                    help="landmark weights (default: the packaged sagittal/weights/landmarks.pt, or $SAGITTAL_WEIGHTS)")
     an.add_argument("--sr", action="store_true",
                     help="also write beside each document a DICOM Comprehensive SR (TID 1500: every value with its "
                          "landmarks on the source image) and the overlay as a Secondary Capture, both in the source's "
