@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ..levels import LEVEL_INDEX, LEVELS
 from .anatomy import Spine
@@ -171,7 +172,7 @@ def sagittal_maps(spine: Spine, y_range: tuple[float, float], rng: np.random.Gen
     )
 
 
-def tissue_labels(maps: SagittalMaps, spine: Spine, x: np.ndarray, y: np.ndarray, z: np.ndarray,
+def tissue_labels(maps: SagittalMaps, spine: Spine, x: ArrayLike, y: ArrayLike, z: ArrayLike,
                   lateral: LateralCurve | None = None) -> np.ndarray:
     """Tissue code at sagittal-frame points (``x`` anterior, ``y`` superior, ``z`` lateral, mm).
 
@@ -233,7 +234,7 @@ def tissue_labels(maps: SagittalMaps, spine: Spine, x: np.ndarray, y: np.ndarray
         out[body & (lvl == n) & (out == MARROW) & (frac <= t)] = code
         out[body & (lvl == n + 1) & (out == MARROW) & (frac >= 1 - t)] = code
     patterns = {LEVEL_INDEX[f.level]: f.oedema_pattern for f in spine.spec.fractures}
-    for n, name in enumerate(LEVELS):
+    for n in range(len(LEVELS)):
         extent = spine.oedema_pct[n]
         content = spine.cleft[n]
         if extent is None and content is None:
@@ -494,6 +495,6 @@ def lps_to_voxel(volume: Volume, p_lps: np.ndarray) -> np.ndarray:
     return np.stack([sl, row, col], -1)
 
 
-__all__ = ["render_ct", "render_mr", "reformat_ct", "scoliosis_curve", "LateralCurve", "Volume", "tissue_labels", "sagittal_maps", "lps_to_voxel", "MR_SIGNAL",
-           "MR_SEQUENCES", "TISSUES"]
+__all__ = ["render_ct", "render_mr", "reformat_ct", "scoliosis_curve", "LateralCurve", "Volume", "tissue_labels",
+           "sagittal_maps", "lps_to_voxel", "MR_SIGNAL", "MR_SEQUENCES", "TISSUES"]
 
