@@ -225,6 +225,8 @@ def test_orientation_letters_of_a_plane(phc):
 @pytest.mark.parametrize("change, message", [
     pytest.param(lambda d: d.update(status="rejected"), "rejected", id="rejected"),
     pytest.param(lambda d: d["source"].update(sop_instance_uids=["1.2.3"]), "missing", id="sources-do-not-match"),
+    pytest.param(lambda d: (d.update(vertebrae=[]), d["parameters"].update({k: None for k in d["parameters"]})),
+                 "nothing to report", id="no-value-at-all"),
 ])
 def test_sr_refuses_what_it_cannot_report(phc, change, message):
     d = copy.deepcopy(phc)

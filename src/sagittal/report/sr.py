@@ -40,7 +40,7 @@ from pydicom.sr.codedict import codes
 from .. import __version__
 from ..levels import LEVELS, POINT_NAMES
 
-__all__ = ["PRIVATE_SCHEME", "derived_uid", "read_sr", "sr_dataset"]
+__all__ = ["PRIVATE_SCHEME", "derived_uid", "read_sr", "reportable", "sr_dataset"]
 
 PRIVATE_SCHEME = "99SAGITTAL"
 SR_SERIES_NUMBER = 7701
@@ -399,6 +399,14 @@ def _spinopelvic_group(document: dict, frame: _Frame, algorithm: Any, uid_parts:
         finding_sites=[FindingSite(_code(codes.SCT.Spine))], measurements=measurements)
 
 
+def reportable(document: dict) -> bool:
+    """Whether ``document`` has anything for an SR: an analysed status and a vertebra or a value."""
+    if document.get("status") not in ("ok", "partial"):
+        return False
+    params = document.get("parameters") or {}
+    return bool(document.get("vertebrae")) or any(_num(params.get(k)) is not None for k in PARAMETERS)
+
+
 def sr_dataset(document: dict, source_datasets: Sequence[Dataset], *, model_sha256: str | None = None) -> Dataset:
     """The Comprehensive SR (TID 1500 Measurement Report) of one analysis document.
 
@@ -450,10 +458,12 @@ def sr_dataset(document: dict, source_datasets: Sequence[Dataset], *, model_sha2
     spinopelvic = _spinopelvic_group(document, frame, algorithm, sop_uids)
     if spinopelvic is not None:
         groups.append(spinopelvic)
+    if not groups:
+        raise ValueError("the document holds no measurement and no vertebra: nothing to report in an SR")
     report = MeasurementReport(
         observation_context=ObservationContext(observer_device_context=observer),
         procedure_reported=_code(_procedure(src.get("modality"))),
-        imaging_measurements=groups or None,
+        imaging_measurements=groups,
         title=_code(codes.DCM.ImagingMeasurementReport))
     cls = Comprehensive3DSR if frame.three_d else ComprehensiveSR
     evidence = sorted(source_datasets, key=lambda d: str(d.SOPInstanceUID))
@@ -563,12 +573,8 @@ def read_sr(dataset: Dataset, plane: dict | None = None, pixel_spacing_mm: Seque
     from highdicom.sr import Comprehensive3DSR, ComprehensiveSR
     from pydicom.uid import Comprehensive3DSRStorage
 
-    if hasattr(dataset, "content"):
-        sr = dataset
-    elif dataset.SOPClassUID == Comprehensive3DSRStorage:
-        sr = Comprehensive3DSR.from_dataset(dataset)
-    else:
-        sr = ComprehensiveSR.from_dataset(dataset)
+    cls = Comprehensive3DSR if dataset.SOPClassUID == Comprehensive3DSRStorage else ComprehensiveSR
+    sr: Any = cls.from_dataset(dataset)  # its .content is then the MeasurementReport
     by_code_param = {(PRIVATE_SCHEME, code): key for key, (code, _, _) in PARAMETERS.items()}
     level_by_code = {_concept_key(_vertebra_code(lv)): lv for lv in LEVELS}
     out: dict[str, Any] = {"parameters": {}, "vertebrae": [], "points_px": {}, "algorithm": None}

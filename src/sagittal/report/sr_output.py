@@ -33,13 +33,13 @@ def _bytes(ds: Dataset) -> bytes:
 
 
 def sr_outputs(analysis: Any, unit: Unit) -> dict[str, bytes]:
-    """``{"sr.dcm": ..., "sc.dcm": ...}`` for one analysed unit (``{}`` for a rejected one:
-    an SR of nothing would say nothing)."""
+    """``{"sr.dcm": ..., "sc.dcm": ...}`` for one analysed unit (``{}`` for a rejected one or one
+    without a single value: an SR of nothing would say nothing)."""
     from .sc import secondary_capture
-    from .sr import sr_dataset
+    from .sr import reportable, sr_dataset
 
     doc = analysis.to_json()
-    if doc.get("status") not in ("ok", "partial"):
+    if not reportable(doc):
         return {}
     sources = _sources(unit)
     out = {"sr.dcm": _bytes(sr_dataset(doc, sources))}
