@@ -47,9 +47,11 @@ class Tally:
         self.decode_s: list[float] = []
         self.factor = 1
         self.method = ""
+        self.per_image: list[dict] = []
 
     def add(self, truth: dict, lm: dict, doc: dict, spacing: np.ndarray) -> None:
         tv = truth["landmarks"]["vertebrae"]
+        before = (self.found, self.misplaced)
         for lv, tp in tv.items():
             self.total += 1
             pp = lm["vertebrae"].get(lv)
@@ -66,6 +68,8 @@ class Tally:
             v, t = doc["parameters"].get(k), truth["parameters"].get(k)
             if v is not None and t is not None:
                 self.param[k].append(abs(v - t))
+        self.per_image.append({"found": self.found - before[0], "misplaced": self.misplaced - before[1],
+                               "in_view": len(tv), "warnings": len(doc["warnings"])})
         by_level = {v["level"]: v for v in truth["vertebrae"] if v["in_view"]}
         for v in doc["vertebrae"]:
             if v["level"] in by_level and v["genant_grade"] is not None:
@@ -85,6 +89,7 @@ class Tally:
             "genant_exact_fractured": float(np.mean(g[fx, 1] == g[fx, 0])) if fx.any() else None,
             "genant_zero_normal": float(np.mean(g[nm, 1] == 0)) if nm.any() else None,
             "fractured_vertebrae": int(fx.sum()),
+            "per_image": self.per_image,
         }
 
 

@@ -197,7 +197,7 @@ class ForAnalysis:
 
     ``decoded.pixels`` ``(1, rows', cols')`` float32 bone-bright; analysis pixel ``i`` (each axis) is
     centred on stored pixel ``i * factor + offset_px`` (``(0, 0)`` = centre of the top-left
-    pixel, CONTRACT.md): ``offset_px`` is 0 for JPEG 2000 resolution levels (their lowpass
+    pixel, docs/contract.md): ``offset_px`` is 0 for JPEG 2000 resolution levels (their lowpass
     samples sit on the even samples, T.800 Annex F) and ``(factor - 1) / 2`` for block averages.
     """
 
