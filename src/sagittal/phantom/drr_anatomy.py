@@ -197,10 +197,19 @@ class Builder:
         self.part(pe, zc, arch_half, tc=0.9, rot=rot, tilt=tilt, pivot=pivot, texture=0.5 * an["texture"])
         # articular processes (superior and inferior) at the pedicle–lamina junction
         fac = 7.0 if lumbar else 5.0
+        ang = math.atan2(u[1], u[0])
         for centre, ay in (((-0.45 * arch, hp + 1.0), 0.28 * hp), ((-0.62 * arch, -0.05 * hp), 0.30 * hp)):
-            poly = _ellipse(_local(o, u, v, np.array(centre)), 5.0, ay, 20, angle=math.atan2(u[1], u[0]))
-            self.part(poly, zc, lambda X, Y, m: (np.full(X.shape, canal + 1.0), np.full(X.shape, canal + 1.0 + fac)),
-                      tc=1.0, rot=rot, tilt=tilt, pivot=pivot, texture=0.4 * an["texture"])
+            c_ap = _local(o, u, v, np.array(centre))
+            poly = _ellipse(c_ap, 5.5, ay, 20, angle=ang)
+
+            def facet(X, Y, m, c=c_ap, ay=ay):
+                # a rounded process: thickest in its middle, no cortical ring seen end-on
+                du = (X - c[0]) * math.cos(ang) + (Y - c[1]) * math.sin(ang)
+                dv = -(X - c[0]) * math.sin(ang) + (Y - c[1]) * math.cos(ang)
+                rho2 = np.clip((du / 5.5) ** 2 + (dv / ay) ** 2, 0, 1)
+                return np.full(X.shape, canal + 1.0), canal + 1.0 + fac * np.sqrt(1 - rho2)
+
+            self.part(poly, zc, facet, tc=0.8, rim=False, rot=rot, tilt=tilt, pivot=pivot, texture=0.3 * an["texture"])
         # transverse processes: tapered rods out to their tips
         tip = an["tp_mm"][i]
         if tip > canal + ped:
@@ -511,7 +520,7 @@ class Builder:
             s = an["scapula"][0 if side > 0 else 1]
             base = t3 + np.array([-35.0 + s[0], 15.0 + s[1]])
             tri = np.array([base, base + np.array([40.0 + s[2], 5.0]), base + np.array([-5.0, -130.0 - s[3]])])
-            self.part(tri, side * 95.0, lambda X, Y, m: (np.zeros(X.shape), np.full(X.shape, 9.0)), tc=1.5,
+            self.part(_chaikin(tri, 2), side * 95.0, lambda X, Y, m: (np.zeros(X.shape), np.full(X.shape, 4.0)), tc=1.0,
                       mu_m=0.5 * self.mu_marrow, slab_mm=4.0)
 
 
