@@ -131,23 +131,26 @@ def _expected_posterior(hp: np.ndarray) -> np.ndarray:
 
 
 def _expected_posterior_complete(hp: np.ndarray) -> np.ndarray:
-    total = np.zeros_like(hp)
-    lo = np.full_like(hp, np.inf)
-    hi = np.full_like(hp, -np.inf)
-    for off in (-2, -1, 1, 2):
-        src = slice(max(0, off), 18 + min(0, off))
-        dst = slice(max(0, -off), 18 - max(0, off))
-        v = hp[:, src] * _NEIGHBOUR_RATIOS[off]
-        total[:, dst] += v
-        np.fmin(lo[:, dst], v, out=lo[:, dst])
-        np.fmax(hi[:, dst], v, out=hi[:, dst])
-    # levels 1 … 16 have three or four neighbours: drop the extremes; 2 … 15 have four
-    inner = total[:, 1:17]
-    inner -= lo[:, 1:17]
-    inner -= hi[:, 1:17]
-    total[:, 2:16] /= 2
-    total[:, [0, 17]] /= 2
-    return total
+    """``_expected_posterior`` when every level is known: the neighbours two above, one above,
+    one below and two below, summed in that order as the reference does, extremes dropped."""
+    a = hp[:, 0:16] * _NEIGHBOUR_RATIOS[-2]  # for levels 2 … 17
+    b = hp[:, 0:17] * _NEIGHBOUR_RATIOS[-1]  # 1 … 17
+    c = hp[:, 1:18] * _NEIGHBOUR_RATIOS[1]  # 0 … 16
+    d = hp[:, 2:18] * _NEIGHBOUR_RATIOS[2]  # 0 … 15
+    out = np.empty_like(hp)
+    ai, bi, ci, di = a[:, :14], b[:, 1:15], c[:, 2:16], d[:, 2:16]  # levels 2 … 15: four neighbours
+    t = out[:, 2:16]
+    np.add(ai, bi, out=t)
+    t += ci
+    t += di
+    t -= np.fmin(np.fmin(ai, bi), np.fmin(ci, di))
+    t -= np.fmax(np.fmax(ai, bi), np.fmax(ci, di))
+    t /= 2
+    for level, (p, q, r) in ((1, (b[:, 0], c[:, 1], d[:, 1])), (16, (a[:, 14], b[:, 15], c[:, 16]))):
+        out[:, level] = ((p + q) + r - np.fmin(np.fmin(p, q), r)) - np.fmax(np.fmax(p, q), r)  # the middle one
+    out[:, 0] = (c[:, 0] + d[:, 0]) / 2
+    out[:, 17] = (a[:, 15] + b[:, 16]) / 2
+    return out
 
 
 def _morphometry(x: np.ndarray, y: np.ndarray, out: dict[str, np.ndarray]) -> None:
