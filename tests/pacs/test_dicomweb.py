@@ -107,3 +107,13 @@ print(json.dumps({{"sr": sr, "sc": sc, "values": values}}))
                                 if k.endswith(("_deg", "_mm")) and v is not None}, sort_keys=True) for p in docs)
     got = sorted(json.dumps({k: round(v, 4) for k, v in vals.items()}, sort_keys=True) for vals in back["values"].values())
     assert got == wanted
+
+
+def test_an_unreachable_pacs_is_a_clear_error(tmp_path, capsys):
+    from sagittal.pacs import PacsUnreachableError, push
+
+    dcm = next(p for p in sorted((PHB / "study1").iterdir()))
+    with pytest.raises(PacsUnreachableError, match="cannot connect"):
+        push("http://127.0.0.1:9/dicom-web", [dcm], environ={})  # port 9 (discard): nothing listens
+    assert main(["pull", "http://127.0.0.1:9/dicom-web", "--study", "1.2.3", "-o", str(tmp_path)]) == 2
+    assert "cannot connect" in capsys.readouterr().err

@@ -6,6 +6,18 @@ environment only (``SAGITTAL_DICOMWEB_TOKEN``, or ``SAGITTAL_DICOMWEB_USER`` and
 a private CA).
 """
 
-from .dicomweb import PacsError, PullResult, PushResult, connect, find_studies, pull, push, session_from_env
+from .dicomweb import (
+    PacsAuthError,
+    PacsError,
+    PacsUnreachableError,
+    PullResult,
+    PushResult,
+    connect,
+    find_studies,
+    pull,
+    push,
+    session_from_env,
+)
 
-__all__ = ["PacsError", "PullResult", "PushResult", "connect", "find_studies", "pull", "push", "session_from_env"]
+__all__ = ["PacsAuthError", "PacsError", "PacsUnreachableError", "PullResult", "PushResult", "connect", "find_studies",
+           "pull", "push", "session_from_env"]

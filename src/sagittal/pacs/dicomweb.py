@@ -28,10 +28,19 @@ ENV_TOKEN = "SAGITTAL_DICOMWEB_TOKEN"
 ENV_USER = "SAGITTAL_DICOMWEB_USER"
 ENV_PASSWORD = "SAGITTAL_DICOMWEB_PASSWORD"
 STOW_BATCH = 16  # instances per STOW-RS request
+RETRY_ATTEMPTS, RETRY_WAIT_MS = 3, 500
 
 
 class PacsError(SagittalError, OSError):
     """The PACS could not be reached, refused the credentials, or refused a request."""
+
+
+class PacsAuthError(PacsError):
+    """The PACS refused the credentials (HTTP 401 / 403): nothing else will work either."""
+
+
+class PacsUnreachableError(PacsError):
+    """No connection to the PACS (refused, timed out, TLS not trusted)."""
 
 
 @dataclass
@@ -74,7 +83,10 @@ def connect(url: str, environ: Mapping[str, str] | None = None) -> Any:
         raise PacsError("DICOMweb needs the 'dicomweb' extra: pip install 'sagittal[dicomweb]'") from exc
     if not url.startswith(("http://", "https://")):
         raise PacsError(f"{url}: a DICOMweb service URL starts with http:// or https://")
-    return DICOMwebClient(url=url.rstrip("/"), session=session_from_env(environ))
+    client = DICOMwebClient(url=url.rstrip("/"), session=session_from_env(environ))
+    # busy servers (429, 503, 504) and dropped connections get three tries over ~3 s, not five over ~30 s
+    client.set_http_retry_params(retry=True, max_attempts=RETRY_ATTEMPTS, wait_exponential_multiplier=RETRY_WAIT_MS)
+    return client
 
 
 def _explain(exc: Exception, url: str, what: str) -> PacsError:
@@ -84,15 +96,15 @@ def _explain(exc: Exception, url: str, what: str) -> PacsError:
     if isinstance(exc, requests.HTTPError) and exc.response is not None:
         code = exc.response.status_code
         if code in (401, 403):
-            return PacsError(f"{url}: {what} refused ({code}): check the credentials in {ENV_USER}/{ENV_PASSWORD} "
+            return PacsAuthError(f"{url}: {what} refused ({code}): check the credentials in {ENV_USER}/{ENV_PASSWORD} "
                              f"or {ENV_TOKEN}")
         if code == 404:
             return PacsError(f"{url}: {what}: not found (404) — is the URL the DICOMweb root, and does it exist?")
         return PacsError(f"{url}: {what} failed with HTTP {code}")
     if isinstance(exc, requests.exceptions.SSLError):
-        return PacsError(f"{url}: TLS certificate not trusted ({exc}); set REQUESTS_CA_BUNDLE to your CA bundle")
+        return PacsUnreachableError(f"{url}: TLS certificate not trusted ({exc}); set REQUESTS_CA_BUNDLE to your CA bundle")
     if isinstance(exc, requests.ConnectionError | requests.Timeout):
-        return PacsError(f"{url}: cannot connect ({type(exc).__name__})")
+        return PacsUnreachableError(f"{url}: cannot connect ({type(exc).__name__})")
     return PacsError(f"{url}: {what} failed: {exc}")
 
 
@@ -206,8 +218,8 @@ def push(url: str, paths: Iterable[str | os.PathLike[str]], environ: Mapping[str
                 response = client.store_instances([ds for _, ds in chunk], study_instance_uid=study or None)
             except Exception as exc:
                 err = _explain(exc, url, "STOW-RS store")
-                if "refused (40" in str(err) or "cannot connect" in str(err):
-                    raise err from exc
+                if isinstance(err, PacsAuthError | PacsUnreachableError):
+                    raise err from exc  # every other request would fail alike
                 result.failed += [(str(f), str(err)) for f, _ in chunk]
                 continue
             _read_stow_response(response, chunk, result)
