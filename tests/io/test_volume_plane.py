@@ -25,6 +25,14 @@ def scoliotic():
     return spine, ct, curve
 
 
+@pytest.fixture(scope="module")
+def straight():
+    spine = build_spine(sample_spec(np.random.default_rng(22), n_fractures=0))
+    ct = render_ct(spine, np.random.default_rng(4), matrix=120, pixel_spacing_mm=3.0, slice_mm=4.0, noise_hu=5.0,
+                   top_level="T8")
+    return spine, ct
+
+
 def _loaded(vol) -> tuple[np.ndarray, VolumeGeometry]:
     n = len(vol.positions_lps)
     g = slice_geometry(list(vol.positions_lps), [vol.orientation] * n, [vol.pixel_spacing_mm] * n)
@@ -115,16 +123,16 @@ def test_sagittal_ct_reformat_keeps_its_grid_and_maps_back(scoliotic):
 
 @pytest.mark.parametrize("rot", [pytest.param(_rot(2, 18.0), id="turned-18deg-about-the-table-axis"),
                                  pytest.param(_rot(1, 12.0) @ _rot(2, -10.0), id="oblique-slices-tilted-12deg")])
-def test_oblique_input_gives_an_oblique_plane_that_maps_back(scoliotic, rot):
-    spine, ct, _ = scoliotic
+def test_oblique_input_gives_an_oblique_plane_that_maps_back(straight, rot):
+    spine, ct = straight
     vox, g = _loaded(ct)
     straight = spine_plane(vox, g, ct_centreline(vox, g))
     turned, c = _rotated(ct, rot)
     vox, g = _loaded(turned)
     plane = spine_plane(vox, g, ct_centreline(vox, g))
-    # the plane turned with the patient: its normal is the unturned plane's, turned (within 3 degrees: the centre line is
+    # the plane turned with the patient: its normal is the unturned plane's, turned (within 4 degrees: the centre line is
     # found along the acquisition's own axes)
-    assert float(plane.normal @ (rot @ straight.normal)) > np.cos(np.radians(3.0))
+    assert float(plane.normal @ (rot @ straight.normal)) > np.cos(np.radians(4.0))
     assert float(plane.normal @ np.array([1.0, 0.0, 0.0])) < np.cos(np.radians(8.0))  # and oblique
     assert _check(plane, _body_centres(spine, ct, lambda p: c + rot @ (p - c))) >= 10
 

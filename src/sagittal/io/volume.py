@@ -146,19 +146,33 @@ def _corners_lps(shape: tuple[int, ...], geom: VolumeGeometry) -> FloatArray:
     return np.asarray((idx @ geom.affine().T)[:, :3], float)
 
 
+def lps_to_index(geom: VolumeGeometry, points_lps: NDArray[Any]) -> FloatArray:
+    """LPS points ``(..., 3)`` → continuous voxel indices ``(..., 3)`` = ``(k, i, j)``."""
+    a = geom.affine()
+    if geom.slice_spacing_mm is None:
+        raise CalibrationError("a single slice has no 3-D voxel grid")
+    p = np.asarray(points_lps, float)
+    # einsum, not a BLAS product: a 3-wide matmul over many rows is slowest threaded, and worst
+    # when the cores are busy
+    idx = np.einsum("nj,ij->ni", p.reshape(-1, 3) - a[:3, 3], np.linalg.inv(a[:3, :3]))
+    return np.asarray(idx.reshape(p.shape), float)
+
+
+def in_field(shape: tuple[int, ...], geom: VolumeGeometry, points_lps: NDArray[Any]) -> NDArray[np.bool_]:
+    """Whether LPS points ``(..., 3)`` lie inside the volume's field (between its outer voxel centres)."""
+    idx = lps_to_index(geom, points_lps)
+    upper = np.asarray(shape[:3], float) - 1
+    return np.asarray(((idx >= -1e-6) & (idx <= upper + 1e-6)).all(axis=-1), bool)
+
+
 def sample_lps(volume: NDArray[Any], geom: VolumeGeometry, points_lps: NDArray[Any],
                cval: float | None = None) -> NDArray[np.float32]:
     """Trilinear samples of ``volume (k, rows, cols)`` at LPS points ``(..., 3)``; outside the
     volume ``cval`` (default the volume's minimum, i.e. air)."""
     from scipy.ndimage import map_coordinates
 
-    a = geom.affine()
-    if geom.slice_spacing_mm is None:
-        raise CalibrationError("a single slice cannot be resampled in 3-D")
     p = np.asarray(points_lps, float)
-    # (n, 3) = (k, i, j); einsum, not a BLAS product: a 3-wide matmul over many rows is slowest
-    # threaded, and worst when the cores are busy
-    idx = np.einsum("nj,ij->ni", p.reshape(-1, 3) - a[:3, 3], np.linalg.inv(a[:3, :3]))
+    idx = lps_to_index(geom, p).reshape(-1, 3)
     fill = float(np.min(volume)) if cval is None else float(cval)
     out = map_coordinates(np.asarray(volume, np.float32), idx.T, order=1, mode="constant", cval=fill, prefilter=False)
     return np.asarray(out, np.float32).reshape(p.shape[:-1])
@@ -361,9 +375,11 @@ def ct_centreline(volume: NDArray[Any], geom: VolumeGeometry, threshold_hu: floa
     pts: list[FloatArray] = []
     wts: list[float] = []
     centre_guess = np.full(profile.shape[0], centre)
+    from scipy.ndimage import median_filter
+
+    found: list[tuple[int, float, float, float]] = []  # (height, AP, lateral, weight) in subsampled indices
     for _ in range(2):  # the field's centre first, then the first pass's own median line
-        pts, wts = [], []
-        lats: list[tuple[int, float]] = []
+        found = []
         for h in range(profile.shape[0]):
             prev = centre_guess[h]
             lo, hi = int(max(0, round(prev) - half)), int(min(n_lat, round(prev) + half + 1))
@@ -378,19 +394,22 @@ def ct_centreline(volume: NDArray[Any], geom: VolumeGeometry, threshold_hu: floa
             c_lat = float((np.arange(a0, a1) * w).sum() / w.sum())
             ap_prof = mask[h, :, a0:a1].sum(axis=1).astype(float)
             c_ap = float((np.arange(len(ap_prof)) * ap_prof).sum() / max(ap_prof.sum(), 1))
-            ijk = np.zeros(3)
-            ijk[si], ijk[ap], ijk[lat] = h, c_ap, c_lat
-            pts.append(a @ np.array([*(ijk * idx_scale), 1.0]))
-            wts.append(float(w.sum()))
-            lats.append((h, c_lat))
-        if len(lats) < 3:
+            found.append((h, c_ap, c_lat, float(w.sum())))
+        if len(found) < 3:
             break
-        hh, ll = np.array(lats).T
-        from scipy.ndimage import median_filter
-
+        hh, _, ll, _ = np.array(found).T
         centre_guess = np.interp(np.arange(profile.shape[0]), hh, median_filter(ll, size=min(len(ll), 7), mode="nearest"))
-    if len(pts) < 3:
+    if len(found) < 3:
         raise CalibrationError("no spine found in the CT: too little bone near the field's lateral centre")
+    f = np.array(found)
+    # the antero-posterior centroid jumps between body and disc levels (only the arch is bone at a
+    # disc): a running median over about 30 mm of height
+    f[:, 1] = median_filter(f[:, 1], size=min(len(f), max(3, int(30.0 / (sp_axis[si] * steps[si])) | 1)), mode="nearest")
+    for h, c_ap, c_lat, wt in f:
+        ijk = np.zeros(3)
+        ijk[si], ijk[ap], ijk[lat] = h, c_ap, c_lat
+        pts.append(a @ np.array([*(ijk * idx_scale), 1.0]))
+        wts.append(float(wt))
     p = np.asarray(pts, float)[:, :3]
     return _robust(Centreline(p, np.asarray(wts, float)))
 
@@ -409,22 +428,44 @@ def _robust(line: Centreline, tol_mm: float = 12.0) -> Centreline:
     return Centreline(p[keep][order], w[keep][order])
 
 
+#: an oblique term (yaw or roll of the plane) is kept only when it is this many standard errors
+#: from zero and under ``MAX_OBLIQUE_DEG``: a short or noisy centre line gives a true sagittal plane
+OBLIQUE_T = 3.0
+MAX_OBLIQUE_DEG = 35.0
+
+
 def fit_plane(line: Centreline) -> tuple[FloatArray, FloatArray]:
     """Best-fit sagittal plane through a centre line: lateral (LPS x) as a linear function of
-    antero-posterior and superior position, by weighted least squares. Returns ``(point,
-    normal)``; the normal points to the patient's left."""
-    p, w = line.points_lps, np.sqrt(line.weights)
-    a = np.stack([np.ones(len(p)), p[:, 1], p[:, 2]], 1)
-    if len(p) >= 3 and np.ptp(p[:, 2]) > 20 and np.ptp(p[:, 1]) > 10:
-        coef = np.linalg.lstsq(a * w[:, None], p[:, 0] * w, rcond=None)[0]
-    elif len(p) >= 2 and np.ptp(p[:, 2]) > 20:
-        c2 = np.linalg.lstsq(a[:, [0, 2]] * w[:, None], p[:, 0] * w, rcond=None)[0]
-        coef = np.array([c2[0], 0.0, c2[1]])
-    else:
-        coef = np.array([float(np.average(p[:, 0], weights=w)), 0.0, 0.0])
+    antero-posterior and superior position, by weighted least squares; a slope is kept only where
+    the line supports it (``OBLIQUE_T`` standard errors). Returns ``(point, normal)``; the normal
+    points to the patient's left."""
+    p = line.points_lps
+    w = line.weights / max(float(line.weights.max()), 1e-12)
+    point = np.average(p, axis=0, weights=w)
+    coef = np.zeros(3)
+    terms = [1, 2]  # AP (yaw), superior (roll)
+    while terms:
+        cols = [np.ones(len(p))] + [p[:, t] - point[t] for t in terms]
+        a = np.stack(cols, 1)
+        sw = np.sqrt(w)
+        if len(p) <= len(cols):
+            terms = []
+            break
+        sol, *_ = np.linalg.lstsq(a * sw[:, None], p[:, 0] * sw, rcond=None)
+        resid = (p[:, 0] - a @ sol) * sw
+        dof = max(1, len(p) - len(cols))
+        cov = np.linalg.pinv((a * sw[:, None]).T @ (a * sw[:, None])) * float(resid @ resid) / dof
+        t_stat = np.abs(sol[1:]) / np.sqrt(np.maximum(np.diag(cov)[1:], 1e-12))
+        slope_ok = (t_stat >= OBLIQUE_T) & (np.degrees(np.arctan(np.abs(sol[1:]))) <= MAX_OBLIQUE_DEG)
+        if slope_ok.all():
+            coef[terms] = sol[1:]
+            break
+        terms = [t for t, ok in zip(terms, slope_ok, strict=True) if ok] if slope_ok.any() else \
+            [t for t, ts in zip(terms, t_stat, strict=True) if ts > t_stat.min()]
+    point = point.copy()
+    point[0] = float(np.average(p[:, 0] - (p[:, 1] - point[1]) * coef[1] - (p[:, 2] - point[2]) * coef[2], weights=w))
     n = np.array([1.0, -coef[1], -coef[2]])
     n /= np.linalg.norm(n)
-    point = np.average(p, axis=0, weights=line.weights)
     return point, n
 
 

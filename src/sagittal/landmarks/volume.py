@@ -90,15 +90,19 @@ def oriented_slices(volume: np.ndarray, geom: VolumeGeometry) -> OrientedSlices:
                           (volume.shape[1], volume.shape[2]))
 
 
-def slice_centreline(detector: Any, volume: np.ndarray, geom: VolumeGeometry, modality: str = "MR") -> Centreline:
+def slice_centreline(detector: Any, volume: np.ndarray, geom: VolumeGeometry, modality: str = "MR",
+                     max_slices: int = 9) -> Centreline:
     """The spine's centre line in a sagittal series from the plane model's coarse stage run on
-    every slice: the bodies found on any slice are grouped across slices by position, and each
+    its slices (every one, or evenly spread ``max_slices`` of them: a body spans 40–50 mm, many
+    slices): the bodies found on any slice are grouped across slices by position, and each
     body's lateral position is the confidence-weighted mean of the slices that show it with at
     least half its best confidence (a body's detections fade towards its lateral edges)."""
     ori = oriented_slices(volume, geom)
-    dets, _, _ = detector.coarse([plane_input(img, modality) for img in ori.images])
-    found = [(k, b.centre, b.confidence, float(np.linalg.norm(b.points[1] - b.points[2])))
-             for k, det in enumerate(dets) for b in det.bodies if b.confidence >= WEAK_BODY]
+    n = len(ori.images)
+    ks = np.unique(np.round(np.linspace(0, n - 1, min(n, max_slices))).astype(int))
+    dets, _, _ = detector.coarse([plane_input(ori.images[k], modality) for k in ks])
+    found = [(int(k), b.centre, b.confidence, float(np.linalg.norm(b.points[1] - b.points[2])))
+             for k, det in zip(ks, dets, strict=True) for b in det.bodies if b.confidence >= WEAK_BODY]
     if not found:
         raise CalibrationError("no vertebral body found on any slice of the sagittal series")
     found.sort(key=lambda f: -f[2])

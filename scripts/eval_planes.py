@@ -1,0 +1,182 @@
+#!/usr/bin/env python3
+"""Evaluate CT and MR analysis on fresh phantom volumes the plane model never saw.
+
+    nice -n 10 .venv/bin/python scripts/eval_planes.py [--n-ct 30] [--n-mr 30] [--first-seed 0]
+        [--weights src/sagittal/weights/landmarks_planes.pt] [--json FILE]
+
+Each case is a phantom spine (seeded by ``default_rng([EVAL_STREAM, seed])``, a stream no
+training set draws from; a third of the spines get 1–3 fractures) rendered as a full volume with
+randomised acquisition — CT: axial, in-plane 1.0–2.0 mm, slices 1.5–5 mm, field of 280–380 mm,
+from T8–T12 to the hips, sometimes with its sagittal reformat as a second series; MR: T1 + T2 +
+STIR (sometimes T1 + STIR), in-plane 0.8–1.5 mm, slices 3–4.5 mm, lumbar or whole-spine field —
+half of them scoliotic. (Ranges kept modest so that the evaluation runs on two shared CPU cores.)
+Every case is written as DICOM and read back through ``io`` and the ``volume`` kind of ``sagittal
+analyze`` (plan, prepare, the plane model, finish): the same path as a clinical series.
+
+Reported per modality: the fraction of units analysed (ok or partial); vertebrae in view (truth
+wholly inside the plane's field) found with the right level (centroid within 5 mm); landmark
+error in the plane (mm: the predicted pixel against the truth point projected onto the plane);
+heights MAE (anterior, middle, posterior); Genant grade exact on fractured vertebrae and grade 0
+on normal ones; PI MAE (where PI was measured); the analysis time per unit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sagittal.batch import volume as kind
+from sagittal.io.series import scan_export
+from sagittal.levels import LEVELS, POINT_NAMES
+from sagittal.phantom import build_spine, sample_spec
+from sagittal.phantom.dicom import StudyInfo
+from sagittal.phantom.generate import write_volume
+from sagittal.phantom.volume import reformat_ct, render_ct, render_mr, scoliosis_curve
+
+EVAL_STREAM = 7_100_099
+
+
+def _case(modality: str, seed: int, root: Path) -> tuple[Any, list[Any]]:
+    """Render and write one case; return its spine and volumes."""
+    rng = np.random.default_rng([EVAL_STREAM, 1 if modality == "CT" else 2, seed])
+    n_fx = int(rng.integers(1, 4)) if rng.random() < 0.33 else None
+    spine = build_spine(sample_spec(rng, n_fractures=n_fx))
+    curve = scoliosis_curve(spine, rng) if rng.random() < 0.5 else None
+    pid = f"EV{modality}{seed:04d}"
+    info = StudyInfo.make(f"eval/{modality}/{seed}", pid)
+    key = f"eval/{modality}/{seed}"
+    vols = []
+    if modality == "CT":
+        sp = float(rng.uniform(1.0, 2.0))
+        fov = float(rng.uniform(280, 380))
+        top = str(rng.choice(["T8", "T10", "T11", "T12"]))
+        ct = render_ct(spine, rng, pixel_spacing_mm=sp, slice_mm=float(rng.uniform(1.5, 5.0)),
+                       matrix=int(fov / sp) // 2 * 2, top_level=top, scoliosis=curve)
+        write_volume(ct, spine, root, f"{pid}/ct", info, key, frame_key=key)
+        vols.append(ct)
+        if rng.random() < 0.3:
+            write_volume(reformat_ct(ct), spine, root, f"{pid}/ct_sag", info, f"{key}/sag", series_number=2, frame_key=key)
+    else:
+        sp = float(rng.uniform(0.8, 1.5))
+        whole = rng.random() < 0.3
+        top = "C7" if whole else str(rng.choice(["T8", "T9", "T10", "T11"]))
+        span = 760 if whole else 430
+        seqs = ("T1", "T2", "STIR") if rng.random() < 0.7 else ("T1", "STIR")
+        origin = np.array([rng.uniform(-5, 5), rng.uniform(40, 80), rng.uniform(-900, -700)])
+        thick = float(rng.uniform(3.0, 4.5))
+        n_sl = int(np.ceil((60 if curve is not None else 44) / thick)) | 1
+        for s, seq in enumerate(seqs):
+            mr = render_mr(spine, rng, seq, pixel_spacing_mm=sp, slice_mm=thick, n_slices=n_sl, matrix=int(span / sp),
+                           top_level=top, origin_lps=origin, scoliosis=curve)
+            write_volume(mr, spine, root, f"{pid}/mr_{seq.lower()}", info, f"{key}/{seq}", series_number=s + 1,
+                         frame_key=key)
+            vols.append(mr)
+    return spine, vols
+
+
+def _score(spine: Any, vol: Any, prep: Any, doc: dict, acc: dict) -> None:
+    plane = prep.extra["plane"]
+    rows, cols = plane.image.shape
+    sp = plane.spacing_mm
+    img = prep.image
+    lo = float(img.min())
+    lm = doc["landmarks"]["vertebrae"]
+    by_level = {v["level"]: v for v in doc["vertebrae"]}
+    for i, level in enumerate(LEVELS):
+        truth_px = plane.from_lps(vol.sagittal_to_lps(spine.points_mm[i]))
+        inside = ((truth_px[:, 0] > 2) & (truth_px[:, 0] < cols - 3) & (truth_px[:, 1] > 2) & (truth_px[:, 1] < rows - 3)).all()
+        # and within the volume's own field (the plane outside it is filled with the minimum)
+        if not inside or any(img[int(round(y)), int(round(x))] <= lo for x, y in truth_px):
+            continue
+        acc["in_view"] += 1
+        p = lm.get(level)
+        if p is None:
+            continue
+        pred = np.array([p[n] for n in POINT_NAMES], float)
+        if np.linalg.norm((pred[:4].mean(0) - truth_px[:4].mean(0)) * sp) > 5.0:
+            acc["wrong"] += 1
+            continue
+        acc["found"] += 1
+        acc["point_err"] += list(np.linalg.norm((pred - truth_px) * sp, axis=1))
+        v = by_level.get(level)
+        if v and v["heights_mm"]:
+            acc["height_err"] += [abs(v["heights_mm"][k] - spine.heights_mm[i, j])
+                                  for j, k in enumerate(("anterior", "middle", "posterior"))]
+        if v and v["genant_grade"] is not None:
+            acc["grades"].append((int(spine.grade[i]), int(v["genant_grade"])))
+    pi = doc["parameters"]["pelvic_incidence_deg"]
+    if pi is not None:
+        acc["pi_err"].append(abs(pi - spine.parameters["pelvic_incidence_deg"]))
+        acc["heads"].append(len(doc["landmarks"]["femoral_heads"]))
+
+
+def evaluate(modality: str, n: int, first: int, detector: Any, root: Path) -> dict:
+    acc: dict[str, Any] = {"in_view": 0, "found": 0, "wrong": 0, "point_err": [], "height_err": [], "grades": [],
+                           "pi_err": [], "heads": [], "status": [], "seconds": [], "units": 0}
+    for seed in range(first, first + n):
+        case_dir = root / f"{modality}{seed}"
+        spine, vols = _case(modality, seed, case_dir)
+        export = scan_export([case_dir], decode_pixels=False)
+        units, _ = kind.plan(export.series)
+        acc["units"] += len(units)
+        for u in units:
+            t = time.perf_counter()
+            try:
+                prep = kind.prepare(u, detector)
+                (det,) = detector.detect([prep.image], facing=[prep.facing_hint])
+                doc = kind.finish(prep, det)
+            except Exception as exc:  # counted as not analysed, with the reason
+                print(f"{modality} seed {seed}: {type(exc).__name__}: {exc}", flush=True)
+                acc["status"].append("failed")
+                continue
+            acc["seconds"].append(time.perf_counter() - t)
+            acc["status"].append(doc["status"])
+            _score(spine, vols[0], prep, doc, acc)
+        print(f"{modality} {seed}: {acc['found']}/{acc['in_view']} found, statuses {acc['status'][-len(units):]}", flush=True)
+    g = np.array(acc["grades"]) if acc["grades"] else np.zeros((0, 2), int)
+    fx, nm = g[:, 0] > 0, g[:, 0] == 0
+    pe = np.array(acc["point_err"]) if acc["point_err"] else np.array([np.nan])
+    return {
+        "cases": n, "units": acc["units"],
+        "analysed_fraction": float(np.mean([s in ("ok", "partial") for s in acc["status"]])) if acc["status"] else None,
+        "status_counts": {s: acc["status"].count(s) for s in ("ok", "partial", "rejected", "failed")},
+        "vertebrae_in_view": acc["in_view"],
+        "right_level_fraction": acc["found"] / max(acc["in_view"], 1),
+        "misplaced_or_mislabelled": acc["wrong"],
+        "landmark_error_mm": {"median": float(np.median(pe)), "mean": float(np.mean(pe)), "p90": float(np.percentile(pe, 90))},
+        "height_mae_mm": float(np.mean(acc["height_err"])) if acc["height_err"] else None,
+        "genant_exact_fractured": float(np.mean(g[fx, 1] == g[fx, 0])) if fx.any() else None,
+        "genant_zero_normal": float(np.mean(g[nm, 1] == 0)) if nm.any() else None,
+        "fractured_vertebrae": int(fx.sum()), "normal_vertebrae": int(nm.sum()),
+        "pi_mae_deg": float(np.mean(acc["pi_err"])) if acc["pi_err"] else None, "pi_n": len(acc["pi_err"]),
+        "seconds_per_unit_median": float(np.median(acc["seconds"])) if acc["seconds"] else None,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n-ct", type=int, default=30)
+    ap.add_argument("--n-mr", type=int, default=30)
+    ap.add_argument("--first-seed", type=int, default=0)
+    ap.add_argument("--weights", default=None, help="plane model weights (default: the packaged landmarks_planes.pt)")
+    ap.add_argument("--json", help="also write the figures here")
+    args = ap.parse_args()
+    detector = kind.load_plane_model(args.weights, "cpu", 1)
+    report: dict[str, Any] = {"weights": str(detector.weights), "first_seed": args.first_seed, "stream": EVAL_STREAM}
+    with tempfile.TemporaryDirectory(prefix="sagittal-eval-planes-") as tmp:
+        for modality, n in (("CT", args.n_ct), ("MR", args.n_mr)):
+            if n:
+                report[modality] = evaluate(modality, n, args.first_seed, detector, Path(tmp))
+    print(json.dumps(report, indent=1))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

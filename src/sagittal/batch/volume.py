@@ -1,0 +1,170 @@
+"""The ``volume`` kind of unit: one CT series or one MR study's sagittal series → one
+analysis document on the spine's plane.
+
+Planning groups series with ``io.units.plan_volumes`` (a study's axial CT and its sagittal
+reformat are analysed once, from the axial; an MR study's T1/T2/STIR of one frame of reference
+together). Preparing loads the landmark series' volume, finds the spine's centre line (CT: bone;
+MR: the plane model's coarse stage on every slice), and reformats the curved mid-sagittal plane
+(``io.volume.spine_plane``); the other MR sequences are sampled on the same grid. Finishing
+finds the femoral heads in 3-D (CT), builds the document (``report.analysis``) with ``image.plane``,
+``image.patient_position`` and ``source.related_series``, and applies the posture rule: SVA
+and T1PA are null unless standing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..io.discover import SetAside
+from .units import Detection, Prepared, Unit, UnitKind, register_kind, register_model
+
+KIND = "volume"
+MODEL = "planes"
+#: parameters measured only standing (CONTRACT: null with a warning unless standing)
+STANDING_ONLY = ("sagittal_vertical_axis_mm", "t1_pelvic_angle_deg")
+#: seconds of this kind's own stages for the last unit prepared and finished in this process
+#: (decode, centreline, reformat, femoral_heads), for benchmarks
+LAST_TIMINGS: dict[str, float] = {}
+
+
+
+def load_plane_model(weights: Any = None, device: str = "cpu", threads: int | None = None) -> Any:
+    """The plane model's detector (``landmarks.volume.planes_weights_path``: ``weights``, else
+    ``$SAGITTAL_PLANES_WEIGHTS``, else the packaged ``landmarks_planes.pt``)."""
+    from ..landmarks.infer import LandmarkDetector
+    from ..landmarks.volume import planes_weights_path
+
+    return LandmarkDetector(planes_weights_path(weights), device=device, threads=threads)
+
+
+def plan(series: Sequence[Any]) -> tuple[list[Unit], list[SetAside]]:
+    """One unit per CT frame of reference and per MR study's sagittal set (``io.units``)."""
+    from ..io.units import plan_volumes
+
+    vunits, aside = plan_volumes(list(series))
+    units = [Unit(KIND, tuple(v.files), v.patient_id, v.study_uid, v.name, data=v) for v in vunits]
+    return units, aside
+
+
+def _source(v: Any) -> dict[str, Any]:
+    s = v.series[0]
+    h = s.headers[0]
+    return {"path": h.path, "modality": v.modality, "study_instance_uid": v.study_uid,
+            "series_instance_uid": s.series_uid,
+            "sop_instance_uids": [x.sop_instance_uid for ser in v.series for x in ser.headers],
+            "patient_id": h.patient_id or None, "study_date": h.study_key[0] or None,
+            "related_series": v.related_series()}
+
+
+def prepare(unit: Unit, detector: Any = None) -> Prepared:
+    """Load the unit's volumes and reformat the spine's plane (the MR centre line runs the plane
+    model's coarse stage: ``detector``, else one loaded here)."""
+    from ..io.series import load_volume
+    from ..io.units import posture
+    from ..io.volume import ct_centreline, spine_plane
+    from ..landmarks.volume import plane_input, slice_centreline
+
+    v = unit.data
+    t = time.perf_counter()
+    timings: dict[str, float] = {}
+    loaded = [load_volume(s) for s in v.series]
+    timings["decode"] = time.perf_counter() - t
+    t = time.perf_counter()
+    main = loaded[0]
+    modality = v.modality
+    if modality == "CT":
+        line = ct_centreline(main.voxels, main.geometry)
+    else:
+        line = slice_centreline(detector or load_plane_model(), main.voxels, main.geometry, modality)
+    timings["centreline"] = time.perf_counter() - t
+    t = time.perf_counter()
+    plane = spine_plane(main.voxels, main.geometry, line)
+    planes = {v.roles[0]: plane.image}
+    for role, other in zip(v.roles[1:], loaded[1:], strict=True):
+        planes[role] = plane.sample(other.voxels, other.geometry)
+    timings["reformat"] = time.perf_counter() - t
+    rows, cols = plane.image.shape
+    info = {"rows": int(rows), "columns": int(cols), "pixel_spacing_mm": [plane.spacing_mm, plane.spacing_mm],
+            "spacing_source": "volume", "anterior": plane.anterior, "plane": plane.plane_json(),
+            "patient_position": posture(v.patient_position)}
+    warnings = list(v.notes) + list(plane.warnings)
+    for s in v.series:
+        warnings += [w for w in s.warnings if w not in warnings]
+    if info["patient_position"] == "unknown":
+        warnings.append(f"PatientPosition {v.patient_position or '(absent)'}: the posture is unknown")
+    LAST_TIMINGS.clear()
+    LAST_TIMINGS.update(timings)
+    extra = {"plane": plane, "modality": modality, "planes": planes, "timings": timings,
+             "volume": main.voxels if modality == "CT" else None, "geometry": main.geometry}
+    return Prepared(plane_input(plane.image, modality), info, _source(v), warnings, facing_hint=plane.anterior,
+                    extra=extra)
+
+
+def finish(prep: Prepared, detection: Detection) -> dict[str, Any]:
+    """The analysis document of a CT series or MR study from the plane model's landmarks."""
+    from ..landmarks.volume import _head_landmarks, ct_femoral_heads
+    from ..report.analysis import REQUIRED_PARAMETERS, analysis_document
+
+    lm, _, lm_warnings = detection
+    x = prep.extra
+    plane = x["plane"]
+    warnings = list(prep.warnings) + list(lm_warnings)
+    heads = []
+    t = time.perf_counter()
+    if x["modality"] == "CT" and lm.get("s1_endplate"):
+        s1 = np.array([lm["s1_endplate"]["anterior"], lm["s1_endplate"]["posterior"]], float)
+        heads = ct_femoral_heads(x["volume"], x["geometry"], plane, plane.to_lps_sampled(s1.mean(axis=0)))
+        if len(heads) == 0:
+            warnings.append("no femoral head found in the CT's field caudal to S1")
+    elif x["modality"] == "CT":
+        warnings.append("the S1 endplate was not found: the femoral heads were not searched")
+    else:
+        warnings.append("femoral heads are not searched on MR: a sagittal slab seldom reaches them (about 85 mm "
+                        "either side of the midline)")
+    x["timings"]["femoral_heads"] = LAST_TIMINGS["femoral_heads"] = time.perf_counter() - t
+    lm = dict(lm, femoral_heads=_head_landmarks(plane, heads))
+    info = dict(prep.image_info)
+    doc = analysis_document({k: info[k] for k in ("rows", "columns", "pixel_spacing_mm", "spacing_source", "anterior")},
+                            lm, source=prep.source, warnings=warnings)
+    doc["image"].update(plane=info["plane"], patient_position=info["patient_position"])
+    if info["patient_position"] != "standing":
+        for key in STANDING_ONLY:
+            if doc["parameters"].get(key) is not None:
+                doc["parameters"][key] = None
+            doc["warnings"] = [w for w in doc["warnings"] if not w.startswith(f"{key} is null")]
+            doc["warnings"].append(f"{key} is null: the {x['modality']} was not taken standing "
+                                   f"({info['patient_position']}); it is defined for a standing patient only")
+        doc["parameters"]["srs_schwab_sva"] = None
+    if not lm["vertebrae"] and not lm["s1_endplate"]:
+        doc["status"] = "rejected"
+        doc["warnings"].append("no spine found: nothing is reported")
+    elif doc["status"] != "rejected":
+        measurable = [k for k in REQUIRED_PARAMETERS if k not in STANDING_ONLY or info["patient_position"] == "standing"]
+        doc["status"] = "ok" if all(doc["parameters"].get(k) is not None for k in measurable) else "partial"
+    dev = plane.max_lateral_deviation_mm
+    doc["image"]["lateral_deviation_mm"] = round(dev, 2)
+    return doc
+
+
+def sequence_overlays(prep: Prepared, doc: dict[str, Any]) -> dict[str, bytes]:
+    """One overlay PNG per MR sequence used (``{"<role>.png": bytes}``), all on the same grid."""
+    import cv2
+
+    from ..report.overlay import render_overlay
+
+    out: dict[str, bytes] = {}
+    if prep.extra.get("modality") != "MR":
+        return out
+    for role, img in prep.extra["planes"].items():
+        ok, png = cv2.imencode(".png", render_overlay(img, doc))
+        if ok:
+            out[f"{role}.png"] = bytes(png.tobytes())
+    return out
+
+
+register_model(MODEL, load_plane_model)
+register_kind(UnitKind(KIND, plan, prepare, finish, model=MODEL, needs_detector=True))

@@ -1,0 +1,117 @@
+"""CT/MR analysis around the plane model: the femoral heads found in 3-D and projected onto the
+spine's plane (one head in the field: PI from it, with the warning), the posture rule, and the
+document against the schema — with the phantom's true landmarks standing in for the model, so
+that these tests check the geometry, not the model's accuracy (``scripts/eval_planes.py`` does)."""
+
+from __future__ import annotations
+
+import jsonschema
+import numpy as np
+import pytest
+
+from sagittal.batch import volume as kind
+from sagittal.io.series import scan_export
+from sagittal.landmarks.volume import ct_femoral_heads
+from sagittal.levels import LEVELS, POINT_NAMES
+from sagittal.phantom import build_spine, sample_spec
+from sagittal.phantom.dicom import StudyInfo
+from sagittal.phantom.generate import write_volume
+from sagittal.phantom.volume import render_ct
+from sagittal.report.analysis import load_schema
+
+
+def kind_weights_exist() -> bool:
+    from sagittal.landmarks.volume import PLANES_WEIGHTS
+    from sagittal.landmarks.weights import packaged
+
+    return packaged(PLANES_WEIGHTS).is_file()
+
+
+@pytest.fixture(scope="module")
+def spine():
+    return build_spine(sample_spec(np.random.default_rng(31), n_fractures=0))
+
+
+def _unit(tmp_path, spine, **render):
+    ct = render_ct(spine, np.random.default_rng(4), pixel_spacing_mm=2.5, slice_mm=4.0, noise_hu=8.0, top_level="T11",
+                   **render)
+    write_volume(ct, spine, tmp_path, "ct", StudyInfo.make("heads", "PHHEAD"), "heads", frame_key="heads")
+    (unit,), _ = kind.plan(scan_export([tmp_path], decode_pixels=False).series)
+    return ct, unit
+
+
+def _true_detection(ct, spine, plane) -> tuple[dict, str, list[str]]:
+    """The phantom's landmarks on the plane, as the model would report them (no femoral heads:
+    the plane model does not see them; ``finish`` finds them in 3-D)."""
+    verts = {}
+    for i, level in enumerate(LEVELS):
+        xy = plane.from_lps(ct.sagittal_to_lps(spine.points_mm[i]))
+        if (xy[:, 1] > 2).all() and (xy[:, 1] < plane.image.shape[0] - 3).all():
+            verts[level] = {n: [float(v) for v in xy[k]] for k, n in enumerate(POINT_NAMES)}
+    s1 = plane.from_lps(ct.sagittal_to_lps(spine.s1_mm))
+    return ({"vertebrae": verts, "s1_endplate": {"anterior": list(map(float, s1[0])), "posterior": list(map(float, s1[1]))},
+             "femoral_heads": []}, plane.anterior, [])
+
+
+@pytest.mark.slow
+def test_both_heads_found_in_3d_and_pi_from_their_projection(tmp_path, spine):
+    ct, unit = _unit(tmp_path, spine, matrix=160)
+    prep = kind.prepare(unit)
+    doc = kind.finish(prep, _true_detection(ct, spine, prep.extra["plane"]))
+    jsonschema.validate(doc, load_schema())
+    assert len(doc["landmarks"]["femoral_heads"]) == 2
+    assert doc["parameters"]["pelvic_incidence_deg"] == pytest.approx(spine.parameters["pelvic_incidence_deg"], abs=2.0)
+    assert doc["parameters"]["sacral_slope_deg"] == pytest.approx(spine.parameters["sacral_slope_deg"], abs=1.0)
+    # supine: SVA and T1PA null with the reason; the rest measured for the posture
+    assert doc["image"]["patient_position"] == "supine" and doc["image"]["plane"]["image_orientation_patient"]
+    assert doc["parameters"]["sagittal_vertical_axis_mm"] is None
+    assert any(w.startswith("sagittal_vertical_axis_mm is null") and "standing" in w for w in doc["warnings"])
+    assert doc["source"]["modality"] == "CT" and len(doc["source"]["sop_instance_uids"]) == len(unit.files)
+
+
+@pytest.mark.slow
+def test_one_head_in_the_field_gives_pi_with_the_warning(tmp_path, spine):
+    # a narrow field moved to the patient's left: the right femoral head (85 mm to the right) is out
+    ct, unit = _unit(tmp_path, spine, matrix=64, lateral_centre_mm=40.0)
+    prep = kind.prepare(unit)
+    plane = prep.extra["plane"]
+    s1_mid = ct.sagittal_to_lps(spine.s1_mm.mean(axis=0))
+    heads = ct_femoral_heads(prep.extra["volume"], prep.extra["geometry"], plane, s1_mid)
+    assert len(heads) == 1
+    left = ct.sagittal_to_lps(spine.femoral_centers_mm[0], lateral_mm=85.0)  # the head on the patient's left (+X)
+    assert np.linalg.norm(heads[0].centre_lps - left) < 2.5
+    assert heads[0].radius_mm == pytest.approx(spine.femoral_radii_mm[0], abs=2.5)
+    doc = kind.finish(prep, _true_detection(ct, spine, plane))
+    jsonschema.validate(doc, load_schema())
+    assert len(doc["landmarks"]["femoral_heads"]) == 1
+    assert doc["parameters"]["pelvic_incidence_deg"] is not None
+    assert any("one femoral head" in w for w in doc["warnings"])
+    # one head instead of the axis between two: PI is off by the heads' separation in the plane only
+    assert doc["parameters"]["pelvic_incidence_deg"] == pytest.approx(spine.parameters["pelvic_incidence_deg"], abs=6.0)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not kind_weights_exist(), reason="the plane model's weights are not trained yet")
+def test_sample_patient_ct_and_mr_are_analysed(tmp_path):
+    """``sagittal analyze`` on PHC (acute L1 fracture: DX, axial CT, sagittal MR T1 + STIR): its CT
+    and MR get analysis documents on their spine planes, valid against the schema."""
+    import json
+    from pathlib import Path
+
+    from sagittal.cli import main
+
+    sample = Path(__file__).resolve().parents[2] / "sample_dicom" / "PHC" / "study1"
+    assert main(["analyze", str(sample), "-o", str(tmp_path / "out")]) == 0
+    docs = [json.loads(p.read_text()) for p in (tmp_path / "out").rglob("*.json")]
+    docs = [d for d in docs if d.get("schema") == "sagittal.analysis/1"]
+    by = {}
+    for d in docs:
+        jsonschema.validate(d, load_schema())
+        by.setdefault(d["source"]["modality"], []).append(d)
+    assert set(by) >= {"DX", "CT", "MR"}
+    for d in by["CT"] + by["MR"]:
+        assert d["status"] in ("ok", "partial") and d["image"]["plane"] and d["image"]["patient_position"] == "supine"
+        assert d["image"]["spacing_source"] == "volume" and d["parameters"]["sagittal_vertical_axis_mm"] is None
+        assert len(d["landmarks"]["vertebrae"]) >= 3
+    (ct,) = by["CT"]
+    assert "L1" in ct["landmarks"]["vertebrae"] and ct["parameters"]["pelvic_incidence_deg"] is not None
