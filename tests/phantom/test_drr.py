@@ -183,6 +183,7 @@ def test_drawn_bodies_fill_their_truth_outlines_even_off_the_midline():
     an = _anatomy(spine, sample_drr_style(rng, scoliosis_mm=0.0), rng)
     an["rotation_deg"] = np.zeros(len(LEVELS))
     an["tilt_deg"] = np.zeros(len(LEVELS))
+    an["wall_concavity_mm"] = [2.0, 1.2]  # the most waisted walls drawn
     parallel = ConeBeam(sid_mm=1e7 + 150.0, sod_mm=1e7, ray_mm=(0.0, 150.0), work_mm=0.4, origin_px=(600.0, 1800.0),
                         sign=1.0, shape=(2000, 1100))
     cone = ConeBeam(sid_mm=1150.0, sod_mm=1000.0, ray_mm=(0.0, 150.0), work_mm=0.4, origin_px=(600.0, 1800.0), sign=1.0,
@@ -195,9 +196,13 @@ def test_drawn_bodies_fill_their_truth_outlines_even_off_the_midline():
         mask = np.zeros(parallel.shape, np.uint8)
         cv2.fillPoly(mask, [np.round(poly * 16).astype(np.int32).reshape(-1, 1, 2)], 1, cv2.LINE_8, 4)
         grown = cv2.dilate(mask, np.ones((5, 5), np.uint8)) > 0
-        core = cv2.erode(mask, np.ones((5, 5), np.uint8)) > 0
+        core = cv2.erode(mask, np.ones((13, 13), np.uint8)) > 0  # inside the waisted walls (2 mm = 5 px)
         assert ref[grown].sum() > 0.995 * ref.sum(), LEVELS[i]
         assert (ref[core] > 0).mean() > 0.995, LEVELS[i]
+        # the six truth points (corners, endplate middles) lie on the drawn outline
+        for c, r in np.round(parallel.project(spine.points_mm[i], 0.0)).astype(int):
+            win = ref[r - 2:r + 3, c - 2:c + 3]
+            assert (win > 0).any() and (win == 0).any(), (LEVELS[i], c, r)
         off = _body_projection(spine, shifted, cone, i)
         # without the placement that makes its mid-plane project onto the truth, a body 30 mm
         # off the midline would move by 3 % of its distance from the central ray (≈ 10–40 px)

@@ -126,11 +126,14 @@ def sample_drr_style(rng: np.random.Generator, **overrides) -> dict:
         "clahe_tiles": int(rng.integers(4, 14)),
         "gamma": float(rng.uniform(0.7, 1.4)),
         "sigmoid": float(rng.uniform(3.0, 8.0)) if b else 0.0,
-        "window": (float(rng.uniform(0.0, 2.0)), float(rng.uniform(98.0, 100.0))),
+        "window": (float(rng.uniform(0.0, 2.0)), float(rng.uniform(98.0, 100.0) if rng.random() < 0.85 else rng.uniform(88, 98))),
         "collimation": str(rng.choice(["none", "white", "black"], p=[0.4, 0.35, 0.25])),
         "markers": bool(rng.random() < 0.7),
         "ruler": bool(rng.random() < 0.15),
-        "seams": 0,
+        "seams": int(rng.choice([0, 1, 2], p=[0.6, 0.25, 0.15])),  # stitched whole-spine films only
+        "grid_rows": bool(rng.random() < 0.3),
+        "shutter_tilt_deg": float(rng.normal(0, 2.0)) if rng.random() < 0.4 else 0.0,
+        "jpeg_quality": int(rng.integers(55, 92)) if b and rng.random() < 0.35 else 0,
         # anatomy appearance
         "scoliosis_mm": float(rng.uniform(6, 40)) if rng.random() < 0.2 else 0.0,
         "instrumented": bool(rng.random() < 0.08),
@@ -200,6 +203,8 @@ def _anatomy(spine: Spine, st: dict, rng: np.random.Generator) -> dict:
         "density_gain": float(rng.uniform(0.8, 1.15)),
         "texture": float(rng.uniform(0.15, 0.45) if not b else rng.uniform(0.25, 0.6)),
         "texture_mm": float(rng.uniform(0.8, 1.2) if not b else rng.uniform(1.3, 2.0)),
+        "texture_vertical": float(rng.uniform(1.0, 1.4) + (1.0 - spine.spec.bone_density) * rng.uniform(0.0, 2.0)),
+        "wall_concavity_mm": [float(rng.uniform(0.3, 2.0)), float(rng.uniform(0.2, 1.2))],  # anterior, posterior
         "cortex_mm": float(rng.uniform(0.8, 1.4) * (0.7 + 0.3 * spine.spec.bone_density)),
         "width_gain": float(rng.uniform(0.92, 1.08)),
         "body_flat": float(rng.uniform(0.75, 0.9)),
@@ -381,7 +386,7 @@ def render_drr(spine: Spine, rng: np.random.Generator, **overrides) -> Radiograp
     geo = ConeBeam(sid, sod, ray, work, origin_w, sgn, (wrows, wcols))
 
     acc = Accumulator(geo)
-    bank = texture_bank(rng, work, an["texture_mm"])
+    bank = texture_bank(rng, work, an["texture_mm"], vertical=an["texture_vertical"])
     bld = Builder(spine, an, geo, acc, rng, bank)
     for i in range(len(LEVELS)):
         bld.vertebra(i)
@@ -440,20 +445,35 @@ def _detector(att: np.ndarray, st: dict, sp: float, rng: np.random.Generator) ->
     rows, cols = att.shape
     maxval = (1 << st["bits_stored"]) - 1
     img = np.round(v * maxval).astype(np.uint16)
-    exposed = np.ones((rows, cols), bool)
+    if st.get("jpeg_quality") and st["bits_stored"] == 8:  # a lossy 8-bit export somewhere upstream
+        ok, buf = cv2.imencode(".jpg", img.astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, int(st["jpeg_quality"])])
+        decoded = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE) if ok else None
+        if decoded is not None:
+            img = decoded.astype(np.uint16)
+    exposed = _shutters(rows, cols, st, rng)
     if st["collimation"] != "none":
-        m = [int(rng.uniform(0, 0.08) * cols), int(rng.uniform(0, 0.08) * cols), int(rng.uniform(0, 0.04) * rows),
-             int(rng.uniform(0, 0.04) * rows)]
-        exposed[:, : m[0]] = False
-        exposed[:, cols - m[1]:] = False
-        exposed[: m[2]] = False
-        exposed[rows - m[3]:] = False
         img[~exposed] = maxval if st["collimation"] == "white" else 0
     if st["markers"] or st["ruler"]:
         _burn_in(img, st, rng, maxval, (sp, sp), st["facing"])
     if st["photometric"] == "MONOCHROME1":
         img = (maxval - img).astype(np.uint16)
     return img, exposed, maxval
+
+
+def _shutters(rows: int, cols: int, st: dict, rng: np.random.Generator) -> np.ndarray:
+    """The exposed field inside the collimator's shutters (all of it without collimation),
+    possibly turned a little against the detector."""
+    exposed = np.ones((rows, cols), bool)
+    if st["collimation"] == "none":
+        return exposed
+    m = [rng.uniform(0, 0.08) * cols, rng.uniform(0, 0.08) * cols, rng.uniform(0, 0.04) * rows, rng.uniform(0, 0.04) * rows]
+    yy, xx = np.mgrid[0:rows, 0:cols].astype(np.float32)
+    a = math.radians(st.get("shutter_tilt_deg", 0.0))
+    cx, cy = (cols - 1) / 2, (rows - 1) / 2
+    u = (xx - cx) * math.cos(a) + (yy - cy) * math.sin(a) + cx
+    v = -(xx - cx) * math.sin(a) + (yy - cy) * math.cos(a) + cy
+    exposed &= (u >= m[0]) & (u <= cols - 1 - m[1]) & (v >= m[2]) & (v <= rows - 1 - m[3])
+    return exposed
 
 
 def _expose(att: np.ndarray, st: dict, sp: float, rng: np.random.Generator) -> np.ndarray:
@@ -478,10 +498,16 @@ def _expose(att: np.ndarray, st: dict, sp: float, rng: np.random.Generator) -> n
         noise = rng.standard_normal((rows, cols), dtype=np.float32)
         inten += noise * np.sqrt(np.maximum(inten, 1e-9) / np.float32(photons))
     blurred = cv2.GaussianBlur(np.asarray(inten, np.float32), (0, 0), max(0.3, st["blur_mm"] / sp))
-    dens = -cv2.log(np.maximum(blurred, np.float32(1e-5)))
+    dens = np.asarray(-cv2.log(np.maximum(blurred, np.float32(1e-5))), np.float32)
     if st["grid"]:
         period = st["grid_period_px"]
-        dens += np.float32(st["grid_amp"]) * np.sin(2 * np.pi * np.arange(cols, dtype=np.float32) / period)[None, :]
+        n = rows if st.get("grid_rows") else cols
+        lines = np.float32(st["grid_amp"]) * np.sin(2 * np.pi * np.arange(n, dtype=np.float32) / period)
+        dens += lines[:, None] if st.get("grid_rows") else lines[None, :]
+    if st.get("seams") and st["field"] == "whole":  # stitched cassettes: a step in exposure at each join
+        for _ in range(st["seams"]):
+            r = int(rng.uniform(0.25, 0.75) * rows)
+            dens[r:] += np.float32(rng.uniform(-0.15, 0.15))
     return np.asarray(dens, np.float32)
 
 

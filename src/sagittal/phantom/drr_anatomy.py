@@ -170,7 +170,19 @@ class Builder:
                 out *= (1 + an["impaction"] * band).astype(np.float32)
             return out
 
-        self.part(sp.body_polygon_mm(i), zc, body_half, tc=tc, rot=rot, tilt=tilt, pivot=pivot, mu_fn=body_mu)
+        self.part(self._body_outline(i, u), zc, body_half, tc=tc, rot=rot, tilt=tilt, pivot=pivot, mu_fn=body_mu)
+
+    def _body_outline(self, i: int, u: np.ndarray) -> np.ndarray:
+        """The truth outline (corners and endplate middles) with slightly concave anterior and
+        posterior walls, as bodies are waisted; the six truth points stay on the outline."""
+        p = self.spine.points_mm[i]
+        ca, cp = self.an["wall_concavity_mm"]
+        t = np.array([0.25, 0.5, 0.75])[:, None]
+        bow = 4 * t * (1 - t)  # a parabola through both corners
+        post = p[2] + t * (p[1] - p[2]) + cp * bow * u
+        ant = p[0] + t * (p[3] - p[0]) - ca * bow * u
+        # order as Spine.body_polygon_mm: AI, MI, PI, (posterior wall), PS, MS, AS, (anterior wall)
+        return np.concatenate([[p[3], p[5], p[2]], post, [p[1], p[4], p[0]], ant])
 
     def _posterior(self, i: int, o: np.ndarray, u: np.ndarray, v: np.ndarray, depth: float, hp: float, zc: float,
                    rot: float, tilt: float, pivot: tuple) -> None:

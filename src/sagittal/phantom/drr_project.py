@@ -230,12 +230,15 @@ def _crop(bank: np.ndarray, h: int, w: int, rng: np.random.Generator) -> np.ndar
     return bank[np.ix_(rows, cols)]
 
 
-def texture_bank(rng: np.random.Generator, res_mm: float, scale_mm: float, size: int = 512) -> np.ndarray:
+def texture_bank(rng: np.random.Generator, res_mm: float, scale_mm: float, size: int = 512,
+                 vertical: float = 1.0) -> np.ndarray:
     """Trabecular-like texture (zero mean, unit s.d.): band-passed noise pushed towards a
-    sponge of plates and rods; ``scale_mm`` sets the trabecular spacing."""
+    sponge of plates and rods; ``scale_mm`` sets the trabecular spacing, ``vertical`` > 1
+    stretches it along the columns (the load-bearing vertical trabeculae)."""
     noise = rng.standard_normal((size, size)).astype(np.float32)
     s = max(scale_mm / res_mm, 0.5)
-    dog = cv2.GaussianBlur(noise, (0, 0), 0.5 * s) - cv2.GaussianBlur(noise, (0, 0), 1.6 * s)
+    dog = (cv2.GaussianBlur(noise, (0, 0), sigmaX=0.5 * s, sigmaY=0.5 * s * vertical)
+           - cv2.GaussianBlur(noise, (0, 0), sigmaX=1.6 * s, sigmaY=1.6 * s * vertical))
     dog /= max(float(dog.std()), 1e-6)
     sponge = np.tanh(2.0 * dog)
     sponge -= sponge.mean()
