@@ -22,9 +22,12 @@ choices, so that a model can be trained on one and scored on the other (``FAMILI
   noise, an anti-scatter grid's line pattern on half of the images, 12–16 bits stored,
   an elliptic trunk, round ribs, fine trabecular texture.
 - ``drr-b``: strong multiscale equalisation, CLAHE on most images, an S-shaped tone curve,
-  8-bit export on most images, Poisson noise at low dose with row/column banding, no grid
-  lines, a rounded-rectangle (super-elliptic) trunk with more fat, thinner ribs, coarse
-  trabecular texture, stronger heel effect, more MONOCHROME1.
+  8-bit export on most images (a third of them through lossy JPEG), Poisson noise at low dose
+  with row/column banding, no grid lines, a rounded-rectangle (super-elliptic) trunk with more
+  fat, thinner ribs, coarse trabecular texture, stronger heel effect, more MONOCHROME1.
+
+Both families also draw stitching seams on whole-spine films, collimator shutters (white,
+black or none, sometimes turned a little), burned-in markers and rulers, clipped windows.
 
 Anatomy variety drawn in both families: scoliosis with axial rotation, patient rotation,
 osteophytes, endplate sclerosis, osteoporotic bone, impaction bands under fractured
@@ -82,7 +85,8 @@ def sample_drr_spec(rng: np.random.Generator, *, n_fractures: int | None = None,
 def sample_drr_style(rng: np.random.Generator, **overrides) -> dict:
     """Draw acquisition, processing and anatomy appearance; any key may be fixed.
 
-    Common keys: ``family`` (``drr-a`` / ``drr-b``), ``field`` (``DRR_FIELDS``),
+    Common keys: ``family`` (``drr-a`` / ``drr-b``), ``field`` (``DRR_FIELDS``; ``field_of_view``
+    as ``render_radiograph`` names it is accepted too),
     ``pixel_spacing_mm`` (at the patient), ``facing``, ``photometric``, ``bits_stored``,
     ``calibration``, ``modality``, ``scoliosis_mm`` (0 = straight), ``instrumented``,
     ``field_mm`` = ``(y_bottom, y_top, x_lo, x_hi)`` (an explicit region of the sagittal
@@ -141,6 +145,8 @@ def sample_drr_style(rng: np.random.Generator, **overrides) -> dict:
     }
     if overrides.get("pixel_spacing_mm") is not None:
         st["pixel_spacing_mm"] = float(overrides["pixel_spacing_mm"])
+    if overrides.get("field_of_view") is not None and "field" not in overrides:  # render_radiograph's name
+        st["field"] = str(overrides["field_of_view"])
     st.update({k: v for k, v in overrides.items() if k in st or k in ("field_mm", "pixel_spacing_mm")})
     if st["field"] not in DRR_FIELDS:
         raise ValueError(f"unknown DRR field {st['field']!r}; expected one of {', '.join(DRR_FIELDS)}")
