@@ -3,9 +3,10 @@ Measurement Report (highdicom), so the results sit in the PACS beside the images
 
 Content (docs/dicom.md lists every code):
 
-- one measurement group per vertebra (TID 1501): anterior / middle / posterior heights, height loss, regional and vertebral
-  kyphosis, each with the landmarks it came from as spatial coordinates, and as qualitative
-  evaluations the Genant grade, the morphology, oedema and cleft where known;
+- one measurement group per vertebra (TID 1501): anterior / middle / posterior heights,
+  height loss, regional and vertebral kyphosis, each with the landmarks it came from as
+  spatial coordinates, and as qualitative evaluations the Genant grade, the morphology,
+  oedema and cleft where known;
 - one group for the spinopelvic parameters (TID 1501), each parameter with its landmarks.
 
 Coordinates. The analysis document's image points are ``[x, y] = [column, row]`` with
@@ -15,9 +16,9 @@ off on the way back. A CT or MR document's points lie on a reformatted sagittal 
 on a stored image: they go out as SCOORD3D in the source's frame of reference, mapped with
 ``image.plane`` (position of pixel (0, 0)'s centre, row and column direction cosines, LPS mm).
 
-UIDs are derived (``2.25.`` + a name-based UUID, PS3.5 B.2) from the source SOP Instance UIDs, so a
-rerun on the same image gives the same series and tracking UIDs, and the same SOP Instance
-UID as long as the content is unchanged.
+UIDs are derived (``2.25.`` + a name-based UUID, PS3.5 B.2) from the source SOP Instance
+UIDs, so a rerun on the same image gives the same series and tracking UIDs, and the same SOP
+Instance UID as long as the content is unchanged.
 
 Codes: SNOMED CT, DCM and UCUM where pydicom's code dictionary has a fitting concept;
 otherwise the private coding scheme ``99SAGITTAL`` (documented in docs/dicom.md), never an
@@ -62,7 +63,7 @@ def _code(c: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------
-# Concepts. (key in the analysis document, concept name, unit)
+# Concepts: analysis-document key -> (code, meaning[, unit])
 
 UNIT_DEG, UNIT_MM, UNIT_PCT = codes.UCUM.Degree, codes.UCUM.Millimeter, codes.UCUM.Percent
 
