@@ -210,6 +210,14 @@ def test_sample_follow_up_progression_from_analyze(tmp_path):
                  "-o", str(analysed), "--device", "cpu"]) == 0
     assert _run(analysed, tmp_path / "out", tmp_path / "k.key") == 0
     _check_phc_l1(tmp_path / "out", 5.0)
+    # age and sex reach the documents from the DICOM header (PatientBirthDate 1951-04-01, study 2025-04-02)
+    studies = _rows(tmp_path / "out", "studies")
+    assert [(s["age_years"], s["sex"]) for s in sorted(studies, key=lambda r: r["study_index"])] == [(74, "F"), (74, "F")]
+    jsonschema = pytest.importorskip("jsonschema")
+    from sagittal.report.analysis import load_schema
+
+    for doc in analysed.rglob("*.json"):
+        jsonschema.validate(json.loads(doc.read_text()), load_schema())
 
 
 def test_malformed_documents_are_skipped_with_the_file_named(truth_docs, tmp_path, capsys):

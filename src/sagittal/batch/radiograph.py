@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from ..io.discover import SetAside
+from ..io.discover import SetAside, source_demographics
 from .units import Detection, Prepared, Unit, UnitKind, register_kind, register_model
 
 KIND = "radiograph"
@@ -110,7 +110,8 @@ def prepare(unit: Unit) -> Prepared:
             "anterior": cal.anterior}
     source = {"path": h.path, "modality": h.modality, "study_instance_uid": h.study_uid or None,
               "series_instance_uid": h.series_uid or None, "sop_instance_uids": [h.sop_instance_uid],
-              "patient_id": h.patient_id or None, "study_date": h.study_key[0] or None}
+              "patient_id": h.patient_id or None, "study_date": h.study_key[0] or None,
+              **source_demographics(h)}  # study_time, patient_sex, patient_age_years (the research cohort)
     return Prepared(image, info, source, warnings, facing_hint=cal.anterior, extra={"view": view},
                     to_source=fa.landmarks_to_source if fa.factor != 1 else None, pixel_scale=1.0 / fa.factor)
 

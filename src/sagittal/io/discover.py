@@ -47,7 +47,7 @@ HEADER_TAGS = (
     "ImageLaterality", "BodyPartExamined", "ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing",
     "ImagerPixelSpacing", "EstimatedRadiographicMagnificationFactor", "ScanningSequence", "SequenceVariant",
     "InversionTime", "EchoTime", "RepetitionTime", "SliceThickness", "SequenceName", "FrameOfReferenceUID",
-    "DirectoryRecordSequence", "PresentationIntentType",
+    "DirectoryRecordSequence", "PresentationIntentType", "PatientSex", "PatientAge", "PatientBirthDate",
 )
 
 
@@ -101,6 +101,10 @@ class Header:
     sequence_name: str
     transfer_syntax: str
     forced: bool  # read without a valid file meta header / preamble
+    # for the research cohort's age and sex (see source_demographics); empty when absent
+    patient_sex: str = ""
+    patient_age: str = ""  # DICOM AS, e.g. 074Y
+    patient_birth_date: str = ""
 
 
 @functools.cache
@@ -290,6 +294,9 @@ def _header_from(ds: Dataset, p: str, forced: bool) -> Header | SetAside:
             sequence_name=_text(ds, "SequenceName"),
             transfer_syntax=ts,
             forced=forced,
+            patient_sex=_text(ds, "PatientSex").upper(),
+            patient_age=_text(ds, "PatientAge"),
+            patient_birth_date=_text(ds, "PatientBirthDate"),
         )
     except Exception as exc:
         return SetAside(p, "read", f"malformed DICOM header: {type(exc).__name__}: {exc}"[:300])
@@ -338,3 +345,17 @@ def discover(inputs: Iterable[str | os.PathLike[str]], workers: int | None = Non
         else:
             set_aside.append(r)
     return headers, set_aside
+
+
+def source_demographics(h: Header) -> dict[str, str | int | None]:
+    """Optional ``source`` fields of an analysis document for the research cohort.
+
+    ``study_time`` (DICOM TM as written), ``patient_sex`` (M, F or O) and ``patient_age_years``
+    (whole years from PatientAge, else from PatientBirthDate at StudyDate; None if neither).
+    The birth date itself is not returned: documents carry the age only.
+    """
+    from ..cohort.deid import age_years, date_ordinal, sex_code
+
+    years = age_years(h.patient_age or None, h.patient_birth_date or None, date_ordinal(h.study_key[0]))
+    return {"study_time": h.study_key[1] or None, "patient_sex": sex_code(h.patient_sex),
+            "patient_age_years": None if years is None else int(years)}
