@@ -181,8 +181,13 @@ class Builder:
         bow = 4 * t * (1 - t)  # a parabola through both corners
         post = p[2] + t * (p[1] - p[2]) + cp * bow * u
         ant = p[0] + t * (p[3] - p[0]) - ca * bow * u
-        # order as Spine.body_polygon_mm: AI, MI, PI, (posterior wall), PS, MS, AS, (anterior wall)
-        return np.concatenate([[p[3], p[5], p[2]], post, [p[1], p[4], p[0]], ant])
+        # endplates: parabolas through corner, middle and corner (smoothly concave, not a V)
+        te = np.array([0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875])[:, None]
+        la, lm, lb = (2 * te - 1) * (te - 1), -4 * te * (te - 1), te * (2 * te - 1)
+        inferior = la * p[3] + lm * p[5] + lb * p[2]  # AI → MI → PI
+        superior = la * p[1] + lm * p[4] + lb * p[0]  # PS → MS → AS
+        # order as Spine.body_polygon_mm: AI, (MI), PI, (posterior wall), PS, (MS), AS, (anterior wall)
+        return np.concatenate([[p[3]], inferior, [p[2]], post, [p[1]], superior, [p[0]], ant])
 
     def _posterior(self, i: int, o: np.ndarray, u: np.ndarray, v: np.ndarray, depth: float, hp: float, zc: float,
                    rot: float, tilt: float, pivot: tuple) -> None:
