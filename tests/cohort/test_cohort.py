@@ -100,6 +100,7 @@ def test_key_file_is_0600_and_stays_out_of_the_outputs(cohort, dressed, tmp_path
     assert stat.S_IMODE(cohort["key"].stat().st_mode) == 0o600
     inside = tmp_path / "out"
     assert _run(dressed["docs"], inside, inside / "cohort.key") == 2  # a key inside OUTDIR is refused
+    assert not inside.exists()  # and neither created nor anything written
 
 
 def test_same_key_same_pseudonyms_another_key_others(cohort, dressed, tmp_path):

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
+from ..errors import InputError
 from ..findings.clinical import ClinicalInputs, read_clinical_csv
 from ..fsio import atomic_path, atomic_write_text
 from .dictionary import TABLES, dictionary_markdown, dictionary_text
@@ -91,12 +92,9 @@ def run_cohort(inputs: Iterable[str | os.PathLike[str]], outdir: str | os.PathLi
     """Build and write the cohort. Raises ``InputError`` for a bad key file or clinical CSV."""
     inputs = list(inputs)
     out = Path(outdir)
-    key = load_or_create_key(key_path)
-    key_abs = Path(key_path).resolve()
-    if key_abs.is_relative_to(out.resolve()):
-        from ..errors import InputError
-
+    if Path(key_path).resolve().is_relative_to(out.resolve()):
         raise InputError(f"{key_path}: the key file must not lie inside the output folder {outdir}")
+    key = load_or_create_key(key_path)
     clinical: dict[str, ClinicalInputs] = read_clinical_csv(clinical_path) if clinical_path else {}
     clock = {"start": time.perf_counter()}
     cols = read_documents(inputs, workers=workers)
