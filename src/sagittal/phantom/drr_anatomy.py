@@ -672,7 +672,7 @@ def _soft_extras(mu: np.ndarray, an: dict, X: np.ndarray, Y: np.ndarray, Z: np.n
             ang = math.radians(an["arm_deg"][0 if side > 0 else 1])
             sx, sy = float(np.interp(t1, ys[::-1], spine_front[::-1])) + an["arm_x_mm"], t1 - 30.0
             d = np.array([math.cos(ang), math.sin(ang)], np.float32)
-            ends = [sy - 40 * d[1], sy + 330 * d[1]]
+            ends = [sy - 40 * d[1], sy + 650 * d[1]]
             rs = rows_between(min(ends) - an["arm_r_mm"], max(ends) + an["arm_r_mm"])
             if rs.stop <= rs.start:
                 continue
@@ -680,7 +680,8 @@ def _soft_extras(mu: np.ndarray, an: dict, X: np.ndarray, Y: np.ndarray, Z: np.n
             along = rel_x * d[0] + rel_y * d[1]
             perp = -rel_x * d[1] + rel_y * d[0]
             zz = Z - side * an["arm_z_mm"]
-            arm = (along > -40) & (along < 330) & (perp ** 2 + zz ** 2 < an["arm_r_mm"] ** 2)
+            radius = an["arm_r_mm"] * np.clip(1.05 - along / 1200.0, 0.6, 1.0)  # tapering to the wrist
+            arm = (along > -40) & (along < 650) & (perp ** 2 + zz ** 2 < radius ** 2)
             mu[rs][arm] = MU_SOFT
 
 
@@ -695,7 +696,10 @@ def humeri(b: Builder, spine: Spine, an: dict) -> None:
         ang = math.radians(an["arm_deg"][0 if side > 0 else 1])
         s = np.array([ant + an["arm_x_mm"], t1 - 30.0])
         d = np.array([math.cos(ang), math.sin(ang)])
-        line = s + np.linspace(-20, 280, 12)[:, None] * d
+        line = s + np.linspace(-20, 290, 12)[:, None] * d
         z = side * an["arm_z_mm"]
         q = b.geo.world_to_q(line, z)
         b.tube(q, np.full(len(line), z), 11.0, tc=3.0, mu_m=0.5 * b.mu_marrow)
+        fore = s + np.linspace(305, 560, 10)[:, None] * d  # radius and ulna, side by side
+        for dz in (-9.0, 9.0):
+            b.tube(b.geo.world_to_q(fore, z + dz), np.full(len(fore), z + dz), 7.0, tc=2.5, mu_m=0.5 * b.mu_marrow)
