@@ -127,3 +127,21 @@ def test_dates_times_sex():
     assert time_seconds("101502.5") == pytest.approx(36902.5) and time_seconds("10") == 36000.0
     assert time_seconds("256000") is None
     assert [sex_code(x) for x in ("F", "m ", "O", "X", None)] == ["F", "M", "O", None, None]
+
+
+def test_trajectories_of_fractured_levels_coloured_by_treatment(tmp_path):
+    from sagittal.cohort.figures import _trajectories
+
+    for i, d in enumerate([_doc("G", "7.1", "20240101", {"L1": 22.0, "L2": 3.0, "L3": 26.0}),
+                           _doc("G", "7.2", "20240301", {"L1": 30.0, "L2": 4.0, "L3": 27.0}),
+                           _doc("G", "7.3", "20240601", {"L1": 33.0}),
+                           _doc("H", "8.1", "20240101", {"T12": 35.0})]):  # one study only: no line
+        (tmp_path / f"d{i}.json").write_text(json.dumps(d))
+    clinical = {"G": ClinicalInputs("G", augmentation="vertebroplasty", augmentation_levels=frozenset({"L3"}))}
+    lines, colours = _trajectories(build_tables(read_documents([tmp_path]), clinical, KEY))
+    by_colour = dict(zip(colours, lines, strict=True))
+    assert sorted(colours) == ["conservative", "vertebroplasty"]  # L1 (not augmented) and L3; L2 never fractured
+    l1 = by_colour["conservative"]
+    months = [(dt.date(2024, m, 1) - dt.date(2024, 1, 1)).days / (365.25 / 12) for m in (1, 3, 6)]
+    assert l1[:, 0].tolist() == pytest.approx(months) and l1[:, 1].tolist() == [22.0, 30.0, 33.0]
+    assert by_colour["vertebroplasty"][:, 1].tolist() == [26.0, 27.0]

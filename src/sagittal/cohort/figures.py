@@ -47,26 +47,31 @@ def _arr(col: object) -> np.ndarray:
 def _trajectories(t: CohortTables) -> tuple[list[np.ndarray], list[str]]:
     """Per fractured (patient, level) with ≥ 2 dated measurements: (K, 2) [months, loss %] and its treatment."""
     v = t.vertebrae
-    pat, level = _codes(v["pseudonym"]), _codes(v["level"])
+    n_levels = 32
+    key = _codes(v["pseudonym"]).astype(np.int64) * n_levels + _codes(v["level"])
     day, loss, frac = _arr(v["days_since_first_study"]), _arr(v["height_loss_pct"]), _arr(v["fractured"])
     ok = (day != NULL_INT) & np.isfinite(loss)
-    pat, level, day, loss, frac = pat[ok], level[ok], day[ok], loss[ok], frac[ok]
-    order = np.lexsort((day, level, pat))
-    pat, level, day, loss, frac = pat[order], level[order], day[order], loss[order], frac[order]
-    start = np.ones(len(pat), dtype=bool)
-    start[1:] = (pat[1:] != pat[:-1]) | (level[1:] != level[:-1])
-    bounds = np.append(np.flatnonzero(start), len(pat))
+    key, day, loss, frac = key[ok], day[ok], loss[ok], frac[ok]
+    order = np.lexsort((day, key))
+    key, day, loss, frac = key[order], day[order], loss[order], frac[order]
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if len(key) else np.zeros(0, dtype=np.int64)
+    sizes = np.diff(np.r_[starts, len(key)])
+    fractured = np.add.reduceat((frac == 1).astype(np.int64), starts) > 0 if len(key) else np.zeros(0, dtype=bool)
+    keep = (sizes >= 2) & fractured
+    # the level's treatment, from the progression table (one value per patient and level)
     p = t.progression
-    ptreat = _codes(p["treatment"])
+    pkey = _codes(p["pseudonym"]).astype(np.int64) * n_levels + _codes(p["level"])
+    pk, first = np.unique(pkey, return_index=True)
+    ptreat = _codes(p["treatment"])[first]
     vocab = _coded(p["treatment"]).vocabulary
-    treat = {(a, b): (vocab[c] if c >= 0 else "unknown")
-             for a, b, c in zip(_codes(p["pseudonym"]).tolist(), _codes(p["level"]).tolist(), ptreat.tolist(), strict=True)}
-    lines, colours = [], []
-    for s, e in zip(bounds[:-1], bounds[1:], strict=True):
-        if e - s < 2 or not (frac[s:e] == 1).any():
-            continue
-        lines.append(np.column_stack([(day[s:e] - day[s]) / DAYS_PER_MONTH, loss[s:e]]))
-        colours.append(treat.get((int(pat[s]), int(level[s])), "unknown"))
+    gkey = key[starts[keep]]
+    pos = np.clip(np.searchsorted(pk, gkey), 0, max(len(pk) - 1, 0))
+    found = (pk[pos] == gkey) if len(pk) else np.zeros(len(gkey), dtype=bool)
+    codes = np.where(found, ptreat[pos] if len(pk) else -1, -1)
+    months = (day - day[np.repeat(starts, sizes)]) / DAYS_PER_MONTH
+    xy = np.column_stack([months, loss])
+    lines = [xy[s:s + n] for s, n in zip(starts[keep], sizes[keep], strict=True)]
+    colours = [vocab[c] if c >= 0 else "unknown" for c in codes.tolist()]
     return lines, colours
 
 
