@@ -374,7 +374,7 @@ class Builder:
                 jit = self.rng.normal(0, 1.0, 3)
                 a_back = -(arch + 18.0 + jit[0] * 3)
                 z_off = width / 2 + 18.0
-                ps = np.linspace(0, span, 26)
+                ps = np.linspace(0, span, 14 if self.res >= 0.6 else 26)  # chords within ~0.4 mm of the arc
                 a_c = a_back + ant_reach / 2
                 a_arc = a_c - (ant_reach / 2) * np.cos(ps)
                 z_arc = z_off + (half_chest - z_off) * np.sin(np.clip(ps, 0, math.pi / 2)) ** 0.8 * np.where(
