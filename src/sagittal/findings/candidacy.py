@@ -20,7 +20,9 @@ Patient categories, first match wins (the issue's order of precedence):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
 
 from ..levels import LEVEL_INDEX, LEVELS, THORACOLUMBAR
 from .clinical import ClinicalInputs
@@ -56,20 +58,27 @@ CASCADE_COUNT = 3  # "more than three fractures in a short time"
 SURGERY_SVA_MM, SURGERY_PT_DEG = 50.0, 27.0
 
 
-def k_and(*vals):
+#: three-valued truth: met (True), not met (False), unknown (None)
+Tri = bool | None
+#: what a rule's test returns: its truth and the values behind it
+Outcome = tuple[Tri, dict[str, Any]]
+
+
+def k_and(*vals: Tri) -> Tri:
     """Kleene AND over True/False/None."""
     if any(v is False for v in vals):
         return False
     return None if any(v is None for v in vals) else True
 
 
-def k_or(*vals):
+def k_or(*vals: Tri) -> Tri:
+    """Kleene OR over True/False/None."""
     if any(v is True for v in vals):
         return True
     return None if any(v is None for v in vals) else False
 
 
-def _status(v) -> str:
+def _status(v: Tri) -> str:
     return {True: "met", False: "not met", None: "unknown"}[v]
 
 
@@ -79,25 +88,28 @@ class Criterion:
     version: str
     title: str
     status: str
-    values: dict
+    values: dict[str, Any]
     source: str
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "version": self.version, "title": self.title, "status": self.status,
                 "values": self.values, "source": self.source}
 
 
+C = TypeVar("C", "Ctx", "LevelCtx")
+
+
 @dataclass(frozen=True)
-class Rule:
+class Rule(Generic[C]):
     """A named, versioned criterion with its source; ``test(ctx) -> (True|False|None, values)``."""
 
     id: str
     version: str
     title: str
     source: str
-    test: object
+    test: Callable[[C], Outcome]
 
-    def __call__(self, ctx) -> Criterion:
+    def __call__(self, ctx: C) -> Criterion:
         value, values = self.test(ctx)
         return Criterion(self.id, self.version, self.title, _status(value), values, self.source)
 
@@ -117,7 +129,7 @@ class LevelFacts:
     cleft: bool | None = None
     cleft_content: str | None = None
     cleft_source: str | None = None
-    losses_over_time: list = field(default_factory=list)  # (date, loss %) per study
+    losses_over_time: list[tuple[str, float | None]] = field(default_factory=list)  # (date, loss %) per study
 
     @property
     def fractured(self) -> bool:
@@ -125,23 +137,32 @@ class LevelFacts:
 
     @property
     def progression_pp(self) -> float | None:
-        pts = [x for x in self.losses_over_time if x[1] is not None]
-        if len(pts) < 2:
+        losses = [loss for _, loss in self.losses_over_time if loss is not None]
+        if len(losses) < 2:
             return None
-        return pts[-1][1] - pts[0][1]
+        return losses[-1] - losses[0]
 
 
 @dataclass
 class Ctx:
+    """What a patient-level rule reads."""
+
     clinical: ClinicalInputs
-    level: LevelFacts | None = None
 
 
-def _c(name):
-    return lambda ctx: getattr(ctx.clinical, name)
+@dataclass
+class LevelCtx:
+    """What a level rule reads: the patient's clinical inputs and one vertebra's facts."""
+
+    clinical: ClinicalInputs
+    level: LevelFacts
 
 
-PATIENT_RULES = [
+def _c(name: str) -> Callable[[Ctx], Tri]:
+    return lambda ctx: getattr(ctx.clinical, name)  # a yes/no field of ClinicalInputs, by name
+
+
+PATIENT_RULES: list[Rule[Ctx]] = [
     Rule("neuro-deficit", "1", "Neurological deficit", GUIDELINES,
          lambda c: (_c("neuro_deficit")(c), {"neuro_deficit": _c("neuro_deficit")(c)})),
     Rule("instability", "1", "Spinal instability or cord compression", GUIDELINES,
@@ -151,30 +172,30 @@ PATIENT_RULES = [
 ]
 
 
-def _severe_pain(c):
+def _severe_pain(c: LevelCtx) -> Outcome:
     vas = c.clinical.vas
     return (None if vas is None else vas >= SEVERE_PAIN_VAS), {"vas": vas, "threshold": SEVERE_PAIN_VAS}
 
 
-def _refractory(c):
+def _refractory(c: LevelCtx) -> Outcome:
     weeks, fail = c.clinical.pain_weeks, c.clinical.analgesic_failure
     long_enough = None if weeks is None else weeks >= CONSERVATIVE_WEEKS
     return k_and(fail, long_enough), {"analgesic_failure": fail, "pain_weeks": weeks, "threshold_weeks": CONSERVATIVE_WEEKS}
 
 
-def _confined(c):
+def _confined(c: LevelCtx) -> Outcome:
     return k_or(c.clinical.hospitalised, c.clinical.bed_bound), {"hospitalised": c.clinical.hospitalised,
                                                                  "bed_bound": c.clinical.bed_bound}
 
 
-def _progressive(c):
+def _progressive(c: LevelCtx) -> Outcome:
     pp = c.level.progression_pp
     return (None if pp is None else pp >= PROGRESSION_PP), {
         "height_loss_over_time": [{"study_date": d, "height_loss_pct": v} for d, v in c.level.losses_over_time],
         "threshold_pp": PROGRESSION_PP}
 
 
-LEVEL_RULES = [
+LEVEL_RULES: list[Rule[LevelCtx]] = [
     Rule("fracture", "1", "Vertebral fracture (Genant grade ≥ 1)", GENANT,
          lambda c: (None if c.level.grade is None else c.level.grade >= 1,
                     {"genant_grade": c.level.grade, "height_loss_pct": c.level.height_loss_pct,
@@ -213,18 +234,18 @@ def _level_decision(crit: dict[str, Criterion]) -> tuple[str, bool | None, bool 
 
 
 def evaluate_patient(patient_id: str, levels: dict[str, LevelFacts], clinical: ClinicalInputs | None,
-                     parameters: dict | None, analysable: bool) -> dict:
+                     parameters: dict[str, Any] | None, analysable: bool) -> dict[str, Any]:
     """The candidacy of one patient: category, per-level criteria, factors, baseline."""
     clinical = clinical or ClinicalInputs(patient_id=patient_id)
     ctx = Ctx(clinical)
     patient_criteria = [r(ctx) for r in PATIENT_RULES]
     pc = {c.id: c.status for c in patient_criteria}
     fractured = [lv for lv in LEVELS if lv in levels and levels[lv].fractured]
-    level_out = []
-    level_categories = []
+    level_out: list[dict[str, Any]] = []
+    level_categories: list[str] = []
     for lv in fractured:
         facts = levels[lv]
-        crit = {r.id: r(Ctx(clinical, facts)) for r in LEVEL_RULES}
+        crit = {r.id: r(LevelCtx(clinical, facts)) for r in LEVEL_RULES}
         cat, _, _ = _level_decision(crit)
         level_categories.append(cat)
         level_out.append({"level": lv, "category": cat, "criteria": [c.to_json() for c in crit.values()],
@@ -266,13 +287,16 @@ def evaluate_patient(patient_id: str, levels: dict[str, LevelFacts], clinical: C
     }
 
 
-def _factor(id_, title, favourable, status, values, source):
+def _factor(id_: str, title: str, favourable: bool | None, status: Tri, values: dict[str, Any],
+            source: str) -> dict[str, Any]:
     return {"id": id_, "title": title, "favourable": favourable, "status": _status(status), "values": values,
             "source": source}
 
 
-def factors(levels: dict[str, LevelFacts], fractured: list[str], clinical: ClinicalInputs, parameters: dict | None) -> list:
-    out = []
+def factors(levels: dict[str, LevelFacts], fractured: list[str], clinical: ClinicalInputs,
+            parameters: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Factors reported with better or worse outcomes, each with its source (docs/clinical.md)."""
+    out: list[dict[str, Any]] = []
     age = clinical.age
     out.append(_factor("age-under-60", f"Age under {YOUNG_AGE:g}", True, None if age is None else age < YOUNG_AGE,
                        {"age": age}, GUIDELINES))
@@ -318,7 +342,7 @@ def factors(levels: dict[str, LevelFacts], fractured: list[str], clinical: Clini
     return out
 
 
-def baseline(levels: dict[str, LevelFacts], fractured: list[str], parameters: dict | None) -> dict:
+def baseline(levels: dict[str, LevelFacts], fractured: list[str], parameters: dict[str, Any] | None) -> dict[str, Any]:
     """The mechanical baseline of the position paper's research agenda."""
     p = parameters or {}
     keys = ("sagittal_vertical_axis_mm", "pelvic_incidence_deg", "pelvic_tilt_deg", "sacral_slope_deg",
