@@ -56,6 +56,20 @@ def _chaikin(poly: np.ndarray, n: int) -> np.ndarray:
     return p
 
 
+def _dome(c: np.ndarray, ax: float, ay: float, angle: float, h: float):
+    """Half-width map of a rounded bone: ``h`` at the middle of an ellipse, 0 at its edge (no
+    cortical ring where the beam grazes it)."""
+    ca, sa = math.cos(angle), math.sin(angle)
+
+    def half(X: np.ndarray, Y: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        du = (X - c[0]) * ca + (Y - c[1]) * sa
+        dv = -(X - c[0]) * sa + (Y - c[1]) * ca
+        rho2 = np.clip((du / ax) ** 2 + (dv / ay) ** 2, 0, 1)
+        return np.zeros(X.shape), h * np.sqrt(1 - rho2)
+
+    return half
+
+
 def _ellipse(centre: np.ndarray, ax: float, ay: float, n: int = 24, angle: float = 0.0) -> np.ndarray:
     t = np.linspace(0, 2 * np.pi, n, endpoint=False)
     e = np.stack([ax * np.cos(t), ay * np.sin(t)], axis=1)
@@ -429,8 +443,10 @@ class Builder:
         # alae: the sacral wings on both sides of S1, overlapping L5–S1 on a lateral film
         ala_c = mid + _local(np.zeros(2), u, v, np.array((-0.35 * half - 0.08 * an["sacrum_back"] * length,
                                                            -0.2 * length)))
-        ala = _ellipse(ala_c, 0.95 * half, 0.2 * length, 24, angle=-math.atan2(u[1], u[0]))
-        self.part(ala, zc, lambda X, Y, m: (np.full(X.shape, 24.0), np.full(X.shape, an["ala_mm"])), tc=0.8,
+        ang = math.atan2(u[1], u[0])
+        ala = _ellipse(ala_c, 0.95 * half, 0.2 * length, 24, angle=ang)
+        dome = _dome(ala_c, 0.95 * half, 0.2 * length, ang, an["ala_mm"] - 24.0)
+        self.part(ala, zc, lambda X, Y, m: (np.full(X.shape, 24.0), 24.0 + dome(X, Y, m)[1]), tc=0.8, rim=False,
                   mu_m=0.35 * self.mu_marrow, slab_mm=3.0)
         # coccyx: small segments continuing the curve forwards
         tip = mid + a_c[-1] * u - length * v
@@ -475,9 +491,9 @@ class Builder:
                       lambda X, Y, m, nc=neck_c, rr=r: (np.zeros(X.shape), 12.0 * np.sqrt(np.clip(
                           1 - ((X - nc[0]) / (0.62 * rr)) ** 2 - ((Y - nc[1]) / (0.5 * rr)) ** 2, 0, 1))),
                       tc=1.0, rim=False, mu_m=0.6 * self.mu_marrow, slab_mm=3.0)
-            troch_c = c + 1.5 * r * d - 0.45 * r * n * self.geo.sign * 0 + np.array([-0.6 * r, 0.0])
+            troch_c = c + 1.5 * r * d + np.array([-0.6 * r, 0.0])
             self.part(_ellipse(troch_c, 0.85 * r, 0.95 * r, 24), zk + side * 45.0,
-                      lambda X, Y, m: (np.zeros(X.shape), np.full(X.shape, 13.0)), tc=1.0, mu_m=0.6 * self.mu_marrow,
+                      _dome(troch_c, 0.85 * r, 0.95 * r, 0.0, 14.0), tc=1.0, rim=False, mu_m=0.6 * self.mu_marrow,
                       slab_mm=3.0)
             shaft = np.array([c + 0.5 * r * n + 1.8 * r * d, c + 0.45 * r * n + 7.0 * r * d,
                               c - 0.45 * r * n + 7.0 * r * d, c - 0.5 * r * n + 1.8 * r * d]) + np.array([-0.4 * r, 0.0])
@@ -502,12 +518,11 @@ class Builder:
             self.part(wing, side * an["wing_z_mm"], lambda X, Y, m, th=th: (np.zeros(X.shape), np.full(X.shape, th / 2)),
                       tc=1.6, mu_m=0.5 * self.mu_marrow, slab_mm=4.0)
             # ischium below and behind the head, pubic ramus in front
-            isch = _ellipse(c + np.array([-0.8 * r, -2.1 * r]), 0.7 * r, 1.1 * r, 24, angle=-0.3)
-            self.part(isch, zk * 0.8, lambda X, Y, m: (np.zeros(X.shape), np.full(X.shape, 8.0)), tc=1.4,
-                      mu_m=0.6 * self.mu_marrow, slab_mm=3.0)
-            pub = _ellipse(c + np.array([1.8 * r, -1.2 * r]), 1.1 * r, 0.4 * r, 24, angle=0.45)
-            self.part(pub, zk * 0.45, lambda X, Y, m: (np.zeros(X.shape), np.full(X.shape, 7.0)), tc=1.3,
-                      mu_m=0.6 * self.mu_marrow, slab_mm=3.0)
+            ic, pc = c + np.array([-0.8 * r, -2.1 * r]), c + np.array([1.8 * r, -1.2 * r])
+            self.part(_ellipse(ic, 0.7 * r, 1.1 * r, 24, angle=-0.3), zk * 0.8, _dome(ic, 0.7 * r, 1.1 * r, -0.3, 10.0),
+                      tc=1.4, rim=False, mu_m=0.6 * self.mu_marrow, slab_mm=3.0)
+            self.part(_ellipse(pc, 1.1 * r, 0.4 * r, 24, angle=0.45), zk * 0.45, _dome(pc, 1.1 * r, 0.4 * r, 0.45, 9.0),
+                      tc=1.3, rim=False, mu_m=0.6 * self.mu_marrow, slab_mm=3.0)
             # the arcuate (iliopectineal) line from the sacroiliac joint to the pubis
             si = 0.5 * (s1a + s1p) + np.array([-8.0, -30.0])
             ctrl = c + np.array([-0.2 * r, 1.6 * r])
