@@ -36,7 +36,7 @@ def _ratio(num: int, den: int) -> float | None:
 def evaluate_mr(n: int, first_seed: int = 0) -> dict[str, object]:
     tp = fn = tn = fp = withheld = 0
     extent_err: list[float] = []
-    cleft_true = cleft_right = cleft_false = no_cleft = cleft_withheld = 0
+    cleft_true = cleft_right = cleft_false = no_cleft = cleft_withheld = true_cleft_withheld = 0
     modic_n = modic_ok = 0
     for k in range(first_seed, first_seed + n):
         rng = np.random.default_rng([EVAL_STREAM, k])
@@ -64,6 +64,7 @@ def evaluate_mr(n: int, first_seed: int = 0) -> dict[str, object]:
                 modic_ok += not body.oedema["present"]
             if body.cleft is None:
                 cleft_withheld += 1
+                true_cleft_withheld += truth["cleft"] is not None
                 continue
             got = body.cleft["content"] if body.cleft["present"] else None
             if truth["cleft"] is not None:
@@ -80,8 +81,9 @@ def evaluate_mr(n: int, first_seed: int = 0) -> dict[str, object]:
         "oedema_sensitivity": _ratio(tp, tp + fn),
         "oedema_specificity": _ratio(tn, tn + fp),
         "extent_mae_pct_points": round(float(np.mean(extent_err)), 2) if extent_err else None,
-        "clefts_judged": cleft_true,
+        "clefts_judged": cleft_true,  # true clefts the method judged (not withheld)
         "cleft_judgements_withheld": cleft_withheld,
+        "clefts_withheld": true_cleft_withheld,
         "clefts_right_content": _ratio(cleft_right, cleft_true),
         "false_clefts_per_vertebra": _ratio(cleft_false, no_cleft),
         "modic_neighbours": modic_n,
