@@ -179,3 +179,12 @@ def test_phantom_file_through_the_reduced_path(tmp_path):
     assert pydicom.dcmread(path).file_meta.TransferSyntaxUID == JPEG2000Lossless
     red = fa.decoded.pixels[0]
     assert np.corrcoef(red.ravel(), full[::2, ::2].ravel())[0, 1] > 0.99
+
+
+def test_area_decoding_is_a_window_of_the_whole(pattern):
+    import openjpeg.utils
+
+    cs = openjpeg.utils.encode_array(np.ascontiguousarray(pattern), bits_stored=16)
+    whole = j2k.decode_reduced(cs, 2)
+    part = j2k.decode_reduced(cs, 2, area=(200, 100, 600, 900))
+    np.testing.assert_array_equal(part, whole[25:225, 50:150])

@@ -169,7 +169,8 @@ def decode_reduced(codestream: bytes, reduce: int, threads: int = 1,
                    area: tuple[int, int, int, int] | None = None) -> np.ndarray:
     """Decode one greyscale JPEG 2000 frame at ``2^-reduce`` of its size → ``(rows, cols)`` int32.
 
-    ``area`` ``(x0, y0, x1, y1)`` in full-resolution pixels limits decoding to that region.
+    ``area`` ``(x0, y0, x1, y1)`` in full-resolution pixels limits decoding to that region (the
+    result then starts at reduced pixel ``ceil(x0 / 2^reduce)``, ``ceil(y0 / 2^reduce)``).
     Raises ``RuntimeError`` with OpenJPEG's message when decoding fails.
     """
     lib = _lib()
@@ -201,7 +202,7 @@ def decode_reduced(codestream: bytes, reduce: int, threads: int = 1,
             if not step():
                 raise RuntimeError(f"OpenJPEG {name} failed: {'; '.join(messages) or 'no message'}")
         img = image.contents
-        if img.numcomps != 1 or img.x0 or img.y0:
+        if img.numcomps != 1 or (area is None and (img.x0 or img.y0)):
             raise RuntimeError(f"{img.numcomps} components, origin ({img.x0}, {img.y0}); only a greyscale image "
                                "with its origin at 0 is decoded at reduced resolution")
         comp = img.comps[0]
