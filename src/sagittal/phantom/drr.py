@@ -404,7 +404,7 @@ def render_drr(spine: Spine, rng: np.random.Generator, **overrides) -> Radiograp
     bld.chest_wall()
     humeri(bld, spine, an)
     att_w = acc.acc
-    att_w += soft_tissue(spine, an, geo, (y_bot, y_top, x_lo, x_hi), rng)
+    att_w += soft_tissue(spine, an, geo, (y_bot, y_top, x_lo, x_hi))
     if per > 1:
         att = cv2.resize(att_w, (cols, rows), interpolation=cv2.INTER_AREA)
     elif up > 1:

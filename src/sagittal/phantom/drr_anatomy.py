@@ -560,8 +560,10 @@ class Builder:
 
 
 def soft_tissue(spine: Spine, an: dict, geo: ConeBeam, field_mm: tuple[float, float, float, float],
-                rng: np.random.Generator, voxel_mm: float = 5.0) -> np.ndarray:
-    """Line integrals of the soft tissue on the working grid of ``geo`` (coarse 3-D volume)."""
+                voxel_mm: float = 5.0) -> np.ndarray:
+    """Line integrals of the soft tissue on the working grid of ``geo``: a coarse 3-D volume
+    (``voxel_mm``) over the rows of ``field_mm`` = (y_bottom, y_top, x_lo, x_hi), projected
+    slab by slab with each slab's magnification."""
     y_bot, y_top, _x_lo, _x_hi = field_mm
     pts = spine.points_mm
     y_lv = pts[:, :4, 1].mean(axis=1)
