@@ -7,6 +7,7 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import generate_frames
 from pydicom.uid import JPEG2000Lossless, generate_uid
 
 from sagittal.io import decode as decode_module
@@ -188,3 +189,12 @@ def test_area_decoding_is_a_window_of_the_whole(pattern):
     whole = j2k.decode_reduced(cs, 2)
     part = j2k.decode_reduced(cs, 2, area=(200, 100, 600, 900))
     np.testing.assert_array_equal(part, whole[25:225, 50:150])
+
+
+def test_a_codestream_disagreeing_with_the_header_goes_to_the_full_decoder(pattern):
+    ds = _dataset(pattern, j2k_syntax=True)
+    head = j2k.main_header(next(generate_frames(ds.PixelData, number_of_frames=1)))
+    assert (head.components, head.precision, head.signed) == (1, 16, False)
+    ds.BitsStored, ds.HighBit = 14, 13  # the header now says 14 bits; the codestream says 16
+    fa = load_for_analysis(ds, spacing_mm=(0.15, 0.15), max_spacing_mm=0.6)
+    assert fa.method == "full" and fa.factor == 1

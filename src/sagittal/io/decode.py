@@ -270,7 +270,13 @@ def _reduced_jpeg2000(ds: Dataset, levels: int, name: str) -> tuple[np.ndarray, 
     from . import j2k
 
     codestream = next(generate_frames(ds.PixelData, number_of_frames=1))
-    levels = min(levels, j2k.decomposition_levels(codestream))
+    head = j2k.main_header(codestream)
+    bits, signed = int(ds.get("BitsStored", 0) or 0), int(ds.get("PixelRepresentation", 0) or 0) == 1
+    if head.components != 1 or head.precision != bits or head.signed != signed:
+        # pydicom reconciles such disagreements; the full decoder does it here
+        raise ValueError(f"{name}: the codestream ({head.components} component(s), {head.precision} bits, "
+                         f"signed={head.signed}) disagrees with the header ({bits} bits, signed={signed})")
+    levels = min(levels, head.levels)
     arr = j2k.decode_reduced(codestream, levels)
     f = 2**levels
     rows, cols = int(ds.Rows), int(ds.Columns)

@@ -20,6 +20,7 @@ import ctypes
 import functools
 import struct
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -104,9 +105,18 @@ def available() -> bool:
     return _lib() is not None
 
 
-def decomposition_levels(codestream: bytes) -> int:
-    """Wavelet decomposition levels of a JPEG 2000 codestream (or JP2 file): the fewest in the
-    main header's COD / COC markers (T.800 A.6.1–A.6.2), i.e. the most ``reduce`` may ask for."""
+@dataclass(frozen=True)
+class MainHeader:
+    """What the main header of a JPEG 2000 codestream says (T.800 A.5.1, A.6.1–A.6.2)."""
+
+    levels: int  # the fewest wavelet decomposition levels in COD / COC: the most ``reduce`` may ask for
+    components: int
+    precision: int  # bits of the first component
+    signed: bool
+
+
+def main_header(codestream: bytes) -> MainHeader:
+    """Parse the main header of a JPEG 2000 codestream (or a JP2 file's codestream box)."""
     buf = memoryview(codestream)
     start = 0
     if bytes(buf[:2]) != b"\xff\x4f":  # JP2: the contiguous codestream box holds the SOC marker
@@ -115,22 +125,27 @@ def decomposition_levels(codestream: bytes) -> int:
             raise ValueError("no JPEG 2000 codestream found")
     pos = start + 2
     levels: list[int] = []
-    csiz = 1
+    csiz, ssiz = 0, 0
     while pos + 4 <= len(buf):
         marker, length = struct.unpack(">HH", buf[pos:pos + 4])
         if marker == 0xFF90:  # SOT: end of the main header
             break
         seg = buf[pos + 4:pos + 2 + length]
-        if marker == 0xFF51:  # SIZ: Rsiz(2) Xsiz..YTOsiz(32) Csiz(2)
-            csiz = struct.unpack(">H", seg[34:36])[0]
+        if marker == 0xFF51:  # SIZ: Rsiz(2) Xsiz..YTOsiz(32) Csiz(2), then Ssiz XRsiz YRsiz per component
+            csiz, ssiz = struct.unpack(">H", seg[34:36])[0], seg[36]
         elif marker == 0xFF52:  # COD: Scod(1) SGcod(4) SPcod: NL first
             levels.append(seg[5])
         elif marker == 0xFF53:  # COC: Ccoc(1 or 2) Scoc(1) SPcoc: NL first
             levels.append(seg[(2 if csiz >= 257 else 1) + 1])
         pos += 2 + length
-    if not levels:
-        raise ValueError("no COD marker in the JPEG 2000 main header")
-    return min(levels)
+    if not levels or not csiz:
+        raise ValueError("no SIZ or COD marker in the JPEG 2000 main header")
+    return MainHeader(min(levels), csiz, (ssiz & 0x7F) + 1, bool(ssiz & 0x80))
+
+
+def decomposition_levels(codestream: bytes) -> int:
+    """Wavelet decomposition levels of a JPEG 2000 codestream: the most ``reduce`` may ask for."""
+    return main_header(codestream).levels
 
 
 class _MemoryStream:
