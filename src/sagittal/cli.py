@@ -182,7 +182,11 @@ def _cmd_cohort(args: argparse.Namespace) -> int:
     print(f"read {result.n_documents} analysis document(s) from {result.n_files} file(s), skipped "
           f"{len(result.errors)}; wrote {rows} row(s) into {args.outdir} (Parquet + CSV, data_dictionary.json/.md, "
           "figures/)")
-    return 0 if result.n_documents or not result.errors else 1
+    if not result.n_documents:
+        print("sagittal cohort: error: no usable analysis document (schema sagittal.analysis/1) under "
+              f"{', '.join(args.inputs)}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _query(text: str) -> tuple[str, str]:

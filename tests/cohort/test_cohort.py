@@ -252,4 +252,7 @@ def test_nothing_readable_is_an_error(tmp_path, capsys):
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "x.json").write_text('{"schema": "sagittal.analysis/1", ')
     assert _run(tmp_path / "docs", tmp_path / "out", tmp_path / "k.key") == 1
-    assert "not valid JSON" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "not valid JSON" in err and "no usable analysis document" in err
+    (tmp_path / "empty").mkdir()
+    assert _run(tmp_path / "empty", tmp_path / "out2", tmp_path / "k.key") == 1
