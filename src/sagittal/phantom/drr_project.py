@@ -144,7 +144,7 @@ class Part:
     rot_rad: float = 0.0
     tilt_rad: float = 0.0
     pivot: tuple[float, float] = (0.0, 0.0)
-    slab_mm: float = 2.0
+    slab_mm: float = 2.0  # slabs are at most 6 × this thick, thinner where magnification or turning needs
 
 
 def poly_patch(poly_mm: np.ndarray, res: float, pad_mm: float = 3.0) -> tuple[float, float, np.ndarray, np.ndarray,
