@@ -13,7 +13,7 @@ from sagittal.io import load_radiographs, scan_export
 from sagittal.levels import LEVEL_INDEX, LEVELS
 from sagittal.phantom import build_spine, sample_spec
 from sagittal.phantom.drr import FAMILIES, render_drr, sample_drr_spec
-from sagittal.phantom.drr_anatomy import Builder, _ellipse
+from sagittal.phantom.drr_anatomy import Builder
 from sagittal.phantom.drr_project import Accumulator, ConeBeam, Part, project_part
 from sagittal.phantom.truth import radiograph_truth
 
@@ -258,11 +258,13 @@ def test_drr_dicom_reads_back_as_a_calibrated_lateral_radiograph(tmp_path):
         assert img.calibration.anterior == entry["image"]["anterior"]
 
 
+def test_eight_bit_export_and_the_2d_renderers_field_name(spine):
+    rg = render_drr(spine, np.random.default_rng(12), family="drr-b", bits_stored=8, field_of_view="lumbar",
+                    pixel_spacing_mm=2.0, photometric="MONOCHROME1")
+    assert rg.bits_stored == 8 and int(rg.pixels.max()) <= 255 and rg.pixels.std() > 10
+    assert rg.style["field"] == "lumbar" and rg.photometric == "MONOCHROME1"
+
+
 def test_unknown_family_is_refused(spine):
     with pytest.raises(ValueError, match="family"):
         render_drr(spine, np.random.default_rng(0), family="drr-z")
-
-
-def test_circle_helper_is_closed():
-    e = _ellipse(np.zeros(2), 2.0, 1.0, 8)
-    assert e.shape == (8, 2) and np.allclose(np.abs(e).max(axis=0), [2.0, 1.0])
