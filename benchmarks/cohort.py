@@ -82,17 +82,36 @@ def generate(root: Path, n_docs: int, workers: int) -> float:
     return time.perf_counter() - t0
 
 
-def run_cohort(docs: Path, out: Path, workers: int) -> None:
-    """In this (fresh) process: build the cohort, print the timings and peak RSS as JSON."""
-    from sagittal.cohort.export import run_cohort as run
-
-    t0 = time.perf_counter()
-    r = run([docs], out, out.parent / "bench.key", workers=workers)
-    wall = time.perf_counter() - t0
+def _cpu() -> float:
     me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    print(json.dumps({"documents": r.n_documents, "errors": len(r.errors), "rows": r.rows, "wall_s": wall,
-                      "stages_s": r.seconds, "peak_rss_mb": me.ru_maxrss / 1024, "peak_rss_worker_mb": kids.ru_maxrss / 1024,
-                      "cpu_s": me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime}))
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def run_cohort(docs: Path, out: Path, workers: int) -> None:
+    """In this (fresh) process: the steps of ``run_cohort`` timed one by one (wall and CPU of
+    every process), printed as JSON with the peak RSS."""
+    from sagittal.cohort.export import _write_all
+    from sagittal.cohort.pseudonym import load_or_create_key
+    from sagittal.cohort.read import read_documents
+    from sagittal.cohort.tables import build_tables
+
+    key = load_or_create_key(out.parent / "bench.key")
+    marks = [(time.perf_counter(), _cpu())]
+    cols = read_documents([docs], workers=workers)
+    marks.append((time.perf_counter(), _cpu()))
+    n_docs, n_errors = cols.n_docs, len(cols.errors)
+    tables = build_tables(cols, {}, key)
+    del cols
+    marks.append((time.perf_counter(), _cpu()))
+    _write_all(out, tables, figures=True)
+    marks.append((time.perf_counter(), _cpu()))
+    rows = {k: len(getattr(v, "codes", v)) for k, v in ((n, t["pseudonym"]) for n, t in tables.items())}
+    stages = {name: {"wall_s": b[0] - a[0], "cpu_s": b[1] - a[1]}
+              for name, a, b in zip(("read", "link", "write"), marks[:-1], marks[1:], strict=True)}
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    print(json.dumps({"documents": n_docs, "errors": n_errors, "rows": rows, "wall_s": marks[-1][0] - marks[0][0],
+                      "cpu_s": marks[-1][1] - marks[0][1], "stages": stages, "peak_rss_mb": me.ru_maxrss / 1024,
+                      "peak_rss_worker_mb": kids.ru_maxrss / 1024}))
 
 
 def main() -> None:
@@ -118,12 +137,14 @@ def main() -> None:
         cmd = [sys.executable, __file__, "--workers", str(args.workers), "--_run", str(docs), str(out)]
         res = subprocess.run(cmd, capture_output=True, text=True, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
         r = json.loads(res.stdout.strip().splitlines()[-1])
-        st = r["stages_s"]
-        print(f"{r['documents']} documents ({r['errors']} skipped) -> {r['rows']} in {r['wall_s']:.1f} s "
-              f"({r['documents'] / r['wall_s']:,.0f} documents/s; read {st['read']:.1f} s with {args.workers} process(es), "
-              f"link {st['link']:.1f} s, write tables + dictionary + figures {st['write']:.1f} s)")
+        print(f"{r['documents']} documents ({r['errors']} skipped) -> {r['rows']} rows in {r['wall_s']:.1f} s wall "
+              f"({r['documents'] / r['wall_s']:,.0f} documents/s), {r['cpu_s']:.1f} s CPU in all processes")
+        for name, what in (("read", f"reading with {args.workers} process(es)"), ("link", "linking"),
+                           ("write", "Parquet + CSV + dictionary + figures")):
+            st = r["stages"][name]
+            print(f"  {what:40} {st['wall_s']:6.1f} s wall {st['cpu_s']:6.1f} s CPU")
         print(f"peak RSS: {r['peak_rss_mb']:.0f} MB (main process), {r['peak_rss_worker_mb']:.0f} MB (largest reader "
-              f"process); CPU time {r['cpu_s']:.1f} s in all processes (load average now {os.getloadavg()[0]:.1f})")
+              f"process); load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)

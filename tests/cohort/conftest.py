@@ -82,7 +82,8 @@ def dressed(truth_docs: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[
         if p["patient_age"]:
             src["patient_age"] = p["patient_age"]
         doc["warnings"].append(f"{OTHER_TEXT[4]}: {p['patient_name']} {OTHER_TEXT[5]}")
-        doc["software"] = {"sagittal": "0.1.0", "model": "landmarks-v2"}
+        # a label is kept only if it holds no identifier (PHB's writer put the PatientID in it)
+        doc["software"] = {"sagittal": "0.1.0", "model": "landmarks-v2" if sample != "PHB" else f"v2-{p['patient_id']}"}
         dest = docs_dir / p["patient_id"] / src["study_instance_uid"] / f"{src['sop_instance_uids'][0]}.json"
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_text(json.dumps(doc, indent=1))

@@ -133,6 +133,7 @@ def test_studies_dates_ages_and_sex(cohort):
     assert by[(pha, 0)]["n_images"] == 2 and by[(pha, 0)]["status"] == "ok" and by[(pha, 0)]["modality"] == "DX"
     assert by[(phb, 0)]["n_fractures"] == 1 and by[(phb, 0)]["n_grade2"] == 1
     assert by[(pha, 0)]["software_version"] == "0.1.0" and by[(pha, 0)]["model_version"] == "landmarks-v2"
+    assert by[(phb, 0)]["model_version"] is None  # the label held the PatientID
 
 
 def test_treatment_and_outcome_from_the_clinical_csv(cohort):

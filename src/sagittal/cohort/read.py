@@ -165,10 +165,17 @@ def _code(value: object, choices: tuple[str, ...], what: str, where: str) -> int
     return choices.index(value)
 
 
-def _label(value: object) -> str | None:
-    if isinstance(value, str) and 0 < len(value) <= 64 and set(value) <= _LABEL_CHARS:
-        return value
-    return None
+def _label(value: object, source: dict[str, object]) -> str | None:
+    """A version label, or None: short, of version characters, and holding no value of the
+    document's ``source`` (IDs, UIDs, names… wherever a writer put them)."""
+    if not (isinstance(value, str) and 0 < len(value) <= 64 and set(value) <= _LABEL_CHARS):
+        return None
+    low = value.lower()
+    for v in source.values():
+        for text in v if isinstance(v, list) else [v]:
+            if isinstance(text, str) and len(text.strip()) >= 3 and text.strip().lower() in low:
+                return None
+    return value
 
 
 def _dict(obj: object, what: str, where: str) -> dict[str, object]:
@@ -208,8 +215,8 @@ def _extract(doc: object, where: str) -> tuple[dict[str, object], list[tuple[flo
         "sex": _code(sex_code(src.get("patient_sex")), SEXES, "source.patient_sex", where),
         "modality": MODALITIES.index(modality) if modality in MODALITIES else _NO,
         "roussouly": _NO if params.get("roussouly_type") is None else int(_num(params, "roussouly_type", where)),
-        "software": _label(software.get("sagittal")),
-        "model": _label(software.get("model")),
+        "software": _label(software.get("sagittal"), src),
+        "model": _label(software.get("model"), src),
     }
     if row["status"] == _NO:
         raise ReadError(f"{where}: status is missing")
