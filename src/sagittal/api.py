@@ -164,7 +164,9 @@ class Analyzer:
 
     ``device``: ``auto`` (CUDA when torch sees one), ``cpu`` or ``cuda``; ``weights``: a weights
     file (default: the packaged model); ``batch_size``: images per model batch (default 4 on
-    CPU, 16 on CUDA); ``threads``: torch CPU threads (default: torch's); ``mixed_precision``:
+    CPU, 16 on CUDA); ``threads``: torch CPU threads (default 1: the same document from every run,
+    serial or parallel, since float sums depend on the thread count; use processes for more
+    cores — torch's thread count is process-wide); ``mixed_precision``:
     run the networks under ``torch.autocast`` float16 (CUDA only; off by default: its accuracy
     has not been measured).
     """
@@ -184,10 +186,13 @@ class Analyzer:
         weights). ``weights`` applies to the radiograph model; others load their own default."""
         if model not in self._detectors:
             from .batch.units import model_loader
+            from .landmarks.infer import resolve_device
 
             weights = self.weights if model == "radiograph" else None
+            device = resolve_device(self.device_request)
+            threads = self.threads if self.threads is not None else (1 if device == "cpu" else None)
             try:
-                detector = model_loader(model)(weights, self.device_request, self.threads)
+                detector = model_loader(model)(weights, device, threads)
             except SagittalError:
                 raise
             except Exception as exc:

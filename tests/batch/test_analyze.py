@@ -179,7 +179,7 @@ def test_a_failure_inside_a_batch_is_one_files_failure(export, tmp_path, monkeyp
             return [({"vertebrae": {}, "s1_endplate": None, "femoral_heads": []}, None, [])]
 
     monkeypatch.setattr(infer, "LandmarkDetector", Flaky)
-    units, _, _ = plan_units([export])
+    units = [u for u in plan_units([export])[0] if u.kind == "radiograph"]
     results = Analyzer(device="cpu").analyze_many(units)
     assert len(results) == len(units) == 3
     failed = [r for r in results if isinstance(r, Failure)]
@@ -193,5 +193,6 @@ def test_a_failure_inside_a_batch_is_one_files_failure(export, tmp_path, monkeyp
     for unit, result in zip(units, results, strict=True):
         assert (out / unit.relpath()).is_file() == (not isinstance(result, Failure))
     with open(out / "errors.csv", newline="") as fh:
-        rows = [r for r in csv.DictReader(fh) if r["stage"] == "analyse"]
+        radiographs = {p for u in units for p in u.files}
+        rows = [r for r in csv.DictReader(fh) if r["stage"] == "analyse" and r["path"] in radiographs]
     assert [r["path"] for r in rows] == list(failed[0].files) and "model exploded" in rows[0]["reason"]

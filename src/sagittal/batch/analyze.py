@@ -11,8 +11,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import math
-import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -116,16 +114,6 @@ def _drive(completed: Iterator[executors.Completed], units: list[Unit], outdir: 
     return analysed
 
 
-def _parallelism(workers: int, dask: str | None) -> int:
-    """How many chunks run at once (a remote cluster's size is not known before it is reached: 2)."""
-    if not dask:
-        return max(1, workers)
-    if dask == "local":
-        return os.cpu_count() or 1
-    n = dask.partition(":")[2]
-    return int(n) if dask.startswith("local:") and n.isdigit() and int(n) > 0 else 2
-
-
 def run_analyze(inputs: Sequence[Any], outdir: str | Path, *, device: str = "auto", workers: int = 1,
                 dask: str | None = None, weights: str | None = None, progress: bool | None = None,
                 clinical: str | None = None, batch_size: int | None = None, mixed_precision: bool = False,
@@ -135,9 +123,9 @@ def run_analyze(inputs: Sequence[Any], outdir: str | Path, *, device: str = "aut
 
     ``workers`` > 1 runs chunks of units on that many local processes, ``dask`` (``local``,
     ``local:N`` or ``tcp://host:port``) on a Dask cluster, else this process does. Each chunk
-    holds ``batch_size`` units (default: the device's model batch), fewer when that leaves a
-    worker idle. ``timings`` receives the seconds of each stage summed over the units analysed;
-    ``on_result`` is called with each unit's ``Outcome`` as it arrives (after its outputs are written).
+    holds ``batch_size`` units (default: the device's model batch). ``timings`` receives the
+    seconds of each stage summed over the units analysed; ``on_result`` is called with each
+    unit's ``Outcome`` as it arrives (after its outputs are written).
     """
     from ..api import DEFAULT_BATCH, Analyzer
     from ..errors import InputError
@@ -160,12 +148,11 @@ def run_analyze(inputs: Sequence[Any], outdir: str | Path, *, device: str = "aut
             from .units import output_maker
 
             output_maker(name)
+    # the same chunks (hence the same model batches) and one torch thread per process whatever the
+    # executor: float sums depend on both, and serial, process and Dask runs give identical documents
     size = batch_size or DEFAULT_BATCH.get(device, 4)
     parallel = dask is not None or workers > 1
-    if parallel:  # no worker idle for want of a chunk
-        size = max(1, min(size, math.ceil(len(todo) / _parallelism(workers, dask))))
-    config = RunConfig(weights, device, batch_size, 1 if parallel and device == "cpu" else None, mixed_precision,
-                       tuple(outputs))
+    config = RunConfig(weights, device, batch_size, None, mixed_precision, tuple(outputs))
     if not parallel and todo:
         from .worker import _ANALYZERS
 

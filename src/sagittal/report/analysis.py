@@ -19,14 +19,11 @@ import numpy as np
 
 from .. import geometry as g
 from ..errors import InputError
+from ..findings.patient import REQUIRED_PARAMETERS
 from ..geometry.morphometry import morphology_name
 from ..levels import LEVELS, POINT_NAMES
 
 SCHEMA_ID = "sagittal.analysis/1"
-REQUIRED_PARAMETERS = (
-    "pelvic_incidence_deg", "pelvic_tilt_deg", "sacral_slope_deg", "lumbar_lordosis_deg",
-    "thoracic_kyphosis_deg", "sagittal_vertical_axis_mm", "pi_ll_mismatch_deg",
-)
 #: every parameter of the document, in its order (the required seven, then T1 pelvic angle)
 PARAMETERS = (*REQUIRED_PARAMETERS, "t1_pelvic_angle_deg")
 SCHWAB_CODES = ("0", "+", "++")  # geometry.measure's srs_schwab_* codes 0, 1, 2

@@ -13,11 +13,12 @@ from collections import defaultdict
 from pathlib import Path
 
 from ..errors import InputError
-from ..findings.candidacy import LevelFacts, evaluate_patient
+from ..findings.candidacy import evaluate_patient
 from ..findings.clinical import ClinicalInputs
+from ..findings.patient import patient_facts
+from ..findings.patient import study_date as _date
 from ..io.series import pseudonym
-from ..levels import LEVELS
-from .analysis import REQUIRED_PARAMETERS, SCHEMA_ID
+from .analysis import SCHEMA_ID
 from .html import candidacy_html
 
 log = logging.getLogger(__name__)
@@ -49,63 +50,6 @@ def load_documents(inputs) -> tuple[list[tuple[str, dict]], list[str]]:
             if isinstance(obj, dict) and obj.get("schema") == SCHEMA_ID:
                 docs.append((str(p), obj))
     return docs, warnings
-
-
-def _date(doc: dict) -> str:
-    src = doc.get("source") or {}
-    return str(src.get("study_date") or "")
-
-
-def patient_facts(docs: list[tuple[str, dict]], clinical: ClinicalInputs | None):
-    """(levels, parameters, analysable) for one patient's documents, oldest study first."""
-    docs = sorted(docs, key=lambda d: _date(d[1]))
-    levels: dict[str, LevelFacts] = {}
-    per_study: dict[str, dict[str, float]] = defaultdict(dict)
-    best_params, best_count = None, -1
-    analysable = False
-    for _, doc in docs:
-        if doc.get("status") not in ("ok", "partial"):
-            continue
-        analysable = True
-        src = doc.get("source") or {}
-        study = src.get("study_instance_uid") or _date(doc) or str(id(doc))
-        params = doc.get("parameters") or {}
-        count = sum(params.get(k) is not None for k in REQUIRED_PARAMETERS)
-        if count >= best_count:
-            best_params, best_count = params, count
-        for v in doc.get("vertebrae") or []:
-            lv = v.get("level")
-            if lv not in LEVELS:
-                continue
-            f = levels.setdefault(lv, LevelFacts(lv))
-            if v.get("genant_grade") is not None:
-                f.grade, f.height_loss_pct, f.morphology = v["genant_grade"], v.get("height_loss_pct"), v.get("morphology")
-                per_study[study][lv] = (_date(doc), v.get("height_loss_pct"))
-            if v.get("regional_kyphosis_deg") is not None:
-                f.regional_kyphosis_deg = v["regional_kyphosis_deg"]
-            oed = v.get("oedema")
-            if isinstance(oed, dict) and oed.get("present") is not None:
-                f.oedema, f.oedema_extent_pct, f.oedema_source = bool(oed["present"]), oed.get("extent_pct"), oed.get("source")
-            cl = v.get("cleft")
-            if isinstance(cl, dict) and cl.get("present") is not None:
-                f.cleft, f.cleft_content, f.cleft_source = bool(cl["present"]), cl.get("content"), cl.get("source")
-    for lv, f in levels.items():
-        f.losses_over_time = [per_study[s][lv] for s in per_study if lv in per_study[s]]
-    # manual MRI findings fill in where no MR series was analysed
-    if clinical is not None:
-        for attr, present_attr, src_attr in (("mri_oedema_levels", "oedema", "oedema_source"),
-                                             ("cleft_levels", "cleft", "cleft_source")):
-            listed = getattr(clinical, attr)
-            if listed is None:
-                continue
-            for lv in set(levels) | set(listed):
-                if lv not in LEVELS:
-                    continue
-                f = levels.setdefault(lv, LevelFacts(lv))
-                if getattr(f, present_attr) is None:
-                    setattr(f, present_attr, lv in listed)
-                    setattr(f, src_attr, "manual")
-    return levels, best_params, analysable
 
 
 def build_reports(docs: list[tuple[str, dict]], clinical: dict[str, ClinicalInputs], outdir: str | os.PathLike,

@@ -1,0 +1,95 @@
+"""Reading one patient's studies together: what every analysis document of a patient says
+about each vertebra (the latest grade, height loss over time, oedema and cleft from MR or CT,
+regional kyphosis), the most complete set of spinopelvic parameters, and manual MRI findings
+from the clinical CSV where no MR series was analysed. The candidacy rules
+(``findings.candidacy``) and the report weigh these facts.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..levels import LEVELS
+from .candidacy import LevelFacts
+from .clinical import ClinicalInputs
+
+#: the seven parameters a whole-spine analysis reports (a document is ``ok`` with all of them)
+REQUIRED_PARAMETERS: tuple[str, ...] = (
+    "pelvic_incidence_deg", "pelvic_tilt_deg", "sacral_slope_deg", "lumbar_lordosis_deg",
+    "thoracic_kyphosis_deg", "sagittal_vertical_axis_mm", "pi_ll_mismatch_deg",
+)
+
+Document = Mapping[str, Any]
+
+
+def study_date(doc: Document) -> str:
+    """The document's ``source.study_date`` (``YYYYMMDD``) or ``""``."""
+    src = doc.get("source") or {}
+    return str(src.get("study_date") or "")
+
+
+def _read_vertebra(f: LevelFacts, v: Mapping[str, Any]) -> None:
+    if v.get("regional_kyphosis_deg") is not None:
+        f.regional_kyphosis_deg = v["regional_kyphosis_deg"]
+    oed = v.get("oedema")
+    if isinstance(oed, dict) and oed.get("present") is not None:
+        f.oedema, f.oedema_extent_pct, f.oedema_source = bool(oed["present"]), oed.get("extent_pct"), oed.get("source")
+    cl = v.get("cleft")
+    if isinstance(cl, dict) and cl.get("present") is not None:
+        f.cleft, f.cleft_content, f.cleft_source = bool(cl["present"]), cl.get("content"), cl.get("source")
+
+
+def _manual_mri(levels: dict[str, LevelFacts], clinical: ClinicalInputs) -> None:
+    """Manual MRI findings fill in where no MR series was analysed."""
+    for attr, present_attr, src_attr in (("mri_oedema_levels", "oedema", "oedema_source"),
+                                         ("cleft_levels", "cleft", "cleft_source")):
+        listed = getattr(clinical, attr)
+        if listed is None:
+            continue
+        for lv in set(levels) | set(listed):
+            if lv not in LEVELS:
+                continue
+            f = levels.setdefault(lv, LevelFacts(lv))
+            if getattr(f, present_attr) is None:
+                setattr(f, present_attr, lv in listed)
+                setattr(f, src_attr, "manual")
+
+
+def patient_facts(docs: Sequence[tuple[str, Document]], clinical: ClinicalInputs | None
+                  ) -> tuple[dict[str, LevelFacts], dict[str, Any] | None, bool]:
+    """``(levels, parameters, analysable)`` for one patient's documents, read oldest study first:
+    facts per level (later studies override earlier ones; height loss kept per study), the
+    parameters of the document that measured most of ``REQUIRED_PARAMETERS`` (the latest among
+    equals), and whether any document was analysable (``ok`` or ``partial``)."""
+    ordered = sorted(docs, key=lambda d: study_date(d[1]))
+    levels: dict[str, LevelFacts] = {}
+    per_study: dict[str, dict[str, tuple[str, Any]]] = defaultdict(dict)
+    best_params: dict[str, Any] | None = None
+    best_count = -1
+    analysable = False
+    for _, doc in ordered:
+        if doc.get("status") not in ("ok", "partial"):
+            continue
+        analysable = True
+        src = doc.get("source") or {}
+        study = src.get("study_instance_uid") or study_date(doc) or str(id(doc))
+        params = dict(doc.get("parameters") or {})
+        count = sum(params.get(k) is not None for k in REQUIRED_PARAMETERS)
+        if count >= best_count:
+            best_params, best_count = params, count
+        for v in doc.get("vertebrae") or []:
+            lv = v.get("level")
+            if lv not in LEVELS:
+                continue
+            f = levels.setdefault(lv, LevelFacts(lv))
+            if v.get("genant_grade") is not None:
+                f.grade, f.height_loss_pct, f.morphology = v["genant_grade"], v.get("height_loss_pct"), v.get("morphology")
+                per_study[study][lv] = (study_date(doc), v.get("height_loss_pct"))
+            _read_vertebra(f, v)
+    for lv, f in levels.items():
+        f.losses_over_time = [per_study[s][lv] for s in per_study if lv in per_study[s]]
+    if clinical is not None:
+        _manual_mri(levels, clinical)
+    return levels, best_params, analysable
