@@ -9,14 +9,17 @@ SeriesInstanceUID by its study, SeriesNumber, modality and description — each 
 from __future__ import annotations
 
 import hashlib
+import os
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from ..cohort.pseudonym import keyed_pseudonym
 from ..errors import CalibrationError, DicomReadError
-from .calibration import Calibration, radiograph_calibration
+from .calibration import Calibration, parse_spacing, radiograph_calibration
 from .classify import mr_weighting, orientation_name, radiograph_view, series_kind
 from .decode import decode
 from .discover import Header, SetAside, discover
@@ -58,7 +61,7 @@ class Series:
     def files(self) -> list[str]:
         return [h.path for h in self.headers]
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         h = self.headers[0]
         return {
             "files": self.files,
@@ -88,22 +91,27 @@ class Export:
     set_aside: list[SetAside]
     warnings: list[str]
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"series": [s.to_json() for s in self.series],
                 "set_aside": [{"path": a.path, "stage": a.stage, "reason": a.reason} for a in self.set_aside],
                 "warnings": list(self.warnings)}
 
 
-def _group(headers: list[Header], warnings: list[str]) -> dict[tuple, list[Header]]:
-    groups: dict[tuple, list[Header]] = defaultdict(list)
-    warned_study, warned_series = set(), set()
+#: a study or series key: the UID, or (when it is missing) a tuple of the fallbacks
+GroupKey = str | tuple[object, ...]
+
+
+def _group(headers: list[Header], warnings: list[str]) -> dict[tuple[str, GroupKey, GroupKey], list[Header]]:
+    groups: dict[tuple[str, GroupKey, GroupKey], list[Header]] = defaultdict(list)
+    warned_study: set[GroupKey] = set()
+    warned_series: set[GroupKey] = set()
     for h in headers:
-        study = h.study_uid or ("no-study-uid", h.patient_id, *h.study_key)
+        study: GroupKey = h.study_uid or ("no-study-uid", h.patient_id, *h.study_key)
         if not h.study_uid and study not in warned_study:
             warned_study.add(study)
             warnings.append(f"files without StudyInstanceUID (e.g. {h.path}) grouped by patient, study date/time, "
                             "StudyID and accession number")
-        series = h.series_uid or ("no-series-uid", study, h.series_number, h.modality, h.series_description)
+        series: GroupKey = h.series_uid or ("no-series-uid", study, h.series_number, h.modality, h.series_description)
         if not h.series_uid and series not in warned_series:
             warned_series.add(series)
             warnings.append(f"files without SeriesInstanceUID (e.g. {h.path}) grouped by study, SeriesNumber, "
@@ -112,11 +120,11 @@ def _group(headers: list[Header], warnings: list[str]) -> dict[tuple, list[Heade
     return groups
 
 
-def _sort_key(h: Header):
+def _sort_key(h: Header) -> tuple[int, str]:
     return (h.instance_number if h.instance_number is not None else 1 << 30, h.path)
 
 
-def scan_export(inputs, *, decode_pixels: bool = True) -> Export:
+def scan_export(inputs: Iterable[str | os.PathLike[str]], *, decode_pixels: bool = True) -> Export:
     """Discover, group, classify and calibrate everything under ``inputs``.
 
     With ``decode_pixels`` every image is decoded once (files that fail are set aside at
@@ -126,93 +134,109 @@ def scan_export(inputs, *, decode_pixels: bool = True) -> Export:
     warnings: list[str] = []
     series_list: list[Series] = []
     for (_, study, series_key), hs in sorted(_group(headers, warnings).items(), key=lambda kv: str(kv[0])):
-        hs.sort(key=_sort_key)
-        first_by_uid: dict[str, str] = {}
-        unique = []
-        for h in hs:  # the same instance twice (e.g. exported in two transfer syntaxes)
-            if h.sop_instance_uid and h.sop_instance_uid in first_by_uid:
-                set_aside.append(SetAside(h.path, "group", f"duplicate of {first_by_uid[h.sop_instance_uid]} "
-                                          "(same SOPInstanceUID)"))
-                continue
-            first_by_uid.setdefault(h.sop_instance_uid, h.path)
-            unique.append(h)
-        hs = unique
-        kind, why = series_kind(hs[0])
-        if kind is None:
-            set_aside += [SetAside(h.path, "classify", why) for h in hs]
-            continue
-        study_uid = study if isinstance(study, str) else None
-        series_uid = series_key if isinstance(series_key, str) else None
-        if kind == "radiograph":
-            colour = [h for h in hs if h.samples_per_pixel > 1 and h.photometric != "PALETTE COLOR"]
-            del colour  # colour radiographs are converted at decode
-            view, notes = radiograph_view(hs[0])
-            s = Series(hs, kind, hs[0].modality, study_uid, series_uid, view=view, warnings=list(notes))
-            s.calibration = radiograph_calibration(hs[0], notes)
+        unique = _without_duplicates(sorted(hs, key=_sort_key), set_aside)
+        s = _classified(unique, study, series_key, set_aside)
+        if s is not None:
             series_list.append(s)
-        else:
-            # split a series by orientation: localisers and reformats often share a series UID
-            by_orient: dict[tuple, list[Header]] = defaultdict(list)
-            for h in hs:
-                key = tuple(np.round(h.orientation, 3)) if h.orientation else None
-                by_orient[key].append(h)
-            main_key = max(by_orient, key=lambda k: len(by_orient[k]))
-            for key, group in by_orient.items():
-                if key != main_key:
-                    set_aside += [SetAside(h.path, "group", "slice orientation differs from the rest of its series "
-                                           "(a localiser or reformat); not part of the volume") for h in group]
-            hs = by_orient[main_key]
-            s = Series(hs, "volume", hs[0].modality, study_uid, series_uid, orientation=orientation_name(hs[0].orientation))
-            if s.modality == "MR":
-                s.weighting = mr_weighting(hs[0])
-            series_list.append(s)
-    # decode and calibrate volumes
-    kept: list[Series] = []
-    for s in series_list:
-        good = []
-        for h in s.headers:
-            if not decode_pixels:
-                good.append(h)
-                continue
-            try:
-                d = decode(h.path, radiograph=s.kind == "radiograph")
-                if s.kind == "volume" and h.frames > 1:
-                    if len(s.headers) > 1:
-                        raise CalibrationError(f"{h.path}: a multi-frame image inside a series of several files; "
-                                               "sagittal reads one enhanced multi-frame file per series")
-                    pos, ori, sp = enhanced_geometry(d.dataset, h.path)
-                    s.calibration = volume_calibration(slice_geometry(pos, ori, sp, h.path))
-                    s.orientation = orientation_name(tuple(ori[0]) if ori[0] else None)
-                s.decoders.add(d.decoder)
-                good.append(h)
-            except DicomReadError as exc:
-                set_aside.append(SetAside(h.path, "decode", str(exc)))
-            except CalibrationError as exc:
-                set_aside.append(SetAside(h.path, "calibrate", str(exc)))
-        s.headers = good
-        if not good:
-            continue
-        if s.kind == "volume" and s.calibration is None:
-            if len(good) == 1 and good[0].frames == 1:
-                sp = good[0].pixel_spacing
-                from .calibration import parse_spacing
-
-                ps = parse_spacing(sp)
-                s.calibration = Calibration(ps, "volume" if ps else "none",
-                                            warnings=("a single slice: no slice spacing",) if ps else
-                                            ("no usable PixelSpacing",))
-            else:
-                try:
-                    geom = slice_geometry([h.position for h in good], [h.orientation for h in good],
-                                          [h.pixel_spacing for h in good], good[0].path)
-                    s.calibration = volume_calibration(geom)
-                except CalibrationError as exc:
-                    set_aside += [SetAside(h.path, "calibrate", str(exc)) for h in good]
-                    continue
-        if s.calibration is not None:
-            s.warnings += [w for w in s.calibration.warnings if w not in s.warnings]
-        kept.append(s)
+    kept = [s for s in series_list if _decode_and_calibrate(s, decode_pixels, set_aside)]
     return Export(kept, set_aside, warnings)
+
+
+def _without_duplicates(hs: list[Header], set_aside: list[SetAside]) -> list[Header]:
+    """The same instance twice (e.g. exported in two transfer syntaxes): the first is kept."""
+    first_by_uid: dict[str, str] = {}
+    unique = []
+    for h in hs:
+        if h.sop_instance_uid and h.sop_instance_uid in first_by_uid:
+            set_aside.append(SetAside(h.path, "group", f"duplicate of {first_by_uid[h.sop_instance_uid]} "
+                                      "(same SOPInstanceUID)"))
+            continue
+        first_by_uid.setdefault(h.sop_instance_uid, h.path)
+        unique.append(h)
+    return unique
+
+
+def _classified(hs: list[Header], study: GroupKey, series_key: GroupKey, set_aside: list[SetAside]) -> Series | None:
+    """The series of ``hs`` (instance order) with its kind, view or orientation; ``None`` when
+    it is not a kind sagittal reads (every file set aside at stage ``classify``)."""
+    kind, why = series_kind(hs[0])
+    if kind is None:
+        set_aside += [SetAside(h.path, "classify", why) for h in hs]
+        return None
+    study_uid = study if isinstance(study, str) else None
+    series_uid = series_key if isinstance(series_key, str) else None
+    if kind == "radiograph":  # colour radiographs are converted to grey at decode
+        view, notes = radiograph_view(hs[0])
+        s = Series(hs, kind, hs[0].modality, study_uid, series_uid, view=view, warnings=list(notes))
+        s.calibration = radiograph_calibration(hs[0], notes)
+        return s
+    hs = _main_orientation(hs, set_aside)
+    s = Series(hs, "volume", hs[0].modality, study_uid, series_uid, orientation=orientation_name(hs[0].orientation))
+    if s.modality == "MR":
+        s.weighting = mr_weighting(hs[0])
+    return s
+
+
+def _main_orientation(hs: list[Header], set_aside: list[SetAside]) -> list[Header]:
+    """Split a series by slice orientation (localisers and reformats often share a series
+    UID): the largest group is the volume, the others are set aside at stage ``group``."""
+    by_orient: dict[tuple[float, ...] | None, list[Header]] = defaultdict(list)
+    for h in hs:
+        key = tuple(float(v) for v in np.round(h.orientation, 3)) if h.orientation else None
+        by_orient[key].append(h)
+    main_key = max(by_orient, key=lambda k: len(by_orient[k]))
+    for key, group in by_orient.items():
+        if key != main_key:
+            set_aside += [SetAside(h.path, "group", "slice orientation differs from the rest of its series "
+                                   "(a localiser or reformat); not part of the volume") for h in group]
+    return by_orient[main_key]
+
+
+def _decode_and_calibrate(s: Series, decode_pixels: bool, set_aside: list[SetAside]) -> bool:
+    """Decode every file of ``s`` once (unless not ``decode_pixels``) and calibrate a volume from
+    its slices; files that fail are set aside. ``False`` when nothing of ``s`` is left."""
+    good = [h for h in s.headers if not decode_pixels or _decoded(s, h, set_aside)]
+    s.headers = good
+    if not good:
+        return False
+    if s.kind == "volume" and s.calibration is None:
+        if len(good) == 1 and good[0].frames == 1:
+            ps = parse_spacing(good[0].pixel_spacing)
+            s.calibration = Calibration(ps, "volume" if ps else "none",
+                                        warnings=("a single slice: no slice spacing",) if ps else
+                                        ("no usable PixelSpacing",))
+        else:
+            try:
+                geom = slice_geometry([h.position for h in good], [h.orientation for h in good],
+                                      [h.pixel_spacing for h in good], good[0].path)
+                s.calibration = volume_calibration(geom)
+            except CalibrationError as exc:
+                set_aside += [SetAside(h.path, "calibrate", str(exc)) for h in good]
+                return False
+    if s.calibration is not None:
+        s.warnings += [w for w in s.calibration.warnings if w not in s.warnings]
+    return True
+
+
+def _decoded(s: Series, h: Header, set_aside: list[SetAside]) -> bool:
+    """Decode one file of ``s`` (an enhanced multi-frame volume also gets its calibration);
+    ``False``, with the file set aside, when it cannot be decoded or calibrated."""
+    try:
+        d = decode(h.path, radiograph=s.kind == "radiograph")
+        if s.kind == "volume" and h.frames > 1:
+            if len(s.headers) > 1:
+                raise CalibrationError(f"{h.path}: a multi-frame image inside a series of several files; "
+                                       "sagittal reads one enhanced multi-frame file per series")
+            pos, ori, sp = enhanced_geometry(d.dataset, h.path)
+            s.calibration = volume_calibration(slice_geometry(pos, ori, sp, h.path))
+            s.orientation = orientation_name(tuple(ori[0]) if ori[0] else None)
+        s.decoders.add(d.decoder)
+        return True
+    except DicomReadError as exc:
+        set_aside.append(SetAside(h.path, "decode", str(exc)))
+    except CalibrationError as exc:
+        set_aside.append(SetAside(h.path, "calibrate", str(exc)))
+    return False
 
 
 @dataclass(frozen=True)
@@ -223,7 +247,7 @@ class LoadedVolume:
     geometry: VolumeGeometry
     decoder: str
 
-    def sagittal(self, **kw) -> SagittalPlane:
+    def sagittal(self, **kw: Any) -> SagittalPlane:
         threshold = kw.pop("threshold", 200.0 if kw.pop("modality", "CT") == "CT" else None)
         return reformat_sagittal(self.voxels, self.geometry, threshold=threshold, **kw)
 
