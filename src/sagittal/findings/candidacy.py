@@ -130,6 +130,9 @@ class LevelFacts:
     cleft_content: str | None = None
     cleft_source: str | None = None
     losses_over_time: list[tuple[str, float | None]] = field(default_factory=list)  # (date, loss %) per study
+    #: the clinical CSV's word where an analysed image also spoke (shown when they disagree)
+    oedema_manual: bool | None = None
+    cleft_manual: bool | None = None
 
     @property
     def fractured(self) -> bool:
@@ -195,17 +198,32 @@ def _progressive(c: LevelCtx) -> Outcome:
         "threshold_pp": PROGRESSION_PP}
 
 
+def _with_disagreement(values: dict[str, Any], found: bool | None, manual: bool | None, source: str | None,
+                       what: str, level: str) -> dict[str, Any]:
+    """``values`` plus, when the images and the clinical CSV disagree, both words and a note.
+    The images' finding is the one the rules weigh; the manual entry only fills what they cannot say."""
+    if manual is None or found is None or manual == found or source == "manual":
+        return values
+    seen = "shows" if found else "does not show"
+    listed = "lists" if manual else "does not list"
+    return {**values, "manual_entry": manual,
+            "disagreement": f"{(source or 'the image').upper()} {seen} {what} at {level}; the clinical CSV {listed} it. "
+                            "The image finding is used: check both."}
+
+
 LEVEL_RULES: list[Rule[LevelCtx]] = [
     Rule("fracture", "1", "Vertebral fracture (Genant grade ≥ 1)", GENANT,
          lambda c: (None if c.level.grade is None else c.level.grade >= 1,
                     {"genant_grade": c.level.grade, "height_loss_pct": c.level.height_loss_pct,
                      "morphology": c.level.morphology})),
     Rule("mri-oedema", "1", "Bone-marrow oedema on MRI (recent or non-healed fracture)", POSITION_PAPER,
-         lambda c: (c.level.oedema, {"present": c.level.oedema, "extent_pct": c.level.oedema_extent_pct,
-                                     "source": c.level.oedema_source})),
+         lambda c: (c.level.oedema, _with_disagreement(
+             {"present": c.level.oedema, "extent_pct": c.level.oedema_extent_pct, "source": c.level.oedema_source},
+             c.level.oedema, c.level.oedema_manual, c.level.oedema_source, "oedema", c.level.level))),
     Rule("cleft", "1", "Intravertebral cleft (non-union, Kümmell's sign)", POSITION_PAPER,
-         lambda c: (c.level.cleft, {"present": c.level.cleft, "content": c.level.cleft_content,
-                                    "source": c.level.cleft_source})),
+         lambda c: (c.level.cleft, _with_disagreement(
+             {"present": c.level.cleft, "content": c.level.cleft_content, "source": c.level.cleft_source},
+             c.level.cleft, c.level.cleft_manual, c.level.cleft_source, "a cleft", c.level.level))),
     Rule("severe-pain", "1", f"Severe pain (VAS ≥ {SEVERE_PAIN_VAS:g})", POSITION_PAPER, _severe_pain),
     Rule("refractory-pain", "1", f"Pain refractory to analgesics for ≥ {CONSERVATIVE_WEEKS:g} weeks", GUIDELINES,
          _refractory),

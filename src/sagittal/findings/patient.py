@@ -30,7 +30,7 @@ def study_date(doc: Document) -> str:
     return str(src.get("study_date") or "")
 
 
-def _read_vertebra(f: LevelFacts, v: Mapping[str, Any]) -> None:
+def _read_vertebra(f: LevelFacts, v: Mapping[str, Any], same_study: bool) -> None:
     if v.get("regional_kyphosis_deg") is not None:
         f.regional_kyphosis_deg = v["regional_kyphosis_deg"]
     oed = v.get("oedema")
@@ -38,11 +38,15 @@ def _read_vertebra(f: LevelFacts, v: Mapping[str, Any]) -> None:
         f.oedema, f.oedema_extent_pct, f.oedema_source = bool(oed["present"]), oed.get("extent_pct"), oed.get("source")
     cl = v.get("cleft")
     if isinstance(cl, dict) and cl.get("present") is not None:
-        f.cleft, f.cleft_content, f.cleft_source = bool(cl["present"]), cl.get("content"), cl.get("source")
+        # within one study a cleft seen by one modality stands against another's silence
+        # (CT sees gas but not fluid); a later study's reading replaces an earlier one's
+        if not (same_study and f.cleft and not cl["present"]):
+            f.cleft, f.cleft_content, f.cleft_source = bool(cl["present"]), cl.get("content"), cl.get("source")
 
 
 def _manual_mri(levels: dict[str, LevelFacts], clinical: ClinicalInputs) -> None:
-    """Manual MRI findings fill in where no MR series was analysed."""
+    """Manual MRI findings fill in where no analysed image spoke; where one did, the manual word
+    is kept beside it so that a disagreement is shown (``findings.candidacy``)."""
     for attr, present_attr, src_attr in (("mri_oedema_levels", "oedema", "oedema_source"),
                                          ("cleft_levels", "cleft", "cleft_source")):
         listed = getattr(clinical, attr)
@@ -55,6 +59,8 @@ def _manual_mri(levels: dict[str, LevelFacts], clinical: ClinicalInputs) -> None
             if getattr(f, present_attr) is None:
                 setattr(f, present_attr, lv in listed)
                 setattr(f, src_attr, "manual")
+            else:
+                setattr(f, f"{present_attr}_manual", lv in listed)
 
 
 def patient_facts(docs: Sequence[tuple[str, Document]], clinical: ClinicalInputs | None
@@ -66,6 +72,7 @@ def patient_facts(docs: Sequence[tuple[str, Document]], clinical: ClinicalInputs
     ordered = sorted(docs, key=lambda d: study_date(d[1]))
     levels: dict[str, LevelFacts] = {}
     per_study: dict[str, dict[str, tuple[str, Any]]] = defaultdict(dict)
+    read_in: dict[str, str] = {}  # level -> the study last read for it
     best_params: dict[str, Any] | None = None
     best_count = -1
     analysable = False
@@ -87,7 +94,8 @@ def patient_facts(docs: Sequence[tuple[str, Document]], clinical: ClinicalInputs
             if v.get("genant_grade") is not None:
                 f.grade, f.height_loss_pct, f.morphology = v["genant_grade"], v.get("height_loss_pct"), v.get("morphology")
                 per_study[study][lv] = (study_date(doc), v.get("height_loss_pct"))
-            _read_vertebra(f, v)
+            _read_vertebra(f, v, same_study=read_in.get(lv) == study)
+            read_in[lv] = study
     for lv, f in levels.items():
         f.losses_over_time = [per_study[s][lv] for s in per_study if lv in per_study[s]]
     if clinical is not None:
