@@ -3,7 +3,8 @@ passed through, every failure (a pytest run that collects nothing included) a no
 the 15 slowest tests under CI.
 
 The scripts run in a scratch copy of the repository layout whose set-up, ruff, mypy, Python and
-dciodvfy are stubs that log their arguments and exit with the status a test asks for.
+system tools are stubs that log their arguments and exit with the status a test asks for; ``id``
+answers a non-root user, so the scripts never try to install system packages here.
 """
 
 from __future__ import annotations
@@ -33,10 +34,14 @@ def tree(tmp_path: Path) -> Path:
     stubs = {root / "scripts" / "setup": ("setup", "RC_SETUP"), root / ".venv" / "bin" / "ruff": ("ruff", "RC_RUFF"),
              root / ".venv" / "bin" / "mypy": ("mypy", "RC_MYPY"), root / ".venv" / "bin" / "python": ("python", "RC_PYTEST"),
              tmp_path / "bin" / "dciodvfy": ("dciodvfy", "RC_DCIODVFY")}
+    for tool in ("Orthanc", "chromium", "apt-get", "systemctl"):
+        stubs[tmp_path / "bin" / tool] = (tool, "RC_" + tool.upper().replace("-", "_"))
     for path, (name, var) in stubs.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(STUB.format(name=name, var=var))
         path.chmod(0o755)
+    (tmp_path / "bin" / "id").write_text("#!/usr/bin/env bash\necho 1000\n")
+    (tmp_path / "bin" / "id").chmod(0o755)
     return root
 
 
@@ -53,7 +58,7 @@ def _run(tree: Path, cmd: list[str], **rcs: int) -> tuple[int, list[str], str]:
 def test_checks_run_before_pytest_and_arguments_pass_through(tree: Path) -> None:
     rc, calls, _ = _run(tree, ["bash", "scripts/test", "-m", "not slow", "-q"])
     assert rc == 0
-    assert [c.split()[0] for c in calls] == ["setup", "ruff", "mypy", "python"]
+    assert [c.split()[0] for c in calls] == ["setup", "ruff", "mypy", "python"]  # nothing installed as non-root
     assert calls[0] == "setup dev"
     assert calls[1] == "ruff check src tests scripts benchmarks"
     assert calls[3] == "python -m pytest -m not slow -q"
