@@ -205,14 +205,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--n", type=int, default=60, help="radiographs per family")
     ap.add_argument("--first-seed", type=int, default=1_000_000)
     ap.add_argument("--fractured", type=float, default=0.5, help="share of spines drawn with 1–3 fractures")
-    ap.add_argument("--weights", action="append", default=[], metavar="[LABEL=]PATH",
-                    help="weights to score (repeatable; default the packaged weights)")
+    ap.add_argument("--weights", action="append", default=[], metavar="[LABEL=]PATH[@plain]",
+                    help="weights to score (repeatable; default the packaged weights); @plain: without the "
+                         "test-time consistency check")
     ap.add_argument("--no-consistency", action="store_true", help="skip the test-time consistency check")
     ap.add_argument("--shift", action="store_true", help="an unseen look on top of every family's")
     ap.add_argument("--json", help="also write the figures here")
     args = ap.parse_args(argv)
     specs = [w.split("=", 1) if "=" in w else [w, w] for w in args.weights] or [["packaged", None]]
-    detectors = {label: LandmarkDetector(path, device="cpu", consistency=not args.no_consistency) for label, path in specs}
+    detectors = {label: LandmarkDetector(path.removesuffix("@plain") if path else None, device="cpu",
+                                         consistency=not (args.no_consistency or (path or "").endswith("@plain")))
+                 for label, path in specs}
     families = [f.strip() for f in args.families.split(",") if f.strip()]
     tallies = {label: {f: Tally() for f in families} for label in detectors}
     for family in families:
@@ -226,7 +229,8 @@ def main(argv: list[str] | None = None) -> None:
     results = {label: {f: t.report() for f, t in per.items()} for label, per in tallies.items()}
     report = {"n_per_family": args.n, "first_seed": args.first_seed, "fractured": args.fractured, "shift": args.shift,
               "consistency": not args.no_consistency,
-              "weights": {label: str(det.weights) for label, det in detectors.items()}, "results": results}
+              "weights": {label: f"{det.weights}{'' if det.consistency else ' (no consistency check)'}"
+                          for label, det in detectors.items()}, "results": results}
     print(json.dumps(report, indent=1))
     print(table(results))
     if args.json:

@@ -181,3 +181,17 @@ def test_model_counts_a_film_cut_above_t12_from_s1(detector):
     for lv, v in lm["vertebrae"].items():
         truth = view.to_px(spine.points_mm[LEVEL_INDEX[lv]]) - [0.0, cut_row]
         assert np.linalg.norm(np.array(v["anterior_superior"]) - truth[0]) < 3.0, lv
+
+
+def test_a_body_that_looks_collapsed_must_be_steadier_to_be_reported():
+    from sagittal.landmarks.postprocess import COLLAPSED_CONSISTENCY_MAX
+
+    wedge = BODY.copy()
+    wedge[0, 1] += 12.0  # anterior height 31 → 19 px: looks like a wedge fracture
+    a = Detections([Body(wedge, 0.9, wedge[:4].mean(axis=0), "T12", point_confidence=0.8)], None, 0.0, [])
+    jitter = (COLLAPSED_CONSISTENCY_MAX + CONSISTENCY_MAX) / 2 * 34.5  # between the two limits
+    b = replace(a, bodies=[replace(a.bodies[0], points=wedge + [0.0, jitter])])
+    assert consistent(a, b).bodies[0].level is None  # collapsed-looking and not steady: withheld
+    normal = replace(a, bodies=[replace(a.bodies[0], points=BODY)])
+    moved = replace(a, bodies=[replace(a.bodies[0], points=BODY + [0.0, jitter])])
+    assert consistent(normal, moved).bodies[0].level == "T12"  # a normal shape at that spread is kept

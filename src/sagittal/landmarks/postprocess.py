@@ -49,6 +49,9 @@ REFINE_MASS = 0.82
 TTA_SCALE, TTA_ANGLE_DEG = 1.12, 6.0
 CONSISTENCY_MAX = 0.06
 MIN_POINT_CONFIDENCE = 0.4
+#: a body that looks collapsed (smallest height under this × its largest) must be steadier to be
+#: graded: a false fracture is worse than a missed one (fractured phantom bodies: spread ≤ 0.04)
+COLLAPSED_RATIO, COLLAPSED_CONSISTENCY_MAX = 0.8, 0.04
 #: a body closer to the exposed field's edge than this × its height may be cut by it
 EDGE_BODY_FRACTION = 0.1
 #: a refined body whose centre moved more than this × its size from the coarse one has most
@@ -139,7 +142,7 @@ def _dedupe(bodies: list[Body]) -> list[Body]:
     for b in bodies:
         if kept:
             d = np.linalg.norm(b.centre - kept[-1].centre)
-            size = np.linalg.norm(b.points[1] - b.points[2])
+            size = float(np.linalg.norm(b.points[1] - b.points[2]))
             if d < DUPLICATE_FACTOR * max(size, 1.0):
                 if b.confidence > kept[-1].confidence:
                     kept[-1] = b
@@ -334,7 +337,7 @@ def softmax_points(logits: np.ndarray, radius: int = 2) -> tuple[np.ndarray, np.
     logp = (logp - np.log(np.exp(logp).sum(axis=1, keepdims=True))).reshape(k, h, w)
     pts, conf = np.zeros((k, 2)), np.zeros(k)
     for c in range(k):
-        iy, ix = np.unravel_index(int(np.argmax(logp[c])), (h, w))
+        iy, ix = (int(v) for v in np.unravel_index(int(np.argmax(logp[c])), (h, w)))
         pts[c] = _subpixel(logp[c], ix, iy)
         y0, y1, x0, x1 = max(0, iy - radius), min(h, iy + radius + 1), max(0, ix - radius), min(w, ix + radius + 1)
         conf[c] = min(1.0, float(np.exp(logp[c, y0:y1, x0:x1]).sum()) / REFINE_MASS)
@@ -381,13 +384,21 @@ def alternate_frames(frames: list[tuple[str, int, CropFrame]]) -> list[tuple[str
             for kind, i, f in frames if kind != "hips"]
 
 
+def _height_ratio(points: np.ndarray) -> float:
+    """Smallest of a body's anterior, middle and posterior heights over the largest (pixels)."""
+    p = np.asarray(points, float)
+    h = [float(np.linalg.norm(p[a] - p[b])) for a, b in ((0, 3), (4, 5), (1, 2))]
+    return float(min(h) / max(max(h), 1e-6))
+
+
 def consistent(first: Detections, second: Detections) -> Detections:
     """Merge two refinements of the same detections (``refine`` over ``crop_frames`` and over
     ``alternate_frames``): each body's points become the mean of its two placements and its
     ``spread`` their largest disagreement over the body's size; a body whose spread exceeds
-    ``CONSISTENCY_MAX`` — or whose least confident point is under ``MIN_POINT_CONFIDENCE`` — is
-    withheld with a warning: its points, and a height loss from them, are not stable. The S1
-    endplate likewise (over its width). Hips are the first refinement's."""
+    ``CONSISTENCY_MAX`` (``COLLAPSED_CONSISTENCY_MAX`` when it looks collapsed) — or whose least
+    confident point is under ``MIN_POINT_CONFIDENCE`` — is withheld with a warning: its points,
+    and a height loss from them, are not stable. The S1 endplate likewise (over its width). Hips
+    are the first refinement's."""
     warnings = list(first.warnings) + [w for w in second.warnings if w not in first.warnings]
     bodies = []
     for a, b in zip(first.bodies, second.bodies, strict=True):
@@ -404,6 +415,10 @@ def consistent(first: Detections, second: Detections) -> Detections:
         if spread > CONSISTENCY_MAX:
             warnings.append(f"{a.level}: two placements of its points disagree by {100 * spread:.0f} % of its size "
                             "(points not stable): withheld, no height or grade")
+            merged = replace(merged, level=None)
+        elif spread > COLLAPSED_CONSISTENCY_MAX and _height_ratio(pts) < COLLAPSED_RATIO:
+            warnings.append(f"{a.level}: looks collapsed but two placements of its points disagree by "
+                            f"{100 * spread:.0f} % of its size, too much to grade it: withheld")
             merged = replace(merged, level=None)
         elif merged.point_confidence < MIN_POINT_CONFIDENCE:
             warnings.append(f"{a.level}: its points are not confident ({merged.point_confidence:.2f}): withheld, "
@@ -469,7 +484,7 @@ def recheck_chain(det: Detections) -> Detections:
 def to_contract(det: Detections, to_source=lambda xy: np.asarray(xy, float)) -> dict:
     """The contract's ``landmarks`` object in source-image pixels (``to_source`` maps the
     detections' frame there); unlabelled bodies dropped."""
-    verts = {}
+    verts: dict[str, dict[str, list[float] | float]] = {}
     for b in det.bodies:
         if b.level is None:
             continue

@@ -118,9 +118,50 @@ def build_data(args: argparse.Namespace) -> dict[str, np.ndarray]:
                                            augment=aug)
             with atomic_path(cache) as tmp:
                 with open(tmp, "wb") as fh:
-                    np.savez(fh, **part)
+                    np.savez(fh, **part)  # type: ignore[arg-type]
+        n_items = len(part["images"] if args.stage == "coarse" else part["crops"])
+        part["family"] = np.full(n_items, FAMILIES.index(family), np.int8)
         out.append(part)
     return {k: np.concatenate([p[k] for p in out]) for k in out[0]}
+
+
+def grow(data: dict[str, np.ndarray], patterns: list[str], seen: set[str]) -> list[str]:
+    """Append to ``data`` (in place) every cached part file matching ``patterns`` not in ``seen``
+    (written meanwhile by a ``--prepare-only`` run); the family is read from the file name
+    (``<stage>_<family>_<first>-<n>-<boost>_aug<p>.npz``). Returns the files added."""
+    import glob
+
+    added = []
+    for pattern in patterns:
+        for f in sorted(glob.glob(pattern)):
+            if f in seen:
+                continue
+            family = Path(f).name.split("_")[1]
+            part = dict(np.load(f))
+            n_items = len(part["images"] if "images" in part else part["crops"])
+            part["family"] = np.full(n_items, FAMILIES.index(family), np.int8)
+            for k in data:
+                data[k] = np.concatenate([data[k], part[k]])
+            seen.add(f)
+            added.append(f)
+    return added
+
+
+def sampling_weights(family: np.ndarray, mix: list[str]) -> np.ndarray | None:
+    """Per-item draw probabilities so that each family named in ``mix`` (``FAMILY=SHARE``) makes
+    that share of every batch, the rest shared by the other families in proportion to their size;
+    ``None`` (uniform) without ``mix``."""
+    if not mix:
+        return None
+    shares = {FAMILIES.index(f): float(v) for f, v in (m.split("=") for m in mix)}
+    present = set(np.unique(family).tolist())
+    rest = 1.0 - sum(v for k, v in shares.items() if k in present)
+    n_rest = int(sum((family == k).sum() for k in present if k not in shares))
+    w = np.zeros(len(family))
+    for k in present:
+        sel = family == k
+        w[sel] = shares[k] / sel.sum() if k in shares else max(rest, 0.0) / max(n_rest, 1)
+    return w / w.sum()
 
 
 def _step(stage: str, model: UNet, data: dict[str, np.ndarray], idx: np.ndarray,
@@ -154,10 +195,14 @@ def train(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict:
     budget = args.minutes * 60
     start, last_save, it = time.time(), time.time(), 0
     losses: list[float] = []
+    seen = {str(Path(args.cache_dir) / f"{args.stage}_{fam}_{a}-{b}-{c}_aug{g:g}.npz") for fam, a, b, c, g in _parts(args)}
+    grown = grow(data, args.grow, seen)
+    n = len(data["family"])
+    p = sampling_weights(data["family"], args.mix)
     while (frac := (time.time() - start) / budget) < 1:
         for g in opt.param_groups:
             g["lr"] = args.lr * 0.5 * (1 + np.cos(np.pi * frac)) * min(1.0, (it + 1) / args.warmup)
-        loss, parts = _step(args.stage, model, data, rng.integers(0, n, batch), rng)
+        loss, parts = _step(args.stage, model, data, rng.choice(n, batch, p=p), rng)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -169,13 +214,19 @@ def train(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict:
         if time.time() - last_save > CHECKPOINT_S:
             save_stage(out, args.stage, model.eval(), {"iterations": it, "partial": True})
             last_save = time.time()
+            if args.grow and (added := grow(data, args.grow, seen)):
+                grown += added
+                n = len(data["family"])
+                p = sampling_weights(data["family"], args.mix)
+                log(f"grew by {len(added)} part(s) to {n} items")
     meta = {
         "command": "scripts/train_landmarks.py " + " ".join(args.argv),
         "stage": args.stage, "iterations": it, "batch": batch, "items_seen": it * batch, "n_train": args.n_train,
         "train_items": n,
         "train_seeds": "; ".join(f"{fam} {a}..{a + b - 1} (fracture boost {c}, degraded p={g:g})"
                                  for fam, a, b, c, g in _parts(args)) + f" of the {args.stage} stream in training.data",
-        "init": args.init, "minutes": args.minutes, "data_seconds": round(t_data),
+        "grown_from": [Path(f).name for f in grown], "mix": args.mix, "init": args.init, "minutes": args.minutes,
+        "data_seconds": round(t_data),
         "train_seconds": round(time.time() - start), "threads": args.threads,
         "final_loss": float(np.mean(losses[-100:])) if losses else None, "torch": str(torch.__version__),
     }
@@ -210,6 +261,11 @@ def parser() -> argparse.ArgumentParser:
                     help="add N more radiographs from seed FIRST of that family (default 2d) with that fracture "
                          "boost (refine) and degradation chance (default --augment) (repeatable)")
     ap.add_argument("--prepare-only", action="store_true", help="render and cache the data, then stop")
+    ap.add_argument("--grow", action="append", default=[], metavar="GLOB",
+                    help="at every checkpoint, add cached part files matching GLOB that a --prepare-only run has "
+                         "written meanwhile (repeatable)")
+    ap.add_argument("--mix", action="append", default=[], metavar="FAMILY=SHARE",
+                    help="draw that share of every batch from that family's items (default: uniform over items)")
     return ap
 
 

@@ -1,0 +1,68 @@
+"""The landmark model's share of ``sagittal analyze`` per whole-spine radiograph, stage by stage,
+for several detector configurations side by side in one run (same images, same machine).
+
+The share is what ``benchmarks/analyze.py`` calls coarse + crops + refine + postprocess. Default
+configurations: the packaged weights with and without the test-time consistency check; add
+``--weights LABEL=PATH`` to compare other weights (e.g. the previous release).
+
+    .venv/bin/python benchmarks/landmarks.py [--n 6] [--pixel-spacing 0.15] [--threads 1] [--weights old=OLD.pt]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+
+from sagittal.landmarks.infer import LandmarkDetector
+from sagittal.phantom import build_spine, render_radiograph, sample_spec
+from sagittal.training.data import bone_bright
+
+STAGES = ("coarse", "crops", "refine", "postprocess")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=6)
+    ap.add_argument("--pixel-spacing", type=float, default=0.15, help="mm at the patient")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--weights", action="append", default=[], metavar="LABEL=PATH")
+    args = ap.parse_args()
+    images = []
+    for k in range(args.n):
+        rng = np.random.default_rng([424242, k])
+        rg = render_radiograph(build_spine(sample_spec(rng)), rng, pixel_spacing_mm=args.pixel_spacing,
+                               field_of_view="whole", modality="DX")
+        images.append(bone_bright(rg))
+    configs = {"packaged, no consistency check": (None, False), "packaged, consistency check": (None, True)}
+    for spec in args.weights:
+        label, path = spec.split("=", 1)
+        configs[f"{label}, no consistency check"] = (path, False)
+        configs[f"{label}, consistency check"] = (path, True)
+    detectors = {name: LandmarkDetector(path, device="cpu", threads=args.threads, consistency=cons)
+                 for name, (path, cons) in configs.items()}
+    for d in detectors.values():
+        d.detect(images[:1])  # warm-up
+    times: dict[str, dict[str, list[float]]] = {name: {s: [] for s in STAGES} for name in detectors}
+    for img in images:  # interleaved so that load on the machine hits every configuration alike
+        for name, d in detectors.items():
+            t = time.perf_counter()
+            d.detect([img])
+            _ = time.perf_counter() - t
+            for s in STAGES:
+                times[name][s].append(d.last_timings[s] * 1000)
+    print(f"{args.n} whole-spine radiographs of {images[0].shape[0]} × {images[0].shape[1]} px at "
+          f"{args.pixel_spacing} mm, {args.threads} torch thread(s); median ms per image")
+    base = None
+    for name, per in times.items():
+        med = {s: statistics.median(v) for s, v in per.items()}
+        share = sum(med.values())
+        base = base or share
+        print(f"{name:40s} " + "  ".join(f"{s} {med[s]:6.1f}" for s in STAGES)
+              + f"  model share {share:6.1f} ms ({share / base:.2f}×)")
+
+
+if __name__ == "__main__":
+    main()
