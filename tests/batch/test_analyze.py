@@ -196,3 +196,15 @@ def test_a_failure_inside_a_batch_is_one_files_failure(export, tmp_path, monkeyp
         radiographs = {p for u in units for p in u.files}
         rows = [r for r in csv.DictReader(fh) if r["stage"] == "analyse" and r["path"] in radiographs]
     assert [r["path"] for r in rows] == list(failed[0].files) and "model exploded" in rows[0]["reason"]
+
+
+@pytest.mark.slow
+def test_unusable_weights_stop_a_parallel_run(export, tmp_path, capsys):
+    """With worker processes the driver does not load the model: the workers' first answer stops the run."""
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    out = tmp_path / "o"
+    assert main(["analyze", str(export), "-o", str(out), "--device", "cpu", "--workers", "2", "--batch-size", "1",
+                 "--weights", str(bad)]) == 2
+    assert "bad.pt" in capsys.readouterr().err
+    assert not list(out.rglob("*.json"))

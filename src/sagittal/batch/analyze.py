@@ -99,6 +99,11 @@ def _drive(completed: Iterator[executors.Completed], units: list[Unit], outdir: 
                 continue
             seen.add(oc.index)
             unit = units[oc.index]
+            if oc.failure is not None and oc.failure.stage == "model":
+                bar.close()
+                from ..errors import InputError
+
+                raise InputError(oc.failure.reason)
             if oc.failure is not None:
                 errors += oc.failure.rows()
             else:
@@ -141,23 +146,25 @@ def run_analyze(inputs: Sequence[Any], outdir: str | Path, *, device: str = "aut
     from ..landmarks.infer import resolve_device, weights_path
 
     weights = str(weights_path(weights))
-    device = resolve_device(device)
-    if todo:  # unusable weights stop the run here, not once per unit
-        driver = Analyzer(device, weights, batch_size=batch_size, mixed_precision=mixed_precision).load()
-        for name in outputs:
-            from .units import output_maker
+    device = device if device == "cpu" else resolve_device(device)  # "cpu" needs no torch in the driver
+    parallel = dask is not None or workers > 1
+    for name in outputs:
+        from .units import output_maker
 
-            output_maker(name)
+        output_maker(name)
     # the same chunks (hence the same model batches) and one torch thread per process whatever the
     # executor: float sums depend on both, and serial, process and Dask runs give identical documents
     size = batch_size or DEFAULT_BATCH.get(device, 4)
-    parallel = dask is not None or workers > 1
     config = RunConfig(weights, device, batch_size, None, mixed_precision, tuple(outputs))
-    if not parallel and todo:
+    if todo and not parallel:  # unusable weights stop the run here, not once per unit
         from .worker import _ANALYZERS
 
         _ANALYZERS.clear()
-        _ANALYZERS[config] = driver  # the driver's model serves the serial run
+        _ANALYZERS[config] = Analyzer(device, weights, batch_size=batch_size, mixed_precision=mixed_precision).load()
+    elif todo:  # the workers load the model; unusable weights stop the run at their first answer
+        from ..landmarks.weights import verify
+
+        verify(weights)
     analysed = _drive(_executor(chunked(todo, size), config, workers, dask), units, outdir, errors, len(todo),
                       progress, timings, on_result)
     rows = _write_summary(outdir, units)

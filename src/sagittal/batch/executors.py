@@ -34,7 +34,7 @@ def _init_process(config: RunConfig) -> None:
     try:
         analyzer_for(config)  # the model, once per process, before the first chunk
     except Exception:  # run_chunk reports it per unit
-        log.exception("the landmark model could not be loaded in a worker process")
+        log.debug("the landmark model could not be loaded in a worker process", exc_info=True)
 
 
 def processes(chunks: Sequence[Chunk], config: RunConfig, workers: int) -> Iterator[Completed]:

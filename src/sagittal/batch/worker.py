@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import SagittalError
 from .units import Failure, Outcome, Unit, output_maker
 
 _ANALYZERS: dict[RunConfig, Any] = {}
@@ -55,9 +56,13 @@ def run_chunk(chunk: list[tuple[int, Unit]], config: RunConfig, timings: dict[st
     ``timings``, when given, receives the seconds of each stage summed over the chunk."""
     try:
         analyzer = analyzer_for(config)
+    except Exception as exc:  # the model cannot be loaded here: stage "model" (the driver stops the run)
+        reason = str(exc) if isinstance(exc, SagittalError) else f"{type(exc).__name__}: {exc}"
+        return [Outcome(i, failure=Failure(u.files, "model", reason)) for i, u in chunk]
+    try:
         before = dict(analyzer.timings)
         results = analyzer.analyze_many([u for _, u in chunk])
-    except Exception as exc:  # the model could not even be loaded here: every unit fails alike
+    except Exception as exc:  # analyze_many returns failures; this is a last resort
         reason = f"{type(exc).__name__}: {exc}"
         return [Outcome(i, failure=Failure(u.files, "analyse", reason)) for i, u in chunk]
     outcomes = []

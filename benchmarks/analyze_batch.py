@@ -1,0 +1,137 @@
+"""Batch throughput of ``sagittal analyze``: one process vs two local worker processes vs a Dask
+LocalCluster of two, start-up included, and the peak memory of each worker process at two
+batch sizes.
+
+Each configuration runs the command a user runs (``sagittal analyze INPUT -o OUT --device cpu
+[--workers 2 | --dask local:2]``) as a fresh process, so interpreter start, torch import, model
+loading, process or cluster start and every output written are inside the time. Peak resident
+memory of the driver and of each worker process is sampled (psutil, every 0.2 s).
+
+    .venv/bin/python benchmarks/analyze_batch.py [--n 24] [--pixel-spacing 0.15] [--transfer-syntax jpeg2000]
+        [--memory 100 1000 --memory-spacing 1.0]
+
+Figures depend on the machine and on what else runs on it: the load average is printed beside
+them; ratios measured in one run are the comparable figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+from sagittal.phantom import build_spine, render_radiograph, sample_spec
+from sagittal.phantom.dicom import StudyInfo, radiograph_dataset, write_dataset
+
+SAGITTAL = str(Path(sys.executable).with_name("sagittal"))
+CONFIGS = {"1 process": [], "--workers 2": ["--workers", "2"], "--dask local:2": ["--dask", "local:2"]}
+
+
+def write_export(root: Path, n: int, spacing_mm: float, syntax: str, field_of_view: str = "whole") -> tuple[int, int]:
+    """``n`` phantom lateral radiographs (one patient each) as DICOM under ``root``; the last one's shape."""
+    shape = (0, 0)
+    for k in range(n):
+        rng = np.random.default_rng([424243, k])
+        spine = build_spine(sample_spec(rng))
+        rg = render_radiograph(spine, rng, pixel_spacing_mm=spacing_mm, field_of_view=field_of_view, modality="DX")
+        info = StudyInfo.make(f"batch/{k}", f"BATCH{k:05d}")
+        write_dataset(radiograph_dataset(rg, info, f"batch/{k}/dx"), root / f"IM{k:05d}", syntax)
+        shape = rg.pixels.shape
+    return shape
+
+
+def run_measured(args: list[str]) -> tuple[float, float, float, int]:
+    """Run ``sagittal ARGS``; (wall s, driver peak RSS MB, largest worker peak RSS MB, worker processes seen)."""
+    t = time.perf_counter()
+    proc = subprocess.Popen([SAGITTAL, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+    peaks: dict[int, float] = {}
+    root = psutil.Process(proc.pid)
+
+    def sample() -> None:
+        while proc.poll() is None:
+            try:
+                for p in [root, *root.children(recursive=True)]:
+                    rss = p.memory_info().rss / 1e6
+                    peaks[p.pid] = max(peaks.get(p.pid, 0.0), rss)
+            except psutil.Error:
+                pass
+            time.sleep(0.2)
+
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
+    _, err = proc.communicate()
+    wall = time.perf_counter() - t
+    th.join()
+    if proc.returncode != 0:
+        raise SystemExit(f"sagittal {' '.join(args)} failed ({proc.returncode}): {err.decode()[-2000:]}")
+    driver = peaks.pop(proc.pid, 0.0)
+    workers = [v for v in peaks.values() if v > 150]  # model-holding workers, not helper processes
+    return wall, driver, max(workers, default=0.0), len(workers)
+
+
+def throughput(root: Path, out: Path, n: int) -> None:
+    rates = {}
+    for name, extra in CONFIGS.items():
+        wall, driver, worker, nw = run_measured(["analyze", str(root), "-o", str(out / name.replace(" ", "_")),
+                                                 "--device", "cpu", *extra])
+        rates[name] = n / wall
+        print(f"  {name:16s} {wall:7.1f} s  {rates[name]:6.2f} images/s   peak RSS: driver {driver:5.0f} MB"
+              + (f", each worker <= {worker:5.0f} MB ({nw} workers)" if nw else ""))
+    one = rates["1 process"]
+    print(f"  ratios: --workers 2 / 1 process = {rates['--workers 2'] / one:.2f}x; "
+          f"--dask local:2 / 1 process = {rates['--dask local:2'] / one:.2f}x")
+
+
+def memory(tmp: Path, sizes: list[int], spacing_mm: float) -> None:
+    biggest = max(sizes)
+    root = tmp / "memory_export"
+    t = time.perf_counter()
+    shape = write_export(root, biggest, spacing_mm, "explicit", field_of_view="lumbar")
+    print(f"\nmemory: {biggest} lumbar DX radiographs of {shape[0]} x {shape[1]} px at {spacing_mm} mm (explicit VR), "
+          f"written in {time.perf_counter() - t:.0f} s; --workers 2, peak RSS per process:")
+    files = sorted(p for p in root.iterdir())
+    for n in sizes:
+        sub = tmp / f"mem{n}"
+        sub.mkdir()
+        for f in files[:n]:
+            os.symlink(f, sub / f.name)
+        wall, driver, worker, nw = run_measured(["analyze", str(sub), "-o", str(tmp / f"mem_out{n}"), "--device", "cpu",
+                                                 "--workers", "2"])
+        print(f"  {n:5d} images: {wall:7.1f} s ({n / wall:5.2f} images/s); driver {driver:5.0f} MB, "
+              f"each worker <= {worker:5.0f} MB ({nw} workers)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=24)
+    ap.add_argument("--pixel-spacing", type=float, default=0.15, help="mm at the patient")
+    ap.add_argument("--transfer-syntax", default="jpeg2000", choices=("explicit", "jpeg2000", "jpegls", "rle"))
+    ap.add_argument("--memory", type=int, nargs="*", default=[], metavar="N",
+                    help="also measure worker memory over these batch sizes (small lumbar images)")
+    ap.add_argument("--memory-spacing", type=float, default=1.0)
+    args = ap.parse_args()
+    print(f"machine: {os.cpu_count()} CPU(s), load average {', '.join(f'{x:.1f}' for x in os.getloadavg())} at start")
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        t = time.perf_counter()
+        shape = write_export(tmp / "export", args.n, args.pixel_spacing, args.transfer_syntax)
+        print(f"{args.n} whole-spine DX radiographs, {shape[0]} x {shape[1]} px at {args.pixel_spacing} mm, "
+              f"{args.transfer_syntax}; written in {time.perf_counter() - t:.0f} s")
+        print("sagittal analyze, start-up (interpreter, torch, model, workers) and outputs included:")
+        throughput(tmp / "export", tmp / "out", args.n)
+        if args.memory:
+            memory(tmp, sorted(args.memory), args.memory_spacing)
+    print(f"load average {', '.join(f'{x:.1f}' for x in os.getloadavg())} at the end")
+
+
+if __name__ == "__main__":
+    main()
