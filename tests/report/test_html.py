@@ -145,3 +145,17 @@ def test_per_sequence_overlays_are_embedded_with_their_captions(tmp_path):
     captions = [c for c, _ in _overlays([(str(path), doc)])]
     assert captions == ["MRI, sagittal plane, 2 Apr 2025", "MRI, sagittal plane, 2 Apr 2025: STIR — oedema outlined",
                         "MRI, sagittal plane, 2 Apr 2025: T1"]
+
+
+def test_a_disagreement_between_images_and_clinical_csv_is_shown_prominently(tmp_path):
+    from sagittal.report.html import candidacy_html
+
+    report = json.loads(_phc_report(tmp_path, overlays=False).with_name("candidacy.json").read_text())
+    crit = next(c for c in report["levels"][0]["criteria"] if c["id"] == "mri-oedema")
+    sentence = "MR does not show oedema at L1; the clinical CSV lists it. The image finding is used: check both."
+    crit["values"].update(present=False, source="mr", manual_entry=True, disagreement=sentence)
+    text = _visible_text(candidacy_html(report, []))
+    assert "Clinical CSV says: yes" in text and "Oedema: no" in text
+    assert text.count(sentence) == 2  # under the criterion, and at the top beside the summary
+    assert "Images and clinical CSV disagree" in text
+    assert "manual_entry" not in text and "disagreement:" not in text.lower()

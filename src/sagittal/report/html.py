@@ -54,6 +54,7 @@ LABELS: dict[str, tuple[str, str]] = {
     "present": ("Present", "bool"),
     "extent_pct": ("Extent of the body (%)", "pct"),
     "source": ("Seen on", "source"),
+    "manual_entry": ("Clinical CSV says", "bool"),
     "content": ("Content", "text"),
     "vas": ("Pain (VAS, 0–10)", "num"),
     "threshold": ("Threshold (VAS)", "num"),
@@ -154,6 +155,7 @@ th{background:var(--head);font-weight:600}
 td.num{text-align:right;white-space:nowrap;font-variant-numeric:tabular-nums}
 .yes{color:var(--yes);font-weight:650}.no{color:var(--no)}.unknown{color:var(--unk);font-weight:650}
 .out{color:#b3261e;font-weight:650}.within{color:var(--yes)}
+.note{background:#fff3d6;border-left:5px solid #c77700;padding:.25em .6em;margin:.3em 0;font-weight:600}
 .small,.src{font-size:.84em;color:var(--muted)}
 .values{margin:0;padding:0;list-style:none}.values li{margin:0}
 figure{display:inline-block;margin:.5em 1em .5em 0;max-width:30em;vertical-align:top}
@@ -161,7 +163,7 @@ figure img{max-width:100%;max-height:42em;border:1px solid var(--line)}
 ol.refs{font-size:.88em;padding-left:1.6em}ol.refs li{margin:.15em 0}
 @page{size:A4;margin:14mm 12mm}
 @media print{body{margin:0;max-width:none;padding:0;font-size:10.5pt}
- .disclaimer,.category,th{-webkit-print-color-adjust:exact;print-color-adjust:exact}
+ .disclaimer,.category,.note,th{-webkit-print-color-adjust:exact;print-color-adjust:exact}
  h2,h3{break-after:avoid;page-break-after:avoid}tr,figure{break-inside:avoid;page-break-inside:avoid}
  figure{max-width:48%}figure img{max-height:120mm}}
 """
@@ -243,9 +245,20 @@ def _source_ref(source: str) -> str:
 
 
 def _values(values: dict[str, Any], context: str) -> str:
+    """The values of a criterion as a list; a disagreement between the images and the clinical
+    CSV as an amber note under them."""
     items = [f"<li>{_e(label(k, context))}: {_e(format_value(k, v))}</li>" for k, v in values.items()
-             if not (k == "source" and v is None)]
-    return f"<ul class='values'>{''.join(items)}</ul>" if items else ""
+             if not (k == "source" and v is None) and k != "disagreement"]
+    out = f"<ul class='values'>{''.join(items)}</ul>" if items else ""
+    if values.get("disagreement"):
+        out += f"<div class='note'>⚠ {_e(values['disagreement'])}</div>"
+    return out
+
+
+def _disagreements(report: dict[str, Any]) -> list[str]:
+    """Every disagreement between the analysed images and the clinical CSV, level by level."""
+    return [str(c["values"]["disagreement"]) for lv in report.get("levels") or [] for c in lv.get("criteria") or []
+            if isinstance(c.get("values"), dict) and c["values"].get("disagreement")]
 
 
 def _criteria_table(rows: list[dict[str, Any]]) -> str:
@@ -331,6 +344,7 @@ def candidacy_html(report: dict[str, Any], overlays: list[tuple[str, str]]) -> s
         "<h2 id='summary'>Summary</h2>",
         f"<div class='category'><strong>{_e(CATEGORY_LABEL.get(category, category))}</strong>"
         f"{_e(CATEGORY_TEXT.get(category, ''))}</div>",
+        *[f"<div class='note'>⚠ Images and clinical CSV disagree: {_e(d)}</div>" for d in _disagreements(r)],
         "<h2 id='patient-criteria'>Patient-level criteria</h2>", _criteria_table(r["patient_criteria"]),
         "<h2 id='levels'>Fractured levels</h2>",
     ]
