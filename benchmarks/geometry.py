@@ -24,7 +24,7 @@ from sagittal.geometry import classify as C
 from sagittal.geometry import measure
 from sagittal.geometry import morphometry as M
 from sagittal.geometry import spinopelvic as S
-from sagittal.geometry.batch import FIELDS, measure_all
+from sagittal.geometry.batch import FIELDS, INTEGER_FIELDS, measure_all
 from sagittal.phantom import build_spine, sample_spec
 
 
@@ -40,12 +40,18 @@ def synthetic_spines(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.
     return pts, s1, hip
 
 
-def reference_chunked(pts: np.ndarray, s1: np.ndarray, hip: np.ndarray, chunk: int = 4096) -> None:
-    """The reference functions over the batch in chunks, one core (the path before the kernel)."""
-    for start in range(0, len(pts), chunk):
+def reference_chunked(pts: np.ndarray, s1: np.ndarray, hip: np.ndarray, chunk: int = 4096) -> dict[str, np.ndarray]:
+    """The reference functions over the batch in chunks into preallocated outputs, one core:
+    ``measure_spines`` as it was before the kernel."""
+    n = len(pts)
+    out = {k: np.empty((n, *shape), np.int8 if k in INTEGER_FIELDS else np.float64) for k, shape in FIELDS.items()}
+    for start in range(0, n, chunk):
         sl = slice(start, start + chunk)
         block = np.ascontiguousarray(np.moveaxis(pts[sl], (-2, -1), (0, 1)))
-        measure_all(np.moveaxis(block, (0, 1), (-2, -1)), s1[sl], hip[sl])
+        part = measure_all(np.moveaxis(block, (0, 1), (-2, -1)), s1[sl], hip[sl])
+        for k in FIELDS:
+            out[k][sl] = part[k]
+    return out
 
 
 def profile(pts: np.ndarray, s1: np.ndarray, hip: np.ndarray, chunk: int = 4096) -> None:
@@ -82,6 +88,20 @@ def timed(fn: Callable[[], object], repeat: int) -> float:
     return statistics.median(times)
 
 
+def interleaved(fns: dict[str, Callable[[], object]], repeat: int) -> dict[str, tuple[float, float]]:
+    """Median wall and CPU (this process) seconds of each function, run in turns so that a
+    shared machine's load falls on all alike."""
+    wall: dict[str, list[float]] = {k: [] for k in fns}
+    cpu: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeat):
+        for k, fn in fns.items():
+            t, c = time.perf_counter(), time.process_time()
+            fn()
+            wall[k].append(time.perf_counter() - t)
+            cpu[k].append(time.process_time() - c)
+    return {k: (statistics.median(wall[k]), statistics.median(cpu[k])) for k in fns}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=1_000_000)
@@ -105,21 +125,24 @@ def main() -> None:
 
     t_vec = timed(lambda: measure(pts, s1, hip), args.repeat)
     m = min(args.n, 200_000)
-    t_one = timed(lambda: measure(pts[:m], s1[:m], hip[:m], workers=1), args.repeat) / m
-    t_ref = timed(lambda: reference_chunked(pts[:m], s1[:m], hip[:m]), args.repeat) / m
     k = min(args.loop, args.n)
-    t = time.perf_counter()
-    for i in range(k):
-        measure_all(pts[i], s1[i], hip[i])
-    t_loop = (time.perf_counter() - t) / k
 
+    def loop() -> None:
+        for i in range(k):
+            measure_all(pts[i], s1[i], hip[i])
+
+    one = interleaved({"kernel": lambda: measure(pts[:m], s1[:m], hip[:m], workers=1),
+                       "reference": lambda: reference_chunked(pts[:m], s1[:m], hip[:m]), "loop": loop}, args.repeat)
     rate = args.n / t_vec
-    print(f"measure, all cores:          {t_vec:7.2f} s  {rate:12,.0f} spines/s (median of {args.repeat})")
-    print(f"measure, one core:           {t_one * args.n:7.2f} s  {1 / t_one:12,.0f} spines/s (first {m:,})")
-    print(f"reference functions chunked: {t_ref * args.n:7.2f} s  {1 / t_ref:12,.0f} spines/s (one core, first {m:,})")
-    print(f"loop, spine by spine:        {t_loop * args.n:7.2f} s  {1 / t_loop:12,.0f} spines/s "
-          f"(timed on {k:,}, extrapolated)")
-    print(f"speed-up measure / loop: {t_loop * rate:,.0f}x; one core, kernel / reference functions: {t_ref / t_one:.2f}x")
+    print(f"measure, all cores:          {t_vec:7.2f} s  {rate:12,.0f} spines/s (wall, median of {args.repeat})")
+    for name, label, count in (("kernel", "measure, one core:          ", m),
+                               ("reference", "reference functions chunked:", m), ("loop", "loop, spine by spine:       ", k)):
+        w, c = one[name]
+        print(f"{label} {w / count * args.n:7.2f} s  {count / w:12,.0f} spines/s wall, {count / c:12,.0f} per CPU-second "
+              f"(on {count:,}, extrapolated)")
+    (w_k, c_k), (w_r, c_r), (w_l, c_l) = one["kernel"], one["reference"], one["loop"]
+    print(f"speed-up measure (all cores) / loop: {w_l / k * rate:,.0f}x wall; one core, kernel / reference functions: "
+          f"{w_r / w_k:.2f}x wall, {c_r / c_k:.2f}x CPU time; kernel / loop {c_l / k / (c_k / m):,.0f}x CPU time")
     print(f"peak numpy memory during measure: {peak / 1e6:.0f} MB (outputs {out_mb:.0f} MB + chunk intermediates)")
     print(f"load average at the end: {os.getloadavg()[0]:.1f}; fractures found: "
           f"{(out['genant_grade'] > 0).mean() * 100:.1f} % of vertebrae")
