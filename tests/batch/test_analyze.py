@@ -208,3 +208,15 @@ def test_unusable_weights_stop_a_parallel_run(export, tmp_path, capsys):
                  "--weights", str(bad)]) == 2
     assert "bad.pt" in capsys.readouterr().err
     assert not list(out.rglob("*.json"))
+
+
+def test_executor_options_are_checked(export, tmp_path, capsys):
+    out = str(tmp_path / "o")
+    assert main(["analyze", str(export), "-o", out, "--workers", "2", "--dask", "local"]) == 2
+    assert "cannot be combined" in capsys.readouterr().err
+    for bad in ("bogus", "local:0", "local:x"):
+        assert main(["analyze", str(export), "-o", out, "--device", "cpu", "--dask", bad]) == 2
+        assert f"--dask {bad}: expected" in capsys.readouterr().err
+    assert main(["analyze", str(export), "-o", out, "--device", "cpu", "--mixed-precision"]) == 2
+    assert "mixed precision runs on CUDA only" in capsys.readouterr().err
+    assert not list((tmp_path / "o").rglob("*.json"))
