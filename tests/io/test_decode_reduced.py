@@ -198,3 +198,37 @@ def test_a_codestream_disagreeing_with_the_header_goes_to_the_full_decoder(patte
     ds.BitsStored, ds.HighBit = 14, 13  # the header now says 14 bits; the codestream says 16
     fa = load_for_analysis(ds, spacing_mm=(0.15, 0.15), max_spacing_mm=0.6)
     assert fa.method == "full" and fa.factor == 1
+
+
+@pytest.mark.slow
+def test_landmarks_found_on_a_reduced_decode_land_on_the_stored_image(tmp_path):
+    """The model on a whole-spine DX at 0.15 mm decoded at 0.6 mm: its landmarks, mapped back,
+    sit on the phantom's true points in the stored pixel array (contract frame), where the model
+    puts them on the full-resolution decode."""
+    from sagittal.landmarks.infer import LandmarkDetector
+    from sagittal.phantom import build_spine, render_radiograph, sample_spec
+    from sagittal.phantom.dicom import StudyInfo, radiograph_dataset, write_dataset
+    from sagittal.phantom.truth import radiograph_truth
+
+    rng = np.random.default_rng([2_000_002])
+    spine = build_spine(sample_spec(rng))
+    rg = render_radiograph(spine, rng, pixel_spacing_mm=0.15, field_of_view="whole", modality="DX")
+    truth = radiograph_truth(spine, rg)["landmarks"]["vertebrae"]
+    path = write_dataset(radiograph_dataset(rg, StudyInfo.make("t", "T2"), "t/dx"), tmp_path / "IM", "jpeg2000")
+    detector = LandmarkDetector(device="cpu", threads=1)
+    found = {}
+    for max_spacing in (0.0, 0.6):
+        fa = load_for_analysis(str(path), spacing_mm=tuple(rg.spacing_mm), max_spacing_mm=max_spacing)
+        assert fa.factor == (4 if max_spacing else 1)
+        (lm, _, _), = detector.detect([fa.decoded.pixels[0]])
+        found[max_spacing] = fa.landmarks_to_source(lm)["vertebrae"]
+    reduced, full = found[0.6], found[0.0]
+    to_truth = np.array([np.subtract(v[k], truth[lv][k]) for lv, v in reduced.items() for k in v if k != "confidence"])
+    assert len(to_truth) >= 6 * 12  # most levels found
+    assert np.median(np.linalg.norm(to_truth, axis=1)) * 0.15 < 0.4  # mm
+    to_full = np.array([np.subtract(v[k], full[lv][k]) for lv, v in reduced.items() if lv in full
+                        for k in v if k != "confidence"])
+    # the same places as at full resolution, with no shift: a frame error (the area convention's
+    # (f - 1) / 2 = 1.5 px) would show in the mean on both axes
+    assert np.median(np.linalg.norm(to_full, axis=1)) < 1.0
+    assert np.abs(to_full.mean(axis=0)).max() < 0.3, to_full.mean(axis=0)
