@@ -8,16 +8,24 @@ loading, process or cluster start and every output written are inside the time. 
 memory of the driver and of each worker process is sampled (psutil, every 0.2 s).
 
     .venv/bin/python benchmarks/analyze_batch.py [--n 24] [--pixel-spacing 0.15] [--transfer-syntax jpeg2000]
-        [--memory 100 1000 --memory-spacing 1.0]
+        [--memory 100 1000 --memory-spacing 1.0] [--device cuda]
+
+With ``--device cuda`` (on a machine with a GPU) it times one process on the GPU with and
+without ``--mixed-precision`` and reports how far mixed precision moves landmarks and angles:
+the measurement that decides whether the switch may be turned on.
 
 Figures depend on the machine and on what else runs on it: the load average is printed beside
-them; ratios measured in one run are the comparable figures.
+them; ratios measured in one run are the comparable figures. The CPU seconds of each run's
+whole process tree show what parallelism costs (every worker starts an interpreter, imports
+torch and loads the model) independently of how busy the machine is.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -48,8 +56,10 @@ def write_export(root: Path, n: int, spacing_mm: float, syntax: str, field_of_vi
     return shape
 
 
-def run_measured(args: list[str]) -> tuple[float, float, float, int]:
-    """Run ``sagittal ARGS``; (wall s, driver peak RSS MB, largest worker peak RSS MB, worker processes seen)."""
+def run_measured(args: list[str]) -> tuple[float, float, float, int, float]:
+    """Run ``sagittal ARGS``; (wall s, driver peak RSS MB, largest worker peak RSS MB, worker processes
+    seen, CPU seconds of the whole process tree)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     proc = subprocess.Popen([SAGITTAL, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             env=dict(os.environ, OMP_NUM_THREADS="1"))
@@ -73,22 +83,59 @@ def run_measured(args: list[str]) -> tuple[float, float, float, int]:
     th.join()
     if proc.returncode != 0:
         raise SystemExit(f"sagittal {' '.join(args)} failed ({proc.returncode}): {err.decode()[-2000:]}")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the driver and every process it waited for
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     driver = peaks.pop(proc.pid, 0.0)
     workers = [v for v in peaks.values() if v > 150]  # model-holding workers, not helper processes
-    return wall, driver, max(workers, default=0.0), len(workers)
+    return wall, driver, max(workers, default=0.0), len(workers), cpu
 
 
 def throughput(root: Path, out: Path, n: int) -> None:
     rates = {}
     for name, extra in CONFIGS.items():
-        wall, driver, worker, nw = run_measured(["analyze", str(root), "-o", str(out / name.replace(" ", "_")),
-                                                 "--device", "cpu", *extra])
+        wall, driver, worker, nw, cpu = run_measured(["analyze", str(root), "-o", str(out / name.replace(" ", "_")),
+                                                      "--device", "cpu", *extra])
         rates[name] = n / wall
-        print(f"  {name:16s} {wall:7.1f} s  {rates[name]:6.2f} images/s   peak RSS: driver {driver:5.0f} MB"
-              + (f", each worker <= {worker:5.0f} MB ({nw} workers)" if nw else ""))
+        print(f"  {name:16s} {wall:7.1f} s  {rates[name]:6.2f} images/s  CPU {cpu:6.1f} s ({cpu / n:4.2f} s/image)  "
+              f"peak RSS: driver {driver:5.0f} MB" + (f", each worker <= {worker:5.0f} MB ({nw} workers)" if nw else ""))
     one = rates["1 process"]
     print(f"  ratios: --workers 2 / 1 process = {rates['--workers 2'] / one:.2f}x; "
           f"--dask local:2 / 1 process = {rates['--dask local:2'] / one:.2f}x")
+
+
+def _documents(out: Path) -> dict[str, dict]:
+    docs = {}
+    for p in out.rglob("*.json"):
+        d = json.loads(p.read_text())
+        if d.get("schema") == "sagittal.analysis/1":
+            docs[d["source"]["path"]] = d
+    return docs
+
+
+def gpu(root: Path, out: Path, n: int) -> None:
+    """One process on CUDA, float32 vs float16 autocast: images/s and how far the results move."""
+    rates = {}
+    for name, extra in {"cuda float32": [], "cuda --mixed-precision": ["--mixed-precision"]}.items():
+        wall, driver, _, _, _ = run_measured(["analyze", str(root), "-o", str(out / name.replace(" ", "_")), "--device",
+                                              "cuda", *extra])
+        rates[name] = n / wall
+        print(f"  {name:24s} {wall:7.1f} s  {rates[name]:6.2f} images/s   peak RSS: driver {driver:5.0f} MB")
+    full, half = _documents(out / "cuda_float32"), _documents(out / "cuda_--mixed-precision")
+    point_err, param_err, levels_differ = [], [], 0
+    for path, a in full.items():
+        b = half.get(path)
+        if b is None:
+            continue
+        va, vb = a["landmarks"]["vertebrae"], b["landmarks"]["vertebrae"]
+        levels_differ += set(va) != set(vb)
+        for lv in set(va) & set(vb):
+            point_err += [float(np.hypot(*np.subtract(va[lv][k], vb[lv][k]))) for k in va[lv] if k != "confidence"]
+        param_err += [abs(a["parameters"][k] - b["parameters"][k]) for k in a["parameters"]
+                      if k.endswith("_deg") and a["parameters"][k] is not None and b["parameters"].get(k) is not None]
+    print(f"  mixed precision vs float32 over {len(full)} images: landmark shift median "
+          f"{np.median(point_err) if point_err else float('nan'):.3f} px, max {max(point_err, default=float('nan')):.3f} px; "
+          f"angle parameters max |diff| {max(param_err, default=float('nan')):.3f} deg; "
+          f"{levels_differ} image(s) with different levels found")
 
 
 def memory(tmp: Path, sizes: list[int], spacing_mm: float) -> None:
@@ -104,10 +151,10 @@ def memory(tmp: Path, sizes: list[int], spacing_mm: float) -> None:
         sub.mkdir()
         for f in files[:n]:
             os.symlink(f, sub / f.name)
-        wall, driver, worker, nw = run_measured(["analyze", str(sub), "-o", str(tmp / f"mem_out{n}"), "--device", "cpu",
-                                                 "--workers", "2"])
-        print(f"  {n:5d} images: {wall:7.1f} s ({n / wall:5.2f} images/s); driver {driver:5.0f} MB, "
-              f"each worker <= {worker:5.0f} MB ({nw} workers)")
+        wall, driver, worker, nw, cpu = run_measured(["analyze", str(sub), "-o", str(tmp / f"mem_out{n}"), "--device",
+                                                      "cpu", "--workers", "2"])
+        print(f"  {n:5d} images: {wall:7.1f} s ({n / wall:5.2f} images/s, CPU {cpu / n:4.2f} s/image); driver "
+              f"{driver:5.0f} MB, each worker <= {worker:5.0f} MB ({nw} workers)")
 
 
 def main() -> None:
@@ -118,6 +165,9 @@ def main() -> None:
     ap.add_argument("--memory", type=int, nargs="*", default=[], metavar="N",
                     help="also measure worker memory over these batch sizes (small lumbar images)")
     ap.add_argument("--memory-spacing", type=float, default=1.0)
+    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                    help="cuda: time one process on the GPU (batches of 16) with and without --mixed-precision and "
+                         "compare their landmarks and parameters, instead of the CPU executors")
     args = ap.parse_args()
     print(f"machine: {os.cpu_count()} CPU(s), load average {', '.join(f'{x:.1f}' for x in os.getloadavg())} at start")
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -127,7 +177,10 @@ def main() -> None:
         print(f"{args.n} whole-spine DX radiographs, {shape[0]} x {shape[1]} px at {args.pixel_spacing} mm, "
               f"{args.transfer_syntax}; written in {time.perf_counter() - t:.0f} s")
         print("sagittal analyze, start-up (interpreter, torch, model, workers) and outputs included:")
-        throughput(tmp / "export", tmp / "out", args.n)
+        if args.device == "cuda":
+            gpu(tmp / "export", tmp / "out", args.n)
+        else:
+            throughput(tmp / "export", tmp / "out", args.n)
         if args.memory:
             memory(tmp, sorted(args.memory), args.memory_spacing)
     print(f"load average {', '.join(f'{x:.1f}' for x in os.getloadavg())} at the end")
