@@ -83,7 +83,7 @@ def extract(image: np.ndarray, frame: CropFrame) -> np.ndarray:
         return np.zeros((CROP, CROP), np.float32)
     win = np.asarray(image[y0:y1, x0:x1], np.float32)
     if factor > 1.3:
-        win = cv2.GaussianBlur(win, (0, 0), 0.45 * factor)
+        win = np.asarray(cv2.GaussianBlur(win, (0, 0), 0.45 * factor), np.float32)
     m = frame.matrix()
     m[:, 2] += m[:, :2] @ np.array([x0, y0], float)  # window pixel → source pixel first
     crop = cv2.warpAffine(win, m, (CROP, CROP), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)

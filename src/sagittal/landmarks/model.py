@@ -69,7 +69,9 @@ class UNet(nn.Module):
 def coarse_net(widths: tuple[int, ...] = (16, 32, 48, 64, 96)) -> UNet:
     net = UNet(COARSE_CHANNELS, widths, stride=2)
     with torch.no_grad():  # heatmaps start near p = 0.02, as CenterNet does, so the focal loss starts sane
-        net.head.bias[list(COARSE_HEAT)] = -4.0
+        bias = net.head.bias
+        assert bias is not None  # the head is a Conv2d with a bias
+        bias[list(COARSE_HEAT)] = -4.0
     return net
 
 

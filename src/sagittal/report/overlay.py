@@ -45,14 +45,14 @@ def render_overlay(image: np.ndarray, doc: dict, px_scale: float = 1.0) -> np.nd
         cv2.putText(out, level, _pt(c, s), cv2.FONT_HERSHEY_SIMPLEX, font, (255, 255, 0), th, cv2.LINE_AA)
     s1 = lm.get("s1_endplate")
     if s1:
-        a, b = np.asarray(s1["anterior"], float), np.asarray(s1["posterior"], float)
-        d = a - b
-        cv2.line(out, _pt(b - 0.4 * d, s), _pt(a + 0.4 * d, s), (80, 255, 80), th, cv2.LINE_AA)
-        cv2.circle(out, _pt(b, s), 3 * th, (0, 0, 255), -1)  # posterosuperior S1 corner (SVA)
+        ant, post = np.asarray(s1["anterior"], float), np.asarray(s1["posterior"], float)
+        d = ant - post
+        cv2.line(out, _pt(post - 0.4 * d, s), _pt(ant + 0.4 * d, s), (80, 255, 80), th, cv2.LINE_AA)
+        cv2.circle(out, _pt(post, s), 3 * th, (0, 0, 255), -1)  # posterosuperior S1 corner (SVA)
         reach = 0.9 * abs(d[0]) + 10
-        cv2.line(out, _pt(b - [np.sign(d[0]) * 10, 0], s), _pt(b + [np.sign(d[0]) * reach, 0], s), (200, 200, 200),
+        cv2.line(out, _pt(post - [np.sign(d[0]) * 10, 0], s), _pt(post + [np.sign(d[0]) * reach, 0], s), (200, 200, 200),
                  th, cv2.LINE_AA)  # the horizontal of the sacral slope
-        mid = (a + b) / 2
+        mid = (ant + post) / 2
         heads = lm.get("femoral_heads") or []
         if heads:
             hip = np.mean([np.asarray(h["center"], float) for h in heads], axis=0)
