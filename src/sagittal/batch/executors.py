@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 from .units import Failure, Outcome, Unit
 from .worker import RunConfig, analyzer_for, run_chunk_timed
@@ -37,39 +38,67 @@ def _init_process(config: RunConfig) -> None:
         log.debug("the landmark model could not be loaded in a worker process", exc_info=True)
 
 
-def processes(chunks: Sequence[Chunk], config: RunConfig, workers: int) -> Iterator[Completed]:
-    """Chunks over ``workers`` local processes (spawned: no state shared with the driver)."""
+def _new_pool(config: RunConfig, workers: int) -> Any:
     import multiprocessing as mp
-    from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"), initializer=_init_process,
+                               initargs=(config,))
+
+
+def processes(chunks: Sequence[Chunk], config: RunConfig, workers: int) -> Iterator[Completed]:
+    """Chunks over ``workers`` local processes (spawned: no state shared with the driver).
+
+    A worker process that dies (killed, out of memory, a crashing decoder) breaks the pool: a new
+    pool takes over and the units that were in flight become suspects, each then run alone with
+    nothing else in flight; a suspect whose lone run breaks the pool again is recorded as
+    failed, so one poisonous file costs only itself."""
+    from concurrent.futures import FIRST_COMPLETED, Future, wait
     from concurrent.futures.process import BrokenProcessPool
 
     pending = list(reversed(chunks))
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"), initializer=_init_process,
-                             initargs=(config,)) as pool:
-        running: dict[Future[Completed], Chunk] = {}
-        broken = False
-        while pending or running:
-            while pending and not broken and len(running) < IN_FLIGHT_PER_WORKER * workers:
-                chunk = pending.pop()
-                try:
+    suspects: list[Chunk] = []  # units in flight when a worker died, to be run alone
+    suspected: set[int] = set()  # indices of every unit ever made a suspect
+    pool = None
+    running: dict[Future[Completed], Chunk] = {}
+    try:
+        while pending or suspects or running:
+            pool = pool or _new_pool(config, workers)
+            if suspects:  # one suspect at a time, alone
+                if not running:
+                    chunk = suspects.pop()
                     running[pool.submit(run_chunk_timed, chunk, config)] = chunk
-                except BrokenProcessPool:
-                    pending.append(chunk)
-                    broken = True
-            if broken and not running:  # nothing can run any more
-                for chunk in reversed(pending):
-                    yield _lost(chunk, "a worker process died (killed or out of memory); rerun to retry"), {}
-                return
+            else:
+                while pending and len(running) < IN_FLIGHT_PER_WORKER * workers:
+                    chunk = pending.pop()
+                    running[pool.submit(run_chunk_timed, chunk, config)] = chunk
+            lone = next(iter(running.values())) if len(running) == 1 else None
+            isolating = lone is not None and len(lone) == 1 and lone[0][0] in suspected
             done, _ = wait(running, return_when=FIRST_COMPLETED)
+            lost: list[Chunk] = []
             for fut in done:
                 chunk = running.pop(fut)
                 try:
                     yield fut.result()
                 except BrokenProcessPool:
-                    broken = True
-                    yield _lost(chunk, "a worker process died (killed or out of memory); rerun to retry"), {}
+                    lost.append(chunk)
                 except Exception as exc:  # pickling and the like: the chunk's, not the batch's
                     yield _lost(chunk, f"{type(exc).__name__}: {exc}"), {}
+            if not lost:
+                continue
+            lost += list(running.values())  # every chunk in flight went down with the pool
+            running.clear()
+            pool.shutdown(wait=True, cancel_futures=True)
+            pool = None
+            if isolating and len(lost) == 1:
+                yield _lost(lost[0], "the worker process died while analysing it alone (killed, out of memory "
+                                     "or a crash in a decoder)"), {}
+            else:
+                suspects += [[pair] for chunk in lost for pair in chunk]
+                suspected.update(i for chunk in lost for i, _ in chunk)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def dask_client(address: str) -> tuple[object, object | None, int]:
