@@ -101,7 +101,7 @@ def processes(chunks: Sequence[Chunk], config: RunConfig, workers: int) -> Itera
             pool.shutdown(wait=True, cancel_futures=True)
 
 
-def dask_client(address: str) -> tuple[object, object | None, int]:
+def dask_client(address: str) -> tuple[Any, Any, int]:
     """A ``distributed.Client`` for ``local``, ``local:N`` or ``tcp://host:port``; with the
     LocalCluster it started (or ``None``) and the number of worker threads."""
     import os
@@ -133,33 +133,39 @@ def dask_client(address: str) -> tuple[object, object | None, int]:
 
 
 def dask(chunks: Sequence[Chunk], config: RunConfig, address: str) -> Iterator[Completed]:
-    """Chunks as tasks on a Dask cluster; a task lost with its worker is rerun by the scheduler
-    on another (up to its allowed failures, then the chunk is recorded as failed)."""
+    """Chunks as tasks on a Dask cluster. A task lost with its worker is rerun by the scheduler on
+    another; one that keeps killing workers (``KilledWorker``) is split and its units rerun one
+    by one, so that only a unit that kills workers on its own is recorded as failed."""
     from distributed import as_completed
 
     client, cluster, threads = dask_client(address)
     try:
         pending = list(reversed(chunks))
         window = max(IN_FLIGHT_PER_WORKER * threads, 4)
-        futures = {}
-        for _ in range(min(window, len(pending))):
-            chunk = pending.pop()
-            futures[client.submit(run_chunk_timed, chunk, config, pure=False)] = chunk  # type: ignore[attr-defined]
-        queue = as_completed(list(futures))
+        futures: dict[Any, Chunk] = {}
+
+        def submit(chunk: Chunk) -> Any:
+            fut = client.submit(run_chunk_timed, chunk, config, pure=False)
+            futures[fut] = chunk
+            return fut
+
+        queue = as_completed([submit(pending.pop()) for _ in range(min(window, len(pending)))])
         for fut in queue:
             chunk = futures.pop(fut)
             try:
                 result = fut.result()
             except Exception as exc:  # KilledWorker after repeated losses, or the task's own error
+                if type(exc).__name__ == "KilledWorker" and len(chunk) > 1:
+                    for pair in chunk:
+                        queue.add(submit([pair]))
+                    fut.release()
+                    continue
                 result = (_lost(chunk, f"{type(exc).__name__}: {exc}"), {})
             fut.release()
             if pending:
-                nxt = pending.pop()
-                new = client.submit(run_chunk_timed, nxt, config, pure=False)  # type: ignore[attr-defined]
-                futures[new] = nxt
-                queue.add(new)
+                queue.add(submit(pending.pop()))
             yield result
     finally:
-        client.close()  # type: ignore[attr-defined]
+        client.close()
         if cluster is not None:
-            cluster.close()  # type: ignore[attr-defined]
+            cluster.close()
