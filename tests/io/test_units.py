@@ -4,6 +4,7 @@ together (T1 holds the landmarks), and everything not used is set aside with the
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from sagittal.io.series import scan_export
@@ -49,3 +50,13 @@ def test_mr_sequences_of_one_frame_make_one_unit_t1_first(export):
                                                     (None, "unknown"), ("", "unknown")])
 def test_posture_from_patient_position(position, expected):
     assert posture(position) == expected
+
+
+def test_fast_slice_read_equals_the_careful_decode(export):
+    from sagittal.io.series import load_volume
+    from sagittal.io.volume import read_slices_fast
+
+    for s in export.series:
+        careful = load_volume(s)
+        paths = [s.headers[k].path for k in careful.geometry.order]
+        np.testing.assert_array_equal(read_slices_fast(paths), careful.voxels)

@@ -60,10 +60,28 @@ def _source(v: Any) -> dict[str, Any]:
             "related_series": v.related_series()}
 
 
+def _load(series: Any) -> Any:
+    """A series' volume: the fast path (``io.volume.read_slices_fast``) when its slices allow it,
+    else ``io.series.load_volume`` slice by slice (every transfer syntax and oddity)."""
+    from ..io.series import LoadedVolume, load_volume
+    from ..io.volume import read_slices_fast, slice_geometry
+
+    hs = series.headers
+    if len(hs) > 1 and all(h.frames == 1 for h in hs):
+        geom = slice_geometry([h.position for h in hs], [h.orientation for h in hs], [h.pixel_spacing for h in hs],
+                              hs[0].path)
+        try:
+            voxels = read_slices_fast([hs[k].path for k in geom.order])
+        except Exception:  # anything unusual: the careful path below names the file and the reason
+            voxels = None
+        if voxels is not None:
+            return LoadedVolume(voxels, geom, "pydicom")
+    return load_volume(series)
+
+
 def prepare(unit: Unit, detector: Any = None) -> Prepared:
     """Load the unit's volumes and reformat the spine's plane (the MR centre line runs the plane
     model's coarse stage: ``detector``, else one loaded here)."""
-    from ..io.series import load_volume
     from ..io.units import posture
     from ..io.volume import ct_centreline, spine_plane
     from ..landmarks.volume import plane_input, slice_centreline
@@ -71,7 +89,7 @@ def prepare(unit: Unit, detector: Any = None) -> Prepared:
     v = unit.data
     t = time.perf_counter()
     timings: dict[str, float] = {}
-    loaded = [load_volume(s) for s in v.series]
+    loaded = [_load(s) for s in v.series]
     timings["decode"] = time.perf_counter() - t
     t = time.perf_counter()
     main = loaded[0]
@@ -147,7 +165,43 @@ def finish(prep: Prepared, detection: Detection) -> dict[str, Any]:
         doc["status"] = "ok" if all(doc["parameters"].get(k) is not None for k in measurable) else "partial"
     dev = plane.max_lateral_deviation_mm
     doc["image"]["lateral_deviation_mm"] = round(dev, 2)
+    _marrow_findings(doc, lm, x)
     return doc
+
+
+def _marrow_findings(doc: dict[str, Any], lm: dict[str, Any], x: dict[str, Any]) -> None:
+    """Oedema and clefts per body (findings.oedema) from the planes of every sequence, into the
+    document's vertebrae; the oedema masks stay in ``x`` for the overlays."""
+    from ..findings.oedema import MR_SEQUENCES, assess_ct_clefts, assess_mr
+    from ..levels import POINT_NAMES
+
+    pts = {lv: np.array([v[k] for k in POINT_NAMES], float) for lv, v in lm["vertebrae"].items()}
+    by_level = {v["level"]: v for v in doc["vertebrae"]}
+    pts = {lv: p for lv, p in pts.items() if lv in by_level}
+    if not pts:
+        return
+    spacing = (float(doc["image"]["pixel_spacing_mm"][0]), float(doc["image"]["pixel_spacing_mm"][1]))
+    if x["modality"] == "CT":
+        for lv, cleft in assess_ct_clefts(x["planes"]["ct"], pts, spacing).items():
+            if cleft is not None:
+                by_level[lv]["cleft"] = cleft
+        return
+    planes = {role.upper(): img for role, img in x["planes"].items() if role.upper() in MR_SEQUENCES}
+    if not planes:
+        doc["warnings"].append("no T1, T2, STIR or fat-suppressed T2 series: marrow oedema and clefts not judged")
+        return
+    found = assess_mr(planes, pts, spacing)
+    masks = {}
+    for lv, body in found.bodies.items():
+        if body.oedema is not None:
+            by_level[lv]["oedema"] = body.oedema
+        if body.cleft is not None:
+            by_level[lv]["cleft"] = body.cleft
+        if body.oedema_mask is not None:
+            masks[lv] = body.oedema_mask
+        doc["warnings"].extend(body.warnings)
+    doc["warnings"].extend(found.warnings)
+    x["oedema_masks"] = masks
 
 
 def sequence_overlays(prep: Prepared, doc: dict[str, Any]) -> dict[str, bytes]:
@@ -159,8 +213,15 @@ def sequence_overlays(prep: Prepared, doc: dict[str, Any]) -> dict[str, bytes]:
     out: dict[str, bytes] = {}
     if prep.extra.get("modality") != "MR":
         return out
+    masks = prep.extra.get("oedema_masks") or {}
     for role, img in prep.extra["planes"].items():
-        ok, png = cv2.imencode(".png", render_overlay(img, doc))
+        picture = render_overlay(img, doc)
+        if masks:  # the oedematous region of each body, outlined in magenta
+            union = np.any(np.stack(list(masks.values())), axis=0).astype(np.uint8)
+            union = cv2.resize(union, (picture.shape[1], picture.shape[0]), interpolation=cv2.INTER_NEAREST)
+            contours, _ = cv2.findContours(union, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+            cv2.drawContours(picture, contours, -1, (255, 0, 255), 1, cv2.LINE_AA)
+        ok, png = cv2.imencode(".png", picture)
         if ok:
             out[f"{role}.png"] = bytes(png.tobytes())
     return out

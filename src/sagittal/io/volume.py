@@ -132,6 +132,42 @@ def enhanced_geometry(ds: Any, where: str) -> tuple[list[Any], list[Any], list[A
     return positions, orientations, spacings
 
 
+def read_slices_fast(paths: Sequence[str]) -> NDArray[np.float32] | None:
+    """The slices of ``paths`` (in that order) as one float32 stack in modality units, for the
+    common case only: single-frame greyscale MONOCHROME2/1 slices of one shape and dtype whose
+    rescale is a plain slope/intercept shared by every slice. The stored values are stacked as
+    they are and rescaled once (a per-slice float conversion costs as much as the read itself).
+    ``None`` when any slice is not that case (the caller then decodes slice by slice)."""
+    import warnings
+
+    import pydicom
+
+    stack: NDArray[Any] | None = None
+    rescale: tuple[float, float] | None = None
+    for n, path in enumerate(paths):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(path)
+            if (int(ds.get("NumberOfFrames", 1) or 1) != 1 or int(ds.get("SamplesPerPixel", 1)) != 1
+                    or str(ds.get("PhotometricInterpretation", "")) != "MONOCHROME2" or "ModalityLUTSequence" in ds):
+                return None
+            arr = ds.pixel_array
+        r = (float(ds.get("RescaleSlope", 1.0) or 1.0), float(ds.get("RescaleIntercept", 0.0) or 0.0))
+        if stack is None:
+            stack = np.empty((len(paths), *arr.shape), arr.dtype)
+            rescale = r
+        if arr.shape != stack.shape[1:] or arr.dtype != stack.dtype or r != rescale:
+            return None
+        stack[n] = arr
+    if stack is None or rescale is None:
+        return None
+    out = stack.astype(np.float32)
+    if rescale != (1.0, 0.0):
+        out *= np.float32(rescale[0])
+        out += np.float32(rescale[1])
+    return out
+
+
 def volume_calibration(geom: VolumeGeometry) -> Calibration:
     return Calibration(pixel_spacing_mm=geom.pixel_spacing_mm, source="volume", anterior=None,
                        slice_spacing_mm=geom.slice_spacing_mm, warnings=geom.warnings)
@@ -259,6 +295,9 @@ SPINE_SEARCH_MM = 70.0
 #: a sagittal input whose slice normal is within this angle of the fitted plane's normal keeps its
 #: own pixel grid (no in-plane resampling)
 SNAP_DEG = 5.0
+#: the reformat's finest pixel (mm): finer than the plane model needs (its refinement crops sample
+#: about 1 mm per crop pixel on lumbar bodies) costs resampling time for nothing
+MIN_PLANE_SPACING_MM = 0.7
 _LPS_POSTERIOR = np.array([0.0, 1.0, 0.0])
 _LPS_CAUDAL = np.array([0.0, 0.0, -1.0])
 
@@ -478,23 +517,31 @@ def _in_plane_axes(normal: FloatArray) -> tuple[FloatArray, FloatArray]:
     return c, r
 
 
+#: the reformat spans this far anterior and posterior of the spine's centre line (mm): the trunk
+#: about the spine, as the plane model was trained on, not a wide field's empty sides
+AP_WINDOW_MM = (180.0, 150.0)
+
+
 def spine_plane(volume: NDArray[Any], geom: VolumeGeometry, line: Centreline, *, spacing_mm: float | None = None,
-                slab_mm: float = 0.0, smooth_mm: float = 25.0, lateral_sigma_mm: float | None = None) -> SpinePlane:
+                slab_mm: float = 0.0, smooth_mm: float = 25.0,
+                ap_window_mm: tuple[float, float] | None = AP_WINDOW_MM) -> SpinePlane:
     """The spine's curved mid-sagittal reformat (see the module docstring).
 
     ``line``: the spine's centre line (``ct_centreline`` or the landmark model's per-slice
     detections). The reported plane is ``fit_plane(line)``; rows are sampled at the centre line's
     lateral offset from it, interpolated over height and smoothed over ``smooth_mm``. A
     sagittal series whose slices lie within ``SNAP_DEG`` of that plane keeps its own pixel
-    grid. ``spacing_mm`` defaults to the finest in-plane spacing (no finer than 0.5 mm);
-    ``slab_mm`` > 0 averages a slab that thick about each row's section.
+    grid. ``spacing_mm`` defaults to the finest in-plane spacing (no finer than ``MIN_PLANE_SPACING_MM``);
+    ``slab_mm`` > 0 averages a slab that thick about each row's section; ``ap_window_mm``
+    (anterior, posterior) limits the columns to that much of the field about the centre line
+    (``None``: the whole field).
     """
     if geom.slice_spacing_mm is None:
         raise CalibrationError("a single slice cannot be reformatted into a sagittal plane")
     point, normal = fit_plane(line)
     warnings = list(geom.warnings)
     snapped = False
-    s = float(spacing_mm or max(0.5, min(geom.pixel_spacing_mm)))
+    s = float(spacing_mm or max(MIN_PLANE_SPACING_MM, min(geom.pixel_spacing_mm)))
     col_axis, row_axis = _in_plane_axes(normal)
     if np.degrees(np.arccos(min(1.0, abs(float(geom.normal @ normal))))) < SNAP_DEG and spacing_mm is None:
         # a sagittal series: its own rows and columns, flipped where they run cranial or anterior
@@ -508,10 +555,13 @@ def spine_plane(volume: NDArray[Any], geom: VolumeGeometry, line: Centreline, *,
         snapped = abs(geom.pixel_spacing_mm[0] - geom.pixel_spacing_mm[1]) < 1e-6
         if not snapped:
             col_axis, row_axis = _in_plane_axes(normal)
-            s = float(max(0.5, min(geom.pixel_spacing_mm)))
+            s = float(max(MIN_PLANE_SPACING_MM, min(geom.pixel_spacing_mm)))
     corners = _corners_lps(volume.shape, geom)
     u = (corners - point) @ col_axis
     v = (corners - point) @ row_axis
+    if ap_window_mm is not None:  # col_axis runs posterior: anterior is negative u
+        u_spine = float(np.median((line.points_lps - point) @ col_axis))
+        u = np.clip(u, u_spine - ap_window_mm[0], u_spine + ap_window_mm[1])
     if snapped:  # keep the series' pixel centres on the grid
         first = geom.positions[0]
         u0 = float(np.floor((u.min() - (first - point) @ col_axis) / s + 1e-6) * s + (first - point) @ col_axis)

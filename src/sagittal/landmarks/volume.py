@@ -23,6 +23,8 @@ CT_WINDOW_HU = (-250.0, 1100.0)
 PLANES_WEIGHTS = "landmarks_planes.pt"
 #: coarse body confidence that counts a slice as showing a body (``postprocess.WEAK_THRESHOLD``)
 WEAK_BODY = 0.1
+#: the widest slice (× its height) the coarse stage sees when looking for the spine on a series
+WIDTH_PER_HEIGHT = 0.6
 #: femoral heads: bone over this (HU) after a 1-voxel smoothing, holes filled
 HEAD_BONE_HU = 150.0
 #: adult femoral head radius range (mm); a bone ball outside it is not a head
@@ -98,9 +100,17 @@ def slice_centreline(detector: Any, volume: np.ndarray, geom: VolumeGeometry, mo
     body's lateral position is the confidence-weighted mean of the slices that show it with at
     least half its best confidence (a body's detections fade towards its lateral edges)."""
     ori = oriented_slices(volume, geom)
-    n = len(ori.images)
+    n, rows, cols = ori.images.shape
     ks = np.unique(np.round(np.linspace(0, n - 1, min(n, max_slices))).astype(int))
-    dets, _, _ = detector.coarse([plane_input(ori.images[k], modality) for k in ks])
+    # a wide field (a square whole-spine field) is cut to its central columns, at most
+    # ``WIDTH_PER_HEIGHT`` × its height wide, so that the bodies are not shrunk to a few pixels
+    width = min(cols, max(64, int(WIDTH_PER_HEIGHT * rows)))
+    c0 = (cols - width) // 2
+    dets, _, _ = detector.coarse([plane_input(ori.images[k][:, c0:c0 + width], modality) for k in ks])
+    for det in dets:
+        for b in det.bodies:
+            b.centre = b.centre + np.array([c0, 0.0])
+            b.points = b.points + np.array([c0, 0.0])
     found = [(int(k), b.centre, b.confidence, float(np.linalg.norm(b.points[1] - b.points[2])))
              for k, det in zip(ks, dets, strict=True) for b in det.bodies if b.confidence >= WEAK_BODY]
     if not found:
