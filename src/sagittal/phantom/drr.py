@@ -51,6 +51,7 @@ from .anatomy import Spine, SpineSpec, sample_spec
 from .drr_anatomy import Builder, humeri, soft_tissue
 from .drr_project import Accumulator, ConeBeam, texture_bank
 from .radiograph import CALIBRATIONS, Radiograph, _burn_in, mm_to_px
+from .radiograph import _smooth_blur as _blur
 
 FAMILIES = ("drr-a", "drr-b")
 #: film fields: the spine from C7 to the femora, a lumbar film whose top cuts T10–L2, a
@@ -543,16 +544,6 @@ def _process(dens: np.ndarray, inside: np.ndarray, st: dict, sp: float) -> np.nd
         lo_s, hi_s = 1 / (1 + math.exp(k / 2)), 1 / (1 + math.exp(-k / 2))
         v = (1 / (1 + np.exp(-k * (v - 0.5))) - lo_s) / (hi_s - lo_s)
     return np.asarray(np.clip(v, 0, 1) ** np.float32(st["gamma"]), np.float32)
-
-
-def _blur(img: np.ndarray, sigma_px: float) -> np.ndarray:
-    if sigma_px < 4:
-        return cv2.GaussianBlur(img, (0, 0), max(sigma_px, 0.3))
-    f = max(1, int(sigma_px / 3))
-    h, w = img.shape
-    small = cv2.resize(img, (max(1, w // f), max(1, h // f)), interpolation=cv2.INTER_AREA)
-    small = cv2.GaussianBlur(small, (0, 0), sigma_px / f)
-    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
 def _multiscale(dens: np.ndarray, gains: list[float], sp: float) -> np.ndarray:
