@@ -27,7 +27,6 @@ from sagittal.phantom.dicom import StudyInfo, radiograph_dataset, write_dataset
 from sagittal.report.analysis import load_schema
 
 REPO = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.skipif(not Path(infer.DEFAULT_WEIGHTS).is_file(), reason="landmark weights not trained yet")
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +65,11 @@ def test_a_file_gives_a_frozen_contract_valid_analysis(files, analyzer):
     jsonschema.validate(doc, load_schema())
     assert doc["source"]["path"] == str(files["a"]) and doc["image"]["spacing_source"] == "PixelSpacing"
     assert "pixels" not in json.dumps(doc) and set(doc) == {"schema", "status", "source", "image", "landmarks",
-                                                            "parameters", "vertebrae", "warnings"}
+                                                            "parameters", "vertebrae", "warnings", "software"}
+    from sagittal.landmarks.weights import sha256_file
+
+    assert doc["software"] == {"sagittal": sagittal.__version__, "model": Path(infer.DEFAULT_WEIGHTS).name,
+                               "model_sha256": sha256_file(infer.DEFAULT_WEIGHTS)}
     doc["status"] = "changed"  # a copy: the Analysis is untouched
     assert result.to_json()["status"] == result.status
     picture = result.overlay()

@@ -49,6 +49,7 @@ class Analysis:
     vertebrae: list[dict[str, Any]]
     warnings: tuple[str, ...]
     source: dict[str, Any] | None
+    software: dict[str, Any] | None = None  # sagittal's version, the model's file name and SHA-256
     pixels: np.ndarray | None = field(default=None, repr=False, compare=False)
     pixel_scale: float = field(default=1.0, repr=False, compare=False)
 
@@ -57,15 +58,18 @@ class Analysis:
         """The ``Analysis`` of an analysis document (a deep copy of it)."""
         d = copy.deepcopy(doc)
         return cls(d["status"], d["image"], d["landmarks"], d["parameters"], d["vertebrae"], tuple(d["warnings"]),
-                   d.get("source"), pixels, pixel_scale)
+                   d.get("source"), d.get("software"), pixels, pixel_scale)
 
     def to_json(self) -> dict[str, Any]:
         """The analysis document, valid against the contract's schema (a fresh copy)."""
         from .report.analysis import SCHEMA_ID
 
-        return copy.deepcopy({"schema": SCHEMA_ID, "status": self.status, "source": self.source, "image": self.image,
-                              "landmarks": self.landmarks, "parameters": self.parameters, "vertebrae": self.vertebrae,
-                              "warnings": list(self.warnings)})
+        doc = {"schema": SCHEMA_ID, "status": self.status, "source": self.source, "image": self.image,
+               "landmarks": self.landmarks, "parameters": self.parameters, "vertebrae": self.vertebrae,
+               "warnings": list(self.warnings)}
+        if self.software is not None:
+            doc["software"] = self.software
+        return copy.deepcopy(doc)
 
     def overlay(self) -> np.ndarray:
         """The overlay picture ``(rows, cols, 3)`` RGB uint8: landmarks, lines and values on the image."""
@@ -179,6 +183,7 @@ class Analyzer:
         self.mixed_precision = mixed_precision
         self._batch_size = batch_size
         self._detectors: dict[str, Any] = {}  # landmark model name -> its detector
+        self._software: dict[str, dict[str, Any]] = {}
         self.timings: dict[str, float] = {}  # seconds per stage, summed over every call
 
     def detector_for(self, model: str = "radiograph") -> Any:
@@ -207,6 +212,17 @@ class Analyzer:
     def detector(self) -> Any:
         """The radiograph landmark detector (``detector_for("radiograph")``)."""
         return self.detector_for("radiograph")
+
+    def software(self, model: str = "radiograph") -> dict[str, Any]:
+        """What produces this analyzer's documents: sagittal's version and the model file's name and SHA-256."""
+        if model not in self._software:
+            from . import __version__
+            from .landmarks.weights import sha256_file
+
+            path = getattr(self.detector_for(model), "weights", None)
+            self._software[model] = {"sagittal": __version__, "model": Path(path).name if path else None,
+                                     "model_sha256": sha256_file(path) if path and Path(path).is_file() else None}
+        return dict(self._software[model])
 
     def load(self) -> Analyzer:
         """Load the model now (so that unusable weights fail here, not on the first image)."""
@@ -278,6 +294,7 @@ class Analyzer:
                     continue
                 try:
                     doc = registry[unit.kind].finish(prep, det)
+                    doc.setdefault("software", self.software(model))
                     results[i] = Analysis.from_document(doc, prep.image, prep.pixel_scale)
                 except Exception as exc:
                     results[i] = _failure(unit, "analyse", exc)

@@ -160,7 +160,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
 
     result = run_analyze(args.inputs, args.outdir, device=args.device, workers=args.workers, dask=args.dask,
                          weights=args.weights, clinical=args.clinical, batch_size=args.batch_size,
-                         mixed_precision=args.mixed_precision, outputs=_analyze_outputs(args))
+                         mixed_precision=args.mixed_precision, outputs=_analyze_outputs(args), key=args.key)
     st = result["statuses"]
     print(f"analysed {result['analysed']} image(s) ({result['skipped_existing']} already done), "
           f"{result['set_aside']} file(s) set aside; documents: {st['ok']} ok, {st['partial']} partial, "
@@ -276,6 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also write beside each document a DICOM Comprehensive SR (TID 1500: every value with its "
                          "landmarks on the source image) and the overlay as a Secondary Capture, both in the source's "
                          "study, new series (<document>.sr.dcm, <document>.sc.dcm)")
+    an.add_argument("--key", metavar="KEYFILE", default=None,
+                    help="key the patient pseudonyms of folder names and summary.csv with this secret key file "
+                         "(created 0600 when absent), as 'sagittal cohort --key' does")
     an.set_defaults(func=_cmd_analyze)
 
     rp = sub.add_parser("report", help="vertebral-augmentation candidacy report per patient (JSON, HTML, CSV)",

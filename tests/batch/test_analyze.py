@@ -15,13 +15,10 @@ import pytest
 
 from sagittal.api import Analyzer
 from sagittal.cli import main
-from sagittal.landmarks.infer import DEFAULT_WEIGHTS
 from sagittal.phantom import build_spine, render_ct, render_radiograph, sample_spec
 from sagittal.phantom.dicom import StudyInfo, radiograph_dataset, volume_datasets, write_dataset
 from sagittal.phantom.truth import radiograph_truth
 from sagittal.report.analysis import load_schema
-
-pytestmark = pytest.mark.skipif(not DEFAULT_WEIGHTS.is_file(), reason="models/landmarks.pt not trained yet")
 
 
 @pytest.fixture(scope="module")
@@ -220,3 +217,19 @@ def test_executor_options_are_checked(export, tmp_path, capsys):
     assert main(["analyze", str(export), "-o", out, "--device", "cpu", "--mixed-precision"]) == 2
     assert "mixed precision runs on CUDA only" in capsys.readouterr().err
     assert not list((tmp_path / "o").rglob("*.json"))
+
+
+@pytest.mark.slow
+def test_a_key_file_keys_the_pseudonyms(export, run, tmp_path):
+    """--key: folders and summary.csv carry the keyed pseudonym (as sagittal cohort --key), never the unkeyed one."""
+    from sagittal.cohort.pseudonym import load_or_create_key
+    from sagittal.io.series import pseudonym
+
+    key = tmp_path / "secret.key"
+    out = tmp_path / "keyed"
+    assert main(["analyze", str(export), "-o", str(out), "--device", "cpu", "--key", str(key)]) == 0
+    keyed, plain = pseudonym("PHAN", load_or_create_key(key)), pseudonym("PHAN")
+    assert keyed != plain and (out / keyed).is_dir() and not (out / plain).exists() and (run / plain).is_dir()
+    with open(out / "summary.csv", newline="") as fh:
+        assert {r["patient"] for r in csv.DictReader(fh)} == {keyed}
+    assert _docs(out).keys() == _docs(run).keys()

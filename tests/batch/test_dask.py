@@ -14,15 +14,13 @@ import sys
 import time
 from pathlib import Path
 
+import distributed
 import pytest
 
 from sagittal.batch.analyze import run_analyze
 from sagittal.cli import main
-from sagittal.landmarks import infer
 
-distributed = pytest.importorskip("distributed")
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not Path(infer.DEFAULT_WEIGHTS).is_file(), reason="landmark weights not trained yet")]
+pytestmark = pytest.mark.slow
 DASK = str(Path(sys.executable).with_name("dask"))
 N_IMAGES = 6
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,8 +15,6 @@ from sagittal.io.series import scan_export
 from sagittal.landmarks import infer
 from sagittal.phantom import build_spine, render_radiograph, sample_spec
 from sagittal.phantom.dicom import StudyInfo, radiograph_dataset, write_dataset
-
-pytestmark = pytest.mark.skipif(not Path(infer.DEFAULT_WEIGHTS).is_file(), reason="landmark weights not trained yet")
 
 
 @pytest.mark.slow

@@ -31,11 +31,11 @@ SUMMARY_FIELDS = ("document", "patient", "study_instance_uid", "modality", "stat
                   "fractures", "warnings")
 
 
-def summary_row(path: str, doc: dict[str, Any]) -> dict[str, Any]:
-    """One ``summary.csv`` row (no patient identifier: the pseudonym only)."""
+def summary_row(path: str, doc: dict[str, Any], key: bytes | None = None) -> dict[str, Any]:
+    """One ``summary.csv`` row (no patient identifier: the pseudonym only, keyed with ``key`` when given)."""
     p, src = doc["parameters"], doc.get("source") or {}
     fx = [f"{v['level']}:{v['genant_grade']}" for v in doc["vertebrae"] if (v.get("genant_grade") or 0) > 0]
-    row = {"document": path, "patient": pseudonym(src.get("patient_id") or ""), "study_instance_uid":
+    row = {"document": path, "patient": pseudonym(src.get("patient_id") or "", key), "study_instance_uid":
            src.get("study_instance_uid"), "modality": src.get("modality"), "status": doc["status"],
            "spacing_source": doc["image"]["spacing_source"], "levels_found": len(doc["landmarks"]["vertebrae"]),
            "fractures": ";".join(fx), "warnings": len(doc["warnings"])}
@@ -67,13 +67,13 @@ def _executor(chunks: list[list[tuple[int, Unit]]], config: RunConfig, workers: 
     return executors.serial(chunks, config)
 
 
-def _write_summary(outdir: Path, units: list[Unit]) -> list[dict[str, Any]]:
+def _write_summary(outdir: Path, units: list[Unit], key: bytes | None) -> list[dict[str, Any]]:
     """``summary.csv`` over every document present, earlier runs included."""
     rows = []
     for u in units:
-        path = outdir / u.relpath()
+        path = outdir / u.relpath(key)
         if path.is_file():
-            rows.append(summary_row(str(path), json.loads(path.read_text(encoding="utf-8"))))
+            rows.append(summary_row(str(path), json.loads(path.read_text(encoding="utf-8")), key))
     with atomic_path(outdir / "summary.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         w = csv.DictWriter(fh, fieldnames=SUMMARY_FIELDS)
         w.writeheader()
@@ -83,7 +83,7 @@ def _write_summary(outdir: Path, units: list[Unit]) -> list[dict[str, Any]]:
 
 def _drive(completed: Iterator[executors.Completed], units: list[Unit], outdir: Path, errors: list[SetAside],
            total: int, progress: bool | None, timings: dict[str, float] | None,
-           on_result: Callable[[Outcome], None] | None) -> int:
+           on_result: Callable[[Outcome], None] | None, key: bytes | None) -> int:
     """Consume the executor's outcomes: write each unit's outputs (or ledger its failure), once."""
     from tqdm import tqdm
 
@@ -108,7 +108,7 @@ def _drive(completed: Iterator[executors.Completed], units: list[Unit], outdir: 
                 errors += oc.failure.rows()
             else:
                 try:
-                    write_outcome(oc, outdir / unit.relpath())
+                    write_outcome(oc, outdir / unit.relpath(key))
                     analysed += 1
                 except OSError as exc:
                     errors += [SetAside(p, "outputs", f"cannot write the outputs: {exc}") for p in unit.files]
@@ -123,26 +123,33 @@ def run_analyze(inputs: Sequence[Any], outdir: str | Path, *, device: str = "aut
                 dask: str | None = None, weights: str | None = None, progress: bool | None = None,
                 clinical: str | None = None, batch_size: int | None = None, mixed_precision: bool = False,
                 outputs: Sequence[str] = (), timings: dict[str, float] | None = None,
-                on_result: Callable[[Outcome], None] | None = None) -> dict[str, Any]:
+                on_result: Callable[[Outcome], None] | None = None, key: str | Path | None = None) -> dict[str, Any]:
     """The whole batch. Returns counts; raises ``InputError`` only when nothing could run.
 
     ``workers`` > 1 runs chunks of units on that many local processes, ``dask`` (``local``,
     ``local:N`` or ``tcp://host:port``) on a Dask cluster, else this process does. Each chunk
     holds ``batch_size`` units (default: the device's model batch). ``timings`` receives the
     seconds of each stage summed over the units analysed; ``on_result`` is called with each
-    unit's ``Outcome`` as it arrives (after its outputs are written).
+    unit's ``Outcome`` as it arrives (after its outputs are written). ``key``: a key file
+    (``sagittal.cohort.pseudonym``) whose secret keys the patient pseudonyms of folder names and
+    ``summary.csv``, so that they match ``sagittal cohort --key`` and cannot be traced without it.
     """
     from ..api import DEFAULT_BATCH, Analyzer
     from ..errors import InputError
 
     if dask and workers > 1:
         raise InputError("--workers and --dask cannot be combined: the Dask cluster has its own workers")
+    secret = None
+    if key is not None:
+        from ..cohort.pseudonym import load_or_create_key
+
+        secret = load_or_create_key(key)
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     units, errors, n_found = plan_units(inputs)
     if n_found == 0:
         raise InputError("no files found in the inputs: " + "; ".join(f"{a.path}: {a.reason}" for a in errors[:3]))
-    todo = [(i, u) for i, u in enumerate(units) if not (outdir / u.relpath()).is_file()]
+    todo = [(i, u) for i, u in enumerate(units) if not (outdir / u.relpath(secret)).is_file()]
     from ..landmarks.infer import resolve_device, weights_path
 
     weights = str(weights_path(weights))
@@ -166,8 +173,8 @@ def run_analyze(inputs: Sequence[Any], outdir: str | Path, *, device: str = "aut
 
         verify(weights)
     analysed = _drive(_executor(chunked(todo, size), config, workers, dask), units, outdir, errors, len(todo),
-                      progress, timings, on_result)
-    rows = _write_summary(outdir, units)
+                      progress, timings, on_result, secret)
+    rows = _write_summary(outdir, units, secret)
     write_errors_csv(errors, outdir / "errors.csv")
     result = {"analysed": analysed, "skipped_existing": len(units) - len(todo), "set_aside": len(errors),
               "documents": len(rows), "statuses": {s: sum(r["status"] == s for r in rows) for s in ("ok", "partial", "rejected")}}

@@ -31,7 +31,7 @@ import numpy as np
 from ..io.discover import Header, SetAside
 
 #: modules whose import registers a kind (add yours here)
-KIND_MODULES: list[str] = ["sagittal.batch.radiograph"]
+KIND_MODULES: list[str] = ["sagittal.batch.radiograph", "sagittal.batch.volume"]
 #: modules whose import registers an extra output (``--sr`` and the like)
 OUTPUT_MODULES: list[str] = ["sagittal.report.sr_output"]
 
@@ -62,11 +62,13 @@ class Unit:
     headers: tuple[Header, ...] = ()
     data: Any = None
 
-    def relpath(self) -> Path:
-        """Where its document goes under OUTDIR: ``<patient pseudonym>/<study>/<name>.json``."""
+    def relpath(self, key: bytes | None = None) -> Path:
+        """Where its document goes under OUTDIR: ``<patient pseudonym>/<study>/<name>.json``
+        (the pseudonym keyed with ``key``, the secret of a key file, when given)."""
         from ..io.series import pseudonym
 
-        return Path(pseudonym(self.patient_id)) / safe_name(self.study_uid or "no-study-uid") / f"{safe_name(self.name)}.json"
+        return (Path(pseudonym(self.patient_id, key)) / safe_name(self.study_uid or "no-study-uid")
+                / f"{safe_name(self.name)}.json")
 
 
 @dataclass
