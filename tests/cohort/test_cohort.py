@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+import sagittal
 from sagittal.cli import main
 from sagittal.cohort.pseudonym import keyed_pseudonym, load_or_create_key
 from sagittal.io.series import pseudonym
@@ -207,14 +208,20 @@ def test_sample_follow_up_progression_from_analyze(tmp_path):
     """The same from ``sagittal analyze`` on the two PHC radiographs. The model's landmark error
     (90th percentile 0.47 mm, models/README.md) moves a loss by up to about 3 points per study:
     5 points allowed on each figure, and L1 must rise."""
-    analysed = tmp_path / "analyze"
+    analysed, key = tmp_path / "analyze", tmp_path / "secret" / "k.key"
     assert main(["analyze", str(SAMPLES / "PHC" / "study1" / "whole_spine_dx"), str(SAMPLES / "PHC" / "study2"),
-                 "-o", str(analysed), "--device", "cpu"]) == 0
-    assert _run(analysed, tmp_path / "out", tmp_path / "k.key") == 0
+                 "-o", str(analysed), "--device", "cpu", "--key", str(key)]) == 0
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert _run(analysed, tmp_path / "out", key) == 0
     _check_phc_l1(tmp_path / "out", 5.0)
+    # analyze's patient folder is the cohort's pseudonym: one keyed name for the patient everywhere
+    folders = {p.name for p in analysed.iterdir() if p.is_dir() and p.name.startswith("patient-")}
+    assert folders == {r["pseudonym"] for r in _rows(tmp_path / "out", "studies")}
+    assert folders == {keyed_pseudonym("PHC", load_or_create_key(key))} != {pseudonym("PHC")}
     # age and sex reach the documents from the DICOM header (PatientBirthDate 1951-04-01, study 2025-04-02)
     studies = _rows(tmp_path / "out", "studies")
     assert [(s["age_years"], s["sex"]) for s in sorted(studies, key=lambda r: r["study_index"])] == [(74, "F"), (74, "F")]
+    assert {(s["software_version"], s["model_version"]) for s in studies} == {(sagittal.__version__, "landmarks.pt")}
     import jsonschema
 
     from sagittal.report.analysis import load_schema
