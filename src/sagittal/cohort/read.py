@@ -230,7 +230,10 @@ def _extract(doc: object, where: str) -> tuple[dict[str, object], list[tuple[flo
     verts_in = d.get("vertebrae") or []
     if not isinstance(verts_in, list):
         raise ReadError(f"{where}: vertebrae must be a list")
-    verts = [_vertebra(v, f"{where}: vertebrae[{i}]") for i, v in enumerate(verts_in)]
+    try:
+        verts = [_vertebra(v, "") for v in verts_in]
+    except ReadError:  # again, to name the vertebra (messages are built only for bad documents)
+        verts = [_vertebra(v, f"{where}: vertebrae[{i}]") for i, v in enumerate(verts_in)]
     row["n_levels"] = len(verts)
     if len({v[0] for v in verts}) != len(verts):
         raise ReadError(f"{where}: a level appears twice in vertebrae")
@@ -238,7 +241,6 @@ def _extract(doc: object, where: str) -> tuple[dict[str, object], list[tuple[flo
 
 
 _NO_FINDING = (_NO, _NAN, _NO)
-_HEIGHTS = ("anterior", "middle", "posterior")
 
 
 def _vertebra(v: object, where: str) -> tuple[float, ...]:
@@ -249,7 +251,11 @@ def _vertebra(v: object, where: str) -> tuple[float, ...]:
     if level is None:
         raise ReadError(f"{where}: unknown level {name!r}")
     h = v.get("heights_mm")
-    heights = (_NAN, _NAN, _NAN) if h is None else tuple(_num(_dict(h, "heights_mm", where), k, where) for k in _HEIGHTS)
+    if h is None:
+        heights: tuple[float, ...] = (_NAN, _NAN, _NAN)
+    else:
+        h = _dict(h, "heights_mm", where)
+        heights = (_num(h, "anterior", where), _num(h, "middle", where), _num(h, "posterior", where))
     grade = v.get("genant_grade")
     if grade is not None and (type(grade) is not int or not 0 <= grade <= 3):
         raise ReadError(f"{where}: genant_grade must be 0-3 or null, not {grade!r}")
