@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from sagittal.levels import LEVEL_INDEX
 from sagittal.phantom.anatomy import Fracture, build_spine, sample_spec
@@ -78,7 +79,11 @@ def test_ct_is_in_hounsfield_units_with_gas_as_air(spine):
     k = int(np.argmin(np.abs(ct.positions_lps[:, 2] - ct.origin_lps[2] - y_cleft)))
     lab = _labels_for_slice(ct, spine, k)
     assert (lab == GAS).sum() > 3
-    assert hu[k][lab == GAS].mean() < -500
+    # gas at air density: the cleft's interior pixels (all eight neighbours gas in the tissue model: the
+    # label grid and the rendered one may round a band edge to different rows)
+    interior = ndimage.binary_erosion(lab == GAS, np.ones((3, 3), bool))
+    assert interior.sum() >= 3
+    assert hu[k][interior].mean() < -500  # fat is about -100, marrow +60…+260
     assert hu[k][lab == CORTEX].mean() > 300
     # slices step along +Z by the slice spacing, not by SliceThickness alone
     steps = np.diff(ct.positions_lps[:, 2])
