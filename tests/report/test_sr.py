@@ -319,6 +319,10 @@ def test_analyze_with_sr_on_sample_dicom_writes_valid_sr_and_sc(tmp_path, dciodv
         assert errors == [] and all(PRIVATE_SCHEME in w for w in warnings), (p.name, errors, warnings[:5])
     back = read_sr(pydicom.dcmread(sr_path))
     _assert_same_values(doc, back)
+    from sagittal.landmarks.weights import sha256_file, weights_path
+
+    sha = sha256_file(weights_path())  # the weights that ran (packaged, or $SAGITTAL_WEIGHTS)
+    assert back["algorithm"]["parameters"] == [f"model_sha256={sha}"] and doc["software"]["model_sha256"] == sha
     sc = pydicom.dcmread(sc_path)
     assert sc.StudyInstanceUID == doc["source"]["study_instance_uid"]
     assert sc.pixel_array.shape[2] == 3
