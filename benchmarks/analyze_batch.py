@@ -56,14 +56,16 @@ def write_export(root: Path, n: int, spacing_mm: float, syntax: str, field_of_vi
     return shape
 
 
-def run_measured(args: list[str]) -> tuple[float, float, float, int, float]:
+def run_measured(args: list[str]) -> tuple[float, float, float, int, float, float]:
     """Run ``sagittal ARGS``; (wall s, driver peak RSS MB, largest worker peak RSS MB, worker processes
-    seen, CPU seconds of the whole process tree)."""
+    seen, CPU seconds of the whole process tree, largest worker's median RSS over the second half
+    of its samples, MB: the steady state, where a peak grows with the number of samples)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     proc = subprocess.Popen([SAGITTAL, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             env=dict(os.environ, OMP_NUM_THREADS="1"))
     peaks: dict[int, float] = {}
+    samples: dict[int, list[float]] = {}
     root = psutil.Process(proc.pid)
 
     def sample() -> None:
@@ -72,6 +74,7 @@ def run_measured(args: list[str]) -> tuple[float, float, float, int, float]:
                 for p in [root, *root.children(recursive=True)]:
                     rss = p.memory_info().rss / 1e6
                     peaks[p.pid] = max(peaks.get(p.pid, 0.0), rss)
+                    samples.setdefault(p.pid, []).append(rss)
             except psutil.Error:
                 pass
             time.sleep(0.2)
@@ -86,15 +89,16 @@ def run_measured(args: list[str]) -> tuple[float, float, float, int, float]:
     after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the driver and every process it waited for
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     driver = peaks.pop(proc.pid, 0.0)
-    workers = [v for v in peaks.values() if v > 150]  # model-holding workers, not helper processes
-    return wall, driver, max(workers, default=0.0), len(workers), cpu
+    workers = [pid for pid, v in peaks.items() if v > 150]  # model-holding workers, not helper processes
+    late = [float(np.median(samples[pid][len(samples[pid]) // 2:])) for pid in workers]
+    return wall, driver, max((peaks[p] for p in workers), default=0.0), len(workers), cpu, max(late, default=0.0)
 
 
 def throughput(root: Path, out: Path, n: int) -> None:
     rates = {}
     for name, extra in CONFIGS.items():
-        wall, driver, worker, nw, cpu = run_measured(["analyze", str(root), "-o", str(out / name.replace(" ", "_")),
-                                                      "--device", "cpu", *extra])
+        wall, driver, worker, nw, cpu, _ = run_measured(["analyze", str(root), "-o", str(out / name.replace(" ", "_")),
+                                                         "--device", "cpu", *extra])
         rates[name] = n / wall
         print(f"  {name:16s} {wall:7.1f} s  {rates[name]:6.2f} images/s  CPU {cpu:6.1f} s ({cpu / n:4.2f} s/image)  "
               f"peak RSS: driver {driver:5.0f} MB" + (f", each worker <= {worker:5.0f} MB ({nw} workers)" if nw else ""))
@@ -116,7 +120,7 @@ def gpu(root: Path, out: Path, n: int) -> None:
     """One process on CUDA, float32 vs float16 autocast: images/s and how far the results move."""
     rates = {}
     for name, extra in {"cuda float32": [], "cuda --mixed-precision": ["--mixed-precision"]}.items():
-        wall, driver, _, _, _ = run_measured(["analyze", str(root), "-o", str(out / name.replace(" ", "_")), "--device",
+        wall, driver, _, _, _, _ = run_measured(["analyze", str(root), "-o", str(out / name.replace(" ", "_")), "--device",
                                               "cuda", *extra])
         rates[name] = n / wall
         print(f"  {name:24s} {wall:7.1f} s  {rates[name]:6.2f} images/s   peak RSS: driver {driver:5.0f} MB")
@@ -151,10 +155,11 @@ def memory(tmp: Path, sizes: list[int], spacing_mm: float) -> None:
         sub.mkdir()
         for f in files[:n]:
             os.symlink(f, sub / f.name)
-        wall, driver, worker, nw, cpu = run_measured(["analyze", str(sub), "-o", str(tmp / f"mem_out{n}"), "--device",
-                                                      "cpu", "--workers", "2"])
-        print(f"  {n:5d} images: {wall:7.1f} s ({n / wall:5.2f} images/s, CPU {cpu / n:4.2f} s/image); driver "
-              f"{driver:5.0f} MB, each worker <= {worker:5.0f} MB ({nw} workers)")
+        wall, driver, worker, nw, cpu, late = run_measured(["analyze", str(sub), "-o", str(tmp / f"mem_out{n}"),
+                                                            "--device", "cpu", "--workers", "2"])
+        print(f"  {n:5d} images: {wall:7.1f} s ({n / wall:5.2f} images/s, CPU {cpu / n:4.2f} s/image); driver peak "
+              f"{driver:5.0f} MB; each worker: peak <= {worker:5.0f} MB, median over the run's second half <= "
+              f"{late:5.0f} MB ({nw} workers)")
 
 
 def main() -> None:
@@ -165,6 +170,7 @@ def main() -> None:
     ap.add_argument("--memory", type=int, nargs="*", default=[], metavar="N",
                     help="also measure worker memory over these batch sizes (small lumbar images)")
     ap.add_argument("--memory-spacing", type=float, default=1.0)
+    ap.add_argument("--memory-only", action="store_true", help="skip the throughput runs")
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
                     help="cuda: time one process on the GPU (batches of 16) with and without --mixed-precision and "
                          "compare their landmarks and parameters, instead of the CPU executors")
@@ -172,15 +178,16 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} CPU(s), load average {', '.join(f'{x:.1f}' for x in os.getloadavg())} at start")
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        t = time.perf_counter()
-        shape = write_export(tmp / "export", args.n, args.pixel_spacing, args.transfer_syntax)
-        print(f"{args.n} whole-spine DX radiographs, {shape[0]} x {shape[1]} px at {args.pixel_spacing} mm, "
-              f"{args.transfer_syntax}; written in {time.perf_counter() - t:.0f} s")
-        print("sagittal analyze, start-up (interpreter, torch, model, workers) and outputs included:")
-        if args.device == "cuda":
-            gpu(tmp / "export", tmp / "out", args.n)
-        else:
-            throughput(tmp / "export", tmp / "out", args.n)
+        if not args.memory_only:
+            t = time.perf_counter()
+            shape = write_export(tmp / "export", args.n, args.pixel_spacing, args.transfer_syntax)
+            print(f"{args.n} whole-spine DX radiographs, {shape[0]} x {shape[1]} px at {args.pixel_spacing} mm, "
+                  f"{args.transfer_syntax}; written in {time.perf_counter() - t:.0f} s")
+            print("sagittal analyze, start-up (interpreter, torch, model, workers) and outputs included:")
+            if args.device == "cuda":
+                gpu(tmp / "export", tmp / "out", args.n)
+            else:
+                throughput(tmp / "export", tmp / "out", args.n)
         if args.memory:
             memory(tmp, sorted(args.memory), args.memory_spacing)
     print(f"load average {', '.join(f'{x:.1f}' for x in os.getloadavg())} at the end")
