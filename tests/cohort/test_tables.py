@@ -145,3 +145,10 @@ def test_trajectories_of_fractured_levels_coloured_by_treatment(tmp_path):
     months = [(dt.date(2024, m, 1) - dt.date(2024, 1, 1)).days / (365.25 / 12) for m in (1, 3, 6)]
     assert l1[:, 0].tolist() == pytest.approx(months) and l1[:, 1].tolist() == [22.0, 30.0, 33.0]
     assert by_colour["vertebroplasty"][:, 1].tolist() == [26.0, 27.0]
+
+
+def test_reading_in_processes_gives_the_same_tables(truth_docs):
+    one = build_tables(read_documents([truth_docs]), {}, KEY)
+    two = build_tables(read_documents([truth_docs], workers=2, chunk=2), {}, KEY)
+    for (name, a), (_, b) in zip(one.items(), two.items(), strict=True):
+        assert to_arrow(name, a).equals(to_arrow(name, b)), name

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,6 +81,8 @@ class Columns:
     errors: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
     n_files: int = 0
     n_other: int = 0  # JSON of another schema, passed over
+    cpu_s: float = 0.0  # CPU seconds spent reading, summed over the reading processes (benchmarks)
+    peak_rss_mb: float = 0.0  # the largest reading process's peak RSS (0 where unknown)
 
     @property
     def n_docs(self) -> int:
@@ -286,7 +289,16 @@ def _bool(value: object, what: str, where: str) -> int:
     return int(value)
 
 
+def _peak_rss_mb() -> float:
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return 0.0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+
+
 def _read_chunk(paths: list[tuple[int, str]]) -> Columns:
+    cpu0 = time.process_time()
     b = _Builder()
     for order, path in paths:
         b.n_files += 1
@@ -316,7 +328,9 @@ def _read_chunk(paths: list[tuple[int, str]]) -> Columns:
                 b.add(obj, where, order * 1_000_000 + i)
             except ReadError as exc:
                 b.errors.append((where, str(exc).removeprefix(where + ": ")))
-    return b.columns()
+    out = b.columns()
+    out.cpu_s, out.peak_rss_mb = time.process_time() - cpu0, _peak_rss_mb()
+    return out
 
 
 def _chunks(files: list[str], size: int) -> Iterator[list[tuple[int, str]]]:
@@ -348,7 +362,8 @@ def _merge(parts: list[Columns]) -> Columns:
     doc = {k: np.concatenate([d[k] for d in docs]) for k in (*DOC_FLOATS, *DOC_INTS)}
     vert = {k: np.concatenate([v[k] for v in verts]) for k in (*VERT_FLOATS, *VERT_INTS)}
     return Columns(doc, vert, np.concatenate(doc_patient), np.concatenate(doc_study), list(pids), list(suids),
-                   list(labels), errors, sum(c.n_files for c in parts), sum(c.n_other for c in parts))
+                   list(labels), errors, sum(c.n_files for c in parts), sum(c.n_other for c in parts),
+                   sum(c.cpu_s for c in parts), max(c.peak_rss_mb for c in parts))
 
 
 def read_documents(inputs: Iterable[str | os.PathLike[str]], *, workers: int = 1, chunk: int = 2000) -> Columns:
@@ -362,7 +377,9 @@ def read_documents(inputs: Iterable[str | os.PathLike[str]], *, workers: int = 1
     if workers > 1 and len(files) > chunk:
         import multiprocessing as mp
 
-        with mp.get_context("spawn" if os.name == "nt" else "fork").Pool(workers) as pool:
+        # forkserver (spawn where there is none): no fork of a process that may run threads
+        method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+        with mp.get_context(method).Pool(workers) as pool:
             parts += pool.imap(_read_chunk, _chunks(files, chunk))
     else:
         parts += map(_read_chunk, _chunks(files, chunk))
