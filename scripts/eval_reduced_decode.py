@@ -100,7 +100,8 @@ def main() -> None:
     ap.add_argument("--pixel-spacing", type=float, default=0.15)
     ap.add_argument("--transfer-syntax", default="jpeg2000", choices=("explicit", "jpeg2000", "jpegls", "rle"))
     ap.add_argument("--max-spacing", type=float, nargs="+", default=[0.0, 0.3, 0.6, 1.2])
-    ap.add_argument("--block-mean", action="store_true", help="also average down syntaxes without resolution levels")
+    ap.add_argument("--other-syntaxes", default="full", choices=("full", "lowpass", "block-mean"),
+                    help="how syntaxes without resolution levels are brought down (load_for_analysis)")
     ap.add_argument("--weights")
     ap.add_argument("--json")
     args = ap.parse_args()
@@ -117,7 +118,8 @@ def main() -> None:
             spacing = np.array([rg.spacing_mm[1], rg.spacing_mm[0]])
             for ms, tally in tallies.items():
                 t = time.perf_counter()
-                fa = load_for_analysis(path, spacing_mm=tuple(rg.spacing_mm), max_spacing_mm=ms, block_mean=args.block_mean)
+                fa = load_for_analysis(path, spacing_mm=tuple(rg.spacing_mm), max_spacing_mm=ms,
+                                       other_syntaxes=args.other_syntaxes)
                 tally.decode_s.append(time.perf_counter() - t)
                 tally.factor, tally.method = fa.factor, fa.method
                 (lm, facing, _), = det.detect([fa.decoded.pixels[0]])

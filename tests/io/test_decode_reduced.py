@@ -88,15 +88,29 @@ def test_jpeg2000_levels_map_back_within_a_tenth_of_a_pixel(pattern, levels):
 
 def test_block_mean_maps_back_within_a_tenth_of_a_pixel(pattern):
     ds = _dataset(pattern, j2k_syntax=False)
-    fa = load_for_analysis(ds, spacing_mm=(0.15, 0.15), max_spacing_mm=0.6, block_mean=True)
+    fa = load_for_analysis(ds, spacing_mm=(0.15, 0.15), max_spacing_mm=0.6, other_syntaxes="block-mean")
     assert (fa.method, fa.factor, fa.offset_px) == ("block-mean", 4, 1.5)
     assert fa.decoded.pixels.shape == (1, ROWS // 4, COLS // 4)
     found = fa.to_source(_centroids(fa.decoded.pixels[0], fa.to_analysis(BLOBS), 45.0 / 4))
     assert np.abs(found - _centroids(pattern, BLOBS, 45.0)).max() < 0.1
-    # without block_mean, uncompressed images are decoded in full, as before
+    # by default, uncompressed images are decoded in full, as before
     full = load_for_analysis(_dataset(pattern, j2k_syntax=False), spacing_mm=(0.15, 0.15))
     assert (full.method, full.factor) == ("full", 1)
     np.testing.assert_array_equal(full.decoded.pixels[0], pattern.astype(np.float32))
+
+
+@pytest.mark.parametrize("levels", [1, 2])
+def test_lowpass_equals_the_jpeg2000_level_and_maps_back(pattern, levels):
+    kw = {"spacing_mm": (0.15, 0.15), "max_spacing_mm": 0.15 * 2**levels}
+    low = load_for_analysis(_dataset(pattern, j2k_syntax=False), other_syntaxes="lowpass", **kw)
+    red = load_for_analysis(_dataset(pattern, j2k_syntax=True), **kw)
+    assert (low.method, low.factor, low.offset_px) == ("lowpass", 2**levels, 0.0)
+    assert low.decoded.pixels.shape == red.decoded.pixels.shape
+    # the reversible lifting rounds to integers at each step (T.800 F.3.8); the float filter does not
+    np.testing.assert_allclose(low.decoded.pixels, red.decoded.pixels, atol=2.0 * levels)
+    f = 2**levels
+    found = low.to_source(_centroids(low.decoded.pixels[0], low.to_analysis(BLOBS), 45.0 / f))
+    assert np.abs(found - _centroids(pattern, BLOBS, 45.0)).max() < 0.1
 
 
 def test_reduced_values_and_monochrome1_match_the_full_decoder(pattern, tmp_path):

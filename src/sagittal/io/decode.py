@@ -198,14 +198,15 @@ class ForAnalysis:
     ``decoded.pixels`` ``(1, rows', cols')`` float32 bone-bright; analysis pixel ``i`` (each axis) is
     centred on stored pixel ``i * factor + offset_px`` (``(0, 0)`` = centre of the top-left
     pixel, docs/contract.md): ``offset_px`` is 0 for JPEG 2000 resolution levels (their lowpass
-    samples sit on the even samples, T.800 Annex F) and ``(factor - 1) / 2`` for block averages.
+    samples sit on the even samples, T.800 Annex F), as for ``lowpass`` decimation, and
+    ``(factor - 1) / 2`` for block averages.
     """
 
     decoded: Decoded
     factor: int
     offset_px: float
     source_shape: tuple[int, int]  # (rows, cols) of the stored pixel array
-    method: str  # "full", "jpeg2000-reduced" or "block-mean"
+    method: str  # "full", "jpeg2000-reduced", "lowpass" or "block-mean"
 
     def to_source(self, xy: np.ndarray) -> np.ndarray:
         """Analysis pixels ``(..., 2)`` ``[x, y]`` → stored pixels."""
@@ -298,15 +299,32 @@ def _block_mean(arr: np.ndarray, f: int) -> np.ndarray:
     return mean
 
 
+#: lowpass analysis filter of the reversible 5/3 wavelet (T.800 Annex F), centred on even samples
+_LOWPASS_53 = np.array([-1.0, 2.0, 6.0, 2.0, -1.0], np.float32) / 8
+
+
+def _lowpass_decimate(arr: np.ndarray, levels: int) -> np.ndarray:
+    """What a JPEG 2000 resolution level holds, from decoded pixels: ``levels`` times the 5/3
+    lowpass (symmetric extension) and every even sample; ``ceil(N / 2^levels)`` per axis."""
+    import cv2
+
+    out: np.ndarray = np.asarray(arr, np.float32)
+    for _ in range(levels):
+        out = cv2.sepFilter2D(out, -1, _LOWPASS_53, _LOWPASS_53, borderType=cv2.BORDER_REFLECT_101)[::2, ::2]
+    return np.ascontiguousarray(out)
+
+
 def load_for_analysis(source: str | os.PathLike[str] | Dataset, *, spacing_mm: tuple[float, float] | None = None,
-                      max_spacing_mm: float = DEFAULT_MAX_SPACING_MM, block_mean: bool = False) -> ForAnalysis:
+                      max_spacing_mm: float = DEFAULT_MAX_SPACING_MM, other_syntaxes: str = "full") -> ForAnalysis:
     """Decode a radiograph at no finer than ``max_spacing_mm`` for the landmark model.
 
     ``spacing_mm`` (row, col) is the calibration's; without it the header's PixelSpacing or
     ImagerPixelSpacing decides (only how finely to decode: nothing is measured with it), and
     without any the image is decoded in full. JPEG 2000 is decoded at a lower resolution level
-    directly (several times less work); other syntaxes are decoded in full and, with
-    ``block_mean``, averaged down. Raises ``DicomReadError`` naming the file.
+    directly (several times less work); other syntaxes are decoded in full and kept so
+    (``other_syntaxes="full"``), or brought to the same resolution by the 5/3 lowpass
+    (``"lowpass"``: the pixels a JPEG 2000 level would hold) or by block means (``"block-mean"``).
+    Raises ``DicomReadError`` naming the file.
     """
     path = None if isinstance(source, Dataset) else str(source)
     ds = source if isinstance(source, Dataset) else read_dataset(source)
@@ -331,9 +349,14 @@ def load_for_analysis(source: str | os.PathLike[str] | Dataset, *, spacing_mm: t
     if path is not None:
         del ds.PixelData
     shape = decoded.pixels.shape[1:3]
-    if not (block_mean and levels and decoded.pixels.shape[0] == 1):
+    if other_syntaxes not in ("full", "lowpass", "block-mean"):
+        raise ValueError(f"other_syntaxes: 'full', 'lowpass' or 'block-mean', not {other_syntaxes!r}")
+    if other_syntaxes == "full" or not levels or decoded.pixels.shape[0] != 1:
         return ForAnalysis(decoded, 1, 0.0, shape, "full")
     f = 2**levels
-    small = _block_mean(decoded.pixels[0], f)[None]
-    return ForAnalysis(Decoded(small, decoded.decoder, photometric, ds, decoded.notes), f, (f - 1) / 2, shape,
-                       "block-mean")
+    if other_syntaxes == "lowpass":
+        small, offset = _lowpass_decimate(decoded.pixels[0], levels), 0.0
+    else:
+        small, offset = _block_mean(decoded.pixels[0], f), (f - 1) / 2
+    return ForAnalysis(Decoded(small[None], decoded.decoder, photometric, ds, decoded.notes), f, offset, shape,
+                       other_syntaxes)
