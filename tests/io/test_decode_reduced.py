@@ -10,9 +10,10 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import generate_frames
 from pydicom.uid import JPEG2000Lossless, generate_uid
 
+from sagittal.errors import DicomReadError
 from sagittal.io import decode as decode_module
 from sagittal.io import j2k
-from sagittal.io.decode import ForAnalysis, analysis_levels, decode, load_for_analysis
+from sagittal.io.decode import ForAnalysis, analysis_levels, decode, decode_dataset, load_for_analysis
 
 ROWS, COLS = 1001, 803
 #: blob centres [x, y] in stored pixels, off the reduced grids on purpose
@@ -246,3 +247,14 @@ def test_landmarks_found_on_a_reduced_decode_land_on_the_stored_image(tmp_path):
     # (f - 1) / 2 = 1.5 px) would show in the mean on both axes
     assert np.median(np.linalg.norm(to_full, axis=1)) < 1.0
     assert np.abs(to_full.mean(axis=0)).max() < 0.3, to_full.mean(axis=0)
+
+
+def test_corrupted_pixel_description_is_a_read_error(pattern):
+    for tag, value in (("SamplesPerPixel", b"\x01x"), ("Rows", b"zz")):
+        ds = _dataset(pattern, j2k_syntax=True)
+        elem = ds[tag]
+        ds[tag] = pydicom.dataelem.RawDataElement(elem.tag, "IS", len(value), value, 0, True, True)
+        with pytest.raises(DicomReadError, match="<dataset>"):
+            load_for_analysis(ds, spacing_mm=(0.15, 0.15))
+        with pytest.raises(DicomReadError):
+            decode_dataset(ds, radiograph=True)

@@ -143,9 +143,22 @@ def _simpleitk_pixels(path: str | None, name: str, pyd_error: str) -> np.ndarray
         ) from exc
 
 
+def _as_read_error(name: str, exc: Exception) -> DicomReadError:
+    return exc if isinstance(exc, DicomReadError) else DicomReadError(
+        f"{name}: the pixel description cannot be read ({type(exc).__name__}: {exc})")
+
+
 def decode_dataset(ds: Dataset, path: str | None = None, *, radiograph: bool = False) -> Decoded:
     """Decode the pixels of a dataset already read (``path`` names it in errors and lets
-    SimpleITK try when pydicom cannot). The dataset keeps its pixel data."""
+    SimpleITK try when pydicom cannot). The dataset keeps its pixel data. Raises only
+    ``DicomReadError`` (a corrupted header's values included)."""
+    try:
+        return _decode_dataset(ds, path, radiograph=radiograph)
+    except Exception as exc:
+        raise _as_read_error(path or "<dataset>", exc) from exc
+
+
+def _decode_dataset(ds: Dataset, path: str | None, *, radiograph: bool) -> Decoded:
     name = path or "<dataset>"
     notes: list[str] = []
     photometric, frames, colour = _check_pixels(ds, name)
@@ -324,10 +337,20 @@ def load_for_analysis(source: str | os.PathLike[str] | Dataset, *, spacing_mm: t
     directly (several times less work); other syntaxes are decoded in full and kept so
     (``other_syntaxes="full"``), or brought to the same resolution by the 5/3 lowpass
     (``"lowpass"``: the pixels a JPEG 2000 level would hold) or by block means (``"block-mean"``).
-    Raises ``DicomReadError`` naming the file.
+    Raises only ``DicomReadError``, naming the file.
     """
+    if other_syntaxes not in ("full", "lowpass", "block-mean"):
+        raise ValueError(f"other_syntaxes: 'full', 'lowpass' or 'block-mean', not {other_syntaxes!r}")
     path = None if isinstance(source, Dataset) else str(source)
     ds = source if isinstance(source, Dataset) else read_dataset(source)
+    try:
+        return _load_for_analysis(ds, path, spacing_mm, max_spacing_mm, other_syntaxes)
+    except Exception as exc:
+        raise _as_read_error(path or "<dataset>", exc) from exc
+
+
+def _load_for_analysis(ds: Dataset, path: str | None, spacing_mm: tuple[float, float] | None, max_spacing_mm: float,
+                       other_syntaxes: str) -> ForAnalysis:
     name = path or "<dataset>"
     photometric, frames, colour = _check_pixels(ds, name)
     shape = (int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0))
@@ -349,8 +372,6 @@ def load_for_analysis(source: str | os.PathLike[str] | Dataset, *, spacing_mm: t
     if path is not None:
         del ds.PixelData
     shape = decoded.pixels.shape[1:3]
-    if other_syntaxes not in ("full", "lowpass", "block-mean"):
-        raise ValueError(f"other_syntaxes: 'full', 'lowpass' or 'block-mean', not {other_syntaxes!r}")
     if other_syntaxes == "full" or not levels or decoded.pixels.shape[0] != 1:
         return ForAnalysis(decoded, 1, 0.0, shape, "full")
     f = 2**levels
