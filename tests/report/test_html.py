@@ -159,3 +159,14 @@ def test_a_disagreement_between_images_and_clinical_csv_is_shown_prominently(tmp
     assert text.count(sentence) == 2  # under the criterion, and at the top beside the summary
     assert "Images and clinical CSV disagree" in text
     assert "manual_entry" not in text and "disagreement:" not in text.lower()
+
+
+def test_report_folders_use_the_keyed_pseudonym_when_given_a_key(tmp_path):
+    from sagittal.io.series import pseudonym
+    from sagittal.report.candidacy import build_reports
+
+    doc = {"schema": "sagittal.analysis/1", "status": "rejected", "source": {"patient_id": "PHC"}, "vertebrae": [],
+           "parameters": {}}
+    key = b"k" * 32
+    (r,) = build_reports([("x.json", doc)], {}, tmp_path, [], key=key)
+    assert Path(r["_folder"]).name == pseudonym("PHC", key) != pseudonym("PHC")

@@ -53,8 +53,11 @@ def load_documents(inputs) -> tuple[list[tuple[str, dict]], list[str]]:
 
 
 def build_reports(docs: list[tuple[str, dict]], clinical: dict[str, ClinicalInputs], outdir: str | os.PathLike,
-                  warnings: list[str] | None = None) -> list[dict]:
-    """Write ``candidacy.json`` and ``candidacy.html`` per patient and ``candidacy.csv``; return the reports."""
+                  warnings: list[str] | None = None, key: bytes | None = None) -> list[dict]:
+    """Write ``candidacy.json`` and ``candidacy.html`` per patient and ``candidacy.csv``; return the reports.
+
+    Patient folders and warnings name patients by pseudonym, keyed with ``key`` when given (the
+    same key as ``sagittal analyze --key`` gives the same folder names as the analysis)."""
     outdir = Path(outdir)
     warnings = warnings if warnings is not None else []
     by_patient: dict[str, list[tuple[str, dict]]] = defaultdict(list)
@@ -65,18 +68,18 @@ def build_reports(docs: list[tuple[str, dict]], clinical: dict[str, ClinicalInpu
         warnings.append(f"{len(by_patient[UNASSIGNED])} document(s) without source.patient_id are reported together "
                         f"as {UNASSIGNED!r}")
     for pid in sorted(set(clinical) - set(by_patient)):
-        warnings.append(f"clinical row for a patient with no analysis document ({pseudonym(pid)}); reported on "
+        warnings.append(f"clinical row for a patient with no analysis document ({pseudonym(pid, key)}); reported on "
                         "clinical data alone")
         by_patient[pid] = []
     reports = []
     for pid in sorted(by_patient):
         pdocs = by_patient[pid]
         if pid not in clinical and pid != UNASSIGNED:
-            warnings.append(f"{pseudonym(pid)}: no row in the clinical CSV; clinical criteria are unknown")
+            warnings.append(f"{pseudonym(pid, key)}: no row in the clinical CSV; clinical criteria are unknown")
         levels, params, analysable = patient_facts(pdocs, clinical.get(pid))
         report = evaluate_patient(pid, levels, clinical.get(pid), params, analysable)
         report["documents"] = [p for p, _ in pdocs]
-        folder = outdir / "patients" / (pseudonym(pid) if pid != UNASSIGNED else "unassigned")
+        folder = outdir / "patients" / (pseudonym(pid, key) if pid != UNASSIGNED else "unassigned")
         _write_atomic(folder / "candidacy.json", json.dumps(report, indent=1) + "\n")
         _write_atomic(folder / "candidacy.html", candidacy_html(report, _overlays(pdocs)))
         report["_folder"] = str(folder)
