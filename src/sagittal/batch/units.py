@@ -201,7 +201,8 @@ def plan_units(inputs: Sequence[Any]) -> tuple[list[Unit], list[SetAside], int]:
         set_aside += [SetAside(p, "classify", f"{what} series: no analysis for this kind of series yet "
                                               "(lateral radiographs only)")
                       for p in s.files if p not in covered]
-    n_found = sum(len(s.files) for s in export.series) + sum(a.reason != "no such file or folder" for a in export.set_aside)
+    missing = {str(Path(p)) for p in inputs if not Path(p).exists()}  # inputs that are not there at all
+    n_found = sum(len(s.files) for s in export.series) + sum(a.path not in missing for a in export.set_aside)
     return units, set_aside, n_found
 
 
