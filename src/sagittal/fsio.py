@@ -13,20 +13,27 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text"]
+__all__ = ["DEFAULT_MODE", "atomic_path", "atomic_write_bytes", "atomic_write_text"]
+
+
+#: permissions of a written file: read for all, write for the owner (as ``open`` gives under the
+#: usual umask 022). ``mkstemp`` alone would leave every output owner-only (0600).
+DEFAULT_MODE = 0o644
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike[str], *, mode: int = DEFAULT_MODE) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on normal exit it replaces ``path``.
 
     For writers that want a file name (``dataset.save_as(tmp)``, ``plt.savefig(tmp)``,
     ``pyarrow.parquet.write_table(t, tmp)``). Parent folders are created. On an exception
-    the temporary file is removed and ``path`` is left as it was.
+    the temporary file is removed and ``path`` is left as it was. ``mode``: the file's
+    permissions (``0o600`` for anything secret).
     """
     dest = Path(path)
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    os.fchmod(fd, mode)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
