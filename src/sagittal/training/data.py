@@ -103,7 +103,8 @@ def as_view(rg: Any) -> View:
                 np.asarray(rg.in_view, bool), bool(rg.s1_in_view), np.asarray(rg.femoral_in_view, bool), rg)
 
 
-def _inside(view: View, pts_px: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+def _inside(pts_px: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """Which points ``(..., 2)`` lie inside ``box`` (x0, y0, x1, y1) with a pixel of margin."""
     x0, y0, x1, y1 = box
     p = np.asarray(pts_px)
     return (p[..., 0] >= x0 + 1) & (p[..., 0] <= x1 - 2) & (p[..., 1] >= y0 + 1) & (p[..., 1] <= y1 - 2)
@@ -134,10 +135,10 @@ def field_cut(view: View, spine: Any, rng: np.random.Generator) -> View:
     box = (x0, top, x1, bottom)
     pix = np.ascontiguousarray(view.pixels[top:bottom, x0:x1])
     pts = view.to_px(spine.points_mm)
-    in_view = view.in_view & _inside(view, pts, box).all(axis=1)
-    s1_in = view.s1_in_view and bool(_inside(view, view.to_px(spine.s1_mm), box).all())
+    in_view = view.in_view & _inside(pts, box).all(axis=1)
+    s1_in = view.s1_in_view and bool(_inside(view.to_px(spine.s1_mm), box).all())
     ang = np.linspace(0, 2 * np.pi, 16, endpoint=False)
-    fem = np.array([bool(_inside(view, view.to_px(c + r * np.stack([np.cos(ang), np.sin(ang)], 1)), box).all())
+    fem = np.array([bool(_inside(view.to_px(c + r * np.stack([np.cos(ang), np.sin(ang)], 1)), box).all())
                     for c, r in zip(spine.femoral_centers_mm, spine.femoral_radii_mm, strict=False)])
     off = (view.offset_px[0] + x0, view.offset_px[1] + top)
     return replace(view, pixels=pix, offset_px=off, in_view=in_view, s1_in_view=s1_in,
