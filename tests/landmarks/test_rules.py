@@ -195,3 +195,29 @@ def test_a_body_that_looks_collapsed_must_be_steadier_to_be_reported():
     normal = replace(a, bodies=[replace(a.bodies[0], points=BODY)])
     moved = replace(a, bodies=[replace(a.bodies[0], points=BODY + [0.0, jitter])])
     assert consistent(normal, moved).bodies[0].level == "T12"  # a normal shape at that spread is kept
+
+
+@pytest.mark.slow
+def test_an_inverted_export_is_looked_at_again(detector):
+    spine, view = _lumbar_view()
+    ((lm, _, warnings),) = detector.detect([view.pixels.max() - view.pixels])  # bone dark, read as bone bright
+    assert {"L1", "L2", "L3", "L4", "L5"} <= set(lm["vertebrae"])
+    assert any("found on an inverted version" in w for w in warnings)
+    for lv, v in lm["vertebrae"].items():
+        truth = view.to_px(spine.points_mm[LEVEL_INDEX[lv]])
+        assert np.linalg.norm(np.array(v["anterior_superior"]) - truth[0]) < 3.0, lv
+
+
+def test_a_body_withheld_on_its_own_does_not_break_the_chain_of_the_others():
+    from sagittal.landmarks.postprocess import recheck_chain
+
+    bodies = [_body(lv, -40.0 * k) for k, lv in enumerate(("L5", "L4", "L3", "L2", "L1", "T12"))]
+    bodies[2].level = None  # L3 withheld (unstable): L2, L1, T12 keep theirs
+    det = Detections(bodies, np.array([[130.0, 150.0], [90.0, 152.0]]), 0.9, [])
+    out = recheck_chain(det)
+    assert [b.level for b in out.bodies] == ["L5", "L4", None, "L2", "L1", "T12"]
+    bodies[4].points, bodies[4].centre = bodies[3].points.copy(), bodies[3].centre.copy()  # L1 on L2's body
+    out = recheck_chain(Detections(bodies, det.s1, 0.9, []))
+    levels = [b.level for b in out.bodies]
+    assert levels[0] == "L5" and levels[4:] == [None, None]  # two levels on one body: nothing beyond is named
+    assert any("counted twice" in w for w in out.warnings)

@@ -44,6 +44,24 @@ def resolve_device(device: str = "auto") -> str:
     return device
 
 
+#: an image whose coarse stage names fewer levels than this is looked at again (``other_looks``)
+FALLBACK_MIN_LEVELS = 3
+
+
+def _n_levels(det: Detections) -> int:
+    return sum(1 for b in det.bodies if b.level)
+
+
+def other_looks(normed: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """Other looks of a normalised image for a second try: locally equalised (CLAHE on 8 × 8
+    tiles) and inverted (a bone-dark export read as bone-bright)."""
+    import cv2
+
+    u8 = np.round(np.clip(normed, 0, 1) * 255).astype(np.uint8)
+    clahe = cv2.createCLAHE(clipLimit=2.5, tileGridSize=(8, 8)).apply(u8).astype(np.float32) / 255
+    return [("a locally equalised", clahe), ("an inverted", (1.0 - normed).astype(np.float32))]
+
+
 class LandmarkDetector:
     """``detect(images)`` → per image ``(landmarks, anterior, warnings)``.
 
@@ -75,18 +93,33 @@ class LandmarkDetector:
         with torch.inference_mode():
             return self.models[stage](torch.from_numpy(x)[:, None].to(self.device)).float().cpu().numpy()
 
-    def coarse(self, images: list[np.ndarray]) -> tuple[list[Detections], list[Letterbox], list[np.ndarray]]:
-        """Coarse detections (labelled, source pixels), letterboxes and normalised images."""
-        normed = [normalise(img) for img in images]
+    def _coarse_maps(self, normed: list[np.ndarray]) -> tuple[list[Detections], list[Letterbox]]:
         prepared = [letterbox(n, INPUT_SHAPE) for n in normed]
         maps = self._run("coarse", np.stack([p[0] for p in prepared]))
         heat = list(COARSE_HEAT)
         maps[:, heat] = 1.0 / (1.0 + np.exp(-maps[:, heat]))
-        dets = []
-        for m, (_, lb) in zip(maps, prepared, strict=False):
-            det = label_levels(decode(m))
-            dets.append(det.mapped(lb.to_source, 1.0 / lb.scale))
-        return dets, [p[1] for p in prepared], normed
+        dets = [label_levels(decode(m)).mapped(lb.to_source, 1.0 / lb.scale)
+                for m, (_, lb) in zip(maps, prepared, strict=True)]
+        return dets, [p[1] for p in prepared]
+
+    def coarse(self, images: list[np.ndarray]) -> tuple[list[Detections], list[Letterbox], list[np.ndarray]]:
+        """Coarse detections (labelled, source pixels), letterboxes and normalised images.
+
+        An image on which fewer than ``FALLBACK_MIN_LEVELS`` levels could be named is looked at
+        again as other looks of itself (``other_looks``: locally equalised, inverted); the look
+        that names the most levels is kept, with a warning. Images that went well cost nothing more."""
+        normed = [normalise(img) for img in images]
+        dets, boxes = self._coarse_maps(normed)
+        weak = [i for i, d in enumerate(dets) if _n_levels(d) < FALLBACK_MIN_LEVELS]
+        if weak:
+            looks = [(i, name, im) for i in weak for name, im in other_looks(normed[i])]
+            alt, _ = self._coarse_maps([im for _, _, im in looks])
+            for (i, name, im), d in zip(looks, alt, strict=True):
+                if _n_levels(d) > _n_levels(dets[i]):
+                    d.warnings.append(f"the bodies were found on {name} version of the image (the image as "
+                                      "given showed too few)")
+                    dets[i], normed[i] = d, im
+        return dets, boxes, normed
 
     def detect(self, images: list[np.ndarray], facing: list[str | None] | None = None,
                batch_size: int = 8) -> list[tuple[dict, str | None, list[str]]]:

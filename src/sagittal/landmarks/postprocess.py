@@ -47,7 +47,7 @@ REFINE_MASS = 0.82
 #: the consistency check's second look (``alternate_frames``) and its limits (``consistent``):
 #: set on phantom radiographs of the eval stream (docs in models/README.md, "Uncertainty")
 TTA_SCALE, TTA_ANGLE_DEG = 1.12, 6.0
-CONSISTENCY_MAX = 0.06
+CONSISTENCY_MAX = 0.10
 MIN_POINT_CONFIDENCE = 0.4
 #: a body that looks collapsed (smallest height under this × its largest) must be steadier to be
 #: graded: a false fracture is worse than a missed one (fractured phantom bodies: spread ≤ 0.04)
@@ -200,9 +200,12 @@ def _fill_with_weak(strong: list[Body], weak: list[Body]) -> list[Body]:
     return chain
 
 
-def _relative_steps(bodies: list[Body]) -> list[float]:
-    """Each step between neighbouring bodies over the median of the up to four steps around it."""
-    steps = [float(np.linalg.norm(bodies[i + 1].centre - bodies[i].centre)) for i in range(len(bodies) - 1)]
+def _relative_steps(bodies: list[Body], levels_apart: list[int] | None = None) -> list[float]:
+    """Each step between neighbouring bodies (per level, where ``levels_apart`` says how many
+    levels each step spans) over the median of the up to four steps around it."""
+    apart = levels_apart or [1] * max(len(bodies) - 1, 0)
+    steps = [float(np.linalg.norm(bodies[i + 1].centre - bodies[i].centre)) / max(apart[i], 1)
+             for i in range(len(bodies) - 1)]
     out = []
     for i, st in enumerate(steps):
         around = [steps[j] for j in range(max(0, i - 2), min(len(steps), i + 3)) if j != i]
@@ -461,14 +464,18 @@ def withhold_outside(det: Detections, box: tuple[float, float, float, float]) ->
 def recheck_chain(det: Detections) -> Detections:
     """The chain checks again on the refined bodies, which sit on real bodies where the coarse
     ones may have smoothed two into one: walking from the anchor (S1 when present, else C7), the
-    first step between neighbouring levels that is out of proportion with the steps around it
-    (or two levels on one body) withholds every level beyond it, with a warning."""
+    first step between neighbouring labelled levels (per level between them) that is out of
+    proportion with the steps around it (or two levels on one body) withholds every level beyond
+    it, with a warning."""
     labelled = sorted((b for b in det.bodies if b.level), key=lambda b: -LEVELS.index(b.level))  # caudal first
     if len(labelled) < 3:
         return det
     from_top = det.s1 is None
     order = list(reversed(labelled)) if from_top else labelled
-    rel = _relative_steps(order)
+    # a body withheld on its own (strayed, unstable, cut) leaves a gap of known levels: steps are
+    # taken per level so that it does not break the chain of the others
+    idx = [LEVELS.index(b.level) for b in order if b.level]
+    rel = _relative_steps(order, [abs(idx[i + 1] - idx[i]) for i in range(len(idx) - 1)])
     warnings = list(det.warnings)
     for i in range(1, len(order)):
         if not (STEP_SHORT < rel[i - 1] < STEP_LONG):

@@ -25,8 +25,9 @@ PLANES_WEIGHTS = "landmarks_planes.pt"
 WEAK_BODY = 0.1
 #: the widest slice (× its height) the coarse stage sees when looking for the spine on a series
 WIDTH_PER_HEIGHT = 0.6
-#: femoral heads: bone over this (HU) after a 1-voxel smoothing, holes filled
-HEAD_BONE_HU = 150.0
+#: femoral heads: bone over this (HU) after a light smoothing, closed and holes filled (an
+#: osteoporotic head's marrow can be near 120 HU, muscle is 40–60; thick slices thin the cortex)
+HEAD_BONE_HU = 110.0
 #: adult femoral head radius range (mm); a bone ball outside it is not a head
 HEAD_RADIUS_MM = (15.0, 35.0)
 #: where the heads are searched from the S1 endplate's midpoint (mm): caudal, lateral either side
@@ -158,7 +159,8 @@ def _deepest_bone(volume: np.ndarray, geom: VolumeGeometry, origin: np.ndarray, 
     u, v, w = ranges
     pts = origin + (u[:, None, None, None] * axes[0] + v[None, :, None, None] * axes[1] + w[None, None, :, None] * axes[2])
     hu = sample_lps(volume, geom, pts, cval=-1000.0)
-    bone = ndimage.binary_fill_holes(ndimage.gaussian_filter(hu, 0.7) > HEAD_BONE_HU)
+    bone = ndimage.binary_fill_holes(ndimage.binary_closing(ndimage.gaussian_filter(hu, 0.7) > HEAD_BONE_HU,
+                                                            iterations=1, border_value=0))
     if not bone.any():
         return None
     depth = ndimage.distance_transform_edt(np.pad(bone, 1), sampling=grid_mm)[1:-1, 1:-1, 1:-1]
