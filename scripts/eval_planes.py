@@ -166,9 +166,14 @@ def main() -> None:
     ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--weights", default=None, help="plane model weights (default: the packaged landmarks_planes.pt)")
     ap.add_argument("--json", help="also write the figures here")
+    ap.add_argument("--consistency", choices=("default", "on", "off"), default="default",
+                    help="the refinement's two-look stability check (default: as the runtime runs it)")
     args = ap.parse_args()
     detector = kind.load_plane_model(args.weights, "cpu", 1)
-    report: dict[str, Any] = {"weights": str(detector.weights), "first_seed": args.first_seed, "stream": EVAL_STREAM}
+    if args.consistency != "default":
+        detector.consistency = args.consistency == "on"
+    report: dict[str, Any] = {"weights": str(detector.weights), "first_seed": args.first_seed, "stream": EVAL_STREAM,
+                              "consistency_check": bool(detector.consistency)}
     with tempfile.TemporaryDirectory(prefix="sagittal-eval-planes-") as tmp:
         for modality, n in (("CT", args.n_ct), ("MR", args.n_mr)):
             if n:

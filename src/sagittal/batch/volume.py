@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..io.discover import SetAside
+from ..io.discover import SetAside, source_demographics
 from .units import Detection, Prepared, Unit, UnitKind, register_kind, register_model
 
 KIND = "volume"
@@ -57,7 +57,8 @@ def _source(v: Any) -> dict[str, Any]:
             "series_instance_uid": s.series_uid,
             "sop_instance_uids": [x.sop_instance_uid for ser in v.series for x in ser.headers],
             "patient_id": h.patient_id or None, "study_date": h.study_key[0] or None,
-            "related_series": v.related_series()}
+            "related_series": v.related_series(),
+            **source_demographics(h)}  # study_time, patient_sex, patient_age_years (the research cohort)
 
 
 def _load(series: Any) -> Any:
