@@ -189,6 +189,32 @@ def _cmd_cohort(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .training.evaluate import evaluate, parse_spacing
+
+    m = evaluate(args.images, args.annotations, args.format, args.outdir, spacing=parse_spacing(args.spacing),
+                 weights=args.weights, device=args.device, log=lambda msg: print(f"sagittal evaluate: {msg}", file=sys.stderr))
+    mm = m["point_error_mm_median"]
+    print(f"evaluated {m['n_images']} image(s) ({m['n_failed']} failed): {m['vertebrae_found']}/{m['vertebrae_annotated']} "
+          f"annotated vertebrae found, point error median {m['point_error_px_median'] or float('nan'):.2f} px"
+          + (f" / {mm:.2f} mm" if mm is not None else "") + f"; metrics.json, metrics.md and plots in {args.outdir}")
+    return 0 if m["n_images"] else 1
+
+
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    from .training.evaluate import parse_spacing
+    from .training.finetune import finetune
+
+    rec = finetune(args.images, args.annotations, args.format, args.out, spacing=parse_spacing(args.spacing),
+                   init=args.weights, minutes=args.minutes, held_out=args.held_out, phantom=args.phantom,
+                   device=args.device, seed=args.seed, log=lambda msg: print(msg, file=sys.stderr))
+    for when in ("held_out_before", "held_out_after"):
+        if when in rec:
+            print(f"{when.replace('_', ' ')}: " + ", ".join(f"{k} {v:.4g}" for k, v in rec[when].items()))
+    print(f"wrote {args.out} (+ .sha256); use it with: sagittal analyze --weights {args.out}")
+    return 0
+
+
 def _query(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or not key:
@@ -315,6 +341,28 @@ def build_parser() -> argparse.ArgumentParser:
     auth = ("Credentials come from the environment only: SAGITTAL_DICOMWEB_TOKEN (bearer), or "
             "SAGITTAL_DICOMWEB_USER and SAGITTAL_DICOMWEB_PASSWORD (basic). TLS certificates are verified "
             "(REQUESTS_CA_BUNDLE names your CA). Needs the 'dicomweb' extra.")
+    for name, helptext in (("evaluate", "the model against your annotated radiographs (metrics.json, metrics.md, plots)"),
+                           ("finetune", "adapt the model to your annotated radiographs (writes a weights file)")):
+        ev = sub.add_parser(name, help=helptext, description=helptext + ". Formats: BUU-LSPINE lateral CSV (buu), COCO "
+                            "keypoints JSON (coco), sagittal's {image, landmarks} JSON (sagittal); see docs/contract.md.")
+        ev.add_argument("images", nargs="+", metavar="IMAGES", help="DICOM, PNG or JPEG files, or folders of them")
+        ev.add_argument("--annotations", required=True, metavar="PATH", help="annotation file or folder")
+        ev.add_argument("--format", required=True, choices=("buu", "coco", "sagittal"))
+        ev.add_argument("--spacing", metavar="MM", help="pixel spacing (MM or ROW,COL) for PNG/JPEG or to replace the "
+                        "header's; without it millimetre figures are null")
+        ev.add_argument("--weights", help="landmark weights (default: the packaged ones)" if name == "evaluate" else
+                        "weights to start from (default: the packaged ones)")
+        ev.add_argument("--device", default="auto", help="auto, cpu or cuda")
+        if name == "evaluate":
+            ev.add_argument("-o", "--outdir", required=True)
+            ev.set_defaults(func=_cmd_evaluate)
+        else:
+            ev.add_argument("-o", "--out", required=True, metavar="WEIGHTS", help="weights file to write")
+            ev.add_argument("--minutes", type=_positive_float, default=20.0, help="wall-clock budget (default 20)")
+            ev.add_argument("--held-out", type=float, default=0.2, help="share of images held out (default 0.2)")
+            ev.add_argument("--phantom", type=int, default=200, help="phantom radiographs mixed in (default 200)")
+            ev.add_argument("--seed", type=int, default=0)
+            ev.set_defaults(func=_cmd_finetune)
     pu = sub.add_parser("pull", help="retrieve studies from a PACS over DICOMweb (QIDO-RS + WADO-RS)",
                         description="Find studies by UID and/or a QIDO-RS query and retrieve every instance "
                                     "(as stored, no transcoding) into OUTDIR/<study>/<series>/<sop>.dcm. " + auth)

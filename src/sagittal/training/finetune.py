@@ -1,0 +1,416 @@
+"""``sagittal finetune``: adapt both landmark stages to a user's annotated radiographs.
+
+Starts from the shipped weights (or ``--init``), splits the annotated images into a training
+and a held-out part (seeded, by image), and trains both stages for a wall-clock budget with
+losses masked to what is annotated:
+
+- coarse: a body's centre heatmap needs its four corners; each of the six points' offsets is
+  supervised only where that point is annotated; the S1 and femoral-head channels only on
+  images where they are annotated; and, on a user's image, the heatmaps are not penalised
+  above the highest or below the lowest annotated structure (a T12 that nobody annotated is
+  not taught as background);
+- refine: crops about every annotated body (and S1, and the hips when both heads and radii
+  are annotated), jittered as the coarse stage would place them; a point not annotated has an
+  all-zero target and no loss (``targets.refine_targets``).
+
+Phantom radiographs (``training.data``, 2-D family, fully annotated) make up ``phantom_share``
+of every batch, so what users rarely annotate (femoral heads, C7, the thoracic spine) is not
+forgotten. The held-out split is evaluated (``training.evaluate``) before and after; the
+record goes into the weights file (``training_record`` and each stage's ``meta``) with a
+``.sha256`` sidecar, and ``sagittal analyze --weights FILE`` loads it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+from ..levels import LEVELS
+from .annotations import Annotation
+
+FINETUNE_STREAM = 7_000_011  # phantom seeds of the mixed-in data (distinct from training and evaluation)
+
+
+# --------------------------------------------------------------------------- data (numpy)
+def decoded(path: Path, ann: Annotation, spacing: tuple[float, float] | None) -> tuple[np.ndarray, Annotation]:
+    """The image as the analysis decodes it (``batch.radiograph.prepare``) and the annotation
+    scaled to its pixels (DICOM may be decoded at reduced resolution)."""
+    from ..api import unit_of
+    from ..batch.units import kinds
+    from .evaluate import RASTER_SUFFIXES, read_raster
+
+    src: Any = read_raster(path) if path.suffix.lower() in RASTER_SUFFIXES else path
+    prep = kinds()["radiograph"].prepare(unit_of(src, spacing or ann.spacing_mm))
+    s = float(prep.pixel_scale)
+    if abs(s - 1.0) < 1e-9:
+        return np.asarray(prep.image, np.float32), ann
+
+    def sc(p: np.ndarray) -> np.ndarray:
+        return (p + 0.5) * s - 0.5
+
+    return np.asarray(prep.image, np.float32), Annotation(ann.name, ann.source, sc(ann.vertebrae), sc(ann.s1),
+                                                          sc(ann.heads), ann.radii * s, ann.spacing_mm, ann.facing)
+
+
+def facing_of(ann: Annotation) -> str:
+    """The side the annotated patient faces (the format's word, else the annotated corners)."""
+    if ann.facing:
+        return ann.facing
+    v = ann.vertebrae
+    ant = np.nanmean(v[:, [0, 3], 0]) if np.isfinite(v[:, [0, 3], 0]).any() else math.nan
+    post = np.nanmean(v[:, [1, 2], 0]) if np.isfinite(v[:, [1, 2], 0]).any() else math.nan
+    if math.isfinite(ant) and math.isfinite(post):
+        return "right" if ant > post else "left"
+    if np.isfinite(ann.s1).all():
+        return "right" if ann.s1[0, 0] > ann.s1[1, 0] else "left"
+    return "right"
+
+
+def coarse_item(image: np.ndarray, ann: Annotation) -> tuple[np.ndarray, ...]:
+    """One user image on the coarse grid, as ``make_coarse_dataset`` rows (NaN = not annotated)."""
+    from ..landmarks.preprocess import letterbox, normalise
+
+    img, lb = letterbox(normalise(image))
+    return (np.round(img * 255).astype(np.uint8), lb.to_input(ann.vertebrae).astype(np.float32),
+            lb.to_input(ann.s1).astype(np.float32), lb.to_input(ann.heads).astype(np.float32),
+            (ann.radii * lb.scale).astype(np.float32))
+
+
+def refine_items(image: np.ndarray, ann: Annotation, rng: np.random.Generator, copies: int = 3) -> list[tuple]:
+    """Jittered crops about each annotated structure: ``(crop uint8, kind code, points (10, 2))``."""
+    from ..landmarks.crops import extract, hips_frame, s1_frame, vertebra_frame
+    from ..landmarks.preprocess import normalise
+    from .data import KIND_CODES, jittered
+    from .targets import head_order
+
+    img = normalise(image)
+    mirror = facing_of(ann) == "left"
+    out = []
+    for i in range(len(LEVELS)):
+        pts = ann.vertebrae[i]
+        if not np.isfinite(pts[:4]).all():
+            continue
+        for _ in range(copies):
+            f = jittered(vertebra_frame(pts, mirror), rng)
+            pad = np.full((10, 2), np.nan, np.float32)
+            pad[:6] = f.to_crop(pts)
+            out.append((extract(img, f), KIND_CODES["vertebra"], pad))
+    if np.isfinite(ann.s1).all():
+        for _ in range(copies):
+            f = jittered(s1_frame(ann.s1, mirror), rng)
+            pad = np.full((10, 2), np.nan, np.float32)
+            pad[6:8] = f.to_crop(ann.s1)
+            out.append((extract(img, f), KIND_CODES["s1"], pad))
+    if np.isfinite(ann.heads).all() and np.isfinite(ann.radii).all():
+        for _ in range(copies):
+            f = jittered(hips_frame(ann.heads, ann.radii, mirror), rng)
+            q = f.to_crop(ann.heads)
+            pad = np.full((10, 2), np.nan, np.float32)
+            pad[8:10] = q[head_order(q)]
+            out.append((extract(img, f), KIND_CODES["hips"], pad))
+    return [(np.round(c * 255).astype(np.uint8), k, p) for c, k, p in out]
+
+
+def _body_targets(t: np.ndarray, off_m: np.ndarray, pts: np.ndarray) -> None:
+    """One body's centre heatmap and offsets, each point's offsets masked where it is not annotated."""
+    from ..landmarks.layout import C_CENTRE, C_OFFSETS, OFFSET_UNIT, to_cells, to_input
+    from .targets import splat
+
+    h, w = off_m.shape[1:]
+    c = to_cells(pts[:4].mean(axis=0))
+    splat(t[C_CENTRE], c, 1.0)
+    ix, iy = int(round(c[0])), int(round(c[1]))
+    ok = np.repeat(np.isfinite(pts).all(axis=1), 2).astype(np.float32)
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            x, y = ix + dx, iy + dy
+            if 0 <= x < w and 0 <= y < h:
+                t[C_OFFSETS, y, x] = np.nan_to_num((pts - to_input(np.array([x, y]))) / OFFSET_UNIT).ravel()
+                off_m[:, y, x] = ok
+
+
+def masked_coarse_targets(shape: tuple[int, int], verts: np.ndarray, s1: np.ndarray, heads: np.ndarray,
+                          radii: np.ndarray, user: bool) -> tuple[np.ndarray, ...]:
+    """Targets ``(17, h, w)``, heat weights ``(4, h, w)`` (``COARSE_HEAT`` order), offset mask
+    ``(12, h, w)`` and radius mask ``(h, w)``; inputs in model-input pixels, NaN = not annotated."""
+    from ..landmarks.layout import (
+        C_HEAD,
+        C_RADIUS,
+        C_S1,
+        COARSE_CHANNELS,
+        RADIUS_UNIT,
+        to_cells,
+    )
+    from ..landmarks.layout import COARSE_STRIDE as ST
+    from .targets import splat
+
+    h, w = shape[0] // ST, shape[1] // ST
+    t = np.zeros((COARSE_CHANNELS, h, w), np.float32)
+    heat_w = np.ones((4, h, w), np.float32)
+    off_m = np.zeros((12, h, w), np.float32)
+    rad_m = np.zeros((h, w), np.float32)
+    for pts in verts:
+        if np.isfinite(pts[:4]).all():
+            _body_targets(t, off_m, pts)
+    for k in range(2):
+        if np.isfinite(s1[k]).all():
+            splat(t[C_S1.start + k], to_cells(s1[k]), 1.0)
+        elif user:
+            heat_w[1 + k] = 0.0
+    have_heads = np.isfinite(heads).all(axis=1)
+    for c, r, ok in zip(heads, radii, have_heads, strict=True):
+        if not ok:
+            continue
+        cc = to_cells(c)
+        splat(t[C_HEAD], cc, 1.5)
+        if math.isfinite(float(r)):
+            ix, iy = int(round(cc[0])), int(round(cc[1]))
+            t[C_RADIUS, max(0, iy - 1):iy + 2, max(0, ix - 1):ix + 2] = r / RADIUS_UNIT
+            rad_m[max(0, iy - 1):iy + 2, max(0, ix - 1):ix + 2] = 1.0
+    if user:
+        _user_heat_weights(heat_w, verts, s1, heads)
+    return t, heat_w, off_m, rad_m
+
+
+def _user_heat_weights(heat_w: np.ndarray, verts: np.ndarray, s1: np.ndarray, heads: np.ndarray) -> None:
+    """On a user's image: no head heatmap loss without annotated heads, and no body-centre loss
+    above the highest or below the lowest annotated point (what nobody annotated is not background)."""
+    from ..landmarks.layout import to_cells
+
+    if not np.isfinite(heads).all(axis=1).any():
+        heat_w[3] = 0.0
+    ys = np.concatenate([verts[..., 1].ravel(), s1[:, 1], heads[:, 1]])
+    ys = ys[np.isfinite(ys)]
+    if not len(ys):
+        heat_w[0] = 0.0
+        return
+    top, bot = to_cells(np.array([0.0, ys.min()]))[1] - 2, to_cells(np.array([0.0, ys.max()]))[1] + 2
+    rows = np.arange(heat_w.shape[1])
+    heat_w[0, (rows < top) | (rows > bot)] = 0.0
+
+
+# --------------------------------------------------------------------------- training (torch)
+def _coarse_batch(data: dict[str, np.ndarray], idx: np.ndarray, rng: np.random.Generator) -> tuple[Any, ...]:
+    import torch
+
+    from ..landmarks.preprocess import INPUT_SHAPE
+    from .loop import photometric
+
+    cols: list[list[np.ndarray]] = [[], [], [], [], []]
+    for k in idx:
+        img = photometric(data["images"][k].astype(np.float32) / 255.0, rng)
+        v, s1, heads, radii = (data[n][k].copy() for n in ("vertebrae", "s1", "heads", "radii"))
+        if rng.random() < 0.5:  # the same spine facing the other way
+            wd = img.shape[1]
+            img = img[:, ::-1]
+            for a in (v, s1, heads):
+                a[..., 0] = wd - 1 - a[..., 0]
+        t, hw, om, rm = masked_coarse_targets(INPUT_SHAPE, v, s1, heads, radii, bool(data["user"][k]))
+        for c, a in zip(cols, (np.ascontiguousarray(img), t, hw, om, rm), strict=True):
+            c.append(a)
+    x, *rest = (torch.from_numpy(np.stack(c)) for c in cols)
+    return (x[:, None], *rest)
+
+
+def masked_coarse_loss(pred: Any, t: Any, heat_w: Any, off_m: Any, rad_m: Any) -> Any:
+    """``losses.coarse_loss`` with per-pixel weights on the focal terms and per-channel offset masks."""
+    import torch
+
+    from ..landmarks.layout import C_OFFSETS, C_RADIUS, COARSE_HEAT
+
+    heat = list(COARSE_HEAT)
+    p = torch.sigmoid(pred[:, heat]).clamp(1e-4, 1 - 1e-4)
+    tg = t[:, heat]
+    pos = (tg > 0.99).float()
+    l_pos = -((1 - p) ** 2) * torch.log(p) * pos * heat_w
+    l_neg = -((1 - tg) ** 4) * p**2 * torch.log(1 - p) * (1 - pos) * heat_w
+    l_heat = (l_pos.sum() + l_neg.sum()) / (pos * heat_w).sum().clamp(min=1)
+    l_off = ((pred[:, C_OFFSETS] - t[:, C_OFFSETS]).abs() * off_m).sum() / (off_m.sum() + 1)
+    l_rad = ((pred[:, C_RADIUS] - t[:, C_RADIUS]).abs() * rad_m).sum() / (rad_m.sum() + 1)
+    return l_heat + 10 * l_off + 5 * l_rad
+
+
+def _train_stage(stage: str, model: Any, data: dict[str, np.ndarray], seconds: float, lr: float, batch: int,
+                 phantom_share: float, rng: np.random.Generator, device: str, log: Callable[[str], None]) -> dict:
+    import torch
+
+    from .loop import refine_batch
+    from .losses import refine_loss
+
+    user = np.asarray(data["user"], bool)
+    n = len(user)
+    p = np.zeros(n)
+    if user.all() or not user.any():
+        p[:] = 1.0 / n
+    else:
+        p[user], p[~user] = (1 - phantom_share) / user.sum(), phantom_share / (~user).sum()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    start, it, losses = time.time(), 0, []
+    model.to(device).train()
+    while (frac := (time.time() - start) / max(seconds, 1e-6)) < 1 or it == 0:
+        for g in opt.param_groups:
+            g["lr"] = lr * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))) * min(1.0, (it + 1) / 20)
+        idx = rng.choice(n, batch, p=p)
+        if stage == "coarse":
+            x, *rest = _coarse_batch(data, idx, rng)
+            loss = masked_coarse_loss(model(x.to(device)), *(r.to(device) for r in rest))
+        else:
+            x, t = refine_batch(data, idx, rng)
+            loss, _ = refine_loss(model(x.to(device)), t.to(device))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.item()))
+        it += 1
+        if it % 50 == 0:
+            log(f"finetune {stage}: it {it} {time.time() - start:5.0f} s loss {np.mean(losses[-50:]):.4f}")
+    model.eval()
+    return {"iterations": it, "batch": batch, "seconds": round(time.time() - start, 1),
+            "final_loss": float(np.mean(losses[-50:])), "items": n, "user_items": int(user.sum())}
+
+
+def split(pairs: Sequence[tuple[Path, Annotation]], held_out: float, seed: int) -> tuple[list, list]:
+    """A seeded split by image: ``(train, held_out)``; at least one image in each when there are two."""
+    order = np.random.default_rng(seed).permutation(len(pairs))
+    k = int(round(held_out * len(pairs)))
+    if held_out > 0 and len(pairs) >= 2:
+        k = min(max(k, 1), len(pairs) - 1)
+    ho = {int(i) for i in order[:k]}
+    return [pr for i, pr in enumerate(pairs) if i not in ho], [pr for i, pr in enumerate(pairs) if i in ho]
+
+
+def _held_out_figures(weights: str | None, pairs: list, spacing: tuple[float, float] | None, device: str) -> dict:
+    from ..api import Analyzer
+    from .evaluate import analyse_pairs, headline, score_image
+
+    scores = [score_image(*r) for r in analyse_pairs(Analyzer(device=device, weights=weights).load(), pairs, spacing)
+              if not isinstance(r, str)]
+    return {"n_images": len(scores), **{k: v for k, v in headline(scores).items() if v is not None}}
+
+
+def finetune(images: Sequence[str | Path], annotations: str | Path, fmt: str, out: str | Path, *,
+             spacing: tuple[float, float] | None = None, init: str | None = None, minutes: float = 20.0,
+             held_out: float = 0.2, phantom: int = 200, phantom_share: float = 0.3, device: str = "cpu",
+             seed: int = 0, lr: float = 3e-4, threads: int | None = None,
+             log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Fine-tune both stages (see the module docstring); returns the training record."""
+    import torch
+
+    from ..fsio import atomic_path
+    from ..landmarks.infer import resolve_device
+    from ..landmarks.model import build
+    from ..landmarks.weights import sha256_file, weights_path, write_checksum
+    from .data import make_coarse_dataset, make_refine_dataset
+    from .evaluate import load_pairs
+
+    t_start = time.time()
+    device = resolve_device(device)
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    pairs, problems = load_pairs(images, annotations, fmt)
+    for msg in problems:
+        log(msg)
+    if len(pairs) < 1:
+        raise InputError("no image could be paired with an annotation: nothing to fine-tune on")
+    train_pairs, ho_pairs = split(pairs, held_out, seed)
+    init_path = weights_path(init)
+    log(f"finetune: {len(train_pairs)} training and {len(ho_pairs)} held-out images; from {init_path}")
+    before = _held_out_figures(str(init_path), ho_pairs, spacing, device) if ho_pairs else {}
+    if before:
+        log(f"held-out before: {before}")
+    coarse_rows, refine_rows, skipped = [], [], []
+    for path, ann in train_pairs:
+        try:
+            img, a = decoded(path, ann, spacing)
+        except Exception as exc:  # one bad file never stops the run
+            skipped.append(f"{path}: {exc}")
+            log(f"{path}: skipped ({exc})")
+            continue
+        coarse_rows.append(coarse_item(img, a))
+        refine_rows += refine_items(img, a, rng)
+    if not coarse_rows:
+        raise InputError("no training image could be read")
+    n_ph = max(0, int(phantom))
+    cdata = _concat_coarse(coarse_rows, make_coarse_dataset(range(FINETUNE_STREAM, FINETUNE_STREAM + n_ph), augment=0.3)
+                           if n_ph else None)
+    rdata = _concat_refine(refine_rows, make_refine_dataset(range(FINETUNE_STREAM, FINETUNE_STREAM + max(n_ph // 4, 1)),
+                                                            augment=0.3) if n_ph else None)
+    t_data = time.time() - t_start
+    blob = torch.load(init_path, map_location="cpu", weights_only=True)
+    budget = max(minutes * 60 - t_data, 10.0)
+    stages = {}
+    for stage, data, share, batch in (("coarse", cdata, 0.5, 8), ("refine", rdata, 0.5, 32)):
+        model = build(stage, blob[stage]["widths"])
+        model.load_state_dict(blob[stage]["state_dict"])
+        stages[stage] = _train_stage(stage, model, data, budget * share, lr, batch, phantom_share, rng, device, log)
+        blob[stage] = {"widths": list(model.widths), "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
+                       "meta": {**dict(blob[stage].get("meta") or {}), "finetune": stages[stage]}}
+    record: dict[str, Any] = {
+        "command": "sagittal finetune", "format": fmt, "annotations": str(annotations),
+        "init": str(init_path), "init_sha256": sha256_file(init_path), "device": device, "minutes": minutes,
+        "seed": seed, "lr": lr, "held_out_fraction": held_out, "phantom_radiographs": n_ph,
+        "phantom_share": phantom_share, "train_images": [p.name for p, _ in train_pairs],
+        "held_out_images": [p.name for p, _ in ho_pairs], "skipped": skipped, "stages": stages,
+        "data_seconds": round(t_data, 1), "torch": str(torch.__version__),
+    }
+    blob["format"] = 2
+    blob["training_record"] = _plain(record)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp:
+        torch.save(blob, tmp)
+    write_checksum(out)
+    if ho_pairs:
+        record["held_out_before"] = before
+        record["held_out_after"] = _held_out_figures(str(out), ho_pairs, spacing, device)
+        log(f"held-out after: {record['held_out_after']}")
+        blob["training_record"] = _plain(record)
+        with atomic_path(out) as tmp:
+            torch.save(blob, tmp)
+        write_checksum(out)
+    record["seconds"] = round(time.time() - t_start, 1)
+    return record
+
+
+def _plain(v: Any) -> Any:
+    """JSON-like values only (``torch.load(weights_only=True)`` reads them back)."""
+    if isinstance(v, dict):
+        return {str(k): _plain(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_plain(x) for x in v]
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+def _concat_coarse(rows: list[tuple[np.ndarray, ...]], phantom: dict[str, np.ndarray] | None) -> dict[str, np.ndarray]:
+    keys = ("images", "vertebrae", "s1", "heads", "radii")
+    data = {k: np.stack([r[i] for r in rows]) for i, k in enumerate(keys)}
+    data["user"] = np.ones(len(rows), bool)
+    if phantom is not None:
+        data = {k: np.concatenate([data[k], phantom[k].astype(data[k].dtype)]) for k in keys} | {
+            "user": np.concatenate([data["user"], np.zeros(len(phantom["images"]), bool)])}
+    return data
+
+
+def _concat_refine(rows: list[tuple], phantom: dict[str, np.ndarray] | None) -> dict[str, np.ndarray]:
+    from ..landmarks.crops import CROP
+
+    data = {"crops": np.stack([r[0] for r in rows]).reshape(-1, CROP, CROP) if rows else np.zeros((0, CROP, CROP), np.uint8),
+            "kinds": np.array([r[1] for r in rows], np.int8),
+            "points": np.stack([r[2] for r in rows]).astype(np.float32) if rows else np.zeros((0, 10, 2), np.float32),
+            "user": np.ones(len(rows), bool)}
+    if phantom is not None:
+        data = {k: np.concatenate([data[k], phantom[k]]) for k in ("crops", "kinds", "points")} | {
+            "user": np.concatenate([data["user"], np.zeros(len(phantom["crops"]), bool)])}
+    if not len(data["user"]):
+        raise InputError("no annotated structure to train the refinement stage on (a body needs its four corners)")
+    return data
