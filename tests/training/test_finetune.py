@@ -1,0 +1,70 @@
+"""``sagittal finetune``: masked targets for what is not annotated, and a short run that writes
+weights ``analyze --weights`` loads, with a checksum and the training record."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sagittal.api import Analyzer
+from sagittal.cli import main
+from sagittal.landmarks.layout import C_OFFSETS, C_RADIUS
+from sagittal.landmarks.preprocess import INPUT_SHAPE
+from sagittal.landmarks.weights import packaged, verify
+from sagittal.training.evaluate import read_raster
+from sagittal.training.finetune import masked_coarse_targets, split
+
+from .fixtures import write_set
+
+
+def test_corner_only_bodies_mask_middle_points_and_unannotated_regions() -> None:
+    verts = np.full((18, 6, 2), np.nan)
+    verts[14, :4] = [[60, 100], [40, 100], [40, 118], [60, 118]]  # L2: corners only
+    s1, heads, radii = np.full((2, 2), np.nan), np.full((2, 2), np.nan), np.full(2, np.nan)
+    t, heat_w, off_m, rad_m = masked_coarse_targets(INPUT_SHAPE, verts, s1, heads, radii, user=True)
+    cells = off_m.sum(axis=0) > 0
+    assert cells.sum() == 9  # the 3 x 3 cells about the body
+    assert (off_m[:8][:, cells] == 1).all() and (off_m[8:][:, cells] == 0).all()  # middles (4, 5): no loss
+    assert np.isfinite(t[C_OFFSETS]).all() and t[0].max() > 0.5
+    assert heat_w[1:].sum() == 0  # S1 corners and femoral heads not annotated: no heatmap loss
+    rows = heat_w[0].any(axis=1)
+    assert rows[55] and not rows[10] and not rows[120]  # body centres taught only about the annotated span
+    assert rad_m.sum() == 0 and t[C_RADIUS].sum() == 0
+    # a phantom (fully annotated) image keeps every loss
+    _, hw, _, _ = masked_coarse_targets(INPUT_SHAPE, verts, s1, heads, radii, user=False)
+    assert hw.min() == 1
+
+
+def test_split_is_seeded_and_keeps_both_sides() -> None:
+    pairs = [(Path(f"{k}.png"), k) for k in range(10)]
+    tr, ho = split(pairs, 0.2, 0)  # type: ignore[arg-type]
+    assert len(ho) == 2 and len(tr) == 8 and split(pairs, 0.2, 0) == (tr, ho)  # type: ignore[arg-type]
+    assert len(split(pairs[:2], 0.01, 0)[1]) == 1  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+def test_short_finetune_writes_loadable_weights_with_record(tmp_path: Path) -> None:
+    write_set(tmp_path, n=3, family="2d", flip_for_buu=True, first_seed=4_244_000)
+    out = tmp_path / "tuned.pt"
+    assert main(["finetune", str(tmp_path / "buu_png"), "--annotations", str(tmp_path / "buu"), "--format", "buu",
+                 "-o", str(out), "--minutes", "0.05", "--phantom", "2", "--held-out", "0.34", "--spacing", "0.6",
+                 "--device", "cpu"]) == 0
+    verify(out, required=True)
+    blob = torch.load(out, map_location="cpu", weights_only=True)
+    rec = blob["training_record"]
+    assert rec["format"] == "buu" and len(rec["held_out_images"]) == 1 and len(rec["train_images"]) == 2
+    assert rec["stages"]["coarse"]["iterations"] >= 1 and rec["stages"]["refine"]["user_items"] > 0
+    assert set(rec["held_out_before"]) >= {"n_images", "detection_rate", "point_error_px_median"}
+    assert rec["held_out_after"]["n_images"] == 1
+    json.dumps(rec)  # plain values only
+    init = torch.load(packaged(), map_location="cpu", weights_only=True)
+    changed = [k for k, v in blob["refine"]["state_dict"].items() if not torch.equal(v, init["refine"]["state_dict"][k])]
+    assert changed  # the refine stage was trained
+    a = Analyzer(device="cpu", weights=out).analyze(read_raster(tmp_path / "png" / "case00.png"),
+                                                    pixel_spacing_mm=(0.6, 0.6))
+    assert a.software and a.software["model"] == "tuned.pt"
+    assert len(a.vertebrae) > 5
