@@ -6,9 +6,10 @@ with ``(0, 0)`` the centre of the top-left pixel, and NaN wherever a point is no
 (what is not annotated is neither scored nor trained). Anything malformed raises
 ``InputError`` naming the file, the row (or keypoint) and the field.
 
-BUU-LSPINE (Klinwichit et al. 2023, "BUU-LSPINE: A Thai open lumbar spine dataset", Data 8:
-82): one CSV per image, eleven rows — L1 superior, L1 inferior, … L5 inferior, S1 superior —
-with columns ``x1, y1, x2, y2, label``: the endplate's two corners. Its lateral films are
+BUU-LSPINE (Klinwichit et al. 2023, "BUU-LSPINE: A Thai Open Lumbar Spine Dataset for
+Spondylolisthesis Detection", Appl. Sci. 13: 8646, doi:10.3390/app13158646): one CSV per
+image, eleven rows — L1 superior, L1 inferior, … L5 inferior, S1 superior — with columns
+``x1, y1, x2, y2, label``: the endplate's two corners. Its lateral films are
 stored facing left (anterior on the image's left), so the corner with the smaller ``x`` is the
 anterior one. An optional header row is allowed; a row whose four coordinates are all empty is
 not annotated.
