@@ -61,13 +61,13 @@ def _acute_patient(out: Path) -> dict:
     ]
     ct = render_ct(spine, rng, matrix=192, pixel_spacing_mm=2.0, slice_mm=3.0, top_level="T11", noise_hu=12.0)
     images.append(write_volume(ct, spine, out, f"{pid}/study1/ct", info, f"{pid}/ct", transfer_syntax="jpeg2000",
-                               series_number=2))
+                               series_number=2, frame_key=f"{pid}/ct"))
     origin = np.array([1.0, 60.0, -800.0])
     for s, seq in enumerate(("T1", "STIR")):
         mr = render_mr(spine, rng, seq, matrix=192, pixel_spacing_mm=1.6, n_slices=9, top_level="T10",
                        origin_lps=origin)
         images.append(write_volume(mr, spine, out, f"{pid}/study1/mr_{seq.lower()}", info, f"{pid}/mr/{seq}",
-                                   transfer_syntax="rle", series_number=3 + s, suffix=""))
+                                   transfer_syntax="rle", series_number=3 + s, suffix="", frame_key=f"{pid}/mr"))
     study1 = {"study_date": info.study_date, "spine": spine_truth(spine), "images": images}
 
     later = build_spine(with_progression(spine.spec, "L1", 14.0))
@@ -86,7 +86,8 @@ CLINICAL_CSV = (
     "malignancy_suspected,pulmonary_dysfunction,frail,mri_oedema_levels,cleft_levels\n"
     "PHA,58,3,10,no,no,no,no,no,no,no,no,,\n"
     "PHB,67,6,20,no,no,yes,no,no,no,no,no,,\n"
-    "PHC,74,8,4,yes,yes,yes,no,no,no,no,yes,L1,\n"
+    # PHC's oedema is left to its MR (analysed by sagittal analyze): no manual entry
+    "PHC,74,8,4,yes,yes,yes,no,no,no,no,yes,,\n"
 )
 
 
