@@ -6,7 +6,10 @@ annotations instead (only what is annotated is scored):
 - ``detection_rate``: annotated vertebrae that the model found at the right level — its
   labelled body's centre (mean of the corners annotated) within 5 mm of the annotated one
   (without a pixel spacing: within 15 % of the annotated body's mean endplate width, about
-  5 mm on a lumbar body); ``wrong_levels`` counts labelled bodies that are off their level.
+  5 mm on a lumbar body); ``wrong_levels`` counts labelled bodies off their annotated level,
+  and bodies labelled at a level nobody annotated that lie on another annotated body (with
+  complete annotations, as on the phantom, ``eval_landmarks`` also counts a body labelled
+  where none is in view; a user's partial annotations cannot tell that apart).
 - ``point_error_px_median`` / ``point_error_mm_median``: distance of each annotated point of a
   body found at the right level (the six vertebral points, as ``eval_landmarks``);
 - ``endplate_angle_error_deg_mae``: the superior and inferior endplates of bodies found (and
