@@ -19,10 +19,6 @@ log = logging.getLogger(__name__)
 Chunk = list[tuple[int, Unit]]
 Completed = tuple[list[Outcome], dict[str, float]]
 IN_FLIGHT_PER_WORKER = 2
-#: a local worker process is replaced by a fresh one after this many chunks, so that its memory
-#: stays bounded however long the batch (allocator growth was measured over 1,000 images:
-#: benchmarks/analyze_batch.py); the new process loads the model again (about a second)
-CHUNKS_PER_PROCESS = 32
 
 
 def _lost(chunk: Chunk, reason: str) -> list[Outcome]:
@@ -47,7 +43,7 @@ def _new_pool(config: RunConfig, workers: int) -> Any:
     from concurrent.futures import ProcessPoolExecutor
 
     return ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"), initializer=_init_process,
-                               initargs=(config,), max_tasks_per_child=CHUNKS_PER_PROCESS)
+                               initargs=(config,))
 
 
 def processes(chunks: Sequence[Chunk], config: RunConfig, workers: int) -> Iterator[Completed]:
