@@ -86,3 +86,24 @@ def test_buu_on_mirrored_images_finds_what_eval_landmarks_finds(phantoms: tuple[
     assert m["vertebrae_found"] == round(sum(ref["detection_rate_per_level"][lv] * n for lv, n in n_ref.items() if n))
     assert m["per_point_error_px_median"]["middle_superior"] is None  # BUU has corners only: not scored
     assert m["endplate_angle_error_deg_mae"] is not None
+
+
+def test_dicom_with_header_spacing(analyzer: Analyzer, tmp_path: Path) -> None:
+    """A phantom DICOM radiograph and its truth in sagittal's format: millimetres from the header."""
+    import numpy as np
+
+    from sagittal.phantom import build_spine, sample_spec
+    from sagittal.phantom.dicom import StudyInfo
+    from sagittal.phantom.generate import write_radiograph
+
+    rng = np.random.default_rng([4_245_000])
+    spine = build_spine(sample_spec(rng))
+    entry = write_radiograph(spine, tmp_path / "dcm", "IM1.dcm", StudyInfo.make("h16", "P1"), "h16/1", rng,
+                             pixel_spacing_mm=0.6)
+    (tmp_path / "ann").mkdir()
+    (tmp_path / "ann" / "IM1.json").write_text(json.dumps({"image": {"file": "IM1.dcm"}, "landmarks": entry["landmarks"]}))
+    m = evaluate([tmp_path / "dcm"], tmp_path / "ann", "sagittal", tmp_path / "out", analyzer=analyzer, n_boot=20,
+                 make_plots=False)
+    assert m["n_images"] == 1 and m["n_failed"] == 0
+    assert m["vertebrae_annotated"] == len(entry["landmarks"]["vertebrae"]) and m["detection_rate"] > 0.5
+    assert m["point_error_mm_median"] is not None and m["point_error_mm_median"] < 2.0
