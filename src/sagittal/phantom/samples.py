@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ..fsio import atomic_write_text
 from .anatomy import Fracture, build_spine, sample_spec, with_progression
 from .dicom import StudyInfo
 from .generate import write_json_atomic, write_radiograph, write_volume
@@ -119,10 +120,7 @@ def truth_analysis_documents(sample_dir: str | Path, outdir: str | Path) -> list
                           "study_date": str(ds.StudyDate)}
                 doc = analysis_document(img["image"], img["landmarks"], source=source,
                                         warnings=["landmarks are the phantom's truth, not a model's output"])
-                out = outdir / f"{rel.replace('/', '_')}.json"
-                out.parent.mkdir(parents=True, exist_ok=True)
-                out.write_text(json.dumps(doc, indent=1) + "\n")
-                written.append(out)
+                written.append(atomic_write_text(outdir / f"{rel.replace('/', '_')}.json", json.dumps(doc, indent=1) + "\n"))
     return written
 
 
@@ -137,7 +135,7 @@ def make_samples(outdir: str | Path) -> list[dict]:
     ]
     for p in patients:
         write_json_atomic(out / p["patient_id"] / "truth.json", {"schema": TRUTH_SCHEMA, **p})
-    (out / "clinical.csv").write_text(CLINICAL_CSV)
+    atomic_write_text(out / "clinical.csv", CLINICAL_CSV)
     return patients
 
 
