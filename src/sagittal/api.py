@@ -52,13 +52,16 @@ class Analysis:
     software: dict[str, Any] | None = None  # sagittal's version, the model's file name and SHA-256
     pixels: np.ndarray | None = field(default=None, repr=False, compare=False)
     pixel_scale: float = field(default=1.0, repr=False, compare=False)
+    #: more files the unit's kind made beside the document ({suffix: bytes}, e.g. "stir.png")
+    extra_files: dict[str, bytes] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
-    def from_document(cls, doc: dict[str, Any], pixels: np.ndarray | None = None, pixel_scale: float = 1.0) -> Analysis:
+    def from_document(cls, doc: dict[str, Any], pixels: np.ndarray | None = None, pixel_scale: float = 1.0,
+                      extra_files: dict[str, bytes] | None = None) -> Analysis:
         """The ``Analysis`` of an analysis document (a deep copy of it)."""
         d = copy.deepcopy(doc)
         return cls(d["status"], d["image"], d["landmarks"], d["parameters"], d["vertebrae"], tuple(d["warnings"]),
-                   d.get("source"), d.get("software"), pixels, pixel_scale)
+                   d.get("source"), d.get("software"), pixels, pixel_scale, dict(extra_files or {}))
 
     def to_json(self) -> dict[str, Any]:
         """The analysis document, valid against the contract's schema (a fresh copy)."""
@@ -293,9 +296,11 @@ class Analyzer:
                     results[i] = _failure(unit, "analyse", det)
                     continue
                 try:
-                    doc = registry[unit.kind].finish(prep, det)
+                    kind = registry[unit.kind]
+                    doc = kind.finish(prep, det)
                     doc.setdefault("software", self.software(model))
-                    results[i] = Analysis.from_document(doc, prep.image, prep.pixel_scale)
+                    extra = kind.extra_files(prep, doc) if kind.extra_files is not None else None
+                    results[i] = Analysis.from_document(doc, prep.image, prep.pixel_scale, extra)
                 except Exception as exc:
                     results[i] = _failure(unit, "analyse", exc)
             t = self._lap("geometry", t)

@@ -51,3 +51,19 @@ def test_ct_without_gas_does_not_erase_the_mr_fluid_cleft_of_the_same_study():
     later = doc(vertebrae=[dict(ct, cleft={"present": False, "content": None, "source": "mr"})], study="s2",
                 date="20260101")
     assert _crit(run([doc(vertebrae=[mr], study="s1"), later]), "L1", "cleft")["status"] == "not met"
+
+
+def test_within_a_study_the_radiograph_grade_stands_over_the_mr_and_the_mr_oedema_stays():
+    dx = doc(vertebrae=[vert("L1", 2, 32.0)], study="s1")
+    mr = doc(vertebrae=[vert("L1", 0, 8.0, oedema=True)], study="s1")
+    mr["source"]["modality"] = "MR"
+    for order in ([dx, mr], [mr, dx]):
+        r = run(order, **SEVERE)
+        c = {x["id"]: x for x in _levels(r)["L1"]["criteria"]}
+        assert c["fracture"]["status"] == "met" and c["fracture"]["values"]["genant_grade"] == 2
+        assert c["mri-oedema"]["status"] == "met"
+        assert r["category"] == "consider-augmentation"
+
+
+def _levels(report):
+    return {x["level"]: x for x in report["levels"]}

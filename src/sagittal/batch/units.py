@@ -118,6 +118,9 @@ class UnitKind:
     finish: Callable[[Prepared, Detection], dict[str, Any]]
     model: str = "radiograph"  # which landmark model (``register_model``) reads the prepared images
     needs_detector: bool = False  # prepare also gets the model's detector (e.g. to find the spine in a volume)
+    #: more files beside the document, made with the finished document: {suffix: bytes}, e.g.
+    #: one overlay per MR sequence ({"stir.png": ...} is written as ``<name>.stir.png``)
+    extra_files: Callable[[Prepared, dict[str, Any]], dict[str, bytes]] | None = None
 
 
 #: an extra output: (analysis, unit) -> {suffix: bytes}; ``analysis`` is the ``sagittal.Analysis``

@@ -205,6 +205,10 @@ def _marrow_findings(doc: dict[str, Any], lm: dict[str, Any], x: dict[str, Any])
     x["oedema_masks"] = masks
 
 
+#: overlays of planes with fewer rows are drawn on the plane enlarged by a whole factor
+OVERLAY_MIN_ROWS = 640
+
+
 def sequence_overlays(prep: Prepared, doc: dict[str, Any]) -> dict[str, bytes]:
     """One overlay PNG per MR sequence used (``{"<role>.png": bytes}``), all on the same grid."""
     import cv2
@@ -216,7 +220,9 @@ def sequence_overlays(prep: Prepared, doc: dict[str, Any]) -> dict[str, bytes]:
         return out
     masks = prep.extra.get("oedema_masks") or {}
     for role, img in prep.extra["planes"].items():
-        picture = render_overlay(img, doc)
+        up = max(1, int(np.ceil(OVERLAY_MIN_ROWS / img.shape[0])))  # small MR planes: draw at a legible size
+        big = cv2.resize(np.asarray(img, np.float32), None, fx=up, fy=up, interpolation=cv2.INTER_CUBIC) if up > 1 else img
+        picture = render_overlay(big, doc, px_scale=float(up))
         if masks:  # the oedematous region of each body, outlined in magenta
             union = np.any(np.stack(list(masks.values())), axis=0).astype(np.uint8)
             union = cv2.resize(union, (picture.shape[1], picture.shape[0]), interpolation=cv2.INTER_NEAREST)
@@ -229,4 +235,4 @@ def sequence_overlays(prep: Prepared, doc: dict[str, Any]) -> dict[str, bytes]:
 
 
 register_model(MODEL, load_plane_model)
-register_kind(UnitKind(KIND, plan, prepare, finish, model=MODEL, needs_detector=True))
+register_kind(UnitKind(KIND, plan, prepare, finish, model=MODEL, needs_detector=True, extra_files=sequence_overlays))

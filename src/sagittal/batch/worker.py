@@ -72,7 +72,7 @@ def run_chunk(chunk: list[tuple[int, Unit]], config: RunConfig, timings: dict[st
             outcomes.append(Outcome(i, failure=result))
             continue
         try:
-            files = {"png": _encode_png(result.overlay())}
+            files = {"png": _encode_png(result.overlay()), **result.extra_files}
             for name in config.outputs:
                 files.update(output_maker(name)(result, unit))
             outcomes.append(Outcome(i, document=result.to_json(), files=files))

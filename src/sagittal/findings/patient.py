@@ -24,6 +24,15 @@ REQUIRED_PARAMETERS: tuple[str, ...] = (
 Document = Mapping[str, Any]
 
 
+#: within one study, whose heights and grade stand: a standing lateral radiograph is the reference
+#: for vertebral morphometry (Genant's method), then CT, then MR (read last = stands)
+_MORPHOMETRY_RANK = {"MR": 0, "CT": 1, "CR": 2, "DX": 2}
+
+
+def _modality(doc: Document) -> str:
+    return str((doc.get("source") or {}).get("modality") or "")
+
+
 def study_date(doc: Document) -> str:
     """The document's ``source.study_date`` (``YYYYMMDD``) or ``""``."""
     src = doc.get("source") or {}
@@ -66,10 +75,11 @@ def _manual_mri(levels: dict[str, LevelFacts], clinical: ClinicalInputs) -> None
 def patient_facts(docs: Sequence[tuple[str, Document]], clinical: ClinicalInputs | None
                   ) -> tuple[dict[str, LevelFacts], dict[str, Any] | None, bool]:
     """``(levels, parameters, analysable)`` for one patient's documents, read oldest study first:
-    facts per level (later studies override earlier ones; height loss kept per study), the
+    facts per level (later studies override earlier ones, and within one study a radiograph's
+    heights and grade stand over CT's, CT's over MR's; height loss kept per study), the
     parameters of the document that measured most of ``REQUIRED_PARAMETERS`` (the latest among
     equals), and whether any document was analysable (``ok`` or ``partial``)."""
-    ordered = sorted(docs, key=lambda d: study_date(d[1]))
+    ordered = sorted(docs, key=lambda d: (study_date(d[1]), _MORPHOMETRY_RANK.get(_modality(d[1]), 0)))
     levels: dict[str, LevelFacts] = {}
     per_study: dict[str, dict[str, tuple[str, Any]]] = defaultdict(dict)
     read_in: dict[str, str] = {}  # level -> the study last read for it
