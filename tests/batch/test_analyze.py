@@ -56,23 +56,27 @@ def run(export, tmp_path_factory):
     return out
 
 
-def _docs(out: Path) -> dict[str, dict]:
+def _docs(out: Path, modalities: tuple[str, ...] = ("DX", "CR")) -> dict[str, dict]:
+    """The analysis documents under ``out`` of these modalities, by source file name."""
     docs = {}
     for p in out.rglob("*.json"):
         d = json.loads(p.read_text())
-        if d.get("schema") == "sagittal.analysis/1":
+        if d.get("schema") == "sagittal.analysis/1" and d["source"]["modality"] in modalities:
             docs[Path(d["source"]["path"]).name] = d | {"_path": str(p)}
     return docs
 
 
-def test_documents_are_contract_valid_with_overlays(run):
+def test_documents_are_contract_valid_with_overlays(run, export):
     docs = _docs(run)
     assert set(docs) == {"mono1", "left", "uncal"}
+    ct = _docs(run, ("CT",))  # the CT series is one unit of work: one document
+    assert len(ct) == 1 and len(_docs(run, ("DX", "CR", "CT", "MR"))) == 4
+    assert len(next(iter(ct.values()))["source"]["sop_instance_uids"]) >= 1
     schema = load_schema()
-    for d in docs.values():
+    for d in [*docs.values(), *ct.values()]:
         jsonschema.validate({k: v for k, v in d.items() if k != "_path"}, schema)
         assert Path(d["_path"]).with_suffix(".png").is_file()
-        assert d["source"]["patient_id"] == "PHAN" and d["source"]["modality"] in ("DX", "CR")
+        assert d["source"]["patient_id"] == "PHAN" and d["source"]["modality"] in ("DX", "CR", "CT")
         assert d["status"] in ("ok", "partial", "rejected")
         if d["status"] == "rejected":
             assert d["warnings"]
@@ -94,17 +98,19 @@ def test_ledgers(run, export):
         errors = {Path(r["path"]).name: r for r in csv.DictReader(fh)}
     assert errors["notes.txt"]["stage"] == "read"
     assert "not a lateral view" in errors["frontal"]["reason"]
-    assert sum(1 for k in errors if k.isdigit()) == len(list((export / "ct").iterdir()))
+    assert not [k for k in errors if k.isdigit()]  # the CT files went into the CT series' document
+    assert set(errors) == {"notes.txt", "frontal"}
     with open(run / "summary.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert len(rows) == 3 and {r["status"] for r in rows} <= {"ok", "partial", "rejected"}
+    assert len(rows) == 4 and {r["status"] for r in rows} <= {"ok", "partial", "rejected"}
+    assert sorted(r["modality"] for r in rows) == ["CR", "CR", "CT", "DX"]
     assert all(r["patient"].startswith("patient-") for r in rows)  # no identifier in the table
 
 
 def test_rerun_resumes(run, export, capsys):
     capsys.readouterr()
     assert main(["analyze", str(export), "-o", str(run), "--device", "cpu"]) == 0
-    assert "analysed 0 image(s) (3 already done)" in capsys.readouterr().out
+    assert "analysed 0 image(s) (4 already done)" in capsys.readouterr().out
 
 
 def test_exit_codes(tmp_path, capsys):
@@ -233,3 +239,22 @@ def test_a_key_file_keys_the_pseudonyms(export, run, tmp_path):
     with open(out / "summary.csv", newline="") as fh:
         assert {r["patient"] for r in csv.DictReader(fh)} == {keyed}
     assert _docs(out).keys() == _docs(run).keys()
+
+
+def test_a_failing_extra_output_costs_only_itself(export, tmp_path):
+    """An extra output (``register_output``, e.g. the SR) that raises: the analysis document is
+    written with a warning, and errors.csv names the output's failure."""
+    from sagittal.batch import units as u
+    from sagittal.batch.analyze import run_analyze
+
+    def boom(analysis, unit):
+        raise RuntimeError("cannot build it")
+
+    u.register_output("boom", boom)
+    out = tmp_path / "o"
+    run_analyze([export / "left"], out, device="cpu", outputs=("boom",), progress=False)
+    (doc,) = _docs(out).values()
+    assert any("boom output was not written" in w and "cannot build it" in w for w in doc["warnings"])
+    with open(out / "errors.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(Path(r["path"]).name, r["stage"]) for r in rows] == [("left", "boom")]

@@ -107,6 +107,7 @@ def _drive(completed: Iterator[executors.Completed], units: list[Unit], outdir: 
             if oc.failure is not None:
                 errors += oc.failure.rows()
             else:
+                errors += [row for f in oc.output_failures for row in f.rows()]
                 try:
                     write_outcome(oc, outdir / unit.relpath(key))
                     analysed += 1

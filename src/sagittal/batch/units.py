@@ -217,3 +217,5 @@ class Outcome:
     document: dict[str, Any] | None = None
     files: dict[str, bytes] = field(default_factory=dict)  # suffix ("png", "sr.dcm" …) -> bytes
     failure: Failure | None = None
+    #: extra outputs (``register_output``) that failed while the document stands: errors.csv rows
+    output_failures: list[Failure] = field(default_factory=list)

@@ -71,14 +71,22 @@ def run_chunk(chunk: list[tuple[int, Unit]], config: RunConfig, timings: dict[st
         if isinstance(result, Failure):
             outcomes.append(Outcome(i, failure=result))
             continue
+        where = unit.files[0] if unit.files else unit.name
         try:
             files = {"png": _encode_png(result.overlay()), **result.extra_files}
-            for name in config.outputs:
-                files.update(output_maker(name)(result, unit))
-            outcomes.append(Outcome(i, document=result.to_json(), files=files))
+            doc = result.to_json()
         except Exception as exc:
-            where = unit.files[0] if unit.files else unit.name
             outcomes.append(Outcome(i, failure=Failure(unit.files, "outputs", f"{where}: {type(exc).__name__}: {exc}")))
+            continue
+        failed = []
+        for name in config.outputs:  # an extra output that fails costs only itself: the document stands
+            try:
+                files.update(output_maker(name)(result, unit))
+            except Exception as exc:
+                reason = f"{where}: the {name} output was not written: {type(exc).__name__}: {exc}"
+                failed.append(Failure(unit.files, name, reason))
+                doc["warnings"].append(reason)
+        outcomes.append(Outcome(i, document=doc, files=files, output_failures=failed))
     if timings is not None:
         for k, v in analyzer.timings.items():
             timings[k] = timings.get(k, 0.0) + v - before.get(k, 0.0)
