@@ -108,7 +108,7 @@ def _dataset_unit(ds: Any, spacing: tuple[float, float] | None) -> Unit:
 
 def _raise_set_aside(where: str, reasons: list[Any]) -> None:
     a = reasons[0]
-    text = a.reason if a.reason.startswith(a.path) else f"{a.path}: {a.reason}"
+    text = f"{a.path}: {a.reason.removeprefix(f'{a.path}: ')}"  # name the file once
     if len(reasons) > 1:
         text += f" (and {len(reasons) - 1} more file(s) set aside)"
     if a.stage in ("read", "decode"):
