@@ -207,6 +207,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
 
     rec = finetune(args.images, args.annotations, args.format, args.out, spacing=parse_spacing(args.spacing),
                    init=args.weights, minutes=args.minutes, held_out=args.held_out, phantom=args.phantom,
+                   phantom_share=args.phantom_share, lr=args.lr,
                    device=args.device, seed=args.seed, log=lambda msg: print(msg, file=sys.stderr))
     for when in ("held_out_before", "held_out_after"):
         if when in rec:
@@ -361,6 +362,9 @@ def build_parser() -> argparse.ArgumentParser:
             ev.add_argument("--minutes", type=_positive_float, default=20.0, help="wall-clock budget (default 20)")
             ev.add_argument("--held-out", type=float, default=0.2, help="share of images held out (default 0.2)")
             ev.add_argument("--phantom", type=int, default=200, help="phantom radiographs mixed in (default 200)")
+            ev.add_argument("--phantom-share", type=float, default=0.3, help="share of every batch drawn from the "
+                            "phantoms (default 0.3)")
+            ev.add_argument("--lr", type=_positive_float, default=3e-4, help="peak learning rate (default 3e-4)")
             ev.add_argument("--seed", type=int, default=0)
             ev.set_defaults(func=_cmd_finetune)
     pu = sub.add_parser("pull", help="retrieve studies from a PACS over DICOMweb (QIDO-RS + WADO-RS)",
