@@ -20,13 +20,6 @@ from sagittal.phantom.volume import render_ct
 from sagittal.report.analysis import load_schema
 
 
-def kind_weights_exist() -> bool:
-    from sagittal.landmarks.volume import PLANES_WEIGHTS
-    from sagittal.landmarks.weights import packaged
-
-    return packaged(PLANES_WEIGHTS).is_file()
-
-
 @pytest.fixture(scope="module")
 def spine():
     return build_spine(sample_spec(np.random.default_rng(31), n_fractures=0))
@@ -91,7 +84,6 @@ def test_one_head_in_the_field_gives_pi_with_the_warning(tmp_path, spine):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not kind_weights_exist(), reason="the plane model's weights are not trained yet")
 def test_sample_patient_ct_and_mr_are_analysed(tmp_path):
     """``sagittal analyze`` on PHC (acute L1 fracture: DX, axial CT, sagittal MR T1 + STIR): its CT
     and MR get analysis documents on their spine planes, valid against the schema."""
