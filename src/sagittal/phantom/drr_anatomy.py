@@ -20,6 +20,7 @@ that their reference plane projects to the constructive truth exactly (``drr_pro
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import cv2
 import numpy as np
@@ -122,8 +123,9 @@ class Builder:
                   self.mu_marrow if mu_m is None else mu_m, tc)
 
     # ----------------------------------------------------------------------------- vertebrae
-    def vertebra(self, i: int) -> None:
-        """Body (with cleft, cement, osteophytes) and posterior elements of level ``i``."""
+    def _pose(self, i: int) -> tuple[Any, ...]:
+        """Level ``i``'s points, body frame ``(o, u, v)``, depth and posterior height (mm), lateral
+        width, lateral shift, axial rotation and tilt (rad), and the pivot they turn about."""
         sp, an = self.spine, self.an
         p = sp.points_mm[i]
         o, u, v = _frame(p)
@@ -133,7 +135,12 @@ class Builder:
         zc = float(an["lateral_mm"][i])
         rot = math.radians(an["rotation_deg"][i])
         tilt = math.radians(an["tilt_deg"][i])
-        pivot = tuple(p[:4].mean(axis=0))
+        return p, o, u, v, depth, hp, width, zc, rot, tilt, tuple(p[:4].mean(axis=0))
+
+    def vertebra(self, i: int) -> None:
+        """Body (with cleft, cement, osteophytes) and posterior elements of level ``i``."""
+        sp, an = self.spine, self.an
+        p, o, u, v, depth, hp, width, zc, rot, tilt, pivot = self._pose(i)
         self.body(i)
         if sp.cleft[i] == "gas":
             self._cleft(i, zc, width, rot, tilt, pivot)
@@ -146,15 +153,7 @@ class Builder:
         """The vertebral body of level ``i``: its truth outline extruded with an elliptic axial
         section, turned and shifted sideways as the spine's scoliosis and rotation say."""
         sp, an = self.spine, self.an
-        p = sp.points_mm[i]
-        o, u, v = _frame(p)
-        depth = float(np.linalg.norm(p[3] - p[2]))
-        hp = float(np.linalg.norm(p[1] - p[2]))
-        width = float(sp.spec.width_mm[i]) * an["width_gain"]
-        zc = float(an["lateral_mm"][i])
-        rot = math.radians(an["rotation_deg"][i])
-        tilt = math.radians(an["tilt_deg"][i])
-        pivot = tuple(p[:4].mean(axis=0))
+        p, o, u, v, depth, hp, width, zc, rot, tilt, pivot = self._pose(i)
         tc = an["cortex_mm"]
         sclerosis = an["sclerosis"][i]
         fractured = sp.grade[i] > 0
