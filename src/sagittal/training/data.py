@@ -278,25 +278,34 @@ def jittered(frame: CropFrame, rng: np.random.Generator, shift: float = 0.08) ->
                      float(np.radians(rng.uniform(-10, 10))))
 
 
-def _refine_one(seed: int, fracture_boost: int = 0, family: str = "2d", augment: float = 0.0) -> list[tuple]:
-    spine, rg, rng = _render(REFINE_STREAM, seed, (0.3, 0.9), fracture_rate=0.6 if fracture_boost else 0.0,
-                             family=family, augment=augment)
-    img = normalise(rg.pixels)
-    mirror = rg.facing == "left"
+def body_and_s1_crops(img: np.ndarray, view: Any, spine: Any, rng: np.random.Generator, mirror: bool,
+                      fracture_boost: int) -> list[tuple[np.ndarray, int, np.ndarray]]:
+    """Refinement items ``(crop, kind code, (10, 2) points in crop pixels, NaN where absent)``
+    about every body wholly in ``view`` (fractured ones ``1 + fracture_boost`` times, each
+    jittered anew) and the S1 endplate; ``view`` has ``in_view``, ``s1_in_view`` and ``to_px``."""
     out = []
-    for i in np.where(rg.in_view)[0]:
-        pts = rg.to_px(spine.points_mm[i])
+    for i in np.where(view.in_view)[0]:
+        pts = view.to_px(spine.points_mm[i])
         for _ in range(1 + (fracture_boost if spine.grade[i] else 0)):
             f = jittered(vertebra_frame(pts, mirror), rng)
             pad = np.full((10, 2), np.nan, np.float32)
             pad[:6] = f.to_crop(pts)
             out.append((extract(img, f), KIND_CODES["vertebra"], pad))
-    if rg.s1_in_view:
-        s1 = rg.to_px(spine.s1_mm)
+    if view.s1_in_view:
+        s1 = view.to_px(spine.s1_mm)
         f = jittered(s1_frame(s1, mirror), rng)
         pad = np.full((10, 2), np.nan, np.float32)
         pad[6:8] = f.to_crop(s1)
         out.append((extract(img, f), KIND_CODES["s1"], pad))
+    return out
+
+
+def _refine_one(seed: int, fracture_boost: int = 0, family: str = "2d", augment: float = 0.0) -> list[tuple]:
+    spine, rg, rng = _render(REFINE_STREAM, seed, (0.3, 0.9), fracture_rate=0.6 if fracture_boost else 0.0,
+                             family=family, augment=augment)
+    img = normalise(rg.pixels)
+    mirror = rg.facing == "left"
+    out = body_and_s1_crops(img, rg, spine, rng, mirror, fracture_boost)
     if rg.femoral_in_view.all():
         c = rg.to_px(spine.femoral_centers_mm)
         r = spine.femoral_radii_mm / rg.spacing_mm[1]

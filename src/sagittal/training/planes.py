@@ -22,13 +22,13 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ..landmarks.crops import CROP, extract, s1_frame, vertebra_frame
+from ..landmarks.crops import CROP
 from ..landmarks.preprocess import letterbox, normalise
 from ..landmarks.volume import plane_input
 from ..levels import LEVEL_INDEX, LEVELS
 from ..phantom import build_spine, sample_spec
 from ..phantom.volume import _HU, CORTEX, MARROW, MR_SIGNAL, OEDEMA, sagittal_maps, scoliosis_curve, tissue_labels
-from .data import KIND_CODES, jittered
+from .data import body_and_s1_crops
 
 PLANE_COARSE_STREAM = 7_100_003
 PLANE_REFINE_STREAM = 7_100_005
@@ -162,20 +162,7 @@ def refine_one(seed: int) -> list[tuple]:
     spine, rng = _spine(PLANE_REFINE_STREAM, seed, 0.6)
     r = render_plane(spine, rng)
     img = model_image(r, rng)
-    out = []
-    for i in np.where(r.in_view)[0]:
-        p = r.to_px(spine.points_mm[i])
-        for _ in range(1 + (2 if spine.grade[i] else 0)):
-            f = jittered(vertebra_frame(p, True), rng)
-            pad = np.full((10, 2), np.nan, np.float32)
-            pad[:6] = f.to_crop(p)
-            out.append((extract(img, f), KIND_CODES["vertebra"], pad))
-    if r.s1_in_view:
-        s1 = r.to_px(spine.s1_mm)
-        f = jittered(s1_frame(s1, True), rng)
-        pad = np.full((10, 2), np.nan, np.float32)
-        pad[6:8] = f.to_crop(s1)
-        out.append((extract(img, f), KIND_CODES["s1"], pad))
+    out = body_and_s1_crops(img, r, spine, rng, True, fracture_boost=2)
     return [(np.round(c * 255).astype(np.uint8), k, p) for c, k, p in out]
 
 
