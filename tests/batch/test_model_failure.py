@@ -17,16 +17,21 @@ from sagittal.phantom import build_spine, render_radiograph, sample_spec
 from sagittal.phantom.dicom import StudyInfo, radiograph_dataset, write_dataset
 
 
+def _five_radiographs(folder, seed, key, patient):
+    """Five lumbar CRs of one spine, each of its own size (so each is its own model input)."""
+    spine = build_spine(sample_spec(np.random.default_rng(seed)))
+    info = StudyInfo.make(f"{key}/1", patient)
+    for k, spacing in enumerate((1.0, 1.05, 1.1, 1.15, 1.2)):
+        rg = render_radiograph(spine, np.random.default_rng(k), pixel_spacing_mm=spacing, field_of_view="lumbar",
+                               modality="CR")
+        write_dataset(radiograph_dataset(rg, info, f"{key}/{k}"), folder / f"im{k}", "explicit")
+
+
 @pytest.mark.slow
 def test_model_failure_on_a_lone_image_does_not_stop_the_run(tmp_path, monkeypatch):
     # five radiographs, each of its own size: with four images per model batch the last one
     # planned sits alone in its chunk
-    spine = build_spine(sample_spec(np.random.default_rng(11)))
-    info = StudyInfo.make("crash/1", "CRASH")
-    for k, spacing in enumerate((1.0, 1.05, 1.1, 1.15, 1.2)):
-        rg = render_radiograph(spine, np.random.default_rng(k), pixel_spacing_mm=spacing, field_of_view="lumbar",
-                               modality="CR")
-        write_dataset(radiograph_dataset(rg, info, f"crash/{k}"), tmp_path / "in" / f"im{k}", "explicit")
+    _five_radiographs(tmp_path / "in", 11, "crash", "CRASH")
     last = scan_export([tmp_path / "in"], decode_pixels=False).series[-1].headers[-1]
     bad_shape = (last.rows, last.columns)
 
@@ -74,12 +79,7 @@ _install()
 def test_a_unit_that_kills_its_worker_process_costs_only_itself(tmp_path, monkeypatch):
     """--workers: the worker process analysing one image dies (SIGKILL) every time; the pool is
     restarted, the rest of the batch is analysed and that image alone is recorded as failed."""
-    spine = build_spine(sample_spec(np.random.default_rng(12)))
-    info = StudyInfo.make("kill/1", "KILL")
-    for k, spacing in enumerate((1.0, 1.05, 1.1, 1.15, 1.2)):
-        rg = render_radiograph(spine, np.random.default_rng(k), pixel_spacing_mm=spacing, field_of_view="lumbar",
-                               modality="CR")
-        write_dataset(radiograph_dataset(rg, info, f"kill/{k}"), tmp_path / "in" / f"im{k}", "explicit")
+    _five_radiographs(tmp_path / "in", 12, "kill", "KILL")
     victim = scan_export([tmp_path / "in"], decode_pixels=False).series[1].headers[0]
     (tmp_path / "site").mkdir()
     (tmp_path / "site" / "sitecustomize.py").write_text(KILLER)  # loaded by every spawned worker process
