@@ -25,7 +25,7 @@ from ..landmarks.model import UNet, build
 from ..landmarks.preprocess import INPUT_SHAPE
 from ..landmarks.weights import write_checksum
 from .data import FAMILIES, make_coarse_dataset, make_refine_dataset
-from .losses import coarse_loss, refine_loss
+from .losses import anchor_penalty, coarse_loss, parameter_snapshot, refine_loss
 from .targets import coarse_targets, refine_targets
 
 CHECKPOINT_S = 300.0
@@ -190,7 +190,8 @@ def train(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict:
     model = build(args.stage)
     if args.init:
         model.load_state_dict(torch.load(args.init, weights_only=True)[args.stage]["state_dict"])
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
+    start_params = parameter_snapshot(model) if args.anchor else {}
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0 if args.anchor else 1e-4)
     out = Path(args.out)
     budget = args.minutes * 60
     start, last_save, it = time.time(), time.time(), 0
@@ -203,6 +204,8 @@ def train(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict:
         for g in opt.param_groups:
             g["lr"] = args.lr * 0.5 * (1 + np.cos(np.pi * frac)) * min(1.0, (it + 1) / args.warmup)
         loss, parts = _step(args.stage, model, data, rng.choice(n, batch, p=p), rng)
+        if args.anchor:
+            loss = loss + args.anchor * anchor_penalty(model, start_params)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -225,7 +228,8 @@ def train(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict:
         "train_items": n,
         "train_seeds": "; ".join(f"{fam} {a}..{a + b - 1} (fracture boost {c}, degraded p={g:g})"
                                  for fam, a, b, c, g in _parts(args)) + f" of the {args.stage} stream in training.data",
-        "grown_from": [Path(f).name for f in grown], "mix": args.mix, "init": args.init, "minutes": args.minutes,
+        "grown_from": [Path(f).name for f in grown], "mix": args.mix, "init": args.init, "anchor": args.anchor,
+        "minutes": args.minutes,
         "data_seconds": round(t_data),
         "train_seconds": round(time.time() - start), "threads": args.threads,
         "final_loss": float(np.mean(losses[-100:])) if losses else None, "torch": str(torch.__version__),
@@ -251,6 +255,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--augment", type=float, default=0.0,
                     help="chance that a rendered radiograph gets heavy degradation (8-bit, LUT, equalisation, "
                          "noise, blur, JPEG, field cuts, zoom; training.data.degrade)")
+    ap.add_argument("--anchor", type=float, default=0.0,
+                    help="L2-SP weight: penalise the squared distance from the --init weights (no weight decay then)")
     ap.add_argument("--cache", default=None, help="npz of the rendered set when it has one part")
     ap.add_argument("--cache-dir", default="/tmp/sagittal-train", help="where rendered parts are cached")
     ap.add_argument("--init", help="start from the stage's weights in this file (fine-tuning)")

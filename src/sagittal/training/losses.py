@@ -39,3 +39,17 @@ def refine_loss(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor,
     valid = (t.sum(-1) > 0.5).float()
     ce = -(t * logp).sum(-1)
     return (ce * valid).sum() / valid.sum().clamp(min=1), (valid.sum().item(),)
+
+
+def anchor_penalty(model: torch.nn.Module, start: dict[str, torch.Tensor]) -> torch.Tensor:
+    """L2-SP: the squared distance of the trainable weights from ``start`` (the weights that
+    fine-tuning began from), summed — so that adapting to a new look does not wander far from
+    what the original look needed (Li et al. 2018, "Explicit inductive bias for transfer
+    learning with convolutional networks"). ``start``: ``{name: tensor}`` of the parameters."""
+    terms = [((p - start[n]) ** 2).sum() for n, p in model.named_parameters() if p.requires_grad and n in start]
+    return torch.stack(terms).sum() if terms else torch.zeros(())
+
+
+def parameter_snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A detached copy of ``model``'s parameters (the anchor of ``anchor_penalty``)."""
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
