@@ -10,7 +10,8 @@ single-integer seeds ``first-seed …`` (the training streams in ``sagittal.trai
 two- and three-element seeds, so no evaluation image was trained on) at 0.3–0.6 mm, runs the
 whole inference path on the rendered pixels without telling it which way the patient faces, and
 reports for every weights file on the same images: the fraction of radiographs analysed (ok or
-partial), vertebrae in view found with the right level (centroid within 5 mm), wrong levels
+partial), vertebrae in view found with the right level (centroid within 5 mm; also over the
+images with the S1 endplate in view, where levels can be counted), wrong levels
 (labelled bodies off their true level by more than 5 mm), landmark error per point (mm),
 parameter mean absolute errors (PI, PT, SS, LL, TK, SVA; regional kyphosis over every vertebra
 measured), Genant agreement, fracture sensitivity and false positives per normal vertebra.
@@ -89,6 +90,7 @@ class Tally:
     def __init__(self) -> None:
         self.point_err: dict[str, list[float]] = {k: [] for k in POINT_NAMES}
         self.found = {lv: [0, 0] for lv in LEVELS}
+        self.found_anchored = [0, 0]  # over images with the S1 endplate in view (levels can be counted)
         self.perr: dict[str, list[float]] = {k: [] for k in (*PARAMS, "regional_kyphosis_deg")}
         self.grades: list[tuple[int, int]] = []
         self.statuses: list[str] = []
@@ -103,8 +105,10 @@ class Tally:
         self.statuses.append(doc["status"] if (lm["vertebrae"] or lm["s1_endplate"]) else "rejected")
         sp = np.array([view.spacing_mm[1], view.spacing_mm[0]])
         tv = truth["landmarks"]["vertebrae"]
+        anchored = truth["landmarks"]["s1_endplate"] is not None
         for lv in tv:
             self.found[lv][1] += 1
+        self.found_anchored[1] += len(tv) if anchored else 0
         for lv, pp in lm["vertebrae"].items():
             tp = tv.get(lv)
             pc = np.mean([pp[n] for n in POINT_NAMES[:4]], axis=0)
@@ -112,6 +116,7 @@ class Tally:
                 self.wrong_level += 1
                 continue
             self.found[lv][0] += 1
+            self.found_anchored[0] += anchored
             for n in POINT_NAMES:
                 self.point_err[n].append(float(np.linalg.norm((np.array(pp[n]) - tp[n]) * sp)))
         self._parameters(doc, truth)
@@ -152,6 +157,8 @@ class Tally:
             "analysed_fraction": float(np.mean([s in ("ok", "partial") for s in self.statuses])),
             "status_counts": {s: self.statuses.count(s) for s in ("ok", "partial", "rejected")},
             "detection_rate": found / max(total, 1), "vertebrae_in_view": total,
+            "detection_rate_s1_in_view": self.found_anchored[0] / max(self.found_anchored[1], 1),
+            "vertebrae_in_view_s1_in_view": self.found_anchored[1],
             "wrong_levels": self.wrong_level,
             "detection_rate_per_level": {lv: (round(f / n, 4) if n else None) for lv, (f, n) in self.found.items()},
             "landmark_error_mm": {"median": float(np.median(errs)) if errs else None,
@@ -174,6 +181,8 @@ def table(results: dict) -> str:
     rows = [
         ("radiographs analysed", lambda r: f"{100 * r['analysed_fraction']:.1f} %"),
         ("vertebrae in view found, right level", lambda r: f"{100 * r['detection_rate']:.1f} %"),
+        ("… of those in images with S1 in view", lambda r: f"{100 * r['detection_rate_s1_in_view']:.1f} % "
+                                                        f"(of {r['vertebrae_in_view_s1_in_view']})"),
         ("wrong levels", lambda r: str(r["wrong_levels"])),
         ("landmark error median", lambda r: _f(r["landmark_error_mm"]["median"], " mm", 2)),
         *[(f"{k.replace('_deg', '').replace('_mm', '')} MAE", _mae(k)) for k in (*PARAMS, "regional_kyphosis_deg")],

@@ -71,3 +71,24 @@ def test_fracture_boost_adds_crops_of_fractured_bodies():
     crops = _refine_one(seed, fracture_boost=2)
     expected = int(rg.in_view.sum()) + 2 * fractured + int(rg.s1_in_view) + int(rg.femoral_in_view.all())
     assert len(crops) == expected
+
+
+def test_pair_extraction_matches_two_single_extractions():
+    """The consistency check's two crops from one window: the first as ``extract`` gives it, the
+    second (larger, turned) from the same window with the first's low-pass, so within the
+    difference of the two low-passes."""
+    from dataclasses import replace
+
+    import cv2
+
+    from sagittal.landmarks.crops import extract_pair
+
+    rng = np.random.default_rng(5)
+    img = cv2.GaussianBlur(rng.random((900, 500)).astype(np.float32), (0, 0), 6)
+    for side in (40.0, 300.0):  # not shrunk / shrunk ~5x (low-passed)
+        f = CropFrame((250.0, 450.0), side, mirror=True)
+        g = replace(f, side_px=side * 1.12, angle_rad=np.radians(6))
+        a, b = extract_pair(img, f, g)
+        np.testing.assert_allclose(a, extract(img, f), atol=1e-4)
+        assert np.abs(b - extract(img, g)).mean() < 0.01
+        assert np.abs(b - extract(img, f)).mean() > 0.02  # it is the other frame's crop

@@ -70,24 +70,46 @@ def hips_frame(centres: np.ndarray, radii: np.ndarray, mirror: bool) -> CropFram
     return CropFrame(tuple(centres.mean(axis=0)), SPAN["hips"] * 2 * float(np.mean(radii)), mirror)
 
 
-def extract(image: np.ndarray, frame: CropFrame) -> np.ndarray:
-    """The ``(CROP, CROP)`` float32 crop in [0, 1] (its own 1st–99th percentiles); outside the
-    image is 0. The source is low-passed first when the crop shrinks it (no aliasing)."""
+def _window(image: np.ndarray, frame: CropFrame, extent: float = 1.0) -> tuple[np.ndarray, tuple[int, int]] | None:
+    """The part of ``image`` a crop of ``frame`` (or of a frame ``extent`` times larger about the
+    same centre, at any angle) samples, low-passed for ``frame``'s scale when the crop shrinks it
+    (no aliasing), and its top-left pixel; ``None`` when the frame lies outside the image."""
     h, w = image.shape
     factor = frame.side_px / CROP
-    half = 0.75 * frame.side_px + 3 * factor + 2
+    half = 0.75 * frame.side_px * extent + 3 * factor + 2
     cx, cy = frame.centre
     x0, x1 = max(0, int(cx - half)), min(w, int(cx + half) + 1)
     y0, y1 = max(0, int(cy - half)), min(h, int(cy + half) + 1)
     if x1 <= x0 or y1 <= y0:
-        return np.zeros((CROP, CROP), np.float32)
+        return None
     win = np.asarray(image[y0:y1, x0:x1], np.float32)
     if factor > 1.3:
         win = np.asarray(cv2.GaussianBlur(win, (0, 0), 0.45 * factor), np.float32)
+    return win, (x0, y0)
+
+
+def _warp(window: tuple[np.ndarray, tuple[int, int]] | None, frame: CropFrame) -> np.ndarray:
+    if window is None:
+        return np.zeros((CROP, CROP), np.float32)
+    win, origin = window
     m = frame.matrix()
-    m[:, 2] += m[:, :2] @ np.array([x0, y0], float)  # window pixel → source pixel first
+    m[:, 2] += m[:, :2] @ np.asarray(origin, float)  # window pixel → source pixel first
     crop = cv2.warpAffine(win, m, (CROP, CROP), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     lo, hi = np.percentile(crop, (1.0, 99.0))
     if hi <= lo:
         return np.zeros((CROP, CROP), np.float32)
     return np.clip((crop - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+
+
+def extract(image: np.ndarray, frame: CropFrame) -> np.ndarray:
+    """The ``(CROP, CROP)`` float32 crop in [0, 1] (its own 1st–99th percentiles); outside the
+    image is 0. The source is low-passed first when the crop shrinks it (no aliasing)."""
+    return _warp(_window(image, frame), frame)
+
+
+def extract_pair(image: np.ndarray, frame: CropFrame, other: CropFrame) -> tuple[np.ndarray, np.ndarray]:
+    """``extract`` for ``frame`` and for ``other`` (the same centre, a little larger and turned:
+    the consistency check's second look) from one low-passed window, so that the check does not
+    filter the image twice; ``other`` shares ``frame``'s low-pass."""
+    window = _window(image, frame, extent=max(1.0, other.side_px / frame.side_px))
+    return _warp(window, frame), _warp(window, other)

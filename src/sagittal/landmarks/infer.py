@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from .crops import extract
+from .crops import extract, extract_pair
 from .layout import COARSE_HEAT
 from .postprocess import (
     Detections,
@@ -140,7 +140,7 @@ class LandmarkDetector:
                 mirror = (side or seen or "right") == "left"
                 frames = crop_frames(det, mirror)
                 alt = alternate_frames(frames) if self.consistency else []
-                plans.append((frames, alt, [extract(img, f) for _, _, f in frames + alt]))
+                plans.append((frames, alt, _crops(img, frames, alt)))
             crops = [c for _, _, cs in plans for c in cs]
             timings["crops"] += time.perf_counter() - t
             t = time.perf_counter()
@@ -160,6 +160,23 @@ class LandmarkDetector:
             timings["postprocess"] += time.perf_counter() - t
         self.last_timings = timings
         return results
+
+
+def _crops(img: np.ndarray, frames: list, alt: list) -> list[np.ndarray]:
+    """The crops of ``frames`` then of ``alt`` (``alternate_frames(frames)``: one per frame but
+    the hips'), each body's two from one low-passed window (``crops.extract_pair``)."""
+    if not alt:
+        return [extract(img, f) for _, _, f in frames]
+    first, second = [], []
+    others = iter(alt)
+    for kind, _, f in frames:
+        if kind == "hips":
+            first.append(extract(img, f))
+            continue
+        a, b = extract_pair(img, f, next(others)[2])
+        first.append(a)
+        second.append(b)
+    return first + second
 
 
 def facing_from_landmarks(lm: dict) -> str | None:
