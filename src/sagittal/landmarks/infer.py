@@ -86,6 +86,8 @@ class LandmarkDetector:
         self.last_timings: dict[str, float] = {}  # seconds per stage of the last ``detect``
         #: refine every body and S1 twice (``postprocess.alternate_frames``) and withhold what is not stable
         self.consistency = consistency
+        #: ``postprocess.consistent``'s keyword limits; a model trained on another look (the CT/MR plane model) sets its own
+        self.consistency_limits: dict[str, float] = {}
 
     def _run(self, stage: str, x: np.ndarray) -> np.ndarray:
         import torch
@@ -151,7 +153,7 @@ class LandmarkDetector:
             for det, (frames, alt, cs), box in zip(dets, plans, boxes, strict=False):
                 fine = refine(det, frames, logits[k:k + len(frames)])
                 if alt:
-                    fine = consistent(fine, refine(det, alt, logits[k + len(frames):k + len(cs)]))
+                    fine = consistent(fine, refine(det, alt, logits[k + len(frames):k + len(cs)]), **self.consistency_limits)
                 k += len(cs)
                 fine = recheck_chain(withhold_outside(fine, box))
                 self.last_detections.append(fine)

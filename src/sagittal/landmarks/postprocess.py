@@ -394,14 +394,17 @@ def _height_ratio(points: np.ndarray) -> float:
     return float(min(h) / max(max(h), 1e-6))
 
 
-def consistent(first: Detections, second: Detections) -> Detections:
+def consistent(first: Detections, second: Detections, max_spread: float = CONSISTENCY_MAX,
+               collapsed_max: float = COLLAPSED_CONSISTENCY_MAX,
+               min_point_confidence: float = MIN_POINT_CONFIDENCE) -> Detections:
     """Merge two refinements of the same detections (``refine`` over ``crop_frames`` and over
     ``alternate_frames``): each body's points become the mean of its two placements and its
     ``spread`` their largest disagreement over the body's size; a body whose spread exceeds
-    ``CONSISTENCY_MAX`` (``COLLAPSED_CONSISTENCY_MAX`` when it looks collapsed) — or whose least
-    confident point is under ``MIN_POINT_CONFIDENCE`` — is withheld with a warning: its points,
+    ``max_spread`` (``collapsed_max`` when it looks collapsed) — or whose least confident
+    point is under ``min_point_confidence`` — is withheld with a warning: its points,
     and a height loss from them, are not stable. The S1 endplate likewise (over its width). Hips
-    are the first refinement's."""
+    are the first refinement's. The limits' defaults were calibrated on radiographs (models/README.md);
+    a model of another look (the CT/MR plane model) passes its own."""
     warnings = list(first.warnings) + [w for w in second.warnings if w not in first.warnings]
     bodies = []
     for a, b in zip(first.bodies, second.bodies, strict=True):
@@ -415,15 +418,15 @@ def consistent(first: Detections, second: Detections) -> Detections:
         pts = (a.points + b.points) / 2
         merged = replace(a, points=pts, centre=pts[:4].mean(axis=0), confidence=min(a.confidence, b.confidence),
                          point_confidence=min(a.point_confidence, b.point_confidence), spread=spread)
-        if spread > CONSISTENCY_MAX:
+        if spread > max_spread:
             warnings.append(f"{a.level}: two placements of its points disagree by {100 * spread:.0f} % of its size "
                             "(points not stable): withheld, no height or grade")
             merged = replace(merged, level=None)
-        elif spread > COLLAPSED_CONSISTENCY_MAX and _height_ratio(pts) < COLLAPSED_RATIO:
+        elif spread > collapsed_max and _height_ratio(pts) < COLLAPSED_RATIO:
             warnings.append(f"{a.level}: looks collapsed but two placements of its points disagree by "
                             f"{100 * spread:.0f} % of its size, too much to grade it: withheld")
             merged = replace(merged, level=None)
-        elif merged.point_confidence < MIN_POINT_CONFIDENCE:
+        elif merged.point_confidence < min_point_confidence:
             warnings.append(f"{a.level}: its points are not confident ({merged.point_confidence:.2f}): withheld, "
                             "no height or grade")
             merged = replace(merged, level=None)
@@ -433,7 +436,7 @@ def consistent(first: Detections, second: Detections) -> Detections:
         width = max(float(np.linalg.norm(s1[0] - s1[1])), 1e-6)
         spread = float(np.abs(s1 - second.s1).max()) / width
         s1, s1_conf = (s1 + second.s1) / 2, min(s1_conf, second.s1_confidence)
-        if spread > CONSISTENCY_MAX:
+        if spread > max_spread:
             warnings.append(f"the S1 endplate's two placements disagree by {100 * spread:.0f} % of its width "
                             "(not stable): withheld")
             s1 = None
