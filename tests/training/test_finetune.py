@@ -16,7 +16,7 @@ from sagittal.landmarks.layout import C_OFFSETS, C_RADIUS
 from sagittal.landmarks.preprocess import INPUT_SHAPE
 from sagittal.landmarks.weights import packaged, verify
 from sagittal.training.evaluate import read_raster
-from sagittal.training.finetune import masked_coarse_targets, split
+from sagittal.training.finetune import _sampling_weights, masked_coarse_targets, split
 
 from .fixtures import write_set
 
@@ -68,3 +68,52 @@ def test_short_finetune_writes_loadable_weights_with_record(tmp_path: Path) -> N
                                                     pixel_spacing_mm=(0.6, 0.6))
     assert a.software and a.software["model"] == "tuned.pt"
     assert len(a.vertebrae) > 5
+
+
+def test_sampling_weights_give_the_phantom_share() -> None:
+    user = np.array([True] * 90 + [False] * 10)
+    p = _sampling_weights(user, 0.4)
+    assert p.sum() == pytest.approx(1.0) and p[~user].sum() == pytest.approx(0.4)
+    assert _sampling_weights(np.ones(5, bool), 0.4) == pytest.approx(np.full(5, 0.2))  # no phantoms: uniform
+
+
+def _refine_data(n: int) -> dict[str, np.ndarray]:
+    from sagittal.landmarks.crops import CROP
+    from sagittal.training.data import KIND_CODES
+
+    rng = np.random.default_rng(0)
+    pts = np.full((n, 10, 2), np.nan, np.float32)
+    pts[:, :6] = rng.uniform(16, CROP - 16, (n, 6, 2))
+    return {"crops": rng.integers(0, 256, (n, CROP, CROP), dtype=np.uint8), "kinds": np.full(n, KIND_CODES["vertebra"], np.int8),
+            "points": pts, "user": np.arange(n) % 2 == 0}
+
+
+@pytest.mark.parametrize("freeze_bn", [True, False])
+def test_frozen_batchnorm_keeps_the_running_statistics(freeze_bn: bool) -> None:
+    from sagittal.landmarks.model import build
+    from sagittal.training.finetune import _train_stage
+
+    torch.manual_seed(0)
+    model = build("refine", (4, 8))
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    rec = _train_stage("refine", model, _refine_data(6), 600.0, 1e-2, 4, 0.5, np.random.default_rng(0), "cpu",
+                       lambda m: None, anchor=0.0, freeze_bn=freeze_bn, max_iterations=1)
+    stats = [k for k in start if k.endswith(("running_mean", "running_var"))]
+    same = [torch.equal(model.state_dict()[k], start[k]) for k in stats]
+    assert stats and (all(same) if freeze_bn else not any(same))
+    assert rec["iterations"] == 1 and rec["squared_distance_from_start"] > 0  # the weights did train
+    assert not model.training  # left in eval mode
+
+
+def test_anchor_holds_the_weights_near_the_start() -> None:
+    from sagittal.landmarks.model import build
+    from sagittal.training.finetune import _train_stage
+
+    moved = {}
+    for anchor in (0.0, 50.0):
+        torch.manual_seed(0)
+        model = build("refine", (4, 8))
+        rec = _train_stage("refine", model, _refine_data(6), 600.0, 0.3, 4, 0.5, np.random.default_rng(0), "cpu",
+                           lambda m: None, anchor=anchor, max_iterations=6)
+        moved[anchor] = rec["squared_distance_from_start"]
+    assert 0 < moved[50.0] < moved[0.0]

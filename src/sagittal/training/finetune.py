@@ -13,9 +13,19 @@ losses masked to what is annotated:
   are annotated), jittered as the coarse stage would place them; a point not annotated has an
   all-zero target and no loss (``targets.refine_targets``).
 
-Phantom radiographs (``training.data``, 2-D family, fully annotated) make up ``phantom_share``
-of every batch, so what users rarely annotate (femoral heads, C7, the thoracic spine) is not
-forgotten. The held-out split is evaluated (``training.evaluate``) before and after; the
+Phantom radiographs (``training.data``, 2-D family, fully annotated, rendered as the shipped
+weights were trained: plain, and for the refinement mostly fractured with extra crops per
+fractured body) make up ``phantom_share`` of every coarse batch and ``refine_phantom_share`` of
+every refinement batch, so what users rarely annotate (femoral heads, C7, the thoracic spine)
+and the original look are not forgotten. Two more guards keep the original look:
+
+- BatchNorm running statistics stay frozen (``freeze_bn``): in training mode they would drift
+  to the statistics of the user's look and shift every original-look image at inference, however
+  small the learning rate;
+- an L2-SP penalty (``anchor``; ``losses.anchor_penalty``, Li et al. 2018) pulls the weights
+  towards the starting ones, and weight decay is off then (it would pull them towards zero).
+
+The held-out split is evaluated (``training.evaluate``) before and after; the
 record goes into the weights file (``training_record`` and each stage's ``meta``) with a
 ``.sha256`` sidecar, and ``sagittal analyze --weights FILE`` loads it.
 """
@@ -35,6 +45,8 @@ from ..levels import LEVELS
 from .annotations import Annotation
 
 FINETUNE_STREAM = 7_000_011  # phantom seeds of the mixed-in data (distinct from training and evaluation)
+ANCHOR = 1e-2  # L2-SP weight (losses.anchor_penalty); chosen by scripts/finetune_experiment.py, models/README.md
+PHANTOM_FRACTURE_BOOST = 3  # extra refinement crops per fractured phantom body, as in the shipped training's step 4
 
 
 # --------------------------------------------------------------------------- data (numpy)
@@ -236,24 +248,47 @@ def masked_coarse_loss(pred: Any, t: Any, heat_w: Any, off_m: Any, rad_m: Any) -
     return l_heat + 10 * l_off + 5 * l_rad
 
 
-def _train_stage(stage: str, model: Any, data: dict[str, np.ndarray], seconds: float, lr: float, batch: int,
-                 phantom_share: float, rng: np.random.Generator, device: str, log: Callable[[str], None]) -> dict:
+def train_mode(model: Any, freeze_bn: bool) -> None:
+    """``model.train()``, with every BatchNorm layer left in eval mode when ``freeze_bn`` (its
+    running mean and variance stay those of the starting weights; its affine weights still train)."""
     import torch
 
-    from .loop import refine_batch
-    from .losses import refine_loss
+    model.train()
+    if freeze_bn:
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.eval()
 
-    user = np.asarray(data["user"], bool)
+
+def _sampling_weights(user: np.ndarray, phantom_share: float) -> np.ndarray:
+    """Per-item draw probabilities so that ``phantom_share`` of a batch comes from the phantoms."""
     n = len(user)
     p = np.zeros(n)
     if user.all() or not user.any():
         p[:] = 1.0 / n
     else:
         p[user], p[~user] = (1 - phantom_share) / user.sum(), phantom_share / (~user).sum()
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    return p
+
+
+def _train_stage(stage: str, model: Any, data: dict[str, np.ndarray], seconds: float, lr: float, batch: int,
+                 phantom_share: float, rng: np.random.Generator, device: str, log: Callable[[str], None], *,
+                 anchor: float = 0.0, freeze_bn: bool = True, max_iterations: int | None = None) -> dict:
+    import torch
+
+    from .loop import refine_batch
+    from .losses import anchor_penalty, parameter_snapshot, refine_loss
+
+    user = np.asarray(data["user"], bool)
+    n = len(user)
+    p = _sampling_weights(user, phantom_share)
+    model.to(device)
+    start_params = parameter_snapshot(model)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0 if anchor > 0 else 1e-4)
     start, it, losses = time.time(), 0, []
-    model.to(device).train()
-    while (frac := (time.time() - start) / max(seconds, 1e-6)) < 1 or it == 0:
+    train_mode(model, freeze_bn)
+    while ((t_frac := (time.time() - start) / max(seconds, 1e-6)) < 1 or it == 0) and it < (max_iterations or math.inf):
+        frac = max(t_frac, it / max_iterations) if max_iterations else t_frac  # the schedule ends with either bound
         for g in opt.param_groups:
             g["lr"] = lr * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))) * min(1.0, (it + 1) / 20)
         idx = rng.choice(n, batch, p=p)
@@ -263,6 +298,8 @@ def _train_stage(stage: str, model: Any, data: dict[str, np.ndarray], seconds: f
         else:
             x, t = refine_batch(data, idx, rng)
             loss, _ = refine_loss(model(x.to(device)), t.to(device))
+        if anchor > 0:
+            loss = loss + anchor * anchor_penalty(model, start_params)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -271,8 +308,12 @@ def _train_stage(stage: str, model: Any, data: dict[str, np.ndarray], seconds: f
         if it % 50 == 0:
             log(f"finetune {stage}: it {it} {time.time() - start:5.0f} s loss {np.mean(losses[-50:]):.4f}")
     model.eval()
+    with torch.no_grad():
+        moved = float(anchor_penalty(model, start_params))
     return {"iterations": it, "batch": batch, "seconds": round(time.time() - start, 1),
-            "final_loss": float(np.mean(losses[-50:])), "items": n, "user_items": int(user.sum())}
+            "final_loss": float(np.mean(losses[-50:])), "items": n, "user_items": int(user.sum()),
+            "lr": lr, "phantom_share": phantom_share, "anchor": anchor, "freeze_bn": freeze_bn,
+            "squared_distance_from_start": moved}
 
 
 def split(pairs: Sequence[tuple[Path, Annotation]], held_out: float, seed: int) -> tuple[list, list]:
@@ -296,10 +337,19 @@ def _held_out_figures(weights: str | None, pairs: list, spacing: tuple[float, fl
 
 def finetune(images: Sequence[str | Path], annotations: str | Path, fmt: str, out: str | Path, *,
              spacing: tuple[float, float] | None = None, init: str | None = None, minutes: float = 20.0,
-             held_out: float = 0.2, phantom: int = 200, phantom_share: float = 0.3, device: str = "cpu",
-             seed: int = 0, lr: float = 3e-4, threads: int | None = None,
-             log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Fine-tune both stages (see the module docstring); returns the training record."""
+             held_out: float = 0.2, phantom: int = 200, phantom_share: float = 0.3,
+             refine_phantom_share: float | None = None, anchor: float = ANCHOR, freeze_bn: bool = True,
+             refine_lr: float | None = None, device: str = "cpu", seed: int = 0, lr: float = 3e-4,
+             threads: int | None = None, before: dict | None = None, steps: int | None = None,
+             refine_steps: int | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Fine-tune both stages (see the module docstring); returns the training record.
+
+    ``minutes`` bounds the whole run (half of what is left after the data for each stage);
+    ``steps`` / ``refine_steps`` also stop each stage after that many optimizer steps (the
+    learning-rate schedule then follows the steps, so a run does not depend on the machine's
+    load). ``refine_phantom_share`` / ``refine_lr``: the refinement stage's (default:
+    ``phantom_share``, ``lr``). ``before``: the held-out figures of the starting weights when
+    already measured (they are then not measured again)."""
     import torch
 
     from ..fsio import atomic_path
@@ -323,7 +373,8 @@ def finetune(images: Sequence[str | Path], annotations: str | Path, fmt: str, ou
     train_pairs, ho_pairs = split(pairs, held_out, seed)
     init_path = weights_path(init)
     log(f"finetune: {len(train_pairs)} training and {len(ho_pairs)} held-out images; from {init_path}")
-    before = _held_out_figures(str(init_path), ho_pairs, spacing, device) if ho_pairs else {}
+    if before is None:
+        before = _held_out_figures(str(init_path), ho_pairs, spacing, device) if ho_pairs else {}
     if before:
         log(f"held-out before: {before}")
     coarse_rows, refine_rows, skipped = [], [], []
@@ -339,25 +390,36 @@ def finetune(images: Sequence[str | Path], annotations: str | Path, fmt: str, ou
     if not coarse_rows:
         raise InputError("no training image could be read")
     n_ph = max(0, int(phantom))
-    cdata = _concat_coarse(coarse_rows, make_coarse_dataset(range(FINETUNE_STREAM, FINETUNE_STREAM + n_ph), augment=0.3)
+    # the original look as the shipped weights were trained on it (models/README.md, steps 1-6)
+    cdata = _concat_coarse(coarse_rows, make_coarse_dataset(range(FINETUNE_STREAM, FINETUNE_STREAM + n_ph))
                            if n_ph else None)
-    rdata = _concat_refine(refine_rows, make_refine_dataset(range(FINETUNE_STREAM, FINETUNE_STREAM + max(n_ph // 4, 1)),
-                                                            augment=0.3) if n_ph else None)
+    n_rf = max(n_ph // 2, 1)
+    rdata = _concat_refine(refine_rows, make_refine_dataset(range(FINETUNE_STREAM, FINETUNE_STREAM + n_rf),
+                                                            fracture_boost=PHANTOM_FRACTURE_BOOST) if n_ph else None)
     t_data = time.time() - t_start
     blob = torch.load(init_path, map_location="cpu", weights_only=True)
     budget = max(minutes * 60 - t_data, 10.0)
     stages = {}
-    for stage, data, share, batch in (("coarse", cdata, 0.5, 8), ("refine", rdata, 0.5, 32)):
+    r_share = phantom_share if refine_phantom_share is None else refine_phantom_share
+    for stage, data, share, batch, s_lr, s_ph, s_steps in (
+            ("coarse", cdata, 0.5, 8, lr, phantom_share, steps),
+            ("refine", rdata, 0.5, 32, refine_lr or lr, r_share, refine_steps or steps)):
         model = build(stage, blob[stage]["widths"])
         model.load_state_dict(blob[stage]["state_dict"])
-        stages[stage] = _train_stage(stage, model, data, budget * share, lr, batch, phantom_share, rng, device, log)
+        seconds = budget * share if stage == "coarse" else max(budget - (time.time() - t_start - t_data), 10.0)
+        stages[stage] = _train_stage(stage, model, data, seconds, s_lr, batch, s_ph, rng, device, log,
+                                     anchor=anchor, freeze_bn=freeze_bn, max_iterations=s_steps)
         blob[stage] = {"widths": list(model.widths), "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
                        "meta": {**dict(blob[stage].get("meta") or {}), "finetune": stages[stage]}}
     record: dict[str, Any] = {
         "command": "sagittal finetune", "format": fmt, "annotations": str(annotations),
         "init": str(init_path), "init_sha256": sha256_file(init_path), "device": device, "minutes": minutes,
-        "seed": seed, "lr": lr, "held_out_fraction": held_out, "phantom_radiographs": n_ph,
-        "phantom_share": phantom_share, "train_images": [p.name for p, _ in train_pairs],
+        "seed": seed, "steps": steps, "refine_steps": refine_steps or steps, "lr": lr, "refine_lr": refine_lr or lr,
+        "held_out_fraction": held_out,
+        "phantom_radiographs": n_ph, "phantom_refine_radiographs": n_rf if n_ph else 0,
+        "phantom_fracture_boost": PHANTOM_FRACTURE_BOOST, "phantom_share": phantom_share,
+        "refine_phantom_share": r_share, "anchor": anchor, "freeze_bn": freeze_bn,
+        "train_images": [p.name for p, _ in train_pairs],
         "held_out_images": [p.name for p, _ in ho_pairs], "skipped": skipped, "stages": stages,
         "data_seconds": round(t_data, 1), "torch": str(torch.__version__),
     }
