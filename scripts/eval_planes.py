@@ -42,10 +42,11 @@ from sagittal.phantom.volume import reformat_ct, render_ct, render_mr, scoliosis
 EVAL_STREAM = 7_100_099
 
 
-def _case(modality: str, seed: int, root: Path) -> tuple[Any, list[Any]]:
-    """Render and write one case; return its spine and volumes."""
+def _case(modality: str, seed: int, root: Path, fracture_rate: float = 0.33) -> tuple[Any, list[Any]]:
+    """Render and write one case; return its spine and volumes. ``fracture_rate``: the share of
+    spines drawn with 1–3 fractures (the default keeps the stream's cases as they always were)."""
     rng = np.random.default_rng([EVAL_STREAM, 1 if modality == "CT" else 2, seed])
-    n_fx = int(rng.integers(1, 4)) if rng.random() < 0.33 else None
+    n_fx = int(rng.integers(1, 4)) if rng.random() < fracture_rate else None
     spine = build_spine(sample_spec(rng, n_fractures=n_fx))
     curve = scoliosis_curve(spine, rng) if rng.random() < 0.5 else None
     pid = f"EV{modality}{seed:04d}"
@@ -80,7 +81,35 @@ def _case(modality: str, seed: int, root: Path) -> tuple[Any, list[Any]]:
     return spine, vols
 
 
-def _score(spine: Any, vol: Any, prep: Any, doc: dict, acc: dict) -> None:
+def _why_missed(level: str, truth_px: np.ndarray, sp: float, doc: dict, prep: Any) -> str:
+    """Why a vertebra in view is not in the document: the stage that lost it (``--diagnose``)."""
+    det = prep.extra.get("last_detection")
+    coarse = prep.extra.get("coarse_detection")
+    centre = truth_px[:4].mean(0)
+    size = float(np.linalg.norm(truth_px[1] - truth_px[2]))
+
+    def near(bodies: list) -> Any:
+        best = min(bodies, key=lambda b: float(np.linalg.norm(b.centre - centre)), default=None)
+        return best if best is not None and np.linalg.norm(best.centre - centre) < 0.5 * size else None
+
+    said = [w for w in doc["warnings"] if w.startswith(f"{level}:") or f" {level} " in w or f"{level} is" in w]
+    c = near(coarse.bodies) if coarse is not None else None
+    f = near(det.bodies) if det is not None else None
+    if c is None:
+        stage = "coarse: no body"
+    elif c.level is None:
+        stage = f"coarse: found (conf {c.confidence:.2f}) but not named"
+    elif c.level != level:
+        stage = f"coarse: named {c.level}"
+    elif f is None or f.level is None:
+        stage = "refine/post: withheld"
+    else:
+        stage = f"final: named {f.level}"
+    anchor = "S1" if (coarse is not None and coarse.s1 is not None) else "no S1"
+    return f"{level} ({size * sp:.0f} mm, {anchor}): {stage}; " + (" | ".join(said)[:300] if said else "-")
+
+
+def _score(spine: Any, vol: Any, prep: Any, doc: dict, acc: dict, diagnose: list[str] | None = None) -> None:
     plane = prep.extra["plane"]
     rows, cols = plane.image.shape
     sp = plane.spacing_mm
@@ -97,6 +126,8 @@ def _score(spine: Any, vol: Any, prep: Any, doc: dict, acc: dict) -> None:
         acc["in_view"] += 1
         p = lm.get(level)
         if p is None:
+            if diagnose is not None:
+                diagnose.append(_why_missed(level, truth_px, sp, doc, prep))
             continue
         pred = np.array([p[n] for n in POINT_NAMES], float)
         if np.linalg.norm((pred[:4].mean(0) - truth_px[:4].mean(0)) * sp) > 5.0:
@@ -116,12 +147,13 @@ def _score(spine: Any, vol: Any, prep: Any, doc: dict, acc: dict) -> None:
         acc["heads"].append(len(doc["landmarks"]["femoral_heads"]))
 
 
-def evaluate(modality: str, n: int, first: int, detector: Any, root: Path) -> dict:
+def evaluate(modality: str, n: int, first: int, detector: Any, root: Path, diagnose: bool = False,
+             fracture_rate: float = 0.33) -> dict:
     acc: dict[str, Any] = {"in_view": 0, "found": 0, "wrong": 0, "point_err": [], "height_err": [], "grades": [],
                            "pi_err": [], "heads": [], "status": [], "seconds": [], "units": 0}
     for seed in range(first, first + n):
         case_dir = root / f"{modality}{seed}"
-        spine, vols = _case(modality, seed, case_dir)
+        spine, vols = _case(modality, seed, case_dir, fracture_rate)
         export = scan_export([case_dir], decode_pixels=False)
         units, _ = kind.plan(export.series)
         acc["units"] += len(units)
@@ -131,13 +163,19 @@ def evaluate(modality: str, n: int, first: int, detector: Any, root: Path) -> di
                 prep = kind.prepare(u, detector)
                 (det,) = detector.detect([prep.image], facing=[prep.facing_hint])
                 doc = kind.finish(prep, det)
+                if diagnose:
+                    prep.extra["last_detection"] = detector.last_detections[0]
+                    prep.extra["coarse_detection"] = detector.coarse([prep.image])[0][0]
             except Exception as exc:  # counted as not analysed, with the reason
                 print(f"{modality} seed {seed}: {type(exc).__name__}: {exc}", flush=True)
                 acc["status"].append("failed")
                 continue
             acc["seconds"].append(time.perf_counter() - t)
             acc["status"].append(doc["status"])
-            _score(spine, vols[0], prep, doc, acc)
+            why: list[str] = []
+            _score(spine, vols[0], prep, doc, acc, why if diagnose else None)
+            for line in why:
+                print(f"  {modality} {seed} missed {line}", flush=True)
         print(f"{modality} {seed}: {acc['found']}/{acc['in_view']} found, statuses {acc['status'][-len(units):]}", flush=True)
     g = np.array(acc["grades"]) if acc["grades"] else np.zeros((0, 2), int)
     fx, nm = g[:, 0] > 0, g[:, 0] == 0
@@ -166,6 +204,10 @@ def main() -> None:
     ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--weights", default=None, help="plane model weights (default: the packaged landmarks_planes.pt)")
     ap.add_argument("--json", help="also write the figures here")
+    ap.add_argument("--fracture-rate", type=float, default=0.33,
+                    help="share of spines drawn with 1-3 fractures (default 0.33; 1.0 scores grading on many fractured bodies)")
+    ap.add_argument("--diagnose", action="store_true",
+                    help="print, for every vertebra in view that is missing, the stage that lost it")
     ap.add_argument("--consistency", choices=("default", "on", "off"), default="default",
                     help="the refinement's two-look stability check (default: as the runtime runs it)")
     args = ap.parse_args()
@@ -173,11 +215,13 @@ def main() -> None:
     if args.consistency != "default":
         detector.consistency = args.consistency == "on"
     report: dict[str, Any] = {"weights": str(detector.weights), "first_seed": args.first_seed, "stream": EVAL_STREAM,
+                              "fracture_rate": args.fracture_rate,
                               "consistency_check": bool(detector.consistency)}
     with tempfile.TemporaryDirectory(prefix="sagittal-eval-planes-") as tmp:
         for modality, n in (("CT", args.n_ct), ("MR", args.n_mr)):
             if n:
-                report[modality] = evaluate(modality, n, args.first_seed, detector, Path(tmp))
+                report[modality] = evaluate(modality, n, args.first_seed, detector, Path(tmp), args.diagnose,
+                                            args.fracture_rate)
     print(json.dumps(report, indent=1))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1) + "\n")

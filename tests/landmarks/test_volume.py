@@ -110,3 +110,21 @@ def test_sample_patient_ct_and_mr_are_analysed(tmp_path):
     truth = json.loads((sample.parent / "truth.json").read_text())
     pi = truth["studies"][0]["spine"]["parameters"]["pelvic_incidence_deg"]
     assert abs(ct["parameters"]["pelvic_incidence_deg"] - pi) < 5.0
+
+
+@pytest.mark.slow
+def test_ungraded_levels_keep_their_points_but_no_heights_or_grade(tmp_path, spine):
+    """A level the plane detector marks ungraded (points unsteady) is in the document with its
+    points and kyphosis, its heights, loss, grade and morphology null; the key itself is not a
+    contract landmark and does not reach the document."""
+    ct, unit = _unit(tmp_path, spine, matrix=120)
+    prep = kind.prepare(unit)
+    lm, anterior, warnings = _true_detection(ct, spine, prep.extra["plane"])
+    assert {"L2", "L3"} <= set(lm["vertebrae"])
+    doc = kind.finish(prep, (dict(lm, ungraded={"L2": "unsteady"}), anterior, warnings))
+    jsonschema.validate(doc, load_schema())
+    assert "ungraded" not in doc["landmarks"] and "L2" in doc["landmarks"]["vertebrae"]
+    by = {v["level"]: v for v in doc["vertebrae"]}
+    assert by["L2"]["heights_mm"] is None and by["L2"]["genant_grade"] is None and by["L2"]["height_loss_pct"] is None
+    assert by["L2"]["morphology"] is None and by["L2"]["vertebral_kyphosis_deg"] is not None
+    assert by["L3"]["heights_mm"] is not None and by["L3"]["genant_grade"] == 0

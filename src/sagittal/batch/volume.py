@@ -26,6 +26,8 @@ KIND = "volume"
 MODEL = "planes"
 #: parameters measured only standing (CONTRACT: null with a warning unless standing)
 STANDING_ONLY = ("sagittal_vertical_axis_mm", "t1_pelvic_angle_deg")
+#: the key of ``landmarks.plane_detector``'s levels reported but not graded
+UNGRADED = "ungraded"
 #: seconds of this kind's own stages for the last unit prepared and finished in this process
 #: (decode, centreline, reformat, femoral_heads), for benchmarks
 LAST_TIMINGS: dict[str, float] = {}
@@ -34,11 +36,12 @@ LAST_TIMINGS: dict[str, float] = {}
 
 def load_plane_model(weights: Any = None, device: str = "cpu", threads: int | None = None) -> Any:
     """The plane model's detector (``landmarks.volume.planes_weights_path``: ``weights``, else
-    ``$SAGITTAL_PLANES_WEIGHTS``, else the packaged ``landmarks_planes.pt``)."""
-    from ..landmarks.infer import LandmarkDetector
+    ``$SAGITTAL_PLANES_WEIGHTS``, else the packaged ``landmarks_planes.pt``), with the plane
+    model's two-tier consistency check (``landmarks.plane_detector``)."""
+    from ..landmarks.plane_detector import PlaneDetector
     from ..landmarks.volume import planes_weights_path
 
-    return LandmarkDetector(planes_weights_path(weights), device=device, threads=threads)
+    return PlaneDetector(planes_weights_path(weights), device=device, threads=threads)
 
 
 def plan(series: Sequence[Any]) -> tuple[list[Unit], list[SetAside]]:
@@ -129,6 +132,9 @@ def finish(prep: Prepared, detection: Detection) -> dict[str, Any]:
     from ..report.analysis import REQUIRED_PARAMETERS, analysis_document
 
     lm, _, lm_warnings = detection
+    # levels whose points are too unsteady to grade (landmarks.plane_detector): not contract landmarks
+    ungraded = dict(lm.get(UNGRADED) or {})
+    lm = {k: v for k, v in lm.items() if k != UNGRADED}
     x = prep.extra
     plane = x["plane"]
     warnings = list(prep.warnings) + list(lm_warnings)
@@ -164,6 +170,9 @@ def finish(prep: Prepared, detection: Detection) -> dict[str, Any]:
     elif doc["status"] != "rejected":
         measurable = [k for k in REQUIRED_PARAMETERS if k not in STANDING_ONLY or info["patient_position"] == "standing"]
         doc["status"] = "ok" if all(doc["parameters"].get(k) is not None for k in measurable) else "partial"
+    for v in doc["vertebrae"]:
+        if v["level"] in ungraded:
+            v.update(heights_mm=None, height_loss_pct=None, genant_grade=None, morphology=None)
     dev = plane.max_lateral_deviation_mm
     doc["image"]["lateral_deviation_mm"] = round(dev, 2)
     _marrow_findings(doc, lm, x)

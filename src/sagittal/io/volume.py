@@ -132,39 +132,97 @@ def enhanced_geometry(ds: Any, where: str) -> tuple[list[Any], list[Any], list[A
     return positions, orientations, spacings
 
 
-def read_slices_fast(paths: Sequence[str]) -> NDArray[np.float32] | None:
-    """The slices of ``paths`` (in that order) as one float32 stack in modality units, for the
-    common case only: single-frame greyscale MONOCHROME2/1 slices of one shape and dtype whose
-    rescale is a plain slope/intercept shared by every slice. The stored values are stacked as
-    they are and rescaled once (a per-slice float conversion costs as much as the read itself).
-    ``None`` when any slice is not that case (the caller then decodes slice by slice)."""
+#: uncompressed little-endian transfer syntaxes, whose pixel data is read straight into the stack
+_RAW_SYNTAXES = ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2")
+_PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"
+
+
+def _read_raw_pixels(fh: Any, ds: Any, out: NDArray[Any]) -> bool:
+    """Read an uncompressed slice's pixel data from ``fh`` (positioned at the PixelData element by
+    ``dcmread(stop_before_pixels=True)``) straight into ``out (rows, cols)``; ``False`` (nothing
+    read) when the element is not the plain one expected (explicit or implicit VR, little endian)."""
+    head = fh.read(12)
+    if len(head) < 8 or head[:4] != _PIXEL_DATA_TAG:
+        return False
+    n = out.nbytes
+    explicit = str(ds.file_meta.get("TransferSyntaxUID", "")) == _RAW_SYNTAXES[0]
+    if explicit:  # tag, VR, 2 reserved bytes, 4-byte length
+        if head[4:6] not in (b"OW", b"OB") or int.from_bytes(head[8:12], "little") != n:
+            return False
+    else:  # tag, 4-byte length
+        if int.from_bytes(head[4:8], "little") != n:
+            return False
+        fh.seek(-4, 1)
+    return int(fh.readinto(out.data.cast("B"))) == n
+
+
+def _slice_ok(ds: Any) -> bool:
+    return (int(ds.get("NumberOfFrames", 1) or 1) == 1 and int(ds.get("SamplesPerPixel", 1)) == 1
+            and str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME2" and "ModalityLUTSequence" not in ds)
+
+
+def read_slices_fast(paths: Sequence[str]) -> NDArray[Any] | None:
+    """The slices of ``paths`` (in that order) as one stack in modality units, for the common
+    case only: single-frame MONOCHROME2 slices of one shape and dtype whose rescale is a plain
+    slope/intercept shared by every slice. ``None`` when any slice is not that case (the caller
+    then decodes slice by slice).
+
+    Uncompressed slices (little endian, 16 bits) are read straight from the file into one
+    preallocated stack (the header parsed up to the pixel data, no pixel handler), their unused
+    high bits cleared as pydicom does; other transfer syntaxes go through ``pixel_array``. The
+    stack is rescaled once: kept as int16 where the rescale is an integer shift that int16 holds
+    (a CT's HU: half the memory of float32, no conversion pass), else float32."""
     import warnings
 
     import pydicom
 
     stack: NDArray[Any] | None = None
-    rescale: tuple[float, float] | None = None
+    meta: tuple[Any, ...] | None = None
     for n, path in enumerate(paths):
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), open(path, "rb") as fh:
             warnings.simplefilter("ignore")
-            ds = pydicom.dcmread(path)
-            if (int(ds.get("NumberOfFrames", 1) or 1) != 1 or int(ds.get("SamplesPerPixel", 1)) != 1
-                    or str(ds.get("PhotometricInterpretation", "")) != "MONOCHROME2" or "ModalityLUTSequence" in ds):
+            ds = pydicom.dcmread(fh, stop_before_pixels=True)
+            if not _slice_ok(ds):
                 return None
-            arr = ds.pixel_array
-        r = (float(ds.get("RescaleSlope", 1.0) or 1.0), float(ds.get("RescaleIntercept", 0.0) or 0.0))
-        if stack is None:
-            stack = np.empty((len(paths), *arr.shape), arr.dtype)
-            rescale = r
-        if arr.shape != stack.shape[1:] or arr.dtype != stack.dtype or r != rescale:
+            this = (int(ds.get("Rows", 0)), int(ds.get("Columns", 0)), int(ds.get("BitsAllocated", 0)),
+                    int(ds.get("BitsStored", 0) or 0), int(ds.get("PixelRepresentation", 0) or 0),
+                    float(ds.get("RescaleSlope", 1.0) or 1.0), float(ds.get("RescaleIntercept", 0.0) or 0.0))
+            raw = (str(ds.file_meta.get("TransferSyntaxUID", "")) in _RAW_SYNTAXES and this[2] == 16
+                   and (this[4] == 0 or this[3] == 16))
+            if stack is None:
+                meta = this
+                stack = np.empty((len(paths), this[0], this[1]), np.int16 if this[4] else np.uint16)
+            if this != meta:
+                return None
+            if raw and _read_raw_pixels(fh, ds, stack[n]):
+                continue
+            fh.seek(0)
+            arr = pydicom.dcmread(fh).pixel_array
+        if arr.shape != stack.shape[1:] or arr.dtype != stack.dtype:
             return None
         stack[n] = arr
-    if stack is None or rescale is None:
+    if stack is None or meta is None:
         return None
+    return _rescaled(stack, meta[3], bool(meta[4]), meta[5], meta[6])
+
+
+def _rescaled(stack: NDArray[Any], stored: int, signed: bool, slope: float, intercept: float) -> NDArray[Any]:
+    """``stack`` (uint16 or int16 stored values) in modality units: int16 in place where the
+    rescale is an integer shift int16 holds, else a float32 copy."""
+    if not signed and 0 < stored < 16:  # pydicom clears the bits above BitsStored
+        np.bitwise_and(stack, np.uint16((1 << stored) - 1), out=stack)
+    if slope == 1.0 and intercept == round(intercept):
+        if signed and intercept == 0:
+            return stack
+        hi = (1 << (stored if 0 < stored < 16 else 16)) - 1
+        if not signed and hi < (1 << 15) and -(1 << 15) <= intercept and hi + intercept < (1 << 15):
+            out16 = stack.view(np.int16)  # unsigned values under 2**15: the same bits
+            out16 += np.int16(intercept)
+            return out16
     out = stack.astype(np.float32)
-    if rescale != (1.0, 0.0):
-        out *= np.float32(rescale[0])
-        out += np.float32(rescale[1])
+    if (slope, intercept) != (1.0, 0.0):
+        out *= np.float32(slope)
+        out += np.float32(intercept)
     return out
 
 
@@ -210,7 +268,8 @@ def sample_lps(volume: NDArray[Any], geom: VolumeGeometry, points_lps: NDArray[A
     p = np.asarray(points_lps, float)
     idx = lps_to_index(geom, p).reshape(-1, 3)
     fill = float(np.min(volume)) if cval is None else float(cval)
-    out = map_coordinates(np.asarray(volume, np.float32), idx.T, order=1, mode="constant", cval=fill, prefilter=False)
+    vol = volume if volume.dtype in (np.float32, np.int16, np.uint16) else np.asarray(volume, np.float32)
+    out = map_coordinates(vol, idx.T, output=np.float32, order=1, mode="constant", cval=fill, prefilter=False)
     return np.asarray(out, np.float32).reshape(p.shape[:-1])
 
 

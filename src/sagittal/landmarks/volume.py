@@ -8,15 +8,14 @@ mid-sagittal reformat (``io.volume.spine_plane``), and the femoral heads found i
 from __future__ import annotations
 
 import os
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import CalibrationError
-from ..io.volume import Centreline, SpinePlane, VolumeGeometry, ct_centreline, in_field, sample_lps, spine_plane
+from ..io.volume import Centreline, SpinePlane, VolumeGeometry, in_field, sample_lps
 
 #: CT window the plane model sees (HU): soft tissue to dense cortex
 CT_WINDOW_HU = (-250.0, 1100.0)
@@ -203,56 +202,14 @@ def ct_femoral_heads(volume: np.ndarray, geom: VolumeGeometry, plane: SpinePlane
     return out
 
 
-# ------------------------------------------------------------------------------ one CT or MR unit
-
-
-@dataclass
-class PlaneResult:
-    """The landmarks of one CT series or MR study on its spine plane."""
-
-    plane: SpinePlane
-    landmarks: dict  # the contract's landmarks, plane pixels
-    warnings: list[str]
-    heads_lps: list[Head] = field(default_factory=list)
-    timings: dict[str, float] = field(default_factory=dict)
+# ------------------------------------------------------------------------------ the plane's heads
 
 
 def _head_landmarks(plane: SpinePlane, heads: list[Head]) -> list[dict]:
+    """The contract's ``femoral_heads`` of heads found in 3-D, projected onto the plane (pixels)."""
     out = []
     for h in heads:
         xy = plane.from_lps(h.centre_lps)
         out.append({"center": [round(float(xy[0]), 3), round(float(xy[1]), 3)],
                     "radius_px": round(h.radius_mm / plane.spacing_mm, 3), "confidence": round(h.score, 3)})
     return out
-
-
-def detect_on_plane(detector: Any, volume: np.ndarray, geom: VolumeGeometry, modality: str,
-                    line: Centreline | None = None) -> PlaneResult:
-    """Centre line (CT: bone; MR: the coarse stage on every slice), the spine's plane, the two
-    landmark stages on it, then (CT) the femoral heads in 3-D projected onto the plane."""
-    t0 = time.perf_counter()
-    timings: dict[str, float] = {}
-    if line is None:
-        line = ct_centreline(volume, geom) if modality == "CT" else slice_centreline(detector, volume, geom, modality)
-    timings["centreline"] = time.perf_counter() - t0
-    t = time.perf_counter()
-    plane = spine_plane(volume, geom, line)
-    timings["reformat"] = time.perf_counter() - t
-    (lm, _, warn), = detector.detect([plane_input(plane.image, modality)], facing=[plane.anterior])
-    timings.update({f"model_{k}": v for k, v in detector.last_timings.items()})
-    warnings = list(plane.warnings) + list(warn)
-    heads: list[Head] = []
-    t = time.perf_counter()
-    if modality == "CT" and lm.get("s1_endplate"):
-        s1 = np.array([lm["s1_endplate"]["anterior"], lm["s1_endplate"]["posterior"]], float)
-        heads = ct_femoral_heads(volume, geom, plane, plane.to_lps_sampled(s1.mean(axis=0)))
-        if not heads:
-            warnings.append("no femoral head found in the CT's field caudal to S1")
-    elif modality == "CT":
-        warnings.append("the S1 endplate was not found: femoral heads not searched")
-    else:
-        warnings.append("femoral heads are not searched on MR: a sagittal MR slab seldom reaches them "
-                        "(they lie about 85 mm to either side of the midline)")
-    lm = dict(lm, femoral_heads=_head_landmarks(plane, heads))
-    timings["femoral_heads"] = time.perf_counter() - t
-    return PlaneResult(plane, lm, warnings, heads, timings)

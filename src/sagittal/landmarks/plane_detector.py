@@ -1,0 +1,78 @@
+"""The CT/MR plane model's detector: the radiograph detector (``infer.LandmarkDetector``) with
+the consistency check split in two tiers, calibrated on phantom CT/MR planes of seeds the
+evaluation does not use (``scripts/eval_planes.py --first-seed 100``; figures in
+models/README.md, plane model section).
+
+The check refines every body twice (``postprocess.alternate_frames``) and measures how far the
+two placements of its points disagree (``spread``, over the body's size). On reformatted planes
+the refinement is less steady than on radiographs, and at the radiograph's limits a third of the
+bodies in view were withheld although their level was right (the level comes from the coarse
+chain, checked again on the refined bodies). So:
+
+- a **level** (and its points) is withheld only where the placements disagree grossly
+  (``LEVEL_LIMITS``: the refinement has latched onto something else);
+- a body is **graded** (heights, height loss, Genant grade, morphology) only where they agree
+  as well as the radiograph model requires (``GRADE_SPREAD_MAX``, ``GRADE_COLLAPSED_MAX`` for a
+  body that looks collapsed, ``GRADE_MIN_POINT_CONFIDENCE``): a height loss from unsteady points
+  is not reported. Such levels are listed under ``landmarks["ungraded"]`` (level → reason),
+  which ``batch.volume.finish`` takes out of the landmarks and applies to the document.
+
+Importing this module imports torch (through ``infer``); ``import sagittal`` does not.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .infer import LandmarkDetector
+from .postprocess import COLLAPSED_RATIO, Body, Detections, _height_ratio
+
+#: ``postprocess.consistent``'s limits for the plane model: what withholds a level
+LEVEL_LIMITS = {"max_spread": 0.35, "collapsed_max": 0.35, "min_point_confidence": 0.15}
+#: what a body's points must meet to be graded (the radiograph model's level limits, with the
+#: collapsed-look limit set on the false fractures of the calibration seeds)
+GRADE_SPREAD_MAX = 0.10
+GRADE_COLLAPSED_MAX = 0.06
+GRADE_MIN_POINT_CONFIDENCE = 0.4
+UNGRADED = "ungraded"
+
+
+def why_ungraded(body: Body) -> str | None:
+    """Why a labelled body's points are too unsteady to grade it, or ``None`` when they are not."""
+    if body.spread > GRADE_SPREAD_MAX:
+        return f"two placements of its points disagree by {100 * body.spread:.0f} % of its size"
+    if body.spread > GRADE_COLLAPSED_MAX and _height_ratio(body.points) < COLLAPSED_RATIO:
+        return f"it looks collapsed but two placements of its points disagree by {100 * body.spread:.0f} % of its size"
+    if body.point_confidence < GRADE_MIN_POINT_CONFIDENCE:
+        return f"its points are not confident ({body.point_confidence:.2f})"
+    return None
+
+
+def mark_ungraded(landmarks: dict[str, Any], warnings: list[str], fine: Detections) -> None:
+    """Add ``landmarks["ungraded"]`` (level → reason) and a warning per such level, in place."""
+    ungraded: dict[str, str] = {}
+    for b in fine.bodies:
+        if b.level and b.level in landmarks["vertebrae"]:
+            why = why_ungraded(b)
+            if why is not None:
+                ungraded[b.level] = why
+                warnings.append(f"{b.level}: {why}: its level and points are reported, its heights and grade are not")
+    landmarks[UNGRADED] = ungraded
+
+
+class PlaneDetector(LandmarkDetector):
+    """``LandmarkDetector`` with the plane model's two-tier consistency check (module docstring)."""
+
+    def __init__(self, weights: Any = None, device: str = "auto", threads: int | None = None, consistency: bool = True):
+        super().__init__(weights, device=device, threads=threads, consistency=consistency)
+        self.consistency_limits = dict(LEVEL_LIMITS)
+
+    def detect(self, images: list[Any], facing: list[str | None] | None = None,
+               batch_size: int = 8) -> list[tuple[dict, str | None, list[str]]]:
+        out = super().detect(images, facing=facing, batch_size=batch_size)
+        for (lm, _, warnings), fine in zip(out, self.last_detections, strict=True):
+            if self.consistency:
+                mark_ungraded(lm, warnings, fine)
+            else:
+                lm[UNGRADED] = {}
+        return out

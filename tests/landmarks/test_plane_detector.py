@@ -1,0 +1,35 @@
+"""The plane model's two-tier consistency check (``landmarks.plane_detector``): a body whose two
+placements disagree a little keeps its level but is not graded; the limits that withhold a level
+are the detector's own, looser than the radiograph model's."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sagittal.landmarks import plane_detector as pd
+from sagittal.landmarks.postprocess import CONSISTENCY_MAX, Body, Detections
+
+
+def _body(level: str, spread: float, collapsed: bool = False, point_confidence: float = 0.9) -> Body:
+    # anterior-superior, posterior-superior, posterior-inferior, anterior-inferior, mid-superior, mid-inferior
+    h_ant = 12.0 if collapsed else 25.0
+    pts = np.array([[0, 0], [30, 0], [30, 25], [0, h_ant], [15, 0], [15, 25]], float)
+    return Body(pts, 0.9, pts[:4].mean(0), level, point_confidence=point_confidence, spread=spread)
+
+
+def test_grading_needs_steadier_points_than_the_level():
+    assert pd.LEVEL_LIMITS["max_spread"] > CONSISTENCY_MAX >= pd.GRADE_SPREAD_MAX
+    assert pd.why_ungraded(_body("L1", 0.05)) is None
+    assert "disagree by 20 %" in (pd.why_ungraded(_body("L1", 0.20)) or "")
+    assert pd.why_ungraded(_body("L1", pd.GRADE_COLLAPSED_MAX + 0.01, collapsed=True)) is not None  # a false fracture
+    assert pd.why_ungraded(_body("L1", pd.GRADE_COLLAPSED_MAX - 0.01, collapsed=True)) is None
+    assert "not confident" in (pd.why_ungraded(_body("L1", 0.02, point_confidence=0.2)) or "")
+
+
+def test_mark_ungraded_lists_only_reported_levels_with_a_warning():
+    bodies = [_body("L1", 0.02), _body("L2", 0.2), _body("L3", 0.3)]
+    lm = {"vertebrae": {"L1": {}, "L2": {}}, "s1_endplate": None, "femoral_heads": []}  # L3 withheld upstream
+    warnings: list[str] = []
+    pd.mark_ungraded(lm, warnings, Detections(bodies, None, 0.0, []))
+    assert set(lm[pd.UNGRADED]) == {"L2"}
+    assert len(warnings) == 1 and warnings[0].startswith("L2:") and "heights and grade are not" in warnings[0]
