@@ -4,6 +4,7 @@ the left one, and malformed files raise InputError naming the file, the row and 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from sagittal.training.annotations import (
     read_annotations,
     read_buu,
     read_coco,
+    read_corner_json,
     read_sagittal,
     write_buu,
     write_coco,
@@ -160,3 +162,62 @@ def test_missing_inputs_and_pairing(tmp_path: Path) -> None:
     pairs, problems = pair(imgs, [Annotation("a", "ann.json"), Annotation("z", "ann.json")])
     assert [(p.name, a.name) for p, a in pairs] == [("a.png", "a")]
     assert any("'z'" in p for p in problems) and any("b.png: no annotation" in p for p in problems)
+
+
+CORNER_ORDER = ["anterior_superior", "posterior_superior", "anterior_inferior", "posterior_inferior"]
+
+
+def _corner_file(tmp_path: Path, keypoints: object, name: str = "film.json") -> Path:
+    p = tmp_path / name
+    p.write_text(json.dumps({"boxes": [], "keypoints": keypoints, "labels": []}))
+    return p
+
+
+def _body(x_ant: float, x_post: float, y_top: float, y_bot: float) -> list[list[float]]:
+    return [[x_ant, y_top, 2], [x_post, y_top, 2], [x_ant, y_bot, 2], [x_post, y_bot, 2]]  # CORNER_ORDER
+
+
+def test_corner_json_maps_levels_and_corners_and_converts(tmp_path: Path) -> None:
+    import importlib.util
+
+    kps = [_body(100, 160, 200, 240), _body(102, 162, 250, 290), _body(104, 164, 300, 338)]
+    kps[1][2][2] = 0  # L5's anterior-inferior corner not visible: not annotated
+    src = tmp_path / "in"
+    src.mkdir()
+    _corner_file(src, kps)
+    _corner_file(src, kps[::-1], "upside_down.json")
+    ann = read_corner_json(src / "film.json", ["L4", "L5", "S1"], CORNER_ORDER)
+    l4 = ann.vertebrae[LEVEL_INDEX["L4"]]
+    assert l4[POINT_NAMES.index("posterior_inferior")].tolist() == [160, 240]
+    assert np.isnan(ann.vertebrae[LEVEL_INDEX["L5"], POINT_NAMES.index("anterior_inferior")]).all()
+    assert ann.s1.tolist() == [[104, 300], [164, 300]] and np.isnan(l4[4:]).all()
+    spec = importlib.util.spec_from_file_location("convert", Path(__file__).resolve().parents[2] / "scripts" /
+                                                  "convert_corner_json.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "out"
+    assert mod.main([str(src), str(out), "--levels", "L4,L5,S1", "--corners", ",".join(CORNER_ORDER),
+                     "--spacing", "0.2"]) == 1  # the upside-down file is refused, the other converted
+    (back,) = read_sagittal(out / "film.json")
+    assert back.facing == "left" and back.spacing_mm == (0.2, 0.2)  # anterior corners have the smaller x
+    np.testing.assert_array_equal(back.vertebrae, ann.vertebrae)
+    np.testing.assert_array_equal(back.s1, ann.s1)
+
+
+@pytest.mark.parametrize(("keypoints", "levels", "corners", "expected"), [
+    ("not a list", ["L4"], CORNER_ORDER, "no 'keypoints' list"),
+    ([_body(1, 2, 3, 4)], ["L4", "L5"], CORNER_ORDER, "1 vertebrae in 'keypoints' but 2 levels"),
+    ([_body(1, 2, 3, 4)[:3]], ["L4"], CORNER_ORDER, "keypoints[0] (L4): expected four"),
+    ([[[1, 2, 2], [1, 2, 2], [1, "x", 2], [1, 2, 2]]], ["L4"], CORNER_ORDER, "keypoints[0] (L4), field corner 2 y"),
+    ([[[1, 2, 2], [1, 2, 2], 7, [1, 2, 2]]], ["L4"], CORNER_ORDER, "corner 2 (anterior_inferior): expected"),
+    ([_body(1, 2, 3, 4)], ["L9"], CORNER_ORDER, "levels must be distinct vertebral levels"),
+    ([_body(1, 2, 3, 4)], ["L4"], CORNER_ORDER[:3] + ["middle_superior"], "corners must name each"),
+    ([_body(1, 2, 50, 60), _body(1, 2, 3, 4)], ["L4", "L5"], CORNER_ORDER, "not in head-to-foot order"),
+])
+def test_malformed_corner_json_names_file_vertebra_and_field(tmp_path: Path, keypoints: object, levels: list[str],
+                                                             corners: list[str], expected: str) -> None:
+    p = _corner_file(tmp_path, keypoints)
+    with pytest.raises(InputError, match=re.escape(expected)) as err:
+        read_corner_json(p, levels, corners)
+    assert str(p) in str(err.value) or "must" in expected

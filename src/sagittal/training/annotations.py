@@ -350,6 +350,70 @@ def write_sagittal(ann: Annotation, path: str | Path, image: dict[str, Any] | No
                                                                     "femoral_heads": heads}}))
 
 
+# ----------------------------------------------------------------- per-image corner JSON
+CORNERS = ("anterior_superior", "posterior_superior", "posterior_inferior", "anterior_inferior")
+
+
+def read_corner_json(path: str | Path, levels: list[str], corners: list[str]) -> Annotation:
+    """One image's ``{"keypoints": [[[x, y, visibility] × 4] per vertebra], ...}`` file (the
+    layout torchvision's Keypoint R-CNN takes; the Spondylolisthesis Vertebral Landmark Dataset
+    is distributed so). The file names neither the levels nor the corners: ``levels`` gives
+    each vertebra's level in the file's order and ``corners`` the four corners' names
+    (``CORNERS``) in each vertebra's order — from the set's documentation, never guessed. The
+    levels must run from head to foot down the image (else the error says so: check them); an S1
+    gets its superior endplate only; visibility 0 is not annotated."""
+    path = Path(path)
+    _check_corner_args(levels, corners)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise InputError(f"{path}: not readable JSON ({exc})") from None
+    kps = data.get("keypoints") if isinstance(data, dict) else None
+    if not isinstance(kps, list):
+        raise InputError(f"{path}: no 'keypoints' list")
+    if len(kps) != len(levels):
+        raise InputError(f"{path}: {len(kps)} vertebrae in 'keypoints' but {len(levels)} levels given ({', '.join(levels)})")
+    ann = Annotation(path.stem, str(path))
+    centre_y = []
+    for k, (lv, vert) in enumerate(zip(levels, kps, strict=True)):
+        pts = _corner_points(vert, corners, f"{path}, keypoints[{k}] ({lv})")
+        if pts:
+            centre_y.append((float(np.mean([q[1] for q in pts.values()])), k, lv))
+        if lv == "S1":
+            for m, name in enumerate(("anterior_superior", "posterior_superior")):
+                if name in pts:
+                    ann.s1[m] = pts[name]
+            continue
+        for name, xy in pts.items():
+            ann.vertebrae[LEVEL_INDEX[lv], POINT_NAMES.index(name)] = xy
+    for (y0, k0, lv0), (y1, k1, lv1) in zip(centre_y, centre_y[1:], strict=False):
+        if (LEVEL_INDEX.get(lv0, len(LEVELS)) < LEVEL_INDEX.get(lv1, len(LEVELS))) != (y0 < y1):
+            raise InputError(f"{path}: keypoints[{k0}] ({lv0}) and keypoints[{k1}] ({lv1}) are not in head-to-foot "
+                             "order down the image: check the levels given")
+    return ann
+
+
+def _check_corner_args(levels: list[str], corners: list[str]) -> None:
+    if sorted(corners) != sorted(CORNERS):
+        raise InputError(f"corners must name each of {', '.join(CORNERS)} once, not {corners}")
+    if any(lv != "S1" and lv not in LEVEL_INDEX for lv in levels) or len(set(levels)) != len(levels):
+        raise InputError(f"levels must be distinct vertebral levels (C7 … L5, S1), not {levels}")
+
+
+def _corner_points(vert: Any, corners: list[str], where: str) -> dict[str, tuple[float, float]]:
+    """``{corner name: (x, y)}`` of one vertebra's annotated corners."""
+    if not isinstance(vert, list) or len(vert) != 4:
+        raise InputError(f"{where}: expected four [x, y, visibility] corners")
+    pts = {}
+    for j, (name, kp) in enumerate(zip(corners, vert, strict=True)):
+        if not isinstance(kp, list) or len(kp) not in (2, 3):
+            raise InputError(f"{where}, corner {j} ({name}): expected [x, y, visibility], not {kp!r}")
+        x, y = _number(kp[0], where, f"corner {j} x"), _number(kp[1], where, f"corner {j} y")
+        if len(kp) == 2 or _number(kp[2], where, f"corner {j} visibility") != 0:
+            pts[name] = (x, y)
+    return pts
+
+
 # ------------------------------------------------------------------------------------ pairing
 def read_annotations(path: str | Path, fmt: str) -> list[Annotation]:
     """Every annotation under ``path`` (a file, or a folder of ``*.csv`` / ``*.json``) in ``fmt``."""
