@@ -142,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--phantom-share", type=float, default=0.3, help="share of every coarse batch from the phantoms")
     ap.add_argument("--refine-phantom-share", type=float, default=None, help="the refinement's (default: finetune's)")
     ap.add_argument("--anchor", type=float, default=None, help="L2-SP weight (default: finetune's)")
+    ap.add_argument("--refine-anchor", type=float, default=None, help="the refinement's L2-SP weight (default --anchor)")
     ap.add_argument("--bn-train", action="store_true", help="let BatchNorm running statistics adapt (the old recipe)")
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--refine-lr", type=float, default=None)
@@ -176,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         rec = finetune([work / "images"], work / "annotations", "sagittal", weights, minutes=args.minutes,
                        held_out=args.n_held_out / n, phantom=args.phantom, phantom_share=args.phantom_share,
                        refine_phantom_share=args.refine_phantom_share,
-                       anchor=ANCHOR if args.anchor is None else args.anchor, freeze_bn=not args.bn_train, lr=args.lr,
+                       anchor=ANCHOR if args.anchor is None else args.anchor, refine_anchor=args.refine_anchor,
+                       freeze_bn=not args.bn_train, lr=args.lr,
                        refine_lr=args.refine_lr, device=args.device, before=before, steps=args.steps,
                        refine_steps=args.refine_steps, log=lambda m: print(m, flush=True))
     if before is None and rec.get("held_out_before"):

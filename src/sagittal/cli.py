@@ -208,7 +208,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     rec = finetune(args.images, args.annotations, args.format, args.out, spacing=parse_spacing(args.spacing),
                    init=args.weights, minutes=args.minutes, held_out=args.held_out, phantom=args.phantom,
                    phantom_share=args.phantom_share, lr=args.lr, freeze_bn=not args.bn_train,
-                   **{k: v for k in ("anchor", "refine_phantom_share", "refine_lr", "steps", "refine_steps")
+                   **{k: v for k in ("anchor", "refine_anchor", "refine_phantom_share", "refine_lr", "steps", "refine_steps")
                       if (v := getattr(args, k)) is not None},
                    device=args.device, seed=args.seed, log=lambda msg: print(msg, file=sys.stderr))
     for when in ("held_out_before", "held_out_after"):
@@ -374,6 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
             ev.add_argument("--refine-lr", type=_positive_float, help="the refinement stage's learning rate (default --lr)")
             ev.add_argument("--anchor", type=float, help="L2-SP weight pulling the weights towards the starting ones "
                             "(0: off, weight decay instead)")
+            ev.add_argument("--refine-anchor", type=float, help="the refinement stage's L2-SP weight (default --anchor)")
             ev.add_argument("--bn-train", action="store_true", help="let BatchNorm running statistics follow your images "
                             "(default: frozen, so the original look is not shifted)")
             ev.add_argument("--seed", type=int, default=0)

@@ -338,8 +338,8 @@ def _held_out_figures(weights: str | None, pairs: list, spacing: tuple[float, fl
 def finetune(images: Sequence[str | Path], annotations: str | Path, fmt: str, out: str | Path, *,
              spacing: tuple[float, float] | None = None, init: str | None = None, minutes: float = 20.0,
              held_out: float = 0.2, phantom: int = 200, phantom_share: float = 0.3,
-             refine_phantom_share: float | None = None, anchor: float = ANCHOR, freeze_bn: bool = True,
-             refine_lr: float | None = None, device: str = "cpu", seed: int = 0, lr: float = 3e-4,
+             refine_phantom_share: float | None = None, anchor: float = ANCHOR, refine_anchor: float | None = None,
+             freeze_bn: bool = True, refine_lr: float | None = None, device: str = "cpu", seed: int = 0, lr: float = 3e-4,
              threads: int | None = None, before: dict | None = None, steps: int | None = None,
              refine_steps: int | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Fine-tune both stages (see the module docstring); returns the training record.
@@ -347,8 +347,8 @@ def finetune(images: Sequence[str | Path], annotations: str | Path, fmt: str, ou
     ``minutes`` bounds the whole run (half of what is left after the data for each stage);
     ``steps`` / ``refine_steps`` also stop each stage after that many optimizer steps (the
     learning-rate schedule then follows the steps, so a run does not depend on the machine's
-    load). ``refine_phantom_share`` / ``refine_lr``: the refinement stage's (default:
-    ``phantom_share``, ``lr``). ``before``: the held-out figures of the starting weights when
+    load). ``refine_phantom_share`` / ``refine_lr`` / ``refine_anchor``: the refinement stage's
+    (default: ``phantom_share``, ``lr``, ``anchor``). ``before``: the held-out figures of the starting weights when
     already measured (they are then not measured again)."""
     import torch
 
@@ -401,14 +401,15 @@ def finetune(images: Sequence[str | Path], annotations: str | Path, fmt: str, ou
     budget = max(minutes * 60 - t_data, 10.0)
     stages = {}
     r_share = phantom_share if refine_phantom_share is None else refine_phantom_share
-    for stage, data, share, batch, s_lr, s_ph, s_steps in (
-            ("coarse", cdata, 0.5, 8, lr, phantom_share, steps),
-            ("refine", rdata, 0.5, 32, refine_lr or lr, r_share, refine_steps or steps)):
+    r_anchor = anchor if refine_anchor is None else refine_anchor
+    for stage, data, share, batch, s_lr, s_ph, s_steps, s_anchor in (
+            ("coarse", cdata, 0.5, 8, lr, phantom_share, steps, anchor),
+            ("refine", rdata, 0.5, 32, refine_lr or lr, r_share, refine_steps or steps, r_anchor)):
         model = build(stage, blob[stage]["widths"])
         model.load_state_dict(blob[stage]["state_dict"])
         seconds = budget * share if stage == "coarse" else max(budget - (time.time() - t_start - t_data), 10.0)
         stages[stage] = _train_stage(stage, model, data, seconds, s_lr, batch, s_ph, rng, device, log,
-                                     anchor=anchor, freeze_bn=freeze_bn, max_iterations=s_steps)
+                                     anchor=s_anchor, freeze_bn=freeze_bn, max_iterations=s_steps)
         blob[stage] = {"widths": list(model.widths), "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
                        "meta": {**dict(blob[stage].get("meta") or {}), "finetune": stages[stage]}}
     record: dict[str, Any] = {
@@ -418,7 +419,7 @@ def finetune(images: Sequence[str | Path], annotations: str | Path, fmt: str, ou
         "held_out_fraction": held_out,
         "phantom_radiographs": n_ph, "phantom_refine_radiographs": n_rf if n_ph else 0,
         "phantom_fracture_boost": PHANTOM_FRACTURE_BOOST, "phantom_share": phantom_share,
-        "refine_phantom_share": r_share, "anchor": anchor, "freeze_bn": freeze_bn,
+        "refine_phantom_share": r_share, "anchor": anchor, "refine_anchor": r_anchor, "freeze_bn": freeze_bn,
         "train_images": [p.name for p, _ in train_pairs],
         "held_out_images": [p.name for p, _ in ho_pairs], "skipped": skipped, "stages": stages,
         "data_seconds": round(t_data, 1), "torch": str(torch.__version__),
