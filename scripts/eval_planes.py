@@ -42,9 +42,10 @@ from sagittal.phantom.volume import reformat_ct, render_ct, render_mr, scoliosis
 EVAL_STREAM = 7_100_099
 
 
-def _case(modality: str, seed: int, root: Path, fracture_rate: float = 0.33) -> tuple[Any, list[Any]]:
+def _case(modality: str, seed: int, root: Path, fracture_rate: float = 0.33, mr_wide: float = 0.0) -> tuple[Any, list[Any]]:
     """Render and write one case; return its spine and volumes. ``fracture_rate``: the share of
-    spines drawn with 1–3 fractures (the default keeps the stream's cases as they always were)."""
+    spines drawn with 1–3 fractures; ``mr_wide``: the share of MR studies whose sagittal slab
+    spans ±125 mm (the femoral heads in view); the defaults keep the stream's cases as they were."""
     rng = np.random.default_rng([EVAL_STREAM, 1 if modality == "CT" else 2, seed])
     n_fx = int(rng.integers(1, 4)) if rng.random() < fracture_rate else None
     spine = build_spine(sample_spec(rng, n_fractures=n_fx))
@@ -72,6 +73,10 @@ def _case(modality: str, seed: int, root: Path, fracture_rate: float = 0.33) -> 
         origin = np.array([rng.uniform(-5, 5), rng.uniform(40, 80), rng.uniform(-900, -700)])
         thick = float(rng.uniform(3.0, 4.5))
         n_sl = int(np.ceil((60 if curve is not None else 44) / thick)) | 1
+        if mr_wide > 0 and rng.random() < mr_wide:  # a slab wide enough for the femoral heads (±85 mm), field to the hips
+            n_sl = int(np.ceil(250 / thick)) | 1
+            bottom = float((spine.femoral_centers_mm[:, 1] - spine.femoral_radii_mm).min() - 30)
+            span = max(span, float(spine.points_mm[LEVELS.index(top), :, 1].max()) + 20 - bottom + 40)
         for s, seq in enumerate(seqs):
             mr = render_mr(spine, rng, seq, pixel_spacing_mm=sp, slice_mm=thick, n_slices=n_sl, matrix=int(span / sp),
                            top_level=top, origin_lps=origin, scoliosis=curve)
@@ -132,6 +137,10 @@ def _score(spine: Any, vol: Any, prep: Any, doc: dict, acc: dict, diagnose: list
         pred = np.array([p[n] for n in POINT_NAMES], float)
         if np.linalg.norm((pred[:4].mean(0) - truth_px[:4].mean(0)) * sp) > 5.0:
             acc["wrong"] += 1
+            if diagnose is not None:
+                off = float(np.linalg.norm((pred[:4].mean(0) - truth_px[:4].mean(0)) * sp))
+                diagnose.append(f"{level}: WRONG, reported {off:.1f} mm from its true centre; "
+                                + " | ".join(w for w in doc["warnings"] if w.startswith(f"{level}:"))[:200])
             continue
         acc["found"] += 1
         acc["point_err"] += list(np.linalg.norm((pred - truth_px) * sp, axis=1))
@@ -148,12 +157,12 @@ def _score(spine: Any, vol: Any, prep: Any, doc: dict, acc: dict, diagnose: list
 
 
 def evaluate(modality: str, n: int, first: int, detector: Any, root: Path, diagnose: bool = False,
-             fracture_rate: float = 0.33) -> dict:
+             fracture_rate: float = 0.33, mr_wide: float = 0.0) -> dict:
     acc: dict[str, Any] = {"in_view": 0, "found": 0, "wrong": 0, "point_err": [], "height_err": [], "grades": [],
                            "pi_err": [], "heads": [], "status": [], "seconds": [], "units": 0}
     for seed in range(first, first + n):
         case_dir = root / f"{modality}{seed}"
-        spine, vols = _case(modality, seed, case_dir, fracture_rate)
+        spine, vols = _case(modality, seed, case_dir, fracture_rate, mr_wide)
         export = scan_export([case_dir], decode_pixels=False)
         units, _ = kind.plan(export.series)
         acc["units"] += len(units)
@@ -193,6 +202,7 @@ def evaluate(modality: str, n: int, first: int, detector: Any, root: Path, diagn
         "genant_zero_normal": float(np.mean(g[nm, 1] == 0)) if nm.any() else None,
         "fractured_vertebrae": int(fx.sum()), "normal_vertebrae": int(nm.sum()),
         "pi_mae_deg": float(np.mean(acc["pi_err"])) if acc["pi_err"] else None, "pi_n": len(acc["pi_err"]),
+        "pi_heads_found": acc["heads"],
         "seconds_per_unit_median": float(np.median(acc["seconds"])) if acc["seconds"] else None,
     }
 
@@ -206,22 +216,29 @@ def main() -> None:
     ap.add_argument("--json", help="also write the figures here")
     ap.add_argument("--fracture-rate", type=float, default=0.33,
                     help="share of spines drawn with 1-3 fractures (default 0.33; 1.0 scores grading on many fractured bodies)")
+    ap.add_argument("--mr-wide", type=float, default=0.0,
+                    help="share of MR studies with a slab wide enough for the femoral heads (default 0: none; PI on MR)")
     ap.add_argument("--diagnose", action="store_true",
                     help="print, for every vertebra in view that is missing, the stage that lost it")
     ap.add_argument("--consistency", choices=("default", "on", "off"), default="default",
                     help="the refinement's two-look stability check (default: as the runtime runs it)")
+    ap.add_argument("--radiograph-limits", action="store_true",
+                    help="withhold levels at the radiograph model's consistency limits (the plane model's before its own)")
     args = ap.parse_args()
     detector = kind.load_plane_model(args.weights, "cpu", 1)
+    if args.radiograph_limits:
+        detector.consistency_limits = {}
     if args.consistency != "default":
         detector.consistency = args.consistency == "on"
     report: dict[str, Any] = {"weights": str(detector.weights), "first_seed": args.first_seed, "stream": EVAL_STREAM,
-                              "fracture_rate": args.fracture_rate,
-                              "consistency_check": bool(detector.consistency)}
+                              "fracture_rate": args.fracture_rate, "mr_wide": args.mr_wide,
+                              "consistency_check": bool(detector.consistency),
+                              "consistency_limits": dict(detector.consistency_limits)}
     with tempfile.TemporaryDirectory(prefix="sagittal-eval-planes-") as tmp:
         for modality, n in (("CT", args.n_ct), ("MR", args.n_mr)):
             if n:
                 report[modality] = evaluate(modality, n, args.first_seed, detector, Path(tmp), args.diagnose,
-                                            args.fracture_rate)
+                                            args.fracture_rate, args.mr_wide)
     print(json.dumps(report, indent=1))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1) + "\n")

@@ -33,3 +33,25 @@ def test_mark_ungraded_lists_only_reported_levels_with_a_warning():
     pd.mark_ungraded(lm, warnings, Detections(bodies, None, 0.0, []))
     assert set(lm[pd.UNGRADED]) == {"L2"}
     assert len(warnings) == 1 and warnings[0].startswith("L2:") and "heights and grade are not" in warnings[0]
+
+
+def test_levels_beyond_a_grossly_unsteady_body_are_withheld():
+    """Counting from S1 (image rows grow caudally): a body withheld for a gross disagreement at
+    row 100 leaves the levels below it (nearer S1) and withholds those above it."""
+    def at(level: str | None, row: float, spread: float = 0.02) -> Body:
+        b = _body(level or "L1", spread)
+        shift = np.array([0.0, row]) - b.centre
+        return Body(b.points + shift, 0.9, b.centre + shift, level, spread=spread)
+
+    bodies = [at("T12", 40), at("L1", 70), at(None, 100, spread=0.8), at("L3", 130), at("L4", 160)]
+    lm = {"vertebrae": {lv: {} for lv in ("T12", "L1", "L3", "L4")}, "s1_endplate": {}, "femoral_heads": []}
+    warnings: list[str] = []
+    s1 = np.array([[0.0, 200.0], [30.0, 200.0]])
+    pd.withhold_beyond_gross(lm, warnings, Detections(bodies, s1, 0.9, []), pd.LEVEL_LIMITS["max_spread"])
+    assert set(lm["vertebrae"]) == {"L3", "L4"}
+    assert len(warnings) == 1 and "T12, L1" in warnings[0] and "not trusted" in warnings[0]
+    # a modest disagreement (under the level limit) does not break the count
+    lm = {"vertebrae": {lv: {} for lv in ("T12", "L1", "L3", "L4")}, "s1_endplate": {}, "femoral_heads": []}
+    bodies[2] = at(None, 100, spread=0.2)
+    pd.withhold_beyond_gross(lm, [], Detections(bodies, s1, 0.9, []), pd.LEVEL_LIMITS["max_spread"])
+    assert len(lm["vertebrae"]) == 4

@@ -128,3 +128,40 @@ def test_ungraded_levels_keep_their_points_but_no_heights_or_grade(tmp_path, spi
     assert by["L2"]["heights_mm"] is None and by["L2"]["genant_grade"] is None and by["L2"]["height_loss_pct"] is None
     assert by["L2"]["morphology"] is None and by["L2"]["vertebral_kyphosis_deg"] is not None
     assert by["L3"]["heights_mm"] is not None and by["L3"]["genant_grade"] == 0
+
+
+def _mr_unit(tmp_path, spine, n_slices: int):
+    from sagittal.phantom.volume import render_mr
+
+    rng = np.random.default_rng(8)
+    origin = np.array([0.0, 60.0, -800.0])
+    info = StudyInfo.make("mrheads", "PHMRHEAD")
+    vols = []
+    for k, seq in enumerate(("T1", "STIR")):
+        mr = render_mr(spine, rng, seq, pixel_spacing_mm=2.5, slice_mm=4.0, n_slices=n_slices, matrix=160,
+                       top_level="T11", origin_lps=origin)
+        write_volume(mr, spine, tmp_path, f"mr_{seq.lower()}", info, f"mrheads/{seq}", series_number=k + 1,
+                     frame_key="mrheads")
+        vols.append(mr)
+    (unit,), _ = kind.plan(scan_export([tmp_path], decode_pixels=False).series)
+    return vols[0], unit
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("n_slices", "heads"), [(57, 2), (13, 0)])
+def test_mr_femoral_heads_in_a_wide_slab_give_pi(tmp_path, spine, n_slices, heads):
+    """On MR the heads are searched in 3-D on T1 as marrow like the bodies': a slab spanning
+    ±112 mm shows both (PI measured), an ordinary ±24 mm slab neither (PI null with the reason)."""
+    mr, unit = _mr_unit(tmp_path, spine, n_slices)
+    prep = kind.prepare(unit, kind.load_plane_model(threads=1))
+    doc = kind.finish(prep, _true_detection(mr, spine, prep.extra["plane"]))
+    jsonschema.validate(doc, load_schema())
+    assert len(doc["landmarks"]["femoral_heads"]) == heads
+    if heads:
+        assert doc["parameters"]["pelvic_incidence_deg"] == pytest.approx(spine.parameters["pelvic_incidence_deg"], abs=3.0)
+        plane = prep.extra["plane"]
+        for h in doc["landmarks"]["femoral_heads"]:
+            assert h["radius_px"] * plane.spacing_mm == pytest.approx(float(np.mean(spine.femoral_radii_mm)), abs=3.0)
+    else:
+        assert doc["parameters"]["pelvic_incidence_deg"] is None
+        assert any("no femoral head found in the MR's field" in w for w in doc["warnings"])

@@ -121,14 +121,17 @@ def prepare(unit: Unit, detector: Any = None) -> Prepared:
     LAST_TIMINGS.clear()
     LAST_TIMINGS.update(timings)
     extra = {"plane": plane, "modality": modality, "planes": planes, "timings": timings,
-             "volume": main.voxels if modality == "CT" else None, "geometry": main.geometry}
+             "volume": main.voxels if modality == "CT" else None, "geometry": main.geometry,
+             # MR: every sequence's volume, for the femoral heads (searched on T1 first)
+             "volumes": {role: (lv.voxels, lv.geometry) for role, lv in zip(v.roles, loaded, strict=True)}
+             if modality != "CT" else {}}
     return Prepared(plane_input(plane.image, modality), info, _source(v), warnings, facing_hint=plane.anterior,
                     extra=extra)
 
 
 def finish(prep: Prepared, detection: Detection) -> dict[str, Any]:
     """The analysis document of a CT series or MR study from the plane model's landmarks."""
-    from ..landmarks.volume import _head_landmarks, ct_femoral_heads
+    from ..landmarks.volume import _head_landmarks
     from ..report.analysis import REQUIRED_PARAMETERS, analysis_document
 
     lm, _, lm_warnings = detection
@@ -138,18 +141,8 @@ def finish(prep: Prepared, detection: Detection) -> dict[str, Any]:
     x = prep.extra
     plane = x["plane"]
     warnings = list(prep.warnings) + list(lm_warnings)
-    heads = []
     t = time.perf_counter()
-    if x["modality"] == "CT" and lm.get("s1_endplate"):
-        s1 = np.array([lm["s1_endplate"]["anterior"], lm["s1_endplate"]["posterior"]], float)
-        heads = ct_femoral_heads(x["volume"], x["geometry"], plane, plane.to_lps_sampled(s1.mean(axis=0)))
-        if len(heads) == 0:
-            warnings.append("no femoral head found in the CT's field caudal to S1")
-    elif x["modality"] == "CT":
-        warnings.append("the S1 endplate was not found: the femoral heads were not searched")
-    else:
-        warnings.append("femoral heads are not searched on MR: a sagittal slab seldom reaches them (about 85 mm "
-                        "either side of the midline)")
+    heads = _femoral_heads(lm, x, warnings)
     x["timings"]["femoral_heads"] = LAST_TIMINGS["femoral_heads"] = time.perf_counter() - t
     lm = dict(lm, femoral_heads=_head_landmarks(plane, heads))
     info = dict(prep.image_info)
@@ -177,6 +170,37 @@ def finish(prep: Prepared, detection: Detection) -> dict[str, Any]:
     doc["image"]["lateral_deviation_mm"] = round(dev, 2)
     _marrow_findings(doc, lm, x)
     return doc
+
+
+def _femoral_heads(lm: dict[str, Any], x: dict[str, Any], warnings: list[str]) -> list[Any]:
+    """The femoral heads found in 3-D caudal to the S1 endplate (``landmarks.volume``): on CT by
+    bone, on MR by marrow like the bodies' on the first sequence of ``MR_HEAD_SEQUENCES``."""
+    from ..landmarks.volume import MR_HEAD_SEQUENCES, ct_femoral_heads, marrow_reference, mr_femoral_heads
+    from ..levels import POINT_NAMES
+
+    what = "CT" if x["modality"] == "CT" else "MR"
+    if not lm.get("s1_endplate"):
+        warnings.append(f"the S1 endplate was not found: the femoral heads were not searched in the {what}")
+        return []
+    plane = x["plane"]
+    s1 = np.array([lm["s1_endplate"]["anterior"], lm["s1_endplate"]["posterior"]], float)
+    s1_mid = plane.to_lps_sampled(s1.mean(axis=0))
+    if what == "CT":
+        heads = ct_femoral_heads(x["volume"], x["geometry"], plane, s1_mid)
+    else:
+        role = next((r for r in MR_HEAD_SEQUENCES if r in x["volumes"]), None)
+        pts = {lv: np.array([v[k] for k in POINT_NAMES], float) for lv, v in lm["vertebrae"].items()}
+        marrow = marrow_reference(x["planes"][role], pts) if role is not None else None
+        if role is None or marrow is None or marrow <= 0:
+            warnings.append("the femoral heads were not searched on the MR: no vertebral marrow to compare them with")
+            return []
+        vox, geom = x["volumes"][role]
+        heads = mr_femoral_heads(vox, geom, plane, s1_mid, marrow)
+    if not heads:
+        warnings.append(f"no femoral head found in the {what}'s field caudal to S1" + (
+            "" if what == "CT" else f" ({str(role).upper()}; a sagittal slab reaches them only when it spans about 85 mm "
+                                    "either side of the midline)"))
+    return heads
 
 
 def _marrow_findings(doc: dict[str, Any], lm: dict[str, Any], x: dict[str, Any]) -> None:

@@ -24,11 +24,16 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
+from ..levels import LEVEL_INDEX
 from .infer import LandmarkDetector
 from .postprocess import COLLAPSED_RATIO, Body, Detections, _height_ratio
 
-#: ``postprocess.consistent``'s limits for the plane model: what withholds a level
-LEVEL_LIMITS = {"max_spread": 0.35, "collapsed_max": 0.35, "min_point_confidence": 0.15}
+#: ``postprocess.consistent``'s limits for the plane model: what withholds a level. The
+#: collapsed-look limit stays the radiograph model's: a chain miscounted by one level puts a
+#: body's points across a disc, where it looks collapsed and its placements drift apart
+LEVEL_LIMITS = {"max_spread": 0.35, "collapsed_max": 0.04, "min_point_confidence": 0.15}
 #: what a body's points must meet to be graded (the radiograph model's level limits, with the
 #: collapsed-look limit set on the false fractures of the calibration seeds)
 GRADE_SPREAD_MAX = 0.10
@@ -60,6 +65,36 @@ def mark_ungraded(landmarks: dict[str, Any], warnings: list[str], fine: Detectio
     landmarks[UNGRADED] = ungraded
 
 
+def withhold_beyond_gross(landmarks: dict[str, Any], warnings: list[str], fine: Detections, max_spread: float) -> None:
+    """Where a body of the chain was withheld because its two placements disagree grossly (over
+    ``max_spread`` of its size: the coarse body there may be two bodies or a disc), the count
+    through it is not trusted: every level beyond it, away from the anchor (S1, else C7), is
+    taken out of ``landmarks["vertebrae"]`` with a warning, in place."""
+    named = {b.level: b for b in fine.bodies if b.level and b.level in landmarks["vertebrae"]}
+    gross = [b for b in fine.bodies if not b.level and b.spread > max_spread]
+    if not named or not gross:
+        return
+    # counted from C7 only when the whole chain C7–L5 was there (``postprocess.label_levels``);
+    # S1 itself may have been withheld after counting
+    from_s1 = fine.s1 is not None or "C7" not in named
+    # image rows grow caudally: walking from S1 the first gross body is the lowest and the levels
+    # beyond it lie above it; walking from C7, the highest, and below it
+    row = max(g.centre[1] for g in gross) if from_s1 else min(g.centre[1] for g in gross)
+
+    def beyond(b: Body) -> bool:
+        return bool(b.centre[1] < row) if from_s1 else bool(b.centre[1] > row)
+
+    cut = sorted((lv for lv, b in named.items() if beyond(b)), key=lambda lv: LEVEL_INDEX[lv])
+    if not cut:
+        return
+    for lv in cut:
+        del landmarks["vertebrae"][lv]
+    anchor = "S1" if from_s1 else "C7"
+    warnings.append(f"a body between {anchor} and {', '.join(cut)} was withheld because its two placements disagree by "
+                    f"more than {100 * max_spread:.0f} % of its size (it may be two bodies or a disc): the count through it "
+                    "is not trusted, so the levels beyond it are withheld")
+
+
 class PlaneDetector(LandmarkDetector):
     """``LandmarkDetector`` with the plane model's two-tier consistency check (module docstring)."""
 
@@ -72,6 +107,7 @@ class PlaneDetector(LandmarkDetector):
         out = super().detect(images, facing=facing, batch_size=batch_size)
         for (lm, _, warnings), fine in zip(out, self.last_detections, strict=True):
             if self.consistency:
+                withhold_beyond_gross(lm, warnings, fine, float(self.consistency_limits.get("max_spread", np.inf)))
                 mark_ungraded(lm, warnings, fine)
             else:
                 lm[UNGRADED] = {}

@@ -8,6 +8,7 @@ mid-sagittal reformat (``io.volume.spine_plane``), and the femoral heads found i
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,13 +16,16 @@ from typing import Any
 import numpy as np
 
 from ..errors import CalibrationError
-from ..io.volume import Centreline, SpinePlane, VolumeGeometry, in_field, sample_lps
+from ..io.volume import Centreline, SpinePlane, VolumeGeometry, lps_to_index
 
 #: CT window the plane model sees (HU): soft tissue to dense cortex
 CT_WINDOW_HU = (-250.0, 1100.0)
 PLANES_WEIGHTS = "landmarks_planes.pt"
 #: coarse body confidence that counts a slice as showing a body (``postprocess.WEAK_THRESHOLD``)
 WEAK_BODY = 0.1
+#: how far from a sagittal slab's middle the slices for its centre line are taken (mm): a
+#: scoliotic spine strays up to about 30 mm, a body is about 40 mm wide
+CENTRELINE_HALF_MM = 45.0
 #: the widest slice (× its height) the coarse stage sees when looking for the spine on a series
 WIDTH_PER_HEIGHT = 0.6
 #: femoral heads: bone over this (HU) after a light smoothing, closed and holes filled (an
@@ -95,13 +99,19 @@ def oriented_slices(volume: np.ndarray, geom: VolumeGeometry) -> OrientedSlices:
 def slice_centreline(detector: Any, volume: np.ndarray, geom: VolumeGeometry, modality: str = "MR",
                      max_slices: int = 9) -> Centreline:
     """The spine's centre line in a sagittal series from the plane model's coarse stage run on
-    its slices (every one, or evenly spread ``max_slices`` of them: a body spans 40–50 mm, many
-    slices): the bodies found on any slice are grouped across slices by position, and each
-    body's lateral position is the confidence-weighted mean of the slices that show it with at
-    least half its best confidence (a body's detections fade towards its lateral edges)."""
+    its slices within ``CENTRELINE_HALF_MM`` of the slab's middle (every one, or evenly spread
+    ``max_slices`` of them: a body spans 40–50 mm, many slices): the bodies found on any slice
+    are grouped across slices by position, and each body's lateral position is the
+    confidence-weighted mean of the slices that show it with at least half its best confidence
+    (a body's detections fade towards its lateral edges)."""
     ori = oriented_slices(volume, geom)
     n, rows, cols = ori.images.shape
-    ks = np.unique(np.round(np.linspace(0, n - 1, min(n, max_slices))).astype(int))
+    # the spine lies near the slab's middle: slices within ``CENTRELINE_HALF_MM`` of it (a slab
+    # wide enough for the hips would otherwise leave a few slices far apart on the spine)
+    offset_mm = (np.arange(n) - (n - 1) / 2) * (geom.slice_spacing_mm or 1.0)
+    near = np.flatnonzero(np.abs(offset_mm) <= CENTRELINE_HALF_MM)
+    near = near if len(near) else np.arange(n)
+    ks = near[np.unique(np.round(np.linspace(0, len(near) - 1, min(len(near), max_slices))).astype(int))]
     # a wide field (a square whole-spine field) is cut to its central columns, at most
     # ``WIDTH_PER_HEIGHT`` × its height wide, so that the bodies are not shrunk to a few pixels
     width = min(cols, max(64, int(WIDTH_PER_HEIGHT * rows)))
@@ -147,31 +157,51 @@ class Head:
     score: float  # the distance-transform peak over the radius range's middle, capped at 1
 
 
+def _field_depth_mm(shape: tuple[int, ...], geom: VolumeGeometry, idx: np.ndarray) -> np.ndarray:
+    """Distance (mm) of points given as voxel indices ``(..., 3)`` to the nearest face of the
+    volume's field (the box between its outer voxel centres; negative outside): exact for a box,
+    whose axes are orthogonal in millimetres."""
+    steps = np.array([geom.slice_spacing_mm or 1.0, *geom.pixel_spacing_mm], float)
+    upper = np.asarray(shape[:3], float) - 1
+    return np.asarray((np.minimum(idx, upper - idx) * steps).min(axis=-1), float)
+
+
+def ct_bone(values: np.ndarray) -> np.ndarray:
+    """Bone of a CT sampled in HU (lightly smoothed first): over ``HEAD_BONE_HU``."""
+    from scipy import ndimage
+
+    return np.asarray(ndimage.gaussian_filter(values, 0.7) > HEAD_BONE_HU, bool)
+
+
 def _deepest_bone(volume: np.ndarray, geom: VolumeGeometry, origin: np.ndarray, axes: tuple[np.ndarray, ...],
-                  ranges: tuple[np.ndarray, ...], grid_mm: float) -> tuple[np.ndarray, float] | None:
-    """The deepest point of the bone (smoothed, holes filled) sampled on the grid ``origin +
-    u*axes[0] + v*axes[1] + w*axes[2]`` over ``ranges``: its LPS position and depth (mm), the
-    grid's faces counting as outside. ``None`` when there is no bone, or when the deepest ball
-    reaches the edge of the volume's field (a head cut by the field is not measured)."""
+                  ranges: tuple[np.ndarray, ...], grid_mm: float,
+                  bone_of: Callable[[np.ndarray], np.ndarray] = ct_bone) -> tuple[np.ndarray, float] | None:
+    """The deepest point of the bone (``bone_of`` the sampled values; closed, holes filled)
+    sampled on the grid ``origin + u*axes[0] + v*axes[1] + w*axes[2]`` over ``ranges``: its LPS
+    position and depth (mm), the grid's faces counting as outside. ``None`` when there is no bone,
+    or when the deepest ball reaches the edge of the volume's field (a head cut by the field is
+    not measured)."""
     from scipy import ndimage
 
     u, v, w = ranges
     pts = origin + (u[:, None, None, None] * axes[0] + v[None, :, None, None] * axes[1] + w[None, None, :, None] * axes[2])
-    hu = sample_lps(volume, geom, pts, cval=-1000.0)
-    bone = ndimage.binary_fill_holes(ndimage.binary_closing(ndimage.gaussian_filter(hu, 0.7) > HEAD_BONE_HU,
-                                                            iterations=1, border_value=0))
+    idx = lps_to_index(geom, pts)
+    vol = volume if volume.dtype in (np.float32, np.int16, np.uint16) else np.asarray(volume, np.float32)
+    values = ndimage.map_coordinates(vol, idx.reshape(-1, 3).T, output=np.float32, order=1, mode="constant",
+                                     cval=float(np.min(volume)) if bone_of is not ct_bone else -1000.0,
+                                     prefilter=False).reshape(idx.shape[:-1])
+    bone = ndimage.binary_fill_holes(ndimage.binary_closing(bone_of(values), iterations=1, border_value=0))
     if not bone.any():
         return None
     depth = ndimage.distance_transform_edt(np.pad(bone, 1), sampling=grid_mm)[1:-1, 1:-1, 1:-1]
-    field = ndimage.distance_transform_edt(np.pad(in_field(volume.shape, geom, pts), 1), sampling=grid_mm)[1:-1, 1:-1, 1:-1]
-    depth[field < depth + grid_mm] = 0  # balls touching the field's edge are not balls we can see
+    depth[_field_depth_mm(volume.shape, geom, idx) < depth + grid_mm] = 0  # balls touching the field's edge: not seen
     r = float(depth.max())
     if r <= 0:
         return None
     top = depth >= r - 0.5 * grid_mm
-    idx = np.argwhere(top).astype(float)
+    where = np.argwhere(top).astype(float)
     wts = depth[top]
-    c = (idx * wts[:, None]).sum(0) / wts.sum()
+    c = (where * wts[:, None]).sum(0) / wts.sum()
     at = [np.interp(c[a], np.arange(len(rng)), rng) for a, rng in enumerate(ranges)]
     return origin + at[0] * axes[0] + at[1] * axes[1] + at[2] * axes[2], r
 
@@ -179,27 +209,81 @@ def _deepest_bone(volume: np.ndarray, geom: VolumeGeometry, origin: np.ndarray, 
 def ct_femoral_heads(volume: np.ndarray, geom: VolumeGeometry, plane: SpinePlane, s1_mid_lps: np.ndarray) -> list[Head]:
     """Femoral head centres in a CT (HU), found in 3-D: in a box caudal to the S1 endplate and
     35–150 mm to either side of the spine's plane, resampled along the plane's axes (4 mm, then
-    1.5 mm about what was found), the bone (smoothed, holes filled) is distance-transformed; on
+    1.5 mm within 8 mm of the ball found), the bone (smoothed, holes filled) is distance-transformed; on
     each side its deepest point is the head's centre and the depth its radius (a ball of bone is
     deepest at its centre), accepted for a radius of 15–35 mm. At most one head per side."""
+    return _femoral_heads(volume, geom, plane, s1_mid_lps, ct_bone)
+
+
+def _femoral_heads(volume: np.ndarray, geom: VolumeGeometry, plane: SpinePlane, s1_mid_lps: np.ndarray,
+                   bone_of: Callable[[np.ndarray], np.ndarray], rim_mm: float = 0.0) -> list[Head]:
+    """Both sides' search (``ct_femoral_heads``); ``rim_mm`` is added to each radius found (a
+    cortex that ``bone_of`` leaves out)."""
     axes = (plane.col_axis, plane.row_axis, plane.normal)
     out: list[Head] = []
+    corners = np.array([[k, i, j, 1] for k in (0, volume.shape[0] - 1) for i in (0, volume.shape[1] - 1)
+                        for j in (0, volume.shape[2] - 1)], float) @ geom.affine().T
     for side in (1.0, -1.0):
+        reach = float(np.max(side * ((corners[:, :3] - s1_mid_lps) @ plane.normal)))
+        if reach < HEAD_SEARCH_LATERAL_MM[0] + HEAD_RADIUS_MM[0]:
+            continue  # the field ends before a head could lie wholly in it on this side (a sagittal MR slab)
         g = 4.0
         ranges = (np.arange(-HEAD_SEARCH_AP_MM, HEAD_SEARCH_AP_MM + 1e-6, g),
                   np.arange(HEAD_SEARCH_CAUDAL_MM[0], HEAD_SEARCH_CAUDAL_MM[1] + 1e-6, g),
                   side * np.arange(HEAD_SEARCH_LATERAL_MM[0], HEAD_SEARCH_LATERAL_MM[1] + 1e-6, g))
-        found = _deepest_bone(volume, geom, s1_mid_lps, axes, ranges, g)
+        found = _deepest_bone(volume, geom, s1_mid_lps, axes, ranges, g, bone_of)
         if found is None or not (HEAD_RADIUS_MM[0] - g <= found[1] <= HEAD_RADIUS_MM[1] + g):
             continue
         g = 1.5
-        box = np.arange(-found[1] - 12, found[1] + 12 + 1e-6, g)
-        fine = _deepest_bone(volume, geom, found[0], axes, (box, box, box), g)
+        box = np.arange(-found[1] - 8, found[1] + 8 + 1e-6, g)
+        fine = _deepest_bone(volume, geom, found[0], axes, (box, box, box), g, bone_of)
         if fine is None or not (HEAD_RADIUS_MM[0] <= fine[1] + g / 2 <= HEAD_RADIUS_MM[1]):
             continue
         # the radius: the depth plus about half a grid step (the edge voxel's centre is inside)
-        out.append(Head(fine[0], fine[1] + g / 2, float(min(1.0, fine[1] / 20.0))))
+        out.append(Head(fine[0], fine[1] + g / 2 + rim_mm, float(min(1.0, fine[1] / 20.0))))
     return out
+
+
+#: MR: a femoral head's marrow against the vertebral bodies' marrow on the same sequence (both
+#: fatty in the elderly; the coil's bias field shifts either by up to about a quarter). The
+#: sequences tried, in order: T1 shows marrow bright against muscle and dark cortex.
+MR_HEAD_MARROW_RANGE = (0.7, 1.4)
+MR_HEAD_SEQUENCES = ("t1", "t2", "t2fs", "stir", "mr_other")
+#: the head's cortex, dark on every sequence and so outside the marrow's ball (mm)
+MR_HEAD_CORTEX_MM = 1.5
+
+
+def marrow_reference(plane_image: np.ndarray, vertebrae_px: dict[str, np.ndarray]) -> float | None:
+    """The median intensity of the vertebral bodies' marrow on a plane: inside each body's
+    section (``findings.oedema.body_mask``) shrunk to its central part (no cortex, no endplate);
+    ``None`` without bodies."""
+    from scipy import ndimage
+
+    from ..findings.oedema import body_mask
+
+    vals = []
+    for pts in vertebrae_px.values():
+        m = body_mask(pts, plane_image.shape)
+        inner = ndimage.binary_erosion(m, iterations=max(1, int(0.2 * np.sqrt(m.sum()))))
+        vals.append(plane_image[inner if inner.any() else m])
+    return float(np.median(np.concatenate(vals))) if vals else None
+
+
+def mr_femoral_heads(volume: np.ndarray, geom: VolumeGeometry, plane: SpinePlane, s1_mid_lps: np.ndarray,
+                     marrow: float) -> list[Head]:
+    """Femoral head centres in an MR series (the search of ``ct_femoral_heads``), the bone being
+    what reads as marrow: within ``MR_HEAD_MARROW_RANGE`` of the bodies' marrow ``marrow`` after
+    a light smoothing, its radius that ball's plus the cortex. Outside a sagittal slab's field
+    nothing is found (a head cut by the field is not measured)."""
+    from scipy import ndimage
+
+    lo, hi = MR_HEAD_MARROW_RANGE[0] * marrow, MR_HEAD_MARROW_RANGE[1] * marrow
+
+    def bone_of(values: np.ndarray) -> np.ndarray:
+        v = ndimage.gaussian_filter(values, 0.7)
+        return np.asarray((v >= lo) & (v <= hi), bool)
+
+    return _femoral_heads(volume, geom, plane, s1_mid_lps, bone_of, rim_mm=MR_HEAD_CORTEX_MM)
 
 
 # ------------------------------------------------------------------------------ the plane's heads
