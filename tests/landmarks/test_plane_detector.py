@@ -55,3 +55,24 @@ def test_levels_beyond_a_grossly_unsteady_body_are_withheld():
     bodies[2] = at(None, 100, spread=0.2)
     pd.withhold_beyond_gross(lm, [], Detections(bodies, s1, 0.9, []), pd.LEVEL_LIMITS["max_spread"])
     assert len(lm["vertebrae"]) == 4
+
+
+def test_counting_from_c7_withholds_below_the_gross_body():
+    """Counted from C7 (no sacrum): the levels below a grossly unsteady body go, those above stay."""
+    def at(level: str | None, row: float, spread: float = 0.02) -> Body:
+        b = _body(level or "T1", spread)
+        shift = np.array([0.0, row]) - b.centre
+        return Body(b.points + shift, 0.9, b.centre + shift, level, spread=spread)
+
+    bodies = [at("C7", 10), at("T1", 30), at(None, 50, spread=0.9), at("T3", 70), at("T4", 90)]
+    lm = {"vertebrae": {lv: {} for lv in ("C7", "T1", "T3", "T4")}, "s1_endplate": None, "femoral_heads": []}
+    warnings: list[str] = []
+    note = pd.C7_NOTE + " at the top of the image"
+    pd.withhold_beyond_gross(lm, warnings, Detections(bodies, None, 0.0, [], [note]), pd.LEVEL_LIMITS["max_spread"])
+    assert set(lm["vertebrae"]) == {"C7", "T1"} and "C7 and T3, T4" in warnings[0]
+    # the note is postprocess.label_levels' own words: a rewording there must be followed here
+    import inspect
+
+    from sagittal.landmarks import postprocess
+
+    assert pd.C7_NOTE in inspect.getsource(postprocess.label_levels)

@@ -40,6 +40,8 @@ GRADE_SPREAD_MAX = 0.10
 GRADE_COLLAPSED_MAX = 0.06
 GRADE_MIN_POINT_CONFIDENCE = 0.4
 UNGRADED = "ungraded"
+#: how ``postprocess.label_levels`` says the levels were counted from C7 (the sacrum out of view)
+C7_NOTE = "the sacrum is out of view: levels are counted from C7"
 
 
 def why_ungraded(body: Body) -> str | None:
@@ -74,9 +76,9 @@ def withhold_beyond_gross(landmarks: dict[str, Any], warnings: list[str], fine: 
     gross = [b for b in fine.bodies if not b.level and b.spread > max_spread]
     if not named or not gross:
         return
-    # counted from C7 only when the whole chain C7–L5 was there (``postprocess.label_levels``);
-    # S1 itself may have been withheld after counting
-    from_s1 = fine.s1 is not None or "C7" not in named
+    # the anchor the levels were counted from: ``postprocess.label_levels`` notes when it is C7
+    # (S1 itself may have been withheld after counting, so ``fine.s1`` cannot tell)
+    from_s1 = not any(w.startswith(C7_NOTE) for w in fine.warnings)
     # image rows grow caudally: walking from S1 the first gross body is the lowest and the levels
     # beyond it lie above it; walking from C7, the highest, and below it
     row = max(g.centre[1] for g in gross) if from_s1 else min(g.centre[1] for g in gross)
