@@ -30,10 +30,10 @@ from ..levels import LEVEL_INDEX
 from .infer import LandmarkDetector
 from .postprocess import COLLAPSED_RATIO, Body, Detections, _height_ratio
 
-#: ``postprocess.consistent``'s limits for the plane model: what withholds a level. The
-#: collapsed-look limit stays the radiograph model's: a chain miscounted by one level puts a
-#: body's points across a disc, where it looks collapsed and its placements drift apart
-LEVEL_LIMITS = {"max_spread": 0.35, "collapsed_max": 0.04, "min_point_confidence": 0.15}
+#: ``postprocess.consistent``'s limits for the plane model: what withholds a level. A body that
+#: looks collapsed must be steadier (the collapsed-look limit, the same as for grading): a chain
+#: miscounted by one level puts a body's points across a disc, where it looks collapsed
+LEVEL_LIMITS = {"max_spread": 0.35, "collapsed_max": 0.06, "min_point_confidence": 0.15}
 #: what a body's points must meet to be graded (the radiograph model's level limits, with the
 #: collapsed-look limit set on the false fractures of the calibration seeds)
 GRADE_SPREAD_MAX = 0.10
