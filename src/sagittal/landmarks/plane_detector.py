@@ -34,10 +34,10 @@ from .postprocess import COLLAPSED_RATIO, Body, Detections, _height_ratio
 #: looks collapsed must be steadier (the collapsed-look limit, the same as for grading): a chain
 #: miscounted by one level puts a body's points across a disc, where it looks collapsed
 LEVEL_LIMITS = {"max_spread": 0.35, "collapsed_max": 0.06, "min_point_confidence": 0.15}
-#: what a body's points must meet to be graded (the radiograph model's level limits, with the
-#: collapsed-look limit set on the false fractures of the calibration seeds)
+#: what a body's points must meet to be graded: the radiograph model's limits (a false fracture
+#: is worse than a missed one)
 GRADE_SPREAD_MAX = 0.10
-GRADE_COLLAPSED_MAX = 0.06
+GRADE_COLLAPSED_MAX = 0.04
 GRADE_MIN_POINT_CONFIDENCE = 0.4
 UNGRADED = "ungraded"
 #: how ``postprocess.label_levels`` says the levels were counted from C7 (the sacrum out of view)
@@ -68,33 +68,39 @@ def mark_ungraded(landmarks: dict[str, Any], warnings: list[str], fine: Detectio
 
 
 def withhold_beyond_gross(landmarks: dict[str, Any], warnings: list[str], fine: Detections, max_spread: float) -> None:
-    """Where a body of the chain was withheld because its two placements disagree grossly (over
-    ``max_spread`` of its size: the coarse body there may be two bodies or a disc), the count
-    through it is not trusted: every level beyond it, away from the anchor (S1, else C7), is
-    taken out of ``landmarks["vertebrae"]`` with a warning, in place."""
-    named = {b.level: b for b in fine.bodies if b.level and b.level in landmarks["vertebrae"]}
-    gross = [b for b in fine.bodies if not b.level and b.spread > max_spread]
-    if not named or not gross:
-        return
-    # the anchor the levels were counted from: ``postprocess.label_levels`` notes when it is C7
-    # (S1 itself may have been withheld after counting, so ``fine.s1`` cannot tell)
+    """Walking the chain from the anchor (S1, else C7): where two or more neighbouring bodies were
+    withheld and one of them because its two placements disagree grossly (over ``max_spread`` of
+    its size: the coarse body there may be two bodies or a disc), every level beyond that gap is
+    taken out of ``landmarks["vertebrae"]`` with a warning, in place.
+
+    Why two: ``postprocess.recheck_chain`` checks the step between the reported levels on either
+    side of a gap per level spanned; across one missing level a body missed or counted twice makes
+    that step 1.5 or 0.5 × its neighbours' (outside ``STEP_SHORT``–``STEP_LONG``), across two or
+    more it does not (4/3, 3/4…), so the count through such a gap cannot be checked."""
     from_s1 = not any(w.startswith(C7_NOTE) for w in fine.warnings)
-    # image rows grow caudally: walking from S1 the first gross body is the lowest and the levels
-    # beyond it lie above it; walking from C7, the highest, and below it
-    row = max(g.centre[1] for g in gross) if from_s1 else min(g.centre[1] for g in gross)
-
-    def beyond(b: Body) -> bool:
-        return bool(b.centre[1] < row) if from_s1 else bool(b.centre[1] > row)
-
-    cut = sorted((lv for lv, b in named.items() if beyond(b)), key=lambda lv: LEVEL_INDEX[lv])
+    # image rows grow caudally: from S1 the walk goes up the image, from C7 down
+    order = sorted(fine.bodies, key=lambda b: -float(b.centre[1]) if from_s1 else float(b.centre[1]))
+    gap: list[Body] = []
+    cut: list[str] = []
+    for b in order:
+        named = bool(b.level) and b.level in landmarks["vertebrae"]
+        if cut and named:
+            cut.append(str(b.level))
+        elif named:
+            if len(gap) >= 2 and any(g.spread > max_spread for g in gap):
+                cut.append(str(b.level))
+            gap = []
+        else:
+            gap.append(b)
     if not cut:
         return
+    cut.sort(key=lambda lv: LEVEL_INDEX[lv])
     for lv in cut:
         del landmarks["vertebrae"][lv]
     anchor = "S1" if from_s1 else "C7"
-    warnings.append(f"a body between {anchor} and {', '.join(cut)} was withheld because its two placements disagree by "
-                    f"more than {100 * max_spread:.0f} % of its size (it may be two bodies or a disc): the count through it "
-                    "is not trusted, so the levels beyond it are withheld")
+    warnings.append(f"between {anchor} and {', '.join(cut)} two or more bodies were withheld, one because its two "
+                    f"placements disagree by more than {100 * max_spread:.0f} % of its size (it may be two bodies or a "
+                    "disc): the count across that gap cannot be checked, so the levels beyond it are withheld")
 
 
 class PlaneDetector(LandmarkDetector):
