@@ -29,8 +29,10 @@ from .errors import AnalysisError, CalibrationError, DicomReadError, InputError,
 
 __all__ = ["Analysis", "Analyzer", "analyze", "unit_of"]
 
-#: images per landmark-model batch by device (the GPU amortises its launches over more)
-DEFAULT_BATCH = {"cpu": 4, "cuda": 16}
+#: images per landmark-model batch by device: the GPU amortises its launches over more; on CPU one
+#: image at a time is cheapest (0.42 vs 0.54 CPU-s per whole-spine radiograph with 4: a batch's
+#: refinement crops, ~40 per image, outgrow the caches; benchmarks/analyze_batch.py)
+DEFAULT_BATCH = {"cpu": 1, "cuda": 16}
 
 
 @dataclass(frozen=True)
@@ -170,7 +172,7 @@ class Analyzer:
     """The landmark model loaded once, for many analyses.
 
     ``device``: ``auto`` (CUDA when torch sees one), ``cpu`` or ``cuda``; ``weights``: a weights
-    file (default: the packaged model); ``batch_size``: images per model batch (default 4 on
+    file (default: the packaged model); ``batch_size``: images per model batch (default 1 on
     CPU, 16 on CUDA); ``threads``: torch CPU threads (default 1: the same document from every run,
     serial or parallel, since float sums depend on the thread count; use processes for more
     cores — torch's thread count is process-wide); ``mixed_precision``:
@@ -234,7 +236,7 @@ class Analyzer:
 
     @property
     def batch_size(self) -> int:
-        return self._batch_size or DEFAULT_BATCH.get(self.detector.device, 4)
+        return self._batch_size or DEFAULT_BATCH.get(self.detector.device, 1)
 
     def _lap(self, stage: str, t0: float) -> float:
         now = time.perf_counter()

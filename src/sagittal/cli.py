@@ -296,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="run on a Dask cluster: local or local:N (a LocalCluster of N worker processes) or "
                          "tcp://HOST:PORT (a running scheduler); needs the 'dask' extra")
     an.add_argument("--batch-size", type=_positive_int, default=None, metavar="N",
-                    help="images per landmark-model batch (default 4 on CPU, 16 on CUDA)")
+                    help="images per landmark-model batch (default 1 on CPU, 16 on CUDA)")
     an.add_argument("--mixed-precision", action="store_true",
                     help="CUDA only: run the networks in float16 autocast (not validated for accuracy; off by default)")
     an.add_argument("--weights",

@@ -193,8 +193,9 @@ def test_a_failure_inside_a_batch_is_one_files_failure(export, tmp_path, monkeyp
     Flaky.calls = 0
     out = tmp_path / "out"
     # the radiographs alone, so that the same model calls fail (the export's CT would call the
-    # plane model, also replaced by Flaky, and shift the count)
-    assert main(["analyze", *[f for u in units for f in u.files], "-o", str(out), "--device", "cpu"]) == 0
+    # plane model, also replaced by Flaky, and shift the count), in one chunk as analyze_many had them
+    assert main(["analyze", *[f for u in units for f in u.files], "-o", str(out), "--device", "cpu",
+                 "--batch-size", "4"]) == 0
     for unit, result in zip(units, results, strict=True):
         assert (out / unit.relpath()).is_file() == (not isinstance(result, Failure))
     with open(out / "errors.csv", newline="") as fh:

@@ -145,6 +145,8 @@ def run_analyze(inputs: Sequence[Any], outdir: str | Path, *, device: str = "aut
         from ..cohort.pseudonym import load_or_create_key
 
         secret = load_or_create_key(key)
+    if workers > 1 or (dask or "").startswith("local"):  # workers' start-up (torch) overlaps the planning
+        executors.worker_context(["distributed"] if dask else [])
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     units, errors, n_found = plan_units(inputs)
@@ -162,7 +164,7 @@ def run_analyze(inputs: Sequence[Any], outdir: str | Path, *, device: str = "aut
         output_maker(name)
     # the same chunks (hence the same model batches) and one torch thread per process whatever the
     # executor: float sums depend on both, and serial, process and Dask runs give identical documents
-    size = batch_size or DEFAULT_BATCH.get(device, 4)
+    size = batch_size or DEFAULT_BATCH.get(device, 1)
     config = RunConfig(weights, device, batch_size, None, mixed_precision, tuple(outputs))
     if todo and not parallel:  # unusable weights stop the run here, not once per unit
         from .worker import _ANALYZERS
