@@ -196,6 +196,9 @@ def _femoral_heads(lm: dict[str, Any], x: dict[str, Any], warnings: list[str]) -
             return []
         vox, geom = x["volumes"][role]
         heads = mr_femoral_heads(vox, geom, plane, s1_mid, marrow)
+        if heads:
+            warnings.append(f"the femoral heads were found on the {role.upper()} as marrow like the vertebral bodies' "
+                            "(models/README.md: less accurate than on CT); check them on the overlay before using PI")
     if not heads:
         warnings.append(f"no femoral head found in the {what}'s field caudal to S1" + (
             "" if what == "CT" else f" ({str(role).upper()}; a sagittal slab reaches them only when it spans about 85 mm "
