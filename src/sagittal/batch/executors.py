@@ -47,6 +47,13 @@ WORKER_PRELOAD = ["torch", "cv2", "pydicom", "sagittal.batch.worker", "sagittal.
 _FORKSERVER_ENV: dict[str, str] | None = None  # the environment the forkserver started with
 
 
+def _environment() -> dict[str, str]:
+    """``os.environ`` but for what imports set themselves (OpenCV's loader sets LD_LIBRARY_PATH)."""
+    import os
+
+    return {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"}
+
+
 def worker_context(extra_preload: Sequence[str] = ()) -> Any:
     """The multiprocessing context for worker processes, started now so that it warms up while
     the driver plans: a forkserver that imports ``WORKER_PRELOAD`` once (then every worker is a
@@ -54,10 +61,9 @@ def worker_context(extra_preload: Sequence[str] = ()) -> Any:
     forkserver or where the environment changed since the forkserver started (its forks would
     not see the change). Nothing of the driver's state reaches the workers either way."""
     import multiprocessing as mp
-    import os
 
     global _FORKSERVER_ENV
-    if "forkserver" not in mp.get_all_start_methods() or _FORKSERVER_ENV not in (None, dict(os.environ)):
+    if "forkserver" not in mp.get_all_start_methods() or _FORKSERVER_ENV not in (None, _environment()):
         return mp.get_context("spawn")
     ctx = mp.get_context("forkserver")
     if _FORKSERVER_ENV is None:
@@ -65,7 +71,7 @@ def worker_context(extra_preload: Sequence[str] = ()) -> Any:
         from multiprocessing import forkserver
 
         forkserver.ensure_running()  # it imports the preload while the driver goes on
-        _FORKSERVER_ENV = dict(os.environ)
+        _FORKSERVER_ENV = _environment()
     return ctx
 
 
