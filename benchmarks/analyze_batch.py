@@ -8,7 +8,10 @@ loading, process or cluster start and every output written are inside the time. 
 memory of the driver and of each worker process is sampled (psutil, every 0.2 s).
 
     .venv/bin/python benchmarks/analyze_batch.py [--n 24] [--pixel-spacing 0.15] [--transfer-syntax jpeg2000]
-        [--memory 100 1000 --memory-spacing 1.0] [--device cuda]
+        [--memory 100 1000 --memory-spacing 1.0] [--memory-only] [--cache DIR] [--device cuda]
+
+Each run also prints the CPU seconds of every process by role (the driver, the forkserver that
+imports torch once for the workers, the workers): where parallelism's extra CPU goes.
 
 With ``--device cuda`` (on a machine with a GPU) it times one process on the GPU with and
 without ``--mixed-precision`` and reports how far mixed precision moves landmarks and angles:
