@@ -12,7 +12,8 @@ whole inference path on the rendered pixels without telling it which way the pat
 reports for every weights file on the same images: the fraction of radiographs analysed (ok or
 partial), vertebrae in view found with the right level (centroid within 5 mm; also over the
 images with the S1 endplate in view, where levels can be counted), wrong levels
-(labelled bodies off their true level by more than 5 mm), landmark error per point (mm),
+(labelled bodies off their true level by more than 5 mm), bodies reported although the field cuts them
+(at their true level, so not a wrong level), landmark error per point (mm),
 parameter mean absolute errors (PI, PT, SS, LL, TK, SVA; regional kyphosis over every vertebra
 measured), Genant agreement, fracture sensitivity and false positives per normal vertebra.
 ``--fractured P`` draws 1–3 fractures in that share of the spines (else the phantom's own rate)
@@ -95,6 +96,7 @@ class Tally:
         self.grades: list[tuple[int, int]] = []
         self.statuses: list[str] = []
         self.wrong_level = 0
+        self.cut_reported = 0  # the right level, but a body the truth has cut by the field (not wholly in view)
         self.seconds = 0.0
 
     def add(self, spine: Any, view: View, truth: dict, lm: dict, facing: str | None) -> None:
@@ -112,6 +114,10 @@ class Tally:
         for lv, pp in lm["vertebrae"].items():
             tp = tv.get(lv)
             pc = np.mean([pp[n] for n in POINT_NAMES[:4]], axis=0)
+            if tp is None and np.linalg.norm((view.to_px(spine.points_mm[LEVEL_INDEX[lv]])[:4].mean(axis=0) - pc) * sp) \
+                    <= LEVEL_TOLERANCE_MM:
+                self.cut_reported += 1
+                continue
             if tp is None or np.linalg.norm((np.mean([tp[n] for n in POINT_NAMES[:4]], axis=0) - pc) * sp) > LEVEL_TOLERANCE_MM:
                 self.wrong_level += 1
                 continue
@@ -159,7 +165,7 @@ class Tally:
             "detection_rate": found / max(total, 1), "vertebrae_in_view": total,
             "detection_rate_s1_in_view": self.found_anchored[0] / max(self.found_anchored[1], 1),
             "vertebrae_in_view_s1_in_view": self.found_anchored[1],
-            "wrong_levels": self.wrong_level,
+            "wrong_levels": self.wrong_level, "cut_bodies_reported": self.cut_reported,
             "detection_rate_per_level": {lv: (round(f / n, 4) if n else None) for lv, (f, n) in self.found.items()},
             "landmark_error_mm": {"median": float(np.median(errs)) if errs else None,
                                   "p90": float(np.percentile(errs, 90)) if errs else None,
@@ -184,6 +190,7 @@ def table(results: dict) -> str:
         ("… of those in images with S1 in view", lambda r: f"{100 * r['detection_rate_s1_in_view']:.1f} % "
                                                         f"(of {r['vertebrae_in_view_s1_in_view']})"),
         ("wrong levels", lambda r: str(r["wrong_levels"])),
+        ("bodies cut by the field reported (right level)", lambda r: str(r["cut_bodies_reported"])),
         ("landmark error median", lambda r: _f(r["landmark_error_mm"]["median"], " mm", 2)),
         *[(f"{k.replace('_deg', '').replace('_mm', '')} MAE", _mae(k)) for k in (*PARAMS, "regional_kyphosis_deg")],
         ("fracture sensitivity", lambda r: _pct(r["fracture_sensitivity"], r["fractured_vertebrae_graded"])),

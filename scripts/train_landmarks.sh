@@ -1,13 +1,12 @@
 #!/usr/bin/env bash
 # The schedule of the landmark weights, step by step, on the 2-core CPU development machine (one
 # torch thread per run, two runs side by side). Steps 1-6 made src/sagittal/weights/landmarks.pt;
-# steps 7-8 (issue 11) made a candidate that models/README.md evaluates and did NOT ship (better
-# on the projection renderer, worse on the 2-D one and more wrong levels on the held-out family). Every image is a phantom
-# radiograph rendered from the seeds named here (sagittal.training.data); scripts/eval_landmarks.py
+# steps 7-8 (issue 11) fine-tune them on a mix with the projection renderer's drr-a family: a CANDIDATE that
+# models/README.md evaluates beside them and that is not shipped (see there why). Every image is a phantom radiograph rendered from the seeds named here (sagittal.training.data); scripts/eval_landmarks.py
 # draws from other seeds. Rendered parts are cached in /tmp/sagittal-train (--cache-dir).
 #
 #   scripts/train_landmarks.sh OUT.pt            # steps 1-6 from scratch (about 2 h 30 min of wall time)
-#   scripts/train_landmarks.sh OUT.pt 7          # only the candidate steps 7-8, fine-tuning the weights in OUT.pt
+#   scripts/train_landmarks.sh OUT.pt 7          # only steps 7-8, fine-tuning the weights in OUT.pt (~75 min)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 py=".venv/bin/python"
@@ -35,25 +34,29 @@ $train --stage refine --init "$out" --out "$out" --n-train 4000 --also 100000:30
 fi
 
 [ "$last" -lt 7 ] && exit 0
-# 7, 8 (issue 11, candidate): fine-tune both stages on a MIX — the 2-D renderer as before, the same with heavy
-# degradation (training.data.degrade: 8-bit, tone curves, CLAHE / equalisation, inverted LUT, noise,
-# blur, JPEG, field cuts at any level, zoom), and the projection renderer's style family drr-a (half
-# of it degraded). The style family drr-b is never trained on: it is the held-out family of
-# scripts/eval_landmarks.py. The DRR data are rendered in chunks by --prepare-only runs while the
-# two training runs go; --grow adds each chunk as it lands, --mix draws 35 % of every batch from it.
-( for k in $(seq 0 11); do
+# 7, 8 (issue 11, candidate): fine-tune both stages from steps 1-6 on a MIX — the 2-D renderer as before, the same
+# with heavy degradation (training.data.degrade: 8-bit, tone curves, CLAHE / equalisation, inverted LUT,
+# noise, blur, JPEG, field cuts at any level, zoom), and the projection renderer's style family drr-a
+# (half of it degraded), with an L2-SP anchor to the starting weights (--anchor). The style family
+# drr-b is never trained on: it is the held-out family of scripts/eval_landmarks.py. The drr-a data
+# are rendered in chunks by --prepare-only runs while the two training runs go; --grow adds each chunk
+# at the next checkpoint; --mix draws that share of every batch from drr-a.
+( for k in $(seq 0 49); do  # drr-a: 2,500 radiographs for the coarse stage, 675 for the refinement
     $train --out "$out" --prepare-only --stage coarse --family drr-a --first-seed $((k * 50)) --n-train 50 --augment 0.5
-    $train --out "$out" --prepare-only --stage refine --family drr-a --first-seed $((k * 25)) --n-train 25 \
-        --fracture-boost 2 --augment 0.5
+    if [ "$k" -lt 27 ]; then
+      $train --out "$out" --prepare-only --stage refine --family drr-a --first-seed $((k * 25)) --n-train 25 \
+          --fracture-boost 2 --augment 0.5
+    fi
   done ) &
 ( $train --out "$out" --prepare-only --stage refine --first-seed 100000 --n-train 200 --fracture-boost 3
-  for k in $(seq 0 7); do
+  for k in 0 1; do
     $train --out "$out" --prepare-only --stage refine --first-seed $((500000 + k * 50)) --n-train 50 \
         --fracture-boost 2 --augment 0.7
   done ) &
 $train --stage coarse --init "$out" --out "$out" --first-seed 0 --n-train 3000 --also 2d:20000:3000:0:0.7 \
-    --also drr-a:0:50:0:0.5 --grow "$C/coarse_drr-a_*.npz" --mix drr-a=0.35 --lr 5e-4 --warmup 50 --minutes 70 --seed 7 &
+    --also drr-a:0:50:0:0.5 --grow "$C/coarse_drr-a_*.npz" --mix drr-a=0.4 --lr 5e-4 --warmup 50 --anchor 1e-3 \
+    --minutes 75 --seed 11 &
 $train --stage refine --init "$out" --out "$out" --first-seed 0 --n-train 300 --grow "$C/refine_drr-a_*.npz" \
-    --grow "$C/refine_2d_100000-*.npz" --grow "$C/refine_2d_5?????-*.npz" --mix drr-a=0.35 --lr 3e-4 --warmup 50 \
-    --minutes 70 --seed 8
+    --grow "$C/refine_2d_100000-*.npz" --grow "$C/refine_2d_5?????-*.npz" --mix drr-a=0.45 --lr 3e-4 --warmup 50 \
+    --anchor 2e-3 --minutes 60 --seed 12
 wait

@@ -3,15 +3,18 @@ radiographs, and edited versions of them)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from sagittal.landmarks.crops import CROP
-from sagittal.landmarks.layout import COARSE_CHANNELS, R_HEADS, R_S1, R_VERTEBRA, REFINE_CHANNELS
+from sagittal.landmarks.layout import C_CENTRE, C_S1, COARSE_CHANNELS, R_HEADS, R_S1, R_VERTEBRA, REFINE_CHANNELS
 from sagittal.landmarks.postprocess import (
     REFINE_MASS,
     Body,
     Detections,
+    confirm_bridges,
     crop_frames,
     decode,
     label_levels,
@@ -66,12 +69,37 @@ def test_lumbar_view_counts_up_from_s1(lumbar):
     assert not any("withheld" in w for w in det.warnings)
 
 
-def test_a_missed_vertebra_is_not_renumbered(whole):
-    det = label_levels(decode(_maps(whole, drop_levels=("T10",))))
+def test_two_missed_vertebrae_are_not_renumbered(whole):
+    det = label_levels(decode(_maps(whole, drop_levels=("T10", "T9"))))
     levels = {b.level for b in det.bodies if b.level}
     assert {"L5", "L1", "T12", "T11"} <= levels
-    assert "T10" not in levels and "T9" not in levels and "C7" not in levels  # nothing above the gap is named
+    assert "T10" not in levels and "T8" not in levels and "C7" not in levels  # nothing above the gap is named
     assert any("breaks above T11" in w for w in det.warnings)
+
+
+def test_one_missed_vertebra_is_bridged_and_must_be_confirmed(whole):
+    """A one-body gap gets a body halfway (its level named, marked bridged); the fine placement
+    must then find a body of its neighbours' size there, or it and every level above it go."""
+    det = label_levels(decode(_maps(whole, drop_levels=("T10",))))
+    by = {b.level: b for b in det.bodies if b.level}
+    assert set(whole.levels) == set(by) and by["T10"].bridged == "T10"
+    truth = whole.vertebrae[whole.levels.index("T10")]
+    assert np.linalg.norm(by["T10"].centre - truth[:4].mean(axis=0)) < 0.35 * np.linalg.norm(truth[1] - truth[2])
+    # found by the fine placement (here: the truth): it stands, with a note
+    found = replace(det, bodies=[replace(b, points=truth, centre=truth[:4].mean(axis=0)) if b.bridged else b
+                                 for b in det.bodies])
+    ok = confirm_bridges(found)
+    assert {b.level for b in ok.bodies if b.level} == set(whole.levels)
+    assert any("T10 was missed by the first stage; placed between" in w for w in ok.warnings)
+    # lost by the fine placement (strayed / unstable): T10 and every level above it are withheld
+    lost = confirm_bridges(replace(det, bodies=[replace(b, level=None) if b.bridged else b for b in det.bodies]))
+    named = {b.level for b in lost.bodies if b.level}
+    assert named == {"T11", "T12", "L1", "L2", "L3", "L4", "L5"}
+    assert any("did not confirm a body" in w for w in lost.warnings)
+    # a "body" half the size of its neighbours is not one: withheld likewise
+    small = truth[:4].mean(axis=0) + 0.5 * (truth - truth[:4].mean(axis=0))
+    tiny = confirm_bridges(replace(det, bodies=[replace(b, points=small) if b.bridged else b for b in det.bodies]))
+    assert "T9" not in {b.level for b in tiny.bodies if b.level}
 
 
 def test_without_sacrum_levels_count_from_c7(whole):
@@ -223,3 +251,39 @@ def test_recheck_withholds_beyond_a_step_the_refinement_reveals(whole):
     levels = {b.level for b in out.bodies if b.level}
     assert "T10" in levels and "T9" not in levels and "C7" not in levels
     assert any("counted twice" in w for w in out.warnings)
+
+
+def _faint_s1(maps: np.ndarray) -> np.ndarray:
+    """The S1 corners' peaks brought under ``S1_THRESHOLD`` (a faint endplate)."""
+    m = maps.copy()
+    m[C_S1] *= 0.12
+    return m
+
+
+def _cell(xy_input: np.ndarray) -> tuple[int, int]:
+    j, i = np.round((np.asarray(xy_input, float) + 0.5) / 2 - 0.5).astype(int)  # COARSE_STRIDE 2
+    return int(i), int(j)
+
+
+def test_a_faint_s1_in_line_under_a_strong_body_anchors_the_levels(lumbar):
+    det = label_levels(decode(_faint_s1(_maps(lumbar))))
+    assert det.s1 is not None and any("seen only faintly" in w for w in det.warnings)
+    assert [b.level for b in sorted(det.bodies, key=lambda b: -b.centre[1])][:5] == ["L5", "L4", "L3", "L2", "L1"]
+
+
+def test_a_faint_s1_beside_the_lowest_body_does_not_anchor(lumbar):
+    m = _faint_s1(_maps(lumbar))
+    l5 = lumbar.vertebrae[lumbar.levels.index("L5")]
+    height_cells = float(np.linalg.norm(l5[1] - l5[2])) / 2
+    dy, dx = -int(round(0.8 * height_cells)), int(round(1.3 * height_cells))  # up to the body's level, aside
+    m[C_S1] = np.roll(m[C_S1], (dy, dx), axis=(1, 2))
+    det = label_levels(decode(m))
+    assert det.s1 is None and not any(b.level for b in det.bodies)
+
+
+def test_a_faint_s1_under_a_weak_lowest_body_does_not_anchor(lumbar):
+    m = _faint_s1(_maps(lumbar))
+    i, j = _cell(lumbar.vertebrae[lumbar.levels.index("L5")][:4].mean(axis=0))
+    m[C_CENTRE, i - 3:i + 4, j - 3:j + 4] *= 0.2  # the L5 peak weak: under CENTRE_THRESHOLD (0.3), over WEAK_THRESHOLD
+    det = label_levels(decode(m))
+    assert det.s1 is None and not any(b.level for b in det.bodies)

@@ -15,6 +15,7 @@ from .layout import COARSE_HEAT
 from .postprocess import (
     Detections,
     alternate_frames,
+    confirm_bridges,
     consistent,
     crop_frames,
     decode,
@@ -155,7 +156,7 @@ class LandmarkDetector:
                 if alt:
                     fine = consistent(fine, refine(det, alt, logits[k + len(frames):k + len(cs)]), **self.consistency_limits)
                 k += len(cs)
-                fine = recheck_chain(withhold_outside(fine, box))
+                fine = recheck_chain(confirm_bridges(withhold_outside(fine, box)))
                 self.last_detections.append(fine)
                 lm = to_contract(fine)
                 results.append((lm, facing_from_landmarks(lm), list(fine.warnings)))

@@ -35,8 +35,21 @@ S1_THRESHOLD = 0.2
 S1_WEAK_THRESHOLD = 0.05
 #: the S1 endplate midpoint lies this many lowest-body heights below its centre (phantom: ~0.9)
 S1_STEP = (0.4, 1.4)
+#: ... and on the chain's own line: the cosine between the step into the lowest body and the step
+#: from it to the S1 endplate's midpoint is at least this (phantom truth, 400 spines with
+#: spondylolisthesis: 0.83–1.0, median 0.98; a faint "S1" beside a thoracic body was 0.45)
+S1_DIRECTION_COS = 0.7
 HEAD_THRESHOLD = 0.2
 GAP_FACTOR = 1.6  # a neighbour farther than this × the spacing the bodies' sizes predict breaks the chain
+#: a gap this many times the spacing the bodies' sizes predict holds exactly one body the first stage
+#: missed (phantom truth, 300 spines: one missing 1.67–2.44, two missing 2.51–3.57 at the 0.5th–99.5th
+#: centiles): a body is placed there and must be confirmed by the fine placement (``confirm_bridges``)
+BRIDGE_RANGE = (GAP_FACTOR, 2.35)
+#: ... or a step this many times the steps around it (one missing: 1.48–2.6, none: 0.73–1.35, see
+#: ``STEP_SHORT``) that is at least ``BRIDGE_RANGE_MIN`` by the sizes (adjacent bodies: at most 1.43)
+BRIDGE_RELATIVE, BRIDGE_RANGE_MIN = (1.5, 2.4), 1.3
+#: a bridged body confirmed by the fine placement is as large as its neighbours (mean edge length)
+BRIDGE_SIZE = (0.7, 1.4)
 DUPLICATE_FACTOR = 0.45
 #: without the sacrum, levels are counted from C7 only over all 18 bodies C7–L5, the three top
 #: ones averaging under this fraction of the three lowest (0.48–0.63 in the phantom, C7–T2 / L3–L5)
@@ -67,6 +80,9 @@ class Body:
     level: str | None = None
     point_confidence: float = 1.0  # the least confident of its six refined points
     spread: float = 0.0  # the two refinements' largest disagreement over the body's size (``consistent``)
+    #: the level of a body placed between two neighbours across a one-body gap (``_bridge_gaps``), not
+    #: found as a peak: kept when the body loses its label so that ``confirm_bridges`` knows what was at stake
+    bridged: str | None = None
 
 
 @dataclass
@@ -213,14 +229,23 @@ def _relative_steps(bodies: list[Body], levels_apart: list[int] | None = None) -
     return out
 
 
-def _chain_s1(det: Detections, lowest: Body, height: float) -> Detections:
+def _chain_s1(det: Detections, lowest: Body, height: float, above: Body | None = None) -> Detections:
     """Take the strongest weak S1 candidate that sits where the chain puts the sacrum: below the
-    lowest body, ``S1_STEP`` of its height from its centre, as wide as its endplate (0.5–1.8×)."""
+    lowest body, ``S1_STEP`` of its height from its centre, as wide as its endplate (0.5–1.8×),
+    and in line with the chain (``S1_DIRECTION_COS`` with the step from the body ``above``); never
+    below a body that is itself a weak peak (under ``CENTRE_THRESHOLD``)."""
+    if lowest.confidence < CENTRE_THRESHOLD:  # two faint findings do not anchor a spine
+        return det
     width = float(np.linalg.norm(lowest.points[0] - lowest.points[1]))
     for xy, score in det.s1_candidates:
         mid = xy.mean(axis=0)
         step = float(np.linalg.norm(lowest.centre - mid)) / max(1e-6, height)
         w = float(np.linalg.norm(xy[0] - xy[1]))
+        if above is not None:
+            into, out = lowest.centre - above.centre, mid - lowest.centre
+            cos = float(np.dot(into, out) / max(float(np.linalg.norm(into) * np.linalg.norm(out)), 1e-9))
+            if cos < S1_DIRECTION_COS:
+                continue
         if mid[1] > lowest.centre[1] and S1_STEP[0] <= step <= S1_STEP[1] and 0.5 * width <= w <= 1.8 * width:
             note = (f"the S1 endplate was seen only faintly (score {score:.2f}); it is used because it lies just "
                     "below the lowest body, where the chain puts the sacrum")
@@ -237,6 +262,55 @@ def _chain(found: list[Body]) -> list[Body]:
     weak = [w for w in weak if all(np.linalg.norm(w.centre - b.centre) >= DUPLICATE_FACTOR *
                                    max(float(np.linalg.norm(b.points[1] - b.points[2])), 1.0) for b in bodies)]
     return _fill_with_weak(bodies, weak) if len(bodies) > 1 else bodies
+
+
+def _bridge_gaps(bodies: list[Body]) -> list[Body]:
+    """Between neighbours ``BRIDGE_RANGE`` apart (one body missed by the first stage) — or, by
+    their step against the steps around it, ``BRIDGE_RELATIVE`` (and at least ``BRIDGE_RANGE_MIN``
+    by their sizes) — a body halfway, each point the mean of theirs, marked ``bridged``: the fine
+    placement then has to find a body there (``confirm_bridges``) or every level beyond it is
+    withheld. Caudal first."""
+    rel = _relative_steps(bodies)
+    out = list(bodies[:1])
+    for i, b in enumerate(bodies[1:]):
+        a = out[-1]
+        size = _step_ratio(a, b)
+        gap = BRIDGE_RANGE[0] < size <= BRIDGE_RANGE[1] or (
+            BRIDGE_RELATIVE[0] <= rel[i] <= BRIDGE_RELATIVE[1] and BRIDGE_RANGE_MIN <= size <= BRIDGE_RANGE[1])
+        if a.bridged is None and gap:
+            pts = (a.points + b.points) / 2
+            out.append(Body(pts, 0.0, pts[:4].mean(axis=0), bridged="?"))
+        out.append(b)
+    return out
+
+
+def confirm_bridges(det: Detections) -> Detections:
+    """After the fine placement (and the consistency check): a bridged body stands only where a
+    body was found — labelled still (not strayed, stable, confident), between two neighbours that
+    stand too, and as large as they are. Otherwise the count across the gap is not known, so it and every level beyond it
+    (away from the anchor: S1, else C7) are withheld with a warning."""
+    labelled = [b for b in det.bodies if b.level]
+    bodies, warnings = list(det.bodies), list(det.warnings)
+    for k, b in enumerate(det.bodies):
+        if not b.bridged or b.bridged == "?":
+            continue
+        i = LEVELS.index(b.bridged)
+        near = [x for x in labelled if x is not b and abs(LEVELS.index(x.level or "") - i) == 1]
+        size = (float(vertebra_size(b.points)) / max(float(np.mean([vertebra_size(x.points) for x in near])), 1e-6)
+                if near else 0.0)
+        if b.level and len(near) == 2 and BRIDGE_SIZE[0] <= size <= BRIDGE_SIZE[1]:
+            bodies[k] = replace(b, confidence=b.point_confidence)
+            warnings.append(f"{b.level} was missed by the first stage; placed between its neighbours, it was found by "
+                            "the fine placement")
+            continue
+        # levels were counted from S1 unless the sacrum is gone and the chain reaches C7 (counted from the top)
+        from_s1 = det.s1 is not None or not any(x.level == "C7" for x in det.bodies)
+        warnings.append(f"{b.bridged} was missed by the first stage and the fine placement did not confirm a body where "
+                        "it should be: it and the levels beyond it are withheld")
+        bodies = [replace(x, level=None) if x.level and (LEVELS.index(x.level) <= i if from_s1 else LEVELS.index(x.level) >= i)
+                  else x for x in bodies]
+        return Detections(bodies, det.s1, det.s1_confidence, det.heads, warnings)
+    return Detections(bodies, det.s1, det.s1_confidence, det.heads, warnings)
 
 
 def _name_chain(order: list[Body], names: list[str], ratios: list[float], rel: list[float], warnings: list[str]) -> None:
@@ -269,7 +343,7 @@ def label_levels(det: Detections) -> Detections:
 
     Bodies at or above ``CENTRE_THRESHOLD`` make the chain; weaker ones (down to
     ``WEAK_THRESHOLD``) only fill its gaps and extend its ends (``_fill_with_weak``)."""
-    bodies = _chain(det.bodies)
+    bodies = _bridge_gaps(_chain(det.bodies))
     warnings = list(det.warnings)
     if not bodies:
         warnings.append("no vertebral body found")
@@ -280,7 +354,7 @@ def label_levels(det: Detections) -> Detections:
     ratios = [_step_ratio(bodies[i], bodies[i + 1]) for i in range(len(bodies) - 1)]
     rel = _relative_steps(bodies)
     if det.s1 is None and det.s1_candidates:
-        det = _chain_s1(det, bodies[0], heights[0])
+        det = _chain_s1(det, bodies[0], heights[0], bodies[1] if len(bodies) > 1 else None)
         warnings = det.warnings
     if det.s1 is not None:
         s1_mid = det.s1.mean(axis=0)
@@ -312,6 +386,9 @@ def label_levels(det: Detections) -> Detections:
         order, names = list(reversed(bodies)), list(LEVELS)
         ratios, rel = list(reversed(ratios)), list(reversed(rel))
     _name_chain(order, names, ratios, rel, warnings)
+    for b in bodies:
+        if b.bridged:
+            b.bridged = b.level
     return Detections(bodies, det.s1, det.s1_confidence, det.heads, warnings)
 
 
