@@ -136,16 +136,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-held-out", type=int, default=50)
     ap.add_argument("--first-seed", type=int, default=3_000_000)
     ap.add_argument("--minutes", type=float, default=15.0, help="fine-tuning budget")
-    ap.add_argument("--steps", type=int, default=None, help="optimizer steps per stage (--minutes stays the cap)")
-    ap.add_argument("--refine-steps", type=int, default=None, help="the refinement's (default --steps)")
+    # the recipe: each option left out takes finetune()'s default (the measured recipe)
+    ap.add_argument("--steps", type=int, help="optimizer steps per stage (--minutes stays the cap)")
+    ap.add_argument("--refine-steps", type=int, help="the refinement's (default --steps)")
     ap.add_argument("--phantom", type=int, default=100, help="2-D phantom radiographs mixed in")
-    ap.add_argument("--phantom-share", type=float, default=0.3, help="share of every coarse batch from the phantoms")
-    ap.add_argument("--refine-phantom-share", type=float, default=None, help="the refinement's (default: finetune's)")
-    ap.add_argument("--anchor", type=float, default=None, help="L2-SP weight (default: finetune's)")
-    ap.add_argument("--refine-anchor", type=float, default=None, help="the refinement's L2-SP weight (default --anchor)")
+    ap.add_argument("--phantom-share", type=float, help="share of every coarse batch from the phantoms")
+    ap.add_argument("--refine-phantom-share", type=float, help="the refinement's")
+    ap.add_argument("--anchor", type=float, help="L2-SP weight of the coarse stage")
+    ap.add_argument("--refine-anchor", type=float, help="the refinement's L2-SP weight")
     ap.add_argument("--bn-train", action="store_true", help="let BatchNorm running statistics adapt (the old recipe)")
-    ap.add_argument("--lr", type=float, default=3e-4)
-    ap.add_argument("--refine-lr", type=float, default=None)
+    ap.add_argument("--lr", type=float)
+    ap.add_argument("--refine-lr", type=float)
     ap.add_argument("--check-n", type=int, default=30, help="2-D family radiographs for the original-look check")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--workdir", default="/tmp/sagittal-finetune")
@@ -158,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # the subprocesses
     from sagittal.landmarks.weights import sha256_file, weights_path
-    from sagittal.training.finetune import ANCHOR, finetune
+    from sagittal.training.finetune import finetune
 
     work = Path(args.workdir)
     t0 = time.time()
@@ -174,13 +175,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.reuse and weights.is_file():  # the checks only, on this run's weights
         rec = torch.load(weights, map_location="cpu", weights_only=True)["training_record"]
     else:
+        recipe = {k: v for k in ("steps", "refine_steps", "phantom_share", "refine_phantom_share", "anchor",
+                                 "refine_anchor", "lr", "refine_lr") if (v := getattr(args, k)) is not None}
         rec = finetune([work / "images"], work / "annotations", "sagittal", weights, minutes=args.minutes,
-                       held_out=args.n_held_out / n, phantom=args.phantom, phantom_share=args.phantom_share,
-                       refine_phantom_share=args.refine_phantom_share,
-                       anchor=ANCHOR if args.anchor is None else args.anchor, refine_anchor=args.refine_anchor,
-                       freeze_bn=not args.bn_train, lr=args.lr,
-                       refine_lr=args.refine_lr, device=args.device, before=before, steps=args.steps,
-                       refine_steps=args.refine_steps, log=lambda m: print(m, flush=True))
+                       held_out=args.n_held_out / n, phantom=args.phantom, freeze_bn=not args.bn_train,
+                       device=args.device, before=before, log=lambda m: print(m, flush=True), **recipe)
     if before is None and rec.get("held_out_before"):
         from sagittal.fsio import atomic_write_text
 

@@ -207,9 +207,9 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
 
     rec = finetune(args.images, args.annotations, args.format, args.out, spacing=parse_spacing(args.spacing),
                    init=args.weights, minutes=args.minutes, held_out=args.held_out, phantom=args.phantom,
-                   phantom_share=args.phantom_share, lr=args.lr, freeze_bn=not args.bn_train,
-                   **{k: v for k in ("anchor", "refine_anchor", "refine_phantom_share", "refine_lr", "steps", "refine_steps")
-                      if (v := getattr(args, k)) is not None},
+                   freeze_bn=not args.bn_train,
+                   **{k: v for k in ("phantom_share", "lr", "anchor", "refine_anchor", "refine_phantom_share", "refine_lr",
+                                     "steps", "refine_steps") if (v := getattr(args, k)) is not None},
                    device=args.device, seed=args.seed, log=lambda msg: print(msg, file=sys.stderr))
     for when in ("held_out_before", "held_out_after"):
         if when in rec:
@@ -361,20 +361,20 @@ def build_parser() -> argparse.ArgumentParser:
             ev.set_defaults(func=_cmd_evaluate)
         else:
             ev.add_argument("-o", "--out", required=True, metavar="WEIGHTS", help="weights file to write")
-            ev.add_argument("--minutes", type=_positive_float, default=20.0, help="wall-clock budget (default 20)")
+            ev.add_argument("--minutes", type=_positive_float, default=20.0, help="wall-clock cap (default 20)")
             ev.add_argument("--held-out", type=float, default=0.2, help="share of images held out (default 0.2)")
             ev.add_argument("--phantom", type=int, default=200, help="phantom radiographs mixed in (default 200)")
-            ev.add_argument("--phantom-share", type=float, default=0.3, help="share of every batch drawn from the "
-                            "phantoms (default 0.3)")
-            ev.add_argument("--lr", type=_positive_float, default=3e-4, help="peak learning rate (default 3e-4)")
-            ev.add_argument("--steps", type=_positive_int, help="stop each stage after N optimizer steps (the "
-                            "learning-rate schedule follows them; --minutes stays the cap)")
+            ev.add_argument("--steps", type=_positive_int, help="optimizer steps per stage (the learning-rate "
+                            "schedule follows them; default: the measured recipe's, see models/README.md)")
             ev.add_argument("--refine-steps", type=_positive_int, help="the refinement stage's steps (default --steps)")
+            ev.add_argument("--phantom-share", type=float, help="share of every coarse batch drawn from the phantoms")
+            ev.add_argument("--lr", type=_positive_float, help="the coarse stage's peak learning rate")
+            ev.add_argument("--anchor", type=float, help="the coarse stage's L2-SP weight pulling the weights towards the "
+                            "starting ones (0: off, weight decay instead)")
             ev.add_argument("--refine-phantom-share", type=float, help="the refinement stage's phantom share")
-            ev.add_argument("--refine-lr", type=_positive_float, help="the refinement stage's learning rate (default --lr)")
-            ev.add_argument("--anchor", type=float, help="L2-SP weight pulling the weights towards the starting ones "
-                            "(0: off, weight decay instead)")
-            ev.add_argument("--refine-anchor", type=float, help="the refinement stage's L2-SP weight (default --anchor)")
+            ev.add_argument("--refine-lr", type=_positive_float, help="the refinement stage's peak learning rate")
+            ev.add_argument("--refine-anchor", type=float, help="the refinement stage's L2-SP weight (each option left "
+                            "out: the measured recipe's value, models/README.md)")
             ev.add_argument("--bn-train", action="store_true", help="let BatchNorm running statistics follow your images "
                             "(default: frozen, so the original look is not shifted)")
             ev.add_argument("--seed", type=int, default=0)

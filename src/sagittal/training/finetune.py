@@ -45,7 +45,11 @@ from ..levels import LEVELS
 from .annotations import Annotation
 
 FINETUNE_STREAM = 7_000_011  # phantom seeds of the mixed-in data (distinct from training and evaluation)
-ANCHOR = 1e-2  # L2-SP weight (losses.anchor_penalty); chosen by scripts/finetune_experiment.py, models/README.md
+# The default recipe: the best measured by scripts/finetune_experiment.py (models/README.md,
+# "Fine-tuning experiment"). L2-SP weights: losses.anchor_penalty.
+PHANTOM_SHARE, LR, ANCHOR = 0.5, 3e-4, 0.1  # coarse stage (run 3)
+REFINE_PHANTOM_SHARE, REFINE_LR, REFINE_ANCHOR = 0.7, 1e-4, 0.5  # refinement stage (runs 2, 3)
+STEPS = 600  # optimizer steps per stage
 PHANTOM_FRACTURE_BOOST = 3  # extra refinement crops per fractured phantom body, as in the shipped training's step 4
 
 
@@ -337,18 +341,19 @@ def _held_out_figures(weights: str | None, pairs: list, spacing: tuple[float, fl
 
 def finetune(images: Sequence[str | Path], annotations: str | Path, fmt: str, out: str | Path, *,
              spacing: tuple[float, float] | None = None, init: str | None = None, minutes: float = 20.0,
-             held_out: float = 0.2, phantom: int = 200, phantom_share: float = 0.3,
-             refine_phantom_share: float | None = None, anchor: float = ANCHOR, refine_anchor: float | None = None,
-             freeze_bn: bool = True, refine_lr: float | None = None, device: str = "cpu", seed: int = 0, lr: float = 3e-4,
-             threads: int | None = None, before: dict | None = None, steps: int | None = None,
-             refine_steps: int | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+             held_out: float = 0.2, phantom: int = 200, phantom_share: float = PHANTOM_SHARE,
+             refine_phantom_share: float = REFINE_PHANTOM_SHARE, anchor: float = ANCHOR,
+             refine_anchor: float = REFINE_ANCHOR, freeze_bn: bool = True, refine_lr: float = REFINE_LR,
+             device: str = "cpu", seed: int = 0, lr: float = LR, threads: int | None = None, before: dict | None = None,
+             steps: int | None = STEPS, refine_steps: int | None = None,
+             log: Callable[[str], None] = print) -> dict[str, Any]:
     """Fine-tune both stages (see the module docstring); returns the training record.
 
-    ``minutes`` bounds the whole run (half of what is left after the data for each stage);
-    ``steps`` / ``refine_steps`` also stop each stage after that many optimizer steps (the
-    learning-rate schedule then follows the steps, so a run does not depend on the machine's
-    load). ``refine_phantom_share`` / ``refine_lr`` / ``refine_anchor``: the refinement stage's
-    (default: ``phantom_share``, ``lr``, ``anchor``). ``before``: the held-out figures of the starting weights when
+    ``steps`` (``refine_steps``, default ``steps``) stop each stage after that many optimizer
+    steps, and the learning-rate schedule follows them, so a run does not depend on the
+    machine's load; ``minutes`` caps the whole run (``steps=None``: the stages share it).
+    ``phantom_share`` / ``lr`` / ``anchor`` are the coarse stage's, ``refine_*`` the refinement
+    stage's (the defaults: the measured recipe, module constants). ``before``: the held-out figures of the starting weights when
     already measured (they are then not measured again)."""
     import torch
 
@@ -400,11 +405,10 @@ def finetune(images: Sequence[str | Path], annotations: str | Path, fmt: str, ou
     blob = torch.load(init_path, map_location="cpu", weights_only=True)
     budget = max(minutes * 60 - t_data, 10.0)
     stages = {}
-    r_share = phantom_share if refine_phantom_share is None else refine_phantom_share
-    r_anchor = anchor if refine_anchor is None else refine_anchor
+    r_share, r_anchor = refine_phantom_share, refine_anchor
     for stage, data, share, batch, s_lr, s_ph, s_steps, s_anchor in (
             ("coarse", cdata, 0.5, 8, lr, phantom_share, steps, anchor),
-            ("refine", rdata, 0.5, 32, refine_lr or lr, r_share, refine_steps or steps, r_anchor)):
+            ("refine", rdata, 0.5, 32, refine_lr, r_share, refine_steps or steps, r_anchor)):
         model = build(stage, blob[stage]["widths"])
         model.load_state_dict(blob[stage]["state_dict"])
         seconds = budget * share if stage == "coarse" else max(budget - (time.time() - t_start - t_data), 10.0)
@@ -415,7 +419,7 @@ def finetune(images: Sequence[str | Path], annotations: str | Path, fmt: str, ou
     record: dict[str, Any] = {
         "command": "sagittal finetune", "format": fmt, "annotations": str(annotations),
         "init": str(init_path), "init_sha256": sha256_file(init_path), "device": device, "minutes": minutes,
-        "seed": seed, "steps": steps, "refine_steps": refine_steps or steps, "lr": lr, "refine_lr": refine_lr or lr,
+        "seed": seed, "steps": steps, "refine_steps": refine_steps or steps, "lr": lr, "refine_lr": refine_lr,
         "held_out_fraction": held_out,
         "phantom_radiographs": n_ph, "phantom_refine_radiographs": n_rf if n_ph else 0,
         "phantom_fracture_boost": PHANTOM_FRACTURE_BOOST, "phantom_share": phantom_share,
