@@ -68,10 +68,11 @@ def mark_ungraded(landmarks: dict[str, Any], warnings: list[str], fine: Detectio
 
 
 def withhold_beyond_gross(landmarks: dict[str, Any], warnings: list[str], fine: Detections, max_spread: float) -> None:
-    """Walking the chain from the anchor (S1, else C7): where two or more neighbouring bodies were
-    withheld and one of them because its two placements disagree grossly (over ``max_spread`` of
-    its size: the coarse body there may be two bodies or a disc), every level beyond that gap is
-    taken out of ``landmarks["vertebrae"]`` with a warning, in place.
+    """Walking the chain from the anchor (S1, else C7): where two or more neighbouring bodies of
+    the chain were withheld (unsteady, strayed, or placed across a gap and not confirmed: the
+    coarse body there may be two bodies or a disc), every level beyond that gap is taken out of
+    ``landmarks["vertebrae"]`` with a warning, in place. ``max_spread`` names the level limit in
+    the warning.
 
     Why two: ``postprocess.recheck_chain`` checks the step between the reported levels on either
     side of a gap per level spanned; across one missing level a body missed or counted twice makes
@@ -87,7 +88,7 @@ def withhold_beyond_gross(landmarks: dict[str, Any], warnings: list[str], fine: 
         if cut and named:
             cut.append(str(b.level))
         elif named:
-            if len(gap) >= 2 and any(g.spread > max_spread for g in gap):
+            if len(gap) >= 2:
                 cut.append(str(b.level))
             gap = []
         else:
@@ -98,9 +99,9 @@ def withhold_beyond_gross(landmarks: dict[str, Any], warnings: list[str], fine: 
     for lv in cut:
         del landmarks["vertebrae"][lv]
     anchor = "S1" if from_s1 else "C7"
-    warnings.append(f"between {anchor} and {', '.join(cut)} two or more bodies were withheld, one because its two "
-                    f"placements disagree by more than {100 * max_spread:.0f} % of its size (it may be two bodies or a "
-                    "disc): the count across that gap cannot be checked, so the levels beyond it are withheld")
+    warnings.append(f"between {anchor} and {', '.join(cut)} two or more neighbouring bodies were withheld (points "
+                    f"unsteady by up to {100 * max_spread:.0f} % of a body's size or worse, or not confirmed): the count "
+                    "across that gap cannot be checked, so the levels beyond it are withheld")
 
 
 class PlaneDetector(LandmarkDetector):
