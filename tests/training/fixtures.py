@@ -23,13 +23,18 @@ from sagittal.training.data import as_view, render_family, sample_family_spec
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def eval_script() -> Any:
-    """``scripts/eval_landmarks.py`` as a module (its Tally holds the metric definitions)."""
-    spec = importlib.util.spec_from_file_location("eval_landmarks", ROOT / "scripts" / "eval_landmarks.py")
+def script(name: str) -> Any:
+    """``scripts/<name>.py`` as a module."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
     assert spec and spec.loader
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def eval_script() -> Any:
+    """``scripts/eval_landmarks.py`` as a module (its Tally holds the metric definitions)."""
+    return script("eval_landmarks")
 
 
 def to_png16(pixels: np.ndarray) -> np.ndarray:

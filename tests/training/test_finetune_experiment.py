@@ -4,19 +4,13 @@ met only when every row holds."""
 from __future__ import annotations
 
 import copy
-import importlib.util
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
+from .fixtures import script
 
 
 def _script() -> Any:
-    spec = importlib.util.spec_from_file_location("finetune_experiment", ROOT / "scripts" / "finetune_experiment.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return script("finetune_experiment")
 
 
 def _eval_2d(lm_mm: float, sens: float, wrong: int) -> dict:
