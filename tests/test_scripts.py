@@ -54,3 +54,22 @@ def test_evaluation_reports_the_model_card_figures(tmp_path):
                                           "regional_kyphosis_deg"}
     assert 0 <= cell["analysed_fraction"] <= 1 and cell["images"] == 2
     assert "| radiographs analysed |" in out and "a / 2d" in out
+
+
+def test_weight_interpolation_ends_at_its_two_inputs_and_is_loadable(tmp_path):
+    import torch
+
+    from sagittal.landmarks.model import load_models
+
+    start = torch.load(packaged(), map_location="cpu", weights_only=True)
+    tuned = {**start, "coarse": {**start["coarse"], "state_dict": {
+        k: v + 1.0 if v.is_floating_point() else v for k, v in start["coarse"]["state_dict"].items()}}}
+    torch.save(tuned, tmp_path / "tuned.pt")
+    for alpha, shift in ((0.0, 0.0), (0.25, 0.25), (1.0, 1.0)):
+        out = tmp_path / f"w{alpha}.pt"
+        _run("scripts/interpolate_weights.py", str(packaged()), str(tmp_path / "tuned.pt"), str(out), "--alpha", str(alpha))
+        got = torch.load(out, map_location="cpu", weights_only=True)
+        k = next(k for k, v in start["coarse"]["state_dict"].items() if v.is_floating_point())
+        torch.testing.assert_close(got["coarse"]["state_dict"][k], start["coarse"]["state_dict"][k] + shift)
+        assert got["coarse"]["meta"]["wise_ft_alpha"] == alpha
+    load_models(out)  # its .sha256 was written and checks

@@ -81,7 +81,8 @@ class Body:
     point_confidence: float = 1.0  # the least confident of its six refined points
     spread: float = 0.0  # the two refinements' largest disagreement over the body's size (``consistent``)
     #: the level of a body placed between two neighbours across a one-body gap (``_bridge_gaps``), not
-    #: found as a peak: kept when the body loses its label so that ``confirm_bridges`` knows what was at stake
+    #: found as a peak ("?" until ``label_levels`` names the chain): kept when the body loses its label
+    #: so that ``confirm_bridges`` knows what was at stake
     bridged: str | None = None
 
 
@@ -287,8 +288,8 @@ def _bridge_gaps(bodies: list[Body]) -> list[Body]:
 def confirm_bridges(det: Detections) -> Detections:
     """After the fine placement (and the consistency check): a bridged body stands only where a
     body was found — labelled still (not strayed, stable, confident), between two neighbours that
-    stand too, and as large as they are. Otherwise the count across the gap is not known, so it and every level beyond it
-    (away from the anchor: S1, else C7) are withheld with a warning."""
+    stand too, and as large as they are. Otherwise the count across the gap is not known, so it
+    and every level beyond it (away from the anchor: S1, else C7) are withheld with a warning."""
     labelled = [b for b in det.bodies if b.level]
     bodies, warnings = list(det.bodies), list(det.warnings)
     for k, b in enumerate(det.bodies):
