@@ -20,14 +20,13 @@ from typing import Any
 import numpy as np
 
 from ..io.discover import SetAside, source_demographics
+from ..landmarks.plane_detector import UNGRADED  # the key of its levels reported but not graded
 from .units import Detection, Prepared, Unit, UnitKind, register_kind, register_model
 
 KIND = "volume"
 MODEL = "planes"
 #: parameters measured only standing (CONTRACT: null with a warning unless standing)
 STANDING_ONLY = ("sagittal_vertical_axis_mm", "t1_pelvic_angle_deg")
-#: the key of ``landmarks.plane_detector``'s levels reported but not graded
-UNGRADED = "ungraded"
 #: seconds of this kind's own stages for the last unit prepared and finished in this process
 #: (decode, centreline, reformat, femoral_heads), for benchmarks
 LAST_TIMINGS: dict[str, float] = {}
