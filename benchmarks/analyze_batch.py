@@ -7,7 +7,7 @@ Each configuration runs the command a user runs (``sagittal analyze INPUT -o OUT
 loading, process or cluster start and every output written are inside the time. Peak resident
 memory of the driver and of each worker process is sampled (psutil, every 0.2 s).
 
-    .venv/bin/python benchmarks/analyze_batch.py [--n 24] [--pixel-spacing 0.15] [--transfer-syntax jpeg2000]
+    .venv/bin/python benchmarks/analyze_batch.py [--n 24] [--rounds 3] [--pixel-spacing 0.15] [--transfer-syntax jpeg2000]
         [--memory 100 1000 --memory-spacing 1.0] [--memory-only] [--cache DIR] [--device cuda]
 
 Each run also prints the CPU seconds of every process by role (the driver, the forkserver that
@@ -142,19 +142,32 @@ def _cpu_split(by_role: dict[str, float], n_workers: int) -> str:
     return "CPU s by process: " + ", ".join(f"{label} {by_role[k]:.1f}" for k, label in names.items() if by_role.get(k))
 
 
-def throughput(root: Path, out: Path, n: int) -> None:
-    rates = {}
-    for name, extra in CONFIGS.items():
-        wall, driver, worker, nw, cpu, _, by_role = run_measured(["analyze", str(root), "-o",
-                                                                   str(out / name.replace(" ", "_")), "--device", "cpu",
-                                                                   *extra])
-        rates[name] = n / wall
-        print(f"  {name:16s} {wall:7.1f} s  {rates[name]:6.2f} images/s  CPU {cpu:6.1f} s ({cpu / n:4.2f} s/image)  "
-              f"peak RSS: driver {driver:5.0f} MB" + (f", each worker <= {worker:5.0f} MB ({nw} workers)" if nw else ""))
-        print(f"  {'':16s} {_cpu_split(by_role, nw)}")
-    one = rates["1 process"]
-    print(f"  ratios: --workers 2 / 1 process = {rates['--workers 2'] / one:.2f}x; "
-          f"--dask local:2 / 1 process = {rates['--dask local:2'] / one:.2f}x")
+def throughput(root: Path, out: Path, n: int, rounds: int = 1) -> None:
+    """Each configuration once per round, the order rotated from round to round (so that no
+    configuration always runs first on a cold or a busy machine); ratios per round and of the
+    median wall times."""
+    walls: dict[str, list[float]] = {name: [] for name in CONFIGS}
+    for r in range(rounds):
+        names = list(CONFIGS)
+        names = names[r % len(names):] + names[:r % len(names)]
+        if rounds > 1:
+            print(f" round {r + 1} of {rounds}:")
+        for name in names:
+            wall, driver, worker, nw, cpu, _, by_role = run_measured(
+                ["analyze", str(root), "-o", str(out / f"{name.replace(' ', '_')}_{r}"), "--device", "cpu", *CONFIGS[name]])
+            walls[name].append(wall)
+            print(f"  {name:16s} {wall:7.1f} s  {n / wall:6.2f} images/s  CPU {cpu:6.1f} s ({cpu / n:4.2f} s/image)  "
+                  f"peak RSS: driver {driver:5.0f} MB" + (f", each worker <= {worker:5.0f} MB ({nw} workers)" if nw else ""))
+            print(f"  {'':16s} {_cpu_split(by_role, nw)}")
+        one = walls["1 process"][-1]
+        print(f"  ratios: --workers 2 / 1 process = {one / walls['--workers 2'][-1]:.2f}x; "
+              f"--dask local:2 / 1 process = {one / walls['--dask local:2'][-1]:.2f}x")
+    if rounds > 1:
+        med = {name: float(np.median(w)) for name, w in walls.items()}
+        print(f" medians of {rounds} rounds: " + ", ".join(f"{name} {med[name]:.1f} s ({n / med[name]:.2f} images/s)"
+                                                          for name in CONFIGS))
+        print(f"  ratios of the medians: --workers 2 / 1 process = {med['1 process'] / med['--workers 2']:.2f}x; "
+              f"--dask local:2 / 1 process = {med['1 process'] / med['--dask local:2']:.2f}x")
 
 
 def _documents(out: Path) -> dict[str, dict]:
@@ -215,6 +228,7 @@ def memory(tmp: Path, cache: Path, sizes: list[int], spacing_mm: float) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=24)
+    ap.add_argument("--rounds", type=int, default=1, help="run every configuration this many times, the order rotated")
     ap.add_argument("--pixel-spacing", type=float, default=0.15, help="mm at the patient")
     ap.add_argument("--transfer-syntax", default="jpeg2000", choices=("explicit", "jpeg2000", "jpegls", "rle"))
     ap.add_argument("--memory", type=int, nargs="*", default=[], metavar="N",
@@ -241,7 +255,7 @@ def main() -> None:
             if args.device == "cuda":
                 gpu(export, tmp / "out", args.n)
             else:
-                throughput(export, tmp / "out", args.n)
+                throughput(export, tmp / "out", args.n, args.rounds)
         if args.memory:
             memory(tmp, cache, sorted(args.memory), args.memory_spacing)
     print(f"load average {', '.join(f'{x:.1f}' for x in os.getloadavg())} at the end")

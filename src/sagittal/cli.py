@@ -156,6 +156,10 @@ def _analyze_outputs(args: argparse.Namespace) -> tuple[str, ...]:
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
+    if (args.workers > 1 and not args.dask) or (args.dask or "").startswith("local"):
+        from .batch.forkserver import worker_context
+
+        worker_context(["distributed"] if args.dask else [])  # torch imports there while this process imports the rest
     from .batch.analyze import run_analyze
 
     result = run_analyze(args.inputs, args.outdir, device=args.device, workers=args.workers, dask=args.dask,

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import multiprocessing as mp
 
-from sagittal.batch import executors
+import pytest
+
+from sagittal.batch import forkserver as executors
 
 
 def test_forkserver_is_kept_when_only_imports_changed_the_environment(monkeypatch):
@@ -15,3 +17,30 @@ def test_forkserver_is_kept_when_only_imports_changed_the_environment(monkeypatc
     assert executors.worker_context().get_start_method() == expected
     monkeypatch.setenv("SAGITTAL_WEIGHTS", "/another/model.pt")  # a real change: workers must see it
     assert executors.worker_context().get_start_method() == "spawn"
+
+
+def test_the_forkserver_module_starts_before_pydicom_or_torch_are_imported():
+    """``sagittal analyze --workers`` asks for the forkserver first, so that torch loads there while
+    the driver imports the rest: the module it asks must not import either itself."""
+    import subprocess
+    import sys
+
+    code = ("import sys, sagittal.batch.forkserver, sagittal.batch; "
+            "print(sorted(m for m in ('pydicom', 'torch', 'numpy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+@pytest.mark.slow
+def test_our_local_dask_workers_run_without_the_statistical_profiler():
+    from sagittal.batch.executors import dask_client
+
+    client, cluster, threads = dask_client("local:1")
+    try:
+        import dask
+
+        assert threads == 1
+        assert set(client.run(lambda: dask.config.get("distributed.worker.profile.enabled")).values()) == {False}
+    finally:
+        client.close()
+        cluster.close()

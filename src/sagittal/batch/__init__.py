@@ -4,20 +4,20 @@ writes the outputs, atomically, and resumes by their presence; ``errors.csv`` vi
 
 from typing import Any
 
-from .ledger import ERRORS_HEADER, write_errors_csv
-from .units import Failure, Outcome, Prepared, Unit, UnitKind, plan_units, register_kind, register_output
-
 __all__ = ["ERRORS_HEADER", "write_errors_csv", "Failure", "Outcome", "Prepared", "Unit", "UnitKind", "plan_units",
            "register_kind", "register_output", "run_analyze", "RunConfig"]
 
 
-def __getattr__(name: str) -> Any:  # the driver and worker load torch-side code lazily
-    if name == "run_analyze":
-        from .analyze import run_analyze
+_WHERE = {"ERRORS_HEADER": "ledger", "write_errors_csv": "ledger", "run_analyze": "analyze", "RunConfig": "worker",
+          **{name: "units" for name in ("Failure", "Outcome", "Prepared", "Unit", "UnitKind", "plan_units", "register_kind",
+                                        "register_output")}}
 
-        return run_analyze
-    if name == "RunConfig":
-        from .worker import RunConfig
 
-        return RunConfig
+def __getattr__(name: str) -> Any:
+    """Every name imported on first use: importing ``sagittal.batch.forkserver`` (the first thing
+    ``sagittal analyze --workers`` does) must not wait for pydicom, nor the driver for torch."""
+    if name in _WHERE:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from .forkserver import worker_context
 from .units import Failure, Outcome, Unit
 from .worker import RunConfig, analyzer_for, run_chunk_timed
 
@@ -36,43 +37,6 @@ def _init_process(config: RunConfig) -> None:
         analyzer_for(config)  # the model, once per process, before the first chunk
     except Exception:  # run_chunk reports it per unit
         log.debug("the landmark model could not be loaded in a worker process", exc_info=True)
-
-
-#: what a worker process imports before its first unit (torch above all, ~1.4 CPU-s): imported once
-#: in the forkserver, whose forks start with it
-WORKER_PRELOAD = ["torch", "cv2", "pydicom", "sagittal.batch.worker", "sagittal.batch.radiograph", "sagittal.api",
-                  "sagittal.landmarks.infer", "sagittal.io.decode", "sagittal.report.analysis", "sagittal.report.overlay"]
-
-
-_FORKSERVER_ENV: dict[str, str] | None = None  # the environment the forkserver started with
-
-
-def _environment() -> dict[str, str]:
-    """``os.environ`` but for what imports set themselves (OpenCV's loader sets LD_LIBRARY_PATH)."""
-    import os
-
-    return {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"}
-
-
-def worker_context(extra_preload: Sequence[str] = ()) -> Any:
-    """The multiprocessing context for worker processes, started now so that it warms up while
-    the driver plans: a forkserver that imports ``WORKER_PRELOAD`` once (then every worker is a
-    cheap fork of it, not a fresh interpreter importing torch again), or spawn where there is no
-    forkserver or where the environment changed since the forkserver started (its forks would
-    not see the change). Nothing of the driver's state reaches the workers either way."""
-    import multiprocessing as mp
-
-    global _FORKSERVER_ENV
-    if "forkserver" not in mp.get_all_start_methods() or _FORKSERVER_ENV not in (None, _environment()):
-        return mp.get_context("spawn")
-    ctx = mp.get_context("forkserver")
-    if _FORKSERVER_ENV is None:
-        ctx.set_forkserver_preload([*extra_preload, *WORKER_PRELOAD])
-        from multiprocessing import forkserver
-
-        forkserver.ensure_running()  # it imports the preload while the driver goes on
-        _FORKSERVER_ENV = _environment()
-    return ctx
 
 
 def _new_pool(config: RunConfig, workers: int) -> Any:
@@ -156,8 +120,12 @@ def dask_client(address: str) -> tuple[Any, Any, int]:
         n = int(text) if text else (os.cpu_count() or 1)
         import dask
 
+        if logging.getLogger().getEffectiveLevel() > logging.INFO:  # our cluster's start and stop are not news
+            logging.getLogger("distributed").setLevel(logging.WARNING)
         method = "forkserver" if worker_context(["distributed"]).get_start_method() == "forkserver" else "spawn"
-        with dask.config.set({"distributed.worker.multiprocessing-method": method}):
+        # no statistical profiler in our own workers: it walks the stack every 10 ms (no dashboard reads it)
+        with dask.config.set({"distributed.worker.multiprocessing-method": method,
+                              "distributed.worker.profile.enabled": False}):
             cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
                                    dashboard_address=None)
         client = Client(cluster)
