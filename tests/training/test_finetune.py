@@ -117,3 +117,46 @@ def test_anchor_holds_the_weights_near_the_start() -> None:
                            lambda m: None, anchor=anchor, max_iterations=6)
         moved[anchor] = rec["squared_distance_from_start"]
     assert 0 < moved[50.0] < moved[0.0]
+
+
+def test_distillation_loss_is_zero_for_the_same_outputs_and_ignores_channels_outside_the_crop() -> None:
+    from sagittal.training.losses import distillation_loss
+
+    g = torch.Generator().manual_seed(0)
+    teacher = torch.randn(3, 2, 8, 8, generator=g)
+    target = torch.zeros(3, 2, 8, 8)
+    target[:, 0, 4, 4] = 1.0  # channel 1 is not in the crop
+    assert float(distillation_loss(teacher.clone(), teacher, target)) == pytest.approx(0.0, abs=1e-6)
+    moved_outside = teacher.clone()
+    moved_outside[:, 1] += torch.randn(3, 8, 8, generator=g)
+    assert float(distillation_loss(moved_outside, teacher, target)) == pytest.approx(0.0, abs=1e-6)
+    moved_inside = teacher.clone()
+    moved_inside[:, 0, 2, 2] += 3.0
+    assert float(distillation_loss(moved_inside, teacher, target)) > 0.01
+
+
+def test_distillation_holds_the_outputs_on_the_original_look() -> None:
+    """With the distillation the refinement's point distributions on the phantom crops stay nearer
+    to the starting network's (their KL divergence) than without it, after the same steps."""
+    from sagittal.landmarks.model import build
+    from sagittal.training.finetune import _train_stage
+    from sagittal.training.losses import distillation_loss
+    from sagittal.training.targets import refine_targets
+
+    data = _refine_data(8)
+    original = ~data["user"]
+    phantom = torch.as_tensor(data["crops"][original], dtype=torch.float32)[:, None] / 255.0
+    size = phantom.shape[-1]
+    targets = torch.as_tensor(np.stack([refine_targets(size, p) for p in data["points"][original]]))
+    drift = {}
+    for distill in (0.0, 50.0):
+        torch.manual_seed(0)
+        model = build("refine", (4, 8)).eval()
+        with torch.no_grad():
+            start = model(phantom).clone()
+        rec = _train_stage("refine", model, data, 600.0, 0.05, 4, 0.5, np.random.default_rng(0), "cpu",
+                           lambda m: None, max_iterations=12, distill=distill)
+        assert rec["distill"] == distill
+        with torch.no_grad():
+            drift[distill] = float(distillation_loss(model(phantom), start, targets))
+    assert 0 < drift[50.0] < drift[0.0]

@@ -49,6 +49,7 @@ FINETUNE_STREAM = 7_000_011  # phantom seeds of the mixed-in data (distinct from
 # "Fine-tuning experiment"). L2-SP weights: losses.anchor_penalty.
 PHANTOM_SHARE, LR, ANCHOR = 0.5, 3e-4, 0.1  # coarse stage (run 3)
 REFINE_PHANTOM_SHARE, REFINE_LR, REFINE_ANCHOR = 0.7, 1e-4, 0.5  # refinement stage (runs 2, 3)
+REFINE_DISTILL = 0.0  # weight of the refinement's output distillation on the phantoms (losses.distillation_loss)
 STEPS = 600  # optimizer steps per stage
 PHANTOM_FRACTURE_BOOST = 3  # extra refinement crops per fractured phantom body, as in the shipped training's step 4
 
@@ -277,17 +278,21 @@ def _sampling_weights(user: np.ndarray, phantom_share: float) -> np.ndarray:
 
 def _train_stage(stage: str, model: Any, data: dict[str, np.ndarray], seconds: float, lr: float, batch: int,
                  phantom_share: float, rng: np.random.Generator, device: str, log: Callable[[str], None], *,
-                 anchor: float = 0.0, freeze_bn: bool = True, max_iterations: int | None = None) -> dict:
+                 anchor: float = 0.0, freeze_bn: bool = True, max_iterations: int | None = None,
+                 distill: float = 0.0) -> dict:
+    import copy
+
     import torch
 
     from .loop import refine_batch
-    from .losses import anchor_penalty, parameter_snapshot, refine_loss
+    from .losses import anchor_penalty, distillation_loss, parameter_snapshot, refine_loss
 
     user = np.asarray(data["user"], bool)
     n = len(user)
     p = _sampling_weights(user, phantom_share)
     model.to(device)
     start_params = parameter_snapshot(model)
+    teacher = copy.deepcopy(model).eval() if distill > 0 and stage == "refine" else None
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0 if anchor > 0 else 1e-4)
     start, it, losses = time.time(), 0, []
     train_mode(model, freeze_bn)
@@ -301,7 +306,14 @@ def _train_stage(stage: str, model: Any, data: dict[str, np.ndarray], seconds: f
             loss = masked_coarse_loss(model(x.to(device)), *(r.to(device) for r in rest))
         else:
             x, t = refine_batch(data, idx, rng)
-            loss, _ = refine_loss(model(x.to(device)), t.to(device))
+            x, t = x.to(device), t.to(device)
+            pred = model(x)
+            loss, _ = refine_loss(pred, t)
+            original = torch.as_tensor(~user[idx], device=device)
+            if teacher is not None and bool(original.any()):  # the original look's crops keep their outputs
+                with torch.no_grad():
+                    before = teacher(x[original])
+                loss = loss + distill * distillation_loss(pred[original], before, t[original])
         if anchor > 0:
             loss = loss + anchor * anchor_penalty(model, start_params)
         opt.zero_grad()
@@ -317,7 +329,7 @@ def _train_stage(stage: str, model: Any, data: dict[str, np.ndarray], seconds: f
     return {"iterations": it, "batch": batch, "seconds": round(time.time() - start, 1),
             "final_loss": float(np.mean(losses[-50:])), "items": n, "user_items": int(user.sum()),
             "lr": lr, "phantom_share": phantom_share, "anchor": anchor, "freeze_bn": freeze_bn,
-            "squared_distance_from_start": moved}
+            "distill": distill if teacher is not None else 0.0, "squared_distance_from_start": moved}
 
 
 def split(pairs: Sequence[tuple[Path, Annotation]], held_out: float, seed: int) -> tuple[list, list]:
@@ -345,7 +357,7 @@ def finetune(images: Sequence[str | Path], annotations: str | Path, fmt: str, ou
              refine_phantom_share: float = REFINE_PHANTOM_SHARE, anchor: float = ANCHOR,
              refine_anchor: float = REFINE_ANCHOR, freeze_bn: bool = True, refine_lr: float = REFINE_LR,
              device: str = "cpu", seed: int = 0, lr: float = LR, threads: int | None = None, before: dict | None = None,
-             steps: int | None = STEPS, refine_steps: int | None = None,
+             steps: int | None = STEPS, refine_steps: int | None = None, refine_distill: float = REFINE_DISTILL,
              log: Callable[[str], None] = print) -> dict[str, Any]:
     """Fine-tune both stages (see the module docstring); returns the training record.
 
@@ -413,7 +425,8 @@ def finetune(images: Sequence[str | Path], annotations: str | Path, fmt: str, ou
         model.load_state_dict(blob[stage]["state_dict"])
         seconds = budget * share if stage == "coarse" else max(budget - (time.time() - t_start - t_data), 10.0)
         stages[stage] = _train_stage(stage, model, data, seconds, s_lr, batch, s_ph, rng, device, log,
-                                     anchor=s_anchor, freeze_bn=freeze_bn, max_iterations=s_steps)
+                                     anchor=s_anchor, freeze_bn=freeze_bn, max_iterations=s_steps,
+                                     distill=refine_distill if stage == "refine" else 0.0)
         blob[stage] = {"widths": list(model.widths), "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
                        "meta": {**dict(blob[stage].get("meta") or {}), "finetune": stages[stage]}}
     record: dict[str, Any] = {
@@ -424,7 +437,7 @@ def finetune(images: Sequence[str | Path], annotations: str | Path, fmt: str, ou
         "phantom_radiographs": n_ph, "phantom_refine_radiographs": n_rf if n_ph else 0,
         "phantom_fracture_boost": PHANTOM_FRACTURE_BOOST, "phantom_share": phantom_share,
         "refine_phantom_share": r_share, "anchor": anchor, "refine_anchor": r_anchor, "freeze_bn": freeze_bn,
-        "train_images": [p.name for p, _ in train_pairs],
+        "refine_distill": refine_distill, "train_images": [p.name for p, _ in train_pairs],
         "held_out_images": [p.name for p, _ in ho_pairs], "skipped": skipped, "stages": stages,
         "data_seconds": round(t_data, 1), "torch": str(torch.__version__),
     }

@@ -41,6 +41,20 @@ def refine_loss(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor,
     return (ce * valid).sum() / valid.sum().clamp(min=1), (valid.sum().item(),)
 
 
+def distillation_loss(pred: torch.Tensor, teacher: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Learning without forgetting (Li & Hoiem 2017) for the refinement: the KL divergence of each
+    channel's spatial softmax from the starting network's (``teacher``, same crops), over the
+    channels that belong to the crop (``target`` sums to 1 there). Unlike the L2-SP anchor,
+    which holds the weights, this holds what the network outputs on the original look.
+    pred, teacher, target: (B, K, H, W)."""
+    b, k, h, w = pred.shape
+    logp = F.log_softmax(pred.reshape(b, k, h * w), dim=-1)
+    logq = F.log_softmax(teacher.reshape(b, k, h * w), dim=-1)
+    valid = (target.reshape(b, k, h * w).sum(-1) > 0.5).float()
+    kl = (logq.exp() * (logq - logp)).sum(-1)
+    return (kl * valid).sum() / valid.sum().clamp(min=1)
+
+
 def anchor_penalty(model: torch.nn.Module, start: dict[str, torch.Tensor]) -> torch.Tensor:
     """L2-SP: the squared distance of the trainable weights from ``start`` (the weights that
     fine-tuning began from), summed — so that adapting to a new look does not wander far from
