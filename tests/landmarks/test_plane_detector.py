@@ -80,3 +80,24 @@ def test_counting_from_c7_withholds_below_the_gap():
     from sagittal.landmarks import postprocess
 
     assert pd.C7_NOTE in inspect.getsource(postprocess.label_levels)
+
+
+def test_a_malformed_body_next_to_the_anchor_withholds_every_level():
+    """A whole-spine MR's S1 segment read as L5 (its inferior endplate placed inside the sacrum,
+    a seventh of its superior one): counted from it, every level would be one too high."""
+    s1 = np.array([[0.0, 200.0], [30.0, 200.0]])
+    sacral = _at("L5", 170)
+    p = sacral.points.copy()
+    p[3] = p[2] - np.array([4.0, 0.0])  # the inferior endplate 4 px deep against 30
+    bodies = [_at("L3", 110), _at("L4", 140), Body(p, 0.15, sacral.centre, "L5")]
+    lm, warnings = _lm(("L3", "L4", "L5")), []
+    pd.withhold_if_anchor_body_malformed(lm, warnings, Detections(bodies, s1, 0.2, []))
+    assert lm["vertebrae"] == {} and "not shaped like a vertebral body" in warnings[0]
+    # a wedge (crushed anteriorly) keeps both endplates' depth: nothing is withheld
+    wedge = _body("L5", 0.02, collapsed=True)
+    shift = np.array([0.0, 170.0]) - wedge.centre
+    bodies = [_at("L3", 110), _at("L4", 140), Body(wedge.points + shift, 0.9, wedge.centre + shift, "L5")]
+    lm = _lm(("L3", "L4", "L5"))
+    pd.withhold_if_anchor_body_malformed(lm, [], Detections(bodies, s1, 0.9, []))
+    assert len(lm["vertebrae"]) == 3
+

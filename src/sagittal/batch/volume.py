@@ -86,7 +86,7 @@ def prepare(unit: Unit, detector: Any = None) -> Prepared:
     """Load the unit's volumes and reformat the spine's plane (the MR centre line runs the plane
     model's coarse stage: ``detector``, else one loaded here)."""
     from ..io.units import posture
-    from ..io.volume import ct_centreline, spine_plane
+    from ..io.volume import MR_SNAP_DEG, SNAP_DEG, ct_centreline, spine_plane
     from ..landmarks.volume import plane_input, slice_centreline
 
     v = unit.data
@@ -103,7 +103,8 @@ def prepare(unit: Unit, detector: Any = None) -> Prepared:
         line = slice_centreline(detector or load_plane_model(), main.voxels, main.geometry, modality)
     timings["centreline"] = time.perf_counter() - t
     t = time.perf_counter()
-    plane = spine_plane(main.voxels, main.geometry, line)
+    # an MR's sagittal series keeps its own plane (io.volume.MR_SNAP_DEG), the rows following the line
+    plane = spine_plane(main.voxels, main.geometry, line, snap_deg=SNAP_DEG if modality == "CT" else MR_SNAP_DEG)
     planes = {v.roles[0]: plane.image}
     for role, other in zip(v.roles[1:], loaded[1:], strict=True):
         planes[role] = plane.sample(other.voxels, other.geometry)

@@ -104,6 +104,35 @@ def withhold_beyond_gross(landmarks: dict[str, Any], warnings: list[str], fine: 
                     "across that gap cannot be checked, so the levels beyond it are withheld")
 
 
+#: a body's shorter endplate against its longer (depths, pixels): a vertebral body keeps its
+#: endplates' depth even when crushed (a wedge loses height, not depth); four points whose one
+#: endplate is under half the other are not a body (a sacral segment read as one)
+MIN_ENDPLATE_RATIO = 0.5
+
+
+def withhold_if_anchor_body_malformed(landmarks: dict[str, Any], warnings: list[str], fine: Detections) -> None:
+    """Where the reported body nearest the anchor (the lowest from S1, the top from C7) is not
+    shaped like a vertebral body (``MIN_ENDPLATE_RATIO``), every level is taken out of
+    ``landmarks["vertebrae"]`` with a warning, in place: the count starts from that body, and if it
+    is not a vertebra (a whole-spine MR's S1 segment read as L5, its endplate placed inside the
+    sacrum) every level is one off."""
+    if not landmarks["vertebrae"]:
+        return
+    from_s1 = not any(w.startswith(C7_NOTE) for w in fine.warnings)
+    named = [b for b in fine.bodies if b.level and b.level in landmarks["vertebrae"]]
+    if not named:
+        return
+    first = max(named, key=lambda b: float(b.centre[1])) if from_s1 else min(named, key=lambda b: float(b.centre[1]))
+    p = np.asarray(first.points, float)
+    superior, inferior = float(np.linalg.norm(p[0] - p[1])), float(np.linalg.norm(p[3] - p[2]))
+    if min(superior, inferior) >= MIN_ENDPLATE_RATIO * max(superior, inferior, 1e-6):
+        return
+    landmarks["vertebrae"].clear()
+    warnings.append(f"the body counted first from {'S1' if from_s1 else 'C7'} ({first.level}) is not shaped like a "
+                    f"vertebral body (one endplate {100 * min(superior, inferior) / max(superior, inferior):.0f} % of "
+                    "the other): the count starts from it, so the levels are withheld")
+
+
 class PlaneDetector(LandmarkDetector):
     """``LandmarkDetector`` with the plane model's two-tier consistency check (module docstring)."""
 
@@ -115,6 +144,7 @@ class PlaneDetector(LandmarkDetector):
                batch_size: int = 8) -> list[tuple[dict, str | None, list[str]]]:
         out = super().detect(images, facing=facing, batch_size=batch_size)
         for (lm, _, warnings), fine in zip(out, self.last_detections, strict=True):
+            withhold_if_anchor_body_malformed(lm, warnings, fine)
             if self.consistency:
                 withhold_beyond_gross(lm, warnings, fine, float(self.consistency_limits.get("max_spread", np.inf)))
                 mark_ungraded(lm, warnings, fine)

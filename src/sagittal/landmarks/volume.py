@@ -100,10 +100,14 @@ def slice_centreline(detector: Any, volume: np.ndarray, geom: VolumeGeometry, mo
                      max_slices: int = 9) -> Centreline:
     """The spine's centre line in a sagittal series from the plane model's coarse stage run on
     its slices within ``CENTRELINE_HALF_MM`` of the slab's middle (every one, or evenly spread
-    ``max_slices`` of them: a body spans 40–50 mm, many slices): the bodies found on any slice
-    are grouped across slices by position, and each body's lateral position is the
-    confidence-weighted mean of the slices that show it with at least half its best confidence
-    (a body's detections fade towards its lateral edges)."""
+    ``max_slices`` of them: a body spans 40–50 mm, many slices). The bodies found are kept only
+    where the image at their centre reads like marrow (``CENTRELINE_MARROW_RATIO``), grouped
+    across slices by position (the confidence-weighted mean of the slices that show a body with
+    at least half its best confidence), and each body's lateral position is the middle of the run
+    of slices, every one of the series, on which its centre reads as marrow (``marrow_run``: the
+    body's own width; the detections' confidence is no measure of it, they fade unevenly towards
+    the body's edges); of those points the centre line keeps the chain that a spine can follow
+    (``centreline_chain``)."""
     ori = oriented_slices(volume, geom)
     n, rows, cols = ori.images.shape
     # the spine lies near the slab's middle: slices within ``CENTRELINE_HALF_MM`` of it (a slab
@@ -125,8 +129,10 @@ def slice_centreline(detector: Any, volume: np.ndarray, geom: VolumeGeometry, mo
              for k, det in zip(ks, dets, strict=True) for b in det.bodies if b.confidence >= WEAK_BODY]
     if not found:
         raise CalibrationError("no vertebral body found on any slice of the sagittal series")
+    ref = slices_marrow(ori.images, found)
+    found = marrow_like(ori.images, found, ref)
     found.sort(key=lambda f: -f[2])
-    groups: list[list[tuple[int, np.ndarray, float, float]]] = []
+    groups: list[list[_Found]] = []
     for f in found:
         for g in groups:
             if np.linalg.norm(g[0][1] - f[1]) < 0.5 * max(g[0][3], 1.0) and all(m[0] != f[0] for m in g):
@@ -142,9 +148,109 @@ def slice_centreline(detector: Any, volume: np.ndarray, geom: VolumeGeometry, mo
         w = np.array([m[2] for m in use])
         k = float(np.average([m[0] for m in use], weights=w))
         xy = np.average(np.array([m[1] for m in use]), axis=0, weights=w)
+        run = marrow_run(ori.images, g[0][0], xy, g[0][3], ref) if ref is not None else None
+        if run is not None:
+            k = (run[0] + run[1]) / 2
         pts.append((a @ np.array([*ori.index(k, xy), 1.0]))[:3])
         wts.append(float(best * len(use)))
-    return Centreline(np.asarray(pts, float), np.asarray(wts, float))
+    keep = centreline_chain(np.asarray(pts, float), np.asarray(wts, float))
+    return Centreline(np.asarray(pts, float)[keep], np.asarray(wts, float)[keep])
+
+
+#: a body found on a slice counts for the centre line only where the image at its centre is within
+#: this ratio of the median at the centres of the confident bodies (marrow): the lateral slices
+#: of a scoliotic spine's slab show lung (air-dark) and muscle, which the coarse stage can read as
+#: bodies (on T1 the phantom's lung is 0.03, muscle 0.6, marrow 1 ± the bias field's 0.25)
+CENTRELINE_MARROW_RATIO = (0.7, 1.4)
+#: the spine's lateral course between two points of its centre line at least
+#: ``CENTRELINE_MIN_STEP_MM`` apart in height: it moves sideways by at most
+#: ``CENTRELINE_LATERAL_MM`` + ``CENTRELINE_SLOPE`` × their height difference (a 30 mm scoliotic
+#: curve over half a spine is about 0.3 mm per mm)
+CENTRELINE_SLOPE = 0.4
+CENTRELINE_LATERAL_MM = 6.0
+CENTRELINE_MIN_STEP_MM = 10.0
+
+
+#: a body found on one slice: (slice index, centre xy, confidence, size in pixels)
+_Found = tuple[int, np.ndarray, float, float]
+
+
+def _centre_value(images: np.ndarray, k: int, xy: np.ndarray, size: float) -> float:
+    """The median of slice ``k`` of ``images (n, rows, cols)`` over a square about ``xy`` a fifth
+    of a body's ``size`` (pixels) from it to either side: what a body's centre reads."""
+    rows, cols = images.shape[1:]
+    r = max(2, int(0.2 * size))
+    x, y = int(round(float(xy[0]))), int(round(float(xy[1])))
+    box = images[k, max(0, y - r):min(rows, y + r + 1), max(0, x - r):min(cols, x + r + 1)]
+    return float(np.median(box)) if box.size else 0.0
+
+
+def slices_marrow(images: np.ndarray, found: list[_Found]) -> float | None:
+    """What marrow reads on ``images``: the median of the centres of the bodies found with at
+    least half the best confidence; ``None`` where it is not positive (nothing to compare with)."""
+    if not found:
+        return None
+    values = np.array([_centre_value(images, f[0], f[1], f[3]) for f in found])
+    conf = np.array([f[2] for f in found])
+    ref = float(np.median(values[conf >= 0.5 * conf.max()]))
+    return ref if ref > 0 else None
+
+
+def _reads_as_marrow(value: float, ref: float) -> bool:
+    lo, hi = CENTRELINE_MARROW_RATIO
+    return lo * ref <= value <= hi * ref
+
+
+def marrow_like(images: np.ndarray, found: list[_Found], ref: float | None) -> list[_Found]:
+    """The bodies ``(slice, centre xy, confidence, size px)`` found on ``images (n, rows, cols)``
+    whose centre reads within ``CENTRELINE_MARROW_RATIO`` of marrow ``ref``
+    (``slices_marrow``); all of them where ``ref`` is ``None`` or none would be left."""
+    if ref is None:
+        return found
+    kept = [f for f in found if _reads_as_marrow(_centre_value(images, f[0], f[1], f[3]), ref)]
+    return kept or found
+
+
+def marrow_run(images: np.ndarray, k: int, xy: np.ndarray, size: float, ref: float) -> tuple[int, int] | None:
+    """The first and last slice of the run of ``images (n, rows, cols)`` about slice ``k`` on
+    which the point ``xy`` reads as marrow ``ref`` (``CENTRELINE_MARROW_RATIO``): the lateral
+    extent of the body centred there, cut by the slab where the body reaches beyond it; ``None``
+    where slice ``k`` itself does not read as marrow there."""
+    def marrow(kk: int) -> bool:
+        return _reads_as_marrow(_centre_value(images, kk, xy, size), ref)
+
+    if not marrow(k):
+        return None
+    first, last = k, k
+    while first > 0 and marrow(first - 1):
+        first -= 1
+    while last < len(images) - 1 and marrow(last + 1):
+        last += 1
+    return first, last
+
+
+def centreline_chain(points_lps: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Indices (ascending height) of the centre-line points ``(n, 3)`` LPS that a spine can
+    follow: of the chains ordered by height, each step at least ``CENTRELINE_MIN_STEP_MM`` high
+    and within the lateral course (``CENTRELINE_LATERAL_MM`` + ``CENTRELINE_SLOPE`` × the step),
+    the one of the largest total weight. A stray point (a structure beside the spine read as a
+    body) cannot join the spine's chain without dropping its neighbours, whose weight is larger."""
+    if len(points_lps) == 0:
+        return np.zeros(0, int)
+    order = np.argsort(points_lps[:, 2], kind="stable")
+    z, x, w = points_lps[order, 2], points_lps[order, 0], np.asarray(weights, float)[order]
+    total, prev = w.copy(), np.full(len(z), -1)
+    for i in range(len(z)):
+        for j in range(i):
+            dz = z[i] - z[j]
+            if dz >= CENTRELINE_MIN_STEP_MM and abs(x[i] - x[j]) <= CENTRELINE_LATERAL_MM + CENTRELINE_SLOPE * dz \
+                    and total[j] + w[i] > total[i]:
+                total[i], prev[i] = total[j] + w[i], j
+    i, chain = int(np.argmax(total)), []
+    while i >= 0:
+        chain.append(i)
+        i = int(prev[i])
+    return np.asarray(order[chain[::-1]], int)
 
 
 # ------------------------------------------------------------------------------ femoral heads
