@@ -272,6 +272,18 @@ def _field_depth_mm(shape: tuple[int, ...], geom: VolumeGeometry, idx: np.ndarra
     return np.asarray((np.minimum(idx, upper - idx) * steps).min(axis=-1), float)
 
 
+def _grid_index(geom: VolumeGeometry, origin: np.ndarray, axes: tuple[np.ndarray, ...],
+                ranges: tuple[np.ndarray, ...]) -> np.ndarray:
+    """Voxel indices ``(len(u), len(v), len(w), 3)`` of the grid ``origin + u*axes[0] + v*axes[1] +
+    w*axes[2]`` over ``ranges = (u, v, w)``: the index is affine in the grid's coordinates, so it is
+    built from the origin's and each axis' step (no LPS point per voxel, no matrix product each)."""
+    i0 = lps_to_index(geom, np.asarray(origin, float))
+    d = [lps_to_index(geom, np.asarray(origin, float) + np.asarray(ax, float)) - i0 for ax in axes]
+    u, v, w = ranges
+    return np.asarray(i0 + u[:, None, None, None] * d[0] + v[None, :, None, None] * d[1] + w[None, None, :, None] * d[2],
+                      float)
+
+
 def ct_bone(values: np.ndarray) -> np.ndarray:
     """Bone of a CT sampled in HU (lightly smoothed first): over ``HEAD_BONE_HU``."""
     from scipy import ndimage
@@ -289,23 +301,32 @@ def _deepest_bone(volume: np.ndarray, geom: VolumeGeometry, origin: np.ndarray, 
     not measured)."""
     from scipy import ndimage
 
-    u, v, w = ranges
-    pts = origin + (u[:, None, None, None] * axes[0] + v[None, :, None, None] * axes[1] + w[None, None, :, None] * axes[2])
-    idx = lps_to_index(geom, pts)
+    idx = _grid_index(geom, origin, axes, ranges)
     vol = volume if volume.dtype in (np.float32, np.int16, np.uint16) else np.asarray(volume, np.float32)
     values = ndimage.map_coordinates(vol, idx.reshape(-1, 3).T, output=np.float32, order=1, mode="constant",
                                      cval=float(np.min(volume)) if bone_of is not ct_bone else -1000.0,
                                      prefilter=False).reshape(idx.shape[:-1])
-    bone = ndimage.binary_fill_holes(ndimage.binary_closing(bone_of(values), iterations=1, border_value=0))
+    raw = bone_of(values)
+    if not raw.any():
+        return None
+    # the bone's bounding box, 2 voxels wider (the closing's reach), within the grid: the closing,
+    # the filling of holes and the distance transform there are the whole grid's (all else is
+    # background, and the grid's faces stay its faces), at a fraction of the cost
+    nz = [np.flatnonzero(raw.any(axis=tuple(b for b in range(3) if b != a))) for a in range(3)]
+    box = tuple(slice(max(0, int(n[0]) - 2), min(raw.shape[a], int(n[-1]) + 3)) for a, n in enumerate(nz))
+    bone = ndimage.binary_fill_holes(ndimage.binary_closing(raw[box], iterations=1, border_value=0))
     if not bone.any():
         return None
     depth = ndimage.distance_transform_edt(np.pad(bone, 1), sampling=grid_mm)[1:-1, 1:-1, 1:-1]
-    depth[_field_depth_mm(volume.shape, geom, idx) < depth + grid_mm] = 0  # balls touching the field's edge: not seen
+    inside = depth > 0  # balls touching the field's edge: not seen (measured on the bone only)
+    d = depth[inside]
+    d[_field_depth_mm(volume.shape, geom, idx[box][inside]) < d + grid_mm] = 0
+    depth[inside] = d
     r = float(depth.max())
     if r <= 0:
         return None
     top = depth >= r - 0.5 * grid_mm
-    where = np.argwhere(top).astype(float)
+    where = (np.argwhere(top) + np.array([b.start for b in box])).astype(float)
     wts = depth[top]
     c = (where * wts[:, None]).sum(0) / wts.sum()
     at = [np.interp(c[a], np.arange(len(rng)), rng) for a, rng in enumerate(ranges)]
