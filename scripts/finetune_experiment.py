@@ -144,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--refine-phantom-share", type=float, help="the refinement's")
     ap.add_argument("--anchor", type=float, help="L2-SP weight of the coarse stage")
     ap.add_argument("--refine-anchor", type=float, help="the refinement's L2-SP weight")
+    ap.add_argument("--distill", type=float, help="the coarse stage's output distillation on the phantoms")
     ap.add_argument("--refine-distill", type=float, help="the refinement's output distillation on the phantoms")
     ap.add_argument("--bn-train", action="store_true", help="let BatchNorm running statistics adapt (the old recipe)")
     ap.add_argument("--lr", type=float)
@@ -177,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
         rec = torch.load(weights, map_location="cpu", weights_only=True)["training_record"]
     else:
         recipe = {k: v for k in ("steps", "refine_steps", "phantom_share", "refine_phantom_share", "anchor",
-                                 "refine_anchor", "lr", "refine_lr", "refine_distill") if (v := getattr(args, k)) is not None}
+                                 "refine_anchor", "lr", "refine_lr", "distill", "refine_distill")
+                  if (v := getattr(args, k)) is not None}
         rec = finetune([work / "images"], work / "annotations", "sagittal", weights, minutes=args.minutes,
                        held_out=args.n_held_out / n, phantom=args.phantom, freeze_bn=not args.bn_train,
                        device=args.device, before=before, log=lambda m: print(m, flush=True), **recipe)

@@ -213,7 +213,8 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
                    init=args.weights, minutes=args.minutes, held_out=args.held_out, phantom=args.phantom,
                    freeze_bn=not args.bn_train,
                    **{k: v for k in ("phantom_share", "lr", "anchor", "refine_anchor", "refine_phantom_share", "refine_lr",
-                                     "steps", "refine_steps", "refine_distill") if (v := getattr(args, k)) is not None},
+                                     "steps", "refine_steps", "distill", "refine_distill")
+                      if (v := getattr(args, k)) is not None},
                    device=args.device, seed=args.seed, log=lambda msg: print(msg, file=sys.stderr))
     for when in ("held_out_before", "held_out_after"):
         if when in rec:
@@ -379,6 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
             ev.add_argument("--refine-lr", type=_positive_float, help="the refinement stage's peak learning rate")
             ev.add_argument("--refine-anchor", type=float, help="the refinement stage's L2-SP weight (each option left "
                             "out: the measured recipe's value, models/README.md)")
+            ev.add_argument("--distill", type=float, help="the same for the coarse stage's heatmaps and offsets")
             ev.add_argument("--refine-distill", type=float, help="weight of a loss that keeps the refinement's outputs on "
                             "the mixed-in phantoms where the starting weights put them (learning without forgetting)")
             ev.add_argument("--bn-train", action="store_true", help="let BatchNorm running statistics follow your images "

@@ -160,3 +160,21 @@ def test_distillation_holds_the_outputs_on_the_original_look() -> None:
         with torch.no_grad():
             drift[distill] = float(distillation_loss(model(phantom), start, targets))
     assert 0 < drift[50.0] < drift[0.0]
+
+
+def test_coarse_distillation_is_zero_for_the_same_maps_and_grows_with_a_moved_peak() -> None:
+    from sagittal.landmarks.layout import C_CENTRE, C_OFFSETS
+    from sagittal.training.finetune import coarse_distillation_loss
+
+    teacher = torch.full((1, 17, 16, 8), -6.0)
+    teacher[0, C_CENTRE, 8, 4] = 4.0  # one body
+    assert float(coarse_distillation_loss(teacher.clone(), teacher)) == pytest.approx(0.0, abs=1e-7)
+    moved = teacher.clone()
+    moved[0, C_CENTRE, 8, 4], moved[0, C_CENTRE, 9, 4] = -6.0, 4.0
+    offsets_far = teacher.clone()
+    offsets_far[0, C_OFFSETS, 0, 0] += 2.0  # where the teacher sees nothing: not held
+    offsets_near = teacher.clone()
+    offsets_near[0, C_OFFSETS, 8, 4] += 2.0
+    assert float(coarse_distillation_loss(offsets_far, teacher)) == pytest.approx(0.0, abs=1e-7)
+    assert float(coarse_distillation_loss(offsets_near, teacher)) > 0.1
+    assert float(coarse_distillation_loss(moved, teacher)) > 0.5

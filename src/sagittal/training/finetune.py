@@ -50,6 +50,7 @@ FINETUNE_STREAM = 7_000_011  # phantom seeds of the mixed-in data (distinct from
 PHANTOM_SHARE, LR, ANCHOR = 0.5, 3e-4, 0.1  # coarse stage (run 3)
 REFINE_PHANTOM_SHARE, REFINE_LR, REFINE_ANCHOR = 0.7, 1e-4, 0.5  # refinement stage (runs 2, 3)
 REFINE_DISTILL = 0.0  # weight of the refinement's output distillation on the phantoms (losses.distillation_loss)
+DISTILL = 0.0  # the coarse stage's (coarse_distillation_loss)
 STEPS = 600  # optimizer steps per stage
 PHANTOM_FRACTURE_BOOST = 3  # extra refinement crops per fractured phantom body, as in the shipped training's step 4
 
@@ -253,6 +254,24 @@ def masked_coarse_loss(pred: Any, t: Any, heat_w: Any, off_m: Any, rad_m: Any) -
     return l_heat + 10 * l_off + 5 * l_rad
 
 
+def coarse_distillation_loss(pred: Any, teacher: Any) -> Any:
+    """Learning without forgetting for the coarse stage: the squared difference of the heatmaps
+    (after the sigmoid) from the starting network's on the same images, over the teacher's heat
+    mass (about the number of structures it sees times a peak's area), and the L1 difference of
+    the offsets and radii where the teacher sees a structure (heat > 0.3). (B, C, H, W) each."""
+    import torch
+
+    from ..landmarks.layout import C_OFFSETS, C_RADIUS, COARSE_HEAT
+
+    heat = list(COARSE_HEAT)
+    ps, pt = torch.sigmoid(pred[:, heat]), torch.sigmoid(teacher[:, heat])
+    l_heat = ((ps - pt) ** 2).sum() / pt.sum().clamp(min=1)
+    near = (pt.amax(1, keepdim=True) > 0.3).float()
+    geo = [*range(C_OFFSETS.start, C_OFFSETS.stop), C_RADIUS]
+    l_geo = ((pred[:, geo] - teacher[:, geo]).abs() * near).sum() / (near.sum() * len(geo)).clamp(min=1)
+    return l_heat + l_geo
+
+
 def train_mode(model: Any, freeze_bn: bool) -> None:
     """``model.train()``, with every BatchNorm layer left in eval mode when ``freeze_bn`` (its
     running mean and variance stay those of the starting weights; its affine weights still train)."""
@@ -292,7 +311,7 @@ def _train_stage(stage: str, model: Any, data: dict[str, np.ndarray], seconds: f
     p = _sampling_weights(user, phantom_share)
     model.to(device)
     start_params = parameter_snapshot(model)
-    teacher = copy.deepcopy(model).eval() if distill > 0 and stage == "refine" else None
+    teacher = copy.deepcopy(model).eval() if distill > 0 else None
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0 if anchor > 0 else 1e-4)
     start, it, losses = time.time(), 0, []
     train_mode(model, freeze_bn)
@@ -303,7 +322,14 @@ def _train_stage(stage: str, model: Any, data: dict[str, np.ndarray], seconds: f
         idx = rng.choice(n, batch, p=p)
         if stage == "coarse":
             x, *rest = _coarse_batch(data, idx, rng)
-            loss = masked_coarse_loss(model(x.to(device)), *(r.to(device) for r in rest))
+            x = x.to(device)
+            pred = model(x)
+            loss = masked_coarse_loss(pred, *(r.to(device) for r in rest))
+            original = torch.as_tensor(~user[idx], device=device)
+            if teacher is not None and bool(original.any()):  # the original look's images keep their maps
+                with torch.no_grad():
+                    before = teacher(x[original])
+                loss = loss + distill * coarse_distillation_loss(pred[original], before)
         else:
             x, t = refine_batch(data, idx, rng)
             x, t = x.to(device), t.to(device)
@@ -329,7 +355,7 @@ def _train_stage(stage: str, model: Any, data: dict[str, np.ndarray], seconds: f
     return {"iterations": it, "batch": batch, "seconds": round(time.time() - start, 1),
             "final_loss": float(np.mean(losses[-50:])), "items": n, "user_items": int(user.sum()),
             "lr": lr, "phantom_share": phantom_share, "anchor": anchor, "freeze_bn": freeze_bn,
-            "distill": distill if teacher is not None else 0.0, "squared_distance_from_start": moved}
+            "distill": distill, "squared_distance_from_start": moved}
 
 
 def split(pairs: Sequence[tuple[Path, Annotation]], held_out: float, seed: int) -> tuple[list, list]:
@@ -357,7 +383,8 @@ def finetune(images: Sequence[str | Path], annotations: str | Path, fmt: str, ou
              refine_phantom_share: float = REFINE_PHANTOM_SHARE, anchor: float = ANCHOR,
              refine_anchor: float = REFINE_ANCHOR, freeze_bn: bool = True, refine_lr: float = REFINE_LR,
              device: str = "cpu", seed: int = 0, lr: float = LR, threads: int | None = None, before: dict | None = None,
-             steps: int | None = STEPS, refine_steps: int | None = None, refine_distill: float = REFINE_DISTILL,
+             steps: int | None = STEPS, refine_steps: int | None = None, distill: float = DISTILL,
+             refine_distill: float = REFINE_DISTILL,
              log: Callable[[str], None] = print) -> dict[str, Any]:
     """Fine-tune both stages (see the module docstring); returns the training record.
 
@@ -426,7 +453,7 @@ def finetune(images: Sequence[str | Path], annotations: str | Path, fmt: str, ou
         seconds = budget * share if stage == "coarse" else max(budget - (time.time() - t_start - t_data), 10.0)
         stages[stage] = _train_stage(stage, model, data, seconds, s_lr, batch, s_ph, rng, device, log,
                                      anchor=s_anchor, freeze_bn=freeze_bn, max_iterations=s_steps,
-                                     distill=refine_distill if stage == "refine" else 0.0)
+                                     distill=refine_distill if stage == "refine" else distill)
         blob[stage] = {"widths": list(model.widths), "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
                        "meta": {**dict(blob[stage].get("meta") or {}), "finetune": stages[stage]}}
     record: dict[str, Any] = {
@@ -437,7 +464,7 @@ def finetune(images: Sequence[str | Path], annotations: str | Path, fmt: str, ou
         "phantom_radiographs": n_ph, "phantom_refine_radiographs": n_rf if n_ph else 0,
         "phantom_fracture_boost": PHANTOM_FRACTURE_BOOST, "phantom_share": phantom_share,
         "refine_phantom_share": r_share, "anchor": anchor, "refine_anchor": r_anchor, "freeze_bn": freeze_bn,
-        "refine_distill": refine_distill, "train_images": [p.name for p, _ in train_pairs],
+        "distill": distill, "refine_distill": refine_distill, "train_images": [p.name for p, _ in train_pairs],
         "held_out_images": [p.name for p, _ in ho_pairs], "skipped": skipped, "stages": stages,
         "data_seconds": round(t_data, 1), "torch": str(torch.__version__),
     }
