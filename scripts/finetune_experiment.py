@@ -2,7 +2,7 @@
 """Fine-tuning experiment: adapt the shipped landmark weights to a phantom look they never saw.
 
     nice -n 10 OMP_NUM_THREADS=1 .venv/bin/python scripts/finetune_experiment.py --n-train 150 --n-held-out 50 \\
-        --minutes 15 --workdir /tmp/sagittal-finetune --json finetune_experiment.json
+        --workdir /tmp/sagittal-finetune --json finetune_experiment.json
 
 1. Renders ``n-train + n-held-out`` radiographs of the DRR family ``drr-b`` (held out of the
    shipped weights' training entirely; ``training.data``) from single-integer seeds
@@ -135,10 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-train", type=int, default=150)
     ap.add_argument("--n-held-out", type=int, default=50)
     ap.add_argument("--first-seed", type=int, default=3_000_000)
-    ap.add_argument("--minutes", type=float, default=15.0, help="fine-tuning budget")
+    ap.add_argument("--minutes", type=float, default=90.0, help="fine-tuning cap (the steps bound each stage)")
     # the recipe: each option left out takes finetune()'s default (the measured recipe)
-    ap.add_argument("--steps", type=int, help="optimizer steps per stage (--minutes stays the cap)")
-    ap.add_argument("--refine-steps", type=int, help="the refinement's (default --steps)")
+    ap.add_argument("--steps", type=int, help="the coarse stage's optimizer steps (--minutes stays the cap)")
+    ap.add_argument("--refine-steps", type=int, help="the refinement's")
     ap.add_argument("--phantom", type=int, default=100, help="2-D phantom radiographs mixed in")
     ap.add_argument("--phantom-share", type=float, help="share of every coarse batch from the phantoms")
     ap.add_argument("--refine-phantom-share", type=float, help="the refinement's")

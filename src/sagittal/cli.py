@@ -366,12 +366,14 @@ def build_parser() -> argparse.ArgumentParser:
             ev.set_defaults(func=_cmd_evaluate)
         else:
             ev.add_argument("-o", "--out", required=True, metavar="WEIGHTS", help="weights file to write")
-            ev.add_argument("--minutes", type=_positive_float, default=20.0, help="wall-clock cap (default 20)")
+            ev.add_argument("--minutes", type=_positive_float, default=60.0, help="wall-clock cap (default 60; the "
+                            "default steps take about 25 minutes on one CPU thread)")
             ev.add_argument("--held-out", type=float, default=0.2, help="share of images held out (default 0.2)")
             ev.add_argument("--phantom", type=int, default=200, help="phantom radiographs mixed in (default 200)")
-            ev.add_argument("--steps", type=_positive_int, help="optimizer steps per stage (the learning-rate "
+            ev.add_argument("--steps", type=_positive_int, help="the coarse stage's optimizer steps (the learning-rate "
                             "schedule follows them; default: the measured recipe's, see models/README.md)")
-            ev.add_argument("--refine-steps", type=_positive_int, help="the refinement stage's steps (default --steps)")
+            ev.add_argument("--refine-steps", type=_positive_int, help="the refinement stage's steps (default: the measured "
+                            "recipe's, see models/README.md)")
             ev.add_argument("--phantom-share", type=float, help="share of every coarse batch drawn from the phantoms")
             ev.add_argument("--lr", type=_positive_float, help="the coarse stage's peak learning rate")
             ev.add_argument("--anchor", type=float, help="the coarse stage's L2-SP weight pulling the weights towards the "

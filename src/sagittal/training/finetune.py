@@ -47,11 +47,11 @@ from .annotations import Annotation
 FINETUNE_STREAM = 7_000_011  # phantom seeds of the mixed-in data (distinct from training and evaluation)
 # The default recipe: the best measured by scripts/finetune_experiment.py (models/README.md,
 # "Fine-tuning experiment"). L2-SP weights: losses.anchor_penalty.
-PHANTOM_SHARE, LR, ANCHOR = 0.5, 3e-4, 0.1  # coarse stage (run 3)
-REFINE_PHANTOM_SHARE, REFINE_LR, REFINE_ANCHOR = 0.7, 1e-4, 0.5  # refinement stage (runs 2, 3)
-REFINE_DISTILL = 0.0  # weight of the refinement's output distillation on the phantoms (losses.distillation_loss)
-DISTILL = 0.0  # the coarse stage's (coarse_distillation_loss)
-STEPS = 600  # optimizer steps per stage
+PHANTOM_SHARE, LR, ANCHOR, DISTILL = 0.5, 3e-4, 0.1, 5.0  # coarse stage (run 7)
+REFINE_PHANTOM_SHARE, REFINE_LR, REFINE_ANCHOR, REFINE_DISTILL = 0.85, 1e-4, 0.5, 5.0  # refinement stage (run 7)
+STEPS, REFINE_STEPS = 600, 1500  # optimizer steps of each stage (run 7)
+# DISTILL: weight of the coarse stage's output distillation on the phantoms (coarse_distillation_loss);
+# REFINE_DISTILL: the refinement's (losses.distillation_loss)
 PHANTOM_FRACTURE_BOOST = 3  # extra refinement crops per fractured phantom body, as in the shipped training's step 4
 
 
@@ -378,17 +378,17 @@ def _held_out_figures(weights: str | None, pairs: list, spacing: tuple[float, fl
 
 
 def finetune(images: Sequence[str | Path], annotations: str | Path, fmt: str, out: str | Path, *,
-             spacing: tuple[float, float] | None = None, init: str | None = None, minutes: float = 20.0,
+             spacing: tuple[float, float] | None = None, init: str | None = None, minutes: float = 60.0,
              held_out: float = 0.2, phantom: int = 200, phantom_share: float = PHANTOM_SHARE,
              refine_phantom_share: float = REFINE_PHANTOM_SHARE, anchor: float = ANCHOR,
              refine_anchor: float = REFINE_ANCHOR, freeze_bn: bool = True, refine_lr: float = REFINE_LR,
              device: str = "cpu", seed: int = 0, lr: float = LR, threads: int | None = None, before: dict | None = None,
-             steps: int | None = STEPS, refine_steps: int | None = None, distill: float = DISTILL,
+             steps: int | None = STEPS, refine_steps: int | None = REFINE_STEPS, distill: float = DISTILL,
              refine_distill: float = REFINE_DISTILL,
              log: Callable[[str], None] = print) -> dict[str, Any]:
     """Fine-tune both stages (see the module docstring); returns the training record.
 
-    ``steps`` (``refine_steps``, default ``steps``) stop each stage after that many optimizer
+    ``steps`` and ``refine_steps`` stop each stage after that many optimizer
     steps, and the learning-rate schedule follows them, so a run does not depend on the
     machine's load; ``minutes`` caps the whole run (``steps=None``: the stages share it).
     ``phantom_share`` / ``lr`` / ``anchor`` are the coarse stage's, ``refine_*`` the refinement
@@ -447,7 +447,7 @@ def finetune(images: Sequence[str | Path], annotations: str | Path, fmt: str, ou
     r_share, r_anchor = refine_phantom_share, refine_anchor
     for stage, data, share, batch, s_lr, s_ph, s_steps, s_anchor in (
             ("coarse", cdata, 0.5, 8, lr, phantom_share, steps, anchor),
-            ("refine", rdata, 0.5, 32, refine_lr, r_share, refine_steps or steps, r_anchor)):
+            ("refine", rdata, 0.5, 32, refine_lr, r_share, refine_steps, r_anchor)):
         model = build(stage, blob[stage]["widths"])
         model.load_state_dict(blob[stage]["state_dict"])
         seconds = budget * share if stage == "coarse" else max(budget - (time.time() - t_start - t_data), 10.0)
@@ -459,7 +459,7 @@ def finetune(images: Sequence[str | Path], annotations: str | Path, fmt: str, ou
     record: dict[str, Any] = {
         "command": "sagittal finetune", "format": fmt, "annotations": str(annotations),
         "init": str(init_path), "init_sha256": sha256_file(init_path), "device": device, "minutes": minutes,
-        "seed": seed, "steps": steps, "refine_steps": refine_steps or steps, "lr": lr, "refine_lr": refine_lr,
+        "seed": seed, "steps": steps, "refine_steps": refine_steps, "lr": lr, "refine_lr": refine_lr,
         "held_out_fraction": held_out,
         "phantom_radiographs": n_ph, "phantom_refine_radiographs": n_rf if n_ph else 0,
         "phantom_fracture_boost": PHANTOM_FRACTURE_BOOST, "phantom_share": phantom_share,
