@@ -101,3 +101,35 @@ def test_a_malformed_body_next_to_the_anchor_withholds_every_level():
     pd.withhold_if_anchor_body_malformed(lm, [], Detections(bodies, s1, 0.9, []))
     assert len(lm["vertebrae"]) == 3
 
+
+
+def _verts(rows: dict[str, float]) -> dict:
+    """Reported vertebrae as the landmarks carry them: a 30 × 24 px body centred on each row."""
+    from sagittal.levels import POINT_NAMES
+
+    out = {}
+    for lv, y in rows.items():
+        pts = [[0, y - 12], [30, y - 12], [30, y + 12], [0, y + 12], [15, y - 12], [15, y + 12]]
+        out[lv] = {n: p for n, p in zip(POINT_NAMES, pts, strict=True)}
+    return out
+
+
+def test_a_count_from_s1_that_skips_a_body_is_withheld():
+    """Bodies 32 px apart, S1's midpoint 22 px (0.7 steps) below the lowest: that body is L5.
+    Reported as L4 (a false body between it and the sacrum, itself withheld, took L5's name),
+    every level would be one too high, and all are withheld."""
+    s1 = {"anterior": [0.0, 222.0], "posterior": [30.0, 222.0]}
+    right = {"vertebrae": _verts({"L3": 136.0, "L4": 168.0, "L5": 200.0}), "s1_endplate": s1, "femoral_heads": []}
+    warnings: list[str] = []
+    pd.withhold_if_off_s1(right, warnings)
+    assert len(right["vertebrae"]) == 3 and not warnings
+    # L5 itself withheld: L4 is 1.7 steps from S1, as its level says
+    lm = {"vertebrae": _verts({"L3": 136.0, "L4": 168.0}), "s1_endplate": s1, "femoral_heads": []}  # 54 px: 1.7 steps
+    pd.withhold_if_off_s1(lm, [])
+    assert len(lm["vertebrae"]) == 2
+    off = {"vertebrae": _verts({"L2": 136.0, "L3": 168.0, "L4": 200.0}), "s1_endplate": s1, "femoral_heads": []}
+    pd.withhold_if_off_s1(off, warnings)
+    assert off["vertebrae"] == {} and "one too many next to the sacrum" in warnings[0]
+    lone = {"vertebrae": _verts({"L5": 200.0}), "s1_endplate": s1, "femoral_heads": []}
+    pd.withhold_if_off_s1(lone, warnings)
+    assert lone["vertebrae"] == {} and "the only body reported" in warnings[1]

@@ -129,9 +129,30 @@ def slice_centreline(detector: Any, volume: np.ndarray, geom: VolumeGeometry, mo
              for k, det in zip(ks, dets, strict=True) for b in det.bodies if b.confidence >= WEAK_BODY]
     if not found:
         raise CalibrationError("no vertebral body found on any slice of the sagittal series")
+    a = geom.affine()
     ref = slices_marrow(ori.images, found)
-    found = marrow_like(ori.images, found, ref)
-    found.sort(key=lambda f: -f[2])
+    pts, wts = _line_points(ori, a, marrow_like(ori.images, found, ref), ori.images, ref)
+    keep = centreline_chain(pts, wts)
+    pts, wts = pts[keep], wts[keep]
+    # the bodies as found, each at its detections' mean: kept where they all lie on one course a
+    # spine can follow and the marrow runs agree with them (a straight spine well inside the slab;
+    # the runs are quantised to half a slice, and a body with oedema drops out of them)
+    raw, raw_w = _line_points(ori, a, found, None, None)
+    if len(pts) and len(centreline_chain(raw, raw_w)) == len(raw):
+        order = np.argsort(pts[:, 2])
+        off = np.abs(raw[:, 0] - np.interp(raw[:, 2], pts[order, 2], pts[order, 0]))
+        if off.max() <= max(CENTRELINE_AGREE_MM, geom.slice_spacing_mm or 0.0):
+            return Centreline(raw, raw_w)
+    return Centreline(pts, wts)
+
+
+def _line_points(ori: OrientedSlices, affine: np.ndarray, found: list[_Found], images: np.ndarray | None,
+                 ref: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """The centre line's points (LPS) and weights from the bodies ``found`` on the slices: grouped
+    across slices by position, each at the confidence-weighted mean of the slices that show it with
+    at least half its best confidence, or, given ``images`` and marrow ``ref``, at the middle of
+    its run of marrow slices (``marrow_run``)."""
+    found = sorted(found, key=lambda f: -f[2])
     groups: list[list[_Found]] = []
     for f in found:
         for g in groups:
@@ -141,20 +162,18 @@ def slice_centreline(detector: Any, volume: np.ndarray, geom: VolumeGeometry, mo
         else:
             groups.append([f])
     pts, wts = [], []
-    a = geom.affine()
     for g in groups:
         best = g[0][2]
         use = [m for m in g if m[2] >= 0.5 * best]
         w = np.array([m[2] for m in use])
         k = float(np.average([m[0] for m in use], weights=w))
         xy = np.average(np.array([m[1] for m in use]), axis=0, weights=w)
-        run = marrow_run(ori.images, g[0][0], xy, g[0][3], ref) if ref is not None else None
+        run = marrow_run(images, g[0][0], xy, g[0][3], ref) if images is not None and ref is not None else None
         if run is not None:
             k = (run[0] + run[1]) / 2
-        pts.append((a @ np.array([*ori.index(k, xy), 1.0]))[:3])
+        pts.append((affine @ np.array([*ori.index(k, xy), 1.0]))[:3])
         wts.append(float(best * len(use)))
-    keep = centreline_chain(np.asarray(pts, float), np.asarray(wts, float))
-    return Centreline(np.asarray(pts, float)[keep], np.asarray(wts, float)[keep])
+    return np.asarray(pts, float).reshape(-1, 3), np.asarray(wts, float)
 
 
 #: a body found on a slice counts for the centre line only where the image at its centre is within
@@ -169,6 +188,9 @@ CENTRELINE_MARROW_RATIO = (0.7, 1.4)
 CENTRELINE_SLOPE = 0.4
 CENTRELINE_LATERAL_MM = 6.0
 CENTRELINE_MIN_STEP_MM = 10.0
+#: the bodies' detection means are kept as the line where the marrow runs agree with them within
+#: this (or a slice spacing, if larger)
+CENTRELINE_AGREE_MM = 4.0
 
 
 #: a body found on one slice: (slice index, centre xy, confidence, size in pixels)
