@@ -56,8 +56,14 @@ def test_sample_dicom_regenerates(tmp_path):
                     a = pydicom.dcmread(SAMPLES / rel).pixel_array
                     b = pydicom.dcmread(tmp_path / "s" / rel).pixel_array
                     # the same render up to float rounding: OpenCV's and numpy's kernels differ in
-                    # their last bits between CPUs (here: < 0.1 % of pixels by <= 9 of 32767);
-                    # on one machine regeneration is bit-exact
-                    diff = np.abs(a.astype(np.int64) - b.astype(np.int64))
+                    # their last bits between CPUs (< 0.1 % of pixels by <= 9 of 32767), and where the
+                    # display curve clips a steep edge a pixel can land on either side of the clip
+                    # (2026-12-06, another CPU: 35-274 pixels per radiograph, each with one side at
+                    # the clip value); on one machine regeneration is bit-exact
+                    a64, b64 = a.astype(np.int64), b.astype(np.int64)
+                    diff = np.abs(a64 - b64)
                     assert a.shape == b.shape and a.dtype == b.dtype, rel
-                    assert (diff > 0).mean() < 0.005 and diff.max() <= 0.001 * max(int(a.max()), 1) + 1, rel
+                    assert (diff > 0).mean() < 0.005, rel
+                    lo, hi = min(a64.min(), b64.min()), max(a64.max(), b64.max())
+                    clip_flip = (a64 == lo) | (a64 == hi) | (b64 == lo) | (b64 == hi)
+                    assert not np.any((diff > 0.001 * max(int(a.max()), 1) + 1) & ~clip_flip), rel
