@@ -320,26 +320,23 @@ def _train_stage(stage: str, model: Any, data: dict[str, np.ndarray], seconds: f
         for g in opt.param_groups:
             g["lr"] = lr * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))) * min(1.0, (it + 1) / 20)
         idx = rng.choice(n, batch, p=p)
+        t = None  # the refinement's targets (its distillation uses only the channels in the crop)
         if stage == "coarse":
             x, *rest = _coarse_batch(data, idx, rng)
             x = x.to(device)
             pred = model(x)
             loss = masked_coarse_loss(pred, *(r.to(device) for r in rest))
-            original = torch.as_tensor(~user[idx], device=device)
-            if teacher is not None and bool(original.any()):  # the original look's images keep their maps
-                with torch.no_grad():
-                    before = teacher(x[original])
-                loss = loss + distill * coarse_distillation_loss(pred[original], before)
         else:
             x, t = refine_batch(data, idx, rng)
             x, t = x.to(device), t.to(device)
             pred = model(x)
             loss, _ = refine_loss(pred, t)
-            original = torch.as_tensor(~user[idx], device=device)
-            if teacher is not None and bool(original.any()):  # the original look's crops keep their outputs
-                with torch.no_grad():
-                    before = teacher(x[original])
-                loss = loss + distill * distillation_loss(pred[original], before, t[original])
+        original = torch.as_tensor(~user[idx], device=device)
+        if teacher is not None and bool(original.any()):  # the original look keeps the starting network's outputs
+            with torch.no_grad():
+                before = teacher(x[original])
+            loss = loss + distill * (coarse_distillation_loss(pred[original], before) if t is None
+                                     else distillation_loss(pred[original], before, t[original]))
         if anchor > 0:
             loss = loss + anchor * anchor_penalty(model, start_params)
         opt.zero_grad()
