@@ -20,6 +20,8 @@ from sagittal.training.finetune import _sampling_weights, masked_coarse_targets,
 
 from .fixtures import write_set
 
+FINETUNE_TEST_SEEDS = 7_500_000  # phantom seeds of the coarse distillation test (no other stream uses them)
+
 
 def test_corner_only_bodies_mask_middle_points_and_unannotated_regions() -> None:
     verts = np.full((18, 6, 2), np.nan)
@@ -178,3 +180,27 @@ def test_coarse_distillation_is_zero_for_the_same_maps_and_grows_with_a_moved_pe
     assert float(coarse_distillation_loss(offsets_far, teacher)) == pytest.approx(0.0, abs=1e-7)
     assert float(coarse_distillation_loss(offsets_near, teacher)) > 0.1
     assert float(coarse_distillation_loss(moved, teacher)) > 0.5
+
+
+def test_coarse_distillation_holds_the_maps_on_the_original_look() -> None:
+    """The coarse stage's training loop applies its distillation: after the same steps, its maps on
+    the phantom images stay nearer the starting network's with it than without it."""
+    from sagittal.landmarks.model import build
+    from sagittal.training.data import make_coarse_dataset
+    from sagittal.training.finetune import _train_stage, coarse_distillation_loss
+
+    data = make_coarse_dataset(range(FINETUNE_TEST_SEEDS, FINETUNE_TEST_SEEDS + 4))
+    data["user"] = np.arange(4) % 2 == 0
+    phantom = torch.as_tensor(data["images"][~data["user"]], dtype=torch.float32)[:, None] / 255.0
+    drift = {}
+    for distill in (0.0, 50.0):
+        torch.manual_seed(0)
+        model = build("coarse", (4, 8)).eval()
+        with torch.no_grad():
+            start = model(phantom).clone()
+        rec = _train_stage("coarse", model, data, 600.0, 0.05, 2, 0.5, np.random.default_rng(0), "cpu",
+                           lambda m: None, max_iterations=6, distill=distill)
+        assert rec["distill"] == distill
+        with torch.no_grad():
+            drift[distill] = float(coarse_distillation_loss(model(phantom), start))
+    assert 0 < drift[50.0] < drift[0.0]
