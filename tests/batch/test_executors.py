@@ -44,3 +44,21 @@ def test_our_local_dask_workers_run_without_the_statistical_profiler():
     finally:
         client.close()
         cluster.close()
+
+
+def test_analyze_asks_for_the_forkserver_before_importing_the_batch_driver(tmp_path):
+    """``sagittal analyze --workers 2`` starts the workers' forkserver first, so that torch loads
+    there while the command imports pydicom and the driver (the call is intercepted here)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, sagittal.batch.forkserver as fs\n"
+        "def asked(extra=()):\n"
+        "    print('pydicom' in sys.modules, 'sagittal.batch.analyze' in sys.modules); raise SystemExit(0)\n"
+        "fs.worker_context = asked\n"
+        "from sagittal.cli import main\n"
+        f"main(['analyze', {str(tmp_path)!r}, '-o', {str(tmp_path / 'out')!r}, '--workers', '2'])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
