@@ -4,7 +4,8 @@
 ``--out``, keeping the other stage that is already there (read-modify-write under a lock,
 atomic replace, SHA-256 sidecar rewritten), so the two stages can train at once, one thread
 each. The run is bounded in wall-clock minutes (cosine learning rate over the budget) and
-checkpoints every few minutes, so an interrupted run leaves usable weights.
+checkpoints every few minutes, so an interrupted run leaves usable weights; ``--steps`` also
+bounds it in iterations (for runs that may be paused).
 """
 
 from __future__ import annotations
@@ -200,7 +201,7 @@ def train(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict:
     grown = grow(data, args.grow, seen)
     n = len(data["family"])
     p = sampling_weights(data["family"], args.mix)
-    while (frac := (time.time() - start) / budget) < 1:
+    while (frac := max((time.time() - start) / budget, it / args.steps if args.steps else 0.0)) < 1:
         for g in opt.param_groups:
             g["lr"] = args.lr * 0.5 * (1 + np.cos(np.pi * frac)) * min(1.0, (it + 1) / args.warmup)
         loss, parts = _step(args.stage, model, data, rng.choice(n, batch, p=p), rng)
@@ -229,7 +230,7 @@ def train(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict:
         "train_seeds": "; ".join(f"{fam} {a}..{a + b - 1} (fracture boost {c}, degraded p={g:g})"
                                  for fam, a, b, c, g in _parts(args)) + f" of the {args.stage} stream in training.data",
         "grown_from": [Path(f).name for f in grown], "mix": args.mix, "init": args.init, "anchor": args.anchor,
-        "minutes": args.minutes,
+        "minutes": args.minutes, "steps": args.steps,
         "data_seconds": round(t_data),
         "train_seconds": round(time.time() - start), "threads": args.threads,
         "final_loss": float(np.mean(losses[-100:])) if losses else None, "torch": str(torch.__version__),
@@ -244,6 +245,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--stage", choices=("coarse", "refine"), required=True)
     ap.add_argument("--out", required=True, help="weights file to write the stage into (other stage kept)")
     ap.add_argument("--minutes", type=float, default=60.0)
+    ap.add_argument("--steps", type=int, default=0,
+                    help="also stop after this many iterations (the cosine schedule follows whichever bound is nearer)")
     ap.add_argument("--n-train", type=int, default=3000, help="rendered radiographs of the main part")
     ap.add_argument("--family", choices=FAMILIES, default="2d", help="renderer family of the main part")
     ap.add_argument("--batch", type=int, default=None, help="16 images (coarse) or 64 crops (refine)")
