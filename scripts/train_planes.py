@@ -24,7 +24,12 @@ import numpy as np
 from sagittal.fsio import atomic_path
 from sagittal.landmarks.weights import packaged
 from sagittal.training import loop
-from sagittal.training.planes import make_coarse_planes, make_refine_planes
+from sagittal.training.planes import (
+    COARSE_FRACTURE_RATE,
+    REFINE_FRACTURE_RATE,
+    make_coarse_planes,
+    make_refine_planes,
+)
 
 
 def main() -> int:
@@ -33,6 +38,10 @@ def main() -> int:
     ap.add_argument("--n-train", type=int, default=2000, help="rendered planes")
     ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--minutes", type=float, default=30.0)
+    ap.add_argument("--steps", type=int, default=0,
+                    help="iterations (0: none); the run stops at whichever of --minutes / --steps comes first")
+    ap.add_argument("--fracture-rate", type=float, default=None,
+                    help="share of spines with 1-3 fractures (default: 0.3 coarse, 0.6 refine)")
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1)
@@ -41,23 +50,28 @@ def main() -> int:
     ap.add_argument("--out", default="src/sagittal/weights/landmarks_planes.pt")
     ap.add_argument("--cache-dir", default="/tmp/sagittal-train")
     args = ap.parse_args()
-    cache = Path(args.cache_dir) / f"planes_{args.stage}_{args.first_seed}-{args.n_train}.npz"
+    default_rate = COARSE_FRACTURE_RATE if args.stage == "coarse" else REFINE_FRACTURE_RATE
+    rate = default_rate if args.fracture_rate is None else args.fracture_rate
+    tag = "" if rate == default_rate else f"_fx{rate:g}"
+    cache = Path(args.cache_dir) / f"planes_{args.stage}_{args.first_seed}-{args.n_train}{tag}.npz"
     if not cache.is_file():
         t = time.time()
         seeds = range(args.first_seed, args.first_seed + args.n_train)
-        data = make_coarse_planes(seeds, args.workers) if args.stage == "coarse" else make_refine_planes(seeds, args.workers)
+        make = make_coarse_planes if args.stage == "coarse" else make_refine_planes
+        data = make(seeds, args.workers, fracture_rate=rate)
         with atomic_path(cache) as tmp:
             with open(tmp, "wb") as fh:
                 np.savez(fh, **data)
         print(f"rendered {args.stage} planes into {cache} in {time.time() - t:.0f} s", flush=True)
     init = args.init or str(packaged("landmarks.pt"))
-    rc = loop.main(["--stage", args.stage, "--out", args.out, "--minutes", str(args.minutes), "--lr", str(args.lr),
-                      "--warmup", "20", "--threads", str(args.threads), "--seed", str(args.seed), "--init", init,
-                      "--n-train", str(args.n_train), "--first-seed", str(args.first_seed), "--cache", str(cache)])
+    rc = loop.main(["--stage", args.stage, "--out", args.out, "--minutes", str(args.minutes), "--steps", str(args.steps),
+                    "--lr", str(args.lr),
+                    "--warmup", "20", "--threads", str(args.threads), "--seed", str(args.seed), "--init", init,
+                    "--n-train", str(args.n_train), "--first-seed", str(args.first_seed), "--cache", str(cache)])
     _own_meta(Path(args.out), args.stage, {
         "command": "scripts/train_planes.py " + " ".join(sys.argv[1:]),
         "train_seeds": f"{args.first_seed}..{args.first_seed + args.n_train - 1} of the plane {args.stage} stream "
-                       "in training.planes (phantom CT/MR planes)"})
+                       f"in training.planes (phantom CT/MR planes, fracture rate {rate:g})"})
     return rc
 
 

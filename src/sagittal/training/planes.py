@@ -17,6 +17,7 @@ seed])``; evaluation draws from ``default_rng([EVAL_STREAM, seed])`` in its own 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import cv2
@@ -144,9 +145,15 @@ def _spine(stream: int, seed: int, fracture_rate: float) -> tuple[Any, np.random
     return build_spine(sample_spec(rng, n_fractures=n_fx)), rng
 
 
-def coarse_one(seed: int) -> tuple:
-    """One coarse item as ``training.data.make_coarse_dataset`` lays it out."""
-    spine, rng = _spine(PLANE_COARSE_STREAM, seed, 0.3)
+COARSE_FRACTURE_RATE = 0.3
+REFINE_FRACTURE_RATE = 0.6
+
+
+def coarse_one(seed: int, fracture_rate: float = COARSE_FRACTURE_RATE) -> tuple:
+    """One coarse item as ``training.data.make_coarse_dataset`` lays it out (``fracture_rate``:
+    the share of spines drawn with 1–3 fractures; the rest take ``phantom.sample_spec``'s own
+    draw, 55 % of them with 1–5)."""
+    spine, rng = _spine(PLANE_COARSE_STREAM, seed, fracture_rate)
     r = render_plane(spine, rng, coarse=True)
     img, lb = letterbox(model_image(r, rng))
     verts = np.full((len(LEVELS), 6, 2), np.nan, np.float32)
@@ -157,9 +164,9 @@ def coarse_one(seed: int) -> tuple:
             np.full(2, np.nan, np.float32))
 
 
-def refine_one(seed: int) -> list[tuple]:
+def refine_one(seed: int, fracture_rate: float = REFINE_FRACTURE_RATE) -> list[tuple]:
     """Crops about every body and the S1 endplate of one fine plane (mirrored: anterior left)."""
-    spine, rng = _spine(PLANE_REFINE_STREAM, seed, 0.6)
+    spine, rng = _spine(PLANE_REFINE_STREAM, seed, fracture_rate)
     r = render_plane(spine, rng)
     img = model_image(r, rng)
     out = body_and_s1_crops(img, r, spine, rng, True, fracture_boost=2)
@@ -175,19 +182,21 @@ def _map(fn: Any, seeds: list[int], workers: int) -> list:
         return pool.map(fn, seeds, chunksize=8)
 
 
-def make_coarse_planes(seeds: Any, workers: int = 1) -> dict[str, np.ndarray]:
+def make_coarse_planes(seeds: Any, workers: int = 1,
+                       fracture_rate: float = COARSE_FRACTURE_RATE) -> dict[str, np.ndarray]:
     """Coarse items for ``seeds`` in ``training.data.make_coarse_dataset``'s layout."""
     seeds = list(seeds)
-    rows = _map(coarse_one, seeds, workers)
+    rows = _map(partial(coarse_one, fracture_rate=fracture_rate), seeds, workers)
     keys = ("images", "vertebrae", "s1", "heads", "radii")
     data = {k: np.stack([r[i] for r in rows]).astype(np.uint8 if k == "images" else np.float32) for i, k in enumerate(keys)}
     data["seeds"] = np.asarray(seeds)
     return data
 
 
-def make_refine_planes(seeds: Any, workers: int = 1) -> dict[str, np.ndarray]:
+def make_refine_planes(seeds: Any, workers: int = 1,
+                       fracture_rate: float = REFINE_FRACTURE_RATE) -> dict[str, np.ndarray]:
     """Refinement crops for ``seeds`` in ``training.data.make_refine_dataset``'s layout."""
-    rows = [r for per in _map(refine_one, list(seeds), workers) for r in per]
+    rows = [r for per in _map(partial(refine_one, fracture_rate=fracture_rate), list(seeds), workers) for r in per]
     return {"crops": np.stack([r[0] for r in rows]).reshape(-1, CROP, CROP),
             "kinds": np.array([r[1] for r in rows], np.int8),
             "points": np.stack([r[2] for r in rows]).astype(np.float32)}
