@@ -57,6 +57,19 @@ def test_unstable_body_is_withheld_with_a_warning():
     assert any(w.startswith("L3: two placements") and "no height or grade" in w for w in out.warnings)
 
 
+@pytest.mark.parametrize("s1_score, levels_kept", [(0.08, False), (0.5, True)])
+def test_unstable_s1_withholds_the_levels_only_when_it_was_seen_faintly(s1_score: float, levels_kept: bool):
+    s1 = np.array([[130.0, 170.0], [90.0, 168.0]])
+    a = Detections([_body("L4"), _body("L5", 40.0)], s1, s1_score, [])
+    b = replace(a, s1=s1 + [0.0, 3 * CONSISTENCY_MAX * 40.0])  # the endplate jumps between the two looks
+    out = consistent(a, b)
+    assert out.s1 is None
+    assert [x.level for x in out.bodies] == (["L4", "L5"] if levels_kept else [None, None])
+    assert any("faintly seen S1" in w for w in out.warnings) is not levels_kept
+    steady = consistent(a, replace(a, s1=s1 + 0.5))  # a faint S1 that holds still keeps its count
+    assert steady.s1 is not None and [x.level for x in steady.bodies] == ["L4", "L5"]
+
+
 def test_alternate_frames_look_again_at_bodies_and_s1_only():
     f = CropFrame((10.0, 20.0), 50.0, True)
     alt = alternate_frames([("vertebra", 0, f), ("s1", 0, f), ("hips", 0, f)])

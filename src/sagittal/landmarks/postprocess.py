@@ -480,7 +480,9 @@ def consistent(first: Detections, second: Detections, max_spread: float = CONSIS
     ``spread`` their largest disagreement over the body's size; a body whose spread exceeds
     ``max_spread`` (``collapsed_max`` when it looks collapsed) — or whose least confident
     point is under ``min_point_confidence`` — is withheld with a warning: its points,
-    and a height loss from them, are not stable. The S1 endplate likewise (over its width). Hips
+    and a height loss from them, are not stable. The S1 endplate likewise (over its width); when
+    it was taken faintly (under ``S1_THRESHOLD``, by ``_chain_s1``) and is not stable, the levels
+    counted from it are withheld too. Hips
     are the first refinement's. The limits' defaults were calibrated on radiographs (models/README.md);
     a model of another look (the CT/MR plane model) passes its own."""
     warnings = list(first.warnings) + [w for w in second.warnings if w not in first.warnings]
@@ -518,6 +520,11 @@ def consistent(first: Detections, second: Detections, max_spread: float = CONSIS
             warnings.append(f"the S1 endplate's two placements disagree by {100 * spread:.0f} % of its width "
                             "(not stable): withheld")
             s1 = None
+            if s1_conf < S1_THRESHOLD and any(b.level for b in bodies):
+                # a faint S1 that does not hold still is no anchor: the count from it may be one off
+                warnings.append("the levels were counted from that faintly seen S1 endplate: every level is "
+                                "withheld")
+                bodies = [replace(b, level=None) for b in bodies]
     return Detections(bodies, s1, s1_conf, first.heads, warnings)
 
 
