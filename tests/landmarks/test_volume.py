@@ -165,3 +165,31 @@ def test_mr_femoral_heads_in_a_wide_slab_give_pi(tmp_path, spine, n_slices, head
     else:
         assert doc["parameters"]["pelvic_incidence_deg"] is None
         assert any("no femoral head found in the MR's field" in w for w in doc["warnings"])
+
+
+@pytest.fixture(scope="module")
+def wide_mr(tmp_path_factory, spine):
+    mr, unit = _mr_unit(tmp_path_factory.mktemp("wide_mr"), spine, 57)
+    prep = kind.prepare(unit, kind.load_plane_model(threads=1))
+    return mr, prep
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("muscle", [0.66, 0.74])
+def test_mr_femoral_heads_with_muscle_near_the_marrow_band(spine, wide_mr, muscle):
+    """A coil brighter over the pelvis than over the lumbar bodies puts the muscle around the
+    heads at ~0.66-0.75 of the bodies' marrow on T1 (eval MR seed 300, wide slab): inside the
+    marrow band's 0.7 edge, so the muscle read as marrow and the heads came out ~50-110 mm off (or
+    none). The band's lower edge halfway from the region's soft tissue to the marrow finds them."""
+    from sagittal.landmarks import volume as lv
+    from sagittal.phantom.volume import MR_SIGNAL, MUSCLE
+
+    mr, prep = wide_mr
+    vox, geom = prep.extra["volumes"]["t1"]
+    s1_mid = mr.sagittal_to_lps(spine.s1_mm.mean(axis=0))
+    marrow = float(MR_SIGNAL["T1"][MUSCLE]) / muscle  # the bodies' marrow as if the muscle read at `muscle` of it
+    heads = lv.mr_femoral_heads(vox, geom, prep.extra["plane"], s1_mid, marrow)
+    truth = [mr.sagittal_to_lps(spine.femoral_centers_mm[k], lateral_mm=s * 85.0) for k, s in enumerate((1.0, -1.0))]
+    assert len(heads) == 2
+    for h, t in zip(sorted(heads, key=lambda h: -h.centre_lps[0]), truth, strict=True):
+        assert np.linalg.norm(h.centre_lps - t) < 2.0

@@ -364,6 +364,14 @@ def ct_femoral_heads(volume: np.ndarray, geom: VolumeGeometry, plane: SpinePlane
     return _femoral_heads(volume, geom, plane, s1_mid_lps, ct_bone)
 
 
+def _search_ranges(side: float, g: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The head search's grid on one side (``+1``/``-1`` along the plane's normal), step ``g`` mm:
+    along the plane's columns, rows and normal from the S1 endplate's midpoint."""
+    return (np.arange(-HEAD_SEARCH_AP_MM, HEAD_SEARCH_AP_MM + 1e-6, g),
+            np.arange(HEAD_SEARCH_CAUDAL_MM[0], HEAD_SEARCH_CAUDAL_MM[1] + 1e-6, g),
+            side * np.arange(HEAD_SEARCH_LATERAL_MM[0], HEAD_SEARCH_LATERAL_MM[1] + 1e-6, g))
+
+
 def _femoral_heads(volume: np.ndarray, geom: VolumeGeometry, plane: SpinePlane, s1_mid_lps: np.ndarray,
                    bone_of: Callable[[np.ndarray], np.ndarray], rim_mm: float = 0.0) -> list[Head]:
     """Both sides' search (``ct_femoral_heads``); ``rim_mm`` is added to each radius found (a
@@ -377,10 +385,7 @@ def _femoral_heads(volume: np.ndarray, geom: VolumeGeometry, plane: SpinePlane, 
         if reach < HEAD_SEARCH_LATERAL_MM[0] + HEAD_RADIUS_MM[0]:
             continue  # the field ends before a head could lie wholly in it on this side (a sagittal MR slab)
         g = 4.0
-        ranges = (np.arange(-HEAD_SEARCH_AP_MM, HEAD_SEARCH_AP_MM + 1e-6, g),
-                  np.arange(HEAD_SEARCH_CAUDAL_MM[0], HEAD_SEARCH_CAUDAL_MM[1] + 1e-6, g),
-                  side * np.arange(HEAD_SEARCH_LATERAL_MM[0], HEAD_SEARCH_LATERAL_MM[1] + 1e-6, g))
-        found = _deepest_bone(volume, geom, s1_mid_lps, axes, ranges, g, bone_of)
+        found = _deepest_bone(volume, geom, s1_mid_lps, axes, _search_ranges(side, g), g, bone_of)
         if found is None or not (HEAD_RADIUS_MM[0] - g <= found[1] <= HEAD_RADIUS_MM[1] + g):
             continue
         g = 1.5
@@ -400,6 +405,13 @@ MR_HEAD_MARROW_RANGE = (0.7, 1.4)
 MR_HEAD_SEQUENCES = ("t1", "t2", "t2fs", "stir", "mr_other")
 #: the head's cortex, dark on every sequence and so outside the marrow's ball (mm)
 MR_HEAD_CORTEX_MM = 1.5
+#: what counts as the search region's soft tissue (muscle) on MR, against the bodies' marrow:
+#: darker than the marrow, brighter than cortex and air. The marrow band's lower edge is raised
+#: to halfway between that tissue's median and the marrow where that is higher than 0.7: a coil
+#: brighter over the pelvis than over the lumbar bodies put the muscle around the heads at
+#: 0.66-0.75 of the bodies' marrow on T1 (eval MR seed 300 with a wide slab: the muscle read as
+#: marrow and each head was placed ~54 mm off, in the muscle behind and below it).
+MR_HEAD_SOFT_TISSUE = (0.3, 1.0)
 
 
 def marrow_reference(plane_image: np.ndarray, vertebrae_px: dict[str, np.ndarray]) -> float | None:
@@ -422,17 +434,41 @@ def mr_femoral_heads(volume: np.ndarray, geom: VolumeGeometry, plane: SpinePlane
                      marrow: float) -> list[Head]:
     """Femoral head centres in an MR series (the search of ``ct_femoral_heads``), the bone being
     what reads as marrow: within ``MR_HEAD_MARROW_RANGE`` of the bodies' marrow ``marrow`` after
-    a light smoothing, its radius that ball's plus the cortex. Outside a sagittal slab's field
-    nothing is found (a head cut by the field is not measured)."""
+    a light smoothing, and brighter than halfway from the search region's soft tissue to the
+    marrow (``MR_HEAD_SOFT_TISSUE``), its radius that ball's plus the cortex. Outside a sagittal
+    slab's field nothing is found (a head cut by the field is not measured)."""
     from scipy import ndimage
 
     lo, hi = MR_HEAD_MARROW_RANGE[0] * marrow, MR_HEAD_MARROW_RANGE[1] * marrow
+    soft = _soft_tissue_level(volume, geom, plane, s1_mid_lps, marrow)
+    if soft is not None:
+        lo = max(lo, 0.5 * (soft + marrow))
 
     def bone_of(values: np.ndarray) -> np.ndarray:
         v = ndimage.gaussian_filter(values, 0.7)
         return np.asarray((v >= lo) & (v <= hi), bool)
 
     return _femoral_heads(volume, geom, plane, s1_mid_lps, bone_of, rim_mm=MR_HEAD_CORTEX_MM)
+
+
+def _soft_tissue_level(volume: np.ndarray, geom: VolumeGeometry, plane: SpinePlane, s1_mid_lps: np.ndarray,
+                       marrow: float) -> float | None:
+    """The median of what reads as soft tissue (``MR_HEAD_SOFT_TISSUE`` × ``marrow``) in the
+    femoral heads' search region, both sides, inside the volume's field (an 8-mm grid); ``None``
+    where there is too little of it to say."""
+    from scipy import ndimage
+
+    axes = (plane.col_axis, plane.row_axis, plane.normal)
+    vol = volume if volume.dtype in (np.float32, np.int16, np.uint16) else np.asarray(volume, np.float32)
+    vals = []
+    for side in (1.0, -1.0):
+        idx = _grid_index(geom, s1_mid_lps, axes, _search_ranges(side, 8.0)).reshape(-1, 3)
+        idx = idx[(_field_depth_mm(volume.shape, geom, idx) >= 0)]
+        if len(idx):
+            vals.append(ndimage.map_coordinates(vol, idx.T, output=np.float32, order=1, prefilter=False))
+    v = np.concatenate(vals) if vals else np.zeros(0, np.float32)
+    v = v[(v >= MR_HEAD_SOFT_TISSUE[0] * marrow) & (v < MR_HEAD_SOFT_TISSUE[1] * marrow)]
+    return float(np.median(v)) if len(v) >= 50 else None
 
 
 # ------------------------------------------------------------------------------ the plane's heads
