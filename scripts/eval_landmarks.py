@@ -15,7 +15,8 @@ images with the S1 endplate in view, where levels can be counted), wrong levels
 (labelled bodies off their true level by more than 5 mm), bodies reported although the field cuts them
 (at their true level, so not a wrong level), landmark error per point (mm),
 parameter mean absolute errors (PI, PT, SS, LL, TK, SVA; regional kyphosis over every vertebra
-measured), Genant agreement, fracture sensitivity and false positives per normal vertebra.
+measured; also "paired", over the images that every weights measured, since a model that measures
+more images takes harder ones into its plain MAE), Genant agreement, fracture sensitivity and false positives per normal vertebra.
 ``--fractured P`` draws 1–3 fractures in that share of the spines (else the phantom's own rate)
 so that fracture figures rest on enough fractured bodies. ``--shift`` adds, on top of every
 family, a look no training image had (8-bit, JPEG, resampling, CLAHE).
@@ -93,6 +94,8 @@ class Tally:
         self.found = {lv: [0, 0] for lv in LEVELS}
         self.found_anchored = [0, 0]  # over images with the S1 endplate in view (levels can be counted)
         self.perr: dict[str, list[float]] = {k: [] for k in (*PARAMS, "regional_kyphosis_deg")}
+        #: per parameter, image number → error: for the paired figures (images every weights measured)
+        self.perr_by_image: dict[str, dict[int, float]] = {k: {} for k in PARAMS}
         self.grades: list[tuple[int, int]] = []
         self.statuses: list[str] = []
         self.wrong_level = 0
@@ -125,7 +128,7 @@ class Tally:
             self.found_anchored[0] += anchored
             for n in POINT_NAMES:
                 self.point_err[n].append(float(np.linalg.norm((np.array(pp[n]) - tp[n]) * sp)))
-        self._parameters(doc, truth)
+        self._parameters(doc, truth, len(self.statuses) - 1)
         rk = regional_truth_deg(spine)
         tv_by = {v["level"]: v for v in truth["vertebrae"] if v["in_view"]}
         for v in doc["vertebrae"]:
@@ -136,7 +139,7 @@ class Tally:
                 if (i == len(LEVELS) - 1 or LEVELS[i + 1] in tv) and LEVELS[i - 1] in tv:
                     self.perr["regional_kyphosis_deg"].append(abs(v["regional_kyphosis_deg"] - rk[v["level"]]))
 
-    def _parameters(self, doc: dict, truth: dict) -> None:
+    def _parameters(self, doc: dict, truth: dict, image: int) -> None:
         tl = truth["landmarks"]
         s1_in, heads_in = tl["s1_endplate"] is not None, len(tl["femoral_heads"]) > 0
         for key in PARAMS:
@@ -148,6 +151,7 @@ class Tally:
                     heads_in or key not in ("pelvic_incidence_deg", "pelvic_tilt_deg"))
             if in_view and pv is not None:
                 self.perr[key].append(abs(pv - truth["parameters"][key]))
+                self.perr_by_image[key][image] = abs(pv - truth["parameters"][key])
 
     def report(self) -> dict:
         errs = [e for v in self.point_err.values() for e in v]
@@ -181,6 +185,19 @@ class Tally:
         }
 
 
+def paired(results: dict, cells: dict[str, Tally], family: str) -> None:
+    """Add to each weights' figures of ``family`` the parameter MAE over the images that every
+    weights measured (``parameter_mae_paired``, ``parameter_n_paired``): a model that measures
+    more images takes harder ones into its plain MAE, so only the paired figures compare."""
+    for key in PARAMS:
+        common = set.intersection(*(set(t.perr_by_image[key]) for t in cells.values()))
+        for label, t in cells.items():
+            r = results[label][family]
+            r.setdefault("parameter_mae_paired", {})[key] = (
+                round(float(np.mean([t.perr_by_image[key][i] for i in common])), 4) if common else None)
+            r.setdefault("parameter_n_paired", {})[key] = len(common)
+
+
 def table(results: dict) -> str:
     """A Markdown table: one row per figure, one column per (weights, family)."""
     cols = [(w, f) for w in results for f in results[w]]
@@ -193,6 +210,7 @@ def table(results: dict) -> str:
         ("bodies cut by the field reported (right level)", lambda r: str(r["cut_bodies_reported"])),
         ("landmark error median", lambda r: _f(r["landmark_error_mm"]["median"], " mm", 2)),
         *[(f"{k.replace('_deg', '').replace('_mm', '')} MAE", _mae(k)) for k in (*PARAMS, "regional_kyphosis_deg")],
+        *[(f"{k.replace('_deg', '').replace('_mm', '')} MAE, paired", _mae_paired(k)) for k in PARAMS],
         ("fracture sensitivity", lambda r: _pct(r["fracture_sensitivity"], r["fractured_vertebrae_graded"])),
         ("exact Genant grade (fractured)", lambda r: _pct(r["genant_exact_fractured"], r["fractured_vertebrae_graded"])),
         ("false positives (normal)", lambda r: _pct(r["fracture_false_positive_rate"], r["normal_vertebrae_graded"])),
@@ -201,6 +219,12 @@ def table(results: dict) -> str:
     for name, fmt in rows:
         out.append(f"| {name} | " + " | ".join(fmt(results[w][f]) for w, f in cols) + " |")
     return "\n".join(out)
+
+
+def _mae_paired(key: str) -> Any:
+    unit = " mm" if key.endswith("_mm") else "°"
+    return lambda r: (f"{_f(r['parameter_mae_paired'][key], unit, 2)} ({r['parameter_n_paired'][key]})"
+                      if r.get("parameter_mae_paired") else "–")
 
 
 def _mae(key: str) -> Any:
@@ -243,6 +267,8 @@ def main(argv: list[str] | None = None) -> None:
                 tallies[label][family].seconds += time.perf_counter() - t
                 tallies[label][family].add(spine, view, truth, lm, facing)
     results = {label: {f: t.report() for f, t in per.items()} for label, per in tallies.items()}
+    for family in families:
+        paired(results, {label: tallies[label][family] for label in tallies}, family)
     report = {"n_per_family": args.n, "first_seed": args.first_seed, "fractured": args.fractured, "shift": args.shift,
               "consistency": not args.no_consistency,
               "weights": {label: f"{det.weights}{'' if det.consistency else ' (no consistency check)'}"

@@ -54,6 +54,25 @@ def test_evaluation_reports_the_model_card_figures(tmp_path):
                                           "regional_kyphosis_deg"}
     assert 0 <= cell["analysed_fraction"] <= 1 and cell["images"] == 2
     assert "| radiographs analysed |" in out and "a / 2d" in out
+    assert "pelvic_incidence MAE, paired" in out and "parameter_mae_paired" in cell
+
+
+def test_eval_landmarks_pairs_parameter_errors_over_the_images_every_weights_measured() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("eval_landmarks", ROOT / "scripts" / "eval_landmarks.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    a, b = mod.Tally(), mod.Tally()
+    a.perr_by_image["pelvic_incidence_deg"] = {0: 1.0, 1: 9.0}  # b did not measure image 1 (a hard one)
+    b.perr_by_image["pelvic_incidence_deg"] = {0: 3.0}
+    results: dict = {"a": {"2d": {}}, "b": {"2d": {}}}
+    mod.paired(results, {"a": a, "b": b}, "2d")
+    assert results["a"]["2d"]["parameter_mae_paired"]["pelvic_incidence_deg"] == 1.0
+    assert results["b"]["2d"]["parameter_mae_paired"]["pelvic_incidence_deg"] == 3.0
+    assert results["a"]["2d"]["parameter_n_paired"]["pelvic_incidence_deg"] == 1
+    assert results["a"]["2d"]["parameter_mae_paired"]["pelvic_tilt_deg"] is None  # measured by neither
 
 
 def test_weight_interpolation_ends_at_its_two_inputs_and_is_loadable(tmp_path):
