@@ -20,12 +20,23 @@ import json
 
 import numpy as np
 
-from sagittal.landmarks import postprocess
 from sagittal.landmarks.crops import vertebra_size
 from sagittal.landmarks.infer import LandmarkDetector
 from sagittal.levels import LEVEL_INDEX
 from sagittal.phantom import build_spine, sample_spec
 from sagittal.training.data import as_view, degrade, render_family
+
+#: the consistency check's limits lifted, so that every labelled body is seen with its spread
+LIFTED = {"max_spread": float("inf"), "collapsed_max": float("inf"), "min_point_confidence": 0.0}
+
+
+def open_detector(weights: str | None) -> LandmarkDetector:
+    """The detector with the consistency limits lifted. They are keyword arguments of
+    ``postprocess.consistent`` (bound when it is defined) passed through the detector's
+    ``consistency_limits``: setting the module's constants does not lift them."""
+    det = LandmarkDetector(weights, device="cpu")
+    det.consistency_limits = dict(LIFTED)
+    return det
 
 
 def main() -> None:
@@ -37,8 +48,7 @@ def main() -> None:
     ap.add_argument("--bad", type=float, default=0.1, help="a body is badly placed past this error / size")
     ap.add_argument("--json")
     args = ap.parse_args()
-    postprocess.CONSISTENCY_MAX, postprocess.MIN_POINT_CONFIDENCE = float("inf"), 0.0
-    det = LandmarkDetector(args.weights, device="cpu")
+    det = open_detector(args.weights)
     rows = []
     for family in args.families.split(","):
         for k in range(args.n):

@@ -92,3 +92,29 @@ def test_weight_interpolation_ends_at_its_two_inputs_and_is_loadable(tmp_path):
         torch.testing.assert_close(got["coarse"]["state_dict"][k], start["coarse"]["state_dict"][k] + shift)
         assert got["coarse"]["meta"]["wise_ft_alpha"] == alpha
     load_models(out)  # its .sha256 was written and checks
+
+
+def test_calibrate_landmarks_sees_bodies_beyond_the_consistency_limits() -> None:
+    """The limits are keyword defaults of ``postprocess.consistent``: the calibration must lift
+    them on the detector (setting the module's constants does not), or it never sees an unstable
+    body and reports that the limit catches none."""
+    import importlib.util
+    from dataclasses import replace
+
+    import numpy as np
+
+    from sagittal.landmarks.postprocess import CONSISTENCY_MAX, Body, Detections, consistent
+
+    spec = importlib.util.spec_from_file_location("calibrate_landmarks", ROOT / "scripts" / "calibrate_landmarks.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    det = mod.open_detector(None)
+    pts = np.array([[130.0, 100.0], [90.0, 98.0], [91.0, 128.0], [129.0, 131.0], [110.0, 101.0], [110.0, 127.5]])
+    a = Detections([Body(pts, 0.9, pts[:4].mean(0), "L3", point_confidence=0.1)], None, 0.0, [])
+    moved = pts.copy()
+    moved[0] += [0.0, 3 * CONSISTENCY_MAX * 40.0]
+    b = replace(a, bodies=[replace(a.bodies[0], points=moved)])
+    out = consistent(a, b, **det.consistency_limits)
+    assert out.bodies[0].level == "L3" and out.bodies[0].spread > CONSISTENCY_MAX
+    assert consistent(a, b).bodies[0].level is None  # what the detector does with its own limits
