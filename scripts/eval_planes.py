@@ -2,10 +2,11 @@
 """Evaluate CT and MR analysis on fresh phantom volumes the plane model never saw.
 
     nice -n 10 .venv/bin/python scripts/eval_planes.py [--n-ct 30] [--n-mr 30] [--first-seed 0]
-        [--weights src/sagittal/weights/landmarks_planes.pt] [--json FILE]
+        [--weights src/sagittal/weights/landmarks_planes.pt [OTHER.pt ...]] [--json FILE]
 
 Each case is a phantom spine (seeded by ``default_rng([EVAL_STREAM, seed])``, a stream no
-training set draws from; a third of the spines get 1–3 fractures) rendered as a full volume with
+training set draws from; a third of the spines drawn with 1–3 fractures, the rest by
+``phantom.sample_spec``'s own draw, 55 % of them with 1–5) rendered as a full volume with
 randomised acquisition — CT: axial, in-plane 1.0–2.0 mm, slices 1.5–5 mm, field of 280–380 mm,
 from T8–T12 to the hips, sometimes with its sagittal reformat as a second series; MR: T1 + T2 +
 STIR (sometimes T1 + STIR), in-plane 0.8–1.5 mm, slices 3–4.5 mm, lumbar or whole-spine field —
@@ -157,35 +158,48 @@ def _score(spine: Any, vol: Any, prep: Any, doc: dict, acc: dict, diagnose: list
 
 
 def evaluate(modality: str, n: int, first: int, detector: Any, root: Path, diagnose: bool = False,
-             fracture_rate: float = 0.33, mr_wide: float = 0.0) -> dict:
-    acc: dict[str, Any] = {"in_view": 0, "found": 0, "wrong": 0, "point_err": [], "height_err": [], "grades": [],
-                           "pi_err": [], "heads": [], "status": [], "seconds": [], "units": 0}
+             fracture_rate: float = 0.33, mr_wide: float = 0.0) -> Any:
+    """Score ``detector`` on ``n`` cases from seed ``first``; ``detector`` may be a list of
+    detectors (several weights), which are then scored on the same cases, rendered once, and a
+    list of figures comes back in the same order."""
+    dets = list(detector) if isinstance(detector, (list, tuple)) else [detector]
+    accs: list[dict[str, Any]] = [{"in_view": 0, "found": 0, "wrong": 0, "point_err": [], "height_err": [],
+                                   "grades": [], "pi_err": [], "heads": [], "status": [], "seconds": [], "units": 0}
+                                  for _ in dets]
     for seed in range(first, first + n):
         case_dir = root / f"{modality}{seed}"
         spine, vols = _case(modality, seed, case_dir, fracture_rate, mr_wide)
         export = scan_export([case_dir], decode_pixels=False)
         units, _ = kind.plan(export.series)
-        acc["units"] += len(units)
-        for u in units:
-            t = time.perf_counter()
-            try:
-                prep = kind.prepare(u, detector)
-                (det,) = detector.detect([prep.image], facing=[prep.facing_hint])
-                doc = kind.finish(prep, det)
-                if diagnose:
-                    prep.extra["last_detection"] = detector.last_detections[0]
-                    prep.extra["coarse_detection"] = detector.coarse([prep.image])[0][0]
-            except Exception as exc:  # counted as not analysed, with the reason
-                print(f"{modality} seed {seed}: {type(exc).__name__}: {exc}", flush=True)
-                acc["status"].append("failed")
-                continue
-            acc["seconds"].append(time.perf_counter() - t)
-            acc["status"].append(doc["status"])
-            why: list[str] = []
-            _score(spine, vols[0], prep, doc, acc, why if diagnose else None)
-            for line in why:
-                print(f"  {modality} {seed} missed {line}", flush=True)
-        print(f"{modality} {seed}: {acc['found']}/{acc['in_view']} found, statuses {acc['status'][-len(units):]}", flush=True)
+        for j, (det_j, acc) in enumerate(zip(dets, accs, strict=True)):
+            tag = f"[{j}] " if len(dets) > 1 else ""
+            acc["units"] += len(units)
+            for u in units:
+                t = time.perf_counter()
+                try:
+                    prep = kind.prepare(u, det_j)
+                    (det,) = det_j.detect([prep.image], facing=[prep.facing_hint])
+                    doc = kind.finish(prep, det)
+                    if diagnose:
+                        prep.extra["last_detection"] = det_j.last_detections[0]
+                        prep.extra["coarse_detection"] = det_j.coarse([prep.image])[0][0]
+                except Exception as exc:  # counted as not analysed, with the reason
+                    print(f"{tag}{modality} seed {seed}: {type(exc).__name__}: {exc}", flush=True)
+                    acc["status"].append("failed")
+                    continue
+                acc["seconds"].append(time.perf_counter() - t)
+                acc["status"].append(doc["status"])
+                why: list[str] = []
+                _score(spine, vols[0], prep, doc, acc, why if diagnose else None)
+                for line in why:
+                    print(f"  {tag}{modality} {seed} missed {line}", flush=True)
+            print(f"{tag}{modality} {seed}: {acc['found']}/{acc['in_view']} found, statuses {acc['status'][-len(units):]}",
+                  flush=True)
+    out = [_figures(acc, n) for acc in accs]
+    return out if isinstance(detector, (list, tuple)) else out[0]
+
+
+def _figures(acc: dict[str, Any], n: int) -> dict:
     g = np.array(acc["grades"]) if acc["grades"] else np.zeros((0, 2), int)
     fx, nm = g[:, 0] > 0, g[:, 0] == 0
     pe = np.array(acc["point_err"]) if acc["point_err"] else np.array([np.nan])
@@ -212,7 +226,9 @@ def main() -> None:
     ap.add_argument("--n-ct", type=int, default=30)
     ap.add_argument("--n-mr", type=int, default=30)
     ap.add_argument("--first-seed", type=int, default=0)
-    ap.add_argument("--weights", default=None, help="plane model weights (default: the packaged landmarks_planes.pt)")
+    ap.add_argument("--weights", nargs="+", default=[None],
+                    help="plane model weights (default: the packaged landmarks_planes.pt); several are scored on "
+                         "the same cases, rendered once, and reported under 'runs' in the given order")
     ap.add_argument("--json", help="also write the figures here")
     ap.add_argument("--fracture-rate", type=float, default=0.33,
                     help="share of spines drawn with 1-3 fractures (default 0.33; 1.0 scores grading on many fractured bodies)")
@@ -225,20 +241,24 @@ def main() -> None:
     ap.add_argument("--radiograph-limits", action="store_true",
                     help="withhold levels at the radiograph model's consistency limits (the plane model's before its own)")
     args = ap.parse_args()
-    detector = kind.load_plane_model(args.weights, "cpu", 1)
-    if args.radiograph_limits:
-        detector.consistency_limits = {}
-    if args.consistency != "default":
-        detector.consistency = args.consistency == "on"
-    report: dict[str, Any] = {"weights": str(detector.weights), "first_seed": args.first_seed, "stream": EVAL_STREAM,
-                              "fracture_rate": args.fracture_rate, "mr_wide": args.mr_wide,
-                              "consistency_check": bool(detector.consistency),
-                              "consistency_limits": dict(detector.consistency_limits)}
+    detectors = [kind.load_plane_model(w, "cpu", 1) for w in args.weights]
+    for detector in detectors:
+        if args.radiograph_limits:
+            detector.consistency_limits = {}
+        if args.consistency != "default":
+            detector.consistency = args.consistency == "on"
+    reports: list[dict[str, Any]] = [
+        {"weights": str(d.weights), "first_seed": args.first_seed, "stream": EVAL_STREAM,
+         "fracture_rate": args.fracture_rate, "mr_wide": args.mr_wide, "consistency_check": bool(d.consistency),
+         "consistency_limits": dict(d.consistency_limits)} for d in detectors]
     with tempfile.TemporaryDirectory(prefix="sagittal-eval-planes-") as tmp:
         for modality, n in (("CT", args.n_ct), ("MR", args.n_mr)):
             if n:
-                report[modality] = evaluate(modality, n, args.first_seed, detector, Path(tmp), args.diagnose,
-                                            args.fracture_rate, args.mr_wide)
+                figures = evaluate(modality, n, args.first_seed, detectors, Path(tmp), args.diagnose,
+                                   args.fracture_rate, args.mr_wide)
+                for report, fig in zip(reports, figures, strict=True):
+                    report[modality] = fig
+    report = reports[0] if len(reports) == 1 else {"runs": reports}
     print(json.dumps(report, indent=1))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
