@@ -16,7 +16,21 @@ import numpy as np
 
 from ..levels import LEVEL_INDEX, LEVELS
 from .anatomy import OEDEMA_PATTERNS, Modic, Spine, build_spine, sample_fractures, sample_spec
-from .volume import FLUID, GAS, MODIC1, MODIC2, SagittalMaps, oedema_region, render_ct, render_mr, sagittal_maps, tissue_labels
+from .volume import (
+    CORTEX,
+    FLUID,
+    GAS,
+    MARROW,
+    MODIC1,
+    MODIC2,
+    OEDEMA,
+    SagittalMaps,
+    oedema_region,
+    render_ct,
+    render_mr,
+    sagittal_maps,
+    tissue_labels,
+)
 
 __all__ = ["MarrowCase", "mr_plane_case", "ct_plane_case", "sample_marrow_spine"]
 
@@ -79,6 +93,24 @@ def _truth(spine: Spine, maps: SagittalMaps, xs: np.ndarray, ys: np.ndarray, mas
             "grade": int(spine.grade[i]),
         }
     return out
+
+
+def section_oedema_pct(spine: Spine, level: str, res_mm: float = 0.2) -> float:
+    """The oedema the volume phantom draws in ``level``'s mid-sagittal section (``z = 0``), as the
+    contract measures it: percent of the body's whole section (cortex included), a cleft excluded.
+    It is less than the fracture's nominal ``oedema_pct``, which covers that share of the body's
+    unit square before the cortex and a cleft are drawn (``volume.oedema_region``)."""
+    pts = spine.points_mm[LEVEL_INDEX[level]]
+    lo, hi = float(pts[:, 1].min()) - 10.0, float(pts[:, 1].max()) + 10.0
+    maps = sagittal_maps(spine, (lo - 50.0, hi + 50.0), np.random.default_rng(0))
+    xs = np.arange(float(pts[:, 0].min()) - 10.0, float(pts[:, 0].max()) + 10.0, res_mm)
+    ys = np.arange(lo, hi, res_mm)
+    lab = tissue_labels(maps, spine, xs[None, :], ys[:, None], np.float32(0.0))
+    ii = np.clip(np.round((maps.y0 - ys) / maps.res).astype(int), 0, maps.level.shape[0] - 1)
+    jj = np.clip(np.round((xs - maps.x0) / maps.res).astype(int), 0, maps.level.shape[1] - 1)
+    body = (maps.level[ii[:, None], jj[None, :]] == LEVEL_INDEX[level]) & np.isin(
+        lab, [MARROW, CORTEX, OEDEMA, FLUID, GAS, MODIC1, MODIC2])
+    return 100.0 * float((body & (lab == OEDEMA)).sum()) / max(int(body.sum()), 1)
 
 
 def _plane_points(spine: Spine, to_px: Callable[[np.ndarray], np.ndarray]) -> dict[str, np.ndarray]:

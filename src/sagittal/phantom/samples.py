@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..fsio import atomic_write_text
-from .anatomy import Fracture, build_spine, sample_spec, with_progression
+from .anatomy import Fracture, Spine, build_spine, sample_spec, with_progression
 from .dicom import StudyInfo
 from .generate import write_json_atomic, write_radiograph, write_volume
 from .truth import TRUTH_SCHEMA, spine_truth
@@ -49,11 +49,16 @@ def _patient(out: Path, pid: str, seed: int, fractures: tuple[Fracture, ...], ag
     return {"patient_id": pid, "studies": [{"study_date": info.study_date, "spine": spine_truth(spine), "images": images}]}
 
 
+def acute_spine(rng: np.random.Generator) -> Spine:
+    """PHC's spine: an acute L1 wedge fracture (grade 2) with oedema and a fluid cleft."""
+    fx = Fracture("L1", 2, 30.0, "wedge", oedema_pct=70.0, cleft="fluid")
+    return build_spine(replace(sample_spec(rng, n_fractures=0), fractures=(fx,), bone_density=0.55))
+
+
 def _acute_patient(out: Path) -> dict:
     pid = "PHC"
     rng = np.random.default_rng(303)
-    fx = Fracture("L1", 2, 30.0, "wedge", oedema_pct=70.0, cleft="fluid")
-    spine = build_spine(replace(sample_spec(rng, n_fractures=0), fractures=(fx,), bone_density=0.55))
+    spine = acute_spine(rng)
     info = StudyInfo.make(f"{pid}/1", pid, study_date="20250402", age_years=74, sex="F")
     images = [
         write_radiograph(spine, out, f"{pid}/study1/whole_spine_dx", info, f"{pid}/dx", rng, transfer_syntax="jpeg2000",
