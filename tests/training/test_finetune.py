@@ -140,8 +140,6 @@ def test_distillation_loss_is_zero_for_the_same_outputs_and_ignores_channels_out
 def test_distillation_holds_the_outputs_on_the_original_look() -> None:
     """With the distillation the refinement's point distributions on the phantom crops stay nearer
     to the starting network's (their KL divergence) than without it, after the same steps."""
-    from sagittal.landmarks.model import build
-    from sagittal.training.finetune import _train_stage
     from sagittal.training.losses import distillation_loss
     from sagittal.training.targets import refine_targets
 
@@ -150,18 +148,30 @@ def test_distillation_holds_the_outputs_on_the_original_look() -> None:
     phantom = torch.as_tensor(data["crops"][original], dtype=torch.float32)[:, None] / 255.0
     size = phantom.shape[-1]
     targets = torch.as_tensor(np.stack([refine_targets(size, p) for p in data["points"][original]]))
+    drift = _drift_with_and_without_distillation("refine", data, phantom, 4, 12,
+                                                 lambda out, start: distillation_loss(out, start, targets))
+    assert 0 < drift[50.0] < drift[0.0]
+
+
+def _drift_with_and_without_distillation(stage: str, data: dict, phantom: torch.Tensor, batch: int, iterations: int,
+                                         loss) -> dict[float, float]:
+    """``loss(outputs, starting outputs)`` on the phantoms after ``_train_stage`` ran the same steps
+    from the same start without (0) and with (50) distillation."""
+    from sagittal.landmarks.model import build
+    from sagittal.training.finetune import _train_stage
+
     drift = {}
     for distill in (0.0, 50.0):
         torch.manual_seed(0)
-        model = build("refine", (4, 8)).eval()
+        model = build(stage, (4, 8)).eval()
         with torch.no_grad():
             start = model(phantom).clone()
-        rec = _train_stage("refine", model, data, 600.0, 0.05, 4, 0.5, np.random.default_rng(0), "cpu",
-                           lambda m: None, max_iterations=12, distill=distill)
+        rec = _train_stage(stage, model, data, 600.0, 0.05, batch, 0.5, np.random.default_rng(0), "cpu",
+                           lambda m: None, max_iterations=iterations, distill=distill)
         assert rec["distill"] == distill
         with torch.no_grad():
-            drift[distill] = float(distillation_loss(model(phantom), start, targets))
-    assert 0 < drift[50.0] < drift[0.0]
+            drift[distill] = float(loss(model(phantom), start))
+    return drift
 
 
 def test_coarse_distillation_is_zero_for_the_same_maps_and_grows_with_a_moved_peak() -> None:
@@ -185,22 +195,11 @@ def test_coarse_distillation_is_zero_for_the_same_maps_and_grows_with_a_moved_pe
 def test_coarse_distillation_holds_the_maps_on_the_original_look() -> None:
     """The coarse stage's training loop applies its distillation: after the same steps, its maps on
     the phantom images stay nearer the starting network's with it than without it."""
-    from sagittal.landmarks.model import build
     from sagittal.training.data import make_coarse_dataset
-    from sagittal.training.finetune import _train_stage, coarse_distillation_loss
+    from sagittal.training.finetune import coarse_distillation_loss
 
     data = make_coarse_dataset(range(FINETUNE_TEST_SEEDS, FINETUNE_TEST_SEEDS + 4))
     data["user"] = np.arange(4) % 2 == 0
     phantom = torch.as_tensor(data["images"][~data["user"]], dtype=torch.float32)[:, None] / 255.0
-    drift = {}
-    for distill in (0.0, 50.0):
-        torch.manual_seed(0)
-        model = build("coarse", (4, 8)).eval()
-        with torch.no_grad():
-            start = model(phantom).clone()
-        rec = _train_stage("coarse", model, data, 600.0, 0.05, 2, 0.5, np.random.default_rng(0), "cpu",
-                           lambda m: None, max_iterations=6, distill=distill)
-        assert rec["distill"] == distill
-        with torch.no_grad():
-            drift[distill] = float(coarse_distillation_loss(model(phantom), start))
+    drift = _drift_with_and_without_distillation("coarse", data, phantom, 2, 6, coarse_distillation_loss)
     assert 0 < drift[50.0] < drift[0.0]
