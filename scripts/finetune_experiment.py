@@ -147,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--distill", type=float, help="the coarse stage's output distillation on the phantoms")
     ap.add_argument("--refine-distill", type=float, help="the refinement's output distillation on the phantoms")
     ap.add_argument("--bn-train", action="store_true", help="let BatchNorm running statistics adapt (the old recipe)")
+    ap.add_argument("--init", help="start from these weights (default: the shipped ones)")
+    ap.add_argument("--teacher", help="distil the phantoms towards these weights' outputs (default: the start's)")
+    ap.add_argument("--erase", type=float, help="the coarse stage's hard-negative rate (a body replaced by noise)")
     ap.add_argument("--lr", type=float)
     ap.add_argument("--refine-lr", type=float)
     ap.add_argument("--check-n", type=int, default=30, help="2-D family radiographs for the original-look check")
@@ -178,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         rec = torch.load(weights, map_location="cpu", weights_only=True)["training_record"]
     else:
         recipe = {k: v for k in ("steps", "refine_steps", "phantom_share", "refine_phantom_share", "anchor",
-                                 "refine_anchor", "lr", "refine_lr", "distill", "refine_distill")
+                                 "refine_anchor", "lr", "refine_lr", "distill", "refine_distill", "init",
+                                 "teacher", "erase")
                   if (v := getattr(args, k)) is not None}
         rec = finetune([work / "images"], work / "annotations", "sagittal", weights, minutes=args.minutes,
                        held_out=args.n_held_out / n, phantom=args.phantom, freeze_bn=not args.bn_train,

@@ -203,3 +203,52 @@ def test_coarse_distillation_holds_the_maps_on_the_original_look() -> None:
     phantom = torch.as_tensor(data["images"][~data["user"]], dtype=torch.float32)[:, None] / 255.0
     drift = _drift_with_and_without_distillation("coarse", data, phantom, 2, 6, coarse_distillation_loss)
     assert 0 < drift[50.0] < drift[0.0]
+
+
+def test_erase_body_fills_one_body_with_noise_and_drops_its_target() -> None:
+    from sagittal.training.finetune import erase_body
+
+    img = np.full((120, 80), 0.2, np.float32)
+    img[40:60, 20:50] = 0.8  # one bright body
+    verts = np.full((18, 6, 2), np.nan)
+    verts[14, :4] = [[20, 40], [49, 40], [49, 59], [20, 59]]
+    before = img.copy()
+    assert erase_body(img, verts, np.random.default_rng(0)) == 14
+    assert np.isnan(verts[14]).all()  # no centre target: taught as background
+    changed = img != before
+    assert changed[40:60, 20:50].mean() > 0.9 and not changed[:30].any() and not changed[70:].any()
+    assert img.min() >= 0.0 and img.max() <= 1.0
+    assert erase_body(img, np.full((18, 6, 2), np.nan), np.random.default_rng(0)) is None
+
+
+def test_erased_images_are_not_distilled_and_a_teacher_replaces_the_start() -> None:
+    """With an explicit teacher the phantoms are held to its outputs, not the starting network's;
+    with every image erased there is nothing left to distil."""
+    from sagittal.landmarks.model import build
+    from sagittal.training.data import make_coarse_dataset
+    from sagittal.training.finetune import _train_stage
+
+    data = make_coarse_dataset(range(FINETUNE_TEST_SEEDS, FINETUNE_TEST_SEEDS + 2))
+    data["user"] = np.zeros(2, bool)
+    phantom = torch.as_tensor(data["images"], dtype=torch.float32)[:, None] / 255.0
+    torch.manual_seed(1)
+    teacher = build("coarse", (4, 8)).eval()
+    with torch.no_grad():
+        t_out = torch.sigmoid(teacher(phantom)).clone()
+    gap = {}
+    for name, kw in (("start", {}), ("teacher", {"teacher": teacher})):
+        torch.manual_seed(0)
+        model = build("coarse", (4, 8))
+        _train_stage("coarse", model, data, 600.0, 0.05, 2, 0.5, np.random.default_rng(0), "cpu", lambda m: None,
+                     max_iterations=8, distill=50.0, **kw)
+        with torch.no_grad():
+            gap[name] = float(((torch.sigmoid(model(phantom)) - t_out) ** 2).mean())
+    assert gap["teacher"] < gap["start"]
+    loss = {}
+    for distill in (0.0, 50.0):  # every image erased: the teacher (another network) adds nothing to the loss
+        torch.manual_seed(0)
+        model = build("coarse", (4, 8))
+        loss[distill] = _train_stage("coarse", model, data, 600.0, 1e-3, 2, 0.5, np.random.default_rng(0), "cpu",
+                                     lambda m: None, max_iterations=2, distill=distill, teacher=teacher,
+                                     erase=1.0)["final_loss"]
+    assert loss[50.0] == pytest.approx(loss[0.0], rel=1e-6)

@@ -213,17 +213,57 @@ def _user_heat_weights(heat_w: np.ndarray, verts: np.ndarray, s1: np.ndarray, he
     heat_w[0, (rows < top) | (rows > bot)] = 0.0
 
 
+def erase_body(img: np.ndarray, verts: np.ndarray, rng: np.random.Generator) -> int | None:
+    """Hard negative, in place: one annotated body's box (its points, 2 px of margin) filled with
+    noise of the box's own range — uniform, Gaussian or blurred — and its points set to NaN, so
+    the centre heatmap is taught background there: a body replaced by noise (a defect, a burnt-out
+    region of an export) must not be found. ``img (h, w)`` float, ``verts (V, 6, 2)`` in its
+    pixels. Returns the body's index, or None when no body has its four corners."""
+    ok = np.flatnonzero(np.isfinite(verts[:, :4]).all(axis=(1, 2)))
+    if not len(ok):
+        return None
+    i = int(rng.choice(ok))
+    pts = verts[i][np.isfinite(verts[i]).all(axis=1)]
+    h, w = img.shape
+    x0, y0 = np.maximum(np.floor(pts.min(axis=0)).astype(int) - 2, 0)
+    x1, y1 = np.minimum(np.ceil(pts.max(axis=0)).astype(int) + 3, [w, h])
+    region = img[y0:y1, x0:x1]
+    if region.size < 4:
+        return None
+    lo, hi = float(region.min()), float(region.max())
+    kind = rng.integers(3)
+    noise: np.ndarray
+    if kind == 0:
+        noise = rng.uniform(lo, hi, region.shape)
+    elif kind == 1:
+        noise = rng.normal(float(region.mean()), float(region.std()) + 1e-3, region.shape)
+    else:
+        import cv2
+
+        noise = np.asarray(cv2.GaussianBlur(rng.uniform(lo, hi, region.shape).astype(np.float32), (0, 0),
+                                            rng.uniform(0.7, 2.0)), float)
+    img[y0:y1, x0:x1] = np.clip(noise, 0.0, 1.0)
+    verts[i] = np.nan
+    return i
+
+
 # --------------------------------------------------------------------------- training (torch)
-def _coarse_batch(data: dict[str, np.ndarray], idx: np.ndarray, rng: np.random.Generator) -> tuple[Any, ...]:
+def _coarse_batch(data: dict[str, np.ndarray], idx: np.ndarray, rng: np.random.Generator,
+                  erase: float = 0.0) -> tuple[Any, ...]:
+    """Images ``(B, 1, rows, cols)``, masked targets, heat weights, offset and radius masks, and
+    which items had a body erased (``erase_body``, probability ``erase``)."""
     import torch
 
     from ..landmarks.preprocess import INPUT_SHAPE
     from .loop import photometric
 
     cols: list[list[np.ndarray]] = [[], [], [], [], []]
-    for k in idx:
+    erased = np.zeros(len(idx), bool)
+    for j, k in enumerate(idx):
         img = photometric(data["images"][k].astype(np.float32) / 255.0, rng)
         v, s1, heads, radii = (data[n][k].copy() for n in ("vertebrae", "s1", "heads", "radii"))
+        if erase > 0 and rng.random() < erase:
+            erased[j] = erase_body(img, v, rng) is not None
         if rng.random() < 0.5:  # the same spine facing the other way
             wd = img.shape[1]
             img = img[:, ::-1]
@@ -233,7 +273,7 @@ def _coarse_batch(data: dict[str, np.ndarray], idx: np.ndarray, rng: np.random.G
         for c, a in zip(cols, (np.ascontiguousarray(img), t, hw, om, rm), strict=True):
             c.append(a)
     x, *rest = (torch.from_numpy(np.stack(c)) for c in cols)
-    return (x[:, None], *rest)
+    return (x[:, None], *rest, erased)
 
 
 def masked_coarse_loss(pred: Any, t: Any, heat_w: Any, off_m: Any, rad_m: Any) -> Any:
@@ -298,7 +338,10 @@ def _sampling_weights(user: np.ndarray, phantom_share: float) -> np.ndarray:
 def _train_stage(stage: str, model: Any, data: dict[str, np.ndarray], seconds: float, lr: float, batch: int,
                  phantom_share: float, rng: np.random.Generator, device: str, log: Callable[[str], None], *,
                  anchor: float = 0.0, freeze_bn: bool = True, max_iterations: int | None = None,
-                 distill: float = 0.0) -> dict:
+                 distill: float = 0.0, teacher: Any = None, erase: float = 0.0) -> dict:
+    """Train one stage in place; returns its record. ``teacher``: the network whose outputs the
+    phantoms are distilled towards (default: a frozen copy of the starting one); ``erase``: the
+    coarse stage's hard-negative rate (``erase_body``; erased images are not distilled)."""
     import copy
 
     import torch
@@ -311,7 +354,10 @@ def _train_stage(stage: str, model: Any, data: dict[str, np.ndarray], seconds: f
     p = _sampling_weights(user, phantom_share)
     model.to(device)
     start_params = parameter_snapshot(model)
-    teacher = copy.deepcopy(model).eval() if distill > 0 else None
+    if distill <= 0:
+        teacher = None
+    else:
+        teacher = (copy.deepcopy(model) if teacher is None else teacher.to(device)).eval()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0 if anchor > 0 else 1e-4)
     start, it, losses = time.time(), 0, []
     train_mode(model, freeze_bn)
@@ -321,8 +367,9 @@ def _train_stage(stage: str, model: Any, data: dict[str, np.ndarray], seconds: f
             g["lr"] = lr * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))) * min(1.0, (it + 1) / 20)
         idx = rng.choice(n, batch, p=p)
         t = None  # the refinement's targets (its distillation uses only the channels in the crop)
+        erased = np.zeros(len(idx), bool)
         if stage == "coarse":
-            x, *rest = _coarse_batch(data, idx, rng)
+            x, *rest, erased = _coarse_batch(data, idx, rng, erase)
             x = x.to(device)
             pred = model(x)
             loss = masked_coarse_loss(pred, *(r.to(device) for r in rest))
@@ -331,7 +378,7 @@ def _train_stage(stage: str, model: Any, data: dict[str, np.ndarray], seconds: f
             x, t = x.to(device), t.to(device)
             pred = model(x)
             loss, _ = refine_loss(pred, t)
-        original = torch.as_tensor(~user[idx], device=device)
+        original = torch.as_tensor(~user[idx] & ~erased, device=device)
         if teacher is not None and bool(original.any()):  # the original look keeps the starting network's outputs
             with torch.no_grad():
                 before = teacher(x[original])
@@ -381,7 +428,7 @@ def finetune(images: Sequence[str | Path], annotations: str | Path, fmt: str, ou
              refine_anchor: float = REFINE_ANCHOR, freeze_bn: bool = True, refine_lr: float = REFINE_LR,
              device: str = "cpu", seed: int = 0, lr: float = LR, threads: int | None = None, before: dict | None = None,
              steps: int | None = STEPS, refine_steps: int | None = REFINE_STEPS, distill: float = DISTILL,
-             refine_distill: float = REFINE_DISTILL,
+             refine_distill: float = REFINE_DISTILL, teacher: str | None = None, erase: float = 0.0,
              log: Callable[[str], None] = print) -> dict[str, Any]:
     """Fine-tune both stages (see the module docstring); returns the training record.
 
@@ -390,7 +437,9 @@ def finetune(images: Sequence[str | Path], annotations: str | Path, fmt: str, ou
     machine's load; ``minutes`` caps the whole run (``steps=None``: the stages share it).
     ``phantom_share`` / ``lr`` / ``anchor`` are the coarse stage's, ``refine_*`` the refinement
     stage's (the defaults: the measured recipe, module constants). ``before``: the held-out figures of the starting weights when
-    already measured (they are then not measured again)."""
+    already measured (they are then not measured again). ``teacher``: weights whose outputs the
+    phantoms are distilled towards (default: the starting weights); ``erase``: the coarse stage's
+    hard-negative rate (``erase_body``)."""
     import torch
 
     from ..fsio import atomic_path
@@ -439,6 +488,7 @@ def finetune(images: Sequence[str | Path], annotations: str | Path, fmt: str, ou
                                                             fracture_boost=PHANTOM_FRACTURE_BOOST) if n_ph else None)
     t_data = time.time() - t_start
     blob = torch.load(init_path, map_location="cpu", weights_only=True)
+    t_blob = torch.load(weights_path(teacher), map_location="cpu", weights_only=True) if teacher else None
     budget = max(minutes * 60 - t_data, 10.0)
     stages = {}
     r_share, r_anchor = refine_phantom_share, refine_anchor
@@ -448,9 +498,14 @@ def finetune(images: Sequence[str | Path], annotations: str | Path, fmt: str, ou
         model = build(stage, blob[stage]["widths"])
         model.load_state_dict(blob[stage]["state_dict"])
         seconds = budget * share if stage == "coarse" else max(budget - (time.time() - t_start - t_data), 10.0)
+        t_model = None
+        if t_blob is not None:
+            t_model = build(stage, t_blob[stage]["widths"])
+            t_model.load_state_dict(t_blob[stage]["state_dict"])
         stages[stage] = _train_stage(stage, model, data, seconds, s_lr, batch, s_ph, rng, device, log,
                                      anchor=s_anchor, freeze_bn=freeze_bn, max_iterations=s_steps,
-                                     distill=refine_distill if stage == "refine" else distill)
+                                     distill=refine_distill if stage == "refine" else distill, teacher=t_model,
+                                     erase=erase if stage == "coarse" else 0.0)
         blob[stage] = {"widths": list(model.widths), "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
                        "meta": {**dict(blob[stage].get("meta") or {}), "finetune": stages[stage]}}
     record: dict[str, Any] = {
@@ -461,7 +516,10 @@ def finetune(images: Sequence[str | Path], annotations: str | Path, fmt: str, ou
         "phantom_radiographs": n_ph, "phantom_refine_radiographs": n_rf if n_ph else 0,
         "phantom_fracture_boost": PHANTOM_FRACTURE_BOOST, "phantom_share": phantom_share,
         "refine_phantom_share": r_share, "anchor": anchor, "refine_anchor": r_anchor, "freeze_bn": freeze_bn,
-        "distill": distill, "refine_distill": refine_distill, "train_images": [p.name for p, _ in train_pairs],
+        "distill": distill, "refine_distill": refine_distill,
+        "teacher": str(weights_path(teacher)) if teacher else None,
+        "teacher_sha256": sha256_file(weights_path(teacher)) if teacher else None, "erase": erase,
+        "train_images": [p.name for p, _ in train_pairs],
         "held_out_images": [p.name for p, _ in ho_pairs], "skipped": skipped, "stages": stages,
         "data_seconds": round(t_data, 1), "torch": str(torch.__version__),
     }
