@@ -86,3 +86,83 @@ def test_mixed_rescale_or_trailing_elements(tmp_path):
     got = read_slices_fast([a, c])
     assert got is not None
     np.testing.assert_array_equal(got, _expected([a, c]))
+
+
+def _with_sequences(path, stored: np.ndarray, syntax, **extra) -> str:
+    """A slice with an undefined-length sequence (items of defined and undefined length, one
+    nested) and a private element before the pixel data, as scanners write them."""
+    p = _write(path, stored, syntax=syntax)
+    ds = pydicom.dcmread(p)
+    inner = pydicom.Dataset()
+    inner.CodeValue, inner.CodingSchemeDesignator = "113691", "DCM"
+    item = pydicom.Dataset()
+    item.ReferencedSOPInstanceUID = generate_uid()
+    item.PurposeOfReferenceCodeSequence = [inner]
+    item["PurposeOfReferenceCodeSequence"].is_undefined_length = True
+    plain = pydicom.Dataset()
+    plain.ReferencedSOPInstanceUID = generate_uid()
+    plain.is_undefined_length_sequence_item = True
+    ds.ReferencedImageSequence = [item, plain]
+    ds["ReferencedImageSequence"].is_undefined_length = True
+    ds.add_new(0x00091010, "LO", "private")
+    for k, v in extra.items():
+        setattr(ds, k, v)
+    ds.save_as(p, implicit_vr=syntax == ImplicitVRLittleEndian, little_endian=True, enforce_file_format=True)
+    return p
+
+
+@pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+def test_header_scan_reads_what_pydicom_reads(tmp_path, syntax):
+    """The header walk (``_scan_header``, without pydicom) gives the elements pydicom parses,
+    across undefined-length sequences and private elements; the stack equals pixel_array."""
+    from sagittal.io.volume import _scan_header
+
+    rng = np.random.default_rng(3)
+    paths = [_with_sequences(tmp_path / f"{k}.dcm", rng.integers(0, 4096, SHAPE), syntax) for k in range(3)]
+    for p in paths:
+        with open(p, "rb") as fh:
+            scanned = _scan_header(fh)
+        ds = pydicom.dcmread(p, stop_before_pixels=True)
+        assert scanned is not None
+        this, got_syntax, pos = scanned[:3]
+        assert this == (6, 7, 16, 12, 0, 1.0, -1024.0) and got_syntax == str(syntax)
+        with open(p, "rb") as fh:
+            pydicom.dcmread(fh, stop_before_pixels=True)
+            assert pos == fh.tell()  # where pydicom stops: the PixelData element
+        assert ds.Rows == 6
+    got = read_slices_fast(paths)
+    assert got is not None and got.dtype == np.int16
+    np.testing.assert_array_equal(got, _expected(paths))
+
+
+def test_header_scan_leaves_the_unusual_to_pydicom(tmp_path):
+    """Multi-valued rescale, several frames, a modality LUT, another photometric: the walk gives
+    ``None`` and pydicom's parse decides, as before (the stack is refused or read the careful way)."""
+    from sagittal.io.volume import _scan_header
+
+    rng = np.random.default_rng(4)
+    lut = pydicom.Dataset()
+    lut.LUTDescriptor, lut.ModalityLUTType = [2, 0, 16], "HU"
+    odd = {"multi": {"RescaleSlope": ["1", "1"]}, "frames": {"NumberOfFrames": "2"},
+           "lut": {"ModalityLUTSequence": [lut]}, "mono1": {"PhotometricInterpretation": "MONOCHROME1"}}
+    for name, extra in odd.items():
+        p = _with_sequences(tmp_path / f"{name}.dcm", rng.integers(0, 4096, SHAPE), ExplicitVRLittleEndian, **extra)
+        with open(p, "rb") as fh:
+            assert _scan_header(fh) is None, name
+    plain = _with_sequences(tmp_path / "plain.dcm", rng.integers(0, 4096, SHAPE), ExplicitVRLittleEndian)
+    lutted = str(tmp_path / "lut.dcm")
+    assert read_slices_fast([plain, lutted]) is None
+
+
+def test_header_scan_past_the_first_read(tmp_path):
+    """A header longer than the first read (a large private element) is walked on the whole file."""
+    from sagittal.io.volume import _HEAD_BYTES, _scan_header
+
+    p = _write(tmp_path / "long.dcm", np.random.default_rng(5).integers(0, 4096, SHAPE))
+    ds = pydicom.dcmread(p)
+    ds.add_new(0x00091020, "OB", bytes(2 * _HEAD_BYTES))
+    ds.save_as(p, enforce_file_format=True)
+    with open(p, "rb") as fh:
+        scanned = _scan_header(fh)
+    assert scanned is not None and scanned[0][:2] == SHAPE and scanned[2] > 2 * _HEAD_BYTES
+    np.testing.assert_array_equal(read_slices_fast([p]), _expected([p]))
