@@ -210,6 +210,19 @@ def test_a_body_that_looks_collapsed_must_be_steadier_to_be_reported():
     assert consistent(normal, moved).bodies[0].level == "T12"  # a normal shape at that spread is kept
 
 
+def test_a_look_counted_from_a_faint_s1_gives_way_to_one_with_a_firm_s1():
+    from sagittal.landmarks.infer import _look_rank
+
+    def look(n: int, s1_score: float) -> Detections:
+        bodies = [_body(lv, -40.0 * k) for k, lv in enumerate(("L5", "L4", "L3", "L2", "L1", "T12")[:n])]
+        return Detections(bodies, np.array([[130.0, 150.0], [90.0, 152.0]]), s1_score, [])
+
+    assert not _look_rank(look(6, 0.17))[0] and _look_rank(look(5, 0.36))[0]  # faint S1: looked at again
+    assert _look_rank(look(5, 0.36)) > _look_rank(look(6, 0.17))  # fewer levels, but a firm anchor
+    assert not _look_rank(look(2, 0.9))[0]  # too few levels: looked at again
+    assert _look_rank(look(6, 0.5)) > _look_rank(look(5, 0.5))
+
+
 @pytest.mark.slow
 def test_an_inverted_export_is_looked_at_again(detector):
     spine, view = _lumbar_view()

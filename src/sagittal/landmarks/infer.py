@@ -13,6 +13,7 @@ import numpy as np
 from .crops import extract, extract_pair
 from .layout import COARSE_HEAT
 from .postprocess import (
+    S1_THRESHOLD,
     Detections,
     alternate_frames,
     confirm_bridges,
@@ -53,6 +54,18 @@ def _n_levels(det: Detections) -> int:
     return sum(1 for b in det.bodies if b.level)
 
 
+def _firm_s1(det: Detections) -> bool:
+    """Levels anchored on an S1 endplate seen plainly (not taken faintly by the chain)."""
+    return det.s1 is not None and det.s1_confidence >= S1_THRESHOLD
+
+
+def _look_rank(det: Detections) -> tuple[bool, int, bool]:
+    """How well a look of an image went: first whether it went well (enough levels, counted from a
+    firmly seen S1), then the levels named, then a firm S1."""
+    n, firm = _n_levels(det), _firm_s1(det)
+    return n >= FALLBACK_MIN_LEVELS and firm, n, firm
+
+
 def other_looks(normed: np.ndarray) -> list[tuple[str, np.ndarray]]:
     """Other looks of a normalised image for a second try: locally equalised (CLAHE on 8 × 8
     tiles) and inverted (a bone-dark export read as bone-bright)."""
@@ -89,6 +102,8 @@ class LandmarkDetector:
         self.consistency = consistency
         #: ``postprocess.consistent``'s keyword limits; a model trained on another look (the CT/MR plane model) sets its own
         self.consistency_limits: dict[str, float] = {}
+        #: look again (``coarse``) when the levels hang on a faintly seen S1; the CT/MR plane model does not
+        self.second_look_on_faint_s1 = True
 
     def _run(self, stage: str, x: np.ndarray) -> np.ndarray:
         import torch
@@ -108,19 +123,23 @@ class LandmarkDetector:
     def coarse(self, images: list[np.ndarray]) -> tuple[list[Detections], list[Letterbox], list[np.ndarray]]:
         """Coarse detections (labelled, source pixels), letterboxes and normalised images.
 
-        An image on which fewer than ``FALLBACK_MIN_LEVELS`` levels could be named is looked at
-        again as other looks of itself (``other_looks``: locally equalised, inverted); the look
-        that names the most levels is kept, with a warning. Images that went well cost nothing more."""
+        An image on which fewer than ``FALLBACK_MIN_LEVELS`` levels could be named, or whose
+        levels hang on a faintly seen S1 endplate, is looked at again as other looks of itself
+        (``other_looks``: locally equalised, inverted); the best look (``_look_rank``: one that went
+        well, then the most levels, then a firm S1) is kept, with a warning. Images that went well
+        cost nothing more."""
         normed = [normalise(img) for img in images]
         dets, boxes = self._coarse_maps(normed)
-        weak = [i for i, d in enumerate(dets) if _n_levels(d) < FALLBACK_MIN_LEVELS]
+        weak = [i for i, d in enumerate(dets) if not _look_rank(d)[0]
+                and (self.second_look_on_faint_s1 or _n_levels(d) < FALLBACK_MIN_LEVELS)]
         if weak:
             looks = [(i, name, im) for i in weak for name, im in other_looks(normed[i])]
             alt, _ = self._coarse_maps([im for _, _, im in looks])
             for (i, name, im), d in zip(looks, alt, strict=True):
-                if _n_levels(d) > _n_levels(dets[i]):
+                if _look_rank(d) > _look_rank(dets[i]):
+                    why = "too few" if _n_levels(dets[i]) < FALLBACK_MIN_LEVELS else "its S1 endplate only faintly"
                     d.warnings.append(f"the bodies were found on {name} version of the image (the image as "
-                                      "given showed too few)")
+                                      f"given showed {why})")
                     dets[i], normed[i] = d, im
         return dets, boxes, normed
 
