@@ -19,6 +19,7 @@ the lateral offset of its row (``SpinePlane.lateral_mm``, reported as the larges
 from __future__ import annotations
 
 import re
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -157,21 +158,29 @@ class _Unusual(Exception):
     """Something the header scan leaves to pydicom."""
 
 
+#: (group, element, 4-byte length) and (group, element, VR, 2-byte length), little endian
+_HEAD_IMPLICIT = struct.Struct("<HHL")
+_HEAD_EXPLICIT = struct.Struct("<HH2sH")
+_LONG_LENGTH = struct.Struct("<L")
+
+
 def _element(buf: bytes, pos: int, explicit: bool) -> tuple[int, bytes, int, int]:
     """``(tag, VR, length, value position)`` of the data element at ``pos``."""
     if pos + 8 > len(buf):
         raise _Unusual("the header runs past what was read")
-    tag = (int.from_bytes(buf[pos:pos + 2], "little") << 16) | int.from_bytes(buf[pos + 2:pos + 4], "little")
-    if not explicit or tag >> 16 == 0xFFFE:  # implicit VR, or an item / delimiter: a 4-byte length
-        return tag, b"", int.from_bytes(buf[pos + 4:pos + 8], "little"), pos + 8
-    vr = buf[pos + 4:pos + 6]
+    if not explicit:
+        group, elem, length = _HEAD_IMPLICIT.unpack_from(buf, pos)
+        return (group << 16) | elem, b"", length, pos + 8
+    group, elem, vr, length = _HEAD_EXPLICIT.unpack_from(buf, pos)
+    if group == 0xFFFE:  # an item or a delimiter: a 4-byte length, no VR
+        return (group << 16) | elem, b"", _LONG_LENGTH.unpack_from(buf, pos + 4)[0], pos + 8
     if vr in _LONG_VRS:
         if pos + 12 > len(buf):
             raise _Unusual("the header runs past what was read")
-        return tag, vr, int.from_bytes(buf[pos + 8:pos + 12], "little"), pos + 12
+        return (group << 16) | elem, vr, _LONG_LENGTH.unpack_from(buf, pos + 8)[0], pos + 12
     if not (vr.isalpha() and vr.isupper()):
         raise _Unusual("not an explicit VR")
-    return tag, vr, int.from_bytes(buf[pos + 6:pos + 8], "little"), pos + 8
+    return (group << 16) | elem, vr, length, pos + 8
 
 
 def _after_sequence(buf: bytes, pos: int, explicit: bool) -> int:
