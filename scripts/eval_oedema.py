@@ -36,6 +36,7 @@ def _ratio(num: int, den: int) -> float | None:
 def evaluate_mr(n: int, first_seed: int = 0) -> dict[str, object]:
     tp = fn = tn = fp = withheld = 0
     extent_err: list[float] = []
+    cleft_extent_err: list[float] = []  # signed, bodies with oedema and a cleft found
     cleft_true = cleft_right = cleft_false = no_cleft = cleft_withheld = true_cleft_withheld = 0
     modic_n = modic_ok = 0
     for k in range(first_seed, first_seed + n):
@@ -52,7 +53,10 @@ def evaluate_mr(n: int, first_seed: int = 0) -> dict[str, object]:
             elif has:
                 if body.oedema["present"]:
                     tp += 1
-                    extent_err.append(abs(float(body.oedema["extent_pct"]) - float(truth["oedema_pct"])))  # type: ignore[arg-type]
+                    err = float(body.oedema["extent_pct"]) - float(truth["oedema_pct"])  # type: ignore[arg-type]
+                    extent_err.append(abs(err))
+                    if body.cleft is not None and body.cleft["present"]:
+                        cleft_extent_err.append(err)
                 else:
                     fn += 1
             elif body.oedema["present"]:
@@ -81,6 +85,10 @@ def evaluate_mr(n: int, first_seed: int = 0) -> dict[str, object]:
         "oedema_sensitivity": _ratio(tp, tp + fn),
         "oedema_specificity": _ratio(tn, tn + fp),
         "extent_mae_pct_points": round(float(np.mean(extent_err)), 2) if extent_err else None,
+        # the extent beside a cleft (docs/oedema.md, limits): bodies with oedema and a cleft found
+        "extent_beside_cleft_n": len(cleft_extent_err),
+        "extent_beside_cleft_mae_pct_points": round(float(np.mean(np.abs(cleft_extent_err))), 2) if cleft_extent_err else None,
+        "extent_beside_cleft_bias_pct_points": round(float(np.mean(cleft_extent_err)), 2) if cleft_extent_err else None,
         "clefts_judged": cleft_true,  # true clefts the method judged (not withheld)
         "cleft_judgements_withheld": cleft_withheld,
         "clefts_withheld": true_cleft_withheld,
@@ -120,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", help="also write the figures here")
     args = ap.parse_args(argv)
     t = time.perf_counter()
-    out = {"mr": evaluate_mr(args.n, args.first_seed), "ct": evaluate_ct(args.ct, args.first_seed)}
+    out: dict[str, object] = {"mr": evaluate_mr(args.n, args.first_seed), "ct": evaluate_ct(args.ct, args.first_seed)}
     out["seconds"] = round(time.perf_counter() - t, 1)
     text = json.dumps(out, indent=1)
     print(text)
