@@ -252,3 +252,43 @@ def test_erased_images_are_not_distilled_and_a_teacher_replaces_the_start() -> N
                                      lambda m: None, max_iterations=2, distill=distill, teacher=teacher,
                                      erase=1.0)["final_loss"]
     assert loss[50.0] == pytest.approx(loss[0.0], rel=1e-6)
+
+
+def test_erase_crops_fills_the_body_and_teaches_uniform_maps_on_body_crops_only() -> None:
+    from sagittal.training.data import KIND_CODES
+    from sagittal.training.finetune import erase_crops
+    from sagittal.training.targets import refine_targets
+
+    size = 64
+    crops = np.full((3, size, size), 0.2, np.float32)
+    crops[:, 20:44, 16:48] = 0.8  # the body in the middle of each crop
+    pts = np.full((3, 10, 2), np.nan, np.float32)
+    pts[:, :6] = [[47, 20], [16, 20], [16, 43], [47, 43], [31.5, 20], [31.5, 43]]
+    pts[2, :6], pts[2, 6:8] = np.nan, [[40, 30], [20, 32]]  # an S1 crop
+    kinds = np.array([KIND_CODES["vertebra"], KIND_CODES["vertebra"], KIND_CODES["s1"]])
+    targets = np.stack([refine_targets(size, p) for p in pts])
+    before = crops.copy()
+    erased = erase_crops(crops, targets, kinds, pts, 1.0, np.random.default_rng(0))
+    assert erased.tolist() == [True, True, False]
+    assert (crops[0, 20:44, 16:48] != before[0, 20:44, 16:48]).mean() > 0.9 and (crops[0, :10] == 0.2).all()
+    assert np.allclose(targets[0, :6], 1.0 / size**2) and np.allclose(targets[0, :6].sum(axis=(1, 2)), 1.0)
+    assert (crops[2] == before[2]).all() and targets[2, 6].max() > 0.05  # the S1 crop as it was
+    assert not erase_crops(crops, targets, kinds, pts, 0.0, np.random.default_rng(0)).any()
+
+
+def test_erased_crops_are_not_distilled() -> None:
+    from sagittal.landmarks.model import build
+    from sagittal.training.finetune import _train_stage
+
+    data = _refine_data(6)
+    data["user"][:] = False
+    torch.manual_seed(1)
+    teacher = build("refine", (4, 8)).eval()
+    loss = {}
+    for distill in (0.0, 50.0):  # every crop erased: the teacher (another network) adds nothing to the loss
+        torch.manual_seed(0)
+        model = build("refine", (4, 8))
+        loss[distill] = _train_stage("refine", model, data, 600.0, 1e-3, 4, 0.5, np.random.default_rng(0), "cpu",
+                                     lambda m: None, max_iterations=2, distill=distill, teacher=teacher,
+                                     erase=1.0)["final_loss"]
+    assert loss[50.0] == pytest.approx(loss[0.0], rel=1e-6)

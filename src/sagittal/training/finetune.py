@@ -213,23 +213,15 @@ def _user_heat_weights(heat_w: np.ndarray, verts: np.ndarray, s1: np.ndarray, he
     heat_w[0, (rows < top) | (rows > bot)] = 0.0
 
 
-def erase_body(img: np.ndarray, verts: np.ndarray, rng: np.random.Generator) -> int | None:
-    """Hard negative, in place: one annotated body's box (its points, 2 px of margin) filled with
-    noise of the box's own range — uniform, Gaussian or blurred — and its points set to NaN, so
-    the centre heatmap is taught background there: a body replaced by noise (a defect, a burnt-out
-    region of an export) must not be found. ``img (h, w)`` float, ``verts (V, 6, 2)`` in its
-    pixels. Returns the body's index, or None when no body has its four corners."""
-    ok = np.flatnonzero(np.isfinite(verts[:, :4]).all(axis=(1, 2)))
-    if not len(ok):
-        return None
-    i = int(rng.choice(ok))
-    pts = verts[i][np.isfinite(verts[i]).all(axis=1)]
+def _fill_noise(img: np.ndarray, pts: np.ndarray, rng: np.random.Generator) -> bool:
+    """Fill the box of ``pts (n, 2)`` (2 px of margin) in ``img (h, w)`` with noise of the box's own
+    range — uniform, Gaussian or blurred — in place; False when the box is (nearly) outside."""
     h, w = img.shape
     x0, y0 = np.maximum(np.floor(pts.min(axis=0)).astype(int) - 2, 0)
     x1, y1 = np.minimum(np.ceil(pts.max(axis=0)).astype(int) + 3, [w, h])
     region = img[y0:y1, x0:x1]
     if region.size < 4:
-        return None
+        return False
     lo, hi = float(region.min()), float(region.max())
     kind = rng.integers(3)
     noise: np.ndarray
@@ -243,8 +235,45 @@ def erase_body(img: np.ndarray, verts: np.ndarray, rng: np.random.Generator) -> 
         noise = np.asarray(cv2.GaussianBlur(rng.uniform(lo, hi, region.shape).astype(np.float32), (0, 0),
                                             rng.uniform(0.7, 2.0)), float)
     img[y0:y1, x0:x1] = np.clip(noise, 0.0, 1.0)
+    return True
+
+
+def erase_body(img: np.ndarray, verts: np.ndarray, rng: np.random.Generator) -> int | None:
+    """Hard negative for the coarse stage, in place: one annotated body's box filled with noise
+    (``_fill_noise``) and its points set to NaN, so the centre heatmap is taught background there:
+    a body replaced by noise (a defect, a burnt-out region of an export) must not be found.
+    ``img (h, w)`` float, ``verts (V, 6, 2)`` in its pixels. Returns the body's index, or None when
+    no body has its four corners."""
+    ok = np.flatnonzero(np.isfinite(verts[:, :4]).all(axis=(1, 2)))
+    if not len(ok):
+        return None
+    i = int(rng.choice(ok))
+    if not _fill_noise(img, verts[i][np.isfinite(verts[i]).all(axis=1)], rng):
+        return None
     verts[i] = np.nan
     return i
+
+
+def erase_crops(crops: np.ndarray, targets: np.ndarray, kinds: np.ndarray, points: np.ndarray, rate: float,
+                rng: np.random.Generator) -> np.ndarray:
+    """Hard negatives for the refinement, in place: in a share ``rate`` of the body crops the body
+    itself is filled with noise (``_fill_noise``) and its six maps are taught uniform — nothing to
+    place — so that the points of a body that is not there come out diffuse, their confidence low,
+    and the body is withheld (``postprocess.MIN_POINT_CONFIDENCE``). ``crops (B, S, S)`` float,
+    ``targets (B, 10, S, S)``, ``kinds (B,)``, ``points (B, 10, 2)`` crop pixels. Returns which
+    crops were erased ``(B,)``."""
+    from .data import KIND_CODES
+
+    erased = np.zeros(len(crops), bool)
+    size = crops.shape[-1]
+    for j in range(len(crops)):
+        pts = points[j, :4]
+        if kinds[j] != KIND_CODES["vertebra"] or not np.isfinite(pts).all() or rng.random() >= rate:
+            continue
+        if _fill_noise(crops[j], pts, rng):
+            targets[j, :6] = 1.0 / (size * size)
+            erased[j] = True
+    return erased
 
 
 # --------------------------------------------------------------------------- training (torch)
@@ -341,7 +370,8 @@ def _train_stage(stage: str, model: Any, data: dict[str, np.ndarray], seconds: f
                  distill: float = 0.0, teacher: Any = None, erase: float = 0.0) -> dict:
     """Train one stage in place; returns its record. ``teacher``: the network whose outputs the
     phantoms are distilled towards (default: a frozen copy of the starting one); ``erase``: the
-    coarse stage's hard-negative rate (``erase_body``; erased images are not distilled)."""
+    hard-negative rate (``erase_body`` per coarse image, ``erase_crops`` per body crop; erased
+    items are not distilled)."""
     import copy
 
     import torch
@@ -375,6 +405,8 @@ def _train_stage(stage: str, model: Any, data: dict[str, np.ndarray], seconds: f
             loss = masked_coarse_loss(pred, *(r.to(device) for r in rest))
         else:
             x, t = refine_batch(data, idx, rng)
+            if erase > 0:
+                erased = erase_crops(x.numpy()[:, 0], t.numpy(), data["kinds"][idx], data["points"][idx], erase, rng)
             x, t = x.to(device), t.to(device)
             pred = model(x)
             loss, _ = refine_loss(pred, t)
@@ -429,7 +461,7 @@ def finetune(images: Sequence[str | Path], annotations: str | Path, fmt: str, ou
              device: str = "cpu", seed: int = 0, lr: float = LR, threads: int | None = None, before: dict | None = None,
              steps: int | None = STEPS, refine_steps: int | None = REFINE_STEPS, distill: float = DISTILL,
              refine_distill: float = REFINE_DISTILL, teacher: str | None = None, erase: float = 0.0,
-             log: Callable[[str], None] = print) -> dict[str, Any]:
+             refine_erase: float = 0.0, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Fine-tune both stages (see the module docstring); returns the training record.
 
     ``steps`` and ``refine_steps`` stop each stage after that many optimizer
@@ -438,8 +470,8 @@ def finetune(images: Sequence[str | Path], annotations: str | Path, fmt: str, ou
     ``phantom_share`` / ``lr`` / ``anchor`` are the coarse stage's, ``refine_*`` the refinement
     stage's (the defaults: the measured recipe, module constants). ``before``: the held-out figures of the starting weights when
     already measured (they are then not measured again). ``teacher``: weights whose outputs the
-    phantoms are distilled towards (default: the starting weights); ``erase``: the coarse stage's
-    hard-negative rate (``erase_body``)."""
+    phantoms are distilled towards (default: the starting weights); ``erase`` / ``refine_erase``:
+    the coarse stage's / the refinement's hard-negative rate (``erase_body``, ``erase_crops``)."""
     import torch
 
     from ..fsio import atomic_path
@@ -505,7 +537,7 @@ def finetune(images: Sequence[str | Path], annotations: str | Path, fmt: str, ou
         stages[stage] = _train_stage(stage, model, data, seconds, s_lr, batch, s_ph, rng, device, log,
                                      anchor=s_anchor, freeze_bn=freeze_bn, max_iterations=s_steps,
                                      distill=refine_distill if stage == "refine" else distill, teacher=t_model,
-                                     erase=erase if stage == "coarse" else 0.0)
+                                     erase=erase if stage == "coarse" else refine_erase)
         blob[stage] = {"widths": list(model.widths), "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
                        "meta": {**dict(blob[stage].get("meta") or {}), "finetune": stages[stage]}}
     record: dict[str, Any] = {
@@ -519,6 +551,7 @@ def finetune(images: Sequence[str | Path], annotations: str | Path, fmt: str, ou
         "distill": distill, "refine_distill": refine_distill,
         "teacher": str(weights_path(teacher)) if teacher else None,
         "teacher_sha256": sha256_file(weights_path(teacher)) if teacher else None, "erase": erase,
+        "refine_erase": refine_erase,
         "train_images": [p.name for p, _ in train_pairs],
         "held_out_images": [p.name for p, _ in ho_pairs], "skipped": skipped, "stages": stages,
         "data_seconds": round(t_data, 1), "torch": str(torch.__version__),
