@@ -292,3 +292,17 @@ def test_erased_crops_are_not_distilled() -> None:
                                      lambda m: None, max_iterations=2, distill=distill, teacher=teacher,
                                      erase=1.0)["final_loss"]
     assert loss[50.0] == pytest.approx(loss[0.0], rel=1e-6)
+
+
+def test_zero_steps_leave_a_stage_as_it_is() -> None:
+    """``--steps 0`` trains only the other stage (it once meant "no bound" and ran for the time cap)."""
+    from sagittal.landmarks.model import build
+    from sagittal.training.finetune import _train_stage
+
+    torch.manual_seed(0)
+    model = build("refine", (4, 8))
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    rec = _train_stage("refine", model, _refine_data(4), 600.0, 1e-2, 4, 0.5, np.random.default_rng(0), "cpu",
+                       lambda m: None, max_iterations=0)
+    assert rec["iterations"] == 0 and rec["final_loss"] is None
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in start.items())

@@ -391,7 +391,8 @@ def _train_stage(stage: str, model: Any, data: dict[str, np.ndarray], seconds: f
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0 if anchor > 0 else 1e-4)
     start, it, losses = time.time(), 0, []
     train_mode(model, freeze_bn)
-    while ((t_frac := (time.time() - start) / max(seconds, 1e-6)) < 1 or it == 0) and it < (max_iterations or math.inf):
+    limit = math.inf if max_iterations is None else max_iterations  # 0: the stage is left as it is
+    while ((t_frac := (time.time() - start) / max(seconds, 1e-6)) < 1 or it == 0) and it < limit:
         frac = max(t_frac, it / max_iterations) if max_iterations else t_frac  # the schedule ends with either bound
         for g in opt.param_groups:
             g["lr"] = lr * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))) * min(1.0, (it + 1) / 20)
@@ -429,7 +430,7 @@ def _train_stage(stage: str, model: Any, data: dict[str, np.ndarray], seconds: f
     with torch.no_grad():
         moved = float(anchor_penalty(model, start_params))
     return {"iterations": it, "batch": batch, "seconds": round(time.time() - start, 1),
-            "final_loss": float(np.mean(losses[-50:])), "items": n, "user_items": int(user.sum()),
+            "final_loss": float(np.mean(losses[-50:])) if losses else None, "items": n, "user_items": int(user.sum()),
             "lr": lr, "phantom_share": phantom_share, "anchor": anchor, "freeze_bn": freeze_bn,
             "distill": distill, "squared_distance_from_start": moved}
 
