@@ -244,14 +244,25 @@ def test_erased_images_are_not_distilled_and_a_teacher_replaces_the_start() -> N
         with torch.no_grad():
             gap[name] = float(((torch.sigmoid(model(phantom)) - t_out) ** 2).mean())
     assert gap["teacher"] < gap["start"]
+    loss = _loss_with_and_without_distillation_all_erased("coarse", data, teacher, 2)
+    assert loss[50.0] == pytest.approx(loss[0.0], rel=1e-6)
+
+
+def _loss_with_and_without_distillation_all_erased(stage: str, data: dict, teacher: torch.nn.Module,
+                                                   batch: int) -> dict[float, float]:
+    """The training loss after two steps with every item erased, without (0) and with (50)
+    distillation towards ``teacher`` (another network): equal when erased items are not distilled."""
+    from sagittal.landmarks.model import build
+    from sagittal.training.finetune import _train_stage
+
     loss = {}
-    for distill in (0.0, 50.0):  # every image erased: the teacher (another network) adds nothing to the loss
+    for distill in (0.0, 50.0):
         torch.manual_seed(0)
-        model = build("coarse", (4, 8))
-        loss[distill] = _train_stage("coarse", model, data, 600.0, 1e-3, 2, 0.5, np.random.default_rng(0), "cpu",
+        model = build(stage, (4, 8))
+        loss[distill] = _train_stage(stage, model, data, 600.0, 1e-3, batch, 0.5, np.random.default_rng(0), "cpu",
                                      lambda m: None, max_iterations=2, distill=distill, teacher=teacher,
                                      erase=1.0)["final_loss"]
-    assert loss[50.0] == pytest.approx(loss[0.0], rel=1e-6)
+    return loss
 
 
 def test_erase_crops_fills_the_body_and_teaches_uniform_maps_on_body_crops_only() -> None:
@@ -278,19 +289,12 @@ def test_erase_crops_fills_the_body_and_teaches_uniform_maps_on_body_crops_only(
 
 def test_erased_crops_are_not_distilled() -> None:
     from sagittal.landmarks.model import build
-    from sagittal.training.finetune import _train_stage
 
     data = _refine_data(6)
     data["user"][:] = False
     torch.manual_seed(1)
     teacher = build("refine", (4, 8)).eval()
-    loss = {}
-    for distill in (0.0, 50.0):  # every crop erased: the teacher (another network) adds nothing to the loss
-        torch.manual_seed(0)
-        model = build("refine", (4, 8))
-        loss[distill] = _train_stage("refine", model, data, 600.0, 1e-3, 4, 0.5, np.random.default_rng(0), "cpu",
-                                     lambda m: None, max_iterations=2, distill=distill, teacher=teacher,
-                                     erase=1.0)["final_loss"]
+    loss = _loss_with_and_without_distillation_all_erased("refine", data, teacher, 4)
     assert loss[50.0] == pytest.approx(loss[0.0], rel=1e-6)
 
 
