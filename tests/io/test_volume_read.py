@@ -166,3 +166,19 @@ def test_header_scan_past_the_first_read(tmp_path):
         scanned = _scan_header(fh)
     assert scanned is not None and scanned[0][:2] == SHAPE and scanned[2] > 2 * _HEAD_BYTES
     np.testing.assert_array_equal(read_slices_fast([p]), _expected([p]))
+
+
+@pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+def test_a_truncated_slice_is_never_read_as_a_stack(tmp_path, syntax):
+    """A slice cut short inside its pixel data must not come back as part of a stack (its tail
+    would be whatever the preallocated stack held): the fast reader raises or declines, and the
+    careful path (``io.series.load_volume``) then names the file."""
+    rng = np.random.default_rng(1)
+    paths = [_write(tmp_path / f"{k}.dcm", rng.integers(0, 4096, SHAPE), syntax=syntax) for k in range(3)]
+    cut = tmp_path / "1.dcm"
+    cut.write_bytes(cut.read_bytes()[:-20])  # the last 10 pixels lost
+    try:
+        got = read_slices_fast(paths)
+    except Exception:
+        return
+    assert got is None
