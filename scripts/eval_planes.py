@@ -151,10 +151,54 @@ def _score(spine: Any, vol: Any, prep: Any, doc: dict, acc: dict, diagnose: list
                                   for j, k in enumerate(("anterior", "middle", "posterior"))]
         if v and v["genant_grade"] is not None:
             acc["grades"].append((int(spine.grade[i]), int(v["genant_grade"])))
+    if diagnose is not None:
+        diagnose += _fracture_lines(spine, vol, plane, doc, acc)
     pi = doc["parameters"]["pelvic_incidence_deg"]
     if pi is not None:
         acc["pi_err"].append(abs(pi - spine.parameters["pelvic_incidence_deg"]))
         acc["heads"].append(len(doc["landmarks"]["femoral_heads"]))
+
+
+def _fracture_lines(spine: Any, vol: Any, plane: Any, doc: dict, acc: dict) -> list[str]:
+    """``--diagnose``: every fractured body in view — the phantom's grade and loss against ours,
+    and the loss measured from the phantom's TRUE six points (a) in its own sagittal plane, all
+    levels (the grade's definition against ``geometry.morphometry``), (b) mapped to our plane,
+    all levels in view (the plane), (c) mapped to our plane, only the levels we reported as
+    neighbours (the neighbours' effect); the rest is the model's points. Also counted in
+    ``acc['fx_rows']``: (truth grade, ours or -1 withheld or -2 missing, grade from (b), from (c))."""
+    from sagittal.geometry.morphometry import morphometry
+
+    sp = plane.spacing_mm
+    truth_px = np.stack([plane.from_lps(vol.sagittal_to_lps(spine.points_mm[i])) for i in range(len(LEVELS))])
+    rows, cols = plane.image.shape
+    inside = ((truth_px[..., 0] > 2) & (truth_px[..., 0] < cols - 3) & (truth_px[..., 1] > 2)
+              & (truth_px[..., 1] < rows - 3)).all(axis=1)
+    lm = doc["landmarks"]["vertebrae"]
+    by_level = {v["level"]: v for v in doc["vertebrae"]}
+    own = morphometry(spine.points_mm)
+    in_plane = morphometry(np.where(inside[:, None, None], truth_px * sp, np.nan))
+    reported = np.array([lv in lm for lv in LEVELS])
+    as_ours = morphometry(np.where(reported[:, None, None], truth_px * sp, np.nan))
+    out = []
+    for i in np.nonzero(spine.grade > 0)[0]:
+        if not inside[i]:
+            continue
+        lv = LEVELS[i]
+        v = by_level.get(lv)
+        if lv not in lm:
+            ours, what = -2, "missing"
+        elif v is None or v["genant_grade"] is None:
+            ours, what = -1, "withheld (ungraded)"
+        else:
+            ours, what = int(v["genant_grade"]), f"graded {v['genant_grade']} (loss {v['height_loss_pct']:.1f} %)"
+        g_b, g_c = int(in_plane["genant_grade"][i]), int(as_ours["genant_grade"][i]) if reported[i] else -1
+        acc.setdefault("fx_rows", []).append((int(spine.grade[i]), ours, g_b, g_c))
+        mark = "" if ours == spine.grade[i] else ("  <-- WRONG" if ours >= 0 else "")
+        out.append(f"{lv} fracture: truth grade {spine.grade[i]} {spine.morphology[i]} loss {spine.loss_pct[i]:.1f} %; "
+                   f"ours {what}; true points: own plane {own['height_loss_pct'][i]:.1f} % (g{own['genant_grade'][i]}), "
+                   f"our plane {in_plane['height_loss_pct'][i]:.1f} % (g{g_b}), our plane + our neighbours "
+                   + (f"{as_ours['height_loss_pct'][i]:.1f} % (g{g_c})" if reported[i] else "-") + mark)
+    return out
 
 
 def evaluate(modality: str, n: int, first: int, detector: Any, root: Path, diagnose: bool = False,
@@ -192,7 +236,7 @@ def evaluate(modality: str, n: int, first: int, detector: Any, root: Path, diagn
                 why: list[str] = []
                 _score(spine, vols[0], prep, doc, acc, why if diagnose else None)
                 for line in why:
-                    print(f"  {tag}{modality} {seed} missed {line}", flush=True)
+                    print(f"  {tag}{modality} {seed} " + ("" if " fracture: " in line else "missed ") + line, flush=True)
             print(f"{tag}{modality} {seed}: {acc['found']}/{acc['in_view']} found, statuses {acc['status'][-len(units):]}",
                   flush=True)
     out = [_figures(acc, n) for acc in accs]
@@ -215,10 +259,24 @@ def _figures(acc: dict[str, Any], n: int) -> dict:
         "genant_exact_fractured": float(np.mean(g[fx, 1] == g[fx, 0])) if fx.any() else None,
         "genant_zero_normal": float(np.mean(g[nm, 1] == 0)) if nm.any() else None,
         "fractured_vertebrae": int(fx.sum()), "normal_vertebrae": int(nm.sum()),
+        **({"fractured_in_view": _fracture_summary(acc["fx_rows"])} if acc.get("fx_rows") else {}),
         "pi_mae_deg": float(np.mean(acc["pi_err"])) if acc["pi_err"] else None, "pi_n": len(acc["pi_err"]),
         "pi_heads_found": acc["heads"],
         "seconds_per_unit_median": float(np.median(acc["seconds"])) if acc["seconds"] else None,
     }
+
+
+def _fracture_summary(rows: list[tuple[int, int, int, int]]) -> dict[str, Any]:
+    """``--diagnose``: fractured bodies in view — how many graded, withheld, missing; exact among
+    the graded; and the grades the true points would give on our plane (all levels in view / our
+    neighbours only) for the same graded bodies."""
+    r = np.array(rows)
+    graded = r[:, 1] >= 0
+    return {"in_view": len(r), "graded": int(graded.sum()), "withheld": int((r[:, 1] == -1).sum()),
+            "missing": int((r[:, 1] == -2).sum()), "graded_exact": int((r[graded, 1] == r[graded, 0]).sum()),
+            "true_points_our_plane_exact": int((r[graded, 2] == r[graded, 0]).sum()),
+            "true_points_our_neighbours_exact": int((r[graded, 3] == r[graded, 0]).sum()),
+            "true_points_our_plane_exact_all_in_view": int((r[:, 2] == r[:, 0]).sum())}
 
 
 def main() -> None:

@@ -42,6 +42,11 @@ def main() -> int:
                     help="iterations (0: none); the run stops at whichever of --minutes / --steps comes first")
     ap.add_argument("--fracture-rate", type=float, default=None,
                     help="share of spines with 1-3 fractures (default: 0.3 coarse, 0.6 refine)")
+    ap.add_argument("--fracture-boost", type=int, default=2,
+                    help="refine: each fractured body cropped 1 + this many times (default 2)")
+    ap.add_argument("--ct-share", type=float, default=0.5, help="share of CT planes (default 0.5)")
+    ap.add_argument("--max-spacing", type=float, default=1.5,
+                    help="in-plane spacing drawn from 0.5 mm to this (default 1.5; eval_planes' CTs reach 2.0)")
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1)
@@ -53,12 +58,19 @@ def main() -> int:
     default_rate = COARSE_FRACTURE_RATE if args.stage == "coarse" else REFINE_FRACTURE_RATE
     rate = default_rate if args.fracture_rate is None else args.fracture_rate
     tag = "" if rate == default_rate else f"_fx{rate:g}"
+    tag += "" if args.fracture_boost == 2 or args.stage == "coarse" else f"_boost{args.fracture_boost}"
+    tag += "" if args.ct_share == 0.5 else f"_ct{args.ct_share:g}"
+    tag += "" if args.max_spacing == 1.5 else f"_sp{args.max_spacing:g}"
     cache = Path(args.cache_dir) / f"planes_{args.stage}_{args.first_seed}-{args.n_train}{tag}.npz"
     if not cache.is_file():
         t = time.time()
         seeds = range(args.first_seed, args.first_seed + args.n_train)
-        make = make_coarse_planes if args.stage == "coarse" else make_refine_planes
-        data = make(seeds, args.workers, fracture_rate=rate)
+        if args.stage == "coarse":
+            data = make_coarse_planes(seeds, args.workers, fracture_rate=rate, ct_share=args.ct_share,
+                                      max_spacing_mm=args.max_spacing)
+        else:
+            data = make_refine_planes(seeds, args.workers, fracture_rate=rate, fracture_boost=args.fracture_boost,
+                                      ct_share=args.ct_share, max_spacing_mm=args.max_spacing)
         with atomic_path(cache) as tmp:
             with open(tmp, "wb") as fh:
                 np.savez(fh, **data)
@@ -71,7 +83,9 @@ def main() -> int:
     _own_meta(Path(args.out), args.stage, {
         "command": "scripts/train_planes.py " + " ".join(sys.argv[1:]),
         "train_seeds": f"{args.first_seed}..{args.first_seed + args.n_train - 1} of the plane {args.stage} stream "
-                       f"in training.planes (phantom CT/MR planes, fracture rate {rate:g})"})
+                       f"in training.planes (phantom CT/MR planes, fracture rate {rate:g}, CT share "
+                       f"{args.ct_share:g}, in-plane 0.5-{args.max_spacing:g} mm"
+                       + (f", fractured bodies x{1 + args.fracture_boost}" if args.stage == "refine" else "") + ")"})
     return rc
 
 

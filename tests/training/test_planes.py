@@ -41,3 +41,37 @@ def test_train_planes_passes_steps_and_fracture_rate(tmp_path: Path, monkeypatch
     assert meta["iterations"] == 2 and meta["steps"] == 2
     assert "fracture rate 1" in meta["train_seeds"]
     assert np.isfinite(meta["final_loss"])
+
+
+def test_ct_share_and_spacing_widen_the_draw_and_defaults_keep_it() -> None:
+    """``ct_share`` 1.0 gives CT planes only; ``max_spacing_mm`` 2.0 draws in-plane spacings past
+    1.5 mm (eval_planes' CTs reach 2.0); the defaults draw the same planes as before (rounds 1, 2)."""
+    spine = planes._spine(planes.PLANE_REFINE_STREAM, 0, 0.0)[0]
+    rendered = [planes.render_plane(spine, np.random.default_rng([9, s]), ct_share=1.0, max_spacing_mm=2.0)
+                for s in range(8)]
+    modalities = [r.modality for r in rendered]
+    spacings = [r.spacing_mm for r in rendered]
+    assert set(modalities) == {"CT"}
+    assert max(spacings) > 1.5
+    a = planes.render_plane(spine, np.random.default_rng(3), coarse=True)
+    b = planes.render_plane(spine, np.random.default_rng(3), coarse=True, ct_share=0.5, max_spacing_mm=1.5)
+    assert a.modality == b.modality and a.spacing_mm == b.spacing_mm and np.array_equal(a.image, b.image)
+
+
+def test_fracture_boost_crops_fractured_bodies_more_often() -> None:
+    few = planes.make_refine_planes(range(2), fracture_rate=1.0, fracture_boost=0)
+    many = planes.make_refine_planes(range(2), fracture_rate=1.0, fracture_boost=4)
+    n_fx = sum(int((planes._spine(planes.PLANE_REFINE_STREAM, s, 1.0)[0].grade > 0).sum()) for s in range(2))
+    assert n_fx > 0 and len(many["crops"]) > len(few["crops"])
+
+
+def test_train_planes_passes_boost_ct_share_and_spacing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "planes.pt"
+    monkeypatch.setattr("sys.argv", ["train_planes.py", "--stage", "refine", "--n-train", "2", "--first-seed", "5",
+                                     "--minutes", "600", "--steps", "1", "--fracture-rate", "1.0", "--fracture-boost", "4",
+                                     "--ct-share", "0.6", "--max-spacing", "2.0",
+                                     "--cache-dir", str(tmp_path), "--out", str(out)])
+    assert script("train_planes").main() == 0
+    assert (tmp_path / "planes_refine_5-2_fx1_boost4_ct0.6_sp2.npz").is_file()
+    meta = torch.load(out, weights_only=True)["refine"]["meta"]
+    assert "CT share 0.6" in meta["train_seeds"] and "0.5-2 mm" in meta["train_seeds"] and "x5" in meta["train_seeds"]

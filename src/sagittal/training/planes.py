@@ -62,12 +62,15 @@ def _smooth_offset(rng: np.random.Generator, amp: float) -> Any:
 
 
 def render_plane(spine: Any, rng: np.random.Generator, *, spacing_mm: float | None = None,
-                 modality: str | None = None, coarse: bool = False) -> PlaneRender:
+                 modality: str | None = None, coarse: bool = False, ct_share: float = 0.5,
+                 max_spacing_mm: float = 1.5) -> PlaneRender:
     """One randomised CT or MR plane of ``spine`` on its curved mid-sagittal section.
 
     ``coarse`` renders at no finer than a 512-row grid over the field (for the letterboxed coarse
-    input, which is 256 rows)."""
-    modality = modality or ("CT" if rng.random() < 0.5 else "MR")
+    input, which is 256 rows). ``ct_share``: the share of CT planes; ``max_spacing_mm``: the
+    in-plane spacing is drawn from 0.5 to it (the defaults draw rounds 1 and 2's planes again;
+    a CT's plane takes its in-plane spacing, up to 2 mm in ``scripts/eval_planes.py``)."""
+    modality = modality or ("CT" if rng.random() < ct_share else "MR")
     top = _TOP_LEVELS[int(rng.integers(len(_TOP_LEVELS)))]
     pts = spine.points_mm
     y_top = float(pts[LEVEL_INDEX[top], :, 1].max() + rng.uniform(5, 40))
@@ -76,7 +79,7 @@ def render_plane(spine: Any, rng: np.random.Generator, *, spacing_mm: float | No
     spine_x = float(pts[..., 0].mean())
     depth = rng.uniform(200, 420)
     x_left = spine_x + depth * rng.uniform(0.45, 0.7)  # anterior edge of the field
-    inplane = float(rng.uniform(0.5, 1.5))
+    inplane = float(rng.uniform(0.5, max_spacing_mm))
     sp = float(spacing_mm or inplane)
     if coarse:
         sp = max(sp, (y_top - y_bot) / 512)
@@ -149,12 +152,13 @@ COARSE_FRACTURE_RATE = 0.3
 REFINE_FRACTURE_RATE = 0.6
 
 
-def coarse_one(seed: int, fracture_rate: float = COARSE_FRACTURE_RATE) -> tuple:
+def coarse_one(seed: int, fracture_rate: float = COARSE_FRACTURE_RATE, ct_share: float = 0.5,
+               max_spacing_mm: float = 1.5) -> tuple:
     """One coarse item as ``training.data.make_coarse_dataset`` lays it out (``fracture_rate``:
     the share of spines drawn with 1–3 fractures; the rest take ``phantom.sample_spec``'s own
-    draw, 55 % of them with 1–5)."""
+    draw, 55 % of them with 1–5; ``ct_share``, ``max_spacing_mm``: ``render_plane``'s)."""
     spine, rng = _spine(PLANE_COARSE_STREAM, seed, fracture_rate)
-    r = render_plane(spine, rng, coarse=True)
+    r = render_plane(spine, rng, coarse=True, ct_share=ct_share, max_spacing_mm=max_spacing_mm)
     img, lb = letterbox(model_image(r, rng))
     verts = np.full((len(LEVELS), 6, 2), np.nan, np.float32)
     for i in np.where(r.in_view)[0]:
@@ -164,12 +168,14 @@ def coarse_one(seed: int, fracture_rate: float = COARSE_FRACTURE_RATE) -> tuple:
             np.full(2, np.nan, np.float32))
 
 
-def refine_one(seed: int, fracture_rate: float = REFINE_FRACTURE_RATE) -> list[tuple]:
-    """Crops about every body and the S1 endplate of one fine plane (mirrored: anterior left)."""
+def refine_one(seed: int, fracture_rate: float = REFINE_FRACTURE_RATE, fracture_boost: int = 2,
+               ct_share: float = 0.5, max_spacing_mm: float = 1.5) -> list[tuple]:
+    """Crops about every body and the S1 endplate of one fine plane (mirrored: anterior left);
+    a fractured body ``1 + fracture_boost`` times, each jittered anew."""
     spine, rng = _spine(PLANE_REFINE_STREAM, seed, fracture_rate)
-    r = render_plane(spine, rng)
+    r = render_plane(spine, rng, ct_share=ct_share, max_spacing_mm=max_spacing_mm)
     img = model_image(r, rng)
-    out = body_and_s1_crops(img, r, spine, rng, True, fracture_boost=2)
+    out = body_and_s1_crops(img, r, spine, rng, True, fracture_boost=fracture_boost)
     return [(np.round(c * 255).astype(np.uint8), k, p) for c, k, p in out]
 
 
@@ -182,21 +188,25 @@ def _map(fn: Any, seeds: list[int], workers: int) -> list:
         return pool.map(fn, seeds, chunksize=8)
 
 
-def make_coarse_planes(seeds: Any, workers: int = 1,
-                       fracture_rate: float = COARSE_FRACTURE_RATE) -> dict[str, np.ndarray]:
+def make_coarse_planes(seeds: Any, workers: int = 1, fracture_rate: float = COARSE_FRACTURE_RATE,
+                       ct_share: float = 0.5, max_spacing_mm: float = 1.5) -> dict[str, np.ndarray]:
     """Coarse items for ``seeds`` in ``training.data.make_coarse_dataset``'s layout."""
     seeds = list(seeds)
-    rows = _map(partial(coarse_one, fracture_rate=fracture_rate), seeds, workers)
+    rows = _map(partial(coarse_one, fracture_rate=fracture_rate, ct_share=ct_share, max_spacing_mm=max_spacing_mm),
+                seeds, workers)
     keys = ("images", "vertebrae", "s1", "heads", "radii")
     data = {k: np.stack([r[i] for r in rows]).astype(np.uint8 if k == "images" else np.float32) for i, k in enumerate(keys)}
     data["seeds"] = np.asarray(seeds)
     return data
 
 
-def make_refine_planes(seeds: Any, workers: int = 1,
-                       fracture_rate: float = REFINE_FRACTURE_RATE) -> dict[str, np.ndarray]:
+def make_refine_planes(seeds: Any, workers: int = 1, fracture_rate: float = REFINE_FRACTURE_RATE,
+                       fracture_boost: int = 2, ct_share: float = 0.5,
+                       max_spacing_mm: float = 1.5) -> dict[str, np.ndarray]:
     """Refinement crops for ``seeds`` in ``training.data.make_refine_dataset``'s layout."""
-    rows = [r for per in _map(partial(refine_one, fracture_rate=fracture_rate), list(seeds), workers) for r in per]
+    one = partial(refine_one, fracture_rate=fracture_rate, fracture_boost=fracture_boost, ct_share=ct_share,
+                  max_spacing_mm=max_spacing_mm)
+    rows = [r for per in _map(one, list(seeds), workers) for r in per]
     return {"crops": np.stack([r[0] for r in rows]).reshape(-1, CROP, CROP),
             "kinds": np.array([r[1] for r in rows], np.int8),
             "points": np.stack([r[2] for r in rows]).astype(np.float32)}

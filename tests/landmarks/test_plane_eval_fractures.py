@@ -1,0 +1,50 @@
+"""``scripts/eval_planes.py --diagnose``'s per-fracture lines: the grade the phantom's true points
+give on our plane against ours, so that a wrong grade is put on the points, the plane or the grade's
+definition (the true points stand in for the model here, and an identity plane for the reformat)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+
+from sagittal.geometry.morphometry import morphometry
+from sagittal.levels import LEVELS, POINT_NAMES
+from sagittal.phantom import build_spine, sample_spec
+from tests.training.fixtures import script
+
+
+def _doc(spine, grades: dict[str, int | None], reported: list[str]) -> dict:
+    px = spine.points_mm - spine.points_mm.min(axis=(0, 1)) + 10.0  # an identity plane, 1 mm pixels
+    m = morphometry(px)
+    verts = {lv: {n: px[LEVELS.index(lv), k].tolist() for k, n in enumerate(POINT_NAMES)} for lv in reported}
+    rows = [{"level": lv, "genant_grade": grades.get(lv, int(m["genant_grade"][LEVELS.index(lv)])),
+             "height_loss_pct": float(m["height_loss_pct"][LEVELS.index(lv)])} for lv in reported]
+    return {"landmarks": {"vertebrae": verts}, "vertebrae": rows}
+
+
+def _plane_and_volume(spine):
+    off = spine.points_mm.min(axis=(0, 1)) - 10.0
+    plane = SimpleNamespace(spacing_mm=1.0, image=np.zeros((4000, 4000)), from_lps=lambda p: np.asarray(p)[..., :2] - off)
+    return plane, SimpleNamespace(sagittal_to_lps=lambda p: np.asarray(p, float))
+
+
+def test_fracture_lines_say_which_grades_the_true_points_would_give():
+    spine = build_spine(sample_spec(np.random.default_rng(5), n_fractures=2))
+    fx = [LEVELS[i] for i in np.nonzero(spine.grade > 0)[0]]
+    assert len(fx) == 2
+    plane, vol = _plane_and_volume(spine)
+    ev = script("eval_planes")
+    wrong = fx[0]
+    truth = int(spine.grade[LEVELS.index(wrong)])
+    missing = fx[1]
+    reported = [lv for lv in LEVELS if lv != missing]
+    acc: dict = {}
+    lines = ev._fracture_lines(spine, vol, plane, _doc(spine, {wrong: (truth + 1) % 4}, reported), acc)
+    assert len(lines) == 2
+    by = {ln.split(" ")[0]: ln for ln in lines}
+    assert "WRONG" in by[wrong] and f"truth grade {truth}" in by[wrong]
+    assert "ours missing" in by[missing] and "WRONG" not in by[missing]
+    summary = ev._fracture_summary(acc["fx_rows"])
+    assert summary["in_view"] == 2 and summary["graded"] == 1 and summary["missing"] == 1
+    assert summary["graded_exact"] == 0 and summary["true_points_our_plane_exact"] == 1
