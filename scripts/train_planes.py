@@ -47,6 +47,8 @@ def main() -> int:
     ap.add_argument("--ct-share", type=float, default=0.5, help="share of CT planes (default 0.5)")
     ap.add_argument("--max-spacing", type=float, default=1.5,
                     help="in-plane spacing drawn from 0.5 mm to this (default 1.5; eval_planes' CTs reach 2.0)")
+    ap.add_argument("--slice-sampling", action="store_true",
+                    help="axial CT planes sampled at the slices and interpolated as a reformat is (not a Gaussian blur)")
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1)
@@ -61,16 +63,18 @@ def main() -> int:
     tag += "" if args.fracture_boost == 2 or args.stage == "coarse" else f"_boost{args.fracture_boost}"
     tag += "" if args.ct_share == 0.5 else f"_ct{args.ct_share:g}"
     tag += "" if args.max_spacing == 1.5 else f"_sp{args.max_spacing:g}"
+    tag += "_slices" if args.slice_sampling else ""
     cache = Path(args.cache_dir) / f"planes_{args.stage}_{args.first_seed}-{args.n_train}{tag}.npz"
     if not cache.is_file():
         t = time.time()
         seeds = range(args.first_seed, args.first_seed + args.n_train)
         if args.stage == "coarse":
             data = make_coarse_planes(seeds, args.workers, fracture_rate=rate, ct_share=args.ct_share,
-                                      max_spacing_mm=args.max_spacing)
+                                      max_spacing_mm=args.max_spacing, slice_sampling=args.slice_sampling)
         else:
             data = make_refine_planes(seeds, args.workers, fracture_rate=rate, fracture_boost=args.fracture_boost,
-                                      ct_share=args.ct_share, max_spacing_mm=args.max_spacing)
+                                      ct_share=args.ct_share, max_spacing_mm=args.max_spacing,
+                                      slice_sampling=args.slice_sampling)
         with atomic_path(cache) as tmp:
             with open(tmp, "wb") as fh:
                 np.savez(fh, **data)
@@ -85,7 +89,8 @@ def main() -> int:
         "train_seeds": f"{args.first_seed}..{args.first_seed + args.n_train - 1} of the plane {args.stage} stream "
                        f"in training.planes (phantom CT/MR planes, fracture rate {rate:g}, CT share "
                        f"{args.ct_share:g}, in-plane 0.5-{args.max_spacing:g} mm"
-                       + (f", fractured bodies x{1 + args.fracture_boost}" if args.stage == "refine" else "") + ")"})
+                       + (f", fractured bodies x{1 + args.fracture_boost}" if args.stage == "refine" else "")
+                       + (", axial CT sampled at its slices" if args.slice_sampling else "") + ")"})
     return rc
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -75,3 +76,25 @@ def test_train_planes_passes_boost_ct_share_and_spacing(tmp_path: Path, monkeypa
     assert (tmp_path / "planes_refine_5-2_fx1_boost4_ct0.6_sp2.npz").is_file()
     meta = torch.load(out, weights_only=True)["refine"]["meta"]
     assert "CT share 0.6" in meta["train_seeds"] and "0.5-2 mm" in meta["train_seeds"] and "x5" in meta["train_seeds"]
+
+
+def test_slice_sampling_makes_an_axial_ct_plane_a_ramp_between_slices() -> None:
+    """A sharp edge seen through point-sampled slices 5 px apart is linear between them: the
+    second difference along the rows vanishes except at the slices, where the reformat's ramp
+    bends (the Gaussian blur's profile bends everywhere)."""
+    img = np.zeros((60, 4), np.float32)
+    img[23:] = 100.0
+    rng = np.random.default_rng(0)
+    while True:  # the point-sampled half of the draw
+        state = rng.bit_generator.state
+        if rng.random() >= 0.5:
+            rng.bit_generator.state = state
+            break
+    out = planes._slice_sampled(img, 5.0, rng)
+    d2 = np.abs(np.diff(out[:, 0], 2))
+    assert out.shape == img.shape and out[0, 0] == 0.0 and out[-1, 0] == 100.0
+    # bends at the (up to three) slices around the edge only, each between two rows
+    assert 0 < int((d2 > 1e-3).sum()) <= 6
+    blurred = cv2.GaussianBlur(img, (0, 0), sigmaX=0.3, sigmaY=5.0 / 2.355)
+    assert int((np.abs(np.diff(blurred[:, 0], 2)) > 1e-3).sum()) > 6
+    assert planes._slice_sampled(img, 1.0, rng) is img  # slices no thicker than a row: unchanged
