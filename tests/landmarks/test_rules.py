@@ -234,6 +234,26 @@ def test_an_inverted_export_is_looked_at_again(detector):
         assert np.linalg.norm(np.array(v["anterior_superior"]) - truth[0]) < 3.0, lv
 
 
+def test_the_count_across_a_withheld_body_must_fit_real_steps():
+    """A false body beside a missed one (drr-a 1,000,021): the step across the withheld false
+    body, per level, is 1.38× its neighbours' — inside the loose band for adjacent bodies
+    (``STEP_LONG``), outside the range of real steps that a count across withheld levels needs."""
+    from sagittal.landmarks.postprocess import recheck_chain
+
+    def chain(span_ratio: float) -> Detections:
+        ys = [0.0, -40.0, -80.0, -40.0 - 80.0 * span_ratio]  # L5, L4, L3 (withheld), L2 two levels above L4 …
+        ys += [ys[-1] - 40.0, ys[-1] - 80.0, ys[-1] - 120.0]  # … then L1, T12, T11 40 apart again
+        bodies = [_body(lv, y) for lv, y in zip(("L5", "L4", "L3", "L2", "L1", "T12", "T11"), ys, strict=True)]
+        bodies[2].level = None
+        return Detections(bodies, np.array([[130.0, 150.0], [90.0, 152.0]]), 0.9, [])
+
+    out = recheck_chain(chain(1.38))
+    assert [b.level for b in out.bodies] == ["L5", "L4", None, None, None, None, None]
+    assert any("across the withheld ones" in w for w in out.warnings)
+    ok = chain(1.2)
+    assert recheck_chain(ok) is ok  # a span that fits real steps keeps the count
+
+
 def test_a_body_withheld_on_its_own_does_not_break_the_chain_of_the_others():
     from sagittal.landmarks.postprocess import recheck_chain
 

@@ -28,6 +28,10 @@ WEAK_THRESHOLD = 0.1  # a body where the chain of the others wants one
 #: a step between neighbouring bodies against the median of the steps around it: over 400
 #: phantom spines (0–3 fractures) 0.73–1.35, and 1.48–2.6 where one body is left out
 STEP_SHORT, STEP_LONG = 0.6, 1.42
+#: a step across levels whose bodies were withheld (strayed, unstable, cut) is counted only within
+#: the range of real steps, 0.73–1.35 above: there the count rests on bodies no longer vouched for
+#: (a missed body beside a false one leaves 1.38, an extra one 0.70)
+SPAN_SHORT, SPAN_LONG = 0.73, 1.35
 EDGE_FRACTION = 0.004
 HEAD_MIN_CONFIDENCE = 0.3
 S1_THRESHOLD = 0.2
@@ -554,7 +558,8 @@ def recheck_chain(det: Detections) -> Detections:
     ones may have smoothed two into one: walking from the anchor (S1 when present, else C7), the
     first step between neighbouring labelled levels (per level between them) that is out of
     proportion with the steps around it (or two levels on one body) withholds every level beyond
-    it, with a warning."""
+    it, with a warning. A step across withheld levels must fit the narrower ``SPAN_SHORT``–
+    ``SPAN_LONG``."""
     labelled = sorted((b for b in det.bodies if b.level), key=lambda b: -LEVELS.index(b.level))  # caudal first
     if len(labelled) < 3:
         return det
@@ -566,10 +571,12 @@ def recheck_chain(det: Detections) -> Detections:
     rel = _relative_steps(order, [abs(idx[i + 1] - idx[i]) for i in range(len(idx) - 1)])
     warnings = list(det.warnings)
     for i in range(1, len(order)):
-        if not (STEP_SHORT < rel[i - 1] < STEP_LONG):
+        short, long = (STEP_SHORT, STEP_LONG) if abs(idx[i] - idx[i - 1]) == 1 else (SPAN_SHORT, SPAN_LONG)
+        if not (short < rel[i - 1] < long):
+            across = "" if abs(idx[i] - idx[i - 1]) == 1 else ", per level across the withheld ones"
             warnings.append(f"after fine placement the step from {order[i - 1].level} to {order[i].level} is "
-                            f"{rel[i - 1]:.2f}× its neighbours' (a body missed or counted twice): levels beyond "
-                            f"{order[i - 1].level} are withheld")
+                            f"{rel[i - 1]:.2f}× its neighbours'{across} (a body missed or counted twice): levels "
+                            f"beyond {order[i - 1].level} are withheld")
             withheld = {id(b) for b in order[i:]}
             bodies = [replace(b, level=None) if id(b) in withheld else b for b in det.bodies]
             return Detections(bodies, det.s1, det.s1_confidence, det.heads, warnings)
