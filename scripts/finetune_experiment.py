@@ -151,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--teacher", help="distil the phantoms towards these weights' outputs (default: the start's)")
     ap.add_argument("--erase", type=float, help="the coarse stage's hard-negative rate (a body replaced by noise)")
     ap.add_argument("--refine-erase", type=float, help="the refinement's (a body crop whose body is noise: maps uniform)")
+    ap.add_argument("--look", type=float, help="share of the coarse stage's training films given processing no "
+                                               "renderer applies (training.loop.regional_look)")
+    ap.add_argument("--refine-look", type=float, help="the refinement's share of crops")
     ap.add_argument("--lr", type=float)
     ap.add_argument("--refine-lr", type=float)
     ap.add_argument("--check-n", type=int, default=30, help="2-D family radiographs for the original-look check")
@@ -183,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         recipe = {k: v for k in ("steps", "refine_steps", "phantom_share", "refine_phantom_share", "anchor",
                                  "refine_anchor", "lr", "refine_lr", "distill", "refine_distill", "init",
-                                 "teacher", "erase", "refine_erase")
+                                 "teacher", "erase", "refine_erase", "look", "refine_look")
                   if (v := getattr(args, k)) is not None}
         rec = finetune([work / "images"], work / "annotations", "sagittal", weights, minutes=args.minutes,
                        held_out=args.n_held_out / n, phantom=args.phantom, freeze_bn=not args.bn_train,

@@ -310,3 +310,41 @@ def test_zero_steps_leave_a_stage_as_it_is() -> None:
                        lambda m: None, max_iterations=0)
     assert rec["iterations"] == 0 and rec["final_loss"] is None
     assert all(torch.equal(model.state_dict()[k], v) for k, v in start.items())
+
+
+def test_regional_look_changes_the_processing_not_the_anatomy() -> None:
+    """An unseen look (``loop.regional_look``): in [0, 1], float32, seeded, padding kept at 0,
+    the image clearly changed, and a bright body stays where it was (its truth stays valid)."""
+    from sagittal.training.loop import regional_look
+
+    img = np.zeros((256, 128), np.float32)
+    img[20:236] = 0.3 + 0.1 * np.random.default_rng(0).random((216, 128))  # letterbox padding above and below
+    img[100:130, 40:80] = 0.9  # one bright body
+    changes = []
+    for seed in range(12):
+        out = regional_look(img, np.random.default_rng(seed))
+        assert out.shape == img.shape and out.dtype == np.float32
+        assert out.min() >= 0.0 and out.max() <= 1.0
+        assert (out[:20] == 0).all() and (out[236:] == 0).all()
+        np.testing.assert_array_equal(out, regional_look(img, np.random.default_rng(seed)))
+        rows = np.abs(np.diff(out[80:150, 50:70].mean(axis=1)))  # the endplates: strongest steps down the body
+        cols = np.abs(np.diff(out[105:125, 20:100].mean(axis=0)))  # its front and back
+        assert sorted(np.argsort(rows)[-2:] + 80) == [99, 129] and sorted(np.argsort(cols)[-2:] + 20) == [39, 79]
+        assert out[100:130, 40:80].mean() > out[150:200].mean()  # the body still stands out
+        changes.append(float(np.abs(out - img)[20:236].mean()))
+    assert np.median(changes) > 0.02
+
+
+def test_the_phantoms_keep_their_look_and_user_images_get_another() -> None:
+    """``look`` touches only user images: with every item a phantom the batch is the same with
+    and without it; with every item a user image it differs."""
+    from sagittal.training.data import make_coarse_dataset
+    from sagittal.training.finetune import _coarse_batch
+
+    data = make_coarse_dataset(range(FINETUNE_TEST_SEEDS, FINETUNE_TEST_SEEDS + 2))
+    idx = np.array([0, 1, 0, 1])
+    for user, same in ((False, True), (True, False)):
+        data["user"] = np.full(2, user)
+        a = _coarse_batch(data, idx, np.random.default_rng(3))[0]
+        b = _coarse_batch(data, idx, np.random.default_rng(3), look=1.0)[0]
+        assert torch.equal(a, b) is same

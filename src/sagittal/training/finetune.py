@@ -278,18 +278,23 @@ def erase_crops(crops: np.ndarray, targets: np.ndarray, kinds: np.ndarray, point
 
 # --------------------------------------------------------------------------- training (torch)
 def _coarse_batch(data: dict[str, np.ndarray], idx: np.ndarray, rng: np.random.Generator,
-                  erase: float = 0.0) -> tuple[Any, ...]:
+                  erase: float = 0.0, look: float = 0.0) -> tuple[Any, ...]:
     """Images ``(B, 1, rows, cols)``, masked targets, heat weights, offset and radius masks, and
-    which items had a body erased (``erase_body``, probability ``erase``)."""
+    which items had a body erased (``erase_body``, probability ``erase``). A user image gets
+    ``loop.regional_look`` with probability ``look`` (the phantoms keep their look: they are the
+    ones distilled)."""
     import torch
 
     from ..landmarks.preprocess import INPUT_SHAPE
-    from .loop import photometric
+    from .loop import photometric, regional_look
 
     cols: list[list[np.ndarray]] = [[], [], [], [], []]
     erased = np.zeros(len(idx), bool)
     for j, k in enumerate(idx):
-        img = photometric(data["images"][k].astype(np.float32) / 255.0, rng)
+        img = data["images"][k].astype(np.float32) / 255.0
+        if look > 0 and data["user"][k] and rng.random() < look:
+            img = regional_look(img, rng)
+        img = photometric(img, rng)
         v, s1, heads, radii = (data[n][k].copy() for n in ("vertebrae", "s1", "heads", "radii"))
         if erase > 0 and rng.random() < erase:
             erased[j] = erase_body(img, v, rng) is not None
@@ -367,11 +372,12 @@ def _sampling_weights(user: np.ndarray, phantom_share: float) -> np.ndarray:
 def _train_stage(stage: str, model: Any, data: dict[str, np.ndarray], seconds: float, lr: float, batch: int,
                  phantom_share: float, rng: np.random.Generator, device: str, log: Callable[[str], None], *,
                  anchor: float = 0.0, freeze_bn: bool = True, max_iterations: int | None = None,
-                 distill: float = 0.0, teacher: Any = None, erase: float = 0.0) -> dict:
+                 distill: float = 0.0, teacher: Any = None, erase: float = 0.0, look: float = 0.0) -> dict:
     """Train one stage in place; returns its record. ``teacher``: the network whose outputs the
     phantoms are distilled towards (default: a frozen copy of the starting one); ``erase``: the
     hard-negative rate (``erase_body`` per coarse image, ``erase_crops`` per body crop; erased
-    items are not distilled)."""
+    items are not distilled); ``look``: the share of user images or crops given
+    ``loop.regional_look``."""
     import copy
 
     import torch
@@ -400,12 +406,12 @@ def _train_stage(stage: str, model: Any, data: dict[str, np.ndarray], seconds: f
         t = None  # the refinement's targets (its distillation uses only the channels in the crop)
         erased = np.zeros(len(idx), bool)
         if stage == "coarse":
-            x, *rest, erased = _coarse_batch(data, idx, rng, erase)
+            x, *rest, erased = _coarse_batch(data, idx, rng, erase, look)
             x = x.to(device)
             pred = model(x)
             loss = masked_coarse_loss(pred, *(r.to(device) for r in rest))
         else:
-            x, t = refine_batch(data, idx, rng)
+            x, t = refine_batch(data, idx, rng, user[idx] & (rng.random(len(idx)) < look) if look > 0 else None)
             if erase > 0:
                 erased = erase_crops(x.numpy()[:, 0], t.numpy(), data["kinds"][idx], data["points"][idx], erase, rng)
             x, t = x.to(device), t.to(device)
@@ -432,7 +438,7 @@ def _train_stage(stage: str, model: Any, data: dict[str, np.ndarray], seconds: f
     return {"iterations": it, "batch": batch, "seconds": round(time.time() - start, 1),
             "final_loss": float(np.mean(losses[-50:])) if losses else None, "items": n, "user_items": int(user.sum()),
             "lr": lr, "phantom_share": phantom_share, "anchor": anchor, "freeze_bn": freeze_bn,
-            "distill": distill, "squared_distance_from_start": moved}
+            "distill": distill, "look": look, "squared_distance_from_start": moved}
 
 
 def split(pairs: Sequence[tuple[Path, Annotation]], held_out: float, seed: int) -> tuple[list, list]:
@@ -462,7 +468,8 @@ def finetune(images: Sequence[str | Path], annotations: str | Path, fmt: str, ou
              device: str = "cpu", seed: int = 0, lr: float = LR, threads: int | None = None, before: dict | None = None,
              steps: int | None = STEPS, refine_steps: int | None = REFINE_STEPS, distill: float = DISTILL,
              refine_distill: float = REFINE_DISTILL, teacher: str | None = None, erase: float = 0.0,
-             refine_erase: float = 0.0, log: Callable[[str], None] = print) -> dict[str, Any]:
+             refine_erase: float = 0.0, look: float = 0.0, refine_look: float = 0.0,
+             log: Callable[[str], None] = print) -> dict[str, Any]:
     """Fine-tune both stages (see the module docstring); returns the training record.
 
     ``steps`` and ``refine_steps`` stop each stage after that many optimizer
@@ -472,7 +479,9 @@ def finetune(images: Sequence[str | Path], annotations: str | Path, fmt: str, ou
     stage's (the defaults: the measured recipe, module constants). ``before``: the held-out figures of the starting weights when
     already measured (they are then not measured again). ``teacher``: weights whose outputs the
     phantoms are distilled towards (default: the starting weights); ``erase`` / ``refine_erase``:
-    the coarse stage's / the refinement's hard-negative rate (``erase_body``, ``erase_crops``)."""
+    the coarse stage's / the refinement's hard-negative rate (``erase_body``, ``erase_crops``);
+    ``look`` / ``refine_look``: the share of user images / crops given processing no renderer
+    applies (``loop.regional_look``)."""
     import torch
 
     from ..fsio import atomic_path
@@ -538,7 +547,8 @@ def finetune(images: Sequence[str | Path], annotations: str | Path, fmt: str, ou
         stages[stage] = _train_stage(stage, model, data, seconds, s_lr, batch, s_ph, rng, device, log,
                                      anchor=s_anchor, freeze_bn=freeze_bn, max_iterations=s_steps,
                                      distill=refine_distill if stage == "refine" else distill, teacher=t_model,
-                                     erase=erase if stage == "coarse" else refine_erase)
+                                     erase=erase if stage == "coarse" else refine_erase,
+                                     look=look if stage == "coarse" else refine_look)
         blob[stage] = {"widths": list(model.widths), "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
                        "meta": {**dict(blob[stage].get("meta") or {}), "finetune": stages[stage]}}
     record: dict[str, Any] = {
@@ -552,7 +562,7 @@ def finetune(images: Sequence[str | Path], annotations: str | Path, fmt: str, ou
         "distill": distill, "refine_distill": refine_distill,
         "teacher": str(weights_path(teacher)) if teacher else None,
         "teacher_sha256": sha256_file(weights_path(teacher)) if teacher else None, "erase": erase,
-        "refine_erase": refine_erase,
+        "refine_erase": refine_erase, "look": look, "refine_look": refine_look,
         "train_images": [p.name for p, _ in train_pairs],
         "held_out_images": [p.name for p, _ in ho_pairs], "skipped": skipped, "stages": stages,
         "data_seconds": round(t_data, 1), "torch": str(torch.__version__),

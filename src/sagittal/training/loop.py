@@ -39,6 +39,43 @@ def photometric(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return (img + rng.normal(0, rng.uniform(0, 0.04), img.shape)).astype(np.float32)
 
 
+def regional_look(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Processing the renderers never apply, drawn afresh per call: ``(H, W)`` in [0, 1] → the
+    same shape, float32, renormalised to [0, 1] (1st–99.5th percentile, as ``normalise``).
+
+    A smooth gain and offset field over a 2–5 × 2–4 grid (regions that read differently, as the
+    lungs behind the thoracic spine against the abdomen), edge enhancement (an unsharp mask 1–8 %
+    of the image wide, as DR processing does) or a slight blur, and now and then local
+    equalisation (CLAHE). Exact zeros (letterbox padding) stay zero."""
+    import cv2
+
+    x = np.asarray(img, np.float32)
+    pad = x <= 0
+    h, w = x.shape
+    out = x.copy()
+    if rng.random() < 0.7:
+        gy, gx = int(rng.integers(2, 6)), int(rng.integers(2, 5))
+        gain = cv2.resize(np.exp(rng.normal(0, 0.35, (gy, gx))).astype(np.float32), (w, h),
+                          interpolation=cv2.INTER_CUBIC)
+        offset = cv2.resize(rng.normal(0, 0.12, (gy, gx)).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
+        out = out * gain + offset
+    if rng.random() < 0.5:
+        sigma = float(rng.uniform(0.01, 0.08)) * max(h, w)
+        out = out + float(rng.uniform(0.3, 2.0)) * (out - cv2.GaussianBlur(out, (0, 0), sigma))
+    elif rng.random() < 0.3:
+        out = cv2.GaussianBlur(out, (0, 0), float(rng.uniform(0.5, 1.5)))
+    if rng.random() < 0.2:
+        u8 = np.clip(out * 255, 0, 255).astype(np.uint8)
+        tiles = int(rng.integers(2, 8))
+        out = cv2.createCLAHE(clipLimit=float(rng.uniform(1.5, 4.0)), tileGridSize=(tiles, tiles)).apply(u8)
+        out = out.astype(np.float32) / 255.0
+    body = out[~pad] if (~pad).any() else out.ravel()
+    lo, hi = np.percentile(body, (1.0, 99.5))
+    out = np.clip((out - lo) / max(float(hi - lo), 1e-6), 0.0, 1.0)
+    out[pad] = 0.0
+    return out.astype(np.float32)
+
+
 def coarse_batch(data: dict[str, np.ndarray], idx: np.ndarray,
                  rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Images ``(B, 1, rows, cols)``, targets and offset masks for the items ``idx``; half mirrored."""
@@ -67,9 +104,13 @@ def coarse_batch(data: dict[str, np.ndarray], idx: np.ndarray,
             torch.from_numpy(np.stack(masks)))
 
 
-def refine_batch(data: dict[str, np.ndarray], idx: np.ndarray,
-                 rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    crops = np.stack([photometric(data["crops"][k].astype(np.float32) / 255.0, rng) for k in idx])
+def refine_batch(data: dict[str, np.ndarray], idx: np.ndarray, rng: np.random.Generator,
+                 looks: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Crops ``(B, 1, S, S)`` and their targets; ``looks[j]``: item ``j`` gets ``regional_look``."""
+    raw = [data["crops"][k].astype(np.float32) / 255.0 for k in idx]
+    if looks is not None:
+        raw = [regional_look(c, rng) if looks[j] else c for j, c in enumerate(raw)]
+    crops = np.stack([photometric(c, rng) for c in raw])
     size = crops.shape[-1]
     tgts = np.stack([refine_targets(size, data["points"][k]) for k in idx])
     return torch.from_numpy(crops)[:, None], torch.from_numpy(tgts)
