@@ -63,12 +63,12 @@ def regional_look(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         sigma = float(rng.uniform(0.01, 0.08)) * max(h, w)
         out = out + float(rng.uniform(0.3, 2.0)) * (out - cv2.GaussianBlur(out, (0, 0), sigma))
     elif rng.random() < 0.3:
-        out = cv2.GaussianBlur(out, (0, 0), float(rng.uniform(0.5, 1.5)))
+        out = np.asarray(cv2.GaussianBlur(out, (0, 0), float(rng.uniform(0.5, 1.5))), np.float32)
     if rng.random() < 0.2:
         u8 = np.clip(out * 255, 0, 255).astype(np.uint8)
         tiles = int(rng.integers(2, 8))
-        out = cv2.createCLAHE(clipLimit=float(rng.uniform(1.5, 4.0)), tileGridSize=(tiles, tiles)).apply(u8)
-        out = out.astype(np.float32) / 255.0
+        clahe = cv2.createCLAHE(clipLimit=float(rng.uniform(1.5, 4.0)), tileGridSize=(tiles, tiles))
+        out = np.asarray(clahe.apply(u8), np.float32) / 255.0
     body = out[~pad] if (~pad).any() else out.ravel()
     lo, hi = np.percentile(body, (1.0, 99.5))
     out = np.clip((out - lo) / max(float(hi - lo), 1e-6), 0.0, 1.0)
