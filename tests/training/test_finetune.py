@@ -348,3 +348,21 @@ def test_the_phantoms_keep_their_look_and_user_images_get_another() -> None:
         a = _coarse_batch(data, idx, np.random.default_rng(3))[0]
         b = _coarse_batch(data, idx, np.random.default_rng(3), look=1.0)[0]
         assert torch.equal(a, b) is same
+
+
+def test_refine_batch_gives_another_look_only_to_the_crops_asked() -> None:
+    """``loop.refine_batch(looks=…)``: no crop asked → the same batch as without it (the RNG
+    untouched); every crop asked → a different one, targets unchanged."""
+    from sagittal.training.loop import refine_batch
+
+    rng = np.random.default_rng(0)
+    crops = np.clip(rng.normal(120, 40, (3, 48, 48)), 1, 255).astype(np.uint8)
+    points = np.full((3, 10, 2), np.nan, np.float32)
+    points[:, :6] = rng.uniform(10, 38, (6, 2))
+    data = {"crops": crops, "points": points}
+    idx = np.array([0, 1, 2])
+    x0, t0 = refine_batch(data, idx, np.random.default_rng(5))
+    x1, t1 = refine_batch(data, idx, np.random.default_rng(5), np.zeros(3, bool))
+    x2, t2 = refine_batch(data, idx, np.random.default_rng(5), np.ones(3, bool))
+    assert torch.equal(x0, x1) and torch.equal(t0, t1) and torch.equal(t0, t2)
+    assert not torch.equal(x0, x2)

@@ -46,7 +46,8 @@ def regional_look(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     A smooth gain and offset field over a 2–5 × 2–4 grid (regions that read differently, as the
     lungs behind the thoracic spine against the abdomen), edge enhancement (an unsharp mask 1–8 %
     of the image wide, as DR processing does) or a slight blur, and now and then local
-    equalisation (CLAHE). Exact zeros (letterbox padding) stay zero."""
+    equalisation (CLAHE). Exact zeros stay zero: the letterbox padding, and with it the darkest
+    pixels ``normalise`` clipped to 0 (about 1 % of the image)."""
     import cv2
 
     x = np.asarray(img, np.float32)
