@@ -115,19 +115,23 @@ def _why_missed(level: str, truth_px: np.ndarray, sp: float, doc: dict, prep: An
     return f"{level} ({size * sp:.0f} mm, {anchor}): {stage}; " + (" | ".join(said)[:300] if said else "-")
 
 
+def _in_view(truth_px: np.ndarray, img: np.ndarray) -> bool:
+    """Whether a body's true points ``(6, 2)`` (plane pixels) are in view: inside the plane by
+    3 px and within the volume's own field (outside it the plane is filled with the minimum)."""
+    rows, cols = img.shape
+    inside = ((truth_px[:, 0] > 2) & (truth_px[:, 0] < cols - 3) & (truth_px[:, 1] > 2) & (truth_px[:, 1] < rows - 3)).all()
+    lo = float(img.min())
+    return bool(inside) and not any(img[int(round(y)), int(round(x))] <= lo for x, y in truth_px)
+
+
 def _score(spine: Any, vol: Any, prep: Any, doc: dict, acc: dict, diagnose: list[str] | None = None) -> None:
     plane = prep.extra["plane"]
-    rows, cols = plane.image.shape
     sp = plane.spacing_mm
-    img = prep.image
-    lo = float(img.min())
     lm = doc["landmarks"]["vertebrae"]
     by_level = {v["level"]: v for v in doc["vertebrae"]}
     for i, level in enumerate(LEVELS):
         truth_px = plane.from_lps(vol.sagittal_to_lps(spine.points_mm[i]))
-        inside = ((truth_px[:, 0] > 2) & (truth_px[:, 0] < cols - 3) & (truth_px[:, 1] > 2) & (truth_px[:, 1] < rows - 3)).all()
-        # and within the volume's own field (the plane outside it is filled with the minimum)
-        if not inside or any(img[int(round(y)), int(round(x))] <= lo for x, y in truth_px):
+        if not _in_view(truth_px, prep.image):
             continue
         acc["in_view"] += 1
         p = lm.get(level)
@@ -152,14 +156,14 @@ def _score(spine: Any, vol: Any, prep: Any, doc: dict, acc: dict, diagnose: list
         if v and v["genant_grade"] is not None:
             acc["grades"].append((int(spine.grade[i]), int(v["genant_grade"])))
     if diagnose is not None:
-        diagnose += _fracture_lines(spine, vol, plane, doc, acc)
+        diagnose += _fracture_lines(spine, vol, plane, prep.image, doc, acc)
     pi = doc["parameters"]["pelvic_incidence_deg"]
     if pi is not None:
         acc["pi_err"].append(abs(pi - spine.parameters["pelvic_incidence_deg"]))
         acc["heads"].append(len(doc["landmarks"]["femoral_heads"]))
 
 
-def _fracture_lines(spine: Any, vol: Any, plane: Any, doc: dict, acc: dict) -> list[str]:
+def _fracture_lines(spine: Any, vol: Any, plane: Any, img: np.ndarray, doc: dict, acc: dict) -> list[str]:
     """``--diagnose``: every fractured body in view — the phantom's grade and loss against ours,
     and the loss measured from the phantom's TRUE six points (a) in its own sagittal plane, all
     levels (the grade's definition against ``geometry.morphometry``), (b) mapped to our plane,
@@ -170,9 +174,7 @@ def _fracture_lines(spine: Any, vol: Any, plane: Any, doc: dict, acc: dict) -> l
 
     sp = plane.spacing_mm
     truth_px = np.stack([plane.from_lps(vol.sagittal_to_lps(spine.points_mm[i])) for i in range(len(LEVELS))])
-    rows, cols = plane.image.shape
-    inside = ((truth_px[..., 0] > 2) & (truth_px[..., 0] < cols - 3) & (truth_px[..., 1] > 2)
-              & (truth_px[..., 1] < rows - 3)).all(axis=1)
+    inside = np.array([_in_view(t, img) for t in truth_px])  # as ``_score`` counts them
     lm = doc["landmarks"]["vertebrae"]
     by_level = {v["level"]: v for v in doc["vertebrae"]}
     own = morphometry(spine.points_mm)

@@ -40,7 +40,10 @@ def test_fracture_lines_say_which_grades_the_true_points_would_give():
     missing = fx[1]
     reported = [lv for lv in LEVELS if lv != missing]
     acc: dict = {}
-    lines = ev._fracture_lines(spine, vol, plane, _doc(spine, {wrong: (truth + 1) % 4}, reported), acc)
+    img = np.ones((4000, 4000))
+    img[0, 0] = 0.0  # the volume's field: everything but one corner pixel
+    doc = _doc(spine, {wrong: (truth + 1) % 4}, reported)
+    lines = ev._fracture_lines(spine, vol, plane, img, doc, acc)
     assert len(lines) == 2
     by = {ln.split(" ")[0]: ln for ln in lines}
     assert "WRONG" in by[wrong] and f"truth grade {truth}" in by[wrong]
@@ -48,3 +51,12 @@ def test_fracture_lines_say_which_grades_the_true_points_would_give():
     summary = ev._fracture_summary(acc["fx_rows"])
     assert summary["in_view"] == 2 and summary["graded"] == 1 and summary["missing"] == 1
     assert summary["graded_exact"] == 0 and summary["true_points_our_plane_exact"] == 1
+    # a body outside the volume's own field (the plane there filled with the minimum) is not in
+    # view, for these lines as for the score (``_in_view``)
+    pts = plane.from_lps(vol.sagittal_to_lps(spine.points_mm[LEVELS.index(missing)]))
+    img[int(pts[:, 1].min()) - 2:int(pts[:, 1].max()) + 3, int(pts[:, 0].min()) - 2:int(pts[:, 0].max()) + 3] = 0.0
+    acc = {}
+    lines = ev._fracture_lines(spine, vol, plane, img, doc, acc)
+    assert [ln.split(" ")[0] for ln in lines] == [wrong]
+    assert not ev._in_view(pts, img) and ev._in_view(plane.from_lps(vol.sagittal_to_lps(
+        spine.points_mm[LEVELS.index(wrong)])), img)
