@@ -145,6 +145,12 @@ def field_cut(view: View, spine: Any, rng: np.random.Generator) -> View:
                    femoral_in_view=view.femoral_in_view & fem)
 
 
+def unsharp(x: np.ndarray, sigma_px: float, amount: float) -> np.ndarray:
+    """Edge enhancement as DR processing does it: ``x + amount * (x - blur(x, sigma_px))``, same
+    shape and dtype, not clipped."""
+    return x + amount * (x - cv2.GaussianBlur(x, (0, 0), sigma_px))
+
+
 def _other_noise(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Noise of another kind than the renderer's: additive, multiplicative or correlated."""
     kind = rng.integers(0, 3)
@@ -186,7 +192,7 @@ def degrade_pixels(img: np.ndarray, rng: np.random.Generator, spacing_mm: float)
         x = (1 / (1 + np.exp(-k * (x - rng.uniform(0.35, 0.65))))).astype(np.float32)
     if rng.random() < 0.35:  # unsharp mask / strong edge enhancement
         sig = rng.uniform(2, 30) / spacing_mm
-        x = np.clip(x + rng.uniform(0.5, 3.0) * (x - cv2.GaussianBlur(x, (0, 0), sig)), 0, 1)
+        x = np.clip(unsharp(x, sig, rng.uniform(0.5, 3.0)), 0, 1)
     if rng.random() < 0.4:  # resampled or blurred
         if rng.random() < 0.5:
             f = rng.uniform(0.3, 0.8)

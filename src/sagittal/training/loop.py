@@ -25,7 +25,7 @@ from ..fsio import atomic_path
 from ..landmarks.model import UNet, build
 from ..landmarks.preprocess import INPUT_SHAPE
 from ..landmarks.weights import write_checksum
-from .data import FAMILIES, make_coarse_dataset, make_refine_dataset
+from .data import FAMILIES, make_coarse_dataset, make_refine_dataset, unsharp
 from .losses import anchor_penalty, coarse_loss, parameter_snapshot, refine_loss
 from .targets import coarse_targets, refine_targets
 
@@ -62,7 +62,7 @@ def regional_look(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         out = out * gain + offset
     if rng.random() < 0.5:
         sigma = float(rng.uniform(0.01, 0.08)) * max(h, w)
-        out = out + float(rng.uniform(0.3, 2.0)) * (out - cv2.GaussianBlur(out, (0, 0), sigma))
+        out = unsharp(out, sigma, float(rng.uniform(0.3, 2.0)))
     elif rng.random() < 0.3:
         out = np.asarray(cv2.GaussianBlur(out, (0, 0), float(rng.uniform(0.5, 1.5))), np.float32)
     if rng.random() < 0.2:
