@@ -111,9 +111,9 @@ class LandmarkDetector:
         with torch.inference_mode():
             return self.models[stage](torch.from_numpy(x)[:, None].to(self.device)).float().cpu().numpy()
 
-    def _coarse_maps(self, normed: list[np.ndarray]) -> tuple[list[Detections], list[Letterbox]]:
+    def _coarse_maps(self, normed: list[np.ndarray], stage: str = "coarse") -> tuple[list[Detections], list[Letterbox]]:
         prepared = [letterbox(n, INPUT_SHAPE) for n in normed]
-        maps = self._run("coarse", np.stack([p[0] for p in prepared]))
+        maps = self._run(stage, np.stack([p[0] for p in prepared]))
         heat = list(COARSE_HEAT)
         maps[:, heat] = 1.0 / (1.0 + np.exp(-maps[:, heat]))
         dets = [label_levels(decode(m)).mapped(lb.to_source, 1.0 / lb.scale)
@@ -127,14 +127,27 @@ class LandmarkDetector:
         levels hang on a faintly seen S1 endplate, is looked at again as other looks of itself
         (``other_looks``: locally equalised, inverted); the best look (``_look_rank``: one that went
         well, then the most levels, then a firm S1) is kept, with a warning. Images that went well
-        cost nothing more."""
+        cost nothing more. When the weights hold a second coarse network (``coarse2``), each image
+        is read by both and the better look kept (``_look_rank`` again; the first on a tie)."""
         normed = [normalise(img) for img in images]
-        dets, boxes = self._coarse_maps(normed)
+        dets, boxes, looked = self._coarse_looks(normed, "coarse")
+        if "coarse2" in self.models:
+            dets2, _, looked2 = self._coarse_looks(normed, "coarse2")
+            for i, d in enumerate(dets2):
+                if _look_rank(d) > _look_rank(dets[i]):
+                    dets[i], looked[i] = d, looked2[i]
+        return dets, boxes, looked
+
+    def _coarse_looks(self, images: list[np.ndarray], stage: str
+                      ) -> tuple[list[Detections], list[Letterbox], list[np.ndarray]]:
+        """``coarse`` with one network: detections, letterboxes and the look each was found on."""
+        normed = list(images)
+        dets, boxes = self._coarse_maps(normed, stage)
         weak = [i for i, d in enumerate(dets) if not _look_rank(d)[0]
                 and (self.second_look_on_faint_s1 or _n_levels(d) < FALLBACK_MIN_LEVELS)]
         if weak:
             looks = [(i, name, im) for i in weak for name, im in other_looks(normed[i])]
-            alt, _ = self._coarse_maps([im for _, _, im in looks])
+            alt, _ = self._coarse_maps([im for _, _, im in looks], stage)
             for (i, name, im), d in zip(looks, alt, strict=True):
                 if _look_rank(d) > _look_rank(dets[i]):
                     why = "too few" if _n_levels(dets[i]) < FALLBACK_MIN_LEVELS else "its S1 endplate only faintly"

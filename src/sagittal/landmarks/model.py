@@ -7,7 +7,10 @@
   (a vertebral body, the S1 endplate or the hips) → one spatial-softmax heatmap per point of
   that structure, for sub-pixel placement at about 1 mm per crop pixel.
 
-Both are small U-Nets (``UNet``) sized to train on two CPU cores.
+Both are small U-Nets (``UNet``) sized to train on two CPU cores. A weights file may hold more
+networks of the same two kinds (``EXTRA_STAGES``): ``coarse2``, a second coarse network whose
+look of an image is kept when it counts more (``infer.LandmarkDetector.coarse``), and
+``refine_ct``, the CT planes' own refinement (``plane_detector``).
 """
 
 from __future__ import annotations
@@ -84,8 +87,13 @@ def build(stage: str, widths: tuple[int, ...] | list[int] | None = None) -> UNet
     return factory(tuple(widths)) if widths else factory()
 
 
+#: optional networks a weights file may hold, by the kind of network each is
+EXTRA_STAGES = {"coarse2": "coarse", "refine_ct": "refine"}
+
+
 def load_models(path: str | os.PathLike[str], device: str = "cpu") -> dict[str, UNet]:
-    """Both stages from one weights file written by ``sagittal.training.loop``.
+    """Both stages from one weights file written by ``sagittal.training.loop``, and those of
+    ``EXTRA_STAGES`` it holds.
 
     The file is checked against its ``.sha256`` sidecar when it has one (the packaged weights
     always do: ``landmarks.weights``), then loaded with ``weights_only=True`` (tensors and plain
@@ -105,8 +113,8 @@ def load_models(path: str | os.PathLike[str], device: str = "cpu") -> dict[str, 
         raise InputError(f"{path}: the weights file lacks the {' and '.join(missing)} stage(s); "
                          "train it with scripts/train_landmarks.py --stage " + missing[0])
     models = {}
-    for stage in ("coarse", "refine"):
-        m = build(stage, blob[stage]["widths"])
+    for stage in ("coarse", "refine", *(s for s in EXTRA_STAGES if s in blob)):
+        m = build(EXTRA_STAGES.get(stage, stage), blob[stage]["widths"])
         try:
             m.load_state_dict(blob[stage]["state_dict"])
         except RuntimeError as exc:

@@ -1,0 +1,78 @@
+"""A weights file may hold a second coarse network (``coarse2``): every radiograph is read by
+both and the look that went better is kept (``infer._look_rank``; the first on a tie).
+Weights files are put together with ``training.combine``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from sagittal.errors import InputError
+from sagittal.landmarks import weights as w
+from sagittal.landmarks.model import load_models
+from sagittal.training.combine import combine_stages
+
+
+def _blind(path, out):
+    """``path``'s blob with a coarse network that sees nothing (every heatmap logit -30)."""
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    stage = dict(blob["coarse"])
+    sd = dict(stage["state_dict"])
+    sd["head.weight"] = torch.zeros_like(sd["head.weight"])
+    sd["head.bias"] = torch.full_like(sd["head.bias"], -30.0)
+    blob["coarse"] = {**stage, "state_dict": sd}
+    torch.save(blob, out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("pair")
+    shipped = w.packaged()
+    blind = _blind(shipped, d / "blind.pt")
+    combine_stages(blind, d / "blind_first.pt", {"coarse2": (shipped, "coarse")})
+    combine_stages(shipped, d / "blind_second.pt", {"coarse2": (blind, "coarse")})
+    return {"shipped": shipped, "blind": blind, "blind_first": d / "blind_first.pt", "blind_second": d / "blind_second.pt"}
+
+
+def test_combined_file_loads_the_second_coarse_network_and_records_its_source(files):
+    models = load_models(files["blind_first"])
+    assert set(models) == {"coarse", "refine", "coarse2"}
+    assert w.sidecar(files["blind_first"]).is_file()  # combine_stages wrote its checksum
+    blob = torch.load(files["blind_first"], map_location="cpu", weights_only=True)
+    assert blob["coarse2"]["meta"]["taken_from"].startswith("landmarks.pt (coarse stage; file SHA-256 ")
+    x = torch.rand(1, 1, 256, 128)
+    with torch.inference_mode():  # coarse2 is the shipped coarse network, coarse the blind one
+        np.testing.assert_array_equal(models["coarse2"](x).numpy(), load_models(files["shipped"])["coarse"](x).numpy())
+        assert float(models["coarse"](x)[:, 0].max()) == pytest.approx(-30.0)
+
+
+def test_a_stage_of_another_kind_is_refused(tmp_path):
+    with pytest.raises(InputError, match="coarse2 is a coarse network"):
+        combine_stages(w.packaged(), tmp_path / "x.pt", {"coarse2": (w.packaged(), "refine")})
+    with pytest.raises(InputError, match="not a stage"):
+        combine_stages(w.packaged(), tmp_path / "x.pt", {"coarse3": (w.packaged(), "coarse")})
+
+
+@pytest.mark.slow
+def test_the_better_look_is_kept_whichever_network_gave_it(files):
+    from sagittal.landmarks.infer import LandmarkDetector
+    from sagittal.levels import LEVEL_INDEX
+    from sagittal.training.data import COARSE_STREAM, _render
+
+    spine, view, _ = _render(COARSE_STREAM, 3, (0.5, 0.5), field_of_view="lumbar", collimation="none",
+                             markers=False, ruler=False)
+    assert view.s1_in_view and view.in_view[LEVEL_INDEX["L3"]]
+
+    def run(name):
+        ((lm, _, warnings),) = LandmarkDetector(files[name], device="cpu", threads=1).detect([view.pixels])
+        return lm, warnings
+
+    alone, _ = run("shipped")
+    assert len(alone["vertebrae"]) >= 4
+    blind, warnings = run("blind")
+    assert not blind["vertebrae"] and "no vertebral body found" in warnings
+    for name in ("blind_first", "blind_second"):  # one network blind: the other's look, exactly
+        lm, _ = run(name)
+        assert lm == alone, name
