@@ -133,3 +133,73 @@ def test_a_count_from_s1_that_skips_a_body_is_withheld():
     lone = {"vertebrae": _verts({"L5": 200.0}), "s1_endplate": s1, "femoral_heads": []}
     pd.withhold_if_off_s1(lone, warnings)
     assert lone["vertebrae"] == {} and "the only body reported" in warnings[1]
+
+
+def _tiny_weights(path, ct_stage: bool):
+    """A plane weights file with tiny networks (random, seeded): coarse, refine and, when
+    ``ct_stage``, a different refinement as ``refine_ct``; with its .sha256 as the packaged has."""
+    import torch
+
+    from sagittal.landmarks.model import build
+    from sagittal.landmarks.weights import write_checksum
+
+    torch.manual_seed(0)
+    blob = {"format": 2}
+    for stage, kind in [("coarse", "coarse"), ("refine", "refine")] + ([(pd.REFINE_CT, "refine")] if ct_stage else []):
+        blob[stage] = {"widths": [4, 8], "state_dict": build(kind, [4, 8]).state_dict(), "meta": {}}
+    torch.save(blob, path)
+    write_checksum(path)
+    return path
+
+
+def test_ct_planes_are_refined_by_the_ct_stage_and_mr_by_the_other(tmp_path):
+    det = pd.PlaneDetector(_tiny_weights(tmp_path / "p.pt", True), device="cpu", threads=1)
+    assert det.refine_stage("CT") == pd.REFINE_CT
+    assert det.refine_stage("MR") == det.refine_stage(None) == "refine"
+    x = np.random.default_rng(0).random((2, 32, 32), dtype=np.float32)
+    mr = det._run("refine", x)
+    det._refine_stage = pd.REFINE_CT
+    ct = det._run("refine", x)
+    assert not np.allclose(mr, ct)  # two networks, not one
+    # a file without the CT stage refines every plane as before
+    old = pd.PlaneDetector(_tiny_weights(tmp_path / "old.pt", False), device="cpu", threads=1)
+    assert old.refine_stage("CT") == "refine" and pd.REFINE_CT not in old.models
+
+
+def test_detect_groups_the_planes_by_modality_and_keeps_their_order(tmp_path, monkeypatch):
+    from sagittal.landmarks.infer import LandmarkDetector
+    from sagittal.landmarks.volume import PlaneImage
+
+    calls = []
+
+    def fake_detect(self, images, facing=None, batch_size=8):
+        calls.append((self._refine_stage, [float(im[0, 0]) for im in images], list(facing)))
+        self.last_detections = [Detections([], None, 0.0, []) for _ in images]
+        self.last_timings = {"refine": 1.0}
+        return [({"vertebrae": {}, "s1_endplate": None, "femoral_heads": []}, None, [f"{self._refine_stage} {im[0, 0]:g}"])
+                for im in images]
+
+    monkeypatch.setattr(LandmarkDetector, "detect", fake_detect)
+    det = pd.PlaneDetector(_tiny_weights(tmp_path / "p.pt", True), device="cpu", threads=1)
+    images = [PlaneImage(np.full((8, 8), 0.0), "CT"), PlaneImage(np.full((8, 8), 1.0), "MR"),
+              PlaneImage(np.full((8, 8), 2.0), "CT"), np.full((8, 8), 3.0, np.float32)]  # the last: no tag
+    out = det.detect(images, facing=["left", "right", None, "left"])
+    assert calls == [(pd.REFINE_CT, [0.0, 2.0], ["left", None]), ("refine", [1.0, 3.0], ["right", "left"])]
+    assert [w[0] for _, _, w in out] == ["refine_ct 0", "refine 1", "refine_ct 2", "refine 3"]
+    assert len(det.last_detections) == 4 and det.last_timings == {"refine": 2.0}
+    assert det._refine_stage == "refine"
+    calls.clear()  # the modalities given override the tags
+    det.detect(images, modalities=["MR", "MR", "MR", "CT"])
+    assert [c[:2] for c in calls] == [("refine", [0.0, 1.0, 2.0]), (pd.REFINE_CT, [3.0])]
+
+
+def test_a_plane_keeps_its_modality_through_arithmetic_and_pickling():
+    import pickle
+
+    from sagittal.landmarks.volume import PlaneImage
+
+    img = PlaneImage(np.ones((4, 5)), "CT")
+    assert img.dtype == np.float32 and img.modality == "CT"
+    assert (img * 2)[1:].modality == "CT"
+    back = pickle.loads(pickle.dumps(img))
+    assert back.modality == "CT" and np.array_equal(back, img)

@@ -50,6 +50,7 @@ def _true_detection(ct, spine, plane) -> tuple[dict, str, list[str]]:
 def test_both_heads_found_in_3d_and_pi_from_their_projection(tmp_path, spine):
     ct, unit = _unit(tmp_path, spine, matrix=160)
     prep = kind.prepare(unit)
+    assert prep.image.modality == "CT"  # the plane model refines it with its CT stage (plane_detector.REFINE_CT)
     doc = kind.finish(prep, _true_detection(ct, spine, prep.extra["plane"]))
     jsonschema.validate(doc, load_schema())
     assert len(doc["landmarks"]["femoral_heads"]) == 2
@@ -154,6 +155,7 @@ def test_mr_femoral_heads_in_a_wide_slab_give_pi(tmp_path, spine, n_slices, head
     ±112 mm shows both (PI measured), an ordinary ±24 mm slab neither (PI null with the reason)."""
     mr, unit = _mr_unit(tmp_path, spine, n_slices)
     prep = kind.prepare(unit, kind.load_plane_model(threads=1))
+    assert prep.image.modality == "MR"
     doc = kind.finish(prep, _true_detection(mr, spine, prep.extra["plane"]))
     jsonschema.validate(doc, load_schema())
     assert len(doc["landmarks"]["femoral_heads"]) == heads

@@ -87,7 +87,7 @@ def prepare(unit: Unit, detector: Any = None) -> Prepared:
     model's coarse stage: ``detector``, else one loaded here)."""
     from ..io.units import posture
     from ..io.volume import MR_SNAP_DEG, SNAP_DEG, ct_centreline, spine_plane
-    from ..landmarks.volume import plane_input, slice_centreline
+    from ..landmarks.volume import PlaneImage, plane_input, slice_centreline
 
     v = unit.data
     t = time.perf_counter()
@@ -125,8 +125,9 @@ def prepare(unit: Unit, detector: Any = None) -> Prepared:
              # MR: every sequence's volume, for the femoral heads (searched on T1 first)
              "volumes": {role: (lv.voxels, lv.geometry) for role, lv in zip(v.roles, loaded, strict=True)}
              if modality != "CT" else {}}
-    return Prepared(plane_input(plane.image, modality), info, _source(v), warnings, facing_hint=plane.anterior,
-                    extra=extra)
+    # the plane tagged with its modality: CT planes get the plane model's CT refinement (plane_detector.REFINE_CT)
+    return Prepared(PlaneImage(plane_input(plane.image, modality), modality), info, _source(v), warnings,
+                    facing_hint=plane.anterior, extra=extra)
 
 
 def finish(prep: Prepared, detection: Detection) -> dict[str, Any]:

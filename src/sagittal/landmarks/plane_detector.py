@@ -17,6 +17,14 @@ chain, checked again on the refined bodies). So:
   is not reported. Such levels are listed under ``landmarks["ungraded"]`` (level → reason),
   which ``batch.volume.finish`` takes out of the landmarks and applies to the document.
 
+The weights file may hold a third stage, ``refine_ct`` (``REFINE_CT``): the refinement that CT
+planes use (round 3's, trained on axial CT sampled at its slices as a reformat is), while MR
+planes, and any image whose modality is not known, use ``refine``. Which one an image gets comes
+from ``modalities`` given to ``detect``, else from the image itself (``batch.volume.prepare``
+hands the model a ``landmarks.volume.PlaneImage``, tagged with its modality); a file without
+``refine_ct`` refines every plane with ``refine``, as before. ``model.load_models`` loads every
+stage the file holds, once, from the one checksum-checked file.
+
 Importing this module imports torch (through ``infer``); ``import sagittal`` does not.
 """
 
@@ -40,6 +48,8 @@ GRADE_SPREAD_MAX = 0.10
 GRADE_COLLAPSED_MAX = 0.04
 GRADE_MIN_POINT_CONFIDENCE = 0.4
 UNGRADED = "ungraded"
+#: the weights file's optional stage that refines CT planes (module docstring)
+REFINE_CT = "refine_ct"
 #: how ``postprocess.label_levels`` says the levels were counted from C7 (the sacrum out of view)
 C7_NOTE = "the sacrum is out of view: levels are counted from C7"
 
@@ -195,19 +205,28 @@ class PlaneDetector(LandmarkDetector):
     On the CPU both networks run with their batch norms folded into the convolutions and in
     channels-last memory order (``fold_batch_norms``): the refinement of a CT's ~40 crops
     takes half the time (0.21 -> 0.11 s on one thread), the logits differ from the plain
-    networks' by ~2e-5 (scored the same on ``scripts/eval_planes.py``: models/README.md)."""
+    networks' by ~2e-5 (scored the same on ``scripts/eval_planes.py``: models/README.md).
+
+    CT planes are refined by the file's ``refine_ct`` stage when it has one (module docstring)."""
 
     def __init__(self, weights: Any = None, device: str = "auto", threads: int | None = None, consistency: bool = True):
         super().__init__(weights, device=device, threads=threads, consistency=consistency)
         self.consistency_limits = dict(LEVEL_LIMITS)
         self.second_look_on_faint_s1 = False  # the radiographs' rule (infer.coarse); not measured on CT/MR
+        self._refine_stage = "refine"  # the network ``_run("refine")`` runs: set per group of images by ``detect``
         if self.device == "cpu":
             import torch
 
             self.models = {k: fold_batch_norms(m.eval()).to(memory_format=torch.channels_last)
                            for k, m in self.models.items()}
 
+    def refine_stage(self, modality: str | None) -> str:
+        """The stage that refines a plane of ``modality``: ``refine_ct`` for CT when the file has it."""
+        return REFINE_CT if modality == "CT" and REFINE_CT in self.models else "refine"
+
     def _run(self, stage: str, x: np.ndarray) -> np.ndarray:
+        if stage == "refine":
+            stage = self._refine_stage
         if self.device != "cpu":
             return super()._run(stage, x)
         import torch
@@ -217,8 +236,29 @@ class PlaneDetector(LandmarkDetector):
             return np.ascontiguousarray(self.models[stage](t).float().numpy())
 
     def detect(self, images: list[Any], facing: list[str | None] | None = None,
-               batch_size: int = 8) -> list[tuple[dict, str | None, list[str]]]:
-        out = super().detect(images, facing=facing, batch_size=batch_size)
+               batch_size: int = 8, modalities: list[str | None] | None = None) -> list[tuple[dict, str | None, list[str]]]:
+        """``infer.LandmarkDetector.detect`` with each image refined by its modality's stage
+        (``modalities``, else each image's own ``modality`` tag: ``landmarks.volume.PlaneImage``),
+        then the plane model's withholding rules."""
+        mods = list(modalities) if modalities is not None else [getattr(im, "modality", None) for im in images]
+        stages = [self.refine_stage(m) for m in mods]
+        given = list(facing) if facing is not None else [None] * len(images)
+        out: list[tuple[dict, str | None, list[str]]] = [({}, None, [])] * len(images)
+        fines: list[Detections | None] = [None] * len(images)
+        timings: dict[str, float] = {}
+        for stage in dict.fromkeys(stages) or ["refine"]:  # each stage's images together, in their order
+            idx = [i for i, s in enumerate(stages) if s == stage]
+            self._refine_stage = stage
+            try:
+                found = super().detect([images[i] for i in idx], facing=[given[i] for i in idx], batch_size=batch_size)
+            finally:
+                self._refine_stage = "refine"
+            for i, r, fine in zip(idx, found, self.last_detections, strict=True):
+                out[i], fines[i] = r, fine
+            for k, v in self.last_timings.items():
+                timings[k] = timings.get(k, 0.0) + v
+        self.last_detections = [f for f in fines if f is not None]
+        self.last_timings = timings
         for (lm, _, warnings), fine in zip(out, self.last_detections, strict=True):
             withhold_if_anchor_body_malformed(lm, warnings, fine)
             withhold_if_off_s1(lm, warnings)

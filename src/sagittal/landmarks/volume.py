@@ -11,7 +11,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -44,6 +44,30 @@ def planes_weights_path(path: str | os.PathLike[str] | None = None) -> Path:
     from .weights import packaged, weights_path
 
     return weights_path(path or os.environ.get("SAGITTAL_PLANES_WEIGHTS") or packaged(PLANES_WEIGHTS))
+
+
+class PlaneImage(np.ndarray):
+    """A plane as the model takes it (``plane_input``), tagged with its ``modality`` ("CT", "MR"):
+    the plane model refines CT planes with its CT stage (``plane_detector.REFINE_CT``). Arrays
+    made from it keep the tag; a plain array has none (refined as MR)."""
+
+    modality: str | None
+
+    def __new__(cls, image: np.ndarray, modality: str | None) -> PlaneImage:
+        obj = np.asarray(image, np.float32).view(cls)
+        obj.modality = modality
+        return obj
+
+    def __array_finalize__(self, obj: Any) -> None:
+        self.modality = getattr(obj, "modality", None)
+
+    def __reduce__(self) -> Any:  # the tag travels with a pickled plane
+        fn, args, state = cast(tuple[Any, Any, Any], super().__reduce__())
+        return fn, args, (state, self.modality)
+
+    def __setstate__(self, state: Any) -> None:
+        base, self.modality = state
+        super().__setstate__(base)
 
 
 def plane_input(image: np.ndarray, modality: str, window: tuple[float, float] | None = None) -> np.ndarray:
