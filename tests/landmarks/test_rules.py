@@ -19,6 +19,7 @@ from sagittal.landmarks.postprocess import (
     consistent,
     decode,
     label_levels,
+    withhold_faint_s1_at_edge,
     withhold_outside,
 )
 from sagittal.landmarks.preprocess import INPUT_SHAPE
@@ -84,6 +85,19 @@ def test_a_body_touching_the_field_edge_is_withheld():
     out = withhold_outside(det, (0.0, 97.0, 399.0, 399.0))  # the field's top 1 px above L1's corners
     assert [b.level for b in out.bodies] == [None, "L2"]
     assert any(w.startswith("L1 is not wholly in the exposed field") for w in out.warnings)
+
+
+@pytest.mark.parametrize(("s1_score", "field_below", "kept"), [(0.1, 0.7, False), (0.1, 1.5, True), (0.5, 0.3, True)])
+def test_a_faint_s1_at_the_bottom_edge_of_the_field_is_no_anchor(s1_score, field_below, kept):
+    # L5 (the lowest body, posterior height 30 px) above an S1 whose lower corner is at y = 165;
+    # the field ends field_below body heights under it. A firm S1 anchors however close the edge.
+    bodies = [_body("L5", 0.0), _body("L4", -40.0)]
+    s1 = np.array([[130.0, 165.0], [92.0, 160.0]])
+    det = Detections(bodies, s1, s1_score, [])
+    out = withhold_faint_s1_at_edge(det, (0.0, 0.0, 400.0, 165.0 + field_below * 30.0))
+    assert [b.level for b in out.bodies] == (["L5", "L4"] if kept else [None, None])
+    assert (out.s1 is not None) == kept
+    assert any("field ends 0.7 body heights below it" in w for w in out.warnings) != kept
 
 
 # ------------------------------------------------------------------ anchoring (maps)

@@ -24,6 +24,7 @@ from .postprocess import (
     recheck_chain,
     refine,
     to_contract,
+    withhold_faint_s1_at_edge,
     withhold_outside,
 )
 from .preprocess import INPUT_SHAPE, Letterbox, exposed_box, letterbox, normalise
@@ -66,6 +67,14 @@ def _look_rank(det: Detections) -> tuple[bool, int, bool]:
     return n >= FALLBACK_MIN_LEVELS and firm, n, firm
 
 
+def _network_rank(det: Detections) -> tuple[bool, int, bool, float]:
+    """``_look_rank``, then the network's own mean confidence in the levels it named: which of
+    two coarse networks' looks to keep (two networks that name as many levels differ in how
+    sure each is; on its own kind of film a network is the surer one)."""
+    named = [b.confidence for b in det.bodies if b.level]
+    return (*_look_rank(det), float(np.mean(named)) if named else 0.0)
+
+
 def other_looks(normed: np.ndarray) -> list[tuple[str, np.ndarray]]:
     """Other looks of a normalised image for a second try: locally equalised (CLAHE on 8 × 8
     tiles) and inverted (a bone-dark export read as bone-bright)."""
@@ -104,6 +113,8 @@ class LandmarkDetector:
         self.consistency_limits: dict[str, float] = {}
         #: look again (``coarse``) when the levels hang on a faintly seen S1; the CT/MR plane model does not
         self.second_look_on_faint_s1 = True
+        #: a faint S1 at the field's bottom edge is no anchor (``postprocess.withhold_faint_s1_at_edge``); radiographs only
+        self.faint_s1_at_edge_rule = True
 
     def _run(self, stage: str, x: np.ndarray) -> np.ndarray:
         import torch
@@ -128,13 +139,13 @@ class LandmarkDetector:
         (``other_looks``: locally equalised, inverted); the best look (``_look_rank``: one that went
         well, then the most levels, then a firm S1) is kept, with a warning. Images that went well
         cost nothing more. When the weights hold a second coarse network (``coarse2``), each image
-        is read by both and the better look kept (``_look_rank`` again; the first on a tie)."""
+        is read by both and the better look kept (``_network_rank``; the first on a tie)."""
         normed = [normalise(img) for img in images]
         dets, boxes, looked = self._coarse_looks(normed, "coarse")
         if "coarse2" in self.models:
             dets2, _, looked2 = self._coarse_looks(normed, "coarse2")
             for i, d in enumerate(dets2):
-                if _look_rank(d) > _look_rank(dets[i]):
+                if _network_rank(d) > _network_rank(dets[i]):
                     dets[i], looked[i] = d, looked2[i]
         return dets, boxes, looked
 
@@ -188,7 +199,10 @@ class LandmarkDetector:
                 if alt:
                     fine = consistent(fine, refine(det, alt, logits[k + len(frames):k + len(cs)]), **self.consistency_limits)
                 k += len(cs)
-                fine = recheck_chain(confirm_bridges(withhold_outside(fine, box)))
+                fine = withhold_outside(fine, box)
+                if self.faint_s1_at_edge_rule:
+                    fine = withhold_faint_s1_at_edge(fine, box)
+                fine = recheck_chain(confirm_bridges(fine))
                 self.last_detections.append(fine)
                 lm = to_contract(fine)
                 results.append((lm, facing_from_landmarks(lm), list(fine.warnings)))

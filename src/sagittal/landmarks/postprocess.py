@@ -39,6 +39,8 @@ S1_THRESHOLD = 0.2
 S1_WEAK_THRESHOLD = 0.05
 #: the S1 endplate midpoint lies this many lowest-body heights below its centre (phantom: ~0.9)
 S1_STEP = (0.4, 1.4)
+#: a faintly seen S1 needs this many lowest-body heights of field below it (``withhold_faint_s1_at_edge``)
+S1_FIELD_BELOW = 1.0
 #: ... and on the chain's own line: the cosine between the step into the lowest body and the step
 #: from it to the S1 endplate's midpoint is at least this (phantom truth, 400 spines with
 #: spondylolisthesis: 0.83–1.0, median 0.98; a faint "S1" beside a thoracic body was 0.45)
@@ -551,6 +553,24 @@ def withhold_outside(det: Detections, box: tuple[float, float, float, float]) ->
             b = replace(b, level=None)
         bodies.append(b)
     return Detections(bodies, det.s1, det.s1_confidence, det.heads, warnings)
+
+
+def withhold_faint_s1_at_edge(det: Detections, box: tuple[float, float, float, float]) -> Detections:
+    """A faintly seen S1 endplate (under ``S1_THRESHOLD``) with less than ``S1_FIELD_BELOW``
+    lowest-body heights of the exposed field (``box``) below it is no anchor: at the field's bottom
+    edge the upper endplate of a cut L5 can look like one, and every level counted from it would be
+    one off. Every level is withheld, with a warning. (On the phantom films, 250 with S1 in view,
+    a true S1 has at least 1.1 such heights below it; a real film centred on the lumbar spine more.)"""
+    if det.s1 is None or det.s1_confidence >= S1_THRESHOLD or not det.bodies:
+        return det
+    lowest = max(det.bodies, key=lambda b: b.centre[1])
+    height = max(float(np.linalg.norm(lowest.points[1] - lowest.points[2])), 1e-6)
+    below = (box[3] - float(det.s1[:, 1].max())) / height
+    if below >= S1_FIELD_BELOW:
+        return det
+    warnings = [*det.warnings, f"the S1 endplate was seen only faintly and the field ends {below:.1f} body heights "
+                "below it, where a cut L5 can look like the sacrum: no anchor, so the levels are withheld"]
+    return Detections([replace(b, level=None) for b in det.bodies], None, 0.0, det.heads, warnings)
 
 
 def recheck_chain(det: Detections) -> Detections:
