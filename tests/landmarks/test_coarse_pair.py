@@ -1,5 +1,5 @@
 """A weights file may hold a second coarse network (``coarse2``): every radiograph is read by
-both and the look that went better is kept (``infer._look_rank``; the first on a tie).
+both and the look that went better is kept (``infer._network_rank``; the first on a tie).
 Weights files are put together with ``training.combine``."""
 
 from __future__ import annotations
@@ -76,3 +76,21 @@ def test_the_better_look_is_kept_whichever_network_gave_it(files):
     for name in ("blind_first", "blind_second"):  # one network blind: the other's look, exactly
         lm, _ = run(name)
         assert lm == alone, name
+
+
+def test_the_network_rank_counts_first_then_how_sure_each_network_is():
+    from sagittal.landmarks.infer import _network_rank
+    from sagittal.landmarks.postprocess import Body, Detections
+
+    s1 = np.array([[120.0, 400.0], [80.0, 398.0]])
+
+    def look(levels, conf):
+        bodies = [Body(np.zeros((6, 2)) + [100.0, 360.0 - 40 * k], conf, np.array([100.0, 360.0 - 40 * k]), lv)
+                  for k, lv in enumerate(levels)]
+        return Detections(bodies, s1, 0.9, [])
+
+    four, four_surer = look(["L5", "L4", "L3", "L2"], 0.6), look(["L5", "L4", "L3", "L2"], 0.8)
+    five_unsure = look(["L5", "L4", "L3", "L2", "L1"], 0.3)
+    assert _network_rank(four_surer) > _network_rank(four)  # as many levels: the surer look
+    assert _network_rank(five_unsure) > _network_rank(four_surer)  # more levels first
+    assert _network_rank(look([], 0.9))[-1] == 0.0

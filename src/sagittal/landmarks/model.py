@@ -9,7 +9,7 @@
 
 Both are small U-Nets (``UNet``) sized to train on two CPU cores. A weights file may hold more
 networks of the same two kinds (``EXTRA_STAGES``): ``coarse2``, a second coarse network whose
-look of an image is kept when it counts more (``infer.LandmarkDetector.coarse``), and
+look of an image is kept when it went better (``infer.LandmarkDetector.coarse``), and
 ``refine_ct``, the CT planes' own refinement (``plane_detector``).
 """
 
