@@ -39,12 +39,11 @@ from .infer import LandmarkDetector
 from .postprocess import COLLAPSED_RATIO, Body, Detections, _height_ratio
 
 #: ``postprocess.consistent``'s limits for the plane model: what withholds a level. A body that
-#: looks collapsed must be steadier (a chain miscounted by one level puts a body's points across a
-#: disc, where it looks collapsed), but a real crushed body's two placements on MR planes disagree
-#: by 7–11 %: at 6 % it lost its level, a bridge across it (``postprocess.confirm_bridges``) was
-#: then not confirmed and every level beyond went (15 %: MR right level 89.1 -> 91.3 % on 959
-#: bodies, CT 95.8 -> 96.6 %, no more wrong levels; models/README.md). Grading keeps its own 4 %
-LEVEL_LIMITS = {"max_spread": 0.35, "collapsed_max": 0.15, "min_point_confidence": 0.15}
+#: looks collapsed must be steadier (the collapsed-look limit, the same as for grading): a chain
+#: miscounted by one level puts a body's points across a disc, where it looks collapsed. (15 %
+#: kept real crushed bodies on MR, 7–11 % unsteady, but gave 8 wrong levels on the blind MR
+#: 1506: models/README.md)
+LEVEL_LIMITS = {"max_spread": 0.35, "collapsed_max": 0.06, "min_point_confidence": 0.15}
 #: what a body's points must meet to be graded: the radiograph model's limits (a false fracture
 #: is worse than a missed one)
 GRADE_SPREAD_MAX = 0.10
@@ -216,6 +215,7 @@ class PlaneDetector(LandmarkDetector):
         super().__init__(weights, device=device, threads=threads, consistency=consistency)
         self.consistency_limits = dict(LEVEL_LIMITS)
         self.second_look_on_faint_s1 = False  # the radiographs' rule (infer.coarse); not measured on CT/MR
+        self.faint_s1_at_edge_rule = False  # the radiographs' rule (infer.detect); not measured on CT/MR
         self._refine_stage = "refine"  # the network ``_run("refine")`` runs: set per group of images by ``detect``
         if self.device == "cpu":
             import torch
