@@ -14,6 +14,14 @@ from sagittal.landmarks.model import load_models
 from sagittal.training.combine import combine_stages
 
 
+def _single(path, out):
+    """``path``'s blob with one coarse network (the packaged file holds two)."""
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    blob.pop("coarse2", None)
+    torch.save(blob, out)
+    return out
+
+
 def _blind(path, out):
     """``path``'s blob with a coarse network that sees nothing (every heatmap logit -30)."""
     blob = torch.load(path, map_location="cpu", weights_only=True)
@@ -29,11 +37,11 @@ def _blind(path, out):
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("pair")
-    shipped = w.packaged()
-    blind = _blind(shipped, d / "blind.pt")
-    combine_stages(blind, d / "blind_first.pt", {"coarse2": (shipped, "coarse")})
-    combine_stages(shipped, d / "blind_second.pt", {"coarse2": (blind, "coarse")})
-    return {"shipped": shipped, "blind": blind, "blind_first": d / "blind_first.pt", "blind_second": d / "blind_second.pt"}
+    single = _single(w.packaged(), d / "single.pt")
+    blind = _blind(single, d / "blind.pt")
+    combine_stages(blind, d / "blind_first.pt", {"coarse2": (single, "coarse")})
+    combine_stages(single, d / "blind_second.pt", {"coarse2": (blind, "coarse")})
+    return {"single": single, "blind": blind, "blind_first": d / "blind_first.pt", "blind_second": d / "blind_second.pt"}
 
 
 def test_combined_file_loads_the_second_coarse_network_and_records_its_source(files):
@@ -41,10 +49,10 @@ def test_combined_file_loads_the_second_coarse_network_and_records_its_source(fi
     assert set(models) == {"coarse", "refine", "coarse2"}
     assert w.sidecar(files["blind_first"]).is_file()  # combine_stages wrote its checksum
     blob = torch.load(files["blind_first"], map_location="cpu", weights_only=True)
-    assert blob["coarse2"]["meta"]["taken_from"].startswith("landmarks.pt (coarse stage; file SHA-256 ")
+    assert blob["coarse2"]["meta"]["taken_from"].startswith("single.pt (coarse stage; file SHA-256 ")
     x = torch.rand(1, 1, 256, 128)
-    with torch.inference_mode():  # coarse2 is the shipped coarse network, coarse the blind one
-        np.testing.assert_array_equal(models["coarse2"](x).numpy(), load_models(files["shipped"])["coarse"](x).numpy())
+    with torch.inference_mode():  # coarse2 is the single file's coarse network, coarse the blind one
+        np.testing.assert_array_equal(models["coarse2"](x).numpy(), load_models(files["single"])["coarse"](x).numpy())
         assert float(models["coarse"](x)[:, 0].max()) == pytest.approx(-30.0)
 
 
@@ -69,7 +77,7 @@ def test_the_better_look_is_kept_whichever_network_gave_it(files):
         ((lm, _, warnings),) = LandmarkDetector(files[name], device="cpu", threads=1).detect([view.pixels])
         return lm, warnings
 
-    alone, _ = run("shipped")
+    alone, _ = run("single")
     assert len(alone["vertebrae"]) >= 4
     blind, warnings = run("blind")
     assert not blind["vertebrae"] and "no vertebral body found" in warnings

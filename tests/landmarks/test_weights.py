@@ -20,11 +20,11 @@ def test_packaged_weights_live_in_the_package_and_match_their_checksum():
     assert w.weights_path() == path or w.weights_path().is_file()  # SAGITTAL_WEIGHTS may override
 
 
-def test_packaged_weights_load_both_stages():
+def test_packaged_weights_load_all_three_networks():
     from sagittal.landmarks.model import load_models
 
     models = load_models(w.packaged())
-    assert set(models) == {"coarse", "refine"}
+    assert set(models) == {"coarse", "coarse2", "refine"}  # two coarse networks (models/README.md)
 
 
 def test_a_corrupted_copy_is_refused_naming_the_file(tmp_path):
@@ -49,7 +49,7 @@ def test_packaged_weights_without_their_checksum_are_refused(tmp_path, monkeypat
     with pytest.raises(InputError, match="checksum file landmarks.pt.sha256 is missing"):
         load_models(copy)
     w.write_checksum(copy)
-    assert set(load_models(copy)) == {"coarse", "refine"}
+    assert set(load_models(copy)) == {"coarse", "coarse2", "refine"}
 
 
 def test_weights_override_by_argument_and_environment(tmp_path, monkeypatch):
