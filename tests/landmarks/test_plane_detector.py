@@ -5,6 +5,7 @@ are the detector's own, looser than the radiograph model's."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from sagittal.landmarks import plane_detector as pd
 from sagittal.landmarks.postprocess import CONSISTENCY_MAX, Body, Detections
@@ -204,3 +205,86 @@ def test_a_plane_keeps_its_modality_through_arithmetic_and_pickling():
     back = pickle.loads(pickle.dumps(img))
     assert back.modality == "CT" and np.array_equal(back, img)
 
+
+def _chain_from_s1(levels: list[str], rows: list[float]) -> list[Body]:
+    out = []
+    for lv, row in zip(levels, rows, strict=True):
+        b = _body(lv, 0.0)
+        shift = np.array([0.0, row]) - b.centre
+        out.append(Body(b.points + shift, 0.9, b.centre + shift, lv))
+    return out
+
+
+def test_a_body_missing_from_the_chain_is_looked_for_in_the_gap():
+    """MR 203: the coarse stage missed a crushed L2 and named L1 'L2'; after fine placement the
+    step from L3 to 'L2' is 1.63x its neighbours' and every level beyond L3 was withheld. The
+    second look places a bridged L2 halfway across the gap and counts the levels beyond one on."""
+    s1 = np.array([[0.0, 240.0], [30.0, 240.0]])
+    bodies = _chain_from_s1(["L5", "L4", "L3", "L2", "L1"], [215, 180, 145, 90, 55])
+    coarse = Detections(bodies, s1, 0.9, [])
+    note = "after fine placement the step from L3 to L2 is 1.63× its neighbours' (a body missed or counted twice): " \
+           "levels beyond L3 are withheld"
+    plan = pd.bridge_retry(coarse, Detections(bodies, s1, 0.9, [], [note]))
+    assert plan is not None
+    det, level = plan
+    assert level == "L2"
+    assert [(b.level, b.bridged) for b in det.bodies] == [("L5", None), ("L4", None), ("L3", None), ("L2", "L2"),
+                                                          ("L1", None), ("T12", None)]
+    assert det.bodies[3].centre[1] == pytest.approx((145 + 90) / 2) and det.bodies[3].confidence == 0.0
+    assert [b.level for b in coarse.bodies] == ["L5", "L4", "L3", "L2", "L1"]  # the first look untouched
+    # no second look: a step that is not long enough for a body, a step across withheld levels, no such warning
+    for w in (note.replace("1.63", "1.45"), note.replace("to L2", "to L1"), "L3: withheld"):
+        assert pd.bridge_retry(coarse, Detections(bodies, s1, 0.9, [], [w])) is None
+    # counted from C7 (no S1), the levels beyond the gap are the caudal ones
+    top = Detections(_chain_from_s1(["C7", "T1", "T2", "T3"], [20, 45, 100, 125]), None, 0.0, [])
+    warn = "after fine placement the step from T1 to T2 is 2.10× its neighbours' (a body missed or counted twice)"
+    det, level = pd.bridge_retry(top, Detections(top.bodies, None, 0.0, [], [warn]))
+    assert level == "T2" and [b.level for b in det.bodies] == ["C7", "T1", "T2", "T3", "T4"]
+
+
+def test_detect_keeps_the_second_look_only_when_it_went_well(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from sagittal.landmarks.infer import LandmarkDetector
+    from sagittal.landmarks.postprocess import to_contract
+
+    s1 = np.array([[0.0, 240.0], [30.0, 240.0]])
+    first = Detections(_chain_from_s1(["L5", "L4", "L3", "L2", "L1"], [215, 180, 145, 90, 55]), s1, 0.9, [])
+    note = "after fine placement the step from L3 to L2 is 1.63× its neighbours': levels beyond L3 are withheld"
+    found_there = {"yes": True}
+
+    def fake_coarse(self, images):
+        return [first for _ in images], [None] * len(images), list(images)
+
+    def fake_detect(self, images, facing=None, batch_size=8):
+        dets, _, _ = self.coarse(images)
+        self.last_detections, out = [], []
+        for det in dets:
+            placed = [b for b in det.bodies if b.bridged and b.confidence == 0.0]
+            if placed and found_there["yes"]:  # the fine placement found the body in the gap
+                fine = Detections([replace(b, confidence=0.9) for b in det.bodies], s1, 0.9, [],
+                                  [f"{placed[0].level} was missed by the first stage; placed between its neighbours, "
+                                   "it was found by the fine placement"])
+            else:
+                fine = Detections([b if b.level in ("L5", "L4", "L3") else replace(b, level=None) for b in det.bodies],
+                                  s1, 0.9, [], [note])
+            self.last_detections.append(fine)
+            out.append((to_contract(fine), None, list(fine.warnings)))
+        self.last_timings = {"refine": 1.0}
+        return out
+
+    monkeypatch.setattr(LandmarkDetector, "coarse", fake_coarse)
+    monkeypatch.setattr(LandmarkDetector, "detect", fake_detect)
+    det = pd.PlaneDetector(_tiny_weights(tmp_path / "p.pt", False), device="cpu", threads=1, consistency=False)
+    img = np.zeros((8, 8), np.float32)
+    ((lm, _, warnings),) = det.detect([img])
+    assert sorted(lm["vertebrae"]) == ["L1", "L2", "L3", "L4", "L5", "T12"]
+    assert any(w.startswith("L2: a long step in the chain") for w in warnings)
+    assert det.last_timings == {"refine": 2.0} and det._coarse_override == {} and det._coarse_seen is None
+    found_there["yes"] = False  # the second look found nothing in the gap: the first stands
+    ((lm, _, warnings),) = det.detect([img])
+    assert sorted(lm["vertebrae"]) == ["L3", "L4", "L5"] and note in warnings
+    det.bridge_retry = False
+    found_there["yes"] = True
+    ((lm, _, _),) = det.detect([img])
+    assert sorted(lm["vertebrae"]) == ["L3", "L4", "L5"]
