@@ -64,6 +64,8 @@ def test_short_finetune_writes_loadable_weights_with_record(tmp_path: Path) -> N
     assert rec["held_out_after"]["n_images"] == 1
     json.dumps(rec)  # plain values only
     init = torch.load(packaged(), map_location="cpu", weights_only=True)
+    # the packaged second coarse network is not tuned, so it is not kept to compete with the tuned one
+    assert "coarse2" in init and "coarse2" not in blob and rec["dropped_stages"] == ["coarse2"]
     changed = [k for k, v in blob["refine"]["state_dict"].items() if not torch.equal(v, init["refine"]["state_dict"][k])]
     assert changed  # the refine stage was trained
     a = Analyzer(device="cpu", weights=out).analyze(read_raster(tmp_path / "png" / "case00.png"),

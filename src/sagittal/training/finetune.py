@@ -1,8 +1,10 @@
 """``sagittal finetune``: adapt both landmark stages to a user's annotated radiographs.
 
 Starts from the shipped weights (or ``--init``), splits the annotated images into a training
-and a held-out part (seeded, by image), and trains both stages for a wall-clock budget with
-losses masked to what is annotated:
+and a held-out part (seeded, by image), and trains both stages (``coarse`` and ``refine``; a
+second coarse network the start holds, ``coarse2``, is left out of the output, since untuned it
+would compete with the tuned one on every image) for a wall-clock budget with losses masked to
+what is annotated:
 
 - coarse: a body's centre heatmap needs its four corners; each of the six points' offsets is
   supervised only where that point is annotated; the S1 and femoral-head channels only on
@@ -486,7 +488,7 @@ def finetune(images: Sequence[str | Path], annotations: str | Path, fmt: str, ou
 
     from ..fsio import atomic_path
     from ..landmarks.infer import resolve_device
-    from ..landmarks.model import build
+    from ..landmarks.model import EXTRA_STAGES, build
     from ..landmarks.weights import sha256_file, weights_path, write_checksum
     from .data import make_coarse_dataset, make_refine_dataset
     from .evaluate import load_pairs
@@ -567,6 +569,9 @@ def finetune(images: Sequence[str | Path], annotations: str | Path, fmt: str, ou
         "held_out_images": [p.name for p, _ in ho_pairs], "skipped": skipped, "stages": stages,
         "data_seconds": round(t_data, 1), "torch": str(torch.__version__),
     }
+    # only ``coarse`` and ``refine`` are tuned: a second coarse network left untuned would compete
+    # with the tuned one on every image (``infer.LandmarkDetector.coarse``), so it is not kept
+    record["dropped_stages"] = [k for k in EXTRA_STAGES if blob.pop(k, None) is not None]
     blob["format"] = 2
     blob["training_record"] = _plain(record)
     out = Path(out)
