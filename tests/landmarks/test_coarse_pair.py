@@ -81,9 +81,11 @@ def test_the_better_look_is_kept_whichever_network_gave_it(files):
     assert len(alone["vertebrae"]) >= 4
     blind, warnings = run("blind")
     assert not blind["vertebrae"] and "no vertebral body found" in warnings
-    for name in ("blind_first", "blind_second"):  # one network blind: the other's look, exactly
-        lm, _ = run(name)
+    for name, kept in (("blind_first", "coarse2"), ("blind_second", "coarse")):  # one blind: the other's look, exactly
+        det = LandmarkDetector(files[name], device="cpu", threads=1)
+        ((lm, _, _),) = det.detect([view.pixels])
         assert lm == alone, name
+        assert det.last_coarse_stages == [kept]
 
 
 def test_the_network_rank_counts_first_then_how_sure_each_network_is():
@@ -102,3 +104,21 @@ def test_the_network_rank_counts_first_then_how_sure_each_network_is():
     assert _network_rank(four_surer) > _network_rank(four)  # as many levels: the surer look
     assert _network_rank(five_unsure) > _network_rank(four_surer)  # more levels first
     assert _network_rank(look([], 0.9))[-1] == 0.0
+
+
+def test_the_combine_command_names_what_is_wrong(tmp_path, capsys):
+    from sagittal.training.combine import main
+
+    base = str(w.packaged())
+    for argv, why in (([base, str(tmp_path / "a.pt"), "--take", "coarse2"], "expected STAGE=FILE:SOURCE_STAGE"),
+                      ([base, str(tmp_path / "a.pt"), "--take", f"coarse2={base}:coarse", "--take",
+                        f"coarse2={base}:coarse"], "coarse2 is already taken"),
+                      ([base, str(tmp_path / "a.pt"), "--take", f"coarse2={tmp_path / 'none.pt'}:coarse"], "none.pt"),
+                      ([base, str(tmp_path / "a.pt"), "--take", f"coarse2={base}:refine"], "coarse2 is a coarse network")):
+        with pytest.raises(SystemExit):
+            main(argv)
+        assert why in capsys.readouterr().err
+    assert not (tmp_path / "a.pt").exists()
+    main([base, str(tmp_path / "b.pt"), "--take", f"coarse2={base}:coarse"])
+    blob = torch.load(tmp_path / "b.pt", map_location="cpu", weights_only=True)
+    assert blob["combined_from"]["takes"] == {"coarse2": "landmarks.pt:coarse"}

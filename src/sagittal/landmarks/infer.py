@@ -142,11 +142,13 @@ class LandmarkDetector:
         is read by both and the better look kept (``_network_rank``; the first on a tie)."""
         normed = [normalise(img) for img in images]
         dets, boxes, looked = self._coarse_looks(normed, "coarse")
+        #: per image of the last call, the coarse network whose look was kept (diagnostics)
+        self.last_coarse_stages = ["coarse"] * len(images)
         if "coarse2" in self.models:
             dets2, _, looked2 = self._coarse_looks(normed, "coarse2")
             for i, d in enumerate(dets2):
                 if _network_rank(d) > _network_rank(dets[i]):
-                    dets[i], looked[i] = d, looked2[i]
+                    dets[i], looked[i], self.last_coarse_stages[i] = d, looked2[i], "coarse2"
         return dets, boxes, looked
 
     def _coarse_looks(self, images: list[np.ndarray], stage: str

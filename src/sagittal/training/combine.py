@@ -24,6 +24,8 @@ def combine_stages(base: Path, out: Path, takes: dict[str, tuple[Path, str]]) ->
 
     verify(base)
     blob = dict(torch.load(base, map_location="cpu", weights_only=True))
+    if not all(s in blob or s in takes for s in ("coarse", "refine")):
+        raise InputError(f"{base}: neither it nor the stages taken hold both the coarse and the refine network")
     for stage, (path, source_stage) in takes.items():
         if stage not in ("coarse", "refine", *EXTRA_STAGES):
             raise InputError(f"{stage}: not a stage a weights file holds ({', '.join(['coarse', 'refine', *EXTRA_STAGES])})")
@@ -37,6 +39,8 @@ def combine_stages(base: Path, out: Path, takes: dict[str, tuple[Path, str]]) ->
         taken["meta"] = {**taken.get("meta", {}), "stage": stage,
                          "taken_from": f"{Path(path).name} ({source_stage} stage; file SHA-256 {sha256_file(path)})"}
         blob[stage] = taken
+    blob["combined_from"] = {"base": f"{Path(base).name} (file SHA-256 {sha256_file(base)})",
+                             "takes": {s: f"{Path(p).name}:{src}" for s, (p, src) in takes.items()}}
     with atomic_path(out) as tmp:
         torch.save(blob, tmp)
     write_checksum(out)
@@ -48,14 +52,21 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("out")
     ap.add_argument("--take", action="append", default=[], metavar="STAGE=FILE:SOURCE_STAGE", required=True)
     args = ap.parse_args(argv)
-    takes = {}
+    takes: dict[str, tuple[Path, str]] = {}
     for t in args.take:
         stage, _, rest = t.partition("=")
         path, _, source = rest.rpartition(":")
         if not (stage and path and source):
             ap.error(f"--take {t}: expected STAGE=FILE:SOURCE_STAGE")
+        if stage in takes:
+            ap.error(f"--take {t}: {stage} is already taken from {takes[stage][0]}")
         takes[stage] = (Path(path), source)
-    combine_stages(Path(args.base), Path(args.out), takes)
+    from ..errors import InputError
+
+    try:
+        combine_stages(Path(args.base), Path(args.out), takes)
+    except (InputError, OSError) as exc:
+        ap.error(str(exc))
     print(f"wrote {args.out}: {args.base} with " + ", ".join(f"{s} from {p}:{src}" for s, (p, src) in takes.items()))
 
 
