@@ -87,17 +87,30 @@ def test_a_body_touching_the_field_edge_is_withheld():
     assert any(w.startswith("L1 is not wholly in the exposed field") for w in out.warnings)
 
 
-@pytest.mark.parametrize(("s1_score", "field_below", "kept"), [(0.1, 0.7, False), (0.1, 1.5, True), (0.5, 0.3, True)])
+@pytest.mark.parametrize(("s1_score", "field_below", "kept"),
+                         [(0.1, 0.7, False), (0.1, 0.99, False), (0.1, 1.01, True), (0.1, 1.5, True), (0.5, 0.3, True)])
 def test_a_faint_s1_at_the_bottom_edge_of_the_field_is_no_anchor(s1_score, field_below, kept):
-    # L5 (the lowest body, posterior height 30 px) above an S1 whose lower corner is at y = 165;
-    # the field ends field_below body heights under it. A firm S1 anchors however close the edge.
+    # L5 (the lowest labelled body, posterior height 30.0 px) above an S1 whose lower corner is at
+    # y = 165; the field ends field_below body heights under it. A firm S1 anchors however close the edge.
     bodies = [_body("L5", 0.0), _body("L4", -40.0)]
     s1 = np.array([[130.0, 165.0], [92.0, 160.0]])
     det = Detections(bodies, s1, s1_score, [])
     out = withhold_faint_s1_at_edge(det, (0.0, 0.0, 400.0, 165.0 + field_below * 30.0))
     assert [b.level for b in out.bodies] == (["L5", "L4"] if kept else [None, None])
     assert (out.s1 is not None) == kept
-    assert any("field ends 0.7 body heights below it" in w for w in out.warnings) != kept
+    assert any("seen only faintly" in w and "no anchor" in w for w in out.warnings) != kept
+
+
+def test_the_faint_s1_edge_rule_measures_the_body_the_chain_anchors_on():
+    # an unlabelled small body below the S1 (a false peak in the pelvis) does not set the height:
+    # L5's 30 px does, so 24 px of field below the S1 is 0.8 heights, and the levels are withheld
+    small = Body(BODY * 0.3 + [0.0, 140.0], 0.9, (BODY * 0.3 + [0.0, 140.0])[:4].mean(axis=0), None)
+    det = Detections([_body("L5", 0.0), _body("L4", -40.0), small], np.array([[130.0, 165.0], [92.0, 160.0]]), 0.1, [])
+    out = withhold_faint_s1_at_edge(det, (0.0, 0.0, 400.0, 165.0 + 24.0))
+    assert all(b.level is None for b in out.bodies) and out.s1 is None
+    # nothing labelled above the S1: nothing to withhold, no warning
+    bare = Detections([small], np.array([[130.0, 165.0], [92.0, 160.0]]), 0.1, [])
+    assert withhold_faint_s1_at_edge(bare, (0.0, 0.0, 400.0, 170.0)) is bare
 
 
 # ------------------------------------------------------------------ anchoring (maps)

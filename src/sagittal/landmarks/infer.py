@@ -68,9 +68,11 @@ def _look_rank(det: Detections) -> tuple[bool, int, bool]:
 
 
 def _network_rank(det: Detections) -> tuple[bool, int, bool, float]:
-    """``_look_rank``, then the network's own mean confidence in the levels it named: which of
-    two coarse networks' looks to keep (two networks that name as many levels differ in how
-    sure each is; on its own kind of film a network is the surer one)."""
+    """``_look_rank``, then the network's own mean confidence in the levels it named (a bridged
+    body, placed across a gap and not found, counts 0): which of two coarse networks' looks to
+    keep. Two networks that name as many levels differ in how sure each is, and on its own kind
+    of film a network is the surer one; their peaks are not calibrated against each other, so
+    this is an empirical rule (measured in models/README.md), not a probability."""
     named = [b.confidence for b in det.bodies if b.level]
     return (*_look_rank(det), float(np.mean(named)) if named else 0.0)
 

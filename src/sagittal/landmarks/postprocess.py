@@ -557,19 +557,25 @@ def withhold_outside(det: Detections, box: tuple[float, float, float, float]) ->
 
 def withhold_faint_s1_at_edge(det: Detections, box: tuple[float, float, float, float]) -> Detections:
     """A faintly seen S1 endplate (under ``S1_THRESHOLD``) with less than ``S1_FIELD_BELOW``
-    lowest-body heights of the exposed field (``box``) below it is no anchor: at the field's bottom
-    edge the upper endplate of a cut L5 can look like one, and every level counted from it would be
-    one off. Every level is withheld, with a warning. (On the phantom films, 250 with S1 in view,
-    a true S1 has at least 1.1 such heights below it; a real film centred on the lumbar spine more.)"""
-    if det.s1 is None or det.s1_confidence >= S1_THRESHOLD or not det.bodies:
+    heights of the lowest labelled body above it of exposed field (``box``) below it is no anchor:
+    at the field's bottom edge the upper endplate of a cut L5 can look like one, and every level
+    counted from it would be one off. The S1 endplate (so SS, PT and PI) and every level are
+    withheld, with a warning. (On the phantom films, 250 with S1 in view, a true S1 has at least
+    1.1 such heights below it; a real film centred on the lumbar spine more.)"""
+    if det.s1 is None or det.s1_confidence >= S1_THRESHOLD:
         return det
-    lowest = max(det.bodies, key=lambda b: b.centre[1])
+    above = [b for b in det.bodies if b.level and b.centre[1] < float(det.s1[:, 1].min())]
+    if not above:
+        return det
+    lowest = max(above, key=lambda b: b.centre[1])
     height = max(float(np.linalg.norm(lowest.points[1] - lowest.points[2])), 1e-6)
     below = (box[3] - float(det.s1[:, 1].max())) / height
     if below >= S1_FIELD_BELOW:
         return det
-    warnings = [*det.warnings, f"the S1 endplate was seen only faintly and the field ends {below:.1f} body heights "
-                "below it, where a cut L5 can look like the sacrum: no anchor, so the levels are withheld"]
+    where = "at the field's edge" if below <= 0 else f"{below:.1f} body heights above the field's bottom edge"
+    warnings = [w for w in det.warnings if "it is used because it lies just below the lowest body" not in w]
+    warnings.append(f"the S1 endplate was seen only faintly, {where}, where a cut L5 can look like the sacrum: "
+                    "it is no anchor, so the S1 endplate and every level are withheld")
     return Detections([replace(b, level=None) for b in det.bodies], None, 0.0, det.heads, warnings)
 
 
