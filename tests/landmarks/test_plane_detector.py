@@ -288,3 +288,28 @@ def test_detect_keeps_the_second_look_only_when_it_went_well(tmp_path, monkeypat
     found_there["yes"] = True
     ((lm, _, _),) = det.detect([img])
     assert sorted(lm["vertebrae"]) == ["L3", "L4", "L5"]
+
+
+def test_a_bridged_crushed_body_is_looked_at_again_at_the_looser_limit():
+    """MR 1108: the coarse stage missed a crushed T7, the chain bridged it, the fine placement found
+    it 9 % unsteady; at the 6 % collapsed-look limit it lost its level, the bridge was not confirmed
+    and eight levels went. Only such a body (6-15 %) asks for the second look; and the second look
+    stands only where no other collapsed-looking body kept its level above 6 %."""
+    lost = ["T7: looks collapsed but two placements of its points disagree by 9 % of its size, too much to grade "
+            "it: withheld",
+            "T7 was missed by the first stage and the fine placement did not confirm a body where it should be: it "
+            "and the levels beyond it are withheld"]
+    det = Detections([], None, 0.0, [], lost)
+    assert pd.crushed_bridge(det, 0.06) == "T7"
+    assert pd.crushed_bridge(det, 0.10) is None  # within the limit already: something else withheld it
+    too_unsteady = [lost[0].replace("9 %", "18 %"), lost[1]]
+    assert pd.crushed_bridge(Detections([], None, 0.0, [], too_unsteady), 0.06) is None
+    assert pd.crushed_bridge(Detections([], None, 0.0, [], lost[:1]), 0.06) is None  # no bridge lost
+    s1 = np.array([[0.0, 240.0], [30.0, 240.0]])
+    chain = _chain_from_s1(["L5", "L4", "L3", "L2", "L1"], [215, 180, 145, 110, 75])
+    assert pd._crushed_went_well("L2", Detections(chain, s1, 0.9, []), 0.06, 3, 5)
+    assert not pd._crushed_went_well("L2", Detections(chain, s1, 0.9, []), 0.06, 5, 5)  # no more levels
+    crushed_other = _body("L4", 0.09, collapsed=True)
+    crushed_other.points += chain[1].centre - crushed_other.centre
+    others = [chain[0], crushed_other, *chain[2:]]
+    assert not pd._crushed_went_well("L2", Detections(others, s1, 0.9, []), 0.06, 3, 5)

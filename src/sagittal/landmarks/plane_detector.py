@@ -30,6 +30,9 @@ one more body (on MR mostly a crushed body the coarse stage missed), the image i
 more with a body placed in that gap (``bridge_retry``), and the second look is kept only where the
 fine placement finds the body there and the chain then holds (``PlaneDetector.bridge_retry``; MR
 right level 88.3 -> 90.3 % over twelve phantom sets, no more wrong levels: models/README.md).
+Where a body bridged that way was found but withheld only for looking collapsed with its two
+placements 6-15 % apart (a crushed body's on MR), the image is looked at once more with the
+collapsed-look limit at ``BRIDGED_COLLAPSED_MAX`` for it alone (``crushed_bridge``).
 
 Importing this module imports torch (through ``infer``); ``import sagittal`` does not.
 """
@@ -237,6 +240,38 @@ def bridge_retry(coarse: Detections | None, fine: Detections | None) -> tuple[De
     return replace(coarse, bodies=bodies, warnings=list(coarse.warnings)), b
 
 
+#: the collapsed-look level limit for a body bridged across a one-body gap (``crushed_bridge``): a
+#: crushed body's two placements on MR planes disagree by 7–11 %; the gap vouches for a body there
+BRIDGED_COLLAPSED_MAX = 0.15
+_UNCONFIRMED = re.compile(r"^(\w+) was missed by the first stage and the fine placement did not confirm a body")
+_COLLAPSED = re.compile(r"^(\w+): looks collapsed but two placements of its points disagree by ([0-9.]+) % of its size")
+
+
+def crushed_bridge(fine: Detections | None, collapsed_max: float) -> str | None:
+    """The level of a bridged body that the fine placement found but withheld only because it looks
+    collapsed and its two placements disagree by more than ``collapsed_max`` and at most
+    ``BRIDGED_COLLAPSED_MAX`` (so the bridge was not confirmed and the levels beyond it went);
+    ``None`` otherwise."""
+    if fine is None:
+        return None
+    unconfirmed = [m.group(1) for w in fine.warnings if (m := _UNCONFIRMED.search(w))]
+    if len(unconfirmed) != 1:
+        return None
+    level = unconfirmed[0]
+    spreads = [float(m.group(2)) / 100 for w in fine.warnings if (m := _COLLAPSED.search(w)) and m.group(1) == level]
+    return level if spreads and collapsed_max < spreads[0] <= BRIDGED_COLLAPSED_MAX else None
+
+
+def _crushed_went_well(level: str, fine: Detections | None, collapsed_max: float, before: int, after: int) -> bool:
+    """The look at the looser limit stands where the bridged body is confirmed, no other body that
+    looks collapsed kept its level above ``collapsed_max``, the chain held, and more levels are reported."""
+    if fine is None or after <= before or not any(x.level == level for x in fine.bodies):
+        return False
+    others = [x for x in fine.bodies if x.level and x.level != level and x.spread > collapsed_max
+              and _height_ratio(x.points) < COLLAPSED_RATIO]
+    return not others and not any(_RECHECK.search(w) or _UNCONFIRMED.search(w) for w in fine.warnings)
+
+
 def _retry_went_well(level: str, fine: Detections | None, before: int, after: int) -> bool:
     """The second look stands where the body placed in the gap (``level``) was found (its level
     kept), the chain held after fine placement, and more levels are reported than the first time."""
@@ -279,6 +314,8 @@ class PlaneDetector(LandmarkDetector):
         self._refine_stage = "refine"  # the network ``_run("refine")`` runs: set per group of images by ``detect``
         #: look again where the fine placement finds one body missing from the chain (``bridge_retry``)
         self.bridge_retry = True
+        #: look again at a looser collapsed-look limit where a bridged crushed body lost its level (``crushed_bridge``)
+        self.crushed_bridge_retry = True
         self._coarse_override: dict[int, Detections] = {}
         self._coarse_seen: list[Detections] | None = None
         if self.device == "cpu":
@@ -350,6 +387,7 @@ class PlaneDetector(LandmarkDetector):
         out, fines, coarse, timings = self._detect_by_stage(images, given, stages, batch_size)
         retry = {i: d for i in range(len(images))
                  if self.bridge_retry and (d := bridge_retry(coarse[i], fines[i])) is not None}
+        retried: set[int] = set()
         if retry:
             idx = sorted(retry)
             self._coarse_override = {id(images[i]): retry[i][0] for i in idx}
@@ -364,6 +402,27 @@ class PlaneDetector(LandmarkDetector):
                 if _retry_went_well(retry[i][1], fine, len(out[i][0]["vertebrae"]), len(r[0]["vertebrae"])):
                     r[2].append(f"{retry[i][1]}: a long step in the chain (one body missing) was found after "
                                 "fine placement; looked again with a body placed in the gap, found there")
+                    out[i], fines[i] = r, fine
+                    retried.add(i)
+        base = float(self.consistency_limits.get("collapsed_max", np.inf))
+        crushed = {i: lv for i in range(len(images)) if self.crushed_bridge_retry and self.consistency
+                   and i not in retried and (lv := crushed_bridge(fines[i], base)) is not None}
+        if crushed:
+            idx = sorted(crushed)
+            limits = self.consistency_limits
+            self.consistency_limits = {**limits, "collapsed_max": BRIDGED_COLLAPSED_MAX}
+            try:
+                out2, fines2, _, t2 = self._detect_by_stage([images[i] for i in idx], [given[i] for i in idx],
+                                                            [stages[i] for i in idx], batch_size)
+            finally:
+                self.consistency_limits = limits
+            for k, v in t2.items():
+                timings[k] = timings.get(k, 0.0) + v
+            for i, r, fine in zip(idx, out2, fines2, strict=True):
+                if _crushed_went_well(crushed[i], fine, base, len(out[i][0]["vertebrae"]), len(r[0]["vertebrae"])):
+                    r[2].append(f"{crushed[i]}: bridged across a one-body gap and found, but looking collapsed with its "
+                                f"placements over {100 * base:.0f} % apart; kept (limit {100 * BRIDGED_COLLAPSED_MAX:.0f} % "
+                                "for a body the gap vouches for), ungraded")
                     out[i], fines[i] = r, fine
         self.last_detections = list(fines)
         self.last_timings = timings
