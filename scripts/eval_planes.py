@@ -281,6 +281,10 @@ def _fracture_summary(rows: list[tuple[int, int, int, int]]) -> dict[str, Any]:
             "true_points_our_plane_exact_all_in_view": int((r[:, 2] == r[:, 0]).sum())}
 
 
+#: PlaneDetector's switchable second looks (``--without``)
+SECOND_LOOKS = ("bridge_retry", "crushed_bridge_retry")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n-ct", type=int, default=30)
@@ -300,8 +304,14 @@ def main() -> None:
                     help="the refinement's two-look stability check (default: as the runtime runs it)")
     ap.add_argument("--radiograph-limits", action="store_true",
                     help="withhold levels at the radiograph model's consistency limits (the plane model's before its own)")
+    ap.add_argument("--without", action="append", default=[], choices=SECOND_LOOKS,
+                    help="also score the first weights with this second look of PlaneDetector off (one more run on "
+                         "the same cases, after the others; repeatable)")
     args = ap.parse_args()
     detectors = [kind.load_plane_model(w, "cpu", 1) for w in args.weights]
+    for name in args.without:
+        detectors.append(kind.load_plane_model(args.weights[0], "cpu", 1))
+        setattr(detectors[-1], name, False)
     for detector in detectors:
         if args.radiograph_limits:
             detector.consistency_limits = {}
@@ -310,7 +320,8 @@ def main() -> None:
     reports: list[dict[str, Any]] = [
         {"weights": str(d.weights), "first_seed": args.first_seed, "stream": EVAL_STREAM,
          "fracture_rate": args.fracture_rate, "mr_wide": args.mr_wide, "consistency_check": bool(d.consistency),
-         "consistency_limits": dict(d.consistency_limits)} for d in detectors]
+         "consistency_limits": dict(d.consistency_limits),
+         "second_looks_off": [n for n in SECOND_LOOKS if not getattr(d, n, True)]} for d in detectors]
     with tempfile.TemporaryDirectory(prefix="sagittal-eval-planes-") as tmp:
         for modality, n in (("CT", args.n_ct), ("MR", args.n_mr)):
             if n:

@@ -313,3 +313,19 @@ def test_a_bridged_crushed_body_is_looked_at_again_at_the_looser_limit():
     crushed_other.points += chain[1].centre - crushed_other.centre
     others = [chain[0], crushed_other, *chain[2:]]
     assert not pd._crushed_went_well("L2", Detections(others, s1, 0.9, []), 0.06, 3, 5)
+
+
+def test_bridge_retry_reads_the_real_recheck_warning():
+    """``bridge_retry`` keys on ``postprocess.recheck_chain``'s warning text: the warning that
+    function really writes for a one-body gap must be read, with its levels and ratio."""
+    from sagittal.landmarks.postprocess import recheck_chain
+
+    pts = np.array([[130.0, 100.0], [90.0, 98.0], [91.0, 128.0], [129.0, 131.0], [110.0, 101.0], [110.0, 127.5]])
+    ys = [0.0, -40.0, -80.0, -148.0, -188.0, -228.0, -268.0]  # 40 px steps, L3 -> L2 68 px (1.7x)
+    bodies = [Body(pts + [0.0, y], 0.9, (pts + [0.0, y])[:4].mean(axis=0), lv, point_confidence=0.8)
+              for lv, y in zip(("L5", "L4", "L3", "L2", "L1", "T12", "T11"), ys, strict=True)]
+    out = recheck_chain(Detections(bodies, np.array([[130.0, 150.0], [90.0, 152.0]]), 0.9, []))
+    hits = [m for w in out.warnings if (m := pd._RECHECK.search(w))]
+    assert len(hits) == 1
+    assert (hits[0].group(1), hits[0].group(2)) == ("L3", "L2")
+    assert pd.RETRY_STEP[0] <= float(hits[0].group(3)) <= pd.RETRY_STEP[1]

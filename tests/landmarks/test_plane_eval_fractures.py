@@ -60,3 +60,18 @@ def test_fracture_lines_say_which_grades_the_true_points_would_give():
     assert [ln.split(" ")[0] for ln in lines] == [wrong]
     assert not ev._in_view(pts, img) and ev._in_view(plane.from_lps(vol.sagittal_to_lps(
         spine.points_mm[LEVELS.index(wrong)])), img)
+
+
+def test_eval_planes_scores_the_second_looks_off_as_more_runs(tmp_path, monkeypatch):
+    """``--without NAME``: the first weights once more with that second look off, reported as a
+    run of its own (nothing rendered here: no cases, only the runs' set-up)."""
+    import json
+    import sys
+
+    ev = script("eval_planes")
+    out = tmp_path / "r.json"
+    monkeypatch.setattr(sys, "argv", ["eval_planes.py", "--n-ct", "0", "--n-mr", "0", "--without", "bridge_retry",
+                                      "--without", "crushed_bridge_retry", "--json", str(out)])
+    ev.main()
+    runs = json.loads(out.read_text())["runs"]
+    assert [r["second_looks_off"] for r in runs] == [[], ["bridge_retry"], ["crushed_bridge_retry"]]
