@@ -329,3 +329,24 @@ def test_bridge_retry_reads_the_real_recheck_warning():
     assert len(hits) == 1
     assert (hits[0].group(1), hits[0].group(2)) == ("L3", "L2")
     assert pd.RETRY_STEP[0] <= float(hits[0].group(3)) <= pd.RETRY_STEP[1]
+
+
+def test_crushed_bridge_reads_the_real_postprocess_warnings():
+    """``crushed_bridge`` keys on two warnings' text, ``postprocess.consistent``'s (a body that
+    looks collapsed, its placements too far apart) and ``confirm_bridges``' (a bridge not
+    confirmed): run the real functions and check both are read, with the level and the spread."""
+    from dataclasses import replace
+
+    from sagittal.landmarks.postprocess import confirm_bridges, consistent
+
+    # a wedge: anterior height 18 px against 30 px posterior (ratio 0.6 < COLLAPSED_RATIO)
+    wedge = np.array([[130.0, 106.0], [90.0, 98.0], [91.0, 128.0], [129.0, 124.0], [110.0, 103.0], [110.0, 126.0]])
+    body = Body(wedge, 0.9, wedge[:4].mean(axis=0), "L2", point_confidence=0.8, bridged="L2")
+    first = Detections([body], None, 0.0, [])
+    second = replace(first, bodies=[replace(body, points=wedge + [0.1 * 34.5, 0.0])])  # ~10 % of its size apart
+    merged = consistent(first, second, **pd.LEVEL_LIMITS)
+    assert merged.bodies[0].level is None  # withheld only as collapsed-looking and unsteady (6 % < 10 % < 35 %)
+    out = confirm_bridges(merged)
+    level = pd.crushed_bridge(out, pd.LEVEL_LIMITS["collapsed_max"])
+    assert level == "L2"
+    assert pd.crushed_bridge(out, 0.12) is None  # a spread under the limit given: not this case
