@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 
 from sagittal.landmarks import plane_detector as pd
-from sagittal.landmarks.postprocess import CONSISTENCY_MAX, Body, Detections
+from sagittal.landmarks.postprocess import (
+    COLLAPSED_UNSTEADY,
+    CONSISTENCY_MAX,
+    STEP,
+    UNCONFIRMED_BRIDGE,
+    Body,
+    Detections,
+    Withheld,
+)
 
 
 def _body(level: str, spread: float, collapsed: bool = False, point_confidence: float = 0.9) -> Body:
@@ -222,9 +230,8 @@ def test_a_body_missing_from_the_chain_is_looked_for_in_the_gap():
     s1 = np.array([[0.0, 240.0], [30.0, 240.0]])
     bodies = _chain_from_s1(["L5", "L4", "L3", "L2", "L1"], [215, 180, 145, 90, 55])
     coarse = Detections(bodies, s1, 0.9, [])
-    note = "after fine placement the step from L3 to L2 is 1.63× its neighbours' (a body missed or counted twice): " \
-           "levels beyond L3 are withheld"
-    plan = pd.bridge_retry(coarse, Detections(bodies, s1, 0.9, [], [note]))
+    step = Withheld("L2", STEP, 1.63, near="L3")  # ``recheck_chain``'s record
+    plan = pd.bridge_retry(coarse, Detections(bodies, s1, 0.9, [], withheld=(step,)))
     assert plan is not None
     det, level = plan
     assert level == "L2"
@@ -232,13 +239,16 @@ def test_a_body_missing_from_the_chain_is_looked_for_in_the_gap():
                                                           ("L1", None), ("T12", None)]
     assert det.bodies[3].centre[1] == pytest.approx((145 + 90) / 2) and det.bodies[3].confidence == 0.0
     assert [b.level for b in coarse.bodies] == ["L5", "L4", "L3", "L2", "L1"]  # the first look untouched
-    # no second look: a step that is not long enough for a body, a step across withheld levels, no such warning
-    for w in (note.replace("1.63", "1.45"), note.replace("to L2", "to L1"), "L3: withheld"):
-        assert pd.bridge_retry(coarse, Detections(bodies, s1, 0.9, [], [w])) is None
+    # no second look: a step that is not long enough for a body, a step across withheld levels, another
+    # record, two steps, no record (a warning's text alone asks for nothing)
+    note = "after fine placement the step from L3 to L2 is 1.63× its neighbours' (a body missed or counted twice)"
+    for rec in ((Withheld("L2", STEP, 1.45, near="L3"),), (Withheld("L1", STEP, 1.63, near="L3"),),
+                (Withheld("L2", UNCONFIRMED_BRIDGE),), (step, step), ()):
+        assert pd.bridge_retry(coarse, Detections(bodies, s1, 0.9, [note], withheld=rec)) is None
     # counted from C7 (no S1), the levels beyond the gap are the caudal ones
     top = Detections(_chain_from_s1(["C7", "T1", "T2", "T3"], [20, 45, 100, 125]), None, 0.0, [])
-    warn = "after fine placement the step from T1 to T2 is 2.10× its neighbours' (a body missed or counted twice)"
-    det, level = pd.bridge_retry(top, Detections(top.bodies, None, 0.0, [], [warn]))
+    rec = (Withheld("T2", STEP, 2.10, near="T1"),)
+    det, level = pd.bridge_retry(top, Detections(top.bodies, None, 0.0, [], withheld=rec))
     assert level == "T2" and [b.level for b in det.bodies] == ["C7", "T1", "T2", "T3", "T4"]
 
 
@@ -267,7 +277,7 @@ def test_detect_keeps_the_second_look_only_when_it_went_well(tmp_path, monkeypat
                                    "it was found by the fine placement"])
             else:
                 fine = Detections([b if b.level in ("L5", "L4", "L3") else replace(b, level=None) for b in det.bodies],
-                                  s1, 0.9, [], [note])
+                                  s1, 0.9, [], [note], withheld=(Withheld("L2", STEP, 1.63, near="L3"),))
             self.last_detections.append(fine)
             out.append((to_contract(fine), None, list(fine.warnings)))
         self.last_timings = {"refine": 1.0}
@@ -295,16 +305,15 @@ def test_a_bridged_crushed_body_is_looked_at_again_at_the_looser_limit():
     it 9 % unsteady; at the 6 % collapsed-look limit it lost its level, the bridge was not confirmed
     and eight levels went. Only such a body (6-15 %) asks for the second look; and the second look
     stands only where no other collapsed-looking body kept its level above 6 %."""
-    lost = ["T7: looks collapsed but two placements of its points disagree by 9 % of its size, too much to grade "
-            "it: withheld",
-            "T7 was missed by the first stage and the fine placement did not confirm a body where it should be: it "
-            "and the levels beyond it are withheld"]
-    det = Detections([], None, 0.0, [], lost)
+    lost = (Withheld("T7", COLLAPSED_UNSTEADY, 0.09), Withheld("T7", UNCONFIRMED_BRIDGE))
+    det = Detections([], None, 0.0, [], withheld=lost)
     assert pd.crushed_bridge(det, 0.06) == "T7"
     assert pd.crushed_bridge(det, 0.10) is None  # within the limit already: something else withheld it
-    too_unsteady = [lost[0].replace("9 %", "18 %"), lost[1]]
-    assert pd.crushed_bridge(Detections([], None, 0.0, [], too_unsteady), 0.06) is None
-    assert pd.crushed_bridge(Detections([], None, 0.0, [], lost[:1]), 0.06) is None  # no bridge lost
+    too_unsteady = (Withheld("T7", COLLAPSED_UNSTEADY, 0.18), lost[1])
+    assert pd.crushed_bridge(Detections([], None, 0.0, [], withheld=too_unsteady), 0.06) is None
+    assert pd.crushed_bridge(Detections([], None, 0.0, [], withheld=lost[:1]), 0.06) is None  # no bridge lost
+    other = (Withheld("T6", COLLAPSED_UNSTEADY, 0.09), lost[1])  # another body's spread
+    assert pd.crushed_bridge(Detections([], None, 0.0, [], withheld=other), 0.06) is None
     s1 = np.array([[0.0, 240.0], [30.0, 240.0]])
     chain = _chain_from_s1(["L5", "L4", "L3", "L2", "L1"], [215, 180, 145, 110, 75])
     assert pd._crushed_went_well("L2", Detections(chain, s1, 0.9, []), 0.06, 3, 5)
@@ -313,11 +322,14 @@ def test_a_bridged_crushed_body_is_looked_at_again_at_the_looser_limit():
     crushed_other.points += chain[1].centre - crushed_other.centre
     others = [chain[0], crushed_other, *chain[2:]]
     assert not pd._crushed_went_well("L2", Detections(others, s1, 0.9, []), 0.06, 3, 5)
+    for rec in (Withheld("T12", STEP, 1.7, near="L1"), Withheld("T12", UNCONFIRMED_BRIDGE)):  # the chain did not hold
+        assert not pd._crushed_went_well("L2", Detections(chain, s1, 0.9, [], withheld=(rec,)), 0.06, 3, 5)
 
 
-def test_bridge_retry_reads_the_real_recheck_warning():
-    """``bridge_retry`` keys on ``postprocess.recheck_chain``'s warning text: the warning that
-    function really writes for a one-body gap must be read, with its levels and ratio."""
+def test_bridge_retry_reads_the_real_recheck_record():
+    """``bridge_retry`` reads ``postprocess.recheck_chain``'s ``Withheld`` record of the step (not
+    its warning's text): the real function records a one-body gap with its levels and ratio, and
+    its warning is written from that record."""
     from sagittal.landmarks.postprocess import recheck_chain
 
     pts = np.array([[130.0, 100.0], [90.0, 98.0], [91.0, 128.0], [129.0, 131.0], [110.0, 101.0], [110.0, 127.5]])
@@ -325,16 +337,17 @@ def test_bridge_retry_reads_the_real_recheck_warning():
     bodies = [Body(pts + [0.0, y], 0.9, (pts + [0.0, y])[:4].mean(axis=0), lv, point_confidence=0.8)
               for lv, y in zip(("L5", "L4", "L3", "L2", "L1", "T12", "T11"), ys, strict=True)]
     out = recheck_chain(Detections(bodies, np.array([[130.0, 150.0], [90.0, 152.0]]), 0.9, []))
-    hits = [m for w in out.warnings if (m := pd._RECHECK.search(w))]
-    assert len(hits) == 1
-    assert (hits[0].group(1), hits[0].group(2)) == ("L3", "L2")
-    assert pd.RETRY_STEP[0] <= float(hits[0].group(3)) <= pd.RETRY_STEP[1]
+    (rec,) = out.withheld
+    assert (rec.reason, rec.near, rec.level) == (STEP, "L3", "L2")
+    assert pd.RETRY_STEP[0] <= rec.value <= pd.RETRY_STEP[1]
+    assert f"step from L3 to L2 is {rec.value:.2f}×" in out.warnings[-1]
+    assert pd.bridge_retry(Detections(bodies, out.s1, 0.9, []), out) is not None
 
 
-def test_crushed_bridge_reads_the_real_postprocess_warnings():
-    """``crushed_bridge`` keys on two warnings' text, ``postprocess.consistent``'s (a body that
+def test_crushed_bridge_reads_the_real_postprocess_records():
+    """``crushed_bridge`` reads two ``Withheld`` records, ``postprocess.consistent``'s (a body that
     looks collapsed, its placements too far apart) and ``confirm_bridges``' (a bridge not
-    confirmed): run the real functions and check both are read, with the level and the spread."""
+    confirmed): run the real functions and check both are recorded, with the level and the spread."""
     from dataclasses import replace
 
     from sagittal.landmarks.postprocess import confirm_bridges, consistent
@@ -347,6 +360,10 @@ def test_crushed_bridge_reads_the_real_postprocess_warnings():
     merged = consistent(first, second, **pd.LEVEL_LIMITS)
     assert merged.bodies[0].level is None  # withheld only as collapsed-looking and unsteady (6 % < 10 % < 35 %)
     out = confirm_bridges(merged)
+    spread, lost = out.withheld
+    assert (spread.level, spread.reason, lost.level, lost.reason) == ("L2", COLLAPSED_UNSTEADY, "L2", UNCONFIRMED_BRIDGE)
+    assert 0.09 < spread.value < 0.11 and f"by {100 * spread.value:.0f} % of its size" in out.warnings[0]
     level = pd.crushed_bridge(out, pd.LEVEL_LIMITS["collapsed_max"])
     assert level == "L2"
     assert pd.crushed_bridge(out, 0.12) is None  # a spread under the limit given: not this case
+    assert pd.crushed_bridge(replace(out, withheld=()), pd.LEVEL_LIMITS["collapsed_max"]) is None  # text alone: no

@@ -39,7 +39,6 @@ Importing this module imports torch (through ``infer``); ``import sagittal`` doe
 
 from __future__ import annotations
 
-import re
 from dataclasses import replace
 from typing import Any
 
@@ -47,7 +46,16 @@ import numpy as np
 
 from ..levels import LEVEL_INDEX, LEVELS
 from .infer import LandmarkDetector
-from .postprocess import COLLAPSED_RATIO, Body, Detections, _height_ratio
+from .postprocess import (
+    COLLAPSED_RATIO,
+    COLLAPSED_UNSTEADY,
+    STEP,
+    UNCONFIRMED_BRIDGE,
+    Body,
+    Detections,
+    Withheld,
+    _height_ratio,
+)
 
 #: ``postprocess.consistent``'s limits for the plane model: what withholds a level. A body that
 #: looks collapsed must be steadier (the collapsed-look limit, the same as for grading): a chain
@@ -196,8 +204,12 @@ def withhold_if_off_s1(landmarks: dict[str, Any], warnings: list[str]) -> None:
                     "levels are withheld")
 
 
-#: ``postprocess.recheck_chain``'s warning of a step out of proportion after fine placement
-_RECHECK = re.compile(r"after fine placement the step from (\w+) to (\w+) is ([0-9.]+)× its neighbours'")
+def _withheld(fine: Detections, reason: str) -> list[Withheld]:
+    """``fine``'s records (``postprocess.Withheld``) of what was withheld for ``reason``: the second
+    looks read these fields, never the warnings' text (which is written from them)."""
+    return [r for r in fine.withheld if r.reason == reason]
+
+
 #: a step between neighbouring levels this many times the steps around it leaves room for one body
 #: (``postprocess``: one missing 1.48–2.6; a crushed body missed by the coarse stage 1.6–1.8 on MR)
 RETRY_STEP = (1.48, 2.6)
@@ -212,11 +224,11 @@ def bridge_retry(coarse: Detections | None, fine: Detections | None) -> tuple[De
     and the level of the body placed; ``None`` when there is no such step."""
     if coarse is None or fine is None:
         return None
-    hits = [m for w in fine.warnings if (m := _RECHECK.search(w))]
+    hits = _withheld(fine, STEP)  # ``postprocess.recheck_chain``'s record of the step
     if len(hits) != 1:
         return None
-    a, b, ratio = hits[0].group(1), hits[0].group(2), float(hits[0].group(3))
-    if a not in LEVEL_INDEX or b not in LEVEL_INDEX or abs(LEVEL_INDEX[a] - LEVEL_INDEX[b]) != 1 \
+    a, b, ratio = hits[0].near, hits[0].level, hits[0].value
+    if a is None or a not in LEVEL_INDEX or b not in LEVEL_INDEX or abs(LEVEL_INDEX[a] - LEVEL_INDEX[b]) != 1 \
             or not RETRY_STEP[0] <= ratio <= RETRY_STEP[1]:
         return None
     by_level = {x.level: x for x in coarse.bodies if x.level}
@@ -243,8 +255,6 @@ def bridge_retry(coarse: Detections | None, fine: Detections | None) -> tuple[De
 #: the collapsed-look level limit for a body bridged across a one-body gap (``crushed_bridge``): a
 #: crushed body's two placements on MR planes disagree by 7–11 %; the gap vouches for a body there
 BRIDGED_COLLAPSED_MAX = 0.15
-_UNCONFIRMED = re.compile(r"^(\w+) was missed by the first stage and the fine placement did not confirm a body")
-_COLLAPSED = re.compile(r"^(\w+): looks collapsed but two placements of its points disagree by ([0-9.]+) % of its size")
 
 
 def crushed_bridge(fine: Detections | None, collapsed_max: float) -> str | None:
@@ -254,11 +264,11 @@ def crushed_bridge(fine: Detections | None, collapsed_max: float) -> str | None:
     ``None`` otherwise."""
     if fine is None:
         return None
-    unconfirmed = [m.group(1) for w in fine.warnings if (m := _UNCONFIRMED.search(w))]
+    unconfirmed = [r.level for r in _withheld(fine, UNCONFIRMED_BRIDGE)]  # ``postprocess.confirm_bridges``'
     if len(unconfirmed) != 1:
         return None
     level = unconfirmed[0]
-    spreads = [float(m.group(2)) / 100 for w in fine.warnings if (m := _COLLAPSED.search(w)) and m.group(1) == level]
+    spreads = [r.value for r in _withheld(fine, COLLAPSED_UNSTEADY) if r.level == level]  # ``postprocess.consistent``'s
     return level if spreads and collapsed_max < spreads[0] <= BRIDGED_COLLAPSED_MAX else None
 
 
@@ -269,15 +279,14 @@ def _crushed_went_well(level: str, fine: Detections | None, collapsed_max: float
         return False
     others = [x for x in fine.bodies if x.level and x.level != level and x.spread > collapsed_max
               and _height_ratio(x.points) < COLLAPSED_RATIO]
-    return not others and not any(_RECHECK.search(w) or _UNCONFIRMED.search(w) for w in fine.warnings)
+    return not others and not _withheld(fine, STEP) and not _withheld(fine, UNCONFIRMED_BRIDGE)
 
 
 def _retry_went_well(level: str, fine: Detections | None, before: int, after: int) -> bool:
     """The second look stands where the body placed in the gap (``level``) was found (its level
     kept), the chain held after fine placement, and more levels are reported than the first time."""
     return (fine is not None and after > before and any(x.level == level for x in fine.bodies)
-            and not any(_RECHECK.search(w) for w in fine.warnings)
-            and not any("did not confirm a body" in w for w in fine.warnings))
+            and not _withheld(fine, STEP) and not _withheld(fine, UNCONFIRMED_BRIDGE))
 
 
 def fold_batch_norms(net: Any) -> Any:

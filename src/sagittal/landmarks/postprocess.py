@@ -92,9 +92,30 @@ class Body:
     bridged: str | None = None
 
 
+#: ``Withheld.reason`` codes: a step out of proportion after fine placement (``recheck_chain``), a
+#: bridged body the fine placement did not confirm (``confirm_bridges``), a body that looks collapsed
+#: withheld for its two placements' disagreement (``consistent``)
+STEP, UNCONFIRMED_BRIDGE, COLLAPSED_UNSTEADY = "step", "unconfirmed_bridge", "collapsed_unsteady"
+
+
+@dataclass(frozen=True)
+class Withheld:
+    """What a rule withheld and why, recorded beside the warning it writes from these fields (so
+    that a second look can read the reason without parsing the text): ``level`` the body's level
+    (for a ``STEP``, the level beyond the step), ``reason`` a code above, ``value`` the step over
+    its neighbours' (``STEP``) or the body's spread over its size (``COLLAPSED_UNSTEADY``), ``near``
+    the level on the anchor's side of a ``STEP``."""
+
+    level: str
+    reason: str
+    value: float = 0.0
+    near: str | None = None
+
+
 @dataclass
 class Detections:
-    """Landmarks in one pixel frame; ``warnings`` explain anything withheld."""
+    """Landmarks in one pixel frame; ``warnings`` explain anything withheld, and ``withheld``
+    records some of it as fields (``Withheld``)."""
 
     bodies: list[Body]
     s1: np.ndarray | None  # (2, 2) anterior, posterior
@@ -103,6 +124,7 @@ class Detections:
     warnings: list[str] = field(default_factory=list)
     #: weaker S1 corner pairs ``((2, 2), score)`` the chain may confirm when ``s1`` is None
     s1_candidates: list[tuple[np.ndarray, float]] = field(default_factory=list)
+    withheld: tuple[Withheld, ...] = ()
 
     def mapped(self, f, scale: float) -> Detections:
         """The same detections with every point through ``f`` (``(..., 2) -> (..., 2)``) and
@@ -110,7 +132,7 @@ class Detections:
         bodies = [replace(b, points=f(b.points), centre=f(b.centre[None])[0]) for b in self.bodies]
         heads = [(f(c[None])[0], r * scale, conf) for c, r, conf in self.heads]
         return Detections(bodies, None if self.s1 is None else f(self.s1), self.s1_confidence, heads,
-                          list(self.warnings), [(f(c), sc) for c, sc in self.s1_candidates])
+                          list(self.warnings), [(f(c), sc) for c, sc in self.s1_candidates], self.withheld)
 
 
 def _peaks(heat: np.ndarray, threshold: float, min_dist: int = 1) -> list[tuple[int, int, float]]:
@@ -295,7 +317,8 @@ def confirm_bridges(det: Detections) -> Detections:
     """After the fine placement (and the consistency check): a bridged body stands only where a
     body was found — labelled still (not strayed, stable, confident), between two neighbours that
     stand too, and as large as they are. Otherwise the count across the gap is not known, so it
-    and every level beyond it (away from the anchor: S1, else C7) are withheld with a warning."""
+    and every level beyond it (away from the anchor: S1, else C7) are withheld with a warning (and a
+    ``Withheld`` record, ``UNCONFIRMED_BRIDGE``)."""
     labelled = [b for b in det.bodies if b.level]
     bodies, warnings = list(det.bodies), list(det.warnings)
     for k, b in enumerate(det.bodies):
@@ -312,12 +335,13 @@ def confirm_bridges(det: Detections) -> Detections:
             continue
         # levels were counted from S1 unless the sacrum is gone and the chain reaches C7 (counted from the top)
         from_s1 = det.s1 is not None or not any(x.level == "C7" for x in det.bodies)
-        warnings.append(f"{b.bridged} was missed by the first stage and the fine placement did not confirm a body where "
-                        "it should be: it and the levels beyond it are withheld")
+        record = Withheld(b.bridged, UNCONFIRMED_BRIDGE)
+        warnings.append(f"{record.level} was missed by the first stage and the fine placement did not confirm a body "
+                        "where it should be: it and the levels beyond it are withheld")
         bodies = [replace(x, level=None) if x.level and (LEVELS.index(x.level) <= i if from_s1 else LEVELS.index(x.level) >= i)
                   else x for x in bodies]
-        return Detections(bodies, det.s1, det.s1_confidence, det.heads, warnings)
-    return Detections(bodies, det.s1, det.s1_confidence, det.heads, warnings)
+        return Detections(bodies, det.s1, det.s1_confidence, det.heads, warnings, withheld=(*det.withheld, record))
+    return Detections(bodies, det.s1, det.s1_confidence, det.heads, warnings, withheld=det.withheld)
 
 
 def _name_chain(order: list[Body], names: list[str], ratios: list[float], rel: list[float], warnings: list[str]) -> None:
@@ -354,7 +378,7 @@ def label_levels(det: Detections) -> Detections:
     warnings = list(det.warnings)
     if not bodies:
         warnings.append("no vertebral body found")
-        return Detections([], det.s1, det.s1_confidence, det.heads, warnings)
+        return Detections([], det.s1, det.s1_confidence, det.heads, warnings, withheld=det.withheld)
     heights = [float(np.linalg.norm(b.points[1] - b.points[2])) for b in bodies]  # posterior walls
     # a step between neighbours is "too long" against what their own sizes predict (half of each
     # body plus a disc), so the check follows the spine from small cervical to large lumbar bodies
@@ -371,7 +395,7 @@ def label_levels(det: Detections) -> Detections:
                             "(a missed or extra vertebra would renumber the spine)")
             for b in bodies:
                 b.level = None
-            return Detections(bodies, det.s1, det.s1_confidence, det.heads, warnings)
+            return Detections(bodies, det.s1, det.s1_confidence, det.heads, warnings, withheld=det.withheld)
         order, names = bodies, list(reversed(LEVELS))  # L5 upwards
     else:
         top = min(b.centre[1] for b in bodies)
@@ -388,7 +412,7 @@ def label_levels(det: Detections) -> Detections:
             warnings.append(f"the sacrum is out of view and {why}: levels cannot be anchored, so they are withheld")
             for b in bodies:
                 b.level = None
-            return Detections(bodies, det.s1, det.s1_confidence, det.heads, warnings)
+            return Detections(bodies, det.s1, det.s1_confidence, det.heads, warnings, withheld=det.withheld)
         warnings.append("the sacrum is out of view: levels are counted from C7 at the top of the image")
         order, names = list(reversed(bodies)), list(LEVELS)
         ratios, rel = list(reversed(ratios)), list(reversed(rel))
@@ -396,7 +420,7 @@ def label_levels(det: Detections) -> Detections:
     for b in bodies:
         if b.bridged:
             b.bridged = b.level
-    return Detections(bodies, det.s1, det.s1_confidence, det.heads, warnings)
+    return Detections(bodies, det.s1, det.s1_confidence, det.heads, warnings, withheld=det.withheld)
 
 
 def crop_frames(det: Detections, mirror: bool) -> list[tuple[str, int, CropFrame]]:
@@ -461,7 +485,7 @@ def refine(det: Detections, frames: list[tuple[str, int, CropFrame]], logits: np
             heads = [(c[k], radius, float(min(score, conf[k]))) for k in range(2) if conf[k] >= HEAD_MIN_CONFIDENCE]
             if not heads:
                 heads = [(c[int(np.argmax(conf))], radius, float(min(score, conf.max())))]
-    return Detections(bodies, s1, s1_conf, heads, warnings)
+    return Detections(bodies, s1, s1_conf, heads, warnings, withheld=det.withheld)
 
 
 def alternate_frames(frames: list[tuple[str, int, CropFrame]]) -> list[tuple[str, int, CropFrame]]:
@@ -485,13 +509,15 @@ def consistent(first: Detections, second: Detections, max_spread: float = CONSIS
     ``alternate_frames``): each body's points become the mean of its two placements and its
     ``spread`` their largest disagreement over the body's size; a body whose spread exceeds
     ``max_spread`` (``collapsed_max`` when it looks collapsed) — or whose least confident
-    point is under ``min_point_confidence`` — is withheld with a warning: its points,
+    point is under ``min_point_confidence`` — is withheld with a warning (the collapsed-looking
+    one also with a ``Withheld`` record, ``COLLAPSED_UNSTEADY``, its spread): its points,
     and a height loss from them, are not stable. The S1 endplate likewise (over its width); when
     it was taken faintly (under ``S1_THRESHOLD``, by ``_chain_s1``) and is not stable, the levels
     counted from it are withheld too. Hips
     are the first refinement's. The limits' defaults were calibrated on radiographs (models/README.md);
     a model of another look (the CT/MR plane model) passes its own."""
     warnings = list(first.warnings) + [w for w in second.warnings if w not in first.warnings]
+    withheld = list(first.withheld) + [r for r in second.withheld if r not in first.withheld]
     bodies = []
     for a, b in zip(first.bodies, second.bodies, strict=True):
         if not a.level:
@@ -509,8 +535,10 @@ def consistent(first: Detections, second: Detections, max_spread: float = CONSIS
                             "(points not stable): withheld, no height or grade")
             merged = replace(merged, level=None)
         elif spread > collapsed_max and _height_ratio(pts) < COLLAPSED_RATIO:
-            warnings.append(f"{a.level}: looks collapsed but two placements of its points disagree by "
-                            f"{100 * spread:.0f} % of its size, too much to grade it: withheld")
+            record = Withheld(a.level, COLLAPSED_UNSTEADY, spread)
+            withheld.append(record)
+            warnings.append(f"{record.level}: looks collapsed but two placements of its points disagree by "
+                            f"{100 * record.value:.0f} % of its size, too much to grade it: withheld")
             merged = replace(merged, level=None)
         elif merged.point_confidence < min_point_confidence:
             warnings.append(f"{a.level}: its points are not confident ({merged.point_confidence:.2f}): withheld, "
@@ -531,7 +559,7 @@ def consistent(first: Detections, second: Detections, max_spread: float = CONSIS
                 warnings.append("the levels were counted from that faintly seen S1 endplate: every level is "
                                 "withheld")
                 bodies = [replace(b, level=None) for b in bodies]
-    return Detections(bodies, s1, s1_conf, first.heads, warnings)
+    return Detections(bodies, s1, s1_conf, first.heads, warnings, withheld=tuple(withheld))
 
 
 def withhold_outside(det: Detections, box: tuple[float, float, float, float]) -> Detections:
@@ -552,7 +580,7 @@ def withhold_outside(det: Detections, box: tuple[float, float, float, float]) ->
                             "no height or grade")
             b = replace(b, level=None)
         bodies.append(b)
-    return Detections(bodies, det.s1, det.s1_confidence, det.heads, warnings)
+    return Detections(bodies, det.s1, det.s1_confidence, det.heads, warnings, withheld=det.withheld)
 
 
 def withhold_faint_s1_at_edge(det: Detections, box: tuple[float, float, float, float]) -> Detections:
@@ -576,7 +604,8 @@ def withhold_faint_s1_at_edge(det: Detections, box: tuple[float, float, float, f
     warnings = [w for w in det.warnings if "it is used because it lies just below the lowest body" not in w]
     warnings.append(f"the S1 endplate was seen only faintly, {where}, where a cut L5 can look like the sacrum: "
                     "it is no anchor, so the S1 endplate and every level are withheld")
-    return Detections([replace(b, level=None) for b in det.bodies], None, 0.0, det.heads, warnings)
+    return Detections([replace(b, level=None) for b in det.bodies], None, 0.0, det.heads, warnings,
+                      withheld=det.withheld)
 
 
 def recheck_chain(det: Detections) -> Detections:
@@ -584,8 +613,8 @@ def recheck_chain(det: Detections) -> Detections:
     ones may have smoothed two into one: walking from the anchor (S1 when present, else C7), the
     first step between neighbouring labelled levels (per level between them) that is out of
     proportion with the steps around it (or two levels on one body) withholds every level beyond
-    it, with a warning. A step across withheld levels must fit the narrower ``SPAN_SHORT``–
-    ``SPAN_LONG``."""
+    it, with a warning and a ``Withheld`` record (``STEP``: the levels either side, the step over its
+    neighbours'). A step across withheld levels must fit the narrower ``SPAN_SHORT``–``SPAN_LONG``."""
     labelled = sorted((b for b in det.bodies if b.level), key=lambda b: -LEVELS.index(b.level))  # caudal first
     if len(labelled) < 3:
         return det
@@ -600,12 +629,13 @@ def recheck_chain(det: Detections) -> Detections:
         short, long = (STEP_SHORT, STEP_LONG) if abs(idx[i] - idx[i - 1]) == 1 else (SPAN_SHORT, SPAN_LONG)
         if not (short < rel[i - 1] < long):
             across = "" if abs(idx[i] - idx[i - 1]) == 1 else ", per level across the withheld ones"
-            warnings.append(f"after fine placement the step from {order[i - 1].level} to {order[i].level} is "
-                            f"{rel[i - 1]:.2f}× its neighbours'{across} (a body missed or counted twice): levels "
-                            f"beyond {order[i - 1].level} are withheld")
-            withheld = {id(b) for b in order[i:]}
-            bodies = [replace(b, level=None) if id(b) in withheld else b for b in det.bodies]
-            return Detections(bodies, det.s1, det.s1_confidence, det.heads, warnings)
+            record = Withheld(str(order[i].level), STEP, rel[i - 1], near=order[i - 1].level)
+            warnings.append(f"after fine placement the step from {record.near} to {record.level} is "
+                            f"{record.value:.2f}× its neighbours'{across} (a body missed or counted twice): levels "
+                            f"beyond {record.near} are withheld")
+            beyond = {id(b) for b in order[i:]}
+            bodies = [replace(b, level=None) if id(b) in beyond else b for b in det.bodies]
+            return Detections(bodies, det.s1, det.s1_confidence, det.heads, warnings, withheld=(*det.withheld, record))
     return det
 
 
