@@ -320,6 +320,8 @@ class PlaneDetector(LandmarkDetector):
         self.consistency_limits = dict(LEVEL_LIMITS)
         self.second_look_on_faint_s1 = False  # the radiographs' rule (infer.coarse); not measured on CT/MR
         self.faint_s1_at_edge_rule = False  # the radiographs' rule (infer.detect); not measured on CT/MR
+        self.c7_ends_rule = False  # the radiographs' rule (infer.detect); not measured on CT/MR
+        self.recentre_unsteady = False  # the radiographs' rule (infer.detect); not measured on CT/MR
         self._refine_stage = "refine"  # the network ``_run("refine")`` runs: set per group of images by ``detect``
         #: look again where the fine placement finds one body missing from the chain (``bridge_retry``)
         self.bridge_retry = True
