@@ -11,6 +11,7 @@ import pytest
 from sagittal.landmarks.crops import CROP
 from sagittal.landmarks.layout import C_CENTRE, C_S1, COARSE_CHANNELS, R_HEADS, R_S1, R_VERTEBRA, REFINE_CHANNELS
 from sagittal.landmarks.postprocess import (
+    FROM_C7,
     REFINE_MASS,
     Body,
     Detections,
@@ -21,6 +22,7 @@ from sagittal.landmarks.postprocess import (
     refine,
     softmax_points,
     to_contract,
+    withhold_c7_count_without_ends,
 )
 from sagittal.landmarks.preprocess import INPUT_SHAPE
 from sagittal.training.data import render_sample
@@ -109,6 +111,24 @@ def test_without_sacrum_levels_count_from_c7(whole):
     det = label_levels(decode(_maps(whole, drop_s1=True)))
     top = min(det.bodies, key=lambda b: b.centre[1])
     assert top.level == "C7" and any("counted from C7" in w for w in det.warnings)
+
+
+def test_a_count_from_c7_is_withheld_when_either_end_of_the_chain_is(whole):
+    """1,700,016 (drr-a): the sacrum's first segment read as a body and C7 missed gave an
+    18-body chain T1-S1 named C7-L5, every level one off; its "L5" was then withheld as unstable."""
+    det = label_levels(decode(_maps(whole, drop_s1=True)))
+    assert FROM_C7 in det.warnings and {b.level for b in det.bodies if b.level} >= {"C7", "L5"}
+    assert withhold_c7_count_without_ends(det) is det  # both ends held: the count stands
+    for end in ("L5", "C7"):
+        lost = replace(det, bodies=[replace(b, level=None) if b.level == end else b for b in det.bodies])
+        out = withhold_c7_count_without_ends(lost)
+        assert not any(b.level for b in out.bodies)
+        assert f"the count from C7 rests on both ends of the chain C7–L5 and {end} was withheld" in out.warnings[-1]
+    # a count from S1 does not rest on C7: the same loss there changes nothing
+    from_s1 = label_levels(decode(_maps(whole)))
+    assert FROM_C7 not in from_s1.warnings
+    lost = replace(from_s1, bodies=[replace(b, level=None) if b.level == "C7" else b for b in from_s1.bodies])
+    assert withhold_c7_count_without_ends(lost) is lost
 
 
 def test_lumbar_view_without_sacrum_is_not_counted_from_c7(lumbar):

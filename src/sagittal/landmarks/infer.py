@@ -24,6 +24,7 @@ from .postprocess import (
     recheck_chain,
     refine,
     to_contract,
+    withhold_c7_count_without_ends,
     withhold_faint_s1_at_edge,
     withhold_outside,
 )
@@ -117,6 +118,8 @@ class LandmarkDetector:
         self.second_look_on_faint_s1 = True
         #: a faint S1 at the field's bottom edge is no anchor (``postprocess.withhold_faint_s1_at_edge``); radiographs only
         self.faint_s1_at_edge_rule = True
+        #: a count from C7 stands only with both ends, C7 and L5, reported (``postprocess.withhold_c7_count_without_ends``)
+        self.c7_ends_rule = True
 
     def _run(self, stage: str, x: np.ndarray) -> np.ndarray:
         import torch
@@ -207,6 +210,8 @@ class LandmarkDetector:
                 if self.faint_s1_at_edge_rule:
                     fine = withhold_faint_s1_at_edge(fine, box)
                 fine = recheck_chain(confirm_bridges(fine))
+                if self.c7_ends_rule:
+                    fine = withhold_c7_count_without_ends(fine)
                 self.last_detections.append(fine)
                 lm = to_contract(fine)
                 results.append((lm, facing_from_landmarks(lm), list(fine.warnings)))

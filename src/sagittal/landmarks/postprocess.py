@@ -57,6 +57,8 @@ BRIDGE_RELATIVE, BRIDGE_RANGE_MIN = (1.5, 2.4), 1.3
 #: a bridged body confirmed by the fine placement is as large as its neighbours (mean edge length)
 BRIDGE_SIZE = (0.7, 1.4)
 DUPLICATE_FACTOR = 0.45
+#: the warning of a count from C7 (``label_levels``), read by ``withhold_c7_count_without_ends``
+FROM_C7 = "the sacrum is out of view: levels are counted from C7 at the top of the image"
 #: without the sacrum, levels are counted from C7 only over all 18 bodies C7–L5, the three top
 #: ones averaging under this fraction of the three lowest (0.48–0.63 in the phantom, C7–T2 / L3–L5)
 C7_SIZE_RATIO = 0.7
@@ -413,7 +415,7 @@ def label_levels(det: Detections) -> Detections:
             for b in bodies:
                 b.level = None
             return Detections(bodies, det.s1, det.s1_confidence, det.heads, warnings, withheld=det.withheld)
-        warnings.append("the sacrum is out of view: levels are counted from C7 at the top of the image")
+        warnings.append(FROM_C7)
         order, names = list(reversed(bodies)), list(LEVELS)
         ratios, rel = list(reversed(ratios)), list(reversed(rel))
     _name_chain(order, names, ratios, rel, warnings)
@@ -605,6 +607,22 @@ def withhold_faint_s1_at_edge(det: Detections, box: tuple[float, float, float, f
     warnings.append(f"the S1 endplate was seen only faintly, {where}, where a cut L5 can look like the sacrum: "
                     "it is no anchor, so the S1 endplate and every level are withheld")
     return Detections([replace(b, level=None) for b in det.bodies], None, 0.0, det.heads, warnings,
+                      withheld=det.withheld)
+
+
+def withhold_c7_count_without_ends(det: Detections) -> Detections:
+    """A count from C7 (the sacrum out of view) names the 18 bodies C7–L5 and holds only if
+    both ends are vertebrae: where the fine placement withheld the body counted C7 or the one
+    counted L5 (not stable, strayed, cut, or beyond a broken step — the lowest may be the sacrum's
+    first segment read as a body, the top one C6 or T1), the count is not verified and every
+    level is withheld, with a warning."""
+    named = {b.level for b in det.bodies if b.level}
+    missing = [lv for lv in ("C7", "L5") if lv not in named]
+    if FROM_C7 not in det.warnings or not named or not missing:
+        return det
+    warnings = [*det.warnings, f"the count from C7 rests on both ends of the chain C7–L5 and {' and '.join(missing)} "
+                               "was withheld: every level is withheld (a missed or extra body would renumber the spine)"]
+    return Detections([replace(b, level=None) for b in det.bodies], det.s1, det.s1_confidence, det.heads, warnings,
                       withheld=det.withheld)
 
 
