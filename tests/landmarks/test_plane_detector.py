@@ -4,6 +4,8 @@ are the detector's own, looser than the radiograph model's."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -88,7 +90,7 @@ def test_counting_from_c7_withholds_below_the_gap():
 
     from sagittal.landmarks import postprocess
 
-    assert pd.C7_NOTE in inspect.getsource(postprocess.label_levels)
+    assert pd.C7_NOTE in inspect.getsource(postprocess)  # label_levels writes it (or a constant holds it)
 
 
 def test_a_malformed_body_next_to_the_anchor_withholds_every_level():
@@ -367,3 +369,99 @@ def test_crushed_bridge_reads_the_real_postprocess_records():
     assert level == "L2"
     assert pd.crushed_bridge(out, 0.12) is None  # a spread under the limit given: not this case
     assert pd.crushed_bridge(replace(out, withheld=()), pd.LEVEL_LIMITS["collapsed_max"]) is None  # text alone: no
+
+
+def _broken_chain() -> Detections:
+    """L5-L3 named from S1, then a step 1.6x the others (a crushed L2 the coarse stage missed) and
+    three bodies the chain left unnamed, as ``postprocess.label_levels`` leaves them."""
+    s1 = np.array([[0.0, 240.0], [30.0, 240.0]])
+    bodies = _chain_from_s1(["L5", "L4", "L3", "L2", "L1", "T12"], [215, 180, 145, 90, 55, 20])
+    for b in bodies[3:]:
+        b.level = None
+    return Detections(bodies, s1, 0.9, [], ["the chain of bodies breaks above L3 (a step 1.57× its neighbours')"])
+
+
+def test_a_broken_coarse_chain_is_read_both_ways():
+    """MR 1909, 1900: the coarse chain broke at a step 1.46-1.48x its neighbours' (a crushed body
+    missed, the gap too short to bridge) and every level beyond was withheld. ``break_plans`` reads
+    the break two ways: counted through as is, and with a body bridged halfway."""
+    coarse = _broken_chain()
+    plans = pd.break_plans(coarse)
+    assert [placed for _, placed in plans] == [None, "L2"]
+    through, bridged = plans[0][0], plans[1][0]
+    assert [(b.level, b.bridged) for b in through.bodies] == [("L5", None), ("L4", None), ("L3", None), ("L2", None),
+                                                              ("L1", None), ("T12", None)]
+    assert [(b.level, b.bridged) for b in bridged.bodies] == [("L5", None), ("L4", None), ("L3", None), ("L2", "L2"),
+                                                              ("L1", None), ("T12", None), ("T11", None)]
+    assert bridged.bodies[3].centre[1] == pytest.approx((145 + 90) / 2) and bridged.bodies[3].confidence == 0.0
+    assert not any(w.startswith("the chain of bodies breaks") for _, p in [(0, through), (1, bridged)] for w in p.warnings)
+    assert [b.level for b in coarse.bodies] == ["L5", "L4", "L3", None, None, None]  # the first look untouched
+    # a short step (one body too many, or a crushed one): read through only
+    short = _chain_from_s1(["L5", "L4", "L3", "L2", "L1", "T12"], [215, 180, 145, 128, 93, 58])
+    for b in short[3:]:
+        b.level = None
+    assert [p for _, p in pd.break_plans(Detections(short, coarse.s1, 0.9, []))] == [None]
+    # no break, nothing named, or no coarse look: no plan
+    whole = _chain_from_s1(["L5", "L4", "L3", "L2"], [215, 180, 145, 110])
+    assert pd.break_plans(Detections(whole, coarse.s1, 0.9, [])) == []
+    assert pd.break_plans(Detections([replace(b, level=None) for b in whole], coarse.s1, 0.9, [])) == []
+    assert pd.break_plans(None) == []
+
+
+def test_detect_keeps_a_reading_of_the_break_only_when_the_other_fails(tmp_path, monkeypatch):
+    from sagittal.landmarks.infer import LandmarkDetector
+    from sagittal.landmarks.postprocess import to_contract
+
+    first = _broken_chain()
+    holds = {"through": False, "bridged": True}
+
+    def fake_coarse(self, images):
+        return [first for _ in images], [None] * len(images), list(images)
+
+    def fake_detect(self, images, facing=None, batch_size=8):
+        dets, _, _ = self.coarse(images)
+        self.last_detections, out = [], []
+        for det in dets:
+            bridged = any(b.bridged for b in det.bodies)
+            named = sum(bool(b.level) for b in det.bodies)
+            if named > 3 and holds["bridged" if bridged else "through"]:
+                fine = Detections([replace(b, confidence=0.9) for b in det.bodies], det.s1, 0.9, [])
+            elif named > 3:  # the chain does not hold after fine placement
+                fine = Detections([b if b.level in ("L5", "L4", "L3") else replace(b, level=None) for b in det.bodies],
+                                  det.s1, 0.9, [], withheld=(Withheld("L2", STEP, 0.5, near="L3"),))
+            else:
+                fine = det
+            self.last_detections.append(fine)
+            out.append((to_contract(fine), None, list(fine.warnings)))
+        self.last_timings = {"refine": 1.0}
+        return out
+
+    monkeypatch.setattr(LandmarkDetector, "coarse", fake_coarse)
+    monkeypatch.setattr(LandmarkDetector, "detect", fake_detect)
+    det = pd.PlaneDetector(_tiny_weights(tmp_path / "p.pt", False), device="cpu", threads=1, consistency=False)
+    img = np.zeros((8, 8), np.float32)
+    ((lm, _, warnings),) = det.detect([img])  # only the bridged reading holds: kept
+    assert sorted(lm["vertebrae"]) == ["L1", "L2", "L3", "L4", "L5", "T11", "T12"]
+    assert any("with a body placed in the gap (L2)" in w for w in warnings)
+    assert det.last_timings == {"refine": 3.0} and det._coarse_override == {}
+    holds["through"] = True  # both readings hold: the count across the break is not known
+    ((lm, _, _),) = det.detect([img])
+    assert sorted(lm["vertebrae"]) == ["L3", "L4", "L5"]
+    holds["bridged"] = False  # only the reading through holds
+    ((lm, _, warnings),) = det.detect([img])
+    assert sorted(lm["vertebrae"]) == ["L1", "L2", "L3", "L4", "L5", "T12"]
+    det.break_retry = False
+    ((lm, _, _),) = det.detect([img])
+    assert sorted(lm["vertebrae"]) == ["L3", "L4", "L5"]
+
+
+def test_a_crushed_body_gap_from_the_long_step_limit_asks_for_a_body(tmp_path):
+    """MR 1600: the crushed L1 the coarse stage missed left a step 1.47x its neighbours' after fine
+    placement, under ``RETRY_STEP``'s 1.48; the detector's range starts at ``STEP_LONG``."""
+    s1 = np.array([[0.0, 240.0], [30.0, 240.0]])
+    coarse = Detections(_chain_from_s1(["L5", "L4", "L3", "L2", "L1"], [215, 180, 145, 90, 55]), s1, 0.9, [])
+    fine = Detections(coarse.bodies, s1, 0.9, [], withheld=(Withheld("L2", STEP, 1.47, near="L3"),))
+    assert pd.bridge_retry(coarse, fine) is None
+    assert pd.bridge_retry(coarse, fine, pd.RETRY_STEP_CRUSHED) is not None
+    det = pd.PlaneDetector(_tiny_weights(tmp_path / "p.pt", False), device="cpu", threads=1)
+    assert det.retry_step == pd.RETRY_STEP_CRUSHED and det.break_retry

@@ -33,6 +33,13 @@ right level 88.3 -> 90.3 % over twelve phantom sets, no more wrong levels: model
 Where a body bridged that way was found but withheld only for looking collapsed with its two
 placements 6-15 % apart (a crushed body's on MR), the image is looked at once more with the
 collapsed-look limit at ``BRIDGED_COLLAPSED_MAX`` for it alone (``crushed_bridge``).
+Where the coarse chain itself broke at a step (``postprocess.label_levels``: on MR mostly beside a
+crushed body, missed or found off its centre, the step 1.42-1.5x its neighbours', under the 1.5
+that bridges a gap), the image is looked at once more per reading of the break, counted through
+it as is and, for a long step, with a body bridged in it (``break_plans``); a reading stands only
+where the chain then holds after fine placement and the other reading does not (both holding, the
+count is unknown). The second looks read what ``postprocess`` withheld from its ``Withheld``
+records, not from the warnings' text.
 
 Importing this module imports torch (through ``infer``); ``import sagittal`` does not.
 """
@@ -50,11 +57,15 @@ from .postprocess import (
     COLLAPSED_RATIO,
     COLLAPSED_UNSTEADY,
     STEP,
+    STEP_LONG,
     UNCONFIRMED_BRIDGE,
     Body,
     Detections,
     Withheld,
     _height_ratio,
+    _name_chain,
+    _relative_steps,
+    _step_ratio,
 )
 
 #: ``postprocess.consistent``'s limits for the plane model: what withholds a level. A body that
@@ -213,15 +224,19 @@ def _withheld(fine: Detections, reason: str) -> list[Withheld]:
 #: a step between neighbouring levels this many times the steps around it leaves room for one body
 #: (``postprocess``: one missing 1.48–2.6; a crushed body missed by the coarse stage 1.6–1.8 on MR)
 RETRY_STEP = (1.48, 2.6)
+#: ... and, for a crushed body (half its neighbours' height or less), from ``postprocess.STEP_LONG``:
+#: the steps across MR 1600's crushed L1 and MR 1900's crushed L2 were 1.47 and 1.48
+RETRY_STEP_CRUSHED = (STEP_LONG, RETRY_STEP[1])
 
 
-def bridge_retry(coarse: Detections | None, fine: Detections | None) -> tuple[Detections, str] | None:
+def bridge_retry(coarse: Detections | None, fine: Detections | None,
+                 step: tuple[float, float] = RETRY_STEP) -> tuple[Detections, str] | None:
     """Where the chain re-check after fine placement withheld the levels beyond a step between two
     neighbouring levels long enough for one more body (``RETRY_STEP``: on MR planes mostly a crushed
     body the coarse stage missed), the coarse detections with a body placed halfway across that
     gap, marked bridged (``postprocess.confirm_bridges`` then requires the fine placement to find a
     body there as large as its neighbours) and every level beyond it one further from the anchor,
-    and the level of the body placed; ``None`` when there is no such step."""
+    and the level of the body placed; ``None`` when there is no such step (``step``: the range)."""
     if coarse is None or fine is None:
         return None
     hits = _withheld(fine, STEP)  # ``postprocess.recheck_chain``'s record of the step
@@ -229,7 +244,7 @@ def bridge_retry(coarse: Detections | None, fine: Detections | None) -> tuple[De
         return None
     a, b, ratio = hits[0].near, hits[0].level, hits[0].value
     if a is None or a not in LEVEL_INDEX or b not in LEVEL_INDEX or abs(LEVEL_INDEX[a] - LEVEL_INDEX[b]) != 1 \
-            or not RETRY_STEP[0] <= ratio <= RETRY_STEP[1]:
+            or not step[0] <= ratio <= step[1]:
         return None
     by_level = {x.level: x for x in coarse.bodies if x.level}
     near, far = by_level.get(a), by_level.get(b)
@@ -272,6 +287,53 @@ def crushed_bridge(fine: Detections | None, collapsed_max: float) -> str | None:
     return level if spreads and collapsed_max < spreads[0] <= BRIDGED_COLLAPSED_MAX else None
 
 
+def break_plans(coarse: Detections | None) -> list[tuple[Detections, str | None]]:
+    """Where ``postprocess.label_levels`` broke the coarse chain (named from the anchor, S1 else
+    C7, up to a step out of proportion, the bodies beyond it unnamed; on MR mostly at a crushed
+    body, missed, or found with its centre off), the coarse detections named again through that
+    step: as they are (the step is the bodies' own: no body missed), and, where the step is long
+    (``postprocess.STEP_LONG`` up to ``RETRY_STEP``'s top over the steps around it), with a body
+    placed halfway across it and marked bridged (one body missed: ``postprocess.confirm_bridges``
+    then requires the fine placement to find it). Each with the bridged level (or ``None``); the
+    chain beyond is named as ``label_levels`` names it, up to its next break. ``[]`` when the chain
+    did not break so."""
+    if coarse is None or coarse.s1 is None and not any(b.level == "C7" for b in coarse.bodies):
+        return []  # levels from S1, or from C7 at the top: otherwise nothing was named
+    from_s1 = coarse.s1 is not None
+    order = sorted(coarse.bodies, key=lambda b: -float(b.centre[1]) if from_s1 else float(b.centre[1]))
+    names = list(reversed(LEVELS)) if from_s1 else list(LEVELS)
+    k = next((i for i, b in enumerate(order) if not b.level), len(order))
+    if not 0 < k < min(len(order), len(names)) or [b.level for b in order[:k]] != names[:k] \
+            or any(b.level for b in order[k:]):
+        return []
+    rel = _relative_steps(order)[k - 1]
+    if rel > RETRY_STEP[1]:
+        return []
+    plans: list[tuple[Detections, str | None]] = []
+    for bridge in (False, True) if rel >= STEP_LONG else (False,):
+        chain = [replace(b, level=None) for b in order]
+        if bridge:
+            pts = (chain[k - 1].points + chain[k].points) / 2
+            chain.insert(k, Body(pts, 0.0, pts[:4].mean(axis=0), None, bridged="?"))
+        ratios = [_step_ratio(chain[i], chain[i + 1]) for i in range(len(chain) - 1)]
+        rels = _relative_steps(chain)
+        if not bridge:  # the step at the break is taken as the bodies' own
+            ratios[k - 1] = rels[k - 1] = 1.0
+        warnings: list[str] = []
+        _name_chain(chain, names, ratios, rels, warnings)
+        if sum(bool(b.level) for b in chain) <= k + bridge:
+            continue
+        placed = chain[k].level if bridge else None
+        for b in chain:
+            if b.bridged:
+                b.bridged = b.level
+        # the first look's note of the break no longer holds (a note only: nothing reads it)
+        kept = [w for w in coarse.warnings if not w.startswith("the chain of bodies breaks")]
+        bodies = chain if from_s1 else list(reversed(chain))
+        plans.append((replace(coarse, bodies=bodies, warnings=kept + warnings), placed))
+    return plans
+
+
 def _crushed_went_well(level: str, fine: Detections | None, collapsed_max: float, before: int, after: int) -> bool:
     """The look at the looser limit stands where the bridged body is confirmed, no other body that
     looks collapsed kept its level above ``collapsed_max``, the chain held, and more levels are reported."""
@@ -282,10 +344,10 @@ def _crushed_went_well(level: str, fine: Detections | None, collapsed_max: float
     return not others and not _withheld(fine, STEP) and not _withheld(fine, UNCONFIRMED_BRIDGE)
 
 
-def _retry_went_well(level: str, fine: Detections | None, before: int, after: int) -> bool:
-    """The second look stands where the body placed in the gap (``level``) was found (its level
-    kept), the chain held after fine placement, and more levels are reported than the first time."""
-    return (fine is not None and after > before and any(x.level == level for x in fine.bodies)
+def _retry_went_well(level: str | None, fine: Detections | None, before: int, after: int) -> bool:
+    """The second look stands where the body placed in the gap (``level``, if any) was found (its
+    level kept), the chain held after fine placement, and more levels are reported than the first time."""
+    return (fine is not None and after > before and (level is None or any(x.level == level for x in fine.bodies))
             and not _withheld(fine, STEP) and not _withheld(fine, UNCONFIRMED_BRIDGE))
 
 
@@ -325,6 +387,10 @@ class PlaneDetector(LandmarkDetector):
         self._refine_stage = "refine"  # the network ``_run("refine")`` runs: set per group of images by ``detect``
         #: look again where the fine placement finds one body missing from the chain (``bridge_retry``)
         self.bridge_retry = True
+        #: the step (over its neighbours') that asks ``bridge_retry`` for a body in the gap
+        self.retry_step = RETRY_STEP_CRUSHED
+        #: look again where the coarse chain broke, counting through the break (``break_plans``)
+        self.break_retry = True
         #: look again at a looser collapsed-look limit where a bridged crushed body lost its level (``crushed_bridge``)
         self.crushed_bridge_retry = True
         self._coarse_override: dict[int, Detections] = {}
@@ -386,6 +452,39 @@ class PlaneDetector(LandmarkDetector):
                 timings[k] = timings.get(k, 0.0) + v
         return out, fines, coarse, timings
 
+    def _break_looks(self, images: list[Any], given: list[str | None], stages: list[str], batch_size: int,
+                     out: list[Any], fines: list[Any], coarse: list[Any], timings: dict[str, float]) -> None:
+        """Where the coarse chain broke, each image once more per ``break_plans``' reading of the
+        break (counted through it, and with a body in it where the step is long); a reading is kept
+        where it went well (``_retry_went_well``) and the other did not: where both hold, the count
+        across the break is not known and the first look stands. In place."""
+        plans = {i: p for i in range(len(images)) if (p := break_plans(coarse[i]))}
+        good: dict[int, list[tuple[Any, Any, Detections, str | None]]] = {}
+        for h in (0, 1):
+            idx = sorted(i for i, p in plans.items() if len(p) > h)
+            if not idx:
+                continue
+            self._coarse_override = {id(images[i]): plans[i][h][0] for i in idx}
+            try:
+                out2, fines2, _, t2 = self._detect_by_stage([images[i] for i in idx], [given[i] for i in idx],
+                                                            [stages[i] for i in idx], batch_size)
+            finally:
+                self._coarse_override = {}
+            for k, v in t2.items():
+                timings[k] = timings.get(k, 0.0) + v
+            for i, r, fine in zip(idx, out2, fines2, strict=True):
+                det, placed = plans[i][h]
+                if _retry_went_well(placed, fine, len(out[i][0]["vertebrae"]), len(r[0]["vertebrae"])):
+                    good.setdefault(i, []).append((r, fine, det, placed))
+        for i, held in good.items():
+            if len(held) != 1:
+                continue
+            r, fine, det, placed = held[0]
+            r[2].append("the chain of bodies broke after the first stage; looked again counting through the break"
+                        + (f", with a body placed in the gap ({placed}), found there" if placed else "")
+                        + ": the chain held after fine placement")
+            out[i], fines[i], coarse[i] = r, fine, det
+
     def detect(self, images: list[Any], facing: list[str | None] | None = None,
                batch_size: int = 8, modalities: list[str | None] | None = None) -> list[tuple[dict, str | None, list[str]]]:
         """``infer.LandmarkDetector.detect`` with each image refined by its modality's stage
@@ -396,8 +495,10 @@ class PlaneDetector(LandmarkDetector):
         stages = [self.refine_stage(m) for m in mods]
         given: list[str | None] = list(facing) if facing is not None else [None] * len(images)
         out, fines, coarse, timings = self._detect_by_stage(images, given, stages, batch_size)
+        if self.break_retry:
+            self._break_looks(images, given, stages, batch_size, out, fines, coarse, timings)
         retry = {i: d for i in range(len(images))
-                 if self.bridge_retry and (d := bridge_retry(coarse[i], fines[i])) is not None}
+                 if self.bridge_retry and (d := bridge_retry(coarse[i], fines[i], self.retry_step)) is not None}
         retried: set[int] = set()
         if retry:
             idx = sorted(retry)
