@@ -281,8 +281,27 @@ def _fracture_summary(rows: list[tuple[int, int, int, int]]) -> dict[str, Any]:
             "true_points_our_plane_exact_all_in_view": int((r[:, 2] == r[:, 0]).sum())}
 
 
-#: PlaneDetector's switchable second looks (``--without``)
-SECOND_LOOKS = ("bridge_retry", "crushed_bridge_retry")
+#: PlaneDetector's switchable second looks (``--without``); ``crushed_step``: ``bridge_retry`` asks for a
+#: body from its old step (``plane_detector.RETRY_STEP``, 1.48) instead of ``RETRY_STEP_CRUSHED`` (1.42)
+SECOND_LOOKS = ("bridge_retry", "crushed_bridge_retry", "break_retry", "crushed_step")
+
+
+def _switch_off(detector: Any, name: str) -> None:
+    """Turn one of ``SECOND_LOOKS`` off on a ``PlaneDetector``."""
+    if name == "crushed_step":
+        from sagittal.landmarks.plane_detector import RETRY_STEP
+
+        detector.retry_step = RETRY_STEP
+    else:
+        setattr(detector, name, False)
+
+
+def _is_off(detector: Any, name: str) -> bool:
+    if name == "crushed_step":
+        from sagittal.landmarks.plane_detector import RETRY_STEP
+
+        return tuple(getattr(detector, "retry_step", ())) == RETRY_STEP
+    return not getattr(detector, name, True)
 
 
 def main() -> None:
@@ -304,14 +323,17 @@ def main() -> None:
                     help="the refinement's two-look stability check (default: as the runtime runs it)")
     ap.add_argument("--radiograph-limits", action="store_true",
                     help="withhold levels at the radiograph model's consistency limits (the plane model's before its own)")
-    ap.add_argument("--without", action="append", default=[], choices=SECOND_LOOKS,
+    ap.add_argument("--without", action="append", default=[], metavar="|".join(SECOND_LOOKS),
                     help="also score the first weights with this second look of PlaneDetector off (one more run on "
-                         "the same cases, after the others; repeatable)")
+                         "the same cases, after the others; repeatable; comma-joined names: one run with all of them off)")
     args = ap.parse_args()
     detectors = [kind.load_plane_model(w, "cpu", 1) for w in args.weights]
-    for name in args.without:
+    for names in args.without:  # NAME or NAME,NAME,...: one run with each of them off
+        if not set(names.split(",")) <= set(SECOND_LOOKS):
+            ap.error(f"--without {names}: choose from {', '.join(SECOND_LOOKS)} (comma-joined for one run)")
         detectors.append(kind.load_plane_model(args.weights[0], "cpu", 1))
-        setattr(detectors[-1], name, False)
+        for name in names.split(","):
+            _switch_off(detectors[-1], name)
     for detector in detectors:
         if args.radiograph_limits:
             detector.consistency_limits = {}
@@ -321,7 +343,7 @@ def main() -> None:
         {"weights": str(d.weights), "first_seed": args.first_seed, "stream": EVAL_STREAM,
          "fracture_rate": args.fracture_rate, "mr_wide": args.mr_wide, "consistency_check": bool(d.consistency),
          "consistency_limits": dict(d.consistency_limits),
-         "second_looks_off": [n for n in SECOND_LOOKS if not getattr(d, n, True)]} for d in detectors]
+         "second_looks_off": [n for n in SECOND_LOOKS if _is_off(d, n)]} for d in detectors]
     with tempfile.TemporaryDirectory(prefix="sagittal-eval-planes-") as tmp:
         for modality, n in (("CT", args.n_ct), ("MR", args.n_mr)):
             if n:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 
 from sagittal.geometry.morphometry import morphometry
 from sagittal.levels import LEVELS, POINT_NAMES
@@ -71,7 +72,12 @@ def test_eval_planes_scores_the_second_looks_off_as_more_runs(tmp_path, monkeypa
     ev = script("eval_planes")
     out = tmp_path / "r.json"
     monkeypatch.setattr(sys, "argv", ["eval_planes.py", "--n-ct", "0", "--n-mr", "0", "--without", "bridge_retry",
-                                      "--without", "crushed_bridge_retry", "--json", str(out)])
+                                      "--without", "crushed_bridge_retry", "--without", "break_retry,crushed_step",
+                                      "--json", str(out)])
     ev.main()
     runs = json.loads(out.read_text())["runs"]
-    assert [r["second_looks_off"] for r in runs] == [[], ["bridge_retry"], ["crushed_bridge_retry"]]
+    assert [r["second_looks_off"] for r in runs] == [[], ["bridge_retry"], ["crushed_bridge_retry"],
+                                                     ["break_retry", "crushed_step"]]
+    monkeypatch.setattr(sys, "argv", ["eval_planes.py", "--n-ct", "0", "--n-mr", "0", "--without", "bridge_retry,nope"])
+    with pytest.raises(SystemExit):
+        ev.main()
