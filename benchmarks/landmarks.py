@@ -2,7 +2,8 @@
 for several detector configurations side by side in one run (same images, same machine).
 
 The share is what ``benchmarks/analyze.py`` calls coarse + crops + refine + postprocess. Default
-configurations: the packaged weights with and without the test-time consistency check; add
+configurations: the packaged weights with and without the test-time consistency check, and with
+it but without placing unsteady bodies again (``LandmarkDetector.recentre_unsteady``); add
 ``--weights LABEL=PATH`` to compare other weights (e.g. the previous release).
 
     .venv/bin/python benchmarks/landmarks.py [--n 6] [--pixel-spacing 0.15] [--threads 1] [--weights old=OLD.pt]
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import numpy as np
 
@@ -36,21 +36,24 @@ def main() -> None:
         rg = render_radiograph(build_spine(sample_spec(rng)), rng, pixel_spacing_mm=args.pixel_spacing,
                                field_of_view="whole", modality="DX")
         images.append(bone_bright(rg))
-    configs = {"packaged, no consistency check": (None, False), "packaged, consistency check": (None, True)}
+    configs = {"packaged, no consistency check": (None, False, False), "packaged, consistency check": (None, True, True),
+               "packaged, consistency, not placed again": (None, True, False)}
     for spec in args.weights:
         label, path = spec.split("=", 1)
-        configs[f"{label}, no consistency check"] = (path, False)
-        configs[f"{label}, consistency check"] = (path, True)
-    detectors = {name: LandmarkDetector(path, device="cpu", threads=args.threads, consistency=cons)
-                 for name, (path, cons) in configs.items()}
+        configs[f"{label}, no consistency check"] = (path, False, False)
+        configs[f"{label}, consistency check"] = (path, True, True)
+    detectors = {}
+    for name, (path, cons, again) in configs.items():
+        detectors[name] = LandmarkDetector(path, device="cpu", threads=args.threads, consistency=cons)
+        detectors[name].recentre_unsteady = again
     for d in detectors.values():
         d.detect(images[:1])  # warm-up
     times: dict[str, dict[str, list[float]]] = {name: {s: [] for s in STAGES} for name in detectors}
+    placed_again = dict.fromkeys(detectors, 0)  # images on which some body was placed again
     for img in images:  # interleaved so that load on the machine hits every configuration alike
         for name, d in detectors.items():
-            t = time.perf_counter()
             d.detect([img])
-            _ = time.perf_counter() - t
+            placed_again[name] += bool(d.last_recentred)
             for s in STAGES:
                 times[name][s].append(d.last_timings[s] * 1000)
     print(f"{args.n} whole-spine radiographs of {images[0].shape[0]} × {images[0].shape[1]} px at "
@@ -61,7 +64,8 @@ def main() -> None:
         share = sum(med.values())
         base = base or share
         print(f"{name:40s} " + "  ".join(f"{s} {med[s]:6.1f}" for s in STAGES)
-              + f"  model share {share:6.1f} ms ({share / base:.2f}×)")
+              + f"  model share {share:6.1f} ms ({share / base:.2f}×)"
+              + (f"  placed again on {placed_again[name]}/{args.n}" if placed_again[name] else ""))
 
 
 if __name__ == "__main__":

@@ -25,7 +25,12 @@ AS, PS, PI, AI, MS, MI = range(6)
 #: (docs/clinical.md).
 THORACOLUMBAR: frozenset[str] = frozenset({"T10", "T11", "T12", "L1", "L2"})
 
+#: The key of a landmarks dict's optional map of levels reported (level and points) but not graded
+#: — no heights, height loss, grade or morphology — to the reason (``report.analysis_document``).
+UNGRADED = "ungraded"
+
 __all__ = [
+    "UNGRADED",
     "LEVELS",
     "LEVEL_INDEX",
     "POINT_NAMES",

@@ -107,3 +107,26 @@ def test_unknown_facing_is_rejected(tmp_path, capsys, schema):
     _, (doc,) = _run(tmp_path, capsys, [obj])
     jsonschema.validate(doc, schema)
     assert doc["status"] == "rejected" and any("faces" in w for w in doc["warnings"])
+
+
+def test_ungraded_levels_keep_their_points_and_angles_but_no_heights_or_grade(schema):
+    """``landmarks[UNGRADED]`` (level → reason): those vertebrae are reported without heights,
+    height loss, grade or morphology; every other figure, and the other vertebrae, as without it;
+    the map is not part of the document's landmarks."""
+    from sagittal.levels import UNGRADED
+    from sagittal.report.analysis import analysis_document
+
+    obj, _ = _truth_input(3, modality="CR", field_of_view="whole", facing="right")
+    plain = analysis_document(obj["image"], obj["landmarks"])
+    marked = analysis_document(obj["image"], dict(obj["landmarks"], **{UNGRADED: {"L1": "why", "T12": "why"}}))
+    jsonschema.validate(marked, schema)
+    assert UNGRADED not in marked["landmarks"] and marked["landmarks"] == plain["landmarks"]
+    assert marked["parameters"] == plain["parameters"]
+    for a, b in zip(plain["vertebrae"], marked["vertebrae"], strict=True):
+        if b["level"] in ("L1", "T12"):
+            assert a["genant_grade"] is not None and a["heights_mm"] is not None
+            assert (b["heights_mm"], b["height_loss_pct"], b["genant_grade"], b["morphology"]) == (None,) * 4
+            assert b["regional_kyphosis_deg"] == a["regional_kyphosis_deg"] is not None
+            assert b["vertebral_kyphosis_deg"] == a["vertebral_kyphosis_deg"]
+        else:
+            assert b == a

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace
 
 import numpy as np
 
+from ..levels import LEVELS, UNGRADED
 from .crops import extract, extract_pair
 from .layout import COARSE_HEAT
 from .postprocess import (
@@ -50,6 +52,15 @@ def resolve_device(device: str = "auto") -> str:
 
 #: an image whose coarse stage names fewer levels than this is looked at again (``other_looks``)
 FALLBACK_MIN_LEVELS = 3
+
+
+#: why a body placed again (``LandmarkDetector._recentred``) is reported without heights or grade
+PLACED_AGAIN = "its first two placements disagreed and it held only when placed again from re-centred crops"
+
+#: bodies are placed again from re-centred crops (``LandmarkDetector._recentred``) only where fewer
+#: than this share of the labelled ones did not hold: where more did not, the image or the count is
+#: in doubt, and the bodies that did not hold are what keeps a miscounted chain from being reported
+RECENTRE_MAX_SHARE = 1 / 3
 
 
 def _n_levels(det: Detections) -> int:
@@ -118,6 +129,8 @@ class LandmarkDetector:
         self.second_look_on_faint_s1 = True
         #: a faint S1 at the field's bottom edge is no anchor (``postprocess.withhold_faint_s1_at_edge``); radiographs only
         self.faint_s1_at_edge_rule = True
+        #: place a body once more from a crop centred on its own placements where the two did not agree (``_recentred``)
+        self.recentre_unsteady = True
         #: a count from C7 stands only with both ends, C7 and L5, reported (``postprocess.withhold_c7_count_without_ends``)
         self.c7_ends_rule = True
 
@@ -178,6 +191,8 @@ class LandmarkDetector:
                batch_size: int = 8) -> list[tuple[dict, str | None, list[str]]]:
         timings = dict.fromkeys(("coarse", "crops", "refine", "postprocess"), 0.0)
         self.last_detections: list[Detections] = []  # per image, in source pixels (diagnostics)
+        #: per image placed again (``_recentred``): (bodies placed again, labelled bodies) (diagnostics)
+        self.last_recentred: dict[int, tuple[int, int]] = {}
         results = []
         for start in range(0, len(images), batch_size):
             t = time.perf_counter()
@@ -198,14 +213,18 @@ class LandmarkDetector:
             timings["crops"] += time.perf_counter() - t
             t = time.perf_counter()
             logits = self._run("refine", np.stack(crops)) if crops else np.zeros((0,))
+            firsts, k = [], 0
+            for det, (frames, alt, cs) in zip(dets, plans, strict=False):
+                firsts.append((refine(det, frames, logits[k:k + len(frames)]),
+                               refine(det, alt, logits[k + len(frames):k + len(cs)]) if alt else None))
+                k += len(cs)
+            again = self._recentred(dets, plans, firsts, normed, start) if self.consistency and self.recentre_unsteady else {}
             timings["refine"] += time.perf_counter() - t
             t = time.perf_counter()
-            k = 0
-            for det, (frames, alt, cs), box in zip(dets, plans, boxes, strict=False):
-                fine = refine(det, frames, logits[k:k + len(frames)])
-                if alt:
-                    fine = consistent(fine, refine(det, alt, logits[k + len(frames):k + len(cs)]), **self.consistency_limits)
-                k += len(cs)
+            for i, box in enumerate(boxes):
+                fine, second, placed = again.get(i, (*firsts[i], frozenset()))
+                if second is not None:
+                    fine = consistent(fine, second, **self.consistency_limits)
                 fine = withhold_outside(fine, box)
                 if self.faint_s1_at_edge_rule:
                     fine = withhold_faint_s1_at_edge(fine, box)
@@ -214,10 +233,76 @@ class LandmarkDetector:
                     fine = withhold_c7_count_without_ends(fine)
                 self.last_detections.append(fine)
                 lm = to_contract(fine)
-                results.append((lm, facing_from_landmarks(lm), list(fine.warnings)))
+                warnings = list(fine.warnings)
+                again_kept = sorted((b.level for n, b in enumerate(fine.bodies) if n in placed and b.level),
+                                    key=LEVELS.index)
+                if again_kept:
+                    lm[UNGRADED] = dict.fromkeys(again_kept, PLACED_AGAIN)
+                    warnings += [f"{lv}: {PLACED_AGAIN}: its level and points are reported, its heights and grade "
+                                 "are not" for lv in again_kept]
+                results.append((lm, facing_from_landmarks(lm), warnings))
             timings["postprocess"] += time.perf_counter() - t
         self.last_timings = timings
         return results
+
+    def _recentred(self, dets: list[Detections], plans: list, firsts: list, images: list[np.ndarray],
+                   start: int = 0) -> dict:
+        """Per image whose bodies' two placements (``firsts``: the refinement over ``crop_frames``
+        and over ``alternate_frames``) did not pass ``consistent``, both placements again with
+        those bodies' crops centred and sized on where the placements put them (a coarse centre
+        between two bodies, or on a rib, leaves the body off-centre in its crop, and the two
+        crops then see different structures). The other bodies keep their first placements; the
+        stray check stays against the coarse body; ``consistent`` judges the new pair as any, and
+        a body that holds now is reported ungraded (``levels.UNGRADED``, ``PLACED_AGAIN``): its
+        level and points, not its heights or grade, since its first placements did not agree.
+        Only a body found by the coarse stage (not bridged across a gap) whose neighbouring levels
+        above and below both held (``_held_between``), and only where fewer than
+        ``RECENTRE_MAX_SHARE`` of the labelled bodies did not hold: a chain's end, a guessed body
+        or a chain in doubt keeps its withheld bodies (measured in models/README.md). One more
+        refinement call for the batch's images that need it, over all of their crops (the others'
+        come out as before; simpler than merging two calls' placements, at a cost measured in
+        models/README.md, *Speed*)."""
+        todo: list[tuple[int, list, list]] = []
+        redos: dict[int, frozenset[int]] = {}
+        for i, (det, (frames, _, _), (a, b)) in enumerate(zip(dets, plans, firsts, strict=False)):
+            if b is None:
+                continue
+            merged = consistent(a, b, **self.consistency_limits)
+            redo = {n for n, (c, m) in enumerate(zip(det.bodies, merged.bodies, strict=True)) if c.level and not m.level}
+            placed = {n: [x.bodies[n].points for x in (a, b) if x.bodies[n].level] for n in redo}
+            redo = {n for n in redo if placed[n] and not det.bodies[n].bridged and _held_between(det, merged, n)}
+            labelled = sum(1 for c in det.bodies if c.level)
+            if not redo or len(redo) >= RECENTRE_MAX_SHARE * labelled:
+                continue
+            self.last_recentred[start + i] = (len(redo), labelled)
+            moved = Detections([replace(c, points=np.mean(placed[n], axis=0)) if n in redo else c
+                                for n, c in enumerate(det.bodies)], det.s1, det.s1_confidence, det.heads)
+            mirror = frames[0][2].mirror if frames else False
+            new = {n: f for kind, n, f in crop_frames(moved, mirror) if kind == "vertebra" and n in redo}
+            frames2 = [(kind, n, new.get(n, f) if kind == "vertebra" else f) for kind, n, f in frames]
+            todo.append((i, frames2, alternate_frames(frames2)))
+            redos[i] = frozenset(redo)
+        if not todo:
+            return {}
+        crops = [c for i, f, al in todo for c in _crops(images[i], f, al)]
+        logits = self._run("refine", np.stack(crops))
+        out, k = {}, 0
+        for i, f, al in todo:
+            n = len(f) + len(al)
+            out[i] = (refine(dets[i], f, logits[k:k + len(f)]), refine(dets[i], al, logits[k + len(f):k + n]), redos[i])
+            k += n
+        return out
+
+
+def _held_between(coarse: Detections, merged: Detections, n: int) -> bool:
+    """Whether body ``n``'s neighbouring levels, the one above and the one below (S1 below L5),
+    both held in the first placements (``merged``)."""
+    from ..levels import LEVELS
+
+    i = LEVELS.index(coarse.bodies[n].level)
+    held = {b.level for b in merged.bodies if b.level}
+    below = merged.s1 is not None if i == len(LEVELS) - 1 else LEVELS[i + 1] in held
+    return i > 0 and LEVELS[i - 1] in held and below
 
 
 def _crops(img: np.ndarray, frames: list, alt: list) -> list[np.ndarray]:

@@ -21,7 +21,7 @@ from .. import geometry as g
 from ..errors import InputError
 from ..findings.patient import REQUIRED_PARAMETERS
 from ..geometry.morphometry import morphology_name
-from ..levels import LEVELS, POINT_NAMES
+from ..levels import LEVELS, POINT_NAMES, UNGRADED
 
 SCHEMA_ID = "sagittal.analysis/1"
 #: every parameter of the document, in its order (the required seven, then T1 pelvic angle)
@@ -91,8 +91,10 @@ def _parameters(m: dict[str, np.ndarray], mm_ok: bool, warnings: list[str]) -> d
     return params
 
 
-def _vertebrae(m: dict[str, np.ndarray], pts_px: np.ndarray, mm_ok: bool) -> list[dict[str, Any]]:
-    """The document's ``vertebrae``, cranial to caudal, for the levels whose six points are known."""
+def _vertebrae(m: dict[str, np.ndarray], pts_px: np.ndarray, mm_ok: bool,
+               ungraded: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
+    """The document's ``vertebrae``, cranial to caudal, for the levels whose six points are known;
+    the ``ungraded`` ones without heights, height loss, grade or morphology."""
     names = morphology_name(m["morphology_index"])
     verts = []
     for i, level in enumerate(LEVELS):
@@ -100,12 +102,14 @@ def _vertebrae(m: dict[str, np.ndarray], pts_px: np.ndarray, mm_ok: bool) -> lis
             continue
         h = m["heights_mm"][i]
         grade = int(m["genant_grade"][i])
+        graded = level not in ungraded
         verts.append({
             "level": level,
-            "heights_mm": {"anterior": _num(h[0]), "middle": _num(h[1]), "posterior": _num(h[2])} if mm_ok else None,
-            "height_loss_pct": _num(m["height_loss_pct"][i]),
-            "genant_grade": grade if grade >= 0 else None,
-            "morphology": names[i],
+            "heights_mm": {"anterior": _num(h[0]), "middle": _num(h[1]), "posterior": _num(h[2])}
+            if mm_ok and graded else None,
+            "height_loss_pct": _num(m["height_loss_pct"][i]) if graded else None,
+            "genant_grade": grade if grade >= 0 and graded else None,
+            "morphology": names[i] if graded else None,
             "regional_kyphosis_deg": _num(m["regional_kyphosis_deg"][i]),
             "vertebral_kyphosis_deg": _num(m["vertebral_kyphosis_deg"][i]),
         })
@@ -117,10 +121,15 @@ def analysis_document(image: dict[str, Any], landmarks: dict[str, Any], source: 
     """Compute the analysis document for one image from its pixel landmarks.
 
     ``image`` holds ``rows``, ``columns``, ``pixel_spacing_mm`` ([row, col] or null),
-    ``spacing_source`` and ``anterior`` ("left"/"right"). Raises ``InputError`` for malformed
-    input; missing structures give nulls and warnings instead.
+    ``spacing_source`` and ``anterior`` ("left"/"right"). ``landmarks`` may hold ``UNGRADED``
+    (level → reason, written by the detector with its warning): those levels are reported
+    without heights, height loss, grade or morphology, and the map is not part of the
+    document's landmarks. Raises ``InputError`` for malformed input; missing structures give
+    nulls and warnings instead.
     """
     warnings = list(warnings or [])
+    ungraded = frozenset(landmarks.get(UNGRADED) or ())
+    landmarks = {k: v for k, v in landmarks.items() if k != UNGRADED}
     spacing = image.get("pixel_spacing_mm")
     source_name = image.get("spacing_source") or ("supplied" if spacing else "none")
     if source_name not in SPACING_SOURCES:
@@ -162,7 +171,7 @@ def analysis_document(image: dict[str, Any], landmarks: dict[str, Any], source: 
     mm_ok = spacing is not None
     m = g.measure(pts, s1, hip)
     doc["parameters"] = params = _parameters(m, mm_ok, warnings)
-    doc["vertebrae"] = _vertebrae(m, pts_px, mm_ok)
+    doc["vertebrae"] = _vertebrae(m, pts_px, mm_ok, ungraded)
     measured = [params[k] for k in REQUIRED_PARAMETERS if params[k] is not None]
     doc["status"] = "rejected" if not measured and not doc["vertebrae"] else (
         "ok" if len(measured) == len(REQUIRED_PARAMETERS) else "partial")
