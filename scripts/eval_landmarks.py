@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 
 from sagittal.landmarks.infer import LandmarkDetector
-from sagittal.levels import LEVEL_INDEX, LEVELS, POINT_NAMES
+from sagittal.levels import LEVEL_INDEX, LEVELS, POINT_NAMES, UNGRADED
 from sagittal.phantom import build_spine
 from sagittal.phantom.truth import landmarks as truth_landmarks
 from sagittal.phantom.truth import vertebrae as truth_vertebrae
@@ -100,6 +100,7 @@ class Tally:
         self.statuses: list[str] = []
         self.wrong_level = 0
         self.cut_reported = 0  # the right level, but a body the truth has cut by the field (not wholly in view)
+        self.found_ungraded = 0  # of the found ones (right level), those reported ungraded (``levels.UNGRADED``)
         self.seconds = 0.0
 
     def add(self, spine: Any, view: View, truth: dict, lm: dict, facing: str | None) -> None:
@@ -126,6 +127,7 @@ class Tally:
                 continue
             self.found[lv][0] += 1
             self.found_anchored[0] += anchored
+            self.found_ungraded += lv in (lm.get(UNGRADED) or {})
             for n in POINT_NAMES:
                 self.point_err[n].append(float(np.linalg.norm((np.array(pp[n]) - tp[n]) * sp)))
         self._parameters(doc, truth, len(self.statuses) - 1)
@@ -170,6 +172,7 @@ class Tally:
             "detection_rate_s1_in_view": self.found_anchored[0] / max(self.found_anchored[1], 1),
             "vertebrae_in_view_s1_in_view": self.found_anchored[1],
             "wrong_levels": self.wrong_level, "cut_bodies_reported": self.cut_reported,
+            "found_ungraded": self.found_ungraded,
             "detection_rate_per_level": {lv: (round(f / n, 4) if n else None) for lv, (f, n) in self.found.items()},
             "landmark_error_mm": {"median": float(np.median(errs)) if errs else None,
                                   "p90": float(np.percentile(errs, 90)) if errs else None,
@@ -206,6 +209,7 @@ def table(results: dict) -> str:
         ("vertebrae in view found, right level", lambda r: f"{100 * r['detection_rate']:.1f} %"),
         ("… of those in images with S1 in view", lambda r: f"{100 * r['detection_rate_s1_in_view']:.1f} % "
                                                         f"(of {r['vertebrae_in_view_s1_in_view']})"),
+        ("… of those reported ungraded (placed again)", lambda r: str(r.get("found_ungraded", 0))),
         ("wrong levels", lambda r: str(r["wrong_levels"])),
         ("bodies cut by the field reported (right level)", lambda r: str(r["cut_bodies_reported"])),
         ("landmark error median", lambda r: _f(r["landmark_error_mm"]["median"], " mm", 2)),

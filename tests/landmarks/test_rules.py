@@ -313,6 +313,7 @@ def _recentred_runs(detector, family: str, seed: int) -> tuple[dict, dict, dict]
     return found, dict(detector.last_recentred), {"view": view, "truth": truth}
 
 
+@pytest.mark.slow
 def test_an_unsteady_body_is_placed_again_from_recentred_crops(detector):
     """Held-out look (``drr-b`` evaluation film 1,000,014): T5's two placements disagree by 13 %
     of its size and it was withheld; placed again from crops centred on where they put it, the
@@ -338,6 +339,7 @@ def test_an_unsteady_body_is_placed_again_from_recentred_crops(detector):
     assert all(v["genant_grade"] is not None for v in doc["vertebrae"] if v["level"] != "T5")
 
 
+@pytest.mark.slow
 def test_a_body_is_not_placed_again_unless_both_neighbouring_levels_held(detector):
     """``drr-b`` 1,100,024: T10, the top of the film's chain T10–L5, did not hold (16 %); with no
     level above it that held, nothing on that side vouches for where it should be (v1, without

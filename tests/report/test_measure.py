@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from sagittal.cli import main
+from sagittal.levels import LEVELS
 from sagittal.phantom import build_spine, render_radiograph, sample_spec
 from sagittal.phantom.truth import radiograph_truth
 from sagittal.report.analysis import load_schema
@@ -111,17 +112,32 @@ def test_unknown_facing_is_rejected(tmp_path, capsys, schema):
 
 def test_ungraded_levels_keep_their_points_and_angles_but_no_heights_or_grade(schema):
     """``landmarks[UNGRADED]`` (level → reason): those vertebrae are reported without heights,
-    height loss, grade or morphology; every other figure, and the other vertebrae, as without it;
-    the map is not part of the document's landmarks."""
+    height loss, grade or morphology, and their points size no neighbour's expected height (the
+    neighbours are graded as if they were absent); angles use every point; the map is not part
+    of the document's landmarks, and the caller's dict is left as it was."""
+    import copy
+
+    from sagittal.errors import InputError
     from sagittal.levels import UNGRADED
     from sagittal.report.analysis import analysis_document
 
     obj, _ = _truth_input(3, modality="CR", field_of_view="whole", facing="right")
-    plain = analysis_document(obj["image"], obj["landmarks"])
-    marked = analysis_document(obj["image"], dict(obj["landmarks"], **{UNGRADED: {"L1": "why", "T12": "why"}}))
+    lm = obj["landmarks"]
+    # L1's posterior wall 40 % short: unsteady points that would shift T12's and L2's expected heights
+    bent = copy.deepcopy(lm)
+    v = bent["vertebrae"]["L1"]
+    v["posterior_superior"] = [a + 0.4 * (b - a) for a, b in zip(v["posterior_superior"], v["posterior_inferior"], strict=True)]
+    marked_in = dict(bent, **{UNGRADED: {"L1": "why", "T12": "why"}})
+    before = copy.deepcopy(marked_in)
+    marked = analysis_document(obj["image"], marked_in)
+    assert marked_in == before
     jsonschema.validate(marked, schema)
-    assert UNGRADED not in marked["landmarks"] and marked["landmarks"] == plain["landmarks"]
+    assert UNGRADED not in marked["landmarks"] and marked["landmarks"] == bent
+    plain = analysis_document(obj["image"], bent)
+    without = analysis_document(obj["image"], dict(lm, vertebrae={k: p for k, p in lm["vertebrae"].items()
+                                                                  if k not in ("L1", "T12")}))
     assert marked["parameters"] == plain["parameters"]
+    graded_as_if_absent = {v["level"]: v for v in without["vertebrae"]}
     for a, b in zip(plain["vertebrae"], marked["vertebrae"], strict=True):
         if b["level"] in ("L1", "T12"):
             assert a["genant_grade"] is not None and a["heights_mm"] is not None
@@ -129,4 +145,10 @@ def test_ungraded_levels_keep_their_points_and_angles_but_no_heights_or_grade(sc
             assert b["regional_kyphosis_deg"] == a["regional_kyphosis_deg"] is not None
             assert b["vertebral_kyphosis_deg"] == a["vertebral_kyphosis_deg"]
         else:
-            assert b == a
+            c = graded_as_if_absent[b["level"]]
+            for key in ("heights_mm", "height_loss_pct", "genant_grade", "morphology"):
+                assert b[key] == c[key], (b["level"], key)
+    assert plain["vertebrae"][LEVELS.index("L2")]["height_loss_pct"] != marked["vertebrae"][LEVELS.index("L2")]["height_loss_pct"]
+    for bad in ("L1", {"L6": "why"}, 3):
+        with pytest.raises(InputError, match="landmarks.ungraded must map vertebral levels"):
+            analysis_document(obj["image"], dict(lm, **{UNGRADED: bad}))

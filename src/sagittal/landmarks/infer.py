@@ -57,9 +57,10 @@ FALLBACK_MIN_LEVELS = 3
 #: why a body placed again (``LandmarkDetector._recentred``) is reported without heights or grade
 PLACED_AGAIN = "its first two placements disagreed and it held only when placed again from re-centred crops"
 
-#: bodies are placed again from re-centred crops (``LandmarkDetector._recentred``) only where fewer
-#: than this share of the labelled ones did not hold: where more did not, the image or the count is
-#: in doubt, and the bodies that did not hold are what keeps a miscounted chain from being reported
+#: bodies are placed again from re-centred crops (``LandmarkDetector._recentred``) only where those
+#: to be placed again (the ones that did not hold and qualify: not bridged, both neighbouring levels
+#: held) are fewer than this share of the labelled ones (as measured; counting every body that did
+#: not hold would be stricter and was not measured)
 RECENTRE_MAX_SHARE = 1 / 3
 
 
@@ -256,9 +257,9 @@ class LandmarkDetector:
         a body that holds now is reported ungraded (``levels.UNGRADED``, ``PLACED_AGAIN``): its
         level and points, not its heights or grade, since its first placements did not agree.
         Only a body found by the coarse stage (not bridged across a gap) whose neighbouring levels
-        above and below both held (``_held_between``), and only where fewer than
-        ``RECENTRE_MAX_SHARE`` of the labelled bodies did not hold: a chain's end, a guessed body
-        or a chain in doubt keeps its withheld bodies (measured in models/README.md). One more
+        above and below both held (``_held_between``), and only where such bodies are fewer than
+        ``RECENTRE_MAX_SHARE`` of the labelled ones: a chain's end or a guessed body keeps its
+        withheld state (measured in models/README.md). One more
         refinement call for the batch's images that need it, over all of their crops (the others'
         come out as before; simpler than merging two calls' placements, at a cost measured in
         models/README.md, *Speed*)."""
@@ -297,8 +298,6 @@ class LandmarkDetector:
 def _held_between(coarse: Detections, merged: Detections, n: int) -> bool:
     """Whether body ``n``'s neighbouring levels, the one above and the one below (S1 below L5),
     both held in the first placements (``merged``)."""
-    from ..levels import LEVELS
-
     i = LEVELS.index(coarse.bodies[n].level)
     held = {b.level for b in merged.bodies if b.level}
     below = merged.s1 is not None if i == len(LEVELS) - 1 else LEVELS[i + 1] in held

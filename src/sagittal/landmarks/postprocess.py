@@ -620,8 +620,9 @@ def withhold_c7_count_without_ends(det: Detections) -> Detections:
     missing = [lv for lv in ("C7", "L5") if lv not in named]
     if FROM_C7 not in det.warnings or not named or not missing:
         return det
+    were = "were" if len(missing) > 1 else "was"
     warnings = [*det.warnings, f"the count from C7 rests on both ends of the chain C7–L5 and {' and '.join(missing)} "
-                               "was withheld: every level is withheld (a missed or extra body would renumber the spine)"]
+                               f"{were} withheld: every level is withheld (a missed or extra body would renumber the spine)"]
     return Detections([replace(b, level=None) for b in det.bodies], det.s1, det.s1_confidence, det.heads, warnings,
                       withheld=det.withheld)
 

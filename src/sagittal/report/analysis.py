@@ -116,6 +116,17 @@ def _vertebrae(m: dict[str, np.ndarray], pts_px: np.ndarray, mm_ok: bool,
     return verts
 
 
+def _ungraded(value: Any) -> frozenset[str]:
+    """The levels of a landmarks dict's ``UNGRADED`` map (level → reason; a list of levels is
+    taken too); ``InputError`` for anything else or a name that is not a level."""
+    if value is None:
+        return frozenset()
+    if not isinstance(value, (dict, list, tuple)) or not all(isinstance(k, str) and k in LEVELS for k in value):
+        raise InputError(f"landmarks.{UNGRADED} must map vertebral levels ({LEVELS[0]}…{LEVELS[-1]}) to reasons, "
+                         f"not {value!r}")
+    return frozenset(value)
+
+
 def analysis_document(image: dict[str, Any], landmarks: dict[str, Any], source: dict[str, Any] | None = None,
                       warnings: list[str] | None = None) -> dict[str, Any]:
     """Compute the analysis document for one image from its pixel landmarks.
@@ -128,7 +139,7 @@ def analysis_document(image: dict[str, Any], landmarks: dict[str, Any], source: 
     nulls and warnings instead.
     """
     warnings = list(warnings or [])
-    ungraded = frozenset(landmarks.get(UNGRADED) or ())
+    ungraded = _ungraded(landmarks.get(UNGRADED))
     landmarks = {k: v for k, v in landmarks.items() if k != UNGRADED}
     spacing = image.get("pixel_spacing_mm")
     source_name = image.get("spacing_source") or ("supplied" if spacing else "none")
@@ -170,6 +181,13 @@ def analysis_document(image: dict[str, Any], landmarks: dict[str, Any], source: 
         warnings.append("no femoral head seen: pelvic incidence, pelvic tilt and T1 pelvic angle are null")
     mm_ok = spacing is not None
     m = g.measure(pts, s1, hip)
+    if ungraded:
+        # an ungraded body's points are not steady enough to grade it, nor to size its neighbours'
+        # expected heights from (``morphometry.expected_posterior_mm``): heights, losses, grades and
+        # morphology come from the points without it; angles from every point
+        mask = np.isin(np.array(LEVELS), sorted(ungraded))
+        graded = g.measure(np.where(mask[:, None, None], np.nan, pts), s1, hip)
+        m = dict(m, **{k: graded[k] for k in ("heights_mm", "height_loss_pct", "genant_grade", "morphology_index")})
     doc["parameters"] = params = _parameters(m, mm_ok, warnings)
     doc["vertebrae"] = _vertebrae(m, pts_px, mm_ok, ungraded)
     measured = [params[k] for k in REQUIRED_PARAMETERS if params[k] is not None]
