@@ -217,13 +217,14 @@ class LandmarkDetector:
             firsts, k = [], 0
             for det, (frames, alt, cs) in zip(dets, plans, strict=False):
                 firsts.append((refine(det, frames, logits[k:k + len(frames)]),
-                               refine(det, alt, logits[k + len(frames):k + len(cs)]) if alt else None))
+                               refine(det, alt, logits[k + len(frames):k + len(cs)]) if alt else None,
+                               logits[k:k + len(cs)]))
                 k += len(cs)
             again = self._recentred(dets, plans, firsts, normed, start) if self.consistency and self.recentre_unsteady else {}
             timings["refine"] += time.perf_counter() - t
             t = time.perf_counter()
             for i, box in enumerate(boxes):
-                fine, second, placed = again.get(i, (*firsts[i], frozenset()))
+                fine, second, placed = again.get(i, (*firsts[i][:2], frozenset()))
                 if second is not None:
                     fine = consistent(fine, second, **self.consistency_limits)
                 fine = withhold_outside(fine, box)
@@ -259,13 +260,12 @@ class LandmarkDetector:
         Only a body found by the coarse stage (not bridged across a gap) whose neighbouring levels
         above and below both held (``_held_between``), and only where such bodies are fewer than
         ``RECENTRE_MAX_SHARE`` of the labelled ones: a chain's end or a guessed body keeps its
-        withheld state (measured in models/README.md). One more
-        refinement call for the batch's images that need it, over all of their crops (the others'
-        come out as before; simpler than merging two calls' placements, at a cost measured in
-        models/README.md, *Speed*)."""
-        todo: list[tuple[int, list, list]] = []
+        withheld state (measured in models/README.md). One more refinement call for the batch,
+        over the re-centred bodies' crops only (``firsts``' third item, each image's first maps,
+        gives every other placement again)."""
+        todo: list[tuple[int, list]] = []
         redos: dict[int, frozenset[int]] = {}
-        for i, (det, (frames, _, _), (a, b)) in enumerate(zip(dets, plans, firsts, strict=False)):
+        for i, (det, (frames, _, _), (a, b, _)) in enumerate(zip(dets, plans, firsts, strict=False)):
             if b is None:
                 continue
             merged = consistent(a, b, **self.consistency_limits)
@@ -279,19 +279,27 @@ class LandmarkDetector:
             moved = Detections([replace(c, points=np.mean(placed[n], axis=0)) if n in redo else c
                                 for n, c in enumerate(det.bodies)], det.s1, det.s1_confidence, det.heads)
             mirror = frames[0][2].mirror if frames else False
-            new = {n: f for kind, n, f in crop_frames(moved, mirror) if kind == "vertebra" and n in redo}
-            frames2 = [(kind, n, new.get(n, f) if kind == "vertebra" else f) for kind, n, f in frames]
-            todo.append((i, frames2, alternate_frames(frames2)))
+            todo.append((i, [(kind, n, f) for kind, n, f in crop_frames(moved, mirror) if kind == "vertebra" and n in redo]))
             redos[i] = frozenset(redo)
         if not todo:
             return {}
-        crops = [c for i, f, al in todo for c in _crops(images[i], f, al)]
+        # only the re-centred bodies' crops go through the network again; every other placement is
+        # decoded once more from its first maps, so each image's two placements come from one list
+        crops = [c for i, new in todo for c in _crops(images[i], new, alternate_frames(new))]
         logits = self._run("refine", np.stack(crops))
         out, k = {}, 0
-        for i, f, al in todo:
-            n = len(f) + len(al)
-            out[i] = (refine(dets[i], f, logits[k:k + len(f)]), refine(dets[i], al, logits[k + len(f):k + n]), redos[i])
-            k += n
+        for i, new in todo:
+            frames, alt, _ = plans[i]
+            first = firsts[i][2]
+            keep = [j for j, (kind, n, _) in enumerate(frames) if not (kind == "vertebra" and n in redos[i])]
+            keep_alt = [j for j, (kind, n, _) in enumerate(alt) if not (kind == "vertebra" and n in redos[i])]
+            again = logits[k:k + 2 * len(new)]
+            k += 2 * len(new)
+            a = refine(dets[i], [frames[j] for j in keep] + new,
+                       np.concatenate([first[keep], again[:len(new)]]))
+            b = refine(dets[i], [alt[j] for j in keep_alt] + alternate_frames(new),
+                       np.concatenate([first[len(frames) + np.array(keep_alt, int)], again[len(new):]]))
+            out[i] = (a, b, redos[i])
         return out
 
 
