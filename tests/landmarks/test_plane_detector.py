@@ -387,7 +387,7 @@ def test_a_broken_coarse_chain_is_read_both_ways():
     the break two ways: counted through as is, and with a body bridged halfway."""
     coarse = _broken_chain()
     plans = pd.break_plans(coarse)
-    assert [placed for _, placed in plans] == [None, "L2"]
+    assert [(placed, reading) for _, placed, reading in plans] == [(None, "through"), ("L2", "bridge")]
     through, bridged = plans[0][0], plans[1][0]
     assert [(b.level, b.bridged) for b in through.bodies] == [("L5", None), ("L4", None), ("L3", None), ("L2", None),
                                                               ("L1", None), ("T12", None)]
@@ -396,11 +396,17 @@ def test_a_broken_coarse_chain_is_read_both_ways():
     assert bridged.bodies[3].centre[1] == pytest.approx((145 + 90) / 2) and bridged.bodies[3].confidence == 0.0
     assert not any(w.startswith("the chain of bodies breaks") for _, p in [(0, through), (1, bridged)] for w in p.warnings)
     assert [b.level for b in coarse.bodies] == ["L5", "L4", "L3", None, None, None]  # the first look untouched
-    # a short step (one body too many, or a crushed one): read through only
-    short = _chain_from_s1(["L5", "L4", "L3", "L2", "L1", "T12"], [215, 180, 145, 128, 93, 58])
+    # a short step (one body too many, or a crushed one): read through, and without the less
+    # confident of the two bodies at it
+    short = _chain_from_s1(["L5", "L4", "L3", "L2", "L1", "T12"], [215, 180, 145, 127, 110, 75])
     for b in short[3:]:
         b.level = None
-    assert [p for _, p in pd.break_plans(Detections(short, coarse.s1, 0.9, []))] == [None]
+    short[3].confidence = 0.3
+    plans = pd.break_plans(Detections(short, coarse.s1, 0.9, []))
+    # (counted through, the two short steps make the one below them look long: it breaks sooner, no plan)
+    assert [(p, r) for _, p, r in plans] == [(None, "drop")]
+    assert [(b.level, b.centre[1]) for b in plans[0][0].bodies] == [("L5", 215), ("L4", 180), ("L3", 145), ("L2", 110),
+                                                                    ("L1", 75)]
     # no break, nothing named, or no coarse look: no plan
     whole = _chain_from_s1(["L5", "L4", "L3", "L2"], [215, 180, 145, 110])
     assert pd.break_plans(Detections(whole, coarse.s1, 0.9, [])) == []

@@ -58,6 +58,7 @@ from .postprocess import (
     COLLAPSED_UNSTEADY,
     STEP,
     STEP_LONG,
+    STEP_SHORT,
     UNCONFIRMED_BRIDGE,
     Body,
     Detections,
@@ -287,16 +288,18 @@ def crushed_bridge(fine: Detections | None, collapsed_max: float) -> str | None:
     return level if spreads and collapsed_max < spreads[0] <= BRIDGED_COLLAPSED_MAX else None
 
 
-def break_plans(coarse: Detections | None) -> list[tuple[Detections, str | None]]:
+def break_plans(coarse: Detections | None, drop: bool = True) -> list[tuple[Detections, str | None, str]]:
     """Where ``postprocess.label_levels`` broke the coarse chain (named from the anchor, S1 else
     C7, up to a step out of proportion, the bodies beyond it unnamed; on MR mostly at a crushed
     body, missed, or found with its centre off), the coarse detections named again through that
     step: as they are (the step is the bodies' own: no body missed), and, where the step is long
     (``postprocess.STEP_LONG`` up to ``RETRY_STEP``'s top over the steps around it), with a body
     placed halfway across it and marked bridged (one body missed: ``postprocess.confirm_bridges``
-    then requires the fine placement to find it). Each with the bridged level (or ``None``); the
-    chain beyond is named as ``label_levels`` names it, up to its next break. ``[]`` when the chain
-    did not break so."""
+    then requires the fine placement to find it), and, where the step is short (under
+    ``postprocess.STEP_SHORT``: one body too many, MR 905's three peaks in 26 px at a crushed L1-L2),
+    without the less confident of the two bodies at it (``drop``). Each with the bridged level (or ``None``)
+    and the reading ("through", "bridge", "drop"); the chain beyond is named as ``label_levels``
+    names it, up to its next break. ``[]`` when the chain did not break so."""
     if coarse is None or coarse.s1 is None and not any(b.level == "C7" for b in coarse.bodies):
         return []  # levels from S1, or from C7 at the top: otherwise nothing was named
     from_s1 = coarse.s1 is not None
@@ -309,18 +312,22 @@ def break_plans(coarse: Detections | None) -> list[tuple[Detections, str | None]
     rel = _relative_steps(order)[k - 1]
     if rel > RETRY_STEP[1]:
         return []
-    plans: list[tuple[Detections, str | None]] = []
-    for bridge in (False, True) if rel >= STEP_LONG else (False,):
+    plans: list[tuple[Detections, str | None, str]] = []
+    readings = ["through"] + (["bridge"] if rel >= STEP_LONG else []) + (["drop"] if drop and rel <= STEP_SHORT else [])
+    for reading in readings:
         chain = [replace(b, level=None) for b in order]
-        if bridge:
+        if reading == "bridge":
             pts = (chain[k - 1].points + chain[k].points) / 2
             chain.insert(k, Body(pts, 0.0, pts[:4].mean(axis=0), None, bridged="?"))
+        elif reading == "drop":  # one body too many: the less confident of the two at the break goes
+            chain.pop(k if k == 1 or chain[k].confidence <= chain[k - 1].confidence else k - 1)
         ratios = [_step_ratio(chain[i], chain[i + 1]) for i in range(len(chain) - 1)]
         rels = _relative_steps(chain)
-        if not bridge:  # the step at the break is taken as the bodies' own
+        if reading == "through":  # the step at the break is taken as the bodies' own
             ratios[k - 1] = rels[k - 1] = 1.0
         warnings: list[str] = []
         _name_chain(chain, names, ratios, rels, warnings)
+        bridge = reading == "bridge"
         if sum(bool(b.level) for b in chain) <= k + bridge:
             continue
         placed = chain[k].level if bridge else None
@@ -330,7 +337,7 @@ def break_plans(coarse: Detections | None) -> list[tuple[Detections, str | None]
         # the first look's note of the break no longer holds (a note only: nothing reads it)
         kept = [w for w in coarse.warnings if not w.startswith("the chain of bodies breaks")]
         bodies = chain if from_s1 else list(reversed(chain))
-        plans.append((replace(coarse, bodies=bodies, warnings=kept + warnings), placed))
+        plans.append((replace(coarse, bodies=bodies, warnings=kept + warnings), placed, reading))
     return plans
 
 
@@ -391,6 +398,8 @@ class PlaneDetector(LandmarkDetector):
         self.retry_step = RETRY_STEP_CRUSHED
         #: look again where the coarse chain broke, counting through the break (``break_plans``)
         self.break_retry = True
+        #: ... and, at a step too short, without one of the two bodies there (``break_plans``' ``drop``)
+        self.break_drop = True
         #: look again at a looser collapsed-look limit where a bridged crushed body lost its level (``crushed_bridge``)
         self.crushed_bridge_retry = True
         self._coarse_override: dict[int, Detections] = {}
@@ -458,8 +467,8 @@ class PlaneDetector(LandmarkDetector):
         break (counted through it, and with a body in it where the step is long); a reading is kept
         where it went well (``_retry_went_well``) and the other did not: where both hold, the count
         across the break is not known and the first look stands. In place."""
-        plans = {i: p for i in range(len(images)) if (p := break_plans(coarse[i]))}
-        good: dict[int, list[tuple[Any, Any, Detections, str | None]]] = {}
+        plans = {i: p for i in range(len(images)) if (p := break_plans(coarse[i], self.break_drop))}
+        good: dict[int, list[tuple[Any, Any, Detections, str | None, str]]] = {}
         for h in (0, 1):
             idx = sorted(i for i, p in plans.items() if len(p) > h)
             if not idx:
@@ -473,16 +482,17 @@ class PlaneDetector(LandmarkDetector):
             for k, v in t2.items():
                 timings[k] = timings.get(k, 0.0) + v
             for i, r, fine in zip(idx, out2, fines2, strict=True):
-                det, placed = plans[i][h]
+                det, placed, reading = plans[i][h]
                 if _retry_went_well(placed, fine, len(out[i][0]["vertebrae"]), len(r[0]["vertebrae"])):
-                    good.setdefault(i, []).append((r, fine, det, placed))
+                    good.setdefault(i, []).append((r, fine, det, placed, reading))
         for i, held in good.items():
             if len(held) != 1:
                 continue
-            r, fine, det, placed = held[0]
+            r, fine, det, placed, reading = held[0]
+            how = {"bridge": f", with a body placed in the gap ({placed}), found there",
+                   "drop": ", without the less confident of the two bodies at a step too short for a disc"}
             r[2].append("the chain of bodies broke after the first stage; looked again counting through the break"
-                        + (f", with a body placed in the gap ({placed}), found there" if placed else "")
-                        + ": the chain held after fine placement")
+                        + how.get(reading, "") + ": the chain held after fine placement")
             out[i], fines[i], coarse[i] = r, fine, det
 
     def detect(self, images: list[Any], facing: list[str | None] | None = None,
