@@ -225,6 +225,10 @@ def evaluate(modality: str, n: int, first: int, detector: Any, root: Path, diagn
                 try:
                     prep = kind.prepare(u, det_j)
                     (det,) = det_j.detect([prep.image], facing=[prep.facing_hint])
+                    for name, how in (getattr(det_j, "last_looks", None) or [{}])[0].items():
+                        acc.setdefault("looks", {}).setdefault(f"{name} {how}", 0)
+                        acc["looks"][f"{name} {how}"] += 1
+                    acc.setdefault("look_seconds", []).append(float(getattr(det_j, "last_look_seconds", 0.0)))
                     doc = kind.finish(prep, det)
                     if diagnose:
                         prep.extra["last_detection"] = det_j.last_detections[0]
@@ -265,6 +269,12 @@ def _figures(acc: dict[str, Any], n: int) -> dict:
         "pi_mae_deg": float(np.mean(acc["pi_err"])) if acc["pi_err"] else None, "pi_n": len(acc["pi_err"]),
         "pi_heads_found": acc["heads"],
         "seconds_per_unit_median": float(np.median(acc["seconds"])) if acc["seconds"] else None,
+        # the plane detector's second looks: units where each ran ("run": not kept) or was kept, and
+        # the wall seconds spent in them per unit (where any ran; all units)
+        "second_looks": {"units": dict(sorted(acc.get("looks", {}).items())),
+                         "seconds_when_run_median": float(np.median(ran)) if (ran := [t for t in acc.get(
+                             "look_seconds", []) if t > 1e-3]) else None,
+                         "seconds_per_unit_mean": float(np.mean(acc["look_seconds"])) if acc.get("look_seconds") else None},
     }
 
 

@@ -471,3 +471,33 @@ def test_a_crushed_body_gap_from_the_long_step_limit_asks_for_a_body(tmp_path):
     assert pd.bridge_retry(coarse, fine, pd.RETRY_STEP_CRUSHED) is not None
     det = pd.PlaneDetector(_tiny_weights(tmp_path / "p.pt", False), device="cpu", threads=1)
     assert det.retry_step == pd.RETRY_STEP_CRUSHED and det.break_retry
+
+
+def test_detect_records_which_second_looks_ran_and_were_kept(tmp_path, monkeypatch):
+    """``last_looks``: per image, each second look that ran ("run") or was kept ("kept")."""
+    from sagittal.landmarks.infer import LandmarkDetector
+    from sagittal.landmarks.postprocess import to_contract
+
+    first = _broken_chain()
+
+    def fake_coarse(self, images):
+        return [first for _ in images], [None] * len(images), list(images)
+
+    def fake_detect(self, images, facing=None, batch_size=8):
+        dets, _, _ = self.coarse(images)
+        step = (Withheld("L2", STEP, 0.5, near="L3"),)  # counted through, the chain does not hold
+        self.last_detections = [Detections([replace(b, confidence=0.9) for b in d.bodies], d.s1, 0.9, [])
+                                if any(b.bridged for b in d.bodies) else
+                                replace(d, withheld=step) if sum(bool(b.level) for b in d.bodies) > 3 else d
+                                for d in dets]
+        self.last_timings = {}
+        return [(to_contract(f), None, []) for f in self.last_detections]
+
+    monkeypatch.setattr(LandmarkDetector, "coarse", fake_coarse)
+    monkeypatch.setattr(LandmarkDetector, "detect", fake_detect)
+    det = pd.PlaneDetector(_tiny_weights(tmp_path / "p.pt", False), device="cpu", threads=1, consistency=False)
+    det.detect([np.zeros((8, 8), np.float32)])
+    assert det.last_looks == [{"break": "kept"}] and det.last_look_seconds >= 0.0
+    det.break_retry = False
+    det.detect([np.zeros((8, 8), np.float32)])
+    assert det.last_looks == [{}]

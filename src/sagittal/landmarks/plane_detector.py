@@ -46,6 +46,7 @@ Importing this module imports torch (through ``infer``); ``import sagittal`` doe
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from typing import Any
 
@@ -358,6 +359,12 @@ def _retry_went_well(level: str | None, fine: Detections | None, before: int, af
             and not _withheld(fine, STEP) and not _withheld(fine, UNCONFIRMED_BRIDGE))
 
 
+def _mark(looks: list[dict[str, str]], idx: Any, name: str) -> None:
+    """Record that the second look ``name`` ran on the images ``idx`` (``PlaneDetector.last_looks``)."""
+    for i in idx:
+        looks[i][name] = "run"
+
+
 def fold_batch_norms(net: Any) -> Any:
     """``net`` (an eval-mode ``model.UNet``) with every convolution followed by a batch norm
     folded into one convolution (the norm replaced by an identity), in place: the same function up
@@ -462,12 +469,14 @@ class PlaneDetector(LandmarkDetector):
         return out, fines, coarse, timings
 
     def _break_looks(self, images: list[Any], given: list[str | None], stages: list[str], batch_size: int,
-                     out: list[Any], fines: list[Any], coarse: list[Any], timings: dict[str, float]) -> None:
+                     out: list[Any], fines: list[Any], coarse: list[Any], timings: dict[str, float],
+                     looks: list[dict[str, str]]) -> None:
         """Where the coarse chain broke, each image once more per ``break_plans``' reading of the
         break (counted through it, and with a body in it where the step is long); a reading is kept
         where it went well (``_retry_went_well``) and the other did not: where both hold, the count
         across the break is not known and the first look stands. In place."""
         plans = {i: p for i in range(len(images)) if (p := break_plans(coarse[i], self.break_drop))}
+        _mark(looks, plans, "break")
         good: dict[int, list[tuple[Any, Any, Detections, str | None, str]]] = {}
         for h in (0, 1):
             idx = sorted(i for i, p in plans.items() if len(p) > h)
@@ -494,6 +503,7 @@ class PlaneDetector(LandmarkDetector):
             r[2].append("the chain of bodies broke after the first stage; looked again counting through the break"
                         + how.get(reading, "") + ": the chain held after fine placement")
             out[i], fines[i], coarse[i] = r, fine, det
+            looks[i]["break"] = "kept"
 
     def detect(self, images: list[Any], facing: list[str | None] | None = None,
                batch_size: int = 8, modalities: list[str | None] | None = None) -> list[tuple[dict, str | None, list[str]]]:
@@ -505,13 +515,18 @@ class PlaneDetector(LandmarkDetector):
         stages = [self.refine_stage(m) for m in mods]
         given: list[str | None] = list(facing) if facing is not None else [None] * len(images)
         out, fines, coarse, timings = self._detect_by_stage(images, given, stages, batch_size)
+        started = time.perf_counter()
+        #: per image of the last call, the second looks run ("run") or kept ("kept") (diagnostics)
+        self.last_looks: list[dict[str, str]] = [{} for _ in images]
+        looks = self.last_looks
         if self.break_retry:
-            self._break_looks(images, given, stages, batch_size, out, fines, coarse, timings)
+            self._break_looks(images, given, stages, batch_size, out, fines, coarse, timings, looks)
         retry = {i: d for i in range(len(images))
                  if self.bridge_retry and (d := bridge_retry(coarse[i], fines[i], self.retry_step)) is not None}
         retried: set[int] = set()
         if retry:
             idx = sorted(retry)
+            _mark(looks, idx, "bridge")
             self._coarse_override = {id(images[i]): retry[i][0] for i in idx}
             try:
                 out2, fines2, _, t2 = self._detect_by_stage([images[i] for i in idx], [given[i] for i in idx],
@@ -526,11 +541,13 @@ class PlaneDetector(LandmarkDetector):
                                 "fine placement; looked again with a body placed in the gap, found there")
                     out[i], fines[i] = r, fine
                     retried.add(i)
+                    looks[i]["bridge"] = "kept"
         base = float(self.consistency_limits.get("collapsed_max", np.inf))
         crushed = {i: lv for i in range(len(images)) if self.crushed_bridge_retry and self.consistency
                    and i not in retried and (lv := crushed_bridge(fines[i], base)) is not None}
         if crushed:
             idx = sorted(crushed)
+            _mark(looks, idx, "crushed")
             limits = self.consistency_limits
             self.consistency_limits = {**limits, "collapsed_max": BRIDGED_COLLAPSED_MAX}
             try:
@@ -546,6 +563,9 @@ class PlaneDetector(LandmarkDetector):
                                 f"placements over {100 * base:.0f} % apart; kept (limit {100 * BRIDGED_COLLAPSED_MAX:.0f} % "
                                 "for a body the gap vouches for), ungraded")
                     out[i], fines[i] = r, fine
+                    looks[i]["crushed"] = "kept"
+        #: wall seconds the last call spent in second looks (all images together; diagnostics)
+        self.last_look_seconds = time.perf_counter() - started
         self.last_detections = list(fines)
         self.last_timings = timings
         for (lm, _, warnings), fine in zip(out, self.last_detections, strict=True):
