@@ -113,8 +113,9 @@ def test_unknown_facing_is_rejected(tmp_path, capsys, schema):
 def test_ungraded_levels_keep_their_points_and_angles_but_no_heights_or_grade(schema):
     """``landmarks[UNGRADED]`` (level → reason): those vertebrae are reported without heights,
     height loss, grade or morphology, and their points size no neighbour's expected height (the
-    neighbours are graded as if they were absent); angles use every point; the map is not part
-    of the document's landmarks, and the caller's dict is left as it was."""
+    neighbours are graded as if they were absent); angles use every point; the map stays in
+    the document's landmarks (measuring the saved document again gives the same), and the
+    caller's dict is left as it was."""
     import copy
 
     from sagittal.errors import InputError
@@ -132,7 +133,8 @@ def test_ungraded_levels_keep_their_points_and_angles_but_no_heights_or_grade(sc
     marked = analysis_document(obj["image"], marked_in)
     assert marked_in == before
     jsonschema.validate(marked, schema)
-    assert UNGRADED not in marked["landmarks"] and marked["landmarks"] == bent
+    assert marked["landmarks"] == marked_in
+    assert analysis_document(marked["image"], marked["landmarks"])["vertebrae"] == marked["vertebrae"]
     plain = analysis_document(obj["image"], bent)
     without = analysis_document(obj["image"], dict(lm, vertebrae={k: p for k, p in lm["vertebrae"].items()
                                                                   if k not in ("L1", "T12")}))

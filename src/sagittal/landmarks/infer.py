@@ -290,16 +290,24 @@ class LandmarkDetector:
         out, k = {}, 0
         for i, new in todo:
             frames, alt, _ = plans[i]
-            first = firsts[i][2]
-            keep = [j for j, (kind, n, _) in enumerate(frames) if not (kind == "vertebra" and n in redos[i])]
-            keep_alt = [j for j, (kind, n, _) in enumerate(alt) if not (kind == "vertebra" and n in redos[i])]
-            again = logits[k:k + 2 * len(new)]
+            first, again = firsts[i][2], logits[k:k + 2 * len(new)]
             k += 2 * len(new)
-            a = refine(dets[i], [frames[j] for j in keep] + new,
-                       np.concatenate([first[keep], again[:len(new)]]))
-            b = refine(dets[i], [alt[j] for j in keep_alt] + alternate_frames(new),
-                       np.concatenate([first[len(frames) + np.array(keep_alt, int)], again[len(new):]]))
-            out[i] = (a, b, redos[i])
+            # each look's frames in their first order, a re-centred body's frame and maps in its place
+            slot = {n: j for j, (_, n, _) in enumerate(new)}
+            looks = []
+            for look, offset, new_look, new_maps in ((frames, 0, new, again[:len(new)]),
+                                                     (alt, len(frames), alternate_frames(new), again[len(new):])):
+                picked, maps = [], []
+                for j, item in enumerate(look):
+                    kind, n, _ = item
+                    if kind == "vertebra" and n in slot:
+                        picked.append(new_look[slot[n]])
+                        maps.append(new_maps[slot[n]])
+                    else:
+                        picked.append(item)
+                        maps.append(first[offset + j])
+                looks.append(refine(dets[i], picked, np.stack(maps)))
+            out[i] = (looks[0], looks[1], redos[i])
         return out
 
 

@@ -134,13 +134,13 @@ def analysis_document(image: dict[str, Any], landmarks: dict[str, Any], source: 
     ``image`` holds ``rows``, ``columns``, ``pixel_spacing_mm`` ([row, col] or null),
     ``spacing_source`` and ``anterior`` ("left"/"right"). ``landmarks`` may hold ``UNGRADED``
     (level → reason, written by the detector with its warning): those levels are reported
-    without heights, height loss, grade or morphology, and the map is not part of the
-    document's landmarks. Raises ``InputError`` for malformed input; missing structures give
+    without heights, height loss, grade or morphology, and their points size no neighbour's
+    expected height; the map stays in the document's landmarks, so that measuring a saved
+    document again gives the same. Raises ``InputError`` for malformed input; missing structures give
     nulls and warnings instead.
     """
     warnings = list(warnings or [])
     ungraded = _ungraded(landmarks.get(UNGRADED))
-    landmarks = {k: v for k, v in landmarks.items() if k != UNGRADED}
     spacing = image.get("pixel_spacing_mm")
     source_name = image.get("spacing_source") or ("supplied" if spacing else "none")
     if source_name not in SPACING_SOURCES:
