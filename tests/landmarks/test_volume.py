@@ -116,16 +116,23 @@ def test_sample_patient_ct_and_mr_are_analysed(tmp_path):
 @pytest.mark.slow
 def test_ungraded_levels_keep_their_points_but_no_heights_or_grade(tmp_path, spine):
     """A level the plane detector marks ungraded (points unsteady) is in the document with its
-    points and kyphosis, its heights, loss, grade and morphology null; the key itself is not a
-    contract landmark and does not reach the document."""
+    points and kyphosis, its heights, loss, grade and morphology null; its points size no
+    neighbour's expected height (L1 and L3 are graded as with L2 left out); the map stays in the
+    document's landmarks (``report.analysis_document``)."""
     ct, unit = _unit(tmp_path, spine, matrix=120)
     prep = kind.prepare(unit)
     lm, anterior, warnings = _true_detection(ct, spine, prep.extra["plane"])
     assert {"L2", "L3"} <= set(lm["vertebrae"])
     doc = kind.finish(prep, (dict(lm, ungraded={"L2": "unsteady"}), anterior, warnings))
     jsonschema.validate(doc, load_schema())
-    assert "ungraded" not in doc["landmarks"] and "L2" in doc["landmarks"]["vertebrae"]
+    assert doc["landmarks"]["ungraded"] == {"L2": "unsteady"} and "L2" in doc["landmarks"]["vertebrae"]
     by = {v["level"]: v for v in doc["vertebrae"]}
+    without = kind.finish(prep, (dict(lm, vertebrae={k: p for k, p in lm["vertebrae"].items() if k != "L2"}),
+                                 anterior, warnings))
+    alone = {v["level"]: v for v in without["vertebrae"]}
+    for level in ("L1", "L3"):
+        assert {k: by[level][k] for k in ("heights_mm", "height_loss_pct", "genant_grade")} == \
+            {k: alone[level][k] for k in ("heights_mm", "height_loss_pct", "genant_grade")}
     assert by["L2"]["heights_mm"] is None and by["L2"]["genant_grade"] is None and by["L2"]["height_loss_pct"] is None
     assert by["L2"]["morphology"] is None and by["L2"]["vertebral_kyphosis_deg"] is not None
     assert by["L3"]["heights_mm"] is not None and by["L3"]["genant_grade"] == 0

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..io.discover import SetAside, source_demographics
-from ..landmarks.plane_detector import UNGRADED  # the key of its levels reported but not graded
+from ..levels import UNGRADED  # the key of the levels reported but not graded
 from .units import Detection, Prepared, Unit, UnitKind, register_kind, register_model
 
 KIND = "volume"
@@ -136,9 +136,9 @@ def finish(prep: Prepared, detection: Detection) -> dict[str, Any]:
     from ..report.analysis import REQUIRED_PARAMETERS, analysis_document
 
     lm, _, lm_warnings = detection
-    # levels whose points are too unsteady to grade (landmarks.plane_detector): not contract landmarks
-    ungraded = dict(lm.get(UNGRADED) or {})
-    lm = {k: v for k, v in lm.items() if k != UNGRADED}
+    # levels whose points are too unsteady to grade (landmarks.plane_detector): analysis_document
+    # reports them ungraded and grades their neighbours without them; an empty map is left out
+    lm = {k: v for k, v in lm.items() if k != UNGRADED or v}
     x = prep.extra
     plane = x["plane"]
     warnings = list(prep.warnings) + list(lm_warnings)
@@ -164,9 +164,6 @@ def finish(prep: Prepared, detection: Detection) -> dict[str, Any]:
     elif doc["status"] != "rejected":
         measurable = [k for k in REQUIRED_PARAMETERS if k not in STANDING_ONLY or info["patient_position"] == "standing"]
         doc["status"] = "ok" if all(doc["parameters"].get(k) is not None for k in measurable) else "partial"
-    for v in doc["vertebrae"]:
-        if v["level"] in ungraded:
-            v.update(heights_mm=None, height_loss_pct=None, genant_grade=None, morphology=None)
     dev = plane.max_lateral_deviation_mm
     doc["image"]["lateral_deviation_mm"] = round(dev, 2)
     _marrow_findings(doc, lm, x)

@@ -52,7 +52,7 @@ from typing import Any
 
 import numpy as np
 
-from ..levels import LEVEL_INDEX, LEVELS
+from ..levels import LEVEL_INDEX, LEVELS, UNGRADED
 from .infer import LandmarkDetector
 from .postprocess import (
     COLLAPSED_RATIO,
@@ -81,7 +81,6 @@ LEVEL_LIMITS = {"max_spread": 0.35, "collapsed_max": 0.06, "min_point_confidence
 GRADE_SPREAD_MAX = 0.10
 GRADE_COLLAPSED_MAX = 0.04
 GRADE_MIN_POINT_CONFIDENCE = 0.4
-UNGRADED = "ungraded"
 #: the weights file's optional stage that refines CT planes (module docstring)
 REFINE_CT = "refine_ct"
 #: how ``postprocess.label_levels`` says the levels were counted from C7 (the sacrum out of view)
@@ -108,7 +107,7 @@ def mark_ungraded(landmarks: dict[str, Any], warnings: list[str], fine: Detectio
             if why is not None:
                 ungraded[b.level] = why
                 warnings.append(f"{b.level}: {why}: its level and points are reported, its heights and grade are not")
-    landmarks[UNGRADED] = ungraded
+    landmarks.setdefault(UNGRADED, {}).update(ungraded)
 
 
 def withhold_beyond_gross(landmarks: dict[str, Any], warnings: list[str], fine: Detections, max_spread: float) -> None:
