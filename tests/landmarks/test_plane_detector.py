@@ -146,6 +146,22 @@ def test_a_count_from_s1_that_skips_a_body_is_withheld():
     assert lone["vertebrae"] == {} and "the only body reported" in warnings[1]
 
 
+def _coarse_returning(first):
+    """A stand-in for ``LandmarkDetector.coarse`` that finds ``first`` on every image."""
+    def fake_coarse(self, images):
+        return [first for _ in images], [None] * len(images), list(images)
+    return fake_coarse
+
+
+def _faked_plane_detector(monkeypatch, tmp_path, fake_coarse, fake_detect):
+    """A ``PlaneDetector`` (tiny weights, consistency off) whose radiograph stages are the fakes given."""
+    from sagittal.landmarks.infer import LandmarkDetector
+
+    monkeypatch.setattr(LandmarkDetector, "coarse", fake_coarse)
+    monkeypatch.setattr(LandmarkDetector, "detect", fake_detect)
+    return pd.PlaneDetector(_tiny_weights(tmp_path / "p.pt", False), device="cpu", threads=1, consistency=False)
+
+
 def _tiny_weights(path, ct_stage: bool):
     """A plane weights file with tiny networks (random, seeded): coarse, refine and, when
     ``ct_stage``, a different refinement as ``refine_ct``; with its .sha256 as the packaged has."""
@@ -257,7 +273,6 @@ def test_a_body_missing_from_the_chain_is_looked_for_in_the_gap():
 def test_detect_keeps_the_second_look_only_when_it_went_well(tmp_path, monkeypatch):
     from dataclasses import replace
 
-    from sagittal.landmarks.infer import LandmarkDetector
     from sagittal.landmarks.postprocess import to_contract
 
     s1 = np.array([[0.0, 240.0], [30.0, 240.0]])
@@ -265,8 +280,7 @@ def test_detect_keeps_the_second_look_only_when_it_went_well(tmp_path, monkeypat
     note = "after fine placement the step from L3 to L2 is 1.63× its neighbours': levels beyond L3 are withheld"
     found_there = {"yes": True}
 
-    def fake_coarse(self, images):
-        return [first for _ in images], [None] * len(images), list(images)
+    fake_coarse = _coarse_returning(first)
 
     def fake_detect(self, images, facing=None, batch_size=8):
         dets, _, _ = self.coarse(images)
@@ -285,9 +299,7 @@ def test_detect_keeps_the_second_look_only_when_it_went_well(tmp_path, monkeypat
         self.last_timings = {"refine": 1.0}
         return out
 
-    monkeypatch.setattr(LandmarkDetector, "coarse", fake_coarse)
-    monkeypatch.setattr(LandmarkDetector, "detect", fake_detect)
-    det = pd.PlaneDetector(_tiny_weights(tmp_path / "p.pt", False), device="cpu", threads=1, consistency=False)
+    det = _faked_plane_detector(monkeypatch, tmp_path, fake_coarse, fake_detect)
     img = np.zeros((8, 8), np.float32)
     ((lm, _, warnings),) = det.detect([img])
     assert sorted(lm["vertebrae"]) == ["L1", "L2", "L3", "L4", "L5", "T12"]
@@ -415,14 +427,12 @@ def test_a_broken_coarse_chain_is_read_both_ways():
 
 
 def test_detect_keeps_a_reading_of_the_break_only_when_the_other_fails(tmp_path, monkeypatch):
-    from sagittal.landmarks.infer import LandmarkDetector
     from sagittal.landmarks.postprocess import to_contract
 
     first = _broken_chain()
     holds = {"through": False, "bridged": True}
 
-    def fake_coarse(self, images):
-        return [first for _ in images], [None] * len(images), list(images)
+    fake_coarse = _coarse_returning(first)
 
     def fake_detect(self, images, facing=None, batch_size=8):
         dets, _, _ = self.coarse(images)
@@ -442,9 +452,7 @@ def test_detect_keeps_a_reading_of_the_break_only_when_the_other_fails(tmp_path,
         self.last_timings = {"refine": 1.0}
         return out
 
-    monkeypatch.setattr(LandmarkDetector, "coarse", fake_coarse)
-    monkeypatch.setattr(LandmarkDetector, "detect", fake_detect)
-    det = pd.PlaneDetector(_tiny_weights(tmp_path / "p.pt", False), device="cpu", threads=1, consistency=False)
+    det = _faked_plane_detector(monkeypatch, tmp_path, fake_coarse, fake_detect)
     img = np.zeros((8, 8), np.float32)
     ((lm, _, warnings),) = det.detect([img])  # only the bridged reading holds: kept
     assert sorted(lm["vertebrae"]) == ["L1", "L2", "L3", "L4", "L5", "T11", "T12"]
@@ -475,13 +483,11 @@ def test_a_crushed_body_gap_from_the_long_step_limit_asks_for_a_body(tmp_path):
 
 def test_detect_records_which_second_looks_ran_and_were_kept(tmp_path, monkeypatch):
     """``last_looks``: per image, each second look that ran ("run") or was kept ("kept")."""
-    from sagittal.landmarks.infer import LandmarkDetector
     from sagittal.landmarks.postprocess import to_contract
 
     first = _broken_chain()
 
-    def fake_coarse(self, images):
-        return [first for _ in images], [None] * len(images), list(images)
+    fake_coarse = _coarse_returning(first)
 
     def fake_detect(self, images, facing=None, batch_size=8):
         dets, _, _ = self.coarse(images)
@@ -493,9 +499,7 @@ def test_detect_records_which_second_looks_ran_and_were_kept(tmp_path, monkeypat
         self.last_timings = {}
         return [(to_contract(f), None, []) for f in self.last_detections]
 
-    monkeypatch.setattr(LandmarkDetector, "coarse", fake_coarse)
-    monkeypatch.setattr(LandmarkDetector, "detect", fake_detect)
-    det = pd.PlaneDetector(_tiny_weights(tmp_path / "p.pt", False), device="cpu", threads=1, consistency=False)
+    det = _faked_plane_detector(monkeypatch, tmp_path, fake_coarse, fake_detect)
     det.detect([np.zeros((8, 8), np.float32)])
     assert det.last_looks == [{"break": "kept"}] and det.last_look_seconds >= 0.0
     det.break_retry = False

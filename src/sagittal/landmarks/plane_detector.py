@@ -467,6 +467,22 @@ class PlaneDetector(LandmarkDetector):
                 timings[k] = timings.get(k, 0.0) + v
         return out, fines, coarse, timings
 
+    def _rerun(self, images: list[Any], given: list[str | None], stages: list[str], batch_size: int,
+               coarse: dict[int, Detections], timings: dict[str, float]) -> tuple[list[Any], list[Any]]:
+        """``_detect_by_stage`` over the images ``coarse`` names (in its key order), each from the
+        coarse detections given for it; results and fine detections, the stage times added to
+        ``timings``."""
+        idx = list(coarse)
+        self._coarse_override = {id(images[i]): coarse[i] for i in idx}
+        try:
+            out, fines, _, spent = self._detect_by_stage([images[i] for i in idx], [given[i] for i in idx],
+                                                         [stages[i] for i in idx], batch_size)
+        finally:
+            self._coarse_override = {}
+        for k, v in spent.items():
+            timings[k] = timings.get(k, 0.0) + v
+        return out, fines
+
     def _break_looks(self, images: list[Any], given: list[str | None], stages: list[str], batch_size: int,
                      out: list[Any], fines: list[Any], coarse: list[Any], timings: dict[str, float],
                      looks: list[dict[str, str]]) -> None:
@@ -481,14 +497,7 @@ class PlaneDetector(LandmarkDetector):
             idx = sorted(i for i, p in plans.items() if len(p) > h)
             if not idx:
                 continue
-            self._coarse_override = {id(images[i]): plans[i][h][0] for i in idx}
-            try:
-                out2, fines2, _, t2 = self._detect_by_stage([images[i] for i in idx], [given[i] for i in idx],
-                                                            [stages[i] for i in idx], batch_size)
-            finally:
-                self._coarse_override = {}
-            for k, v in t2.items():
-                timings[k] = timings.get(k, 0.0) + v
+            out2, fines2 = self._rerun(images, given, stages, batch_size, {i: plans[i][h][0] for i in idx}, timings)
             for i, r, fine in zip(idx, out2, fines2, strict=True):
                 det, placed, reading = plans[i][h]
                 if _retry_went_well(placed, fine, len(out[i][0]["vertebrae"]), len(r[0]["vertebrae"])):
@@ -526,14 +535,7 @@ class PlaneDetector(LandmarkDetector):
         if retry:
             idx = sorted(retry)
             _mark(looks, idx, "bridge")
-            self._coarse_override = {id(images[i]): retry[i][0] for i in idx}
-            try:
-                out2, fines2, _, t2 = self._detect_by_stage([images[i] for i in idx], [given[i] for i in idx],
-                                                            [stages[i] for i in idx], batch_size)
-            finally:
-                self._coarse_override = {}
-            for k, v in t2.items():
-                timings[k] = timings.get(k, 0.0) + v
+            out2, fines2 = self._rerun(images, given, stages, batch_size, {i: retry[i][0] for i in idx}, timings)
             for i, r, fine in zip(idx, out2, fines2, strict=True):
                 if _retry_went_well(retry[i][1], fine, len(out[i][0]["vertebrae"]), len(r[0]["vertebrae"])):
                     r[2].append(f"{retry[i][1]}: a long step in the chain (one body missing) was found after "
