@@ -393,6 +393,17 @@ def _broken_chain() -> Detections:
     return Detections(bodies, s1, 0.9, [], ["the chain of bodies breaks above L3 (a step 1.57× its neighbours')"])
 
 
+def test_a_chain_counted_from_c7_is_read_through_its_break_only():
+    """Counted from C7 the chain must be the whole C7-L5 (18 bodies): a body bridged into the
+    break or dropped at it would renumber every level below unchecked, so only the reading
+    through the break is offered (the same break counted from S1 is read both ways, below)."""
+    bodies = _chain_from_s1(["C7", "T1", "T2", "T3", "T4", "T5"], [20, 55, 90, 145, 180, 215])
+    for b in bodies[3:]:
+        b.level = None
+    coarse = Detections(bodies, None, 0.0, [], ["the chain of bodies breaks below T2"])
+    assert [reading for _, _, reading in pd.break_plans(coarse)] == ["through"]
+
+
 def test_a_broken_coarse_chain_is_read_both_ways():
     """MR 1909, 1900: the coarse chain broke at a step 1.46-1.48x its neighbours' (a crushed body
     missed, the gap too short to bridge) and every level beyond was withheld. ``break_plans`` reads

@@ -313,7 +313,9 @@ def break_plans(coarse: Detections | None, drop: bool = True) -> list[tuple[Dete
     if rel > RETRY_STEP[1]:
         return []
     plans: list[tuple[Detections, str | None, str]] = []
-    readings = ["through"] + (["bridge"] if rel >= STEP_LONG else []) + (["drop"] if drop and rel <= STEP_SHORT else [])
+    # counted from C7 the chain must be the whole C7-L5: a body more or less would renumber it unchecked
+    readings = ["through"] + (["bridge"] if from_s1 and rel >= STEP_LONG else []) \
+        + (["drop"] if from_s1 and drop and rel <= STEP_SHORT else [])
     for reading in readings:
         chain = [replace(b, level=None) for b in order]
         if reading == "bridge":
@@ -468,17 +470,21 @@ class PlaneDetector(LandmarkDetector):
         return out, fines, coarse, timings
 
     def _rerun(self, images: list[Any], given: list[str | None], stages: list[str], batch_size: int,
-               coarse: dict[int, Detections], timings: dict[str, float]) -> tuple[list[Any], list[Any]]:
+               coarse: dict[int, Detections | None], timings: dict[str, float],
+               limits: dict[str, float] | None = None) -> tuple[list[Any], list[Any]]:
         """``_detect_by_stage`` over the images ``coarse`` names (in its key order), each from the
-        coarse detections given for it; results and fine detections, the stage times added to
-        ``timings``."""
+        coarse detections given for it (its own coarse pass where ``None``), with the consistency
+        ``limits`` given (else the detector's); results and fine detections, the stage times added
+        to ``timings``."""
         idx = list(coarse)
-        self._coarse_override = {id(images[i]): coarse[i] for i in idx}
+        self._coarse_override = {id(images[i]): d for i, d in coarse.items() if d is not None}
+        kept = self.consistency_limits
+        self.consistency_limits = limits if limits is not None else kept
         try:
             out, fines, _, spent = self._detect_by_stage([images[i] for i in idx], [given[i] for i in idx],
                                                          [stages[i] for i in idx], batch_size)
         finally:
-            self._coarse_override = {}
+            self._coarse_override, self.consistency_limits = {}, kept
         for k, v in spent.items():
             timings[k] = timings.get(k, 0.0) + v
         return out, fines
@@ -549,15 +555,9 @@ class PlaneDetector(LandmarkDetector):
         if crushed:
             idx = sorted(crushed)
             _mark(looks, idx, "crushed")
-            limits = self.consistency_limits
-            self.consistency_limits = {**limits, "collapsed_max": BRIDGED_COLLAPSED_MAX}
-            try:
-                out2, fines2, _, t2 = self._detect_by_stage([images[i] for i in idx], [given[i] for i in idx],
-                                                            [stages[i] for i in idx], batch_size)
-            finally:
-                self.consistency_limits = limits
-            for k, v in t2.items():
-                timings[k] = timings.get(k, 0.0) + v
+            # from the coarse detections that stood (a break reading kept above replaced them)
+            out2, fines2 = self._rerun(images, given, stages, batch_size, {i: coarse[i] for i in idx}, timings,
+                                       {**self.consistency_limits, "collapsed_max": BRIDGED_COLLAPSED_MAX})
             for i, r, fine in zip(idx, out2, fines2, strict=True):
                 if _crushed_went_well(crushed[i], fine, base, len(out[i][0]["vertebrae"]), len(r[0]["vertebrae"])):
                     r[2].append(f"{crushed[i]}: bridged across a one-body gap and found, but looking collapsed with its "
