@@ -153,6 +153,19 @@ def _coarse_returning(first):
     return fake_coarse
 
 
+def _detect_placing(fine_for):
+    """A stand-in for ``LandmarkDetector.detect``: each image's coarse detections (``coarse``, so
+    the plane detector's overrides apply) placed as ``fine_for(coarse)`` says, one refine second each."""
+    from sagittal.landmarks.postprocess import to_contract
+
+    def fake_detect(self, images, facing=None, batch_size=8):
+        dets, _, _ = self.coarse(images)
+        self.last_detections = [fine_for(det) for det in dets]
+        self.last_timings = {"refine": 1.0}
+        return [(to_contract(fine), None, list(fine.warnings)) for fine in self.last_detections]
+    return fake_detect
+
+
 def _faked_plane_detector(monkeypatch, tmp_path, fake_coarse, fake_detect):
     """A ``PlaneDetector`` (tiny weights, consistency off) whose radiograph stages are the fakes given."""
     from sagittal.landmarks.infer import LandmarkDetector
@@ -273,7 +286,6 @@ def test_a_body_missing_from_the_chain_is_looked_for_in_the_gap():
 def test_detect_keeps_the_second_look_only_when_it_went_well(tmp_path, monkeypatch):
     from dataclasses import replace
 
-    from sagittal.landmarks.postprocess import to_contract
 
     s1 = np.array([[0.0, 240.0], [30.0, 240.0]])
     first = Detections(_chain_from_s1(["L5", "L4", "L3", "L2", "L1"], [215, 180, 145, 90, 55]), s1, 0.9, [])
@@ -282,24 +294,16 @@ def test_detect_keeps_the_second_look_only_when_it_went_well(tmp_path, monkeypat
 
     fake_coarse = _coarse_returning(first)
 
-    def fake_detect(self, images, facing=None, batch_size=8):
-        dets, _, _ = self.coarse(images)
-        self.last_detections, out = [], []
-        for det in dets:
-            placed = [b for b in det.bodies if b.bridged and b.confidence == 0.0]
-            if placed and found_there["yes"]:  # the fine placement found the body in the gap
-                fine = Detections([replace(b, confidence=0.9) for b in det.bodies], s1, 0.9, [],
-                                  [f"{placed[0].level} was missed by the first stage; placed between its neighbours, "
-                                   "it was found by the fine placement"])
-            else:
-                fine = Detections([b if b.level in ("L5", "L4", "L3") else replace(b, level=None) for b in det.bodies],
-                                  s1, 0.9, [], [note], withheld=(Withheld("L2", STEP, 1.63, near="L3"),))
-            self.last_detections.append(fine)
-            out.append((to_contract(fine), None, list(fine.warnings)))
-        self.last_timings = {"refine": 1.0}
-        return out
+    def fine_for(det):
+        placed = [b for b in det.bodies if b.bridged and b.confidence == 0.0]
+        if placed and found_there["yes"]:  # the fine placement found the body in the gap
+            return Detections([replace(b, confidence=0.9) for b in det.bodies], s1, 0.9, [],
+                              [f"{placed[0].level} was missed by the first stage; placed between its neighbours, "
+                               "it was found by the fine placement"])
+        return Detections([b if b.level in ("L5", "L4", "L3") else replace(b, level=None) for b in det.bodies],
+                          s1, 0.9, [], [note], withheld=(Withheld("L2", STEP, 1.63, near="L3"),))
 
-    det = _faked_plane_detector(monkeypatch, tmp_path, fake_coarse, fake_detect)
+    det = _faked_plane_detector(monkeypatch, tmp_path, fake_coarse, _detect_placing(fine_for))
     img = np.zeros((8, 8), np.float32)
     ((lm, _, warnings),) = det.detect([img])
     assert sorted(lm["vertebrae"]) == ["L1", "L2", "L3", "L4", "L5", "T12"]
@@ -437,33 +441,29 @@ def test_a_broken_coarse_chain_is_read_both_ways():
     assert pd.break_plans(None) == []
 
 
+def _break_fine(holds):
+    """How the fine placement treats ``_broken_chain``'s readings: a reading holds (every body
+    placed) where ``holds`` says ("bridged" or "through"); otherwise only L5-L3 keep their levels."""
+    def fine_for(det):
+        bridged = any(b.bridged for b in det.bodies)
+        named = sum(bool(b.level) for b in det.bodies)
+        if named > 3 and holds["bridged" if bridged else "through"]:
+            return Detections([replace(b, confidence=0.9) for b in det.bodies], det.s1, 0.9, [])
+        if named > 3:  # the chain does not hold after fine placement
+            return Detections([b if b.level in ("L5", "L4", "L3") else replace(b, level=None) for b in det.bodies],
+                              det.s1, 0.9, [], withheld=(Withheld("L2", STEP, 0.5, near="L3"),))
+        return det
+    return fine_for
+
+
 def test_detect_keeps_a_reading_of_the_break_only_when_the_other_fails(tmp_path, monkeypatch):
-    from sagittal.landmarks.postprocess import to_contract
 
     first = _broken_chain()
     holds = {"through": False, "bridged": True}
 
     fake_coarse = _coarse_returning(first)
 
-    def fake_detect(self, images, facing=None, batch_size=8):
-        dets, _, _ = self.coarse(images)
-        self.last_detections, out = [], []
-        for det in dets:
-            bridged = any(b.bridged for b in det.bodies)
-            named = sum(bool(b.level) for b in det.bodies)
-            if named > 3 and holds["bridged" if bridged else "through"]:
-                fine = Detections([replace(b, confidence=0.9) for b in det.bodies], det.s1, 0.9, [])
-            elif named > 3:  # the chain does not hold after fine placement
-                fine = Detections([b if b.level in ("L5", "L4", "L3") else replace(b, level=None) for b in det.bodies],
-                                  det.s1, 0.9, [], withheld=(Withheld("L2", STEP, 0.5, near="L3"),))
-            else:
-                fine = det
-            self.last_detections.append(fine)
-            out.append((to_contract(fine), None, list(fine.warnings)))
-        self.last_timings = {"refine": 1.0}
-        return out
-
-    det = _faked_plane_detector(monkeypatch, tmp_path, fake_coarse, fake_detect)
+    det = _faked_plane_detector(monkeypatch, tmp_path, fake_coarse, _detect_placing(_break_fine(holds)))
     img = np.zeros((8, 8), np.float32)
     ((lm, _, warnings),) = det.detect([img])  # only the bridged reading holds: kept
     assert sorted(lm["vertebrae"]) == ["L1", "L2", "L3", "L4", "L5", "T11", "T12"]
@@ -478,6 +478,32 @@ def test_detect_keeps_a_reading_of_the_break_only_when_the_other_fails(tmp_path,
     det.break_retry = False
     ((lm, _, _),) = det.detect([img])
     assert sorted(lm["vertebrae"]) == ["L3", "L4", "L5"]
+
+
+def test_break_looks_keep_each_image_its_own_result_in_a_batch(tmp_path, monkeypatch):
+    """Three images in one call, the middle one's chain whole (no second look), the others broken
+    with only the bridged reading holding: each result stays with its image."""
+    broken, shift = _broken_chain(), np.array([100.0, 0.0])  # the whole chain lies 100 px to the right
+    whole = Detections([replace(b, level=lv, points=b.points + shift, centre=b.centre + shift)
+                        for b, lv in zip(broken.bodies, ["L5", "L4", "L3", "L2", "L1", "T12"], strict=True)],
+                       broken.s1 + shift, 0.9, [])
+    on_broken = _break_fine({"through": False, "bridged": True})
+
+    def fake_coarse(self, images):
+        return [whole if float(im[0, 0]) == 1.0 else broken for im in images], [None] * len(images), list(images)
+
+    def fine_for(det):  # the whole chain holds as found
+        if float(det.bodies[0].centre[0]) > 50:
+            return Detections([replace(b, confidence=0.9) for b in det.bodies], det.s1, 0.9, [])
+        return on_broken(det)
+
+    det = _faked_plane_detector(monkeypatch, tmp_path, fake_coarse, _detect_placing(fine_for))
+    images = [np.full((8, 8), v, np.float32) for v in (0.0, 1.0, 2.0)]
+    out = det.detect(images)
+    assert [sorted(lm["vertebrae"]) for lm, _, _ in out] == [
+        ["L1", "L2", "L3", "L4", "L5", "T11", "T12"], ["L1", "L2", "L3", "L4", "L5", "T12"],
+        ["L1", "L2", "L3", "L4", "L5", "T11", "T12"]]
+    assert det.last_looks == [{"break": "kept"}, {}, {"break": "kept"}]
 
 
 def test_a_crushed_body_gap_from_the_long_step_limit_asks_for_a_body(tmp_path):
