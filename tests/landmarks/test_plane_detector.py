@@ -542,3 +542,64 @@ def test_detect_records_which_second_looks_ran_and_were_kept(tmp_path, monkeypat
     det.break_retry = False
     det.detect([np.zeros((8, 8), np.float32)])
     assert det.last_looks == [{}]
+
+
+def _bridged_over_nothing() -> Detections:
+    """MR 1205: the coarse chain bridged a gap between L3 and L1 that holds no body (the step was
+    the bodies' own): 'L2' is the bridge, the bodies above it named one level too far."""
+    s1 = np.array([[0.0, 240.0], [30.0, 240.0]])
+    chain = _chain_from_s1(["L5", "L4", "L3", "L2", "L1", "T12"], [215, 180, 145, 115, 85, 50])
+    chain[3] = replace(chain[3], confidence=0.0, bridged="L2")
+    return Detections(chain, s1, 0.9, [])
+
+
+def test_a_coarse_bridge_the_fine_placement_did_not_find_is_read_without_it():
+    coarse = _bridged_over_nothing()
+    lost = Withheld("L2", UNCONFIRMED_BRIDGE)
+    plan = pd.unbridge_plan(coarse, Detections(coarse.bodies, coarse.s1, 0.9, [], withheld=(lost,)))
+    assert plan is not None
+    det, level = plan
+    assert level == "L2"
+    assert [(b.level, b.bridged) for b in det.bodies] == [("L5", None), ("L4", None), ("L3", None), ("L2", None),
+                                                          ("L1", None)]
+    assert det.bodies[3].centre[1] == coarse.bodies[4].centre[1]  # the body above the bridge is now L2
+    assert [b.level for b in coarse.bodies] == ["L5", "L4", "L3", "L2", "L1", "T12"]  # the first look untouched
+    # no look: no bridge lost, a collapsed-looking body withheld (crushed_bridge's case), two lost, counted from C7,
+    # a lost level with no coarse bridge
+    for rec in ((), (lost, Withheld("L2", COLLAPSED_UNSTEADY, 0.09)), (lost, Withheld("L1", UNCONFIRMED_BRIDGE))):
+        assert pd.unbridge_plan(coarse, Detections(coarse.bodies, coarse.s1, 0.9, [], withheld=rec)) is None
+    from_c7 = replace(coarse, s1=None)
+    assert pd.unbridge_plan(from_c7, Detections(coarse.bodies, None, 0.0, [], withheld=(lost,))) is None
+    plain = replace(coarse, bodies=[replace(b, bridged=None) for b in coarse.bodies])
+    assert pd.unbridge_plan(plain, Detections(coarse.bodies, coarse.s1, 0.9, [], withheld=(lost,))) is None
+
+
+def test_detect_keeps_the_unbridged_look_only_when_the_chain_holds(tmp_path, monkeypatch):
+    """The first look loses L2 and everything above it (bridge not confirmed); counted without the
+    bridge the chain holds, and the image is reported from that look; where the chain does not
+    hold then either (a step left long), the first look stands."""
+    first = _bridged_over_nothing()
+    holds = {"yes": True}
+
+    def fine_for(det):
+        if any(b.bridged for b in det.bodies):  # the fine placement finds no body at the bridge
+            return Detections([b if b.level in ("L5", "L4", "L3") else replace(b, level=None) for b in det.bodies],
+                              det.s1, 0.9, [], withheld=(Withheld("L2", UNCONFIRMED_BRIDGE),))
+        if holds["yes"]:
+            return Detections([replace(b, confidence=0.9) for b in det.bodies], det.s1, 0.9, [])
+        return Detections([b if b.level in ("L5", "L4", "L3") else replace(b, level=None) for b in det.bodies],
+                          det.s1, 0.9, [], withheld=(Withheld("L2", STEP, 1.9, near="L3"),))
+
+    det = _faked_plane_detector(monkeypatch, tmp_path, _coarse_returning(first), _detect_placing(fine_for))
+    img = np.zeros((8, 8), np.float32)
+    ((lm, _, warnings),) = det.detect([img])
+    assert sorted(lm["vertebrae"]) == ["L1", "L2", "L3", "L4", "L5"]
+    assert any(w.startswith("L2: the first stage bridged a gap") for w in warnings)
+    assert det.last_looks == [{"unbridge": "kept"}] and det._coarse_override == {}
+    holds["yes"] = False
+    ((lm, _, _),) = det.detect([img])
+    assert sorted(lm["vertebrae"]) == ["L3", "L4", "L5"] and det.last_looks == [{"unbridge": "run"}]
+    holds["yes"] = True
+    det.unbridge = False
+    ((lm, _, _),) = det.detect([img])
+    assert sorted(lm["vertebrae"]) == ["L3", "L4", "L5"] and det.last_looks == [{}]

@@ -38,8 +38,11 @@ crushed body, missed or found off its centre, the step 1.42-1.5x its neighbours'
 that bridges a gap), the image is looked at once more per reading of the break, counted through
 it as is and, for a long step, with a body bridged in it (``break_plans``); a reading stands only
 where the chain then holds after fine placement and the other reading does not (both holding, the
-count is unknown). The second looks read what ``postprocess`` withheld from its ``Withheld``
-records, not from the warnings' text.
+count is unknown). Where the fine placement did not confirm a body the coarse chain had bridged
+across a gap (``postprocess.confirm_bridges``; MR 1205, 1904: the gap held no body), the image is
+looked at once more counting without that bridge (``unbridge_plan``), kept only where the chain then
+holds after fine placement with more levels (``PlaneDetector.unbridge``). The second looks read
+what ``postprocess`` withheld from its ``Withheld`` records, not from the warnings' text.
 
 Importing this module imports torch (through ``infer``); ``import sagittal`` does not.
 """
@@ -268,6 +271,36 @@ def bridge_retry(coarse: Detections | None, fine: Detections | None,
     return replace(coarse, bodies=bodies, warnings=list(coarse.warnings)), b
 
 
+def unbridge_plan(coarse: Detections | None, fine: Detections | None) -> tuple[Detections, str] | None:
+    """Where ``postprocess.confirm_bridges`` withheld a body the COARSE chain bridged across a gap
+    (``postprocess._bridge_gaps``: a step long enough for a missed body) because the fine placement
+    found none there (MR 1205, 1904: the gap held no body, the step was the bodies' own), the coarse
+    detections without that body, every level beyond it one nearer S1, and the level it had; ``None``
+    where no such bridge was lost, where any body was withheld for looking collapsed and unsteady
+    (a crushed body there is ``crushed_bridge``'s case), or where the levels were counted from C7 (a
+    body fewer would renumber the whole chain unchecked). The chain re-check after fine placement
+    (``postprocess.recheck_chain``) then sees the step across the gap unbridged: a body really
+    missed there leaves it long, and the look does not stand (``_retry_went_well``)."""
+    if coarse is None or fine is None or coarse.s1 is None:
+        return None
+    lost = _withheld(fine, UNCONFIRMED_BRIDGE)
+    if len(lost) != 1 or lost[0].level not in LEVEL_INDEX or _withheld(fine, COLLAPSED_UNSTEADY):
+        return None
+    level = lost[0].level
+    bridged = [b for b in coarse.bodies if b.bridged == level and b.level == level]
+    if len(bridged) != 1:
+        return None
+    at = LEVEL_INDEX[level]
+
+    def moved(lv: str | None) -> str | None:  # from S1 the levels beyond the bridge are the cranial ones
+        if not lv or lv == "?" or LEVEL_INDEX[lv] >= at:
+            return lv
+        return LEVELS[LEVEL_INDEX[lv] + 1]
+
+    bodies = [replace(x, level=moved(x.level), bridged=moved(x.bridged)) for x in coarse.bodies if x is not bridged[0]]
+    return replace(coarse, bodies=bodies, warnings=list(coarse.warnings)), level
+
+
 #: the collapsed-look level limit for a body bridged across a one-body gap (``crushed_bridge``): a
 #: crushed body's two placements on MR planes disagree by 7–11 %; the gap vouches for a body there
 BRIDGED_COLLAPSED_MAX = 0.15
@@ -410,6 +443,8 @@ class PlaneDetector(LandmarkDetector):
         self.break_drop = True
         #: look again at a looser collapsed-look limit where a bridged crushed body lost its level (``crushed_bridge``)
         self.crushed_bridge_retry = True
+        #: look again without a coarse bridge the fine placement found no body in (``unbridge_plan``)
+        self.unbridge = True
         self._coarse_override: dict[int, Detections] = {}
         self._coarse_seen: list[Detections] | None = None
         if self.device == "cpu":
@@ -519,6 +554,29 @@ class PlaneDetector(LandmarkDetector):
             out[i], fines[i], coarse[i] = r, fine, det
             looks[i]["break"] = "kept"
 
+    def _unbridge_looks(self, images: list[Any], given: list[str | None], stages: list[str], batch_size: int,
+                        out: list[Any], fines: list[Any], coarse: list[Any], timings: dict[str, float],
+                        looks: list[dict[str, str]], skip: set[int]) -> set[int]:
+        """Where the fine placement did not confirm a body the coarse chain bridged, each image (but
+        ``skip``'s) once more without that bridge (``unbridge_plan``); kept where it went well
+        (``_retry_went_well``: the first look, with the bridge, did not). In place; the images kept."""
+        plans = {i: d for i in range(len(images)) if i not in skip and (d := unbridge_plan(coarse[i], fines[i])) is not None}
+        kept: set[int] = set()
+        if not plans:
+            return kept
+        idx = sorted(plans)
+        _mark(looks, idx, "unbridge")
+        out2, fines2 = self._rerun(images, given, stages, batch_size, {i: plans[i][0] for i in idx}, timings)
+        for i, r, fine in zip(idx, out2, fines2, strict=True):
+            if _retry_went_well(None, fine, len(out[i][0]["vertebrae"]), len(r[0]["vertebrae"])):
+                r[2].append(f"{plans[i][1]}: the first stage bridged a gap in the chain and the fine placement found no "
+                            "body there; looked again counting the gap as no missing body: the chain held after fine "
+                            "placement")
+                out[i], fines[i], coarse[i] = r, fine, plans[i][0]
+                kept.add(i)
+                looks[i]["unbridge"] = "kept"
+        return kept
+
     def detect(self, images: list[Any], facing: list[str | None] | None = None,
                batch_size: int = 8, modalities: list[str | None] | None = None) -> list[tuple[dict, str | None, list[str]]]:
         """``infer.LandmarkDetector.detect`` with each image refined by its modality's stage
@@ -549,6 +607,8 @@ class PlaneDetector(LandmarkDetector):
                     out[i], fines[i] = r, fine
                     retried.add(i)
                     looks[i]["bridge"] = "kept"
+        if self.unbridge:
+            retried |= self._unbridge_looks(images, given, stages, batch_size, out, fines, coarse, timings, looks, retried)
         base = float(self.consistency_limits.get("collapsed_max", np.inf))
         crushed = {i: lv for i in range(len(images)) if self.crushed_bridge_retry and self.consistency
                    and i not in retried and (lv := crushed_bridge(fines[i], base)) is not None}
