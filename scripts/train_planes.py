@@ -44,6 +44,8 @@ def main() -> int:
                     help="share of spines with 1-3 fractures (default: 0.3 coarse, 0.6 refine)")
     ap.add_argument("--fracture-boost", type=int, default=2,
                     help="refine: each fractured body cropped 1 + this many times (default 2)")
+    ap.add_argument("--severe-boost", type=int, default=0,
+                    help="refine: each body of Genant grade 2-3 cropped this many times more (default 0)")
     ap.add_argument("--ct-share", type=float, default=0.5, help="share of CT planes (default 0.5)")
     ap.add_argument("--max-spacing", type=float, default=1.5,
                     help="in-plane spacing drawn from 0.5 mm to this (default 1.5; eval_planes' CTs reach 2.0)")
@@ -61,6 +63,7 @@ def main() -> int:
     rate = default_rate if args.fracture_rate is None else args.fracture_rate
     tag = "" if rate == default_rate else f"_fx{rate:g}"
     tag += "" if args.fracture_boost == 2 or args.stage == "coarse" else f"_boost{args.fracture_boost}"
+    tag += "" if args.severe_boost == 0 or args.stage == "coarse" else f"_severe{args.severe_boost}"
     tag += "" if args.ct_share == 0.5 else f"_ct{args.ct_share:g}"
     tag += "" if args.max_spacing == 1.5 else f"_sp{args.max_spacing:g}"
     tag += "_slices" if args.slice_sampling else ""
@@ -74,7 +77,7 @@ def main() -> int:
         else:
             data = make_refine_planes(seeds, args.workers, fracture_rate=rate, fracture_boost=args.fracture_boost,
                                       ct_share=args.ct_share, max_spacing_mm=args.max_spacing,
-                                      slice_sampling=args.slice_sampling)
+                                      slice_sampling=args.slice_sampling, severe_boost=args.severe_boost)
         with atomic_path(cache) as tmp:
             with open(tmp, "wb") as fh:
                 np.savez(fh, **data)
@@ -90,6 +93,7 @@ def main() -> int:
                        f"in training.planes (phantom CT/MR planes, fracture rate {rate:g}, CT share "
                        f"{args.ct_share:g}, in-plane 0.5-{args.max_spacing:g} mm"
                        + (f", fractured bodies x{1 + args.fracture_boost}" if args.stage == "refine" else "")
+                       + (f", grade 2-3 bodies {args.severe_boost} more" if args.stage == "refine" and args.severe_boost else "")
                        + (", axial CT sampled at its slices" if args.slice_sampling else "") + ")"})
     return rc
 

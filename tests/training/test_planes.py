@@ -67,16 +67,28 @@ def test_fracture_boost_crops_fractured_bodies_more_often() -> None:
     assert n_fx > 0 and extra > 0 and extra % 4 == 0 and extra <= 4 * n_fx
 
 
+def test_severe_boost_crops_grade_2_and_3_bodies_more_often() -> None:
+    """``severe_boost``: every body of grade 2-3 in view that many crops more, after the same crops
+    as without it (the default draws the planes and crops as before)."""
+    base = planes.refine_one(1, fracture_rate=1.0)
+    more = planes.refine_one(1, fracture_rate=1.0, severe_boost=3)
+    grades = planes._spine(planes.PLANE_REFINE_STREAM, 1, 1.0)[0].grade
+    extra = len(more) - len(base)
+    assert (grades >= 2).any() and extra > 0 and extra % 3 == 0 and extra <= 3 * int((grades >= 2).sum())
+    assert all(np.array_equal(a[0], b[0]) for a, b in zip(base, more[:len(base)], strict=True))
+
+
 def test_train_planes_passes_boost_ct_share_and_spacing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "planes.pt"
     monkeypatch.setattr("sys.argv", ["train_planes.py", "--stage", "refine", "--n-train", "2", "--first-seed", "5",
                                      "--minutes", "600", "--steps", "1", "--fracture-rate", "1.0", "--fracture-boost", "4",
-                                     "--ct-share", "0.6", "--max-spacing", "2.0",
+                                     "--severe-boost", "2", "--ct-share", "0.6", "--max-spacing", "2.0",
                                      "--cache-dir", str(tmp_path), "--out", str(out)])
     assert script("train_planes").main() == 0
-    assert (tmp_path / "planes_refine_5-2_fx1_boost4_ct0.6_sp2.npz").is_file()
+    assert (tmp_path / "planes_refine_5-2_fx1_boost4_severe2_ct0.6_sp2.npz").is_file()
     meta = torch.load(out, weights_only=True)["refine"]["meta"]
     assert "CT share 0.6" in meta["train_seeds"] and "0.5-2 mm" in meta["train_seeds"] and "x5" in meta["train_seeds"]
+    assert "grade 2-3 bodies 2 more" in meta["train_seeds"]
 
 
 def test_slice_sampling_makes_an_axial_ct_plane_a_ramp_between_slices() -> None:

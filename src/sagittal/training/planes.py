@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
+from types import SimpleNamespace
 from typing import Any
 
 import cv2
@@ -202,13 +203,18 @@ def coarse_one(seed: int, fracture_rate: float = COARSE_FRACTURE_RATE, ct_share:
 
 
 def refine_one(seed: int, fracture_rate: float = REFINE_FRACTURE_RATE, fracture_boost: int = 2,
-               ct_share: float = 0.5, max_spacing_mm: float = 1.5, slice_sampling: bool = False) -> list[tuple]:
+               ct_share: float = 0.5, max_spacing_mm: float = 1.5, slice_sampling: bool = False,
+               severe_boost: int = 0) -> list[tuple]:
     """Crops about every body and the S1 endplate of one fine plane (mirrored: anterior left);
-    a fractured body ``1 + fracture_boost`` times, each jittered anew."""
+    a fractured body ``1 + fracture_boost`` times, each jittered anew, and a body of Genant grade
+    2-3 ``severe_boost`` times more (the refinement under-read crushed bodies' loss on CT planes)."""
     spine, rng = _spine(PLANE_REFINE_STREAM, seed, fracture_rate)
     r = render_plane(spine, rng, ct_share=ct_share, max_spacing_mm=max_spacing_mm, slice_sampling=slice_sampling)
     img = model_image(r, rng)
     out = body_and_s1_crops(img, r, spine, rng, True, fracture_boost=fracture_boost)
+    if severe_boost > 0:  # the same crops again about the grade 2-3 bodies only (each 1 + boost: boost - 1 here)
+        severe = SimpleNamespace(in_view=r.in_view & (np.asarray(spine.grade) >= 2), s1_in_view=False, to_px=r.to_px)
+        out += body_and_s1_crops(img, severe, spine, rng, True, fracture_boost=severe_boost - 1)
     return [(np.round(c * 255).astype(np.uint8), k, p) for c, k, p in out]
 
 
@@ -236,10 +242,10 @@ def make_coarse_planes(seeds: Any, workers: int = 1, fracture_rate: float = COAR
 
 def make_refine_planes(seeds: Any, workers: int = 1, fracture_rate: float = REFINE_FRACTURE_RATE,
                        fracture_boost: int = 2, ct_share: float = 0.5, max_spacing_mm: float = 1.5,
-                       slice_sampling: bool = False) -> dict[str, np.ndarray]:
+                       slice_sampling: bool = False, severe_boost: int = 0) -> dict[str, np.ndarray]:
     """Refinement crops for ``seeds`` in ``training.data.make_refine_dataset``'s layout."""
     one = partial(refine_one, fracture_rate=fracture_rate, fracture_boost=fracture_boost, ct_share=ct_share,
-                  max_spacing_mm=max_spacing_mm, slice_sampling=slice_sampling)
+                  max_spacing_mm=max_spacing_mm, slice_sampling=slice_sampling, severe_boost=severe_boost)
     rows = [r for per in _map(one, list(seeds), workers) for r in per]
     return {"crops": np.stack([r[0] for r in rows]).reshape(-1, CROP, CROP),
             "kinds": np.array([r[1] for r in rows], np.int8),
