@@ -16,7 +16,9 @@ images with the S1 endplate in view, where levels can be counted), wrong levels
 (at their true level, so not a wrong level), landmark error per point (mm),
 parameter mean absolute errors (PI, PT, SS, LL, TK, SVA; regional kyphosis over every vertebra
 measured; also "paired", over the images that every weights measured, since a model that measures
-more images takes harder ones into its plain MAE), Genant agreement, fracture sensitivity and false positives per normal vertebra.
+more images takes harder ones into its plain MAE), Genant agreement, fracture sensitivity, false
+positives per normal vertebra, and the signed height-loss bias (a body's loss minus the loss the
+same measurement gives on its true points, so the grading method itself is not in it).
 ``--fractured P`` draws 1–3 fractures in that share of the spines (else the phantom's own rate)
 so that fracture figures rest on enough fractured bodies. ``--shift`` adds, on top of every
 family, a look no training image had (8-bit, JPEG, resampling, CLAHE).
@@ -97,6 +99,8 @@ class Tally:
         #: per parameter, image number → error: for the paired figures (images every weights measured)
         self.perr_by_image: dict[str, dict[int, float]] = {k: {} for k in PARAMS}
         self.grades: list[tuple[int, int]] = []
+        #: per graded body: (true grade, its height loss minus the loss the same measurement gives on the true points)
+        self.loss_err: list[tuple[int, float]] = []
         self.statuses: list[str] = []
         self.wrong_level = 0
         self.cut_reported = 0  # the right level, but a body the truth has cut by the field (not wholly in view)
@@ -133,9 +137,12 @@ class Tally:
         self._parameters(doc, truth, len(self.statuses) - 1)
         rk = regional_truth_deg(spine)
         tv_by = {v["level"]: v for v in truth["vertebrae"] if v["in_view"]}
+        on_truth = {v["level"]: v["height_loss_pct"] for v in analysis_document(image, truth["landmarks"])["vertebrae"]}
         for v in doc["vertebrae"]:
             if v["level"] in tv_by and v["genant_grade"] is not None:
                 self.grades.append((tv_by[v["level"]]["genant_grade"], v["genant_grade"]))
+                if on_truth.get(v["level"]) is not None:
+                    self.loss_err.append((tv_by[v["level"]]["genant_grade"], v["height_loss_pct"] - on_truth[v["level"]]))
             if v.get("regional_kyphosis_deg") is not None and v["level"] in rk:
                 i = LEVEL_INDEX[v["level"]]
                 if (i == len(LEVELS) - 1 or LEVELS[i + 1] in tv) and LEVELS[i - 1] in tv:
@@ -159,6 +166,7 @@ class Tally:
         errs = [e for v in self.point_err.values() for e in v]
         g = np.array(self.grades, int).reshape(-1, 2)
         fx, nm = g[:, 0] > 0, g[:, 0] == 0
+        le = np.array(self.loss_err, float).reshape(-1, 2)
         found, total = sum(f for f, _ in self.found.values()), sum(n for _, n in self.found.values())
 
         def mean(v: list[float]) -> float | None:
@@ -184,6 +192,10 @@ class Tally:
             "genant_exact_fractured": float(np.mean(g[fx, 1] == g[fx, 0])) if fx.any() else None,
             "fracture_false_positive_rate": float(np.mean(g[nm, 1] > 0)) if nm.any() else None,
             "fractured_vertebrae_graded": int(fx.sum()), "normal_vertebrae_graded": int(nm.sum()),
+            # signed: the body's height loss minus the loss measured the same way on its true points
+            # (percentage points; negative = fractures read milder than drawn)
+            "height_loss_bias_pct": {"fractured": mean(list(le[le[:, 0] > 0, 1])),
+                                     "normal": mean(list(le[le[:, 0] == 0, 1]))},
             "inference_s_per_image": self.seconds / max(len(self.statuses), 1),
         }
 
@@ -218,6 +230,8 @@ def table(results: dict) -> str:
         ("fracture sensitivity", lambda r: _pct(r["fracture_sensitivity"], r["fractured_vertebrae_graded"])),
         ("exact Genant grade (fractured)", lambda r: _pct(r["genant_exact_fractured"], r["fractured_vertebrae_graded"])),
         ("false positives (normal)", lambda r: _pct(r["fracture_false_positive_rate"], r["normal_vertebrae_graded"])),
+        ("height loss bias, fractured / normal (points)",
+         lambda r: " / ".join(_f(r["height_loss_bias_pct"][k], "", 2) for k in ("fractured", "normal"))),
     ]
     out = ["| figure | " + " | ".join(f"{w} / {f}" for w, f in cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for name, fmt in rows:

@@ -75,6 +75,37 @@ def test_eval_landmarks_pairs_parameter_errors_over_the_images_every_weights_mea
     assert results["a"]["2d"]["parameter_mae_paired"]["pelvic_tilt_deg"] is None  # measured by neither
 
 
+def test_eval_landmarks_height_loss_bias_is_zero_on_the_true_points_and_negative_for_a_milder_read() -> None:
+    """The bias figure compares a body's loss with the loss the same measurement gives on its true
+    points: the true points themselves give 0, and a fracture read towards a normal shape (its
+    superior endplate's anterior and middle points lifted) gives a negative fractured bias."""
+    import copy
+    import importlib.util
+
+    import numpy as np
+
+    spec = importlib.util.spec_from_file_location("eval_landmarks", ROOT / "scripts" / "eval_landmarks.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    seed = next(s for s in range(1_000_000, 1_000_050)
+                if any(v["genant_grade"] >= 2 and v["in_view"] for v in mod.render_case("2d", s, 1.0, False)[2]["vertebrae"]))
+    spine, view, truth = mod.render_case("2d", seed, 1.0, False)
+    exact = mod.Tally()
+    exact.add(spine, view, truth, truth["landmarks"], view.facing)
+    bias = exact.report()["height_loss_bias_pct"]
+    assert bias["fractured"] == 0.0 and bias["normal"] == 0.0
+    level = next(v["level"] for v in truth["vertebrae"] if v["genant_grade"] >= 2 and v["in_view"])
+    milder = copy.deepcopy(truth["landmarks"])
+    pts = milder["vertebrae"][level]
+    lift = np.subtract(pts["posterior_superior"], pts["posterior_inferior"])  # along the posterior wall, upwards
+    for name, share in (("anterior_superior", 0.2), ("middle_superior", 0.1)):
+        pts[name] = list(np.add(pts[name], share * lift))
+    read = mod.Tally()
+    read.add(spine, view, truth, milder, view.facing)
+    assert read.report()["height_loss_bias_pct"]["fractured"] < -1.0
+
+
 def test_weight_interpolation_ends_at_its_two_inputs_and_is_loadable(tmp_path):
     import torch
 
