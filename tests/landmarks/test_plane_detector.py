@@ -568,6 +568,9 @@ def test_a_coarse_bridge_the_fine_placement_did_not_find_is_read_without_it():
     # a lost level with no coarse bridge
     for rec in ((), (lost, Withheld("L2", COLLAPSED_UNSTEADY, 0.09)), (lost, Withheld("L1", UNCONFIRMED_BRIDGE))):
         assert pd.unbridge_plan(coarse, Detections(coarse.bodies, coarse.s1, 0.9, [], withheld=rec)) is None
+    # a body withheld as collapsed-unsteady elsewhere in the chain does not bar the look (MR 1904: L1, bridge at L4)
+    elsewhere = (lost, Withheld("L4", COLLAPSED_UNSTEADY, 0.07))
+    assert pd.unbridge_plan(coarse, Detections(coarse.bodies, coarse.s1, 0.9, [], withheld=elsewhere)) is not None
     from_c7 = replace(coarse, s1=None)
     assert pd.unbridge_plan(from_c7, Detections(coarse.bodies, None, 0.0, [], withheld=(lost,))) is None
     plain = replace(coarse, bodies=[replace(b, bridged=None) for b in coarse.bodies])

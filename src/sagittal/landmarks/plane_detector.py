@@ -274,19 +274,21 @@ def bridge_retry(coarse: Detections | None, fine: Detections | None,
 def unbridge_plan(coarse: Detections | None, fine: Detections | None) -> tuple[Detections, str] | None:
     """Where ``postprocess.confirm_bridges`` withheld a body the COARSE chain bridged across a gap
     (``postprocess._bridge_gaps``: a step long enough for a missed body) because the fine placement
-    found none there (MR 1205, 1904: the gap held no body, the step was the bodies' own), the coarse
-    detections without that body, every level beyond it one nearer S1, and the level it had; ``None``
-    where no such bridge was lost, where any body was withheld for looking collapsed and unsteady
-    (a crushed body there is ``crushed_bridge``'s case), or where the levels were counted from C7 (a
+    found none there (MR 1205, 2500, 1904: the gap held no body, the step was the bodies' own), the
+    coarse detections without that body, every level beyond it one nearer S1, and the level it had;
+    ``None`` where no such bridge was lost, where the bridged body was withheld for looking collapsed
+    and unsteady (a crushed body there is ``crushed_bridge``'s case), or where the levels were counted from C7 (a
     body fewer would renumber the whole chain unchecked). The chain re-check after fine placement
     (``postprocess.recheck_chain``) then sees the step across the gap unbridged: a body really
     missed there leaves it long, and the look does not stand (``_retry_went_well``)."""
     if coarse is None or fine is None or coarse.s1 is None:
         return None
     lost = _withheld(fine, UNCONFIRMED_BRIDGE)
-    if len(lost) != 1 or lost[0].level not in LEVEL_INDEX or _withheld(fine, COLLAPSED_UNSTEADY):
+    if len(lost) != 1 or lost[0].level not in LEVEL_INDEX:
         return None
     level = lost[0].level
+    if any(r.level == level for r in _withheld(fine, COLLAPSED_UNSTEADY)):
+        return None
     bridged = [b for b in coarse.bodies if b.bridged == level and b.level == level]
     if len(bridged) != 1:
         return None
