@@ -606,3 +606,48 @@ def test_detect_keeps_the_unbridged_look_only_when_the_chain_holds(tmp_path, mon
     det.unbridge = False
     ((lm, _, _),) = det.detect([img])
     assert sorted(lm["vertebrae"]) == ["L3", "L4", "L5"] and det.last_looks == [{}]
+
+
+def test_an_unbridged_look_on_a_chain_too_short_to_check_its_steps_does_not_stand(tmp_path, monkeypatch):
+    """Review finding: counted without its bridge, a chain of three levels holds whatever the step
+    across the old gap (``postprocess.recheck_chain`` compares each step with its neighbours', and
+    with three levels there are none), so the look would name a level nothing checked: here the
+    gap between L4 and 'L3' is a body missing (2.7 steps), and the first look (L5, L4) stands."""
+    s1 = np.array([[0.0, 240.0], [30.0, 240.0]])
+    chain = _chain_from_s1(["L5", "L4", "L3", "L2"], [215, 180, 130, 85])
+    chain[2] = replace(chain[2], confidence=0.0, bridged="L3")
+    first = Detections(chain, s1, 0.9, [])
+
+    def fine_for(det):
+        if any(b.bridged for b in det.bodies):  # the fine placement finds no body at the bridge
+            return Detections([b if b.level in ("L5", "L4") else replace(b, level=None) for b in det.bodies],
+                              det.s1, 0.9, [], withheld=(Withheld("L3", UNCONFIRMED_BRIDGE),))
+        return Detections([replace(b, confidence=0.9) for b in det.bodies], det.s1, 0.9, [])  # no record: "holds"
+
+    det = _faked_plane_detector(monkeypatch, tmp_path, _coarse_returning(first), _detect_placing(fine_for))
+    ((lm, _, warnings),) = det.detect([np.zeros((8, 8), np.float32)])
+    assert sorted(lm["vertebrae"]) == ["L4", "L5"] and det.last_looks == [{"unbridge": "run"}]
+    assert not any("bridged a gap" in w for w in warnings)
+
+
+def test_an_unbridged_look_needs_both_bodies_at_the_old_gap(tmp_path, monkeypatch):
+    """Counted without the bridge at L2, the body below the old gap (L3) withheld after fine
+    placement leaves that step untested although four levels stand (L5, L4, L2, L1 against the
+    first look's L5-L3): the first look stands. With L3 standing too the look is kept."""
+    first = _bridged_over_nothing()
+    drop = {"L3"}
+
+    def fine_for(det):
+        if any(b.bridged for b in det.bodies):
+            return Detections([b if b.level in ("L5", "L4", "L3") else replace(b, level=None) for b in det.bodies],
+                              det.s1, 0.9, [], withheld=(Withheld("L2", UNCONFIRMED_BRIDGE),))
+        return Detections([replace(b, level=None) if b.level in drop else replace(b, confidence=0.9)
+                           for b in det.bodies], det.s1, 0.9, [])
+
+    det = _faked_plane_detector(monkeypatch, tmp_path, _coarse_returning(first), _detect_placing(fine_for))
+    img = np.zeros((8, 8), np.float32)
+    ((lm, _, _),) = det.detect([img])
+    assert sorted(lm["vertebrae"]) == ["L3", "L4", "L5"] and det.last_looks == [{"unbridge": "run"}]
+    drop.clear()
+    ((lm, _, _),) = det.detect([img])
+    assert sorted(lm["vertebrae"]) == ["L1", "L2", "L3", "L4", "L5"] and det.last_looks == [{"unbridge": "kept"}]

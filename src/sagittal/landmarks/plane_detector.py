@@ -274,13 +274,15 @@ def bridge_retry(coarse: Detections | None, fine: Detections | None,
 def unbridge_plan(coarse: Detections | None, fine: Detections | None) -> tuple[Detections, str] | None:
     """Where ``postprocess.confirm_bridges`` withheld a body the COARSE chain bridged across a gap
     (``postprocess._bridge_gaps``: a step long enough for a missed body) because the fine placement
-    found none there (MR 1205, 2500, 1904: the gap held no body, the step was the bodies' own), the
+    did not confirm it (found no body there, one out of size, or a neighbour withheld; MR 1205 and
+    1904: the gap held no body, the step was the bodies' own), the
     coarse detections without that body, every level beyond it one nearer S1, and the level it had;
     ``None`` where no such bridge was lost, where the bridged body was withheld for looking collapsed
     and unsteady (a crushed body there is ``crushed_bridge``'s case), or where the levels were counted from C7 (a
     body fewer would renumber the whole chain unchecked). The chain re-check after fine placement
     (``postprocess.recheck_chain``) then sees the step across the gap unbridged: a body really
-    missed there leaves it long, and the look does not stand (``_retry_went_well``)."""
+    missed there leaves it long, and the look does not stand (``_retry_went_well``) — provided that
+    step was tested at all (``_gap_tested``: both bodies at it stand, in a chain long enough)."""
     if coarse is None or fine is None or coarse.s1 is None:
         return None
     lost = _withheld(fine, UNCONFIRMED_BRIDGE)
@@ -393,6 +395,21 @@ def _retry_went_well(level: str | None, fine: Detections | None, before: int, af
     level kept), the chain held after fine placement, and more levels are reported than the first time."""
     return (fine is not None and after > before and (level is None or any(x.level == level for x in fine.bodies))
             and not _withheld(fine, STEP) and not _withheld(fine, UNCONFIRMED_BRIDGE))
+
+
+#: labelled levels a chain needs for ``postprocess.recheck_chain`` to have compared each of its
+#: steps with others (``_relative_steps``: with three, every step's ratio is 1 by construction)
+CHECKED_CHAIN_MIN = 4
+
+
+def _gap_tested(fine: Detections | None, level: str) -> bool:
+    """Whether, counted without the bridge once at ``level``, the step across the old gap was
+    tested after fine placement: the bodies on both sides of it (now ``level`` and the level below)
+    stand, in a chain of at least ``CHECKED_CHAIN_MIN`` labelled levels, so that the chain re-check
+    compared that step with its neighbours' (a body really missed there leaves it long)."""
+    i = LEVEL_INDEX[level]
+    held = {b.level for b in (fine.bodies if fine is not None else []) if b.level}
+    return i + 1 < len(LEVELS) and level in held and LEVELS[i + 1] in held and len(held) >= CHECKED_CHAIN_MIN
 
 
 def _mark(looks: list[dict[str, str]], idx: Any, name: str) -> None:
@@ -570,7 +587,8 @@ class PlaneDetector(LandmarkDetector):
         _mark(looks, idx, "unbridge")
         out2, fines2 = self._rerun(images, given, stages, batch_size, {i: plans[i][0] for i in idx}, timings)
         for i, r, fine in zip(idx, out2, fines2, strict=True):
-            if _retry_went_well(None, fine, len(out[i][0]["vertebrae"]), len(r[0]["vertebrae"])):
+            if _retry_went_well(None, fine, len(out[i][0]["vertebrae"]), len(r[0]["vertebrae"])) \
+                    and _gap_tested(fine, plans[i][1]):
                 r[2].append(f"{plans[i][1]}: the first stage bridged a gap in the chain and the fine placement found no "
                             "body there; looked again counting the gap as no missing body: the chain held after fine "
                             "placement")
