@@ -18,7 +18,9 @@ Reported per modality: the fraction of units analysed (ok or partial); vertebrae
 wholly inside the plane's field) found with the right level (centroid within 5 mm); landmark
 error in the plane (mm: the predicted pixel against the truth point projected onto the plane);
 heights MAE (anterior, middle, posterior); Genant grade exact on fractured vertebrae and grade 0
-on normal ones; PI MAE (where PI was measured); the analysis time per unit.
+on normal ones; the signed height-loss bias on fractured and normal bodies (our loss minus the
+loss the true points give on our plane with our neighbours: the points' share of a grade error);
+PI MAE (where PI was measured); the analysis time per unit.
 """
 
 from __future__ import annotations
@@ -155,12 +157,31 @@ def _score(spine: Any, vol: Any, prep: Any, doc: dict, acc: dict, diagnose: list
                                   for j, k in enumerate(("anterior", "middle", "posterior"))]
         if v and v["genant_grade"] is not None:
             acc["grades"].append((int(spine.grade[i]), int(v["genant_grade"])))
+    acc.setdefault("loss_err", []).extend(_loss_bias(spine, vol, plane, prep.image, doc))
     if diagnose is not None:
         diagnose += _fracture_lines(spine, vol, plane, prep.image, doc, acc)
     pi = doc["parameters"]["pelvic_incidence_deg"]
     if pi is not None:
         acc["pi_err"].append(abs(pi - spine.parameters["pelvic_incidence_deg"]))
         acc["heads"].append(len(doc["landmarks"]["femoral_heads"]))
+
+
+def _loss_bias(spine: Any, vol: Any, plane: Any, img: np.ndarray, doc: dict) -> list[tuple[int, float]]:
+    """Per graded body in view, ``(the phantom's grade, our height loss minus the loss the
+    phantom's TRUE points give mapped to our plane with our reported levels as neighbours)``: the
+    points' share of a grade error, the plane and the neighbours being the same on both sides."""
+    from sagittal.geometry.morphometry import morphometry
+
+    truth_px = np.stack([plane.from_lps(vol.sagittal_to_lps(spine.points_mm[i])) for i in range(len(LEVELS))])
+    reported = np.array([lv in doc["landmarks"]["vertebrae"] for lv in LEVELS])
+    as_ours = morphometry(np.where(reported[:, None, None], truth_px * plane.spacing_mm, np.nan))
+    out = []
+    for v in doc["vertebrae"]:
+        i = LEVELS.index(v["level"])
+        if v["genant_grade"] is not None and v["height_loss_pct"] is not None and _in_view(truth_px[i], img) \
+                and np.isfinite(as_ours["height_loss_pct"][i]):
+            out.append((int(spine.grade[i]), float(v["height_loss_pct"] - as_ours["height_loss_pct"][i])))
+    return out
 
 
 def _fracture_lines(spine: Any, vol: Any, plane: Any, img: np.ndarray, doc: dict, acc: dict) -> list[str]:
@@ -265,6 +286,10 @@ def _figures(acc: dict[str, Any], n: int) -> dict:
         "genant_exact_fractured": float(np.mean(g[fx, 1] == g[fx, 0])) if fx.any() else None,
         "genant_zero_normal": float(np.mean(g[nm, 1] == 0)) if nm.any() else None,
         "fractured_vertebrae": int(fx.sum()), "normal_vertebrae": int(nm.sum()),
+        # signed, points: our loss minus the true points' on our plane with our neighbours (``_loss_bias``)
+        "height_loss_bias_pct": {k: (round(float(np.mean(e)), 4) if (e := [d for g_, d in acc.get("loss_err", [])
+                                                                             if (g_ > 0) == (k == "fractured")]) else None)
+                                 for k in ("fractured", "normal")},
         **({"fractured_in_view": _fracture_summary(acc["fx_rows"])} if acc.get("fx_rows") else {}),
         "pi_mae_deg": float(np.mean(acc["pi_err"])) if acc["pi_err"] else None, "pi_n": len(acc["pi_err"]),
         "pi_heads_found": acc["heads"],

@@ -63,6 +63,32 @@ def test_fracture_lines_say_which_grades_the_true_points_would_give():
         spine.points_mm[LEVELS.index(wrong)])), img)
 
 
+def test_the_height_loss_bias_is_zero_for_the_true_points_and_signed_for_a_milder_read():
+    """``_loss_bias`` compares our loss with the loss the true points give on our plane with our
+    neighbours: the true points give 0 everywhere; one fracture read 5 points milder gives -5 for
+    that body only, and the figure is its share of the fractured bodies graded."""
+    spine = build_spine(sample_spec(np.random.default_rng(5), n_fractures=2))
+    plane, vol = _plane_and_volume(spine)
+    ev = script("eval_planes")
+    img = np.ones((4000, 4000))
+    img[0, 0] = 0.0
+    doc = _doc(spine, {}, list(LEVELS))
+    exact = ev._loss_bias(spine, vol, plane, img, doc)
+    assert len(exact) == len(LEVELS) and all(d == pytest.approx(0.0, abs=1e-9) for _, d in exact)
+    fx = LEVELS[int(np.nonzero(spine.grade > 0)[0][0])]
+    for row in doc["vertebrae"]:
+        if row["level"] == fx:
+            row["height_loss_pct"] -= 5.0
+    milder = ev._loss_bias(spine, vol, plane, img, doc)
+    moved = [(g, d) for g, d in milder if abs(d) > 1e-9]
+    assert len(moved) == 1 and moved[0][0] > 0 and moved[0][1] == pytest.approx(-5.0)
+    acc = {"in_view": 0, "found": 0, "wrong": 0, "point_err": [], "height_err": [], "grades": [], "pi_err": [],
+           "heads": [], "status": [], "seconds": [], "units": 0, "loss_err": milder}
+    bias = ev._figures(acc, 1)["height_loss_bias_pct"]
+    assert bias["fractured"] == pytest.approx(-5.0 / sum(g > 0 for g, _ in milder), abs=1e-4)
+    assert bias["normal"] == pytest.approx(0.0, abs=1e-9)
+
+
 def test_eval_planes_scores_the_second_looks_off_as_more_runs(tmp_path, monkeypatch):
     """``--without NAME``: the first weights once more with that second look off, reported as a
     run of its own (nothing rendered here: no cases, only the runs' set-up)."""
