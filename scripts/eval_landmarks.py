@@ -119,6 +119,7 @@ class Tally:
         for lv in tv:
             self.found[lv][1] += 1
         self.found_anchored[1] += len(tv) if anchored else 0
+        right: set[str] = set()  # levels reported at their true place (the bias compares only those)
         for lv, pp in lm["vertebrae"].items():
             tp = tv.get(lv)
             pc = np.mean([pp[n] for n in POINT_NAMES[:4]], axis=0)
@@ -130,6 +131,7 @@ class Tally:
                 self.wrong_level += 1
                 continue
             self.found[lv][0] += 1
+            right.add(lv)
             self.found_anchored[0] += anchored
             self.found_ungraded += lv in (lm.get(UNGRADED) or {})
             for n in POINT_NAMES:
@@ -141,7 +143,7 @@ class Tally:
         for v in doc["vertebrae"]:
             if v["level"] in tv_by and v["genant_grade"] is not None:
                 self.grades.append((tv_by[v["level"]]["genant_grade"], v["genant_grade"]))
-                if on_truth.get(v["level"]) is not None:
+                if v["level"] in right and on_truth.get(v["level"]) is not None:
                     self.loss_err.append((tv_by[v["level"]]["genant_grade"], v["height_loss_pct"] - on_truth[v["level"]]))
             if v.get("regional_kyphosis_deg") is not None and v["level"] in rk:
                 i = LEVEL_INDEX[v["level"]]

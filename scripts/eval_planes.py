@@ -167,9 +167,10 @@ def _score(spine: Any, vol: Any, prep: Any, doc: dict, acc: dict, diagnose: list
 
 
 def _loss_bias(spine: Any, vol: Any, plane: Any, img: np.ndarray, doc: dict) -> list[tuple[int, float]]:
-    """Per graded body in view, ``(the phantom's grade, our height loss minus the loss the
-    phantom's TRUE points give mapped to our plane with our reported levels as neighbours)``: the
-    points' share of a grade error, the plane and the neighbours being the same on both sides."""
+    """Per graded body in view and at its true place (within 5 mm, as ``_score``), ``(the phantom's
+    grade, our height loss minus the loss the phantom's TRUE points give mapped to our plane with our
+    reported levels as neighbours)``: the points' share of a grade error, the plane and the
+    neighbours being the same on both sides."""
     from sagittal.geometry.morphometry import morphometry
 
     truth_px = np.stack([plane.from_lps(vol.sagittal_to_lps(spine.points_mm[i])) for i in range(len(LEVELS))])
@@ -177,9 +178,13 @@ def _loss_bias(spine: Any, vol: Any, plane: Any, img: np.ndarray, doc: dict) -> 
     as_ours = morphometry(np.where(reported[:, None, None], truth_px * plane.spacing_mm, np.nan))
     out = []
     for v in doc["vertebrae"]:
-        i = LEVELS.index(v["level"])
+        i, p = LEVELS.index(v["level"]), doc["landmarks"]["vertebrae"].get(v["level"])
+        if p is None:
+            continue
+        pred = np.array([p[n] for n in POINT_NAMES[:4]], float)
+        at_place = np.linalg.norm((pred.mean(0) - truth_px[i][:4].mean(0)) * plane.spacing_mm) <= 5.0
         if v["genant_grade"] is not None and v["height_loss_pct"] is not None and _in_view(truth_px[i], img) \
-                and np.isfinite(as_ours["height_loss_pct"][i]):
+                and at_place and np.isfinite(as_ours["height_loss_pct"][i]):
             out.append((int(spine.grade[i]), float(v["height_loss_pct"] - as_ours["height_loss_pct"][i])))
     return out
 

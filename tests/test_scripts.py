@@ -108,6 +108,12 @@ def test_eval_landmarks_height_loss_bias_is_zero_on_the_true_points_and_negative
     n_fractured = sum(g > 0 for g, _ in read.loss_err)
     bias = read.report()["height_loss_bias_pct"]
     assert bias["fractured"] == pytest.approx(moved[0][1] / n_fractured, abs=1e-4) and bias["normal"] == 0.0
+    # a body reported away from its true place (a wrong level) is not compared with that level's truth
+    away = copy.deepcopy(truth["landmarks"])
+    away["vertebrae"][level] = {n: list(np.add(p, [0.0, 60.0 / view.spacing_mm[0]])) for n, p in pts.items()}
+    off = mod.Tally()
+    off.add(spine, view, truth, away, view.facing)
+    assert off.wrong_level == 1 and len(off.loss_err) == len(exact.loss_err) - 1
 
 
 def test_weight_interpolation_ends_at_its_two_inputs_and_is_loadable(tmp_path):

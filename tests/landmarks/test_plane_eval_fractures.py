@@ -87,6 +87,10 @@ def test_the_height_loss_bias_is_zero_for_the_true_points_and_signed_for_a_milde
     bias = ev._figures(acc, 1)["height_loss_bias_pct"]
     assert bias["fractured"] == pytest.approx(-5.0 / sum(g > 0 for g, _ in milder), abs=1e-4)
     assert bias["normal"] == pytest.approx(0.0, abs=1e-9)
+    # a body reported away from its true place (a wrong level) is not compared with another's truth
+    for n in POINT_NAMES:
+        doc["landmarks"]["vertebrae"][fx][n] = [x + 30.0 for x in doc["landmarks"]["vertebrae"][fx][n]]
+    assert len(ev._loss_bias(spine, vol, plane, img, doc)) == len(LEVELS) - 1
 
 
 def test_eval_planes_scores_the_second_looks_off_as_more_runs(tmp_path, monkeypatch):
