@@ -555,7 +555,7 @@ def _bridged_over_nothing() -> Detections:
 
 def test_a_coarse_bridge_the_fine_placement_did_not_find_is_read_without_it():
     coarse = _bridged_over_nothing()
-    lost = Withheld("L2", UNCONFIRMED_BRIDGE)
+    lost = Withheld("L2", UNCONFIRMED_BRIDGE, cause="no body")
     plan = pd.unbridge_plan(coarse, Detections(coarse.bodies, coarse.s1, 0.9, [], withheld=(lost,)))
     assert plan is not None
     det, level = plan
@@ -575,6 +575,70 @@ def test_a_coarse_bridge_the_fine_placement_did_not_find_is_read_without_it():
     assert pd.unbridge_plan(from_c7, Detections(coarse.bodies, None, 0.0, [], withheld=(lost,))) is None
     plain = replace(coarse, bodies=[replace(b, bridged=None) for b in coarse.bodies])
     assert pd.unbridge_plan(plain, Detections(coarse.bodies, coarse.s1, 0.9, [], withheld=(lost,))) is None
+    # a bridge lost for any other cause than no body found there (review finding: a real body may be there)
+    for cause in ("withheld", "size", "neighbour", None):
+        rec = (replace(lost, cause=cause),)
+        assert pd.unbridge_plan(coarse, Detections(coarse.bodies, coarse.s1, 0.9, [], withheld=rec)) is None
+
+
+def _fine_at_bridge(state: str) -> Detections:
+    """``_bridged_over_nothing``'s chain after fine placement, each body found steady where the coarse
+    stage put it, but the bridged L2 (and its neighbours) as ``state`` says: "found" (as large as its
+    neighbours: confirmed), "strayed" (the fine placement left the bridged place: unlabelled, no spread
+    measured), "unsteady" (unlabelled, its placements 40 % apart), "unconfident" (unlabelled, 6 %
+    apart, a point at 0.1), "small" (found at half its neighbours' size), "below withheld" (found,
+    L3 unlabelled), "strayed, above withheld" (strayed, L1 unlabelled)."""
+    coarse = _bridged_over_nothing()
+    bodies = [replace(b, confidence=0.9, point_confidence=0.9, spread=0.02) for b in coarse.bodies]
+    i = 3  # the bridged L2
+    if state.startswith("strayed"):
+        bodies[i] = replace(coarse.bodies[i], level=None)
+    elif state == "unsteady":
+        bodies[i] = replace(bodies[i], level=None, spread=0.4)
+    elif state == "unconfident":
+        bodies[i] = replace(bodies[i], level=None, spread=0.06, point_confidence=0.1)
+    elif state == "small":
+        b = bodies[i]
+        bodies[i] = replace(b, points=b.centre + 0.5 * (b.points - b.centre))
+    if state == "below withheld":
+        bodies[i - 1] = replace(bodies[i - 1], level=None)
+    if state.endswith("above withheld"):
+        bodies[i + 1] = replace(bodies[i + 1], level=None)
+    return Detections(bodies, coarse.s1, 0.9, [])
+
+
+@pytest.mark.parametrize(("state", "cause"), [("strayed", "no body"), ("unsteady", "withheld"),
+                                              ("unconfident", "withheld"), ("small", "size"),
+                                              ("below withheld", "neighbour"), ("strayed, above withheld", "neighbour")])
+def test_only_a_bridge_over_no_body_is_read_without_it(state, cause):
+    """Review finding on the unbridge look: ``postprocess.confirm_bridges`` also loses a bridge
+    where the fine placement found a body there but withheld it (unsteady, not confident), found one
+    out of size, or where a neighbour was withheld; a real, often crushed, body may be there, and
+    counting the gap as no body would renumber every level beyond it. The real function records
+    why (``Withheld.cause``), and the look is planned only where no body was found there with both
+    neighbours standing; its warning's text is the same whatever the cause."""
+    from sagittal.landmarks.postprocess import confirm_bridges
+
+    coarse = _bridged_over_nothing()
+    out = confirm_bridges(_fine_at_bridge(state))
+    plan = pd.unbridge_plan(coarse, out)
+    if cause == "no body":
+        assert plan is not None and plan[1] == "L2"
+    else:
+        assert plan is None
+    (rec,) = out.withheld
+    assert (rec.level, rec.reason, rec.cause) == ("L2", UNCONFIRMED_BRIDGE, cause)
+    assert sorted(b.level for b in out.bodies if b.level) == sorted({"L5", "L4", "L3"} - ({"L3"} if "below" in state else set()))
+    assert out.warnings == ["L2 was missed by the first stage and the fine placement did not confirm a body where it "
+                            "should be: it and the levels beyond it are withheld"]
+
+
+def test_a_bridge_found_as_large_as_its_neighbours_is_confirmed_with_no_record():
+    from sagittal.landmarks.postprocess import confirm_bridges
+
+    out = confirm_bridges(_fine_at_bridge("found"))
+    assert out.withheld == () and [b.level for b in out.bodies] == ["L5", "L4", "L3", "L2", "L1", "T12"]
+    assert pd.unbridge_plan(_bridged_over_nothing(), out) is None
 
 
 def test_detect_keeps_the_unbridged_look_only_when_the_chain_holds(tmp_path, monkeypatch):
@@ -587,7 +651,7 @@ def test_detect_keeps_the_unbridged_look_only_when_the_chain_holds(tmp_path, mon
     def fine_for(det):
         if any(b.bridged for b in det.bodies):  # the fine placement finds no body at the bridge
             return Detections([b if b.level in ("L5", "L4", "L3") else replace(b, level=None) for b in det.bodies],
-                              det.s1, 0.9, [], withheld=(Withheld("L2", UNCONFIRMED_BRIDGE),))
+                              det.s1, 0.9, [], withheld=(Withheld("L2", UNCONFIRMED_BRIDGE, cause="no body"),))
         if holds["yes"]:
             return Detections([replace(b, confidence=0.9) for b in det.bodies], det.s1, 0.9, [])
         return Detections([b if b.level in ("L5", "L4", "L3") else replace(b, level=None) for b in det.bodies],
@@ -621,7 +685,7 @@ def test_an_unbridged_look_on_a_chain_too_short_to_check_its_steps_does_not_stan
     def fine_for(det):
         if any(b.bridged for b in det.bodies):  # the fine placement finds no body at the bridge
             return Detections([b if b.level in ("L5", "L4") else replace(b, level=None) for b in det.bodies],
-                              det.s1, 0.9, [], withheld=(Withheld("L3", UNCONFIRMED_BRIDGE),))
+                              det.s1, 0.9, [], withheld=(Withheld("L3", UNCONFIRMED_BRIDGE, cause="no body"),))
         return Detections([replace(b, confidence=0.9) for b in det.bodies], det.s1, 0.9, [])  # no record: "holds"
 
     det = _faked_plane_detector(monkeypatch, tmp_path, _coarse_returning(first), _detect_placing(fine_for))
@@ -640,7 +704,7 @@ def test_an_unbridged_look_needs_both_bodies_at_the_old_gap(tmp_path, monkeypatc
     def fine_for(det):
         if any(b.bridged for b in det.bodies):
             return Detections([b if b.level in ("L5", "L4", "L3") else replace(b, level=None) for b in det.bodies],
-                              det.s1, 0.9, [], withheld=(Withheld("L2", UNCONFIRMED_BRIDGE),))
+                              det.s1, 0.9, [], withheld=(Withheld("L2", UNCONFIRMED_BRIDGE, cause="no body"),))
         return Detections([replace(b, level=None) if b.level in drop else replace(b, confidence=0.9)
                            for b in det.bodies], det.s1, 0.9, [])
 

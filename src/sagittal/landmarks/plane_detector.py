@@ -58,6 +58,7 @@ import numpy as np
 from ..levels import LEVEL_INDEX, LEVELS, UNGRADED
 from .infer import LandmarkDetector
 from .postprocess import (
+    BRIDGE_NO_BODY,
     COLLAPSED_RATIO,
     COLLAPSED_UNSTEADY,
     STEP,
@@ -274,19 +275,22 @@ def bridge_retry(coarse: Detections | None, fine: Detections | None,
 def unbridge_plan(coarse: Detections | None, fine: Detections | None) -> tuple[Detections, str] | None:
     """Where ``postprocess.confirm_bridges`` withheld a body the COARSE chain bridged across a gap
     (``postprocess._bridge_gaps``: a step long enough for a missed body) because the fine placement
-    did not confirm it (found no body there, one out of size, or a neighbour withheld; MR 1205 and
-    1904: the gap held no body, the step was the bodies' own), the
-    coarse detections without that body, every level beyond it one nearer S1, and the level it had;
-    ``None`` where no such bridge was lost, where the bridged body was withheld for looking collapsed
-    and unsteady (a crushed body there is ``crushed_bridge``'s case), or where the levels were counted from C7 (a
-    body fewer would renumber the whole chain unchecked). The chain re-check after fine placement
-    (``postprocess.recheck_chain``) then sees the step across the gap unbridged: a body really
-    missed there leaves it long, and the look does not stand (``_retry_went_well``) — provided that
-    step was tested at all (``_gap_tested``: both bodies at it stand, in a chain long enough)."""
+    found no body there, both its neighbours standing (the record's cause ``BRIDGE_NO_BODY``; MR 1205
+    and 1904: the gap held no body, the step was the bodies' own), the coarse detections without
+    that body, every level beyond it one nearer S1, and the level it had; ``None`` where no such
+    bridge was lost; where the bridge was lost otherwise — a body found there but withheld (unsteady,
+    not confident; a crushed body's is ``crushed_bridge``'s case) or out of size, or a neighbour
+    withheld (a real, often crushed, body may be there, and counting the gap as none would renumber
+    every level beyond it with only the step checks to guard it); or where the levels were counted
+    from C7 (a body fewer would renumber the whole chain unchecked). The chain re-check after fine
+    placement (``postprocess.recheck_chain``) then sees the step across the gap unbridged: a body
+    really missed there leaves it long, and the look does not stand (``_retry_went_well``) —
+    provided that step was tested at all (``_gap_tested``: both bodies at it stand, in a chain long
+    enough)."""
     if coarse is None or fine is None or coarse.s1 is None:
         return None
     lost = _withheld(fine, UNCONFIRMED_BRIDGE)
-    if len(lost) != 1 or lost[0].level not in LEVEL_INDEX:
+    if len(lost) != 1 or lost[0].level not in LEVEL_INDEX or lost[0].cause != BRIDGE_NO_BODY:
         return None
     level = lost[0].level
     if any(r.level == level for r in _withheld(fine, COLLAPSED_UNSTEADY)):

@@ -98,6 +98,11 @@ class Body:
 #: bridged body the fine placement did not confirm (``confirm_bridges``), a body that looks collapsed
 #: withheld for its two placements' disagreement (``consistent``)
 STEP, UNCONFIRMED_BRIDGE, COLLAPSED_UNSTEADY = "step", "unconfirmed_bridge", "collapsed_unsteady"
+#: ``Withheld.cause`` of an ``UNCONFIRMED_BRIDGE`` (``confirm_bridges``): a neighbour of the bridged
+#: body does not stand; else the fine placement strayed from the bridged place (no body found
+#: there); it found a body there but withheld it (unsteady, not confident, cut by the field's edge);
+#: it found one out of ``BRIDGE_SIZE``
+BRIDGE_NEIGHBOUR, BRIDGE_NO_BODY, BRIDGE_WITHHELD, BRIDGE_OUT_OF_SIZE = "neighbour", "no body", "withheld", "size"
 
 
 @dataclass(frozen=True)
@@ -106,12 +111,14 @@ class Withheld:
     that a second look can read the reason without parsing the text): ``level`` the body's level
     (for a ``STEP``, the level beyond the step), ``reason`` a code above, ``value`` the step over
     its neighbours' (``STEP``) or the body's spread over its size (``COLLAPSED_UNSTEADY``), ``near``
-    the level on the anchor's side of a ``STEP``."""
+    the level on the anchor's side of a ``STEP``, ``cause`` why an ``UNCONFIRMED_BRIDGE`` was not
+    confirmed (``BRIDGE_NO_BODY`` …)."""
 
     level: str
     reason: str
     value: float = 0.0
     near: str | None = None
+    cause: str | None = None
 
 
 @dataclass
@@ -320,7 +327,11 @@ def confirm_bridges(det: Detections) -> Detections:
     body was found — labelled still (not strayed, stable, confident), between two neighbours that
     stand too, and as large as they are. Otherwise the count across the gap is not known, so it
     and every level beyond it (away from the anchor: S1, else C7) are withheld with a warning (and a
-    ``Withheld`` record, ``UNCONFIRMED_BRIDGE``)."""
+    ``Withheld`` record, ``UNCONFIRMED_BRIDGE``, with its ``cause``: a neighbour not standing; else
+    the body unlabelled with no spread measured — ``consistent`` measures one wherever both
+    placements stayed on the body, so the fine placement strayed from the bridged place in one of
+    them: no body there (with the check off, a body cut by the field's edge too); unlabelled with a
+    spread — found, but withheld; labelled but out of size)."""
     labelled = [b for b in det.bodies if b.level]
     bodies, warnings = list(det.bodies), list(det.warnings)
     for k, b in enumerate(det.bodies):
@@ -337,7 +348,9 @@ def confirm_bridges(det: Detections) -> Detections:
             continue
         # levels were counted from S1 unless the sacrum is gone and the chain reaches C7 (counted from the top)
         from_s1 = det.s1 is not None or not any(x.level == "C7" for x in det.bodies)
-        record = Withheld(b.bridged, UNCONFIRMED_BRIDGE)
+        cause = (BRIDGE_NEIGHBOUR if len(near) != 2 else BRIDGE_OUT_OF_SIZE if b.level
+                 else BRIDGE_NO_BODY if b.spread == 0.0 else BRIDGE_WITHHELD)
+        record = Withheld(b.bridged, UNCONFIRMED_BRIDGE, cause=cause)
         warnings.append(f"{record.level} was missed by the first stage and the fine placement did not confirm a body "
                         "where it should be: it and the levels beyond it are withheld")
         bodies = [replace(x, level=None) if x.level and (LEVELS.index(x.level) <= i if from_s1 else LEVELS.index(x.level) >= i)
