@@ -38,6 +38,7 @@ import numpy as np
 from sagittal.landmarks.infer import LandmarkDetector
 from sagittal.levels import LEVEL_INDEX, LEVELS, POINT_NAMES, UNGRADED
 from sagittal.phantom import build_spine
+from sagittal.phantom.drr import tight_lumbar_field
 from sagittal.phantom.truth import landmarks as truth_landmarks
 from sagittal.phantom.truth import vertebrae as truth_vertebrae
 from sagittal.report.analysis import analysis_document
@@ -73,12 +74,21 @@ def regional_truth_deg(spine: Any) -> dict[str, float]:
     return out
 
 
-def render_case(family: str, seed: int, fractured: float, shift: bool) -> tuple[Any, View, dict]:
-    """One evaluation radiograph: (spine, view, truth) from single-integer ``seed``."""
+def render_case(family: str, seed: int, fractured: float, shift: bool, framing: str = "as-drawn"
+                ) -> tuple[Any, View, dict]:
+    """One evaluation radiograph: (spine, view, truth) from single-integer ``seed``; ``framing``
+    ``tight-lumbar`` frames the same spine and style as a tightly collimated lumbar film
+    (``phantom.drr.tight_lumbar_field``, drawn from the seed ``[seed, 7]``)."""
     rng = np.random.default_rng([seed])
     n_fx = int(rng.integers(1, 4)) if fractured and rng.random() < fractured else None
     spine = build_spine(sample_family_spec(family, rng, n_fx))
-    view = as_view(render_family(family, spine, rng, pixel_spacing_mm=float(rng.uniform(0.3, 0.6))))
+    style: dict[str, Any] = {"pixel_spacing_mm": float(rng.uniform(0.3, 0.6))}
+    if framing == "tight-lumbar":
+        if family == "2d":
+            raise SystemExit("--framing tight-lumbar needs a projection family (drr-a, drr-b): the 2-D renderer "
+                             "draws its own fields")
+        style["field_mm"] = tight_lumbar_field(spine, np.random.default_rng([seed, 7]))
+    view = as_view(render_family(family, spine, rng, **style))
     if shift:
         view = replace(view, pixels=shifted_look(view.pixels, rng).astype(np.float32))
     truth = {"landmarks": truth_landmarks(spine, view.to_px, view.in_view, view.s1_in_view, view.femoral_in_view,
@@ -259,28 +269,40 @@ def _pct(v: float | None, n: int) -> str:
     return "–" if v is None else f"{100 * v:.1f} % (of {n})"
 
 
+def _detector(spec: str | None, no_consistency: bool) -> LandmarkDetector:
+    """``PATH[@plain][@no-zoom-out]`` (``None``: the packaged weights) → its detector."""
+    path, *flags = (spec or "").split("@")
+    unknown = set(flags) - {"plain", "no-zoom-out"}
+    if unknown:
+        raise SystemExit(f"--weights {spec}: unknown suffix @{sorted(unknown)[0]} (expected @plain, @no-zoom-out)")
+    det = LandmarkDetector(path or None, device="cpu", consistency=not (no_consistency or "plain" in flags))
+    det.zoom_out_look = "no-zoom-out" not in flags
+    return det
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--families", default="2d", help=f"comma-separated, of {', '.join(FAMILIES)}")
     ap.add_argument("--n", type=int, default=60, help="radiographs per family")
     ap.add_argument("--first-seed", type=int, default=1_000_000)
     ap.add_argument("--fractured", type=float, default=0.5, help="share of spines drawn with 1–3 fractures")
-    ap.add_argument("--weights", action="append", default=[], metavar="[LABEL=]PATH[@plain]",
+    ap.add_argument("--weights", action="append", default=[], metavar="[LABEL=]PATH[@plain][@no-zoom-out]",
                     help="weights to score (repeatable; default the packaged weights); @plain: without the "
-                         "test-time consistency check")
+                         "test-time consistency check; @no-zoom-out: without the shrunk second look "
+                         "(LandmarkDetector.zoom_out_look)")
     ap.add_argument("--no-consistency", action="store_true", help="skip the test-time consistency check")
     ap.add_argument("--shift", action="store_true", help="an unseen look on top of every family's")
+    ap.add_argument("--framing", choices=("as-drawn", "tight-lumbar"), default="as-drawn",
+                    help="tight-lumbar: every film reframed as a tightly collimated lumbar film (projection families)")
     ap.add_argument("--json", help="also write the figures here")
     args = ap.parse_args(argv)
     specs = [w.split("=", 1) if "=" in w else [w, w] for w in args.weights] or [["packaged", None]]
-    detectors = {label: LandmarkDetector(path.removesuffix("@plain") if path else None, device="cpu",
-                                         consistency=not (args.no_consistency or (path or "").endswith("@plain")))
-                 for label, path in specs}
+    detectors = {label: _detector(path, args.no_consistency) for label, path in specs}
     families = [f.strip() for f in args.families.split(",") if f.strip()]
     tallies = {label: {f: Tally() for f in families} for label in detectors}
     for family in families:
         for k in range(args.n):
-            spine, view, truth = render_case(family, args.first_seed + k, args.fractured, args.shift)
+            spine, view, truth = render_case(family, args.first_seed + k, args.fractured, args.shift, args.framing)
             for label, det in detectors.items():
                 t = time.perf_counter()
                 ((lm, facing, _),) = det.detect([view.pixels])
@@ -290,8 +312,10 @@ def main(argv: list[str] | None = None) -> None:
     for family in families:
         paired(results, {label: tallies[label][family] for label in tallies}, family)
     report = {"n_per_family": args.n, "first_seed": args.first_seed, "fractured": args.fractured, "shift": args.shift,
+              "framing": args.framing,
               "consistency": not args.no_consistency,
               "weights": {label: f"{det.weights}{'' if det.consistency else ' (no consistency check)'}"
+                                 f"{'' if det.zoom_out_look else ' (no zoom-out look)'}"
                           for label, det in detectors.items()}, "results": results}
     print(json.dumps(report, indent=1))
     print(table(results))

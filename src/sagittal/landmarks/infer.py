@@ -62,6 +62,11 @@ PLACED_AGAIN = "its first two placements disagreed and it held only when placed 
 #: held) are fewer than this share of the labelled ones (as measured; counting every body that did
 #: not hold would be stricter and was not measured)
 RECENTRE_MAX_SHARE = 1 / 3
+#: a film framed tighter than the training films (a lateral lumbar film collimated to L1–S1 and
+#: the hips) shows its bodies larger than the coarse network has learnt to find: an image whose
+#: first look went badly is also looked at shrunk by this factor inside the model's input
+#: (``LandmarkDetector.zoom_out_look``; chosen in models/README.md, "Tightly framed films")
+ZOOM_OUT = 1.6
 
 
 def _n_levels(det: Detections) -> int:
@@ -134,6 +139,8 @@ class LandmarkDetector:
         self.recentre_unsteady = True
         #: a count from C7 stands only with both ends, C7 and L5, reported (``postprocess.withhold_c7_count_without_ends``)
         self.c7_ends_rule = True
+        #: look again at an image whose first look went badly shrunk by ``ZOOM_OUT`` (``_coarse_looks``); radiographs only
+        self.zoom_out_look = True
 
     def _run(self, stage: str, x: np.ndarray) -> np.ndarray:
         import torch
@@ -141,8 +148,10 @@ class LandmarkDetector:
         with torch.inference_mode():
             return self.models[stage](torch.from_numpy(x)[:, None].to(self.device)).float().cpu().numpy()
 
-    def _coarse_maps(self, normed: list[np.ndarray], stage: str = "coarse") -> tuple[list[Detections], list[Letterbox]]:
-        prepared = [letterbox(n, INPUT_SHAPE) for n in normed]
+    def _coarse_maps(self, normed: list[np.ndarray], stage: str = "coarse", zoom_out: list[float] | None = None
+                     ) -> tuple[list[Detections], list[Letterbox]]:
+        zooms = zoom_out or [1.0] * len(normed)
+        prepared = [letterbox(n, INPUT_SHAPE, z) for n, z in zip(normed, zooms, strict=True)]
         maps = self._run(stage, np.stack([p[0] for p in prepared]))
         heat = list(COARSE_HEAT)
         maps[:, heat] = 1.0 / (1.0 + np.exp(-maps[:, heat]))
@@ -178,14 +187,16 @@ class LandmarkDetector:
         weak = [i for i, d in enumerate(dets) if not _look_rank(d)[0]
                 and (self.second_look_on_faint_s1 or _n_levels(d) < FALLBACK_MIN_LEVELS)]
         if weak:
-            looks = [(i, name, im) for i in weak for name, im in other_looks(normed[i])]
-            alt, _ = self._coarse_maps([im for _, _, im in looks], stage)
-            for (i, name, im), d in zip(looks, alt, strict=True):
+            looks = [(i, f"{name} version of the image", im, 1.0) for i in weak for name, im in other_looks(normed[i])]
+            if self.zoom_out_look:
+                looks += [(i, f"the image shrunk {ZOOM_OUT:g}× in the model's input, as for a tightly framed film",
+                           normed[i], ZOOM_OUT) for i in weak]
+            alt, alt_boxes = self._coarse_maps([im for *_, im, _ in looks], stage, [z for *_, z in looks])
+            for (i, name, im, _), d, box in zip(looks, alt, alt_boxes, strict=True):
                 if _look_rank(d) > _look_rank(dets[i]):
                     why = "too few" if _n_levels(dets[i]) < FALLBACK_MIN_LEVELS else "its S1 endplate only faintly"
-                    d.warnings.append(f"the bodies were found on {name} version of the image (the image as "
-                                      f"given showed {why})")
-                    dets[i], normed[i] = d, im
+                    d.warnings.append(f"the bodies were found on {name} (the image as given showed {why})")
+                    dets[i], normed[i], boxes[i] = d, im, box
         return dets, boxes, normed
 
     def detect(self, images: list[np.ndarray], facing: list[str | None] | None = None,

@@ -41,14 +41,16 @@ def normalise(image: np.ndarray) -> np.ndarray:
     return np.clip((img - lo) / (hi - lo), 0.0, 1.0)
 
 
-def letterbox(image: np.ndarray, shape: tuple[int, int] = INPUT_SHAPE) -> tuple[np.ndarray, Letterbox]:
-    """Resize ``image`` to fit ``shape`` keeping its aspect ratio, centred, zero padded.
+def letterbox(image: np.ndarray, shape: tuple[int, int] = INPUT_SHAPE, zoom_out: float = 1.0
+              ) -> tuple[np.ndarray, Letterbox]:
+    """Resize ``image`` to fit ``shape`` keeping its aspect ratio, centred, zero padded; with
+    ``zoom_out`` > 1 it fills only 1 / ``zoom_out`` of the fit (a wider zero margin all round).
 
     Pixel centres map exactly: a source point ``p`` lands at ``p * scale + offset`` with
     ``(0, 0)`` the centre of the top-left pixel (docs/contract.md) on both sides.
     """
     rows, cols = image.shape[:2]
-    scale = min(shape[0] / rows, shape[1] / cols)
+    scale = min(shape[0] / rows, shape[1] / cols) / max(zoom_out, 1.0)
     new_r, new_c = max(1, int(round(rows * scale))), max(1, int(round(cols * scale)))
     interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
     resized = cv2.resize(image.astype(np.float32), (new_c, new_r), interpolation=interp)

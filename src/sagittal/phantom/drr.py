@@ -342,6 +342,20 @@ def _field(spine: Spine, st: dict, rng: np.random.Generator) -> tuple[float, flo
     return float(y_bot), float(y_top), x_mid - w / 2, x_mid + w / 2
 
 
+def tight_lumbar_field(spine: Spine, rng: np.random.Generator) -> tuple[float, float, float, float]:
+    """A lateral lumbar film collimated tightly, as clinics take them: ``field_mm`` (``render_drr``)
+    from 5–25 mm above L1 to 5–30 mm below the lower femoral head, 170–240 mm wide about L1–S1.
+    Its bodies fill more of the image than any of ``DRR_FIELDS``' do (an evaluation framing,
+    ``scripts/eval_landmarks.py --framing tight-lumbar``; no training image is framed so)."""
+    pts = spine.points_mm
+    y_top = float(pts[LEVEL_INDEX["L1"], :, 1].max()) + rng.uniform(5, 25)
+    y_bot = float((spine.femoral_centers_mm[:, 1] - spine.femoral_radii_mm).min()) - rng.uniform(5, 30)
+    xs = np.concatenate([pts[LEVEL_INDEX["L1"]:, :, 0].ravel(), spine.s1_mm[:, 0]])
+    x_mid = float((xs.min() + xs.max()) / 2 + rng.uniform(-15, 15))
+    half = float(rng.uniform(170, 240)) / 2
+    return y_bot, y_top, x_mid - half, x_mid + half
+
+
 def _geometry(spine: Spine, st: dict, an: dict) -> tuple[float, float]:
     """``(SID, SOD)``: the source far enough that the two femoral heads, each ``hip_half_mm``
     from the midline, show the spine's relative magnification as nearly as plausible."""
@@ -578,4 +592,4 @@ def _in_view(spine: Spine, px, exposed: np.ndarray) -> tuple[np.ndarray, bool, n
     return in_view, s1_in, fem_in
 
 
-__all__ = ["render_drr", "sample_drr_style", "sample_drr_spec", "FAMILIES", "DRR_FIELDS"]
+__all__ = ["render_drr", "sample_drr_style", "sample_drr_spec", "tight_lumbar_field", "FAMILIES", "DRR_FIELDS"]
