@@ -114,6 +114,7 @@ class Tally:
         self.statuses: list[str] = []
         self.wrong_level = 0
         self.cut_reported = 0  # the right level, but a body the truth has cut by the field (not wholly in view)
+        self.cut_fractured = 0  # ... of them graded as fractured (a false fracture the figures over bodies in view miss)
         self.found_ungraded = 0  # of the found ones (right level), those reported ungraded (``levels.UNGRADED``)
         self.seconds = 0.0
 
@@ -122,6 +123,7 @@ class Tally:
                  "pixel_spacing_mm": list(view.spacing_mm), "spacing_source": "supplied",
                  "anterior": facing or view.facing}
         doc = analysis_document(image, lm)
+        graded = {v["level"]: v["genant_grade"] for v in doc["vertebrae"]}
         self.statuses.append(doc["status"] if (lm["vertebrae"] or lm["s1_endplate"]) else "rejected")
         sp = np.array([view.spacing_mm[1], view.spacing_mm[0]])
         tv = truth["landmarks"]["vertebrae"]
@@ -136,6 +138,7 @@ class Tally:
             if tp is None and np.linalg.norm((view.to_px(spine.points_mm[LEVEL_INDEX[lv]])[:4].mean(axis=0) - pc) * sp) \
                     <= LEVEL_TOLERANCE_MM:
                 self.cut_reported += 1
+                self.cut_fractured += (graded.get(lv) or 0) > 0
                 continue
             if tp is None or np.linalg.norm((np.mean([tp[n] for n in POINT_NAMES[:4]], axis=0) - pc) * sp) > LEVEL_TOLERANCE_MM:
                 self.wrong_level += 1
@@ -192,6 +195,7 @@ class Tally:
             "detection_rate_s1_in_view": self.found_anchored[0] / max(self.found_anchored[1], 1),
             "vertebrae_in_view_s1_in_view": self.found_anchored[1],
             "wrong_levels": self.wrong_level, "cut_bodies_reported": self.cut_reported,
+            "cut_bodies_graded_fractured": self.cut_fractured,
             "found_ungraded": self.found_ungraded,
             "detection_rate_per_level": {lv: (round(f / n, 4) if n else None) for lv, (f, n) in self.found.items()},
             "landmark_error_mm": {"median": float(np.median(errs)) if errs else None,
@@ -236,6 +240,7 @@ def table(results: dict) -> str:
         ("… of those reported ungraded (placed again)", lambda r: str(r.get("found_ungraded", 0))),
         ("wrong levels", lambda r: str(r["wrong_levels"])),
         ("bodies cut by the field reported (right level)", lambda r: str(r["cut_bodies_reported"])),
+        ("… of them graded fractured (false fractures)", lambda r: str(r["cut_bodies_graded_fractured"])),
         ("landmark error median", lambda r: _f(r["landmark_error_mm"]["median"], " mm", 2)),
         *[(f"{k.replace('_deg', '').replace('_mm', '')} MAE", _mae(k)) for k in (*PARAMS, "regional_kyphosis_deg")],
         *[(f"{k.replace('_deg', '').replace('_mm', '')} MAE, paired", _mae_paired(k)) for k in PARAMS],

@@ -159,3 +159,43 @@ def test_calibrate_landmarks_sees_bodies_beyond_the_consistency_limits() -> None
     out = consistent(a, b, **det.consistency_limits)
     assert out.bodies[0].level == "L3" and out.bodies[0].spread > CONSISTENCY_MAX
     assert consistent(a, b).bodies[0].level is None  # what the detector does with its own limits
+
+
+def test_eval_landmarks_counts_a_cut_body_graded_fractured() -> None:
+    """A body the field cuts, reported at its level, is not among the bodies in view, so the false
+    positive rate cannot see it; when it is graded fractured (its hidden endplate guessed inside
+    the field, a short body), ``cut_bodies_graded_fractured`` counts it."""
+    import copy
+    import importlib.util
+
+    import numpy as np
+
+    spec = importlib.util.spec_from_file_location("eval_landmarks", ROOT / "scripts" / "eval_landmarks.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    idx = mod.LEVEL_INDEX["T12"]
+
+    def cut_t12(seed: int) -> bool:  # T12's centre in the image, the body not wholly in view
+        spine, view, truth = mod.render_case("drr-a", seed, 0.0, False, "tight-lumbar")
+        centre = view.to_px(spine.points_mm[idx])[:4].mean(axis=0)
+        return "T12" not in truth["landmarks"]["vertebrae"] and 0 < centre[1] < view.pixels.shape[0]
+
+    seed = next(s for s in range(9_000_000, 9_000_040) if cut_t12(s))
+    spine, view, truth = mod.render_case("drr-a", seed, 0.0, False, "tight-lumbar")
+    names = mod.POINT_NAMES
+    true_pts = view.to_px(spine.points_mm[idx])
+    lm = copy.deepcopy(truth["landmarks"])
+    lm["vertebrae"]["T12"] = {n: [float(x), float(y)] for n, (x, y) in zip(names, true_pts, strict=False)}
+    whole = mod.Tally()
+    whole.add(spine, view, truth, lm, view.facing)  # its true (whole) shape: reported, not fractured
+    assert whole.cut_reported == 1 and whole.cut_fractured == 0
+    short = copy.deepcopy(lm)
+    pts = short["vertebrae"]["T12"]
+    wall = np.subtract(pts["posterior_inferior"], pts["posterior_superior"])  # downwards along the wall
+    for n, share in (("anterior_superior", 0.45), ("middle_superior", 0.3)):  # the top guessed low: a wedge
+        pts[n] = list(np.add(pts[n], share * wall))
+    read = mod.Tally()
+    read.add(spine, view, truth, short, view.facing)
+    assert read.cut_reported == 1 and read.cut_fractured == 1
+    assert read.report()["cut_bodies_graded_fractured"] == 1 and read.report()["fracture_false_positive_rate"] == 0.0
