@@ -38,7 +38,7 @@ import numpy as np
 from sagittal.landmarks.infer import LandmarkDetector
 from sagittal.levels import LEVEL_INDEX, LEVELS, POINT_NAMES, UNGRADED
 from sagittal.phantom import build_spine
-from sagittal.phantom.drr import tight_lumbar_field
+from sagittal.phantom.drr import long_film_field, tight_lumbar_field
 from sagittal.phantom.truth import landmarks as truth_landmarks
 from sagittal.phantom.truth import vertebrae as truth_vertebrae
 from sagittal.report.analysis import analysis_document
@@ -77,17 +77,19 @@ def regional_truth_deg(spine: Any) -> dict[str, float]:
 def render_case(family: str, seed: int, fractured: float, shift: bool, framing: str = "as-drawn"
                 ) -> tuple[Any, View, dict]:
     """One evaluation radiograph: (spine, view, truth) from single-integer ``seed``; ``framing``
-    ``tight-lumbar`` frames the same spine and style as a tightly collimated lumbar film
-    (``phantom.drr.tight_lumbar_field``, drawn from the seed ``[seed, 7]``)."""
+    ``tight-lumbar`` / ``long-film`` frames the same spine and style as a tightly collimated lumbar
+    film / a longer whole-spine film (``phantom.drr.tight_lumbar_field`` / ``long_film_field``,
+    drawn from the seed ``[seed, 7]``)."""
     rng = np.random.default_rng([seed])
     n_fx = int(rng.integers(1, 4)) if fractured and rng.random() < fractured else None
     spine = build_spine(sample_family_spec(family, rng, n_fx))
     style: dict[str, Any] = {"pixel_spacing_mm": float(rng.uniform(0.3, 0.6))}
-    if framing == "tight-lumbar":
+    if framing != "as-drawn":
         if family == "2d":
-            raise SystemExit("--framing tight-lumbar needs a projection family (drr-a, drr-b): the 2-D renderer "
+            raise SystemExit(f"--framing {framing} needs a projection family (drr-a, drr-b): the 2-D renderer "
                              "draws its own fields")
-        style["field_mm"] = tight_lumbar_field(spine, np.random.default_rng([seed, 7]))
+        frame = tight_lumbar_field if framing == "tight-lumbar" else long_film_field
+        style["field_mm"] = frame(spine, np.random.default_rng([seed, 7]))
     view = as_view(render_family(family, spine, rng, **style))
     if shift:
         view = replace(view, pixels=shifted_look(view.pixels, rng).astype(np.float32))
@@ -297,8 +299,9 @@ def main(argv: list[str] | None = None) -> None:
                          "(LandmarkDetector.zoom_out_look)")
     ap.add_argument("--no-consistency", action="store_true", help="skip the test-time consistency check")
     ap.add_argument("--shift", action="store_true", help="an unseen look on top of every family's")
-    ap.add_argument("--framing", choices=("as-drawn", "tight-lumbar"), default="as-drawn",
-                    help="tight-lumbar: every film reframed as a tightly collimated lumbar film (projection families)")
+    ap.add_argument("--framing", choices=("as-drawn", "tight-lumbar", "long-film"), default="as-drawn",
+                    help="tight-lumbar: every film reframed as a tightly collimated lumbar film; long-film: as a "
+                         "whole-spine film 120 mm longer at each end (projection families)")
     ap.add_argument("--json", help="also write the figures here")
     args = ap.parse_args(argv)
     specs = [w.split("=", 1) if "=" in w else [w, w] for w in args.weights] or [["packaged", None]]

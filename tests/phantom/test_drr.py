@@ -268,3 +268,24 @@ def test_eight_bit_export_and_the_2d_renderers_field_name(spine):
 def test_unknown_family_is_refused(spine):
     with pytest.raises(ValueError, match="family"):
         render_drr(spine, np.random.default_rng(0), family="drr-z")
+
+
+def test_the_evaluation_framings_frame_what_they_say(spine):
+    """``tight_lumbar_field``: L1–L5, S1 and the hips wholly in view, T11 not; ``long_film_field``:
+    every level from C7 down in view, with ``extra_mm`` of field beyond the ``whole`` field's range."""
+    from sagittal.phantom.drr import long_film_field, tight_lumbar_field
+
+    rng = np.random.default_rng(5)
+    tight = render_drr(spine, rng, field_mm=tight_lumbar_field(spine, np.random.default_rng(1)),
+                       pixel_spacing_mm=1.0, collimation="none")
+    truth = radiograph_truth(spine, tight)
+    assert list(truth["landmarks"]["vertebrae"])[-5:] == ["L1", "L2", "L3", "L4", "L5"]
+    assert "T11" not in truth["landmarks"]["vertebrae"] and truth["landmarks"]["s1_endplate"] is not None
+    assert len(truth["landmarks"]["femoral_heads"]) == 2
+    y_bot, y_top, x_lo, x_hi = long_film_field(spine, np.random.default_rng(1), extra_mm=120.0)
+    c7_top = float(spine.points_mm[LEVEL_INDEX["C7"], :, 1].max())
+    hips = float((spine.femoral_centers_mm[:, 1] - spine.femoral_radii_mm).min())
+    assert c7_top + 140 <= y_top <= c7_top + 230 and hips - 270 <= y_bot <= hips - 160
+    assert 280 * 1.3 <= x_hi - x_lo <= 420 * 1.3
+    long = render_drr(spine, rng, field_mm=(y_bot, y_top, x_lo, x_hi), pixel_spacing_mm=2.0, collimation="none")
+    assert list(radiograph_truth(spine, long)["landmarks"]["vertebrae"]) == list(LEVELS)

@@ -356,6 +356,22 @@ def tight_lumbar_field(spine: Spine, rng: np.random.Generator) -> tuple[float, f
     return y_bot, y_top, x_mid - half, x_mid + half
 
 
+def long_film_field(spine: Spine, rng: np.random.Generator, extra_mm: float = 120.0) -> tuple[float, float, float, float]:
+    """A whole-spine film framed longer than the training films' (a 36-inch cassette reaching the
+    skull base and the thighs): ``field_mm`` of the ``whole`` field (20–110 mm above C7, 40–150 mm
+    below the lower femoral head, 280–420 mm wide) with ``extra_mm`` more at each end and the width
+    grown in proportion, so its bodies are smaller in the image than any training film's. The
+    phantom has no skull or thighs: the extra field is soft tissue (an evaluation framing,
+    ``scripts/eval_landmarks.py --framing long-film``)."""
+    pts = spine.points_mm
+    y_top = float(pts[LEVEL_INDEX["C7"], :, 1].max()) + rng.uniform(20, 110) + extra_mm
+    y_bot = float((spine.femoral_centers_mm[:, 1] - spine.femoral_radii_mm).min()) - rng.uniform(40, 150) - extra_mm
+    xs = pts[..., 0].ravel()
+    x_mid = float((xs.min() + xs.max()) / 2)
+    half = float(rng.uniform(280, 420)) * (1 + extra_mm / 400) / 2
+    return y_bot, y_top, x_mid - half, x_mid + half
+
+
 def _geometry(spine: Spine, st: dict, an: dict) -> tuple[float, float]:
     """``(SID, SOD)``: the source far enough that the two femoral heads, each ``hip_half_mm``
     from the midline, show the spine's relative magnification as nearly as plausible."""
@@ -592,4 +608,4 @@ def _in_view(spine: Spine, px, exposed: np.ndarray) -> tuple[np.ndarray, bool, n
     return in_view, s1_in, fem_in
 
 
-__all__ = ["render_drr", "sample_drr_style", "sample_drr_spec", "tight_lumbar_field", "FAMILIES", "DRR_FIELDS"]
+__all__ = ["render_drr", "sample_drr_style", "sample_drr_spec", "tight_lumbar_field", "long_film_field", "FAMILIES", "DRR_FIELDS"]
