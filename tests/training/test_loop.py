@@ -26,3 +26,35 @@ def test_steps_bound_stops_the_run_and_is_recorded(tmp_path: Path) -> None:
     meta = torch.load(out, weights_only=True)["refine"]["meta"]
     assert meta["iterations"] == 3
     assert meta["steps"] == 3
+
+
+def test_rescaled_moves_the_geometry_with_the_pixels_and_drops_what_leaves() -> None:
+    """``loop.rescaled``: a film framed longer or tighter. Each body's points go where its pixels
+    go; bodies, S1 and heads that leave the input are dropped; radii scale with the image."""
+    h, w = 256, 128
+    img = np.zeros((h, w), np.float32)
+    corners = np.array([[0, 0], [6, 0], [6, 8], [0, 8], [3, 0], [3, 8]])
+    v = np.array([[[40.0 + 3 * k, 20.0 + 20 * k]] * 6 for k in range(11)]) + corners
+    for body in v:  # a bright 5 x 5 spot centred on each body's first point
+        x, y = body[0].astype(int)
+        img[y - 2:y + 3, x - 2:x + 3] = 1.0
+    s1 = np.array([[60.0, 240.0], [70.0, 238.0]])
+    heads, radii = np.array([[90.0, 246.0]]), np.array([6.0])
+    rng = np.random.default_rng(4)
+    sizes, dropped = [], 0
+    for _ in range(40):
+        out, v2, s2, h2, r2 = loop.rescaled(img, v, s1, heads, radii, rng)
+        assert out.shape == (h, w) and len(v2) <= len(v)
+        f = float(np.linalg.norm(v2[0, 1] - v2[0, 0])) / 6.0 if len(v2) else None
+        if f is None:
+            continue
+        sizes.append(f)
+        assert 0.55 - 1e-6 <= f <= 1.7 + 1e-6
+        np.testing.assert_allclose(r2, radii[: len(r2)] * f)
+        for body in v2:  # the bright spot followed the body's first point
+            x, y = np.round(body[0]).astype(int)
+            assert out[max(y, 0), max(x, 0)] > 0.5
+        inside = ((v2 >= 0) & (v2[..., :1] <= w - 1) & (v2[..., 1:] <= h - 1)).all()
+        assert inside and (s2 is None or ((s2 >= 0).all() and (s2[:, 1] <= h - 1).all()))
+        dropped += len(v2) < len(v)
+    assert min(sizes) < 0.8 and max(sizes) > 1.3 and dropped > 0  # both ways, and enlarging crops bodies out

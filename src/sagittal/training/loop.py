@@ -77,9 +77,47 @@ def regional_look(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return out.astype(np.float32)
 
 
+#: the range of ``rescaled``'s factor: bodies 0.55–1.7 × as large in the model's input as the
+#: film's own letterbox makes them (the training fields' per-film body sizes span about 6–16 px;
+#: longer and tighter films than any field draws fall outside, models/README.md *Limits*)
+RESCALE_RANGE = (0.55, 1.7)
+
+
+def rescaled(img: np.ndarray, v: np.ndarray, s1: np.ndarray | None, heads: np.ndarray, radii: np.ndarray,
+             rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray, np.ndarray]:
+    """The letterboxed image and its geometry as a film framed longer or tighter would give them:
+    scaled by a factor drawn log-uniformly from ``RESCALE_RANGE`` about a random point of the
+    spine (shrunk: zero margins; enlarged: cropped). Bodies, S1 and heads that leave the input are
+    dropped, as for a field that cuts them."""
+    import cv2
+
+    h, w = img.shape
+    f = float(np.exp(rng.uniform(*np.log(RESCALE_RANGE))))
+    pts = v.reshape(-1, 2) if len(v) else np.array([[w / 2, h / 2]])
+    about = pts[rng.integers(len(pts))] if f > 1 else np.array([w / 2, h / 2])
+    centre = np.array([w / 2, h / 2]) + rng.uniform(-0.25, 0.25, 2) * [w, h] * (f > 1)
+    m = np.array([[f, 0, centre[0] - f * about[0]], [0, f, centre[1] - f * about[1]]], np.float32)
+    out = cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR, borderValue=0.0)
+
+    def move(p: np.ndarray) -> np.ndarray:
+        return p * f + m[:, 2]
+
+    def inside(p: np.ndarray) -> np.ndarray:  # per point (..., 2) -> (...)
+        return (p[..., 0] >= 0) & (p[..., 0] <= w - 1) & (p[..., 1] >= 0) & (p[..., 1] <= h - 1)
+
+    v2 = move(v) if len(v) else v
+    v2 = v2[inside(v2).all(axis=-1)] if len(v2) else v2
+    s2 = None if s1 is None else move(s1)
+    s2 = s2 if s2 is not None and inside(s2).all() else None
+    h2 = move(heads) if len(heads) else heads
+    keep = inside(h2) if len(h2) else np.zeros(0, bool)
+    return out.astype(np.float32), v2, s2, h2[keep], radii[keep] * f
+
+
 def coarse_batch(data: dict[str, np.ndarray], idx: np.ndarray,
-                 rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Images ``(B, 1, rows, cols)``, targets and offset masks for the items ``idx``; half mirrored."""
+                 rng: np.random.Generator, rescale: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Images ``(B, 1, rows, cols)``, targets and offset masks for the items ``idx``; half mirrored,
+    ``rescale`` of them ``rescaled``."""
     imgs, tgts, masks = [], [], []
     for k in idx:
         img = photometric(data["images"][k].astype(np.float32) / 255.0, rng)
@@ -97,6 +135,8 @@ def coarse_batch(data: dict[str, np.ndarray], idx: np.ndarray,
 
             v, heads = mirror(v), mirror(heads)
             s1 = None if s1 is None else mirror(s1)
+        if rescale and rng.random() < rescale:
+            img, v, s1, heads, radii = rescaled(img, v, s1, heads, radii, rng)
         t, m = coarse_targets(INPUT_SHAPE, v, s1, heads, radii)
         imgs.append(np.ascontiguousarray(img))
         tgts.append(t)
@@ -208,10 +248,10 @@ def sampling_weights(family: np.ndarray, mix: list[str]) -> np.ndarray | None:
 
 
 def _step(stage: str, model: UNet, data: dict[str, np.ndarray], idx: np.ndarray,
-          rng: np.random.Generator) -> tuple[torch.Tensor, tuple[float, ...]]:
+          rng: np.random.Generator, rescale: float = 0.0) -> tuple[torch.Tensor, tuple[float, ...]]:
     model.train()
     if stage == "coarse":
-        x, t, m = coarse_batch(data, idx, rng)
+        x, t, m = coarse_batch(data, idx, rng, rescale)
         return coarse_loss(model(x), t, m)
     x, t = refine_batch(data, idx, rng)
     return refine_loss(model(x), t)
@@ -246,7 +286,7 @@ def train(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict:
     while (frac := max((time.time() - start) / budget, it / args.steps if args.steps else 0.0)) < 1:
         for g in opt.param_groups:
             g["lr"] = args.lr * 0.5 * (1 + np.cos(np.pi * frac)) * min(1.0, (it + 1) / args.warmup)
-        loss, parts = _step(args.stage, model, data, rng.choice(n, batch, p=p), rng)
+        loss, parts = _step(args.stage, model, data, rng.choice(n, batch, p=p), rng, args.rescale)
         if args.anchor:
             loss = loss + args.anchor * anchor_penalty(model, start_params)
         opt.zero_grad()
@@ -272,7 +312,7 @@ def train(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict:
         "train_seeds": "; ".join(f"{fam} {a}..{a + b - 1} (fracture boost {c}, degraded p={g:g})"
                                  for fam, a, b, c, g in _parts(args)) + f" of the {args.stage} stream in training.data",
         "grown_from": [Path(f).name for f in grown], "mix": args.mix, "init": args.init, "anchor": args.anchor,
-        "minutes": args.minutes, "steps": args.steps,
+        "minutes": args.minutes, "steps": args.steps, "rescale": args.rescale,
         "data_seconds": round(t_data),
         "train_seconds": round(time.time() - start), "threads": args.threads,
         "final_loss": float(np.mean(losses[-100:])) if losses else None, "torch": str(torch.__version__),
@@ -300,6 +340,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--augment", type=float, default=0.0,
                     help="chance that a rendered radiograph gets heavy degradation (8-bit, LUT, equalisation, "
                          "noise, blur, JPEG, field cuts, zoom; training.data.degrade)")
+    ap.add_argument("--rescale", type=float, default=0.0,
+                    help="coarse: the share of images shown as a longer or tighter film would give them "
+                         "(bodies 0.55-1.7x as large; loop.rescaled)")
     ap.add_argument("--anchor", type=float, default=0.0,
                     help="L2-SP weight: penalise the squared distance from the --init weights (no weight decay then)")
     ap.add_argument("--cache", default=None, help="npz of the rendered set when it has one part")
