@@ -322,8 +322,10 @@ def _fracture_summary(rows: list[tuple[int, int, int, int]]) -> dict[str, Any]:
 
 
 #: PlaneDetector's switchable second looks (``--without``); ``crushed_step``: ``bridge_retry`` asks for a
-#: body from its old step (``plane_detector.RETRY_STEP``, 1.48) instead of ``RETRY_STEP_CRUSHED`` (1.42)
-SECOND_LOOKS = ("bridge_retry", "crushed_bridge_retry", "break_retry", "crushed_step", "break_drop", "unbridge")
+#: body from its old step (``plane_detector.RETRY_STEP``, 1.48) instead of ``RETRY_STEP_CRUSHED`` (1.42);
+#: ``crushed_between`` is no second look but a rule after them (``plane_detector.keep_crushed_between``)
+SECOND_LOOKS = ("bridge_retry", "crushed_bridge_retry", "break_retry", "crushed_step", "break_drop", "unbridge",
+                "crushed_between")
 
 
 def _switch_off(detector: Any, name: str) -> None:

@@ -715,3 +715,60 @@ def test_an_unbridged_look_needs_both_bodies_at_the_old_gap(tmp_path, monkeypatc
     drop.clear()
     ((lm, _, _),) = det.detect([img])
     assert sorted(lm["vertebrae"]) == ["L1", "L2", "L3", "L4", "L5"] and det.last_looks == [{"unbridge": "kept"}]
+
+
+def _crushed_between(spread: float = 0.09, row: float = 110.0) -> Detections:
+    """A chain from S1 after fine placement: L5-L3, L1, T12 steady, L2 crushed (anterior height
+    half its posterior) and withheld by ``postprocess.consistent`` as collapsed-unsteady (its two
+    placements ``spread`` apart), its centre at ``row`` (the neighbours' midpoint: 110)."""
+    s1 = np.array([[0.0, 240.0], [30.0, 240.0]])
+    chain = _chain_from_s1(["L5", "L4", "L3", "L2", "L1", "T12"], [215, 180, 145, 110, 75, 40])
+    bodies = [replace(b, point_confidence=0.9, spread=0.02) for b in chain]
+    crushed = _body("L2", spread, collapsed=True)
+    shift = np.array([0.0, row]) - crushed.centre
+    bodies[3] = replace(crushed, points=crushed.points + shift, centre=crushed.centre + shift, level=None)
+    return Detections(bodies, s1, 0.9, [], withheld=(Withheld("L2", COLLAPSED_UNSTEADY, spread),))
+
+
+def test_a_crushed_body_between_reported_neighbours_keeps_its_level_ungraded():
+    """The largest cause of MR levels still missed that does not need a new count (26 of 167 over
+    26 phantom MR sets): a crushed body whose two placements disagree by 6-15 % of its size is
+    withheld by the 6 % collapsed-look limit although both its neighbours are reported. Where they
+    are, steady, and the body lies between them, it is reported with its level and points,
+    ungraded; no other level changes."""
+    from sagittal.landmarks.postprocess import to_contract
+
+    fine = _crushed_between()
+    lm, warnings = {**to_contract(fine), pd.UNGRADED: {}}, []
+    assert "L2" not in lm["vertebrae"]
+    assert pd.keep_crushed_between(lm, warnings, fine) == ["L2"]
+    assert list(lm["vertebrae"]) == ["T12", "L1", "L2", "L3", "L4", "L5"]
+    assert lm["vertebrae"]["L2"]["posterior_superior"] == [round(float(v), 3) for v in fine.bodies[3].points[1]]
+    assert "9 %" in lm[pd.UNGRADED]["L2"] and warnings[0].startswith("L2: it looks collapsed")
+
+    def kept(fine: Detections, drop: str | None = None, ungraded: str | None = None) -> bool:
+        lm = {**to_contract(fine), pd.UNGRADED: {ungraded: "unsteady"} if ungraded else {}}
+        lm["vertebrae"].pop(drop or "", None)
+        return bool(pd.keep_crushed_between(lm, [], fine))
+
+    assert not kept(_crushed_between(spread=0.18))  # more than the bridged-body limit (15 %) apart
+    assert not kept(_crushed_between(), drop="L1")  # a neighbour not reported: the count beyond is not vouched for
+    assert not kept(_crushed_between(), drop="L3")
+    assert not kept(_crushed_between(), ungraded="L3")  # a neighbour itself unsteady
+    assert not kept(_crushed_between(row=132.0))  # not between them where a body should be (0.37 of a step from L3)
+    assert not kept(replace(_crushed_between(), withheld=()))  # withheld for something else (no record)
+    end = _crushed_between()
+    end = replace(end, bodies=[replace(b, level=None) if b.level == "L5" else b for b in end.bodies],
+                  withheld=(Withheld("L5", COLLAPSED_UNSTEADY, 0.02),))
+    assert not kept(end)  # L5: no vertebra below it to vouch
+
+
+def test_detect_reports_the_crushed_body_between_its_neighbours(tmp_path, monkeypatch):
+    fine = _crushed_between()
+    det = _faked_plane_detector(monkeypatch, tmp_path, _coarse_returning(fine), _detect_placing(lambda d: fine))
+    det.consistency = True
+    ((lm, _, warnings),) = det.detect([np.zeros((8, 8), np.float32)])
+    assert sorted(lm["vertebrae"]) == ["L1", "L2", "L3", "L4", "L5", "T12"] and list(lm[pd.UNGRADED]) == ["L2"]
+    det.crushed_between = False
+    ((lm, _, _),) = det.detect([np.zeros((8, 8), np.float32)])
+    assert "L2" not in lm["vertebrae"] and lm[pd.UNGRADED] == {}

@@ -103,11 +103,11 @@ def test_eval_planes_scores_the_second_looks_off_as_more_runs(tmp_path, monkeypa
     out = tmp_path / "r.json"
     monkeypatch.setattr(sys, "argv", ["eval_planes.py", "--n-ct", "0", "--n-mr", "0", "--without", "bridge_retry",
                                       "--without", "crushed_bridge_retry", "--without", "break_retry,crushed_step",
-                                      "--json", str(out)])
+                                      "--without", "crushed_between", "--json", str(out)])
     ev.main()
     runs = json.loads(out.read_text())["runs"]
     assert [r["second_looks_off"] for r in runs] == [[], ["bridge_retry"], ["crushed_bridge_retry"],
-                                                     ["break_retry", "crushed_step"]]
+                                                     ["break_retry", "crushed_step"], ["crushed_between"]]
     monkeypatch.setattr(sys, "argv", ["eval_planes.py", "--n-ct", "0", "--n-mr", "0", "--without", "bridge_retry,nope"])
     with pytest.raises(SystemExit):
         ev.main()

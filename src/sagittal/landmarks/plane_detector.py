@@ -42,7 +42,10 @@ count is unknown). Where the fine placement did not confirm a body the coarse ch
 across a gap (``postprocess.confirm_bridges``; MR 1205, 1904: the gap held no body), the image is
 looked at once more counting without that bridge (``unbridge_plan``), kept only where the chain then
 holds after fine placement with more levels (``PlaneDetector.unbridge``). The second looks read
-what ``postprocess`` withheld from its ``Withheld`` records, not from the warnings' text.
+what ``postprocess`` withheld from its ``Withheld`` records, not from the warnings' text. After
+them, a crushed body withheld alone for looking collapsed with its placements 6-15 % apart is
+reported, ungraded, where both its neighbours are reported and steady and it lies between them
+(``keep_crushed_between``): its level changes no other.
 
 Importing this module imports torch (through ``infer``); ``import sagittal`` does not.
 """
@@ -55,7 +58,7 @@ from typing import Any
 
 import numpy as np
 
-from ..levels import LEVEL_INDEX, LEVELS, UNGRADED
+from ..levels import LEVEL_INDEX, LEVELS, POINT_NAMES, UNGRADED
 from .infer import LandmarkDetector
 from .postprocess import (
     BRIDGE_NO_BODY,
@@ -72,6 +75,7 @@ from .postprocess import (
     _name_chain,
     _relative_steps,
     _step_ratio,
+    to_contract,
 )
 
 #: ``postprocess.consistent``'s limits for the plane model: what withholds a level. A body that
@@ -329,6 +333,45 @@ def crushed_bridge(fine: Detections | None, collapsed_max: float) -> str | None:
     return level if spreads and collapsed_max < spreads[0] <= BRIDGED_COLLAPSED_MAX else None
 
 
+def keep_crushed_between(landmarks: dict[str, Any], warnings: list[str], fine: Detections,
+                         limit: float = BRIDGED_COLLAPSED_MAX) -> list[str]:
+    """Report, in place, the level and points of each body withheld only for looking collapsed with
+    its two placements more than the level limit and at most ``limit`` apart (``COLLAPSED_UNSTEADY``:
+    on MR a crushed body's disagree by 7-11 %) where its neighbours vouch for its place: both
+    neighbouring levels reported (after every other rule) and steady enough to grade, and the body
+    between them where a body should be (each step to a neighbour ``STEP_SHORT``-``STEP_LONG`` of
+    half theirs). The levels beyond it are then already reported, so its level changes no other
+    count, and the chain re-check has already measured the step across it as one body's (``SPAN``
+    limits). It is reported ungraded (``UNGRADED``): its points are not steady enough for a height.
+    Returns the levels kept so."""
+    ungraded = landmarks.setdefault(UNGRADED, {})
+    verts = landmarks["vertebrae"]
+    kept: list[str] = []
+    for rec in _withheld(fine, COLLAPSED_UNSTEADY):
+        i = LEVEL_INDEX.get(rec.level, -1)
+        if not 0 < i < len(LEVELS) - 1 or rec.level in verts or rec.value > limit:
+            continue
+        above, below = LEVELS[i - 1], LEVELS[i + 1]
+        if above not in verts or below not in verts or above in ungraded or below in ungraded:
+            continue
+        body = [b for b in fine.bodies if not b.level and b.spread == rec.value]
+        if len(body) != 1:
+            continue
+        a, c = (np.mean([verts[lv][n] for n in POINT_NAMES[:4]], axis=0) for lv in (above, below))
+        half = float(np.linalg.norm(a - c)) / 2
+        steps = [float(np.linalg.norm(body[0].centre - x)) / max(half, 1e-6) for x in (a, c)]
+        if not all(STEP_SHORT < st < STEP_LONG for st in steps):
+            continue
+        verts[rec.level] = to_contract(replace(fine, bodies=[replace(body[0], level=rec.level)]))["vertebrae"][rec.level]
+        landmarks["vertebrae"] = verts = {lv: verts[lv] for lv in LEVELS if lv in verts}
+        why = (f"it looks collapsed and two placements of its points disagree by {100 * rec.value:.0f} % of its size; "
+               f"its level is the one between its reported neighbours {above} and {below}")
+        ungraded[rec.level] = why
+        warnings.append(f"{rec.level}: {why}: its level and points are reported, its heights and grade are not")
+        kept.append(rec.level)
+    return kept
+
+
 def break_plans(coarse: Detections | None, drop: bool = True) -> list[tuple[Detections, str | None, str]]:
     """Where ``postprocess.label_levels`` broke the coarse chain (named from the anchor, S1 else
     C7, up to a step out of proportion, the bodies beyond it unnamed; on MR mostly at a crushed
@@ -469,6 +512,8 @@ class PlaneDetector(LandmarkDetector):
         self.crushed_bridge_retry = True
         #: look again without a coarse bridge the fine placement found no body in (``unbridge_plan``)
         self.unbridge = True
+        #: report a crushed body withheld as collapsed-unsteady where its neighbours vouch for it (``keep_crushed_between``)
+        self.crushed_between = True
         self._coarse_override: dict[int, Detections] = {}
         self._coarse_seen: list[Detections] | None = None
         if self.device == "cpu":
@@ -660,6 +705,8 @@ class PlaneDetector(LandmarkDetector):
             if self.consistency:
                 withhold_beyond_gross(lm, warnings, fine, float(self.consistency_limits.get("max_spread", np.inf)))
                 mark_ungraded(lm, warnings, fine)
+                if self.crushed_between:
+                    keep_crushed_between(lm, warnings, fine)
             else:
                 lm[UNGRADED] = {}
         return out
