@@ -164,7 +164,8 @@ def test_calibrate_landmarks_sees_bodies_beyond_the_consistency_limits() -> None
 def test_eval_landmarks_counts_a_cut_body_graded_fractured() -> None:
     """A body the field cuts, reported at its level, is not among the bodies in view, so the false
     positive rate cannot see it; when it is graded fractured (its hidden endplate guessed inside
-    the field, a short body), ``cut_bodies_graded_fractured`` counts it."""
+    the field, a short body) although it is not, ``cut_bodies_false_fractures`` counts it; a cut
+    body that is truly fractured is not counted."""
     import copy
     import importlib.util
 
@@ -189,7 +190,7 @@ def test_eval_landmarks_counts_a_cut_body_graded_fractured() -> None:
     lm["vertebrae"]["T12"] = {n: [float(x), float(y)] for n, (x, y) in zip(names, true_pts, strict=False)}
     whole = mod.Tally()
     whole.add(spine, view, truth, lm, view.facing)  # its true (whole) shape: reported, not fractured
-    assert whole.cut_reported == 1 and whole.cut_fractured == 0
+    assert whole.cut_reported == 1 and whole.cut_false_fractures == 0
     short = copy.deepcopy(lm)
     pts = short["vertebrae"]["T12"]
     wall = np.subtract(pts["posterior_inferior"], pts["posterior_superior"])  # downwards along the wall
@@ -197,5 +198,9 @@ def test_eval_landmarks_counts_a_cut_body_graded_fractured() -> None:
         pts[n] = list(np.add(pts[n], share * wall))
     read = mod.Tally()
     read.add(spine, view, truth, short, view.facing)
-    assert read.cut_reported == 1 and read.cut_fractured == 1
-    assert read.report()["cut_bodies_graded_fractured"] == 1 and read.report()["fracture_false_positive_rate"] == 0.0
+    assert read.cut_reported == 1 and read.cut_false_fractures == 1
+    assert read.report()["cut_bodies_false_fractures"] == 1 and read.report()["fracture_false_positive_rate"] == 0.0
+    spine.grade[idx] = 2  # the same reading of a T12 that is truly fractured: no false fracture
+    true = mod.Tally()
+    true.add(spine, view, truth, short, view.facing)
+    assert true.cut_reported == 1 and true.cut_false_fractures == 0

@@ -104,6 +104,11 @@ def test_the_network_rank_counts_first_then_how_sure_each_network_is():
     assert _network_rank(four_surer) > _network_rank(four)  # as many levels: the surer look
     assert _network_rank(five_unsure) > _network_rank(four_surer)  # more levels first
     assert _network_rank(look([], 0.9))[-1] == 0.0
+    # another look of the image (equalised, inverted, shrunk) beats a plain one by naming more
+    # levels, never by its peaks (not comparable with a plain look's; a shrunk look of the 2-D
+    # network outranked coarse2's plain look on a tight drr-a film and flipped its facing)
+    assert _network_rank(four, as_given=True) > _network_rank(four_surer, as_given=False)
+    assert _network_rank(five_unsure, as_given=False) > _network_rank(four_surer, as_given=True)
 
 
 def test_the_combine_command_names_what_is_wrong(tmp_path, capsys):

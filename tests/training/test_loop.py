@@ -41,7 +41,7 @@ def test_rescaled_moves_the_geometry_with_the_pixels_and_drops_what_leaves() -> 
     s1 = np.array([[60.0, 240.0], [70.0, 238.0]])
     heads, radii = np.array([[90.0, 246.0]]), np.array([6.0])
     rng = np.random.default_rng(4)
-    sizes, dropped = [], 0
+    sizes, dropped, lost_s1 = [], 0, 0
     for _ in range(40):
         out, v2, s2, h2, r2 = loop.rescaled(img, v, s1, heads, radii, rng)
         assert out.shape == (h, w) and len(v2) <= len(v)
@@ -57,4 +57,10 @@ def test_rescaled_moves_the_geometry_with_the_pixels_and_drops_what_leaves() -> 
         inside = ((v2 >= 0) & (v2[..., :1] <= w - 1) & (v2[..., 1:] <= h - 1)).all()
         assert inside and (s2 is None or ((s2 >= 0).all() and (s2[:, 1] <= h - 1).all()))
         dropped += len(v2) < len(v)
+        if f < 1:  # shrunk about the centre: everything stays, S1 and the head where they moved
+            assert len(v2) == len(v) and s2 is not None and len(h2) == 1
+            np.testing.assert_allclose(s2 - s2.mean(axis=0), (s1 - s1.mean(axis=0)) * f, atol=1e-4)
+        else:
+            lost_s1 += s2 is None
     assert min(sizes) < 0.8 and max(sizes) > 1.3 and dropped > 0  # both ways, and enlarging crops bodies out
+    assert lost_s1 > 0  # an enlarged film can lose its sacrum off the bottom edge

@@ -62,10 +62,10 @@ PLACED_AGAIN = "its first two placements disagreed and it held only when placed 
 #: held) are fewer than this share of the labelled ones (as measured; counting every body that did
 #: not hold would be stricter and was not measured)
 RECENTRE_MAX_SHARE = 1 / 3
-#: a film framed tighter than the training films (a lateral lumbar film collimated to L1–S1 and
-#: the hips) shows its bodies larger than the coarse network has learnt to find: an image whose
-#: first look went badly is also looked at shrunk by this factor inside the model's input
-#: (``LandmarkDetector.zoom_out_look``; chosen in models/README.md, "Tightly framed films")
+#: a tightly framed film (a lateral lumbar film collimated to L1–S1 and the hips) is often read
+#: badly by the coarse networks, and much better shrunk in their input (its bodies then as large
+#: as most training films'): an image whose first look went badly is also looked at shrunk by this
+#: factor (``LandmarkDetector.zoom_out_look``; chosen in models/README.md, "Tightly framed films")
 ZOOM_OUT = 1.6
 
 
@@ -85,14 +85,16 @@ def _look_rank(det: Detections) -> tuple[bool, int, bool]:
     return n >= FALLBACK_MIN_LEVELS and firm, n, firm
 
 
-def _network_rank(det: Detections) -> tuple[bool, int, bool, float]:
-    """``_look_rank``, then the network's own mean confidence in the levels it named (a bridged
-    body, placed across a gap and not found, counts 0): which of two coarse networks' looks to
-    keep. Two networks that name as many levels differ in how sure each is, and on its own kind
-    of film a network is the surer one; their peaks are not calibrated against each other, so
-    this is an empirical rule (measured in models/README.md), not a probability."""
+def _network_rank(det: Detections, as_given: bool = True) -> tuple[bool, int, bool, bool, float]:
+    """``_look_rank``, then whether the look is of the image as given (not another look of it,
+    ``other_looks`` or shrunk: their peaks are not comparable with a plain look's), then the
+    network's own mean confidence in the levels it named (a bridged body, placed across a gap and
+    not found, counts 0): which of two coarse networks' looks to keep. Two networks that name as
+    many levels differ in how sure each is, and on its own kind of film a network is the surer
+    one; their peaks are not calibrated against each other, so this is an empirical rule
+    (measured in models/README.md), not a probability."""
     named = [b.confidence for b in det.bodies if b.level]
-    return (*_look_rank(det), float(np.mean(named)) if named else 0.0)
+    return (*_look_rank(det), as_given, float(np.mean(named)) if named else 0.0)
 
 
 def other_looks(normed: np.ndarray) -> list[tuple[str, np.ndarray]]:
@@ -169,35 +171,37 @@ class LandmarkDetector:
         cost nothing more. When the weights hold a second coarse network (``coarse2``), each image
         is read by both and the better look kept (``_network_rank``; the first on a tie)."""
         normed = [normalise(img) for img in images]
-        dets, boxes, looked = self._coarse_looks(normed, "coarse")
+        dets, boxes, looked, given = self._coarse_looks(normed, "coarse")
         #: per image of the last call, the coarse network whose look was kept (diagnostics)
         self.last_coarse_stages = ["coarse"] * len(images)
         if "coarse2" in self.models:
-            dets2, _, looked2 = self._coarse_looks(normed, "coarse2")
+            dets2, boxes2, looked2, given2 = self._coarse_looks(normed, "coarse2")
             for i, d in enumerate(dets2):
-                if _network_rank(d) > _network_rank(dets[i]):
-                    dets[i], looked[i], self.last_coarse_stages[i] = d, looked2[i], "coarse2"
+                if _network_rank(d, given2[i]) > _network_rank(dets[i], given[i]):
+                    dets[i], boxes[i], looked[i], self.last_coarse_stages[i] = d, boxes2[i], looked2[i], "coarse2"
         return dets, boxes, looked
 
     def _coarse_looks(self, images: list[np.ndarray], stage: str
-                      ) -> tuple[list[Detections], list[Letterbox], list[np.ndarray]]:
-        """``coarse`` with one network: detections, letterboxes and the look each was found on."""
+                      ) -> tuple[list[Detections], list[Letterbox], list[np.ndarray], list[bool]]:
+        """``coarse`` with one network: detections, letterboxes, the look each was found on and
+        whether that is the image as given."""
         normed = list(images)
         dets, boxes = self._coarse_maps(normed, stage)
+        given = [True] * len(dets)
         weak = [i for i, d in enumerate(dets) if not _look_rank(d)[0]
                 and (self.second_look_on_faint_s1 or _n_levels(d) < FALLBACK_MIN_LEVELS)]
         if weak:
+            why = {i: "too few" if _n_levels(dets[i]) < FALLBACK_MIN_LEVELS else "its S1 endplate only faintly"
+                   for i in weak}  # of the image as given, before any other look replaces it
             looks = [(i, f"{name} version of the image", im, 1.0) for i in weak for name, im in other_looks(normed[i])]
             if self.zoom_out_look:
-                looks += [(i, f"the image shrunk {ZOOM_OUT:g}× in the model's input, as for a tightly framed film",
-                           normed[i], ZOOM_OUT) for i in weak]
+                looks += [(i, f"the image shrunk {ZOOM_OUT:g}× in the model's input", normed[i], ZOOM_OUT) for i in weak]
             alt, alt_boxes = self._coarse_maps([im for *_, im, _ in looks], stage, [z for *_, z in looks])
             for (i, name, im, _), d, box in zip(looks, alt, alt_boxes, strict=True):
                 if _look_rank(d) > _look_rank(dets[i]):
-                    why = "too few" if _n_levels(dets[i]) < FALLBACK_MIN_LEVELS else "its S1 endplate only faintly"
-                    d.warnings.append(f"the bodies were found on {name} (the image as given showed {why})")
-                    dets[i], normed[i], boxes[i] = d, im, box
-        return dets, boxes, normed
+                    d.warnings.append(f"the bodies were found on {name} (the image as given showed {why[i]})")
+                    dets[i], normed[i], boxes[i], given[i] = d, im, box, False
+        return dets, boxes, normed, given
 
     def detect(self, images: list[np.ndarray], facing: list[str | None] | None = None,
                batch_size: int = 8) -> list[tuple[dict, str | None, list[str]]]:

@@ -49,8 +49,10 @@ def letterbox(image: np.ndarray, shape: tuple[int, int] = INPUT_SHAPE, zoom_out:
     Pixel centres map exactly: a source point ``p`` lands at ``p * scale + offset`` with
     ``(0, 0)`` the centre of the top-left pixel (docs/contract.md) on both sides.
     """
+    if zoom_out < 1.0:
+        raise ValueError(f"zoom_out must be at least 1 (the image shrunk inside the fit), not {zoom_out}")
     rows, cols = image.shape[:2]
-    scale = min(shape[0] / rows, shape[1] / cols) / max(zoom_out, 1.0)
+    scale = min(shape[0] / rows, shape[1] / cols) / zoom_out
     new_r, new_c = max(1, int(round(rows * scale))), max(1, int(round(cols * scale)))
     interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
     resized = cv2.resize(image.astype(np.float32), (new_c, new_r), interpolation=interp)

@@ -365,7 +365,10 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser().parse_args(argv)
+    ap = parser()
+    args = ap.parse_args(argv)
+    if not 0.0 <= args.rescale <= 1.0 or (args.rescale and args.stage != "coarse"):
+        ap.error("--rescale is a share in [0, 1] of coarse images (the refinement's crops are framed on each body)")
     args.argv = argv
     meta = train(args, log=lambda m: print(m, flush=True))
     print(json.dumps(meta), flush=True)
