@@ -30,6 +30,7 @@ import argparse
 import json
 import time
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -282,6 +283,9 @@ def _detector(spec: str | None, no_consistency: bool) -> LandmarkDetector:
     path, flags = spec or "", set()
     while (end := path.rsplit("@", 1)) and len(end) == 2 and end[1] in ("plain", "no-zoom-out"):
         path, flags = end[0], flags | {end[1]}
+    if path and "@" in path and not Path(path).is_file():
+        raise SystemExit(f"--weights {spec}: no such file, and @{path.rsplit('@', 1)[1]} is not a suffix "
+                         "(expected @plain, @no-zoom-out)")
     det = LandmarkDetector(path or None, device="cpu", consistency=not (no_consistency or "plain" in flags))
     det.zoom_out_look = "no-zoom-out" not in flags
     return det

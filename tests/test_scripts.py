@@ -204,3 +204,31 @@ def test_eval_landmarks_counts_a_cut_body_graded_fractured() -> None:
     true = mod.Tally()
     true.add(spine, view, truth, short, view.facing)
     assert true.cut_reported == 1 and true.cut_false_fractures == 0
+
+
+def test_eval_landmarks_weights_suffixes_and_framing_are_checked_before_any_work(tmp_path) -> None:
+    """``PATH@plain@no-zoom-out`` sets both switches; a mistyped suffix names itself; a framing
+    the 2-D renderer cannot draw is refused before weights are loaded or films rendered."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("eval_landmarks", ROOT / "scripts" / "eval_landmarks.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    det = mod._detector(f"{packaged()}@plain@no-zoom-out", False)
+    assert det.consistency is False and det.zoom_out_look is False
+    det = mod._detector(str(packaged()), False)
+    assert det.consistency is True and det.zoom_out_look is True
+    with pytest.raises(SystemExit, match="@no-zoomout is not a suffix"):
+        mod._detector(f"{packaged()}@no-zoomout", False)
+    with pytest.raises(SystemExit):
+        mod.main(["--framing", "tight-lumbar", "--families", "drr-a,2d", "--n", "1", "--weights", str(tmp_path / "none.pt")])
+
+
+def test_train_landmarks_refuses_a_rescale_it_cannot_use() -> None:
+    from sagittal.training import loop
+
+    for argv in (["--stage", "refine", "--out", "x.pt", "--rescale", "0.5"],
+                 ["--stage", "coarse", "--out", "x.pt", "--rescale", "1.5"]):
+        with pytest.raises(SystemExit):
+            loop.main(argv)

@@ -49,7 +49,7 @@ def letterbox(image: np.ndarray, shape: tuple[int, int] = INPUT_SHAPE, zoom_out:
     Pixel centres map exactly: a source point ``p`` lands at ``p * scale + offset`` with
     ``(0, 0)`` the centre of the top-left pixel (docs/contract.md) on both sides.
     """
-    if zoom_out < 1.0:
+    if not zoom_out >= 1.0:  # NaN too
         raise ValueError(f"zoom_out must be at least 1 (the image shrunk inside the fit), not {zoom_out}")
     rows, cols = image.shape[:2]
     scale = min(shape[0] / rows, shape[1] / cols) / zoom_out
