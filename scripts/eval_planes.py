@@ -36,7 +36,7 @@ import numpy as np
 
 from sagittal.batch import volume as kind
 from sagittal.io.series import scan_export
-from sagittal.levels import LEVELS, POINT_NAMES
+from sagittal.levels import LEVELS, POINT_NAMES, UNGRADED
 from sagittal.phantom import build_spine, sample_spec
 from sagittal.phantom.dicom import StudyInfo
 from sagittal.phantom.generate import write_volume
@@ -166,6 +166,14 @@ def _score(spine: Any, vol: Any, prep: Any, doc: dict, acc: dict, diagnose: list
         acc["heads"].append(len(doc["landmarks"]["femoral_heads"]))
 
 
+def _neighbours_as_ours(doc: dict) -> np.ndarray:
+    """``(len(LEVELS),)`` bool: the levels whose points grade their neighbours in ``doc`` — reported
+    and not ungraded (``report.analysis_document`` leaves an ungraded body out of its neighbours'
+    expected heights, so the true-point reference must too)."""
+    ungraded = doc["landmarks"].get(UNGRADED) or {}
+    return np.array([lv in doc["landmarks"]["vertebrae"] and lv not in ungraded for lv in LEVELS])
+
+
 def _loss_bias(spine: Any, vol: Any, plane: Any, img: np.ndarray, doc: dict) -> list[tuple[int, float]]:
     """Per graded body in view and at its true place (within 5 mm, as ``_score``), ``(the phantom's
     grade, our height loss minus the loss the phantom's TRUE points give mapped to our plane with our
@@ -174,7 +182,7 @@ def _loss_bias(spine: Any, vol: Any, plane: Any, img: np.ndarray, doc: dict) -> 
     from sagittal.geometry.morphometry import morphometry
 
     truth_px = np.stack([plane.from_lps(vol.sagittal_to_lps(spine.points_mm[i])) for i in range(len(LEVELS))])
-    reported = np.array([lv in doc["landmarks"]["vertebrae"] for lv in LEVELS])
+    reported = _neighbours_as_ours(doc)
     as_ours = morphometry(np.where(reported[:, None, None], truth_px * plane.spacing_mm, np.nan))
     out = []
     for v in doc["vertebrae"]:
@@ -205,7 +213,7 @@ def _fracture_lines(spine: Any, vol: Any, plane: Any, img: np.ndarray, doc: dict
     by_level = {v["level"]: v for v in doc["vertebrae"]}
     own = morphometry(spine.points_mm)
     in_plane = morphometry(np.where(inside[:, None, None], truth_px * sp, np.nan))
-    reported = np.array([lv in lm for lv in LEVELS])
+    reported = _neighbours_as_ours(doc)
     as_ours = morphometry(np.where(reported[:, None, None], truth_px * sp, np.nan))
     out = []
     for i in np.nonzero(spine.grade > 0)[0]:

@@ -111,3 +111,28 @@ def test_eval_planes_scores_the_second_looks_off_as_more_runs(tmp_path, monkeypa
     monkeypatch.setattr(sys, "argv", ["eval_planes.py", "--n-ct", "0", "--n-mr", "0", "--without", "bridge_retry,nope"])
     with pytest.raises(SystemExit):
         ev.main()
+
+
+def test_the_height_loss_bias_leaves_an_ungraded_body_out_of_its_neighbours_as_the_report_does():
+    """``report.analysis_document`` grades the neighbours of an ungraded body as if it were absent;
+    the true-point reference of ``_loss_bias`` must leave it out too, or a neighbour read exactly
+    shows a bias that is only the reference's."""
+    from sagittal.levels import UNGRADED
+
+    spine = build_spine(sample_spec(np.random.default_rng(5), n_fractures=2))
+    plane, vol = _plane_and_volume(spine)
+    ev = script("eval_planes")
+    img = np.ones((4000, 4000))
+    img[0, 0] = 0.0
+    doc = _doc(spine, {}, list(LEVELS))
+    gone = "L2"
+    px = spine.points_mm - spine.points_mm.min(axis=(0, 1)) + 10.0
+    without = morphometry(np.where((np.array(LEVELS) == gone)[:, None, None], np.nan, px))
+    changed = [lv for lv in LEVELS if lv != gone and abs(without["height_loss_pct"][LEVELS.index(lv)]
+                                                           - doc["vertebrae"][LEVELS.index(lv)]["height_loss_pct"]) > 0.1]
+    assert changed  # leaving L2 out moves some neighbour's loss, so the check below can fail
+    doc["vertebrae"] = [{**row, "height_loss_pct": float(without["height_loss_pct"][LEVELS.index(row["level"])])}
+                        for row in doc["vertebrae"] if row["level"] != gone]
+    doc["landmarks"][UNGRADED] = {gone: "placed again"}
+    rows = ev._loss_bias(spine, vol, plane, img, doc)
+    assert len(rows) == len(LEVELS) - 1 and all(d == pytest.approx(0.0, abs=1e-9) for _, d in rows)
