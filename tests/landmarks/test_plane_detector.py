@@ -757,6 +757,9 @@ def test_a_crushed_body_between_reported_neighbours_keeps_its_level_ungraded():
     assert not kept(_crushed_between(), ungraded="L3")  # a neighbour itself unsteady
     assert not kept(_crushed_between(row=132.0))  # not between them where a body should be (0.37 of a step from L3)
     assert not kept(replace(_crushed_between(), withheld=()))  # withheld for something else (no record)
+    unsure = _crushed_between()  # its points not confident: the check ``consistent`` pre-empted
+    unsure.bodies[3] = replace(unsure.bodies[3], point_confidence=0.1)
+    assert not kept(unsure)
     end = _crushed_between()
     end = replace(end, bodies=[replace(b, level=None) if b.level == "L5" else b for b in end.bodies],
                   withheld=(Withheld("L5", COLLAPSED_UNSTEADY, 0.02),))

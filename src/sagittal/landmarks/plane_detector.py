@@ -334,7 +334,8 @@ def crushed_bridge(fine: Detections | None, collapsed_max: float) -> str | None:
 
 
 def keep_crushed_between(landmarks: dict[str, Any], warnings: list[str], fine: Detections,
-                         limit: float = BRIDGED_COLLAPSED_MAX) -> list[str]:
+                         limit: float = BRIDGED_COLLAPSED_MAX,
+                         min_confidence: float = LEVEL_LIMITS["min_point_confidence"]) -> list[str]:
     """Report, in place, the level and points of each body withheld only for looking collapsed with
     its two placements more than the level limit and at most ``limit`` apart (``COLLAPSED_UNSTEADY``:
     on MR a crushed body's disagree by 7-11 %) where its neighbours vouch for its place: both
@@ -343,7 +344,8 @@ def keep_crushed_between(landmarks: dict[str, Any], warnings: list[str], fine: D
     half theirs). The levels beyond it are then already reported, so its level changes no other
     count, and the chain re-check has already measured the step across it as one body's (``SPAN``
     limits). It is reported ungraded (``UNGRADED``): its points are not steady enough for a height.
-    Returns the levels kept so."""
+    ``postprocess.consistent`` withholds it before the point-confidence check runs, so that check is
+    made here (``min_confidence``). Returns the levels kept so."""
     ungraded = landmarks.setdefault(UNGRADED, {})
     verts = landmarks["vertebrae"]
     kept: list[str] = []
@@ -355,7 +357,7 @@ def keep_crushed_between(landmarks: dict[str, Any], warnings: list[str], fine: D
         if above not in verts or below not in verts or above in ungraded or below in ungraded:
             continue
         body = [b for b in fine.bodies if not b.level and b.spread == rec.value]
-        if len(body) != 1:
+        if len(body) != 1 or body[0].point_confidence < min_confidence:
             continue
         a, c = (np.mean([verts[lv][n] for n in POINT_NAMES[:4]], axis=0) for lv in (above, below))
         half = float(np.linalg.norm(a - c)) / 2
@@ -706,7 +708,8 @@ class PlaneDetector(LandmarkDetector):
                 withhold_beyond_gross(lm, warnings, fine, float(self.consistency_limits.get("max_spread", np.inf)))
                 mark_ungraded(lm, warnings, fine)
                 if self.crushed_between:
-                    keep_crushed_between(lm, warnings, fine)
+                    keep_crushed_between(lm, warnings, fine, min_confidence=float(
+                        self.consistency_limits.get("min_point_confidence", LEVEL_LIMITS["min_point_confidence"])))
             else:
                 lm[UNGRADED] = {}
         return out
