@@ -127,3 +127,48 @@ def test_the_combine_command_names_what_is_wrong(tmp_path, capsys):
     main([base, str(tmp_path / "b.pt"), "--take", f"coarse2={base}:coarse"])
     blob = torch.load(tmp_path / "b.pt", map_location="cpu", weights_only=True)
     assert blob["combined_from"]["takes"] == {"coarse2": "landmarks.pt:coarse"}
+
+
+def _looked(levels, conf):
+    from sagittal.landmarks.postprocess import Body, Detections
+
+    s1 = np.array([[120.0, 400.0], [80.0, 398.0]])
+    bodies = [Body(np.zeros((6, 2)) + [100.0, 360.0 - 40 * k], conf, np.array([100.0, 360.0 - 40 * k]), lv)
+              for k, lv in enumerate(levels)]
+    return Detections(bodies, s1, 0.9, [])
+
+
+def test_another_look_kept_is_marked_and_loses_a_tie_to_the_other_networks_plain_look(monkeypatch):
+    """``_coarse_looks`` says which image a kept look is of (``given`` False for another look), and
+    ``coarse`` hands that to ``_network_rank``: ``coarse``'s shrunk look, surer but naming as many
+    levels, loses to ``coarse2``'s plain one; naming more, it wins."""
+    from sagittal.landmarks.infer import LandmarkDetector
+    from sagittal.landmarks.preprocess import letterbox
+
+    det = LandmarkDetector(None, device="cpu", threads=1)
+    img = np.zeros((512, 256), np.float32)
+    lb = letterbox(img)[1]
+    five = ["L5", "L4", "L3", "L2", "L1"]
+    calls = []
+
+    def maps(normed, stage="coarse", zoom_out=None):  # the plain look names one level; every other look five
+        calls.append(zoom_out)
+        return [_looked(five if zoom_out else ["L5"], 0.9) for _ in normed], [lb] * len(normed)
+
+    monkeypatch.setattr(det, "_coarse_maps", maps)
+    dets, _, _, given = det._coarse_looks([img], "coarse")
+    assert calls[0] is None and given == [False] and len([b for b in dets[0].bodies if b.level]) == 5
+
+    def looks(kept_by_coarse):
+        def fake(normed, stage):
+            if stage == "coarse":
+                return [kept_by_coarse], [lb], [normed[0]], [False]  # another look of it was kept
+            return [_looked(five, 0.5)], [lb], [normed[0]], [True]  # coarse2: the image as given
+        return fake
+
+    monkeypatch.setattr(det, "_coarse_looks", looks(_looked(five, 0.95)))
+    det.coarse([img])
+    assert det.last_coarse_stages == ["coarse2"]
+    monkeypatch.setattr(det, "_coarse_looks", looks(_looked([*five, "T12"], 0.95)))
+    det.coarse([img])
+    assert det.last_coarse_stages == ["coarse"]
