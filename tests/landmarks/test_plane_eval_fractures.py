@@ -63,16 +63,21 @@ def test_fracture_lines_say_which_grades_the_true_points_would_give():
         spine.points_mm[LEVELS.index(wrong)])), img)
 
 
+def _exact_case():
+    """A two-fracture spine on an identity plane, every level reported with its true points, and
+    the volume's field everything but one corner pixel: ``(spine, plane, vol, eval_planes, img, doc)``."""
+    spine = build_spine(sample_spec(np.random.default_rng(5), n_fractures=2))
+    plane, vol = _plane_and_volume(spine)
+    img = np.ones((4000, 4000))
+    img[0, 0] = 0.0
+    return spine, plane, vol, script("eval_planes"), img, _doc(spine, {}, list(LEVELS))
+
+
 def test_the_height_loss_bias_is_zero_for_the_true_points_and_signed_for_a_milder_read():
     """``_loss_bias`` compares our loss with the loss the true points give on our plane with our
     neighbours: the true points give 0 everywhere; one fracture read 5 points milder gives -5 for
     that body only, and the figure is its share of the fractured bodies graded."""
-    spine = build_spine(sample_spec(np.random.default_rng(5), n_fractures=2))
-    plane, vol = _plane_and_volume(spine)
-    ev = script("eval_planes")
-    img = np.ones((4000, 4000))
-    img[0, 0] = 0.0
-    doc = _doc(spine, {}, list(LEVELS))
+    spine, plane, vol, ev, img, doc = _exact_case()
     exact = ev._loss_bias(spine, vol, plane, img, doc)
     assert len(exact) == len(LEVELS) and all(d == pytest.approx(0.0, abs=1e-9) for _, d in exact)
     fx = LEVELS[int(np.nonzero(spine.grade > 0)[0][0])]
@@ -119,12 +124,7 @@ def test_the_height_loss_bias_leaves_an_ungraded_body_out_of_its_neighbours_as_t
     shows a bias that is only the reference's."""
     from sagittal.levels import UNGRADED
 
-    spine = build_spine(sample_spec(np.random.default_rng(5), n_fractures=2))
-    plane, vol = _plane_and_volume(spine)
-    ev = script("eval_planes")
-    img = np.ones((4000, 4000))
-    img[0, 0] = 0.0
-    doc = _doc(spine, {}, list(LEVELS))
+    spine, plane, vol, ev, img, doc = _exact_case()
     gone = "L2"
     px = spine.points_mm - spine.points_mm.min(axis=(0, 1)) + 10.0
     without = morphometry(np.where((np.array(LEVELS) == gone)[:, None, None], np.nan, px))
