@@ -20,7 +20,11 @@ error in the plane (mm: the predicted pixel against the truth point projected on
 heights MAE (anterior, middle, posterior); Genant grade exact on fractured vertebrae and grade 0
 on normal ones; the signed height-loss bias on fractured and normal bodies (our loss minus the
 loss the true points give on our plane with our neighbours: the points' share of a grade error);
-PI MAE (where PI was measured); the analysis time per unit.
+PI MAE (where PI was measured, against the phantom's own PI); the MAE and count of every angle the
+document reports (``angles``: PI, PT, SS, LL, TK, PI-LL, regional and vertebral kyphosis) against the
+same measure (``report.analysis_document``) of the phantom's TRUE points mapped to our plane, the
+femoral heads projected from 3-D, counted only where the document reports the angle (every level it
+is measured from reported) and those levels are in view; the analysis time per unit.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from sagittal.levels import LEVELS, POINT_NAMES, UNGRADED
 from sagittal.phantom import build_spine, sample_spec
 from sagittal.phantom.dicom import StudyInfo
 from sagittal.phantom.generate import write_volume
-from sagittal.phantom.volume import reformat_ct, render_ct, render_mr, scoliosis_curve
+from sagittal.phantom.volume import _HIP_HALF_MM, reformat_ct, render_ct, render_mr, scoliosis_curve
 
 EVAL_STREAM = 7_100_099
 
@@ -71,7 +75,7 @@ def _case(modality: str, seed: int, root: Path, fracture_rate: float = 0.33, mr_
         sp = float(rng.uniform(0.8, 1.5))
         whole = rng.random() < 0.3
         top = "C7" if whole else str(rng.choice(["T8", "T9", "T10", "T11"]))
-        span = 760 if whole else 430
+        span: float = 760 if whole else 430
         seqs = ("T1", "T2", "STIR") if rng.random() < 0.7 else ("T1", "STIR")
         origin = np.array([rng.uniform(-5, 5), rng.uniform(40, 80), rng.uniform(-900, -700)])
         thick = float(rng.uniform(3.0, 4.5))
@@ -126,7 +130,8 @@ def _in_view(truth_px: np.ndarray, img: np.ndarray) -> bool:
     return bool(inside) and not any(img[int(round(y)), int(round(x))] <= lo for x, y in truth_px)
 
 
-def _score(spine: Any, vol: Any, prep: Any, doc: dict, acc: dict, diagnose: list[str] | None = None) -> None:
+def _score(spine: Any, vol: Any, prep: Any, doc: dict, acc: dict, diagnose: list[str] | None = None,
+           key: str = "") -> None:
     plane = prep.extra["plane"]
     sp = plane.spacing_mm
     lm = doc["landmarks"]["vertebrae"]
@@ -158,6 +163,10 @@ def _score(spine: Any, vol: Any, prep: Any, doc: dict, acc: dict, diagnose: list
         if v and v["genant_grade"] is not None:
             acc["grades"].append((int(spine.grade[i]), int(v["genant_grade"])))
     acc.setdefault("loss_err", []).extend(_loss_bias(spine, vol, plane, prep.image, doc))
+    for name, (errs, possible) in _angle_errors(spine, vol, plane, prep.image, doc).items():
+        got = acc.setdefault("angles", {}).setdefault(name, {"err": {}, "possible": 0})
+        got["err"].update({f"{key}/{where}": e for where, e in errs.items()})
+        got["possible"] += possible
     if diagnose is not None:
         diagnose += _fracture_lines(spine, vol, plane, prep.image, doc, acc)
     pi = doc["parameters"]["pelvic_incidence_deg"]
@@ -194,6 +203,75 @@ def _loss_bias(spine: Any, vol: Any, plane: Any, img: np.ndarray, doc: dict) -> 
         if v["genant_grade"] is not None and v["height_loss_pct"] is not None and _in_view(truth_px[i], img) \
                 and at_place and np.isfinite(as_ours["height_loss_pct"][i]):
             out.append((int(spine.grade[i]), float(v["height_loss_pct"] - as_ours["height_loss_pct"][i])))
+    return out
+
+
+#: the angles a CT/MR document reports (SVA and T1PA are null there: not standing), scored by
+#: ``_angle_errors``: the document's parameters, then its per-vertebra angles
+ANGLE_PARAMETERS = ("pelvic_incidence_deg", "pelvic_tilt_deg", "sacral_slope_deg", "lumbar_lordosis_deg",
+                    "thoracic_kyphosis_deg", "pi_ll_mismatch_deg")
+ANGLE_PER_VERTEBRA = ("regional_kyphosis_deg", "vertebral_kyphosis_deg")
+#: the vertebrae each parameter is measured from (``geometry.spinopelvic``), beside the S1 endplate
+#: (all but TK) and the femoral heads (PI, PT, PI-LL)
+ANGLE_LEVELS = {"lumbar_lordosis_deg": ("L1",), "thoracic_kyphosis_deg": ("T4", "T12"), "pi_ll_mismatch_deg": ("L1",)}
+ANGLE_RULE = ("an angle counts where the document reports it (every level it is measured from reported) and those "
+              "levels (and the S1 endplate) are in view on the plane; truth: report.analysis_document of the phantom's "
+              "true points mapped to our plane, both femoral heads projected from 3-D; a level reported at a wrong "
+              "place counts with its points; 'possible': the angles whose levels are in view (PI, PT, PI-LL: whether "
+              "or not a head is in the field)")
+
+
+def _truth_on_plane(spine: Any, vol: Any, plane: Any, doc: dict) -> tuple[dict, np.ndarray, np.ndarray]:
+    """``(document, vertebrae px (L, 6, 2), S1 px (2, 2))``: the phantom's TRUE points mapped to our
+    plane (as ``_score`` maps them) and measured by ``report.analysis_document`` with our image's
+    spacing and facing: the same measure as ours, on the same plane. The femoral heads are the
+    phantom's spheres (``_HIP_HALF_MM`` either side of the midline) projected onto the plane, as
+    ``landmarks.volume._head_landmarks`` projects the heads found in 3-D."""
+    from sagittal.report.analysis import analysis_document
+
+    def to_plane(p: np.ndarray, lateral_mm: float | None = None) -> np.ndarray:
+        return np.asarray(plane.from_lps(vol.sagittal_to_lps(p, lateral_mm) if lateral_mm is not None
+                                         else vol.sagittal_to_lps(p)), float)
+
+    truth_px = np.stack([to_plane(spine.points_mm[i]) for i in range(len(LEVELS))])
+    s1_px = to_plane(spine.s1_mm)
+    heads = [{"center": to_plane(c, side * _HIP_HALF_MM).tolist(), "radius_px": float(r / plane.spacing_mm)}
+             for c, r, side in zip(spine.femoral_centers_mm, spine.femoral_radii_mm, (1.0, -1.0), strict=True)]
+    lm = {"vertebrae": {lv: {n: truth_px[i, k].tolist() for k, n in enumerate(POINT_NAMES)} for i, lv in enumerate(LEVELS)},
+          "s1_endplate": {"anterior": s1_px[0].tolist(), "posterior": s1_px[1].tolist()}, "femoral_heads": heads}
+    image = {k: doc["image"][k] for k in ("rows", "columns", "pixel_spacing_mm", "spacing_source", "anterior")}
+    return analysis_document(image, lm), truth_px, s1_px
+
+
+def _angle_errors(spine: Any, vol: Any, plane: Any, img: np.ndarray, doc: dict) -> dict[str, tuple[dict[str, float], int]]:
+    """Per angle of ``ANGLE_PARAMETERS`` + ``ANGLE_PER_VERTEBRA``: ``({where: |ours - truth| deg},
+    possible)`` — ``where`` is the parameter's name or the vertebra's level; ours counts only where
+    the document reports it and the levels it is measured from are in view (``ANGLE_RULE``), and
+    ``possible`` counts the angles whose levels are in view, reported or not."""
+    truth, truth_px, s1_px = _truth_on_plane(spine, vol, plane, doc)
+    inside = {lv: _in_view(truth_px[i], img) for i, lv in enumerate(LEVELS)}
+    inside["S1"] = _in_view(s1_px, img)
+    out: dict[str, tuple[dict[str, float], int]] = {}
+    for name in ANGLE_PARAMETERS:
+        needs = ANGLE_LEVELS.get(name, ()) + (() if name == "thoracic_kyphosis_deg" else ("S1",))
+        ours, true = doc["parameters"].get(name), truth["parameters"].get(name)
+        seen = all(inside[lv] for lv in needs) and true is not None
+        out[name] = ({name: abs(float(ours) - float(true))} if seen and ours is not None else {}, int(seen))
+    t_by = {v["level"]: v for v in truth["vertebrae"]}
+    for name in ANGLE_PER_VERTEBRA:
+        errs, possible = {}, 0
+        for i, lv in enumerate(LEVELS):
+            # regional: the vertebra above's superior and the one below's inferior endplate (L5: S1's;
+            # none at the top level); the document lists a vertebra only where its own points are reported
+            parts = [lv] if name == "vertebral_kyphosis_deg" else [LEVELS[i - 1], lv, [*LEVELS, "S1"][i + 1]]
+            true = t_by[lv][name]
+            if true is None or not all(inside[x] for x in parts):
+                continue
+            possible += 1
+            ours = next((v[name] for v in doc["vertebrae"] if v["level"] == lv), None)
+            if ours is not None:
+                errs[lv] = abs(float(ours) - float(true))
+        out[name] = (errs, possible)
     return out
 
 
@@ -254,7 +332,7 @@ def evaluate(modality: str, n: int, first: int, detector: Any, root: Path, diagn
         for j, (det_j, acc) in enumerate(zip(dets, accs, strict=True)):
             tag = f"[{j}] " if len(dets) > 1 else ""
             acc["units"] += len(units)
-            for u in units:
+            for k_unit, u in enumerate(units):
                 t = time.perf_counter()
                 try:
                     prep = kind.prepare(u, det_j)
@@ -274,13 +352,37 @@ def evaluate(modality: str, n: int, first: int, detector: Any, root: Path, diagn
                 acc["seconds"].append(time.perf_counter() - t)
                 acc["status"].append(doc["status"])
                 why: list[str] = []
-                _score(spine, vols[0], prep, doc, acc, why if diagnose else None)
+                _score(spine, vols[0], prep, doc, acc, why if diagnose else None, key=f"{seed}/{k_unit}")
                 for line in why:
                     print(f"  {tag}{modality} {seed} " + ("" if " fracture: " in line else "missed ") + line, flush=True)
             print(f"{tag}{modality} {seed}: {acc['found']}/{acc['in_view']} found, statuses {acc['status'][-len(units):]}",
                   flush=True)
     out = [_figures(acc, n) for acc in accs]
+    if len(accs) > 1:
+        _paired_angles(out, accs)
     return out if isinstance(detector, (list, tuple)) else out[0]
+
+
+def _angle_figures(acc: dict[str, Any]) -> dict[str, Any]:
+    """Per angle: MAE (deg), n counted, the largest error and the angles possible (``ANGLE_RULE``)."""
+    out: dict[str, Any] = {}
+    for name in (*ANGLE_PARAMETERS, *ANGLE_PER_VERTEBRA):
+        got = acc.get("angles", {}).get(name, {"err": {}, "possible": 0})
+        e = list(got["err"].values())
+        out[name] = {"mae_deg": round(float(np.mean(e)), 4) if e else None, "n": len(e),
+                     "max_deg": round(float(np.max(e)), 4) if e else None, "possible": got["possible"]}
+    return out
+
+
+def _paired_angles(figures: list[dict], accs: list[dict[str, Any]]) -> None:
+    """Several runs on the same cases: each angle's MAE also over the angles every run counted
+    (``angles_paired``): a run that reports one level more adds angles to its plain MAE."""
+    for name in (*ANGLE_PARAMETERS, *ANGLE_PER_VERTEBRA):
+        errs = [acc.get("angles", {}).get(name, {"err": {}})["err"] for acc in accs]
+        common = set.intersection(*(set(e) for e in errs))
+        for fig, e in zip(figures, errs, strict=True):
+            fig.setdefault("angles_paired", {})[name] = {
+                "mae_deg": round(float(np.mean([e[w] for w in common])), 4) if common else None, "n": len(common)}
 
 
 def _figures(acc: dict[str, Any], n: int) -> dict:
@@ -305,6 +407,8 @@ def _figures(acc: dict[str, Any], n: int) -> dict:
                                  for k in ("fractured", "normal")},
         **({"fractured_in_view": _fracture_summary(acc["fx_rows"])} if acc.get("fx_rows") else {}),
         "pi_mae_deg": float(np.mean(acc["pi_err"])) if acc["pi_err"] else None, "pi_n": len(acc["pi_err"]),
+        # every angle of the document against the same measure of the true points on our plane
+        "angles": _angle_figures(acc), "angles_rule": ANGLE_RULE,
         "pi_heads_found": acc["heads"],
         "seconds_per_unit_median": float(np.median(acc["seconds"])) if acc["seconds"] else None,
         # the plane detector's second looks: units where each ran ("run": not kept) or was kept, and
