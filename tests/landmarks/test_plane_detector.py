@@ -11,6 +11,7 @@ import pytest
 
 from sagittal.landmarks import plane_detector as pd
 from sagittal.landmarks.postprocess import (
+    BRIDGE_NO_BODY,
     COLLAPSED_UNSTEADY,
     CONSISTENCY_MAX,
     STEP,
@@ -764,6 +765,46 @@ def test_a_crushed_body_between_reported_neighbours_keeps_its_level_ungraded():
     end = replace(end, bodies=[replace(b, level=None) if b.level == "L5" else b for b in end.bodies],
                   withheld=(Withheld("L5", COLLAPSED_UNSTEADY, 0.02),))
     assert not kept(end)  # L5: no vertebra below it to vouch
+
+
+def test_a_crushed_body_between_neighbours_two_bodies_apart_is_not_given_one_level():
+    """Review (ninth session): a crushed body midway between reported neighbours whose gap is two
+    bodies' worth (a level missing besides it) passed the midway check (each step 1.0 of half the
+    gap) and was given one level. Against the chain's own steps each step is 1.5 (over
+    ``STEP_LONG``): not kept. A chain too short to have steps to compare (three levels) is not
+    kept either; the ordinary case (steps 1.0) still is."""
+    from sagittal.landmarks.postprocess import to_contract
+
+    def case(rows: list[float], levels: list[str] | None = None) -> Detections:
+        levels = levels or ["L5", "L4", "L3", "L2", "L1", "T12"]
+        chain = [replace(b, point_confidence=0.9, spread=0.02) for b in _chain_from_s1(levels, rows)]
+        k = levels.index("L2")
+        crushed = _body("L2", 0.09, collapsed=True)
+        shift = np.array([0.0, rows[k]]) - crushed.centre
+        chain[k] = replace(crushed, points=crushed.points + shift, centre=crushed.centre + shift, level=None)
+        return Detections(chain, np.array([[0.0, 240.0], [30.0, 240.0]]), 0.9, [],
+                          withheld=(Withheld("L2", COLLAPSED_UNSTEADY, 0.09),))
+
+    def kept(fine: Detections) -> bool:
+        return bool(pd.keep_crushed_between({**to_contract(fine), pd.UNGRADED: {}}, [], fine))
+
+    assert kept(case([215, 180, 145, 110, 75, 40]))
+    # L3 at 145, L1 at 40: 105 px = three 35-px steps, the crushed body midway (92.5)
+    assert not kept(case([215, 180, 145, 92.5, 40, 5]))
+    assert not kept(case([145, 110, 75], ["L3", "L2", "L1"]))
+
+
+def test_the_second_looks_read_a_lost_bridge_s_cause_not_the_bodys_spread():
+    """``unbridge_plan`` acts on ``Withheld.cause`` (``postprocess.confirm_bridges``' record) alone:
+    a bridge lost with no body found plans the look whatever the bridged body's spread says, and one
+    lost for a body found and withheld plans none even with the body's spread at 0.0 (the value
+    ``confirm_bridges`` reads the cause from)."""
+    coarse = _bridged_over_nothing()
+    bridged = next(b for b in coarse.bodies if b.bridged)
+    for spread, cause, planned in ((0.3, BRIDGE_NO_BODY, True), (0.0, "withheld", False), (0.0, BRIDGE_NO_BODY, True)):
+        fine = Detections([replace(b, spread=spread) if b is bridged else b for b in coarse.bodies], coarse.s1, 0.9, [],
+                          withheld=(Withheld(bridged.level, UNCONFIRMED_BRIDGE, cause=cause),))
+        assert (pd.unbridge_plan(coarse, fine) is not None) == planned, (spread, cause)
 
 
 def test_detect_reports_the_crushed_body_between_its_neighbours(tmp_path, monkeypatch):

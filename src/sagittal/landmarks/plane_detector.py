@@ -333,6 +333,25 @@ def crushed_bridge(fine: Detections | None, collapsed_max: float) -> str | None:
     return level if spreads and collapsed_max < spreads[0] <= BRIDGED_COLLAPSED_MAX else None
 
 
+def _one_body_gap(verts: dict[str, Any], level: str, centre: np.ndarray) -> bool:
+    """Whether a body at ``centre`` named ``level`` fits the reported chain ``verts`` (the contract's
+    vertebrae) as one level: the steps from its neighbouring levels to it, each over the median of
+    the up to four steps around it in the chain (per level where levels between are missing), both
+    ``STEP_SHORT``-``STEP_LONG`` — the chain re-check's measure (``postprocess.recheck_chain``) as
+    if it were labelled — in a chain of at least ``CHECKED_CHAIN_MIN`` levels with it (fewer: every
+    step's ratio is 1 by construction, nothing is tested). Its neighbours two bodies' worth apart
+    (a level missing besides it) leave each step about 1.5."""
+    chain = sorted([*(lv for lv in verts if lv != level and lv in LEVEL_INDEX), level], key=LEVEL_INDEX.__getitem__)
+    if len(chain) < CHECKED_CHAIN_MIN:
+        return False
+    centres = [np.asarray(centre, float) if lv == level else np.mean([verts[lv][n] for n in POINT_NAMES[:4]], axis=0)
+               for lv in chain]
+    bodies = [Body(np.zeros((6, 2)), 1.0, c, lv) for c, lv in zip(centres, chain, strict=True)]
+    rel = _relative_steps(bodies, [LEVEL_INDEX[chain[k + 1]] - LEVEL_INDEX[chain[k]] for k in range(len(chain) - 1)])
+    k = chain.index(level)
+    return all(STEP_SHORT < rel[j] < STEP_LONG for j in (k - 1, k) if 0 <= j < len(rel))
+
+
 def keep_crushed_between(landmarks: dict[str, Any], warnings: list[str], fine: Detections,
                          limit: float = BRIDGED_COLLAPSED_MAX,
                          min_confidence: float = LEVEL_LIMITS["min_point_confidence"]) -> list[str]:
@@ -341,9 +360,11 @@ def keep_crushed_between(landmarks: dict[str, Any], warnings: list[str], fine: D
     on MR a crushed body's disagree by 7-11 %) where its neighbours vouch for its place: both
     neighbouring levels reported (after every other rule) and steady enough to grade, and the body
     between them where a body should be (each step to a neighbour ``STEP_SHORT``-``STEP_LONG`` of
-    half theirs). The levels beyond it are then already reported, so its level changes no other
-    count, and the chain re-check has already measured the step across it as one body's (``SPAN``
-    limits). It is reported ungraded (``UNGRADED``): its points are not steady enough for a height.
+    half theirs) and one body's step from each of them against the chain's own steps
+    (``_one_body_gap``: neighbours two bodies' worth apart would give it one level while a level is
+    missing; the chain re-check measures the step across it only where the chain is long enough).
+    The levels beyond it are then already reported, so its level changes no other count. It is
+    reported ungraded (``UNGRADED``): its points are not steady enough for a height.
     ``postprocess.consistent`` withholds it before the point-confidence check runs, so that check is
     made here (``min_confidence``). Returns the levels kept so."""
     ungraded = landmarks.setdefault(UNGRADED, {})
@@ -362,7 +383,7 @@ def keep_crushed_between(landmarks: dict[str, Any], warnings: list[str], fine: D
         a, c = (np.mean([verts[lv][n] for n in POINT_NAMES[:4]], axis=0) for lv in (above, below))
         half = float(np.linalg.norm(a - c)) / 2
         steps = [float(np.linalg.norm(body[0].centre - x)) / max(half, 1e-6) for x in (a, c)]
-        if not all(STEP_SHORT < st < STEP_LONG for st in steps):
+        if not all(STEP_SHORT < st < STEP_LONG for st in steps) or not _one_body_gap(verts, rec.level, body[0].centre):
             continue
         verts[rec.level] = to_contract(replace(fine, bodies=[replace(body[0], level=rec.level)]))["vertebrae"][rec.level]
         landmarks["vertebrae"] = verts = {lv: verts[lv] for lv in LEVELS if lv in verts}
@@ -500,6 +521,7 @@ class PlaneDetector(LandmarkDetector):
         self.zoom_out_look = False  # the radiographs' look (infer._coarse_looks); not measured on CT/MR
         self.faint_s1_at_edge_rule = False  # the radiographs' rule (infer.detect); not measured on CT/MR
         self.c7_ends_rule = False  # the radiographs' rule (infer.detect); not measured on CT/MR
+        self.unfound_span_rule = False  # the radiographs' rule (infer.detect); not measured on CT/MR
         self.recentre_unsteady = False  # the radiographs' rule (infer.detect); not measured on CT/MR
         self._refine_stage = "refine"  # the network ``_run("refine")`` runs: set per group of images by ``detect``
         #: look again where the fine placement finds one body missing from the chain (``bridge_retry``)
