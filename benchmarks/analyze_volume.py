@@ -71,6 +71,9 @@ def main() -> None:
     ap.add_argument("--mr-matrix", type=int, default=384)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--cache", default="/tmp/sagittal-bench-volume")
+    ap.add_argument("--centreline-looks", choices=("on", "off"), default=None,
+                    help="the MR centre line's fallback looks of weak slices (on: PlaneDetector.centreline_plain "
+                         "False, as before the ninth session; default: as shipped)")
     args = ap.parse_args()
     root = Path(args.cache) / f"ct{args.slices}x{args.matrix}_mr{args.mr_slices}x{args.mr_matrix}"
     t = time.perf_counter()
@@ -82,6 +85,8 @@ def main() -> None:
     analyzer = analyzer_for(config)
     for model in {"radiograph", "planes"}:
         analyzer.detector_for(model)
+    if args.centreline_looks is not None:
+        analyzer.detector_for("planes").centreline_plain = args.centreline_looks == "off"
     print(f"models loaded in {time.perf_counter() - t:.1f} s (not counted)")
     for unit in units:
         what = f"{unit.data.modality} {'+'.join(unit.data.roles)}: {len(unit.files)} files"

@@ -435,9 +435,11 @@ def _fracture_summary(rows: list[tuple[int, int, int, int]]) -> dict[str, Any]:
 
 #: PlaneDetector's switchable second looks (``--without``); ``crushed_step``: ``bridge_retry`` asks for a
 #: body from its old step (``plane_detector.RETRY_STEP``, 1.48) instead of ``RETRY_STEP_CRUSHED`` (1.42);
-#: ``crushed_between`` is no second look but a rule after them (``plane_detector.keep_crushed_between``)
+#: ``crushed_between`` is no second look but a rule after them (``plane_detector.keep_crushed_between``);
+#: ``centreline_plain``: the MR centre line's coarse pass without infer.coarse's other looks of a weak
+#: slice (``landmarks.volume._coarse_slices``; off = with them, as before the ninth session)
 SECOND_LOOKS = ("bridge_retry", "crushed_bridge_retry", "break_retry", "crushed_step", "break_drop", "unbridge",
-                "crushed_between")
+                "crushed_between", "centreline_plain")
 
 
 def _switch_off(detector: Any, name: str) -> None:

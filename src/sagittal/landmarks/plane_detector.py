@@ -537,6 +537,9 @@ class PlaneDetector(LandmarkDetector):
         self.unbridge = True
         #: report a crushed body withheld as collapsed-unsteady where its neighbours vouch for it (``keep_crushed_between``)
         self.crushed_between = True
+        #: the MR centre line's coarse pass takes each slice as given, without infer.coarse's other looks
+        #: of a slice naming few levels (``landmarks.volume._coarse_slices``; ninth session: models/README.md)
+        self.centreline_plain = True
         self._coarse_override: dict[int, Detections] = {}
         self._coarse_seen: list[Detections] | None = None
         if self.device == "cpu":

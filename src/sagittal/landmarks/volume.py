@@ -144,7 +144,7 @@ def slice_centreline(detector: Any, volume: np.ndarray, geom: VolumeGeometry, mo
     # ``WIDTH_PER_HEIGHT`` × its height wide, so that the bodies are not shrunk to a few pixels
     width = min(cols, max(64, int(WIDTH_PER_HEIGHT * rows)))
     c0 = (cols - width) // 2
-    dets, _, _ = detector.coarse([plane_input(ori.images[k][:, c0:c0 + width], modality) for k in ks])
+    dets = _coarse_slices(detector, [plane_input(ori.images[k][:, c0:c0 + width], modality) for k in ks])
     for det in dets:
         for b in det.bodies:
             b.centre = b.centre + np.array([c0, 0.0])
@@ -168,6 +168,20 @@ def slice_centreline(detector: Any, volume: np.ndarray, geom: VolumeGeometry, mo
         if off.max() <= max(CENTRELINE_AGREE_MM, geom.slice_spacing_mm or 0.0):
             return Centreline(raw, raw_w)
     return Centreline(pts, wts)
+
+
+def _coarse_slices(detector: Any, images: list[np.ndarray]) -> list[Any]:
+    """The coarse stage's detections of the slices; where the detector's ``centreline_plain`` is on
+    (``PlaneDetector``'s default), of each slice as given only — without the other looks (equalised,
+    inverted) ``infer.LandmarkDetector.coarse`` tries on an image where few levels are named, which
+    on a slab are mostly the slices beside the spine (about as many network passes again: 0.2 -> 0.1 s
+    of the benchmark MR's centre line); else (a stand-in, or the flag off) ``detector.coarse``."""
+    maps = getattr(detector, "_coarse_maps", None)
+    if not getattr(detector, "centreline_plain", False) or maps is None or "coarse2" in getattr(detector, "models", {}):
+        return list(detector.coarse(images)[0])
+    from .preprocess import normalise
+
+    return list(maps([normalise(im) for im in images], "coarse")[0])
 
 
 def _line_points(ori: OrientedSlices, affine: np.ndarray, found: list[_Found], images: np.ndarray | None,
