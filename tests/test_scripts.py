@@ -207,8 +207,9 @@ def test_eval_landmarks_counts_a_cut_body_graded_fractured() -> None:
 
 
 def test_eval_landmarks_weights_suffixes_and_framing_are_checked_before_any_work(tmp_path) -> None:
-    """``PATH@plain@no-zoom-out`` sets both switches; a mistyped suffix names itself; a framing
-    the 2-D renderer cannot draw is refused before weights are loaded or films rendered."""
+    """``PATH@plain@no-zoom-out`` sets both switches (``@no-placed-step`` its own); a mistyped suffix
+    names itself; a framing the 2-D renderer cannot draw is refused before weights are loaded or
+    films rendered."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("eval_landmarks", ROOT / "scripts" / "eval_landmarks.py")
@@ -216,9 +217,11 @@ def test_eval_landmarks_weights_suffixes_and_framing_are_checked_before_any_work
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     det = mod._detector(f"{packaged()}@plain@no-zoom-out", False)
-    assert det.consistency is False and det.zoom_out_look is False
+    assert det.consistency is False and det.zoom_out_look is False and det.placed_step_rule is True
+    det = mod._detector(f"{packaged()}@no-placed-step", False)
+    assert det.consistency is True and det.zoom_out_look is True and det.placed_step_rule is False
     det = mod._detector(str(packaged()), False)
-    assert det.consistency is True and det.zoom_out_look is True
+    assert det.consistency is True and det.zoom_out_look is True and det.placed_step_rule is True
     with pytest.raises(SystemExit, match="@no-zoomout is not a suffix"):
         mod._detector(f"{packaged()}@no-zoomout", False)
     with pytest.raises(SystemExit):

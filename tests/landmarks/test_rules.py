@@ -296,6 +296,37 @@ def test_a_body_withheld_on_its_own_does_not_break_the_chain_of_the_others():
     assert any("counted twice" in w for w in out.warnings)
 
 
+def test_the_steps_are_checked_again_with_bodies_withheld_for_their_points():
+    """``2d`` evaluation film 3,900,055: the first stage missed one of T10–T8 beside a crushed T8;
+    the fine placement withheld "T10" (19 % apart) and "T9" (collapsed, 7 %), and the span from T11
+    to the next labelled body across them, 1.33× per level, passed the span check (0.73–1.35×):
+    T1–T8 were named one level off. Put back where they were placed, the unsteady bodies show the
+    step of 1.75× where the body is missing."""
+    from sagittal.landmarks.postprocess import FROM_C7, STEP, Withheld, recheck_chain, recheck_with_placed
+
+    ys = [0.0, -40.0, -80.0, -160.0, -200.0, -240.0, -280.0, -320.0]  # a body missing between L3 and "L2"
+    bodies = [_body(lv, y) for lv, y in zip(("L5", "L4", "L3", "L2", "L1", "T12", "T11", "T10"), ys, strict=True)]
+    for b in bodies[3:5]:  # L2, L1 withheld for their points: placed, unsteady
+        b.level, b.spread = None, 0.19
+    det = Detections(bodies, np.array([[130.0, 150.0], [90.0, 152.0]]), 0.9, [])
+    assert recheck_chain(det) is det  # L3 to T12 across two withheld levels: 160 px / 3 = 1.33× per level
+    out = recheck_with_placed(det)
+    assert [b.level for b in out.bodies] == ["L5", "L4", "L3", None, None, None, None, None]
+    assert out.withheld[-1] == Withheld("T12", STEP, pytest.approx(2.0), near="L3")
+    assert any("a step between L3 and L2 is 2.00×" in w and "beyond L3 are withheld" in w for w in out.warnings)
+    # counted from C7 (no sacrum): the levels below the step are the ones beyond it
+    top = recheck_with_placed(replace(det, s1=None, warnings=[FROM_C7]))
+    assert [b.level for b in top.bodies] == [None, None, None, None, None, "T12", "T11", "T10"]
+    # the same bodies evenly spaced, a stray (no place: spread 0) or one placed farther apart than a
+    # stray between them: nothing new to check, the count stands
+    even = [replace(b, points=BODY + [0.0, -40.0 * k], centre=(BODY + [0.0, -40.0 * k])[:4].mean(axis=0))
+            for k, b in enumerate(bodies)]
+    for kept in (replace(det, bodies=even),
+                 replace(det, bodies=[replace(b, spread=0.0) if b.level is None else b for b in bodies]),
+                 replace(det, bodies=[replace(b, spread=0.6) if b.level is None else b for b in bodies])):
+        assert [b.level for b in recheck_with_placed(kept).bodies] == [b.level for b in kept.bodies]
+
+
 def _recentred_runs(detector, family: str, seed: int) -> tuple[dict, dict, dict]:
     """An evaluation film's landmarks with the re-centred placement off and on, and the on run's
     ``last_recentred``; the eval stream's own renderer (``scripts/eval_landmarks.py``)."""

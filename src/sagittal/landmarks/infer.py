@@ -24,6 +24,7 @@ from .postprocess import (
     decode,
     label_levels,
     recheck_chain,
+    recheck_with_placed,
     refine,
     to_contract,
     withhold_c7_count_without_ends,
@@ -143,6 +144,9 @@ class LandmarkDetector:
         self.c7_ends_rule = True
         #: look again at an image whose first look went badly shrunk by ``ZOOM_OUT`` (``_coarse_looks``); radiographs only
         self.zoom_out_look = True
+        #: the chain's steps checked again with bodies withheld for their points where they were placed
+        #: (``postprocess.recheck_with_placed``); radiographs only
+        self.placed_step_rule = True
 
     def _run(self, stage: str, x: np.ndarray) -> np.ndarray:
         import torch
@@ -246,6 +250,8 @@ class LandmarkDetector:
                 if self.faint_s1_at_edge_rule:
                     fine = withhold_faint_s1_at_edge(fine, box)
                 fine = recheck_chain(confirm_bridges(fine))
+                if self.placed_step_rule:
+                    fine = recheck_with_placed(fine)
                 if self.c7_ends_rule:
                     fine = withhold_c7_count_without_ends(fine)
                 self.last_detections.append(fine)

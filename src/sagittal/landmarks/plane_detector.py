@@ -521,6 +521,7 @@ class PlaneDetector(LandmarkDetector):
         self.zoom_out_look = False  # the radiographs' look (infer._coarse_looks); not measured on CT/MR
         self.faint_s1_at_edge_rule = False  # the radiographs' rule (infer.detect); not measured on CT/MR
         self.c7_ends_rule = False  # the radiographs' rule (infer.detect); not measured on CT/MR
+        self.placed_step_rule = False  # the radiographs' rule (infer.detect); not measured on CT/MR
         self.recentre_unsteady = False  # the radiographs' rule (infer.detect); not measured on CT/MR
         self._refine_stage = "refine"  # the network ``_run("refine")`` runs: set per group of images by ``detect``
         #: look again where the fine placement finds one body missing from the chain (``bridge_retry``)

@@ -673,6 +673,47 @@ def recheck_chain(det: Detections) -> Detections:
     return det
 
 
+def recheck_with_placed(det: Detections) -> Detections:
+    """``recheck_chain`` once more with the bodies withheld for their points, not for their absence,
+    back where they were placed (``spread`` over 0, both placements on a body, and at most
+    ``REFINE_MAX_SHIFT``): between two labelled neighbours whose list (caudal first) holds exactly
+    one body per level between them, each placed one stands for its level. Across two or more
+    withheld levels the per-level span (``SPAN_SHORT``–``SPAN_LONG``) cannot show one body more or
+    fewer (4/3 and 3/4 lie inside it); the placed bodies' own steps can (models/README.md,
+    "Counting across withheld levels"). Walking from the anchor, the first step out of
+    ``STEP_SHORT``–``STEP_LONG`` (per level, across a body with no place: the span's range)
+    withholds every labelled level beyond it, with a warning and a ``STEP`` record."""
+    at = [k for k, b in enumerate(det.bodies) if b.level]
+    seq: list[tuple[int, int]] = []  # (index in det.bodies, level index)
+    for a, c in zip(at, at[1:], strict=False):
+        ia, ic = LEVELS.index(det.bodies[a].level or ""), LEVELS.index(det.bodies[c].level or "")
+        seq.append((a, ia))
+        if c - a == abs(ic - ia) and ic < ia:  # one body per level between them, caudal first
+            seq += [(k, ia - (k - a)) for k in range(a + 1, c) if 0.0 < det.bodies[k].spread <= REFINE_MAX_SHIFT]
+    if len(at) < 3 or len(seq) + 1 == len(at):
+        return det  # nothing placed between labelled levels: recheck_chain has judged these steps
+    seq.append((at[-1], LEVELS.index(det.bodies[at[-1]].level or "")))
+    order = list(reversed(seq)) if FROM_C7 in det.warnings else seq
+    apart = [abs(order[i + 1][1] - order[i][1]) for i in range(len(order) - 1)]
+    rel = _relative_steps([det.bodies[k] for k, _ in order], apart)
+    for i in range(1, len(order)):
+        short, long = (STEP_SHORT, STEP_LONG) if apart[i - 1] == 1 else (SPAN_SHORT, SPAN_LONG)
+        if short < rel[i - 1] < long:
+            continue
+        beyond = [det.bodies[k] for k, _ in order[i:] if det.bodies[k].level]
+        near = [det.bodies[k].level for k, _ in order[:i] if det.bodies[k].level][-1]
+        if not beyond:
+            return det
+        record = Withheld(str(beyond[0].level), STEP, rel[i - 1], near=near)
+        warnings = [*det.warnings, f"with the bodies withheld for their points put back where they were placed, a step "
+                    f"between {LEVELS[order[i - 1][1]]} and {LEVELS[order[i][1]]} is {record.value:.2f}× its neighbours' (a "
+                    f"body missed or counted twice): levels beyond {near} are withheld"]
+        ids = {id(b) for b in beyond}
+        bodies = [replace(b, level=None) if id(b) in ids else b for b in det.bodies]
+        return Detections(bodies, det.s1, det.s1_confidence, det.heads, warnings, withheld=(*det.withheld, record))
+    return det
+
+
 def to_contract(det: Detections, to_source=lambda xy: np.asarray(xy, float)) -> dict:
     """The contract's ``landmarks`` object in source-image pixels (``to_source`` maps the
     detections' frame there); unlabelled bodies dropped."""
