@@ -327,6 +327,47 @@ def test_the_steps_are_checked_again_with_bodies_withheld_for_their_points():
         assert [b.level for b in recheck_with_placed(kept).bodies] == [b.level for b in kept.bodies]
 
 
+def test_the_step_checks_walk_from_s1_when_its_endplate_was_withheld_as_unsteady():
+    """``consistent`` withholds an S1 endplate whose two placements disagree but keeps the levels
+    counted from it where it was seen firmly; the step checks must still walk from S1 and withhold
+    the levels beyond a bad step above it, not the ones below (review, ninth session)."""
+    from sagittal.landmarks.postprocess import recheck_chain, recheck_with_placed
+
+    ys = [0.0, -40.0, -80.0, -120.0, -160.0, -200.0, -280.0, -320.0]  # a body missing between T12 and "T11"
+    bodies = [_body(lv, y) for lv, y in zip(("L5", "L4", "L3", "L2", "L1", "T12", "T11", "T10"), ys, strict=True)]
+    det = Detections(bodies, None, 0.0, [])  # S1 withheld after the count; no count from C7
+    assert [b.level for b in recheck_chain(det).bodies] == ["L5", "L4", "L3", "L2", "L1", "T12", None, None]
+    placed = [replace(b, level=None, spread=0.1) if b.level == "L2" else b for b in bodies]
+    out = recheck_with_placed(Detections(placed, None, 0.0, []))
+    assert [b.level for b in out.bodies] == ["L5", "L4", "L3", None, "L1", "T12", None, None]
+
+
+def test_a_body_with_no_place_between_placed_ones_is_stepped_over_per_level():
+    """A stray (no place) between a placed body and a labelled one: the step across it is taken per
+    level, so an evenly spaced chain keeps every level, and a body missing there shows (1.5×)."""
+    from sagittal.landmarks.postprocess import recheck_with_placed
+
+    def chain(t12_y: float) -> Detections:
+        ys = [0.0, -40.0, -80.0, -120.0, -160.0, t12_y, t12_y - 40.0, t12_y - 80.0]
+        bodies = [_body(lv, y) for lv, y in zip(("L5", "L4", "L3", "L2", "L1", "T12", "T11", "T10"), ys, strict=True)]
+        bodies[3].level, bodies[3].spread = None, 0.15  # L2 placed, unsteady
+        bodies[4].level, bodies[4].spread = None, 0.0  # L1 strayed: no place
+        return Detections(bodies, np.array([[130.0, 150.0], [90.0, 152.0]]), 0.9, [])
+
+    even = chain(-200.0)
+    assert [b.level for b in recheck_with_placed(even).bodies] == [b.level for b in even.bodies]
+    missing = recheck_with_placed(chain(-240.0))  # L2 to "T12": 120 px over two levels, 1.5× per level
+    assert [b.level for b in missing.bodies] == ["L5", "L4", "L3", None, None, None, None, None]
+
+
+def test_the_radiograph_only_rules_are_off_for_the_ct_mr_plane_model():
+    """Rules judged on radiographs alone stay off in the CT/MR plane detector (not measured there)."""
+    from sagittal.batch.volume import load_plane_model
+
+    det = load_plane_model(None, "cpu", 1)
+    assert (det.placed_step_rule, det.zoom_out_look, det.c7_ends_rule, det.faint_s1_at_edge_rule) == (False,) * 4
+
+
 def _recentred_runs(detector, family: str, seed: int) -> tuple[dict, dict, dict]:
     """An evaluation film's landmarks with the re-centred placement off and on, and the on run's
     ``last_recentred``; the eval stream's own renderer (``scripts/eval_landmarks.py``)."""

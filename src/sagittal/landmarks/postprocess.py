@@ -644,7 +644,8 @@ def withhold_c7_count_without_ends(det: Detections) -> Detections:
 
 def recheck_chain(det: Detections) -> Detections:
     """The chain checks again on the refined bodies, which sit on real bodies where the coarse
-    ones may have smoothed two into one: walking from the anchor (S1 when present, else C7), the
+    ones may have smoothed two into one: walking from the anchor (S1, else C7 where the chain was
+    counted from it), the
     first step between neighbouring labelled levels (per level between them) that is out of
     proportion with the steps around it (or two levels on one body) withholds every level beyond
     it, with a warning and a ``Withheld`` record (``STEP``: the levels either side, the step over its
@@ -652,7 +653,9 @@ def recheck_chain(det: Detections) -> Detections:
     labelled = sorted((b for b in det.bodies if b.level), key=lambda b: -LEVELS.index(b.level))  # caudal first
     if len(labelled) < 3:
         return det
-    from_top = det.s1 is None
+    # the anchor the levels were counted from: S1 unless the chain was counted from C7 (an S1 that
+    # ``consistent`` withheld as unsteady after a firm count from it leaves its levels counted from S1)
+    from_top = FROM_C7 in det.warnings
     order = list(reversed(labelled)) if from_top else labelled
     # a body withheld on its own (strayed, unstable, cut) leaves a gap of known levels: steps are
     # taken per level so that it does not break the chain of the others
