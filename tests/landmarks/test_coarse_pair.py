@@ -160,7 +160,7 @@ def test_another_look_kept_is_marked_and_loses_a_tie_to_the_other_networks_plain
     assert calls[0] is None and given == [False] and len([b for b in dets[0].bodies if b.level]) == 5
 
     def looks(kept_by_coarse):
-        def fake(normed, stage):
+        def fake(normed, stage, other=True):
             if stage == "coarse":
                 return [kept_by_coarse], [lb], [normed[0]], [False]  # another look of it was kept
             return [_looked(five, 0.5)], [lb], [normed[0]], [True]  # coarse2: the image as given

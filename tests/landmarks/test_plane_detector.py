@@ -149,7 +149,7 @@ def test_a_count_from_s1_that_skips_a_body_is_withheld():
 
 def _coarse_returning(first):
     """A stand-in for ``LandmarkDetector.coarse`` that finds ``first`` on every image."""
-    def fake_coarse(self, images):
+    def fake_coarse(self, images, looks=True):
         return [first for _ in images], [None] * len(images), list(images)
     return fake_coarse
 
@@ -490,7 +490,7 @@ def test_break_looks_keep_each_image_its_own_result_in_a_batch(tmp_path, monkeyp
                        broken.s1 + shift, 0.9, [])
     on_broken = _break_fine({"through": False, "bridged": True})
 
-    def fake_coarse(self, images):
+    def fake_coarse(self, images, looks=True):
         return [whole if float(im[0, 0]) == 1.0 else broken for im in images], [None] * len(images), list(images)
 
     def fine_for(det):  # the whole chain holds as found

@@ -368,6 +368,29 @@ def test_the_radiograph_only_rules_are_off_for_the_ct_mr_plane_model():
     assert (det.placed_step_rule, det.zoom_out_look, det.c7_ends_rule, det.faint_s1_at_edge_rule) == (False,) * 4
 
 
+def test_coarse_without_looks_reads_each_image_once_per_network(detector):
+    """``coarse(..., looks=False)`` (the MR centre line's slices): an image naming no level is read
+    as given only, by each coarse network once — not equalised, inverted or shrunk as well."""
+    blank = np.full((400, 200), 1000.0, np.float32)
+    calls: list[int] = []
+    real = detector._coarse_maps
+
+    def counting(normed, stage="coarse", zoom_out=None):
+        calls.append(len(normed))
+        return real(normed, stage, zoom_out)
+
+    detector._coarse_maps = counting
+    try:
+        detector.coarse([blank], looks=False)
+        plain = list(calls)
+        calls.clear()
+        detector.coarse([blank])
+    finally:
+        del detector._coarse_maps
+    assert plain == [1] * len(plain) and len(plain) == 1 + ("coarse2" in detector.models)
+    assert sum(calls) > len(plain)  # with its looks, the blank image is looked at again
+
+
 def _recentred_runs(detector, family: str, seed: int) -> tuple[dict, dict, dict]:
     """An evaluation film's landmarks with the re-centred placement off and on, and the on run's
     ``last_recentred``; the eval stream's own renderer (``scripts/eval_landmarks.py``)."""

@@ -139,37 +139,25 @@ def test_whole_spine_scoliotic_mr_plane_stays_on_the_bodies(tmp_path):
 
 
 def test_the_centre_line_takes_each_slice_as_given_where_its_looks_are_off():
-    """``PlaneDetector.centreline_plain`` on (shipped): the slices go through the coarse network once
-    each (``_coarse_maps``, stage ``coarse``, normalised as ``coarse`` normalises them), with none of
-    the other looks ``infer.coarse`` tries on a slice naming few levels; off, through ``coarse``. A
-    stand-in with ``coarse`` only is asked for ``coarse``."""
-    from sagittal.landmarks.preprocess import normalise
-
-    calls: list[tuple[str, str, int]] = []
+    """``PlaneDetector.centreline_plain`` on (shipped): the slices are read with ``coarse(...,
+    looks=False)`` — none of the other looks ``coarse`` tries on a slice naming few levels; off,
+    with them. A stand-in with ``coarse(images)`` only is asked for that."""
+    calls: list[bool] = []
     fake = _FakeCoarse()
     vol, geom, _ = _synthetic_slab()
     seen = [lv.plane_input(img, "MR") for img in vol[:3]]
 
     class Looking:
-        models = {"coarse": None, "refine": None}
-
         def __init__(self, plain: bool):
             self.centreline_plain = plain
 
-        def coarse(self, images):
-            calls.append(("coarse()", "", len(images)))
+        def coarse(self, images, looks=True):
+            calls.append(looks)
             return fake.coarse(images)
 
-        def _coarse_maps(self, normed, stage="?"):
-            calls.append(("_coarse_maps", stage, len(normed)))
-            assert all(np.allclose(n, normalise(i)) for n, i in zip(normed, seen, strict=True))
-            return fake.coarse(seen)[0], []
-
     plain = lv._coarse_slices(Looking(True), seen)
-    assert calls == [("_coarse_maps", "coarse", 3)]
-    calls.clear()
     looked = lv._coarse_slices(Looking(False), seen)
-    assert calls == [("coarse()", "", 3)]
+    assert calls == [False, True]
     assert [len(d.bodies) for d in plain] == [len(d.bodies) for d in looked] == [len(d.bodies) for d in fake.coarse(seen)[0]]
     assert len(lv.slice_centreline(_FakeCoarse(), vol, geom, "MR").points_lps)  # a stand-in without the plain pass
     from sagittal.batch.volume import load_plane_model

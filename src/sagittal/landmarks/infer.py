@@ -165,34 +165,37 @@ class LandmarkDetector:
                 for m, (_, lb) in zip(maps, prepared, strict=True)]
         return dets, [p[1] for p in prepared]
 
-    def coarse(self, images: list[np.ndarray]) -> tuple[list[Detections], list[Letterbox], list[np.ndarray]]:
+    def coarse(self, images: list[np.ndarray], looks: bool = True
+               ) -> tuple[list[Detections], list[Letterbox], list[np.ndarray]]:
         """Coarse detections (labelled, source pixels), letterboxes and normalised images.
 
         An image on which fewer than ``FALLBACK_MIN_LEVELS`` levels could be named, or whose
         levels hang on a faintly seen S1 endplate, is looked at again as other looks of itself
         (``other_looks``: locally equalised, inverted); the best look (``_look_rank``: one that went
         well, then the most levels, then a firm S1) is kept, with a warning. Images that went well
-        cost nothing more. When the weights hold a second coarse network (``coarse2``), each image
-        is read by both and the better look kept (``_network_rank``; the first on a tie)."""
+        cost nothing more; ``looks=False`` reads every image as given only (the MR centre line's
+        slices: ``landmarks.volume._coarse_slices``). When the weights hold a second coarse network
+        (``coarse2``), each image is read by both and the better look kept (``_network_rank``; the
+        first on a tie)."""
         normed = [normalise(img) for img in images]
-        dets, boxes, looked, given = self._coarse_looks(normed, "coarse")
+        dets, boxes, looked, given = self._coarse_looks(normed, "coarse", looks)
         #: per image of the last call, the coarse network whose look was kept (diagnostics)
         self.last_coarse_stages = ["coarse"] * len(images)
         if "coarse2" in self.models:
-            dets2, boxes2, looked2, given2 = self._coarse_looks(normed, "coarse2")
+            dets2, boxes2, looked2, given2 = self._coarse_looks(normed, "coarse2", looks)
             for i, d in enumerate(dets2):
                 if _network_rank(d, given2[i]) > _network_rank(dets[i], given[i]):
                     dets[i], boxes[i], looked[i], self.last_coarse_stages[i] = d, boxes2[i], looked2[i], "coarse2"
         return dets, boxes, looked
 
-    def _coarse_looks(self, images: list[np.ndarray], stage: str
+    def _coarse_looks(self, images: list[np.ndarray], stage: str, other: bool = True
                       ) -> tuple[list[Detections], list[Letterbox], list[np.ndarray], list[bool]]:
         """``coarse`` with one network: detections, letterboxes, the look each was found on and
-        whether that is the image as given."""
+        whether that is the image as given (every image as given where ``other`` looks are off)."""
         normed = list(images)
         dets, boxes = self._coarse_maps(normed, stage)
         given = [True] * len(dets)
-        weak = [i for i, d in enumerate(dets) if not _look_rank(d)[0]
+        weak = [i for i, d in enumerate(dets) if other and not _look_rank(d)[0]
                 and (self.second_look_on_faint_s1 or _n_levels(d) < FALLBACK_MIN_LEVELS)]
         if weak:
             why = {i: "too few" if _n_levels(dets[i]) < FALLBACK_MIN_LEVELS else "its S1 endplate only faintly"

@@ -564,11 +564,11 @@ class PlaneDetector(LandmarkDetector):
             t = torch.from_numpy(x)[:, None].contiguous(memory_format=torch.channels_last)
             return np.ascontiguousarray(self.models[stage](t).float().numpy())
 
-    def coarse(self, images: list[np.ndarray]) -> tuple[list[Detections], list[Any], list[np.ndarray]]:
+    def coarse(self, images: list[np.ndarray], looks: bool = True) -> tuple[list[Detections], list[Any], list[np.ndarray]]:
         """``LandmarkDetector.coarse``; inside ``detect`` it also records each image's coarse
         detections, and takes an image's from ``_coarse_override`` (by identity) when given there
         (``bridge_retry``)."""
-        dets, boxes, normed = super().coarse(images)
+        dets, boxes, normed = super().coarse(images, looks)
         if self._coarse_override:
             dets = [self._coarse_override.get(id(im), d) for im, d in zip(images, dets, strict=True)]
         if self._coarse_seen is not None:

@@ -172,16 +172,13 @@ def slice_centreline(detector: Any, volume: np.ndarray, geom: VolumeGeometry, mo
 
 def _coarse_slices(detector: Any, images: list[np.ndarray]) -> list[Any]:
     """The coarse stage's detections of the slices; where the detector's ``centreline_plain`` is on
-    (``PlaneDetector``'s default), of each slice as given only — without the other looks (equalised,
-    inverted) ``infer.LandmarkDetector.coarse`` tries on an image where few levels are named, which
-    on a slab are mostly the slices beside the spine (about as many network passes again: 0.2 -> 0.1 s
-    of the benchmark MR's centre line); else (a stand-in, or the flag off) ``detector.coarse``."""
-    maps = getattr(detector, "_coarse_maps", None)
-    if not getattr(detector, "centreline_plain", False) or maps is None or "coarse2" in getattr(detector, "models", {}):
-        return list(detector.coarse(images)[0])
-    from .preprocess import normalise
-
-    return list(maps([normalise(im) for im in images], "coarse")[0])
+    (``PlaneDetector``'s default), of each slice as given only (``coarse(..., looks=False)``) —
+    without the other looks (equalised, inverted) it tries on an image where few levels are named,
+    which on a slab are mostly the slices beside the spine (about as many network passes again:
+    0.2 -> 0.1 s of the benchmark MR's centre line); else (a stand-in, or the flag off) with them."""
+    if getattr(detector, "centreline_plain", False):
+        return list(detector.coarse(images, looks=False)[0])
+    return list(detector.coarse(images)[0])
 
 
 def _line_points(ori: OrientedSlices, affine: np.ndarray, found: list[_Found], images: np.ndarray | None,
