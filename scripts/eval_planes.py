@@ -24,7 +24,11 @@ PI MAE (where PI was measured, against the phantom's own PI); the MAE and count 
 document reports (``angles``: PI, PT, SS, LL, TK, PI-LL, regional and vertebral kyphosis) against the
 same measure (``report.analysis_document``) of the phantom's TRUE points mapped to our plane, the
 femoral heads projected from 3-D, counted only where the document reports the angle (every level it
-is measured from reported) and those levels are in view; the analysis time per unit.
+is measured from reported) and those levels are in view; the same for the documents measured again with
+every angle from every point (``angles_all_points``: as before an ungraded body's endplate angles were
+withheld), split into the angles measured from an ungraded body's points (``..._from_ungraded``; those
+from a crushed body kept between its neighbours, ``..._from_kept_crushed``) and the rest, and the
+document's angles at ungraded levels (``angles_at_ungraded_levels``); the analysis time per unit.
 """
 
 from __future__ import annotations
@@ -130,6 +134,28 @@ def _in_view(truth_px: np.ndarray, img: np.ndarray) -> bool:
     return bool(inside) and not any(img[int(round(y)), int(round(x))] <= lo for x, y in truth_px)
 
 
+#: in the reason ``plane_detector.keep_crushed_between`` gives a crushed body it keeps between its neighbours
+KEPT_BETWEEN = "between its reported neighbours"
+
+
+def _score_angles(spine: Any, vol: Any, plane: Any, img: np.ndarray, doc: dict, acc: dict, key: str) -> None:
+    """``_angle_errors`` of ``doc`` into ``acc['angles']`` and of ``_all_points(doc)`` into
+    ``acc['angles_all_points']``; ``acc['from_ungraded']`` / ``acc['ungraded_own']``: the (angle,
+    where) measured from an ungraded body's points / at an ungraded level; ``acc['from_kept']``: from a
+    crushed body kept between its neighbours (``KEPT_BETWEEN``), ungraded."""
+    ungraded = set(doc["landmarks"].get(UNGRADED) or {})
+    kept = {lv for lv, why in (doc["landmarks"].get(UNGRADED) or {}).items() if KEPT_BETWEEN in why}
+    for which, d in (("angles", doc), ("angles_all_points", _all_points(doc))):
+        for name, (errs, possible) in _angle_errors(spine, vol, plane, img, d).items():
+            got = acc.setdefault(which, {}).setdefault(name, {"err": {}, "possible": 0})
+            got["err"].update({f"{key}/{where}": e for where, e in errs.items()})
+            got["possible"] += possible
+            acc.setdefault("from_ungraded", set()).update((name, f"{key}/{where}") for where in errs
+                                                          if _uses(name, where) & ungraded)
+            acc.setdefault("ungraded_own", set()).update((name, f"{key}/{where}") for where in errs if where in ungraded)
+            acc.setdefault("from_kept", set()).update((name, f"{key}/{where}") for where in errs if _uses(name, where) & kept)
+
+
 def _score(spine: Any, vol: Any, prep: Any, doc: dict, acc: dict, diagnose: list[str] | None = None,
            key: str = "") -> None:
     plane = prep.extra["plane"]
@@ -163,10 +189,7 @@ def _score(spine: Any, vol: Any, prep: Any, doc: dict, acc: dict, diagnose: list
         if v and v["genant_grade"] is not None:
             acc["grades"].append((int(spine.grade[i]), int(v["genant_grade"])))
     acc.setdefault("loss_err", []).extend(_loss_bias(spine, vol, plane, prep.image, doc))
-    for name, (errs, possible) in _angle_errors(spine, vol, plane, prep.image, doc).items():
-        got = acc.setdefault("angles", {}).setdefault(name, {"err": {}, "possible": 0})
-        got["err"].update({f"{key}/{where}": e for where, e in errs.items()})
-        got["possible"] += possible
+    _score_angles(spine, vol, plane, prep.image, doc, acc, key)
     if diagnose is not None:
         diagnose += _fracture_lines(spine, vol, plane, prep.image, doc, acc)
     pi = doc["parameters"]["pelvic_incidence_deg"]
@@ -241,6 +264,28 @@ def _truth_on_plane(spine: Any, vol: Any, plane: Any, doc: dict) -> tuple[dict, 
           "s1_endplate": {"anterior": s1_px[0].tolist(), "posterior": s1_px[1].tolist()}, "femoral_heads": heads}
     image = {k: doc["image"][k] for k in ("rows", "columns", "pixel_spacing_mm", "spacing_source", "anterior")}
     return analysis_document(image, lm), truth_px, s1_px
+
+
+def _uses(name: str, where: str) -> set[str]:
+    """The levels whose points the angle ``name`` at ``where`` (a level, or the parameter's own name)
+    is measured from (``geometry.spinopelvic``): a vertebra's own endplates for its vertebral kyphosis,
+    the vertebra above's and below's for its regional kyphosis."""
+    if name in ANGLE_PARAMETERS:
+        return set(ANGLE_LEVELS.get(name, ()))
+    if name == "vertebral_kyphosis_deg":
+        return {where}
+    i = LEVELS.index(where)
+    return {LEVELS[j] for j in (i - 1, i + 1) if 0 <= j < len(LEVELS)}
+
+
+def _all_points(doc: dict) -> dict:
+    """``doc`` measured again with every angle from every point (no ``UNGRADED`` map: its angles are
+    those of the code before ungraded bodies' endplate angles were withheld; heights and grades
+    differ, only its angles are read)."""
+    from sagittal.report.analysis import analysis_document
+
+    image = {k: doc["image"][k] for k in ("rows", "columns", "pixel_spacing_mm", "spacing_source", "anterior")}
+    return analysis_document(image, {k: v for k, v in doc["landmarks"].items() if k != UNGRADED})
 
 
 def _angle_errors(spine: Any, vol: Any, plane: Any, img: np.ndarray, doc: dict) -> dict[str, tuple[dict[str, float], int]]:
@@ -363,12 +408,17 @@ def evaluate(modality: str, n: int, first: int, detector: Any, root: Path, diagn
     return out if isinstance(detector, (list, tuple)) else out[0]
 
 
-def _angle_figures(acc: dict[str, Any]) -> dict[str, Any]:
-    """Per angle: MAE (deg), n counted, the largest error and the angles possible (``ANGLE_RULE``)."""
+def _angle_figures(acc: dict[str, Any], which: str = "angles", only: str | None = None,
+                   but: str | None = None) -> dict[str, Any]:
+    """Per angle: MAE (deg), n counted, the largest error and the angles possible (``ANGLE_RULE``);
+    ``which``: the document's angles or ``angles_all_points``; ``only`` / ``but``: only the angles in,
+    or all but those in, that set of ``acc`` (``from_ungraded``: measured from an ungraded body's
+    points; ``ungraded_own``: at an ungraded level)."""
     out: dict[str, Any] = {}
     for name in (*ANGLE_PARAMETERS, *ANGLE_PER_VERTEBRA):
-        got = acc.get("angles", {}).get(name, {"err": {}, "possible": 0})
-        e = list(got["err"].values())
+        got = acc.get(which, {}).get(name, {"err": {}, "possible": 0})
+        e = [v for w, v in got["err"].items() if (only is None or (name, w) in acc.get(only, set()))
+             and (but is None or (name, w) not in acc.get(but, set()))]
         out[name] = {"mae_deg": round(float(np.mean(e)), 4) if e else None, "n": len(e),
                      "max_deg": round(float(np.max(e)), 4) if e else None, "possible": got["possible"]}
     return out
@@ -409,6 +459,14 @@ def _figures(acc: dict[str, Any], n: int) -> dict:
         "pi_mae_deg": float(np.mean(acc["pi_err"])) if acc["pi_err"] else None, "pi_n": len(acc["pi_err"]),
         # every angle of the document against the same measure of the true points on our plane
         "angles": _angle_figures(acc), "angles_rule": ANGLE_RULE,
+        # the same documents with every angle from every point (as before ungraded bodies' endplate
+        # angles were withheld), split: those measured from an ungraded body's points, the rest; and
+        # the document's angles at an ungraded level (its regional kyphosis: its neighbours' endplates)
+        "angles_all_points": _angle_figures(acc, "angles_all_points"),
+        "angles_all_points_from_ungraded": _angle_figures(acc, "angles_all_points", only="from_ungraded"),
+        "angles_all_points_rest": _angle_figures(acc, "angles_all_points", but="from_ungraded"),
+        "angles_all_points_from_kept_crushed": _angle_figures(acc, "angles_all_points", only="from_kept"),
+        "angles_at_ungraded_levels": _angle_figures(acc, only="ungraded_own"),
         "pi_heads_found": acc["heads"],
         "seconds_per_unit_median": float(np.median(acc["seconds"])) if acc["seconds"] else None,
         # the plane detector's second looks: units where each ran ("run": not kept) or was kept, and

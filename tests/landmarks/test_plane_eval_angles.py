@@ -123,3 +123,40 @@ def test_paired_angles_compare_runs_on_the_angles_both_counted():
     assert figs[0]["angles_paired"]["lumbar_lordosis_deg"] == {"mae_deg": 2.0, "n": 1}
     assert figs[0]["angles_paired"]["thoracic_kyphosis_deg"] == {"mae_deg": None, "n": 0}
 
+
+
+def test_angles_from_an_ungraded_body_are_withheld_and_scored_apart():
+    """A crushed body kept between its neighbours (ungraded, ``keep_crushed_between``'s reason) with
+    both endplates tilted: the document withholds the angles from its endplates (its vertebral
+    kyphosis, T12's and L2's regional kyphosis, LL and PI-LL at L1) and keeps its own regional kyphosis
+    (T12's and L2's endplates); ``_score_angles`` scores the document and, apart, the same points
+    measured as before (``angles_all_points``), whose angles from L1's points are the split
+    ``from_ungraded`` / ``from_kept`` and carry the whole error."""
+    from sagittal.levels import UNGRADED
+
+    spine, plane, vol, ev, img = _case()
+    doc = _doc(ev, spine, plane, vol)
+    lm = doc["landmarks"]
+    l1 = lm["vertebrae"]["L1"]
+    for name, dy in (("anterior_superior", 4.0), ("anterior_inferior", -4.0)):  # a wedge: both endplates ~6 deg off
+        l1[name] = [l1[name][0], l1[name][1] + dy]
+    lm[UNGRADED] = {"L1": "it looks collapsed ...; its level is the one between its reported neighbours T12 and L2"}
+    from sagittal.report.analysis import analysis_document
+
+    doc = analysis_document(doc["image"], lm)
+    acc: dict = {}
+    ev._score_angles(spine, vol, plane, img, doc, acc, "0/0")
+    withheld = {("lumbar_lordosis_deg", "0/0/lumbar_lordosis_deg"), ("pi_ll_mismatch_deg", "0/0/pi_ll_mismatch_deg"),
+                ("regional_kyphosis_deg", "0/0/T12"), ("regional_kyphosis_deg", "0/0/L2"),
+                ("vertebral_kyphosis_deg", "0/0/L1")}
+    assert acc["from_ungraded"] == acc["from_kept"] == withheld
+    for name, where in withheld:
+        assert where not in acc["angles"][name]["err"] and acc["angles_all_points"][name]["err"][where] > 1.0
+    assert acc["angles"]["regional_kyphosis_deg"]["err"]["0/0/L1"] == pytest.approx(0.0, abs=1e-3)
+    assert ("regional_kyphosis_deg", "0/0/L1") in acc["ungraded_own"]
+    rest = ev._angle_figures(acc, "angles_all_points", but="from_ungraded")
+    assert rest == ev._angle_figures(acc)  # the document = every angle but those from L1's points
+    apart = ev._angle_figures(acc, "angles_all_points", only="from_ungraded")
+    assert apart["vertebral_kyphosis_deg"]["n"] == 1 and apart["regional_kyphosis_deg"]["n"] == 2
+    assert apart["thoracic_kyphosis_deg"]["n"] == 0 and apart["sacral_slope_deg"]["n"] == 0
+    assert ev._angle_figures(acc)["sacral_slope_deg"]["n"] == 1

@@ -116,9 +116,10 @@ def test_sample_patient_ct_and_mr_are_analysed(tmp_path):
 @pytest.mark.slow
 def test_ungraded_levels_keep_their_points_but_no_heights_or_grade(tmp_path, spine):
     """A level the plane detector marks ungraded (points unsteady) is in the document with its
-    points and kyphosis, its heights, loss, grade and morphology null; its points size no
-    neighbour's expected height (L1 and L3 are graded as with L2 left out); the map stays in the
-    document's landmarks (``report.analysis_document``)."""
+    points and its own regional kyphosis (its neighbours' endplates), its heights, loss, grade,
+    morphology and vertebral kyphosis null; its points size no neighbour's expected height (L1 and
+    L3 are graded as with L2 left out) nor their regional kyphosis (null, with a warning naming
+    L2); the map stays in the document's landmarks (``report.analysis_document``)."""
     ct, unit = _unit(tmp_path, spine, matrix=120)
     prep = kind.prepare(unit)
     lm, anterior, warnings = _true_detection(ct, spine, prep.extra["plane"])
@@ -134,7 +135,10 @@ def test_ungraded_levels_keep_their_points_but_no_heights_or_grade(tmp_path, spi
         assert {k: by[level][k] for k in ("heights_mm", "height_loss_pct", "genant_grade")} == \
             {k: alone[level][k] for k in ("heights_mm", "height_loss_pct", "genant_grade")}
     assert by["L2"]["heights_mm"] is None and by["L2"]["genant_grade"] is None and by["L2"]["height_loss_pct"] is None
-    assert by["L2"]["morphology"] is None and by["L2"]["vertebral_kyphosis_deg"] is not None
+    assert by["L2"]["morphology"] is None and by["L2"]["vertebral_kyphosis_deg"] is None
+    assert by["L2"]["regional_kyphosis_deg"] is not None and by["L1"]["vertebral_kyphosis_deg"] is not None
+    assert by["L1"]["regional_kyphosis_deg"] is None and by["L3"]["regional_kyphosis_deg"] is None
+    assert any(w.startswith("L2: its vertebral kyphosis, the regional kyphosis of L1 and L3 null") for w in doc["warnings"])
     assert by["L3"]["heights_mm"] is not None and by["L3"]["genant_grade"] == 0
 
 

@@ -110,12 +110,15 @@ def test_unknown_facing_is_rejected(tmp_path, capsys, schema):
     assert doc["status"] == "rejected" and any("faces" in w for w in doc["warnings"])
 
 
-def test_ungraded_levels_keep_their_points_and_angles_but_no_heights_or_grade(schema):
+def test_ungraded_levels_keep_their_points_but_no_heights_grade_or_endplate_angles(schema):
     """``landmarks[UNGRADED]`` (level → reason): those vertebrae are reported without heights,
     height loss, grade or morphology, and their points size no neighbour's expected height (the
-    neighbours are graded as if they were absent); angles use every point; the map stays in
-    the document's landmarks (measuring the saved document again gives the same), and the
-    caller's dict is left as it was."""
+    neighbours are graded as if they were absent) nor any angle from their endplates: their own
+    vertebral kyphosis, the regional kyphosis of the vertebrae above and below (measured from
+    their endplates), LL/PI-LL at L1 and TK at T12 are null with a warning naming the level; the
+    other angles (and an ungraded body's own regional kyphosis, its neighbours' endplates, where
+    they are graded) are those of every point; the map stays in the document's landmarks
+    (measuring the saved document again gives the same), and the caller's dict is left as it was."""
     import copy
 
     from sagittal.errors import InputError
@@ -138,19 +141,44 @@ def test_ungraded_levels_keep_their_points_and_angles_but_no_heights_or_grade(sc
     plain = analysis_document(obj["image"], bent)
     without = analysis_document(obj["image"], dict(lm, vertebrae={k: p for k, p in lm["vertebrae"].items()
                                                                   if k not in ("L1", "T12")}))
-    assert marked["parameters"] == plain["parameters"]
+    from_endplates = ("lumbar_lordosis_deg", "thoracic_kyphosis_deg", "pi_ll_mismatch_deg", "srs_schwab_pi_ll")
+    assert all(plain["parameters"][k] is not None and marked["parameters"][k] is None for k in from_endplates)
+    assert {k: p for k, p in marked["parameters"].items() if k not in from_endplates} == \
+        {k: p for k, p in plain["parameters"].items() if k not in from_endplates}
+    assert "lumbar_lordosis_deg is null: L1's points are not steady enough to grade it (ungraded)" in marked["warnings"]
+    assert "thoracic_kyphosis_deg is null: T12's points are not steady enough to grade it (ungraded)" in marked["warnings"]
+    said = [w for w in marked["warnings"] if "measured from its endplates" in w]
+    assert len(said) == 2
+    assert said[0].startswith("T12: its vertebral kyphosis, the regional kyphosis of T11 and L1, thoracic_kyphosis_deg null")
+    assert said[1].startswith("L1: its vertebral kyphosis, the regional kyphosis of T12 and L2, lumbar_lordosis_deg, "
+                              "pi_ll_mismatch_deg null")
     graded_as_if_absent = {v["level"]: v for v in without["vertebrae"]}
     for a, b in zip(plain["vertebrae"], marked["vertebrae"], strict=True):
         if b["level"] in ("L1", "T12"):
-            assert a["genant_grade"] is not None and a["heights_mm"] is not None
+            assert a["genant_grade"] is not None and a["heights_mm"] is not None and a["vertebral_kyphosis_deg"] is not None
             assert (b["heights_mm"], b["height_loss_pct"], b["genant_grade"], b["morphology"]) == (None,) * 4
-            assert b["regional_kyphosis_deg"] == a["regional_kyphosis_deg"] is not None
-            assert b["vertebral_kyphosis_deg"] == a["vertebral_kyphosis_deg"]
+            assert b["vertebral_kyphosis_deg"] is None
         else:
             c = graded_as_if_absent[b["level"]]
             for key in ("heights_mm", "height_loss_pct", "genant_grade", "morphology"):
                 assert b[key] == c[key], (b["level"], key)
+            assert b["vertebral_kyphosis_deg"] == a["vertebral_kyphosis_deg"] is not None
+        # the regional kyphosis of T11 (T12's inferior endplate), T12 (L1's), L1 (T12's superior), L2 (L1's)
+        if b["level"] in ("T11", "T12", "L1", "L2"):
+            assert a["regional_kyphosis_deg"] is not None and b["regional_kyphosis_deg"] is None, b["level"]
+        else:
+            assert b["regional_kyphosis_deg"] == a["regional_kyphosis_deg"], b["level"]
     assert plain["vertebrae"][LEVELS.index("L2")]["height_loss_pct"] != marked["vertebrae"][LEVELS.index("L2")]["height_loss_pct"]
+    # one ungraded body between graded neighbours keeps its own regional kyphosis (their endplates)
+    alone = analysis_document(obj["image"], dict(bent, **{UNGRADED: {"L1": "why"}}))
+    by = {v["level"]: v for v in alone["vertebrae"]}
+    plain_by = {v["level"]: v for v in plain["vertebrae"]}
+    assert by["L1"]["regional_kyphosis_deg"] == plain_by["L1"]["regional_kyphosis_deg"] is not None
+    assert by["L1"]["vertebral_kyphosis_deg"] is None and by["T12"]["vertebral_kyphosis_deg"] is not None
+    assert by["T12"]["regional_kyphosis_deg"] is None and by["L2"]["regional_kyphosis_deg"] is None
+    assert by["T11"]["regional_kyphosis_deg"] == plain_by["T11"]["regional_kyphosis_deg"] is not None
+    assert alone["parameters"]["thoracic_kyphosis_deg"] == plain["parameters"]["thoracic_kyphosis_deg"] is not None
+    assert alone["parameters"]["lumbar_lordosis_deg"] is None
     for bad in ("L1", {"L6": "why"}, 3):
         with pytest.raises(InputError, match="landmarks.ungraded must map vertebral levels"):
             analysis_document(obj["image"], dict(lm, **{UNGRADED: bad}))

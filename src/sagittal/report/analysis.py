@@ -71,8 +71,11 @@ def _landmark_arrays(lm: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, list[n
     return pts, s1, heads, radii
 
 
-def _parameters(m: dict[str, np.ndarray], mm_ok: bool, warnings: list[str]) -> dict[str, Any]:
-    """The document's ``parameters`` from ``geometry.measure`` of one spine; nulls get a warning."""
+def _parameters(m: dict[str, np.ndarray], mm_ok: bool, warnings: list[str],
+                untrusted: dict[str, str] | None = None) -> dict[str, Any]:
+    """The document's ``parameters`` from ``geometry.measure`` of one spine; nulls get a warning
+    (``untrusted``: parameter → why, for those null because a level they are measured from is
+    ungraded)."""
     params: dict[str, Any] = {k: _num(m[k]) for k in PARAMETERS}
     if not mm_ok:
         params["sagittal_vertical_axis_mm"] = None  # a distance needs a spacing
@@ -80,6 +83,7 @@ def _parameters(m: dict[str, np.ndarray], mm_ok: bool, warnings: list[str]) -> d
         "sacral_slope_deg": "S1 endplate not in view", "lumbar_lordosis_deg": "L1 or the S1 endplate not in view",
         "thoracic_kyphosis_deg": "T4 or T12 not in view",
         "sagittal_vertical_axis_mm": "no pixel spacing" if not mm_ok else "C7 or the S1 endplate not in view",
+        **(untrusted or {}),
     }
     for key, reason in why.items():
         if params[key] is None:
@@ -116,6 +120,43 @@ def _vertebrae(m: dict[str, np.ndarray], pts_px: np.ndarray, mm_ok: bool,
     return verts
 
 
+#: the measures taken from vertebral endplates (``geometry.spinopelvic``): withheld where an ungraded
+#: body's endplate is one of them (``analysis_document``)
+FROM_ENDPLATES = ("regional_kyphosis_deg", "vertebral_kyphosis_deg", "lumbar_lordosis_deg", "thoracic_kyphosis_deg",
+                  "pi_ll_mismatch_deg", "srs_schwab_pi_ll")
+#: the parameters among them and the levels whose endplates each is measured from
+_PARAMETER_LEVELS = {"lumbar_lordosis_deg": ("L1",), "thoracic_kyphosis_deg": ("T4", "T12"), "pi_ll_mismatch_deg": ("L1",)}
+
+
+def _untrusted_angles(m: dict[str, np.ndarray], graded: dict[str, np.ndarray], pts_px: np.ndarray,
+                      ungraded: frozenset[str], warnings: list[str]) -> dict[str, str]:
+    """The angles that every point gives (``m``) but the points without the ``ungraded`` bodies do not
+    (``graded``): one warning per ungraded level naming the angles taken from its endplates (its
+    vertebral kyphosis, the regional kyphosis of the reported vertebrae above and below it, LL/TK/PI-LL
+    at L1, T4, T12), appended to ``warnings``; returns parameter → why, for ``_parameters``. The
+    ungraded body's own regional kyphosis (its neighbours' endplates) is not among them."""
+    lost = {k: np.isfinite(m[k]) & ~np.isfinite(graded[k]) for k in ("regional_kyphosis_deg", "vertebral_kyphosis_deg")}
+    reported = np.isfinite(pts_px).all(axis=(1, 2))
+    why: dict[str, str] = {}
+    for level in sorted(ungraded, key=LEVELS.index):
+        i = LEVELS.index(level)
+        if not reported[i]:
+            continue
+        items = ["its vertebral kyphosis"] if lost["vertebral_kyphosis_deg"][i] else []
+        near = [LEVELS[j] for j in (i - 1, i + 1) if 0 <= j < len(LEVELS) and reported[j]
+                and lost["regional_kyphosis_deg"][j]]
+        if near:
+            items.append("the regional kyphosis of " + " and ".join(near))
+        for key, levels in _PARAMETER_LEVELS.items():
+            if level in levels and np.isfinite(m[key]) and np.isnan(graded[key]):
+                items.append(key)
+                why[key] = f"{level}'s points are not steady enough to grade it (ungraded)"
+        if items:
+            warnings.append(f"{level}: {', '.join(items)} null: measured from its endplates, whose points are not "
+                            "steady enough to grade it")
+    return why
+
+
 def _ungraded(value: Any) -> frozenset[str]:
     """The levels of a landmarks dict's ``UNGRADED`` map (level → reason; a list of levels is
     taken too); ``InputError`` for anything else or a name that is not a level."""
@@ -134,8 +175,10 @@ def analysis_document(image: dict[str, Any], landmarks: dict[str, Any], source: 
     ``image`` holds ``rows``, ``columns``, ``pixel_spacing_mm`` ([row, col] or null),
     ``spacing_source`` and ``anterior`` ("left"/"right"). ``landmarks`` may hold ``UNGRADED``
     (level → reason, written by the detector with its warning): those levels are reported
-    without heights, height loss, grade or morphology, and their points size no neighbour's
-    expected height; the map stays in the document's landmarks, so that measuring a saved
+    without heights, height loss, grade or morphology, their points size no neighbour's
+    expected height, and no angle is measured from their endplates (``FROM_ENDPLATES``: their
+    vertebral kyphosis, their neighbours' regional kyphosis, LL/TK/PI-LL at L1, T4, T12; null, with
+    a warning naming the level); the map stays in the document's landmarks, so that measuring a saved
     document again gives the same. Raises ``InputError`` for malformed input; missing structures give
     nulls and warnings instead.
     """
@@ -181,14 +224,18 @@ def analysis_document(image: dict[str, Any], landmarks: dict[str, Any], source: 
         warnings.append("no femoral head seen: pelvic incidence, pelvic tilt and T1 pelvic angle are null")
     mm_ok = spacing is not None
     m = g.measure(pts, s1, hip)
+    untrusted: dict[str, str] = {}
     if ungraded:
         # an ungraded body's points are not steady enough to grade it, nor to size its neighbours'
-        # expected heights from (``morphometry.expected_posterior_mm``): heights, losses, grades and
-        # morphology come from the points without it; angles from every point
+        # expected heights from (``morphometry.expected_posterior_mm``), nor to measure an angle from
+        # its endplates: heights, losses, grades, morphology and the endplate angles (``FROM_ENDPLATES``)
+        # come from the points without it; the positions (SVA, T1PA, Roussouly's apex) from every point
         mask = np.isin(np.array(LEVELS), sorted(ungraded))
         graded = g.measure(np.where(mask[:, None, None], np.nan, pts), s1, hip)
-        m = dict(m, **{k: graded[k] for k in ("heights_mm", "height_loss_pct", "genant_grade", "morphology_index")})
-    doc["parameters"] = params = _parameters(m, mm_ok, warnings)
+        untrusted = _untrusted_angles(m, graded, pts_px, ungraded, warnings)
+        m = dict(m, **{k: graded[k] for k in ("heights_mm", "height_loss_pct", "genant_grade", "morphology_index",
+                                              *FROM_ENDPLATES)})
+    doc["parameters"] = params = _parameters(m, mm_ok, warnings, untrusted)
     doc["vertebrae"] = _vertebrae(m, pts_px, mm_ok, ungraded)
     measured = [params[k] for k in REQUIRED_PARAMETERS if params[k] is not None]
     doc["status"] = "rejected" if not measured and not doc["vertebrae"] else (
