@@ -816,3 +816,87 @@ def test_detect_reports_the_crushed_body_between_its_neighbours(tmp_path, monkey
     det.crushed_between = False
     ((lm, _, _),) = det.detect([np.zeros((8, 8), np.float32)])
     assert "L2" not in lm["vertebrae"] and lm[pd.UNGRADED] == {}
+
+
+def _stray_chain() -> Detections:
+    """Dev MR 5026 in small: the coarse chain from S1 (endplate at row 240) with one body too many
+    (row 197, a disc between L5 and L4) named L4, every level above it one too high."""
+    return Detections(_chain_from_s1(["L5", "L4", "L3", "L2", "L1", "T12", "T11"], [215, 197, 180, 145, 110, 75, 40]),
+                      np.array([[0.0, 240.0], [30.0, 240.0]]), 0.9, [])
+
+
+def _contract(fine: Detections) -> dict:
+    from sagittal.landmarks.postprocess import to_contract
+
+    return to_contract(fine)
+
+
+def _stray_fine(det: Detections, spread: float = 0.6, step: bool = False) -> Detections:
+    """The fine placement of ``det``: the body at row 197 loses its level, its two placements
+    ``spread`` apart; ``step``: the chain re-check withheld a step."""
+    odd = [b for b in det.bodies if round(float(b.centre[1])) == 197]
+    bodies = [replace(b, level=None, spread=spread) if any(b is o for o in odd) else replace(b, spread=0.02)
+              for b in det.bodies]
+    return Detections(bodies, det.s1, 0.9, [], withheld=(Withheld("L3", STEP, 1.9, near="L5"),) if step else ())
+
+
+def test_a_stray_plan_drops_the_body_no_fine_placement_held_where_the_count_is_in_doubt():
+    """Dev MR 5026: the first look's lowest body (L5) stands a body too far from S1 for the next one
+    reported ('L3'), so every level would be withheld; one body lost its level with its placements
+    60 % apart: the plan is the coarse chain without it, every level above one nearer S1."""
+    coarse = _stray_chain()
+    fine = _stray_fine(coarse)
+    lm = _contract(fine)
+    plan = pd.stray_plan(coarse, fine, lm)
+    assert plan is not None
+    det, level, spread = plan
+    assert (level, spread) == ("L4", 0.6)
+    assert [(b.level, round(float(b.centre[1]))) for b in det.bodies] == [
+        ("L5", 215), ("L4", 180), ("L3", 145), ("L2", 110), ("L1", 75), ("T12", 40)]
+    assert pd._off_s1(lm) == 0 and pd._off_s1(_contract(_stray_fine(det))) == 6
+    # no doubt about the count (the body withheld, the rest where S1 puts them): no plan
+    steady = Detections(_chain_from_s1(["L5", "L4", "L3"], [215, 180, 145]), coarse.s1, 0.9, [])
+    odd = replace(steady, bodies=[*steady.bodies, replace(steady.bodies[0], level=None, spread=0.6)])
+    assert pd.stray_plan(steady, odd, _contract(odd)) is None
+    # a step withheld is doubt enough; two bodies that no placement held, or spreads under the limit: no plan
+    assert pd.stray_plan(coarse, _stray_fine(coarse, step=True), {**lm, "s1_endplate": None}) is not None
+    assert pd.stray_plan(coarse, _stray_fine(coarse, spread=pd.STRAY_SPREAD - 0.01), lm) is None
+    two = replace(fine, bodies=[*fine.bodies, replace(fine.bodies[0], level=None, spread=0.5)])
+    assert pd.stray_plan(coarse, two, lm) is None
+    # counted from C7 (no S1): a body fewer would renumber the whole chain unchecked
+    assert pd.stray_plan(replace(coarse, s1=None), fine, lm) is None
+
+
+def test_detect_keeps_the_look_without_a_stray_body_only_when_the_chain_holds(tmp_path, monkeypatch):
+    """The first look reports nothing (the off-S1 check clears the miscounted chain); without the
+    stray body the six levels stand at their places and are reported with a warning. Where the
+    dropped body was real (the step across its place two bodies' long: the chain re-check withholds
+    a step), the first look stands; with ``stray_drop`` off the look does not run."""
+    real = {"dropped": False}
+
+    def fine_for(det):
+        if any(round(float(b.centre[1])) == 197 for b in det.bodies):
+            return _stray_fine(det)
+        if real["dropped"]:
+            return Detections([replace(b, spread=0.02) if b.level in ("L5",) else replace(b, level=None)
+                               for b in det.bodies], det.s1, 0.9, [], withheld=(Withheld("L4", STEP, 2.0, near="L5"),))
+        return _stray_fine(det)
+
+    det = _faked_plane_detector(monkeypatch, tmp_path, _coarse_returning(_stray_chain()), _detect_placing(fine_for))
+    det.consistency = True
+    img = np.zeros((8, 8), np.float32)
+    ((lm, _, warnings),) = det.detect([img])
+    assert sorted(lm["vertebrae"]) == sorted(["L5", "L4", "L3", "L2", "L1", "T12"])
+    assert det.last_looks == [{"stray": "kept"}] and det._coarse_override == {}
+    assert any(w.startswith("L4: the first stage named a body L4 whose two fine placements disagreed by 60 %")
+               for w in warnings)
+    centres = {lv: np.mean([p[n] for n in ("anterior_superior", "posterior_inferior")], axis=0)[1]
+               for lv, p in lm["vertebrae"].items()}
+    assert round(centres["L4"]) == 180 and round(centres["T12"]) == 40
+    real["dropped"] = True
+    ((lm, _, _),) = det.detect([img])
+    assert lm["vertebrae"] == {} and det.last_looks == [{"stray": "run"}]
+    real["dropped"] = False
+    det.stray_drop = False
+    ((lm, _, _),) = det.detect([img])
+    assert lm["vertebrae"] == {} and det.last_looks == [{}]

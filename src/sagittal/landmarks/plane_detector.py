@@ -313,6 +313,51 @@ def unbridge_plan(coarse: Detections | None, fine: Detections | None) -> tuple[D
     return replace(coarse, bodies=bodies, warnings=list(coarse.warnings)), level
 
 
+#: a body the coarse chain named whose two fine placements disagree by more than this share of its
+#: size was found on no body a refinement can hold (dev MR 5009: a sacral segment named L5, 72 %;
+#: MR 5026: a disc between L4 and L5 named L4, 59 %; real bodies there 1-6 %)
+STRAY_SPREAD = 0.4
+
+
+def _off_s1(landmarks: dict[str, Any]) -> int:
+    """How many levels ``withhold_if_off_s1`` would leave of ``landmarks`` (not changed)."""
+    trial = {**landmarks, "vertebrae": dict(landmarks["vertebrae"])}
+    withhold_if_off_s1(trial, [])
+    return len(trial["vertebrae"])
+
+
+def stray_plan(coarse: Detections | None, fine: Detections | None, landmarks: dict[str, Any]
+               ) -> tuple[Detections, str, float] | None:
+    """Where the count from S1 is in doubt after the first look — the chain re-check withheld levels
+    (``STEP``) or the lowest body reported stands off the S1 endplate (``withhold_if_off_s1`` would
+    withhold every level) — and exactly one body lost its level with its two fine placements more
+    than ``STRAY_SPREAD`` of its size apart: the coarse detections without the named body it was
+    placed from (the nearest), every level beyond it (cranial) one nearer S1; with that level and
+    the spread. A body too many in the chain (a disc or a sacral segment read as a body) numbers
+    every level above it one too high; were the body real, the step across its place is about two
+    bodies' and the chain re-check withholds the look (``_retry_went_well``), or, at the bottom,
+    the lowest body stands a body too far from S1. ``None`` otherwise, or counted from C7."""
+    if coarse is None or fine is None or coarse.s1 is None:
+        return None
+    if not _withheld(fine, STEP) and _off_s1(landmarks) == len(landmarks["vertebrae"]):
+        return None
+    strays = [b for b in fine.bodies if not b.level and b.spread > STRAY_SPREAD]
+    named = [b for b in coarse.bodies if b.level in LEVEL_INDEX]
+    if len(strays) != 1 or not named:
+        return None
+    stray = min(named, key=lambda b: float(np.linalg.norm(b.centre - strays[0].centre)))
+    level = str(stray.level)
+    at = LEVEL_INDEX[level]
+
+    def moved(lv: str | None) -> str | None:  # from S1 the levels beyond the stray are the cranial ones
+        if not lv or lv == "?" or LEVEL_INDEX[lv] >= at:
+            return lv
+        return LEVELS[LEVEL_INDEX[lv] + 1]
+
+    bodies = [replace(x, level=moved(x.level), bridged=moved(x.bridged)) for x in coarse.bodies if x is not stray]
+    return replace(coarse, bodies=bodies, warnings=list(coarse.warnings)), level, float(strays[0].spread)
+
+
 #: the collapsed-look level limit for a body bridged across a one-body gap (``crushed_bridge``): a
 #: crushed body's two placements on MR planes disagree by 7–11 %; the gap vouches for a body there
 BRIDGED_COLLAPSED_MAX = 0.15
@@ -534,6 +579,8 @@ class PlaneDetector(LandmarkDetector):
         self.break_drop = True
         #: look again at a looser collapsed-look limit where a bridged crushed body lost its level (``crushed_bridge``)
         self.crushed_bridge_retry = True
+        #: look again without a coarse body no fine placement could hold where the count is in doubt (``stray_plan``)
+        self.stray_drop = True
         #: look again without a coarse bridge the fine placement found no body in (``unbridge_plan``)
         self.unbridge = True
         #: report a crushed body withheld as collapsed-unsteady where its neighbours vouch for it (``keep_crushed_between``)
@@ -650,6 +697,30 @@ class PlaneDetector(LandmarkDetector):
             out[i], fines[i], coarse[i] = r, fine, det
             looks[i]["break"] = "kept"
 
+    def _stray_looks(self, images: list[Any], given: list[str | None], stages: list[str], batch_size: int,
+                     out: list[Any], fines: list[Any], coarse: list[Any], timings: dict[str, float],
+                     looks: list[dict[str, str]]) -> None:
+        """Where the count from S1 is in doubt and one named body could not be placed (``stray_plan``),
+        each image once more without it; kept where it went well (``_retry_went_well``, counting the
+        levels ``withhold_if_off_s1`` leaves of each look: the first look's are those it would report).
+        In place; only with the consistency check on (``stray_drop``)."""
+        if not (self.stray_drop and self.consistency):
+            return
+        plans = {i: p for i in range(len(images)) if (p := stray_plan(coarse[i], fines[i], out[i][0])) is not None}
+        if not plans:
+            return
+        idx = sorted(plans)
+        _mark(looks, idx, "stray")
+        out2, fines2 = self._rerun(images, given, stages, batch_size, {i: plans[i][0] for i in idx}, timings)
+        for i, r, fine in zip(idx, out2, fines2, strict=True):
+            det, level, spread = plans[i]
+            if _retry_went_well(None, fine, _off_s1(out[i][0]), _off_s1(r[0])):
+                r[2].append(f"{level}: the first stage named a body {level} whose two fine placements disagreed by "
+                            f"{100 * spread:.0f} % of its size (no body: a disc or a sacral segment); looked again "
+                            "without it, every level above it one nearer S1: the chain held after fine placement")
+                out[i], fines[i], coarse[i] = r, fine, det
+                looks[i]["stray"] = "kept"
+
     def _unbridge_looks(self, images: list[Any], given: list[str | None], stages: list[str], batch_size: int,
                         out: list[Any], fines: list[Any], coarse: list[Any], timings: dict[str, float],
                         looks: list[dict[str, str]], skip: set[int]) -> set[int]:
@@ -722,6 +793,7 @@ class PlaneDetector(LandmarkDetector):
                                 "for a body the gap vouches for), ungraded")
                     out[i], fines[i] = r, fine
                     looks[i]["crushed"] = "kept"
+        self._stray_looks(images, given, stages, batch_size, out, fines, coarse, timings, looks)
         #: wall seconds the last call spent in second looks (all images together; diagnostics)
         self.last_look_seconds = time.perf_counter() - started
         self.last_detections = list(fines)
