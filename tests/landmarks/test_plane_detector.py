@@ -818,11 +818,12 @@ def test_detect_reports_the_crushed_body_between_its_neighbours(tmp_path, monkey
     assert "L2" not in lm["vertebrae"] and lm[pd.UNGRADED] == {}
 
 
-def _stray_chain() -> Detections:
+def _stray_chain(n: int = 7) -> Detections:
     """Dev MR 5026 in small: the coarse chain from S1 (endplate at row 240) with one body too many
-    (row 197, a disc between L5 and L4) named L4, every level above it one too high."""
-    return Detections(_chain_from_s1(["L5", "L4", "L3", "L2", "L1", "T12", "T11"], [215, 197, 180, 145, 110, 75, 40]),
-                      np.array([[0.0, 240.0], [30.0, 240.0]]), 0.9, [])
+    (row 197, a disc between L5 and L4) named L4, every level above it one too high; its first ``n``
+    bodies."""
+    levels, rows = ["L5", "L4", "L3", "L2", "L1", "T12", "T11"], [215, 197, 180, 145, 110, 75, 40]
+    return Detections(_chain_from_s1(levels[:n], rows[:n]), np.array([[0.0, 240.0], [30.0, 240.0]]), 0.9, [])
 
 
 def _contract(fine: Detections) -> dict:
@@ -865,6 +866,10 @@ def test_a_stray_plan_drops_the_body_no_fine_placement_held_where_the_count_is_i
     assert pd.stray_plan(coarse, two, lm) is None
     # counted from C7 (no S1): a body fewer would renumber the whole chain unchecked
     assert pd.stray_plan(replace(coarse, s1=None), fine, lm) is None
+    # the body no placement held lies over half a step (17.5 px here) from every named body: not theirs
+    far = replace(fine, bodies=[replace(b, centre=b.centre + np.array([20.0, 0.0])) if not b.level else b
+                                for b in fine.bodies])
+    assert pd.stray_plan(coarse, far, lm) is None
 
 
 def test_detect_keeps_the_look_without_a_stray_body_only_when_the_chain_holds(tmp_path, monkeypatch):
@@ -900,3 +905,14 @@ def test_detect_keeps_the_look_without_a_stray_body_only_when_the_chain_holds(tm
     det.stray_drop = False
     ((lm, _, _),) = det.detect([img])
     assert lm["vertebrae"] == {} and det.last_looks == [{}]
+
+
+def test_the_look_without_a_stray_body_needs_the_step_across_its_place_tested(tmp_path, monkeypatch):
+    """Counted without the body at row 197 a chain of three levels (L5, L4, L3) holds whatever the
+    step across its place (``postprocess.recheck_chain`` compares a step with its neighbours' only
+    in a chain of ``CHECKED_CHAIN_MIN``): the look runs but does not stand (``_gap_tested``)."""
+    det = _faked_plane_detector(monkeypatch, tmp_path, _coarse_returning(_stray_chain(4)), _detect_placing(_stray_fine))
+    det.consistency = True
+    ((lm, _, warnings),) = det.detect([np.zeros((8, 8), np.float32)])
+    assert lm["vertebrae"] == {} and det.last_looks == [{"stray": "run"}]
+    assert not any("whose two fine placements disagreed" in w for w in warnings)

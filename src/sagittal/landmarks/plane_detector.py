@@ -335,17 +335,22 @@ def stray_plan(coarse: Detections | None, fine: Detections | None, landmarks: di
     placed from (the nearest), every level beyond it (cranial) one nearer S1; with that level and
     the spread. A body too many in the chain (a disc or a sacral segment read as a body) numbers
     every level above it one too high; were the body real, the step across its place is about two
-    bodies' and the chain re-check withholds the look (``_retry_went_well``), or, at the bottom,
-    the lowest body stands a body too far from S1. ``None`` otherwise, or counted from C7."""
+    bodies' and the chain re-check withholds the look (``_retry_went_well``, where it tested that
+    step: ``_gap_tested``), or, at the bottom (L5), the lowest body stands a body too far from S1.
+    ``None`` otherwise, where that body lies over half the chain's median step from every named
+    one, or counted from C7."""
     if coarse is None or fine is None or coarse.s1 is None:
         return None
     if not _withheld(fine, STEP) and _off_s1(landmarks) == len(landmarks["vertebrae"]):
         return None
     strays = [b for b in fine.bodies if not b.level and b.spread > STRAY_SPREAD]
-    named = [b for b in coarse.bodies if b.level in LEVEL_INDEX]
-    if len(strays) != 1 or not named:
+    named = sorted((b for b in coarse.bodies if b.level in LEVEL_INDEX), key=lambda b: LEVEL_INDEX[str(b.level)])
+    if len(strays) != 1 or len(named) < 2:
         return None
     stray = min(named, key=lambda b: float(np.linalg.norm(b.centre - strays[0].centre)))
+    step = float(np.median([np.linalg.norm(a.centre - b.centre) for a, b in zip(named, named[1:], strict=False)]))
+    if np.linalg.norm(stray.centre - strays[0].centre) > 0.5 * step:
+        return None  # the body no placement held is not where a named body was found
     level = str(stray.level)
     at = LEVEL_INDEX[level]
 
@@ -702,7 +707,8 @@ class PlaneDetector(LandmarkDetector):
                      looks: list[dict[str, str]]) -> None:
         """Where the count from S1 is in doubt and one named body could not be placed (``stray_plan``),
         each image once more without it; kept where it went well (``_retry_went_well``, counting the
-        levels ``withhold_if_off_s1`` leaves of each look: the first look's are those it would report).
+        levels ``withhold_if_off_s1`` leaves of each look: the first look's are those it would report)
+        and the step across the dropped body's place was tested (``_gap_tested``; at L5 the S1 check).
         In place; only with the consistency check on (``stray_drop``)."""
         if not (self.stray_drop and self.consistency):
             return
@@ -714,7 +720,8 @@ class PlaneDetector(LandmarkDetector):
         out2, fines2 = self._rerun(images, given, stages, batch_size, {i: plans[i][0] for i in idx}, timings)
         for i, r, fine in zip(idx, out2, fines2, strict=True):
             det, level, spread = plans[i]
-            if _retry_went_well(None, fine, _off_s1(out[i][0]), _off_s1(r[0])):
+            if _retry_went_well(None, fine, _off_s1(out[i][0]), _off_s1(r[0])) \
+                    and (level == LEVELS[-1] or _gap_tested(fine, level)):
                 r[2].append(f"{level}: the first stage named a body {level} whose two fine placements disagreed by "
                             f"{100 * spread:.0f} % of its size (no body: a disc or a sacral segment); looked again "
                             "without it, every level above it one nearer S1: the chain held after fine placement")
