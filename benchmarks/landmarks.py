@@ -3,8 +3,9 @@ for several detector configurations side by side in one run (same images, same m
 
 The share is what ``benchmarks/analyze.py`` calls coarse + crops + refine + postprocess. Default
 configurations: the packaged weights with and without the test-time consistency check, and with
-it but without placing unsteady bodies again (``LandmarkDetector.recentre_unsteady``) or without
-the shrunk second look (``LandmarkDetector.zoom_out_look``); add
+it but without placing unsteady bodies again (``LandmarkDetector.recentre_unsteady``), without
+the shrunk second look (``LandmarkDetector.zoom_out_look``) or without the look magnified about the
+spine (``LandmarkDetector.zoom_in_look``); add
 ``--weights LABEL=PATH`` to compare other weights (e.g. the previous release).
 
     .venv/bin/python benchmarks/landmarks.py [--n 6] [--pixel-spacing 0.15] [--threads 1] [--weights old=OLD.pt]
@@ -46,30 +47,34 @@ def main() -> None:
             spine = build_spine(sample_family_spec(args.family, rng, None))
             view = as_view(render_family(args.family, spine, rng, pixel_spacing_mm=float(rng.uniform(0.3, 0.6))))
             images.append(view.pixels)
-    # (weights, consistency check, place unsteady bodies again, shrunk second look)
-    configs = {"packaged, no consistency check": (None, False, False, True),
-               "packaged, consistency check": (None, True, True, True),
-               "packaged, consistency, not placed again": (None, True, False, True),
-               "packaged, consistency, no zoom-out look": (None, True, True, False)}
+    # (weights, consistency check, place unsteady bodies again, shrunk second look, magnified look)
+    configs = {"packaged, no consistency check": (None, False, False, True, True),
+               "packaged, consistency check": (None, True, True, True, True),
+               "packaged, consistency, not placed again": (None, True, False, True, True),
+               "packaged, consistency, no zoom-out look": (None, True, True, False, True),
+               "packaged, consistency, no zoom-in look": (None, True, True, True, False)}
     for spec in args.weights:
         label, path = spec.split("=", 1)
-        configs[f"{label}, no consistency check"] = (path, False, False, True)
-        configs[f"{label}, consistency check"] = (path, True, True, True)
+        configs[f"{label}, no consistency check"] = (path, False, False, True, True)
+        configs[f"{label}, consistency check"] = (path, True, True, True, True)
     detectors = {}
-    for name, (path, cons, again, zoom) in configs.items():
+    for name, (path, cons, again, zoom_out, zoom_in) in configs.items():
         detectors[name] = LandmarkDetector(path, device="cpu", threads=args.threads, consistency=cons)
         detectors[name].recentre_unsteady = again
-        detectors[name].zoom_out_look = zoom
+        detectors[name].zoom_out_look = zoom_out
+        detectors[name].zoom_in_look = zoom_in
     for d in detectors.values():
         d.detect(images[:1])  # warm-up
     times: dict[str, dict[str, list[float]]] = {name: {s: [] for s in STAGES} for name in detectors}
     placed_again = dict.fromkeys(detectors, 0)  # images on which some body was placed again
     shrunk = dict.fromkeys(detectors, 0)  # images whose bodies were found on the shrunk look
+    magnified = dict.fromkeys(detectors, 0)  # images whose bodies were found on the magnified look
     for img in images:  # interleaved so that load on the machine hits every configuration alike
         for name, d in detectors.items():
             d.detect([img])
             placed_again[name] += bool(d.last_recentred)
             shrunk[name] += any("shrunk" in w for w in d.last_detections[0].warnings)
+            magnified[name] += any("magnified" in w for w in d.last_detections[0].warnings)
             for s in STAGES:
                 times[name][s].append(d.last_timings[s] * 1000)
     what = (f"whole-spine radiographs of {images[0].shape[0]} × {images[0].shape[1]} px at {args.pixel_spacing} mm"
@@ -84,7 +89,8 @@ def main() -> None:
         print(f"{name:40s} " + "  ".join(f"{s} {med[s]:6.1f}" for s in STAGES)
               + f"  model share {share:6.1f} ms ({share / base:.2f}×), mean {mean_share:6.1f} ms"
               + (f"  placed again on {placed_again[name]}/{args.n}" if placed_again[name] else "")
-              + (f"  shrunk look kept on {shrunk[name]}/{args.n}" if shrunk[name] else ""))
+              + (f"  shrunk look kept on {shrunk[name]}/{args.n}" if shrunk[name] else "")
+              + (f"  magnified look kept on {magnified[name]}/{args.n}" if magnified[name] else ""))
 
 
 if __name__ == "__main__":

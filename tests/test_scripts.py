@@ -207,7 +207,7 @@ def test_eval_landmarks_counts_a_cut_body_graded_fractured() -> None:
 
 
 def test_eval_landmarks_weights_suffixes_and_framing_are_checked_before_any_work(tmp_path) -> None:
-    """``PATH@plain@no-zoom-out`` sets both switches (``@no-placed-step`` its own); a mistyped suffix
+    """``PATH@plain@no-zoom-out`` sets both switches (``@no-placed-step``, ``@no-zoom-in`` their own); a mistyped suffix
     names itself; a framing the 2-D renderer cannot draw is refused before weights are loaded or
     films rendered."""
     import importlib.util
@@ -218,10 +218,14 @@ def test_eval_landmarks_weights_suffixes_and_framing_are_checked_before_any_work
     spec.loader.exec_module(mod)
     det = mod._detector(f"{packaged()}@plain@no-zoom-out", False)
     assert det.consistency is False and det.zoom_out_look is False and det.placed_step_rule is True
+    assert det.zoom_in_look is True
     det = mod._detector(f"{packaged()}@no-placed-step", False)
     assert det.consistency is True and det.zoom_out_look is True and det.placed_step_rule is False
+    det = mod._detector(f"{packaged()}@no-zoom-in", False)
+    assert det.zoom_in_look is False and det.zoom_out_look is True and det.placed_step_rule is True
     det = mod._detector(str(packaged()), False)
     assert det.consistency is True and det.zoom_out_look is True and det.placed_step_rule is True
+    assert det.zoom_in_look is True
     with pytest.raises(SystemExit, match="@no-zoomout is not a suffix"):
         mod._detector(f"{packaged()}@no-zoomout", False)
     with pytest.raises(SystemExit):

@@ -375,9 +375,9 @@ def test_coarse_without_looks_reads_each_image_once_per_network(detector):
     calls: list[int] = []
     real = detector._coarse_maps
 
-    def counting(normed, stage="coarse", zoom_out=None):
+    def counting(normed, stage="coarse", zoom_out=None, windows=None):
         calls.append(len(normed))
-        return real(normed, stage, zoom_out)
+        return real(normed, stage, zoom_out, windows)
 
     detector._coarse_maps = counting
     try:

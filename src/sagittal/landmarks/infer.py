@@ -11,7 +11,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from ..levels import LEVELS, UNGRADED
+from ..levels import LEVELS, MI, MS, UNGRADED
 from .crops import extract, extract_pair
 from .layout import COARSE_HEAT
 from .postprocess import (
@@ -68,6 +68,14 @@ RECENTRE_MAX_SHARE = 1 / 3
 #: as most training films'): an image whose first look went badly is also looked at shrunk by this
 #: factor (``LandmarkDetector.zoom_out_look``; chosen in models/README.md, "Tightly framed films")
 ZOOM_OUT = 1.6
+#: a film framed longer than the spine (a full-length standing film reaching the skull and the
+#: thighs) shows bodies smaller than the coarse networks learnt to find: every image is also looked
+#: at magnified, fitting only a window about the spine found on the first look
+#: (``spine_window``: ``ZOOM_IN_STEPS`` of its bodies' centre-to-centre steps tall, C7 to S1 and
+#: the hips; its bodies at most ``ZOOM_IN_BODY_PX`` tall in the model's input, inside the coarse
+#: training films' 6–16 px), where that magnifies it at least ``ZOOM_IN_MIN_GAIN``×; the
+#: better look is kept (``LandmarkDetector.zoom_in_look``; measured in models/README.md, "Long films")
+ZOOM_IN_STEPS, ZOOM_IN_MIN_GAIN, ZOOM_IN_BODY_PX = 24.0, 1.3, 9.0
 
 
 def _n_levels(det: Detections) -> int:
@@ -96,6 +104,47 @@ def _network_rank(det: Detections, as_given: bool = True) -> tuple[bool, int, bo
     (measured in models/README.md), not a probability."""
     named = [b.confidence for b in det.bodies if b.level]
     return (*_look_rank(det), as_given, float(np.mean(named)) if named else 0.0)
+
+
+def spine_window(det: Detections, shape: tuple[int, int], steps: float = ZOOM_IN_STEPS,
+                 min_gain: float = ZOOM_IN_MIN_GAIN, body_px: float = ZOOM_IN_BODY_PX
+                 ) -> tuple[int, int, int, int] | None:
+    """``(x0, y0, x1, y1)`` pixels (end exclusive) of a window about the spine of ``det`` (a
+    look in source pixels of an image ``shape`` (rows, cols)) with ``INPUT_SHAPE``'s aspect:
+    ``steps`` times the bodies' median centre-to-centre step tall, taller (or wider) where what
+    the look found needs it (with a step's margin) or where fitting it would make the bodies'
+    median height more than ``body_px`` input pixels; its bottom one step below the lowest of the bodies,
+    the S1 endplate and the femoral heads where S1 or a head was found, else centred on the
+    bodies. ``None`` with fewer than three bodies, or where fitting the window magnifies the
+    image less than ``min_gain``× over fitting all of it."""
+    if len(det.bodies) < 3:
+        return None
+    c = np.array(sorted((b.centre for b in det.bodies), key=lambda xy: float(xy[1])), float)
+    step = float(np.median(np.linalg.norm(np.diff(c, axis=0), axis=1)))
+    height = float(np.median([np.linalg.norm(b.points[MS] - b.points[MI]) for b in det.bodies]))
+    if not (step > 0 and height > 0):
+        return None
+    rows, cols = shape
+    xs, low = list(c[:, 0]), []
+    if det.s1 is not None:
+        xs += list(det.s1[:, 0])
+        low += list(det.s1[:, 1])
+    for centre, radius, _ in det.heads:
+        xs.append(float(centre[0]))
+        low.append(float(centre[1] + radius))
+    fit = min(INPUT_SHAPE[0] / rows, INPUT_SHAPE[1] / cols)  # input px per source px, the whole image fitted
+    aspect = INPUT_SHAPE[1] / INPUT_SHAPE[0]  # cols per row of the model's input
+    top, bottom = float(c[0, 1]) - step, max([float(c[-1, 1]), *low]) + step  # all it found, a step's margin
+    most = body_px / height  # input px per source px that make the bodies body_px tall
+    h = min(max(steps * step, bottom - top, (max(xs) - min(xs) + 2 * step) / aspect, INPUT_SHAPE[0] / most), rows)
+    w = min(max(h * aspect, INPUT_SHAPE[1] / most), cols)
+    if min(INPUT_SHAPE[0] / h, INPUT_SHAPE[1] / w) / fit < min_gain:
+        return None
+    if not low:  # nothing below the bodies to hang the window on: centred on them
+        bottom = (top + bottom + h) / 2
+    y0 = float(np.clip(bottom - h, 0.0, rows - h))
+    x0 = float(np.clip((min(xs) + max(xs)) / 2 - w / 2, 0.0, cols - w))
+    return int(round(x0)), int(round(y0)), int(round(x0 + w)), int(round(y0 + h))
 
 
 def other_looks(normed: np.ndarray) -> list[tuple[str, np.ndarray]]:
@@ -144,6 +193,8 @@ class LandmarkDetector:
         self.c7_ends_rule = True
         #: look again at an image whose first look went badly shrunk by ``ZOOM_OUT`` (``_coarse_looks``); radiographs only
         self.zoom_out_look = True
+        #: look again at every image magnified about the spine found (``spine_window``); radiographs only
+        self.zoom_in_look = True
         #: the chain's steps checked again with bodies withheld for their points where they were placed
         #: (``postprocess.recheck_with_placed``); radiographs only
         self.placed_step_rule = True
@@ -154,10 +205,12 @@ class LandmarkDetector:
         with torch.inference_mode():
             return self.models[stage](torch.from_numpy(x)[:, None].to(self.device)).float().cpu().numpy()
 
-    def _coarse_maps(self, normed: list[np.ndarray], stage: str = "coarse", zoom_out: list[float] | None = None
+    def _coarse_maps(self, normed: list[np.ndarray], stage: str = "coarse", zoom_out: list[float] | None = None,
+                     windows: list[tuple[int, int, int, int] | None] | None = None
                      ) -> tuple[list[Detections], list[Letterbox]]:
         zooms = zoom_out or [1.0] * len(normed)
-        prepared = [letterbox(n, INPUT_SHAPE, z) for n, z in zip(normed, zooms, strict=True)]
+        parts = windows or [None] * len(normed)
+        prepared = [letterbox(n, INPUT_SHAPE, z, w) for n, z, w in zip(normed, zooms, parts, strict=True)]
         maps = self._run(stage, np.stack([p[0] for p in prepared]))
         heat = list(COARSE_HEAT)
         maps[:, heat] = 1.0 / (1.0 + np.exp(-maps[:, heat]))
@@ -195,6 +248,8 @@ class LandmarkDetector:
         normed = list(images)
         dets, boxes = self._coarse_maps(normed, stage)
         given = [True] * len(dets)
+        if other and self.zoom_in_look:
+            self._zoomed_in(dets, boxes, given, normed, stage)
         weak = [i for i, d in enumerate(dets) if other and not _look_rank(d)[0]
                 and (self.second_look_on_faint_s1 or _n_levels(d) < FALLBACK_MIN_LEVELS)]
         if weak:
@@ -209,6 +264,20 @@ class LandmarkDetector:
                     d.warnings.append(f"the bodies were found on {name} (the image as given showed {why[i]})")
                     dets[i], normed[i], boxes[i], given[i] = d, im, box, False
         return dets, boxes, normed, given
+
+    def _zoomed_in(self, dets: list[Detections], boxes: list[Letterbox], given: list[bool],
+                   normed: list[np.ndarray], stage: str) -> None:
+        """Each image looked at again magnified about the spine its look found (``spine_window``),
+        the better look kept (``_look_rank``), in place."""
+        wins = [(i, w) for i, d in enumerate(dets) if (w := spine_window(d, normed[i].shape[:2])) is not None]
+        if not wins:
+            return
+        alt, alt_boxes = self._coarse_maps([normed[i] for i, _ in wins], stage, None, [w for _, w in wins])
+        for (i, _), d, box in zip(wins, alt, alt_boxes, strict=True):
+            if _look_rank(d) > _look_rank(dets[i]):
+                d.warnings.append(f"the bodies were found on a look magnified {box.scale / boxes[i].scale:.2g}× about "
+                                  "the spine (the film is framed longer than the spine)")
+                dets[i], boxes[i], given[i] = d, box, False
 
     def detect(self, images: list[np.ndarray], facing: list[str | None] | None = None,
                batch_size: int = 8) -> list[tuple[dict, str | None, list[str]]]:

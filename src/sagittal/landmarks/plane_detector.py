@@ -569,6 +569,7 @@ class PlaneDetector(LandmarkDetector):
         self.consistency_limits = dict(LEVEL_LIMITS)
         self.second_look_on_faint_s1 = False  # the radiographs' rule (infer.coarse); not measured on CT/MR
         self.zoom_out_look = False  # the radiographs' look (infer._coarse_looks); not measured on CT/MR
+        self.zoom_in_look = False  # the radiographs' look (infer._coarse_looks); not measured on CT/MR
         self.faint_s1_at_edge_rule = False  # the radiographs' rule (infer.detect); not measured on CT/MR
         self.c7_ends_rule = False  # the radiographs' rule (infer.detect); not measured on CT/MR
         self.placed_step_rule = False  # the radiographs' rule (infer.detect); not measured on CT/MR

@@ -41,16 +41,25 @@ def normalise(image: np.ndarray) -> np.ndarray:
     return np.clip((img - lo) / (hi - lo), 0.0, 1.0)
 
 
-def letterbox(image: np.ndarray, shape: tuple[int, int] = INPUT_SHAPE, zoom_out: float = 1.0
-              ) -> tuple[np.ndarray, Letterbox]:
+def letterbox(image: np.ndarray, shape: tuple[int, int] = INPUT_SHAPE, zoom_out: float = 1.0,
+              window: tuple[int, int, int, int] | None = None) -> tuple[np.ndarray, Letterbox]:
     """Resize ``image`` to fit ``shape`` keeping its aspect ratio, centred, zero padded; with
-    ``zoom_out`` > 1 it fills only 1 / ``zoom_out`` of the fit (a wider zero margin all round).
+    ``zoom_out`` > 1 it fills only 1 / ``zoom_out`` of the fit (a wider zero margin all round);
+    with ``window`` ``(x0, y0, x1, y1)`` (pixels, end exclusive) only that part of the image is
+    fitted (a magnified look), and the ``Letterbox`` still maps the whole image's pixels.
 
     Pixel centres map exactly: a source point ``p`` lands at ``p * scale + offset`` with
     ``(0, 0)`` the centre of the top-left pixel (docs/contract.md) on both sides.
     """
     if not zoom_out >= 1.0:  # NaN too
         raise ValueError(f"zoom_out must be at least 1 (the image shrunk inside the fit), not {zoom_out}")
+    if window is not None:
+        x0, y0, x1, y1 = window
+        if not (0 <= x0 < x1 <= image.shape[1] and 0 <= y0 < y1 <= image.shape[0]):
+            raise ValueError(f"window {window} is not inside the image ({image.shape[1]} x {image.shape[0]} px)")
+        out, lb = letterbox(image[y0:y1, x0:x1], shape, zoom_out)
+        ox, oy = lb.offset
+        return out, Letterbox(scale=lb.scale, offset=(ox - x0 * lb.scale, oy - y0 * lb.scale), shape=image.shape[:2])
     rows, cols = image.shape[:2]
     scale = min(shape[0] / rows, shape[1] / cols) / zoom_out
     new_r, new_c = max(1, int(round(rows * scale))), max(1, int(round(cols * scale)))
