@@ -916,3 +916,22 @@ def test_the_look_without_a_stray_body_needs_the_step_across_its_place_tested(tm
     ((lm, _, warnings),) = det.detect([np.zeros((8, 8), np.float32)])
     assert lm["vertebrae"] == {} and det.last_looks == [{"stray": "run"}]
     assert not any("whose two fine placements disagreed" in w for w in warnings)
+
+
+def test_no_stray_look_on_an_image_another_look_was_kept_for(tmp_path, monkeypatch):
+    """The bridge look keeps its result but not its coarse detections (``coarse`` still holds the
+    first's): a stray plan from them would look again from the wrong chain, so an image with a look
+    kept gets none."""
+    det = _faked_plane_detector(monkeypatch, tmp_path, _coarse_returning(_stray_chain()), _detect_placing(_stray_fine))
+    det.consistency = True
+    coarse = _stray_chain()
+    fine = _stray_fine(coarse)
+    out = [(_contract(fine), None, [])]
+    ran = []
+    monkeypatch.setattr(det, "_rerun", lambda *a, **k: ran.append(1) or ([out[0]], [fine]))
+    looks = [{"bridge": "kept"}]
+    det._stray_looks([np.zeros((8, 8), np.float32)], [None], ["refine"], 8, out, [fine], [coarse], {}, looks)
+    assert ran == [] and looks == [{"bridge": "kept"}]
+    looks = [{"bridge": "run"}]
+    det._stray_looks([np.zeros((8, 8), np.float32)], [None], ["refine"], 8, out, [fine], [coarse], {}, looks)
+    assert ran == [1] and looks == [{"bridge": "run", "stray": "run"}]

@@ -710,10 +710,12 @@ class PlaneDetector(LandmarkDetector):
         each image once more without it; kept where it went well (``_retry_went_well``, counting the
         levels ``withhold_if_off_s1`` leaves of each look: the first look's are those it would report)
         and the step across the dropped body's place was tested (``_gap_tested``; at L5 the S1 check).
-        In place; only with the consistency check on (``stray_drop``)."""
+        In place; only with the consistency check on (``stray_drop``), and not on an image another
+        look was kept for (its coarse detections are not always the ones its result came from)."""
         if not (self.stray_drop and self.consistency):
             return
-        plans = {i: p for i in range(len(images)) if (p := stray_plan(coarse[i], fines[i], out[i][0])) is not None}
+        plans = {i: p for i in range(len(images)) if "kept" not in looks[i].values()
+                 and (p := stray_plan(coarse[i], fines[i], out[i][0])) is not None}
         if not plans:
             return
         idx = sorted(plans)
