@@ -207,9 +207,9 @@ def test_eval_landmarks_counts_a_cut_body_graded_fractured() -> None:
 
 
 def test_eval_landmarks_weights_suffixes_and_framing_are_checked_before_any_work(tmp_path) -> None:
-    """``PATH@plain@no-zoom-out`` sets both switches (``@no-placed-step``, ``@no-zoom-in`` their own); a mistyped suffix
-    names itself; a framing the 2-D renderer cannot draw is refused before weights are loaded or
-    films rendered."""
+    """``PATH@plain@no-zoom-out`` sets both switches (``@no-placed-step``, ``@no-zoom-in``,
+    ``@no-off-s1`` their own); a mistyped suffix names itself; a framing the 2-D renderer cannot
+    draw is refused before weights are loaded or films rendered."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("eval_landmarks", ROOT / "scripts" / "eval_landmarks.py")
@@ -223,6 +223,9 @@ def test_eval_landmarks_weights_suffixes_and_framing_are_checked_before_any_work
     assert det.consistency is True and det.zoom_out_look is True and det.placed_step_rule is False
     det = mod._detector(f"{packaged()}@no-zoom-in", False)
     assert det.zoom_in_look is False and det.zoom_out_look is True and det.placed_step_rule is True
+    assert det.off_s1_rule is True
+    det = mod._detector(f"{packaged()}@no-off-s1", False)
+    assert det.off_s1_rule is False and det.zoom_in_look is True and det.placed_step_rule is True
     det = mod._detector(str(packaged()), False)
     assert det.consistency is True and det.zoom_out_look is True and det.placed_step_rule is True
     assert det.zoom_in_look is True

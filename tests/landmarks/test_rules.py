@@ -442,3 +442,61 @@ def test_a_body_is_not_placed_again_unless_both_neighbouring_levels_held(detecto
     found, again, _ = _recentred_runs(detector, "drr-b", 1_100_024)
     on, off = found[True]["vertebrae"], found[False]["vertebrae"]
     assert "T10" not in on and on.keys() == off.keys() and again == {}
+
+
+# ------------------------------------------------------------------ the lowest body against S1
+
+def _stacked(levels_y: dict[str, float]) -> dict:
+    from sagittal.levels import POINT_NAMES
+
+    return {lv: {n: p for n, p in zip(POINT_NAMES, [[0, y - 12], [30, y - 12], [30, y + 12], [0, y + 12],
+                                                     [15, y - 12], [15, y + 12]], strict=True)}
+            for lv, y in levels_y.items()}
+
+
+def test_a_radiograph_keeps_a_lone_body_that_the_ct_mr_check_withholds():
+    """``withhold_if_off_s1(lone=False)`` (radiographs): a lone body beside S1 keeps its level
+    (on dev films the lone-body clause withheld 4 right levels and no wrong one); the step check
+    itself withholds every level where the lowest body stands a level too near S1."""
+    from sagittal.landmarks.postprocess import withhold_if_off_s1
+
+    s1 = {"anterior": [0.0, 222.0], "posterior": [30.0, 222.0]}
+    lone = {"vertebrae": _stacked({"L5": 200.0}), "s1_endplate": s1}
+    warnings: list[str] = []
+    withhold_if_off_s1(lone, warnings, lone=False)
+    assert list(lone["vertebrae"]) == ["L5"] and not warnings
+    withhold_if_off_s1(lone, warnings)
+    assert lone["vertebrae"] == {} and "the only body reported" in warnings[0]
+    off = {"vertebrae": _stacked({"L2": 136.0, "L3": 168.0, "L4": 200.0}), "s1_endplate": s1}
+    withhold_if_off_s1(off, warnings, lone=False)
+    assert off["vertebrae"] == {} and "one too many next to the sacrum" in warnings[1]
+
+
+OFF_S1_SEED = 9_440_006  # drr-b dev film: L1-L5 in view; a false body between L5 and S1, withheld, took L5's name
+
+
+@pytest.mark.slow
+def test_a_lumbar_film_counted_through_a_false_body_above_s1_is_withheld(detector):
+    """``drr-b`` 9,440,006 (a dev film): the coarse chain named a body between L5 and the sacrum
+    L5 (its two placements 94 % apart, withheld), so L5-L1 were reported as L4-T12, every one a
+    level too high. With the off-S1 check every level is withheld with the warning; without it the
+    five wrong levels come back. The CT/MR plane detector keeps its own check (lone bodies too)."""
+    import sys
+    from pathlib import Path
+
+    from sagittal.landmarks.plane_detector import PlaneDetector
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+    from eval_landmarks import render_case
+
+    _, view, _ = render_case("drr-b", OFF_S1_SEED, 0.5, False)
+    ((lm, _, warnings),) = detector.detect([view.pixels])
+    assert lm["vertebrae"] == {} and lm["s1_endplate"] is not None
+    assert any("(L4) is 0.9 steps" in w and "one too many next to the sacrum" in w for w in warnings)
+    detector.off_s1_rule = False
+    try:
+        ((lm, _, _),) = detector.detect([view.pixels])
+    finally:
+        detector.off_s1_rule = True
+    assert set(lm["vertebrae"]) == {"T12", "L1", "L2", "L3", "L4"}
+    assert PlaneDetector(None, device="cpu", threads=1).off_s1_rule is False

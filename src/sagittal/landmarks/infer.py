@@ -29,6 +29,7 @@ from .postprocess import (
     to_contract,
     withhold_c7_count_without_ends,
     withhold_faint_s1_at_edge,
+    withhold_if_off_s1,
     withhold_outside,
 )
 from .preprocess import INPUT_SHAPE, Letterbox, exposed_box, letterbox, normalise
@@ -195,6 +196,9 @@ class LandmarkDetector:
         self.zoom_out_look = True
         #: look again at every image magnified about the spine found (``spine_window``); radiographs only
         self.zoom_in_look = True
+        #: every level withheld where the lowest body reported stands off the S1 endplate for its level
+        #: (``postprocess.withhold_if_off_s1``, a lone body kept); radiographs (``PlaneDetector`` runs its own)
+        self.off_s1_rule = True
         #: the chain's steps checked again with bodies withheld for their points where they were placed
         #: (``postprocess.recheck_with_placed``); radiographs only
         self.placed_step_rule = True
@@ -329,8 +333,10 @@ class LandmarkDetector:
                 self.last_detections.append(fine)
                 lm = to_contract(fine)
                 warnings = list(fine.warnings)
-                again_kept = sorted((b.level for n, b in enumerate(fine.bodies) if n in placed and b.level),
-                                    key=LEVELS.index)
+                if self.off_s1_rule:
+                    withhold_if_off_s1(lm, warnings, lone=False)
+                again_kept = sorted((b.level for n, b in enumerate(fine.bodies)
+                                     if n in placed and b.level in lm["vertebrae"]), key=LEVELS.index)
                 if again_kept:
                     lm[UNGRADED] = dict.fromkeys(again_kept, PLACED_AGAIN)
                     warnings += [f"{lv}: {PLACED_AGAIN}: its level and points are reported, its heights and grade "

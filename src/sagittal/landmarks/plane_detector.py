@@ -76,6 +76,7 @@ from .postprocess import (
     _relative_steps,
     _step_ratio,
     to_contract,
+    withhold_if_off_s1,
 )
 
 #: ``postprocess.consistent``'s limits for the plane model: what withholds a level. A body that
@@ -182,46 +183,6 @@ def withhold_if_anchor_body_malformed(landmarks: dict[str, Any], warnings: list[
     warnings.append(f"the body counted first from {'S1' if from_s1 else 'C7'} ({first.level}) is not shaped like a "
                     f"vertebral body (one endplate {100 * min(superior, inferior) / max(superior, inferior):.0f} % of "
                     "the other): the count starts from it, so the levels are withheld")
-
-
-#: the S1 endplate's midpoint from the centre of the lowest body reported, in steps between that
-#: body and the next one reported (per level between them): about k - 0.3 for the k-th level
-#: above S1 (phantom spines: L5 0.55–0.88, L4 1.53–1.87); further than this from it, the count
-#: from S1 has passed through a body that is not there
-S1_STEP_TOLERANCE = 0.5
-
-
-def withhold_if_off_s1(landmarks: dict[str, Any], warnings: list[str]) -> None:
-    """Where the levels were counted from S1 and the lowest body reported is not as far from the
-    S1 endplate as its level says (``S1_STEP_TOLERANCE``), or is the only body reported, every
-    level is taken out of ``landmarks["vertebrae"]`` with a warning, in place: a false body
-    between L5 and the sacrum (withheld itself, too weak to be checked) makes L5 read as L4 and
-    every level one too high; a lone body cannot be measured so."""
-    from ..levels import LEVELS, POINT_NAMES
-
-    s1, verts = landmarks.get("s1_endplate"), landmarks["vertebrae"]
-    if not s1 or not verts:
-        return
-    if len(verts) == 1:  # no neighbour to measure the step by: a lone body's level is not checked
-        (lone,) = verts
-        verts.clear()
-        warnings.append(f"{lone} is the only body reported: with no neighbour, its distance from the S1 endplate "
-                        "cannot check its level (a sacral segment read as L5 looks the same), so it is withheld")
-        return
-    corners = POINT_NAMES[:4]
-    centres = {lv: np.mean([verts[lv][n] for n in corners], axis=0) for lv in verts}
-    by_level = sorted(centres, key=lambda lv: -LEVEL_INDEX[lv])  # caudal first
-    low, nxt = by_level[0], by_level[1]
-    step = float(np.linalg.norm(centres[low] - centres[nxt])) / max(1, LEVEL_INDEX[low] - LEVEL_INDEX[nxt])
-    s1_mid = (np.asarray(s1["anterior"], float) + np.asarray(s1["posterior"], float)) / 2
-    k = len(LEVELS) - LEVEL_INDEX[low]  # L5 is the first level above S1
-    ratio = float(np.linalg.norm(centres[low] - s1_mid)) / max(step, 1e-6)
-    if abs(ratio - (k - 0.3)) <= S1_STEP_TOLERANCE:
-        return
-    verts.clear()
-    warnings.append(f"the lowest body reported ({low}) is {ratio:.1f} steps between bodies from the S1 endplate, where "
-                    f"its level puts it about {k - 0.3:.1f}: a body missed or one too many next to the sacrum, so the "
-                    "levels are withheld")
 
 
 def _withheld(fine: Detections, reason: str) -> list[Withheld]:
@@ -570,6 +531,7 @@ class PlaneDetector(LandmarkDetector):
         self.second_look_on_faint_s1 = False  # the radiographs' rule (infer.coarse); not measured on CT/MR
         self.zoom_out_look = False  # the radiographs' look (infer._coarse_looks); not measured on CT/MR
         self.zoom_in_look = False  # the radiographs' look (infer._coarse_looks); not measured on CT/MR
+        self.off_s1_rule = False  # detect() below runs withhold_if_off_s1 itself, a lone body withheld too
         self.faint_s1_at_edge_rule = False  # the radiographs' rule (infer.detect); not measured on CT/MR
         self.c7_ends_rule = False  # the radiographs' rule (infer.detect); not measured on CT/MR
         self.placed_step_rule = False  # the radiographs' rule (infer.detect); not measured on CT/MR

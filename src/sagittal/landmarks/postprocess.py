@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 import cv2
 import numpy as np
 
-from ..levels import LEVELS, POINT_NAMES
+from ..levels import LEVEL_INDEX, LEVELS, POINT_NAMES
 from .crops import CropFrame, hips_frame, s1_frame, vertebra_frame, vertebra_size
 from .layout import C_CENTRE, C_HEAD, C_OFFSETS, C_RADIUS, C_S1, OFFSET_UNIT, R_HEADS, R_S1, R_VERTEBRA, RADIUS_UNIT, to_input
 
@@ -741,3 +741,45 @@ def to_contract(det: Detections, to_source=lambda xy: np.asarray(xy, float)) -> 
         heads.append({"center": [round(float(xy[0]), 3), round(float(xy[1]), 3)], "radius_px": round(r * scale, 3),
                       "confidence": round(float(conf), 3)})
     return {"vertebrae": verts, "s1_endplate": s1, "femoral_heads": heads}
+
+
+#: the S1 endplate's midpoint from the centre of the lowest body reported, in steps between that
+#: body and the next one reported (per level between them): about k - 0.3 for the k-th level
+#: above S1 (phantom spines: L5 0.55–0.88, L4 1.53–1.87); further than this from it, the count
+#: from S1 has passed through a body that is not there
+S1_STEP_TOLERANCE = 0.5
+
+
+def withhold_if_off_s1(landmarks: dict, warnings: list[str], lone: bool = True) -> None:
+    """Where the levels were counted from S1 and the lowest body reported is not as far from the
+    S1 endplate as its level says (``S1_STEP_TOLERANCE``), or (with ``lone``) is the only body
+    reported, every level is taken out of ``landmarks["vertebrae"]`` (contract landmarks) with a
+    warning, in place: a false body between L5 and the sacrum (withheld itself, too weak to be
+    checked) makes L5 read as L4 and every level one too high; a lone body cannot be measured so
+    (the CT/MR plane detector withholds it; on radiographs it is kept, measured in
+    models/README.md, "The lowest body against S1")."""
+    s1, verts = landmarks.get("s1_endplate"), landmarks["vertebrae"]
+    if not s1 or not verts:
+        return
+    if len(verts) == 1 and not lone:
+        return
+    if len(verts) == 1:  # no neighbour to measure the step by: a lone body's level is not checked
+        (lone,) = verts
+        verts.clear()
+        warnings.append(f"{lone} is the only body reported: with no neighbour, its distance from the S1 endplate "
+                        "cannot check its level (a sacral segment read as L5 looks the same), so it is withheld")
+        return
+    corners = POINT_NAMES[:4]
+    centres = {lv: np.mean([verts[lv][n] for n in corners], axis=0) for lv in verts}
+    by_level = sorted(centres, key=lambda lv: -LEVEL_INDEX[lv])  # caudal first
+    low, nxt = by_level[0], by_level[1]
+    step = float(np.linalg.norm(centres[low] - centres[nxt])) / max(1, LEVEL_INDEX[low] - LEVEL_INDEX[nxt])
+    s1_mid = (np.asarray(s1["anterior"], float) + np.asarray(s1["posterior"], float)) / 2
+    k = len(LEVELS) - LEVEL_INDEX[low]  # L5 is the first level above S1
+    ratio = float(np.linalg.norm(centres[low] - s1_mid)) / max(step, 1e-6)
+    if abs(ratio - (k - 0.3)) <= S1_STEP_TOLERANCE:
+        return
+    verts.clear()
+    warnings.append(f"the lowest body reported ({low}) is {ratio:.1f} steps between bodies from the S1 endplate, where "
+                    f"its level puts it about {k - 0.3:.1f}: a body missed or one too many next to the sacrum, so the "
+                    "levels are withheld")
