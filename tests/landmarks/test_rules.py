@@ -10,6 +10,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from sagittal.landmarks import infer
 from sagittal.landmarks.crops import CropFrame
 from sagittal.landmarks.postprocess import (
     CONSISTENCY_MAX,
@@ -468,8 +469,25 @@ def test_a_radiograph_keeps_a_lone_body_that_the_ct_mr_check_withholds():
     withhold_if_off_s1(lone, warnings)
     assert lone["vertebrae"] == {} and "the only body reported" in warnings[0]
     off = {"vertebrae": _stacked({"L2": 136.0, "L3": 168.0, "L4": 200.0}), "s1_endplate": s1}
-    withhold_if_off_s1(off, warnings, lone=False)
+    withhold_if_off_s1(off, warnings, lone=False, lowest=infer.OFF_S1_LOWEST)
     assert off["vertebrae"] == {} and "one too many next to the sacrum" in warnings[1]
+
+
+def test_a_radiograph_whose_lower_lumbar_bodies_were_withheld_keeps_its_right_levels():
+    """(Reviewer's case.) L2-L5 each withheld, L1 the lowest reported: the step to the next body up
+    is thoracolumbar (45 px), shorter than the lumbar ones below (50 px), so a right count reads
+    5.2 steps from S1 against the 4.7 its level puts it at. The distance is calibrated for L5 and
+    L4 only: radiographs check no higher (``infer.OFF_S1_LOWEST``); the CT/MR call, which checks
+    any level, withholds this right count (a known limit, models/README.md)."""
+    from sagittal.landmarks.postprocess import withhold_if_off_s1
+
+    s1 = {"anterior": [0.0, 420.0], "posterior": [30.0, 420.0]}  # L5 would be at 385, 0.7 lumbar steps above
+    right = {"vertebrae": _stacked({"T11": 100.0, "T12": 140.0, "L1": 185.0}), "s1_endplate": s1}
+    warnings: list[str] = []
+    withhold_if_off_s1(right, warnings, lone=False, lowest=infer.OFF_S1_LOWEST)
+    assert set(right["vertebrae"]) == {"T11", "T12", "L1"} and not warnings
+    withhold_if_off_s1(right, warnings)
+    assert right["vertebrae"] == {} and "(L1) is 5.2 steps" in warnings[0]
 
 
 OFF_S1_SEED = 9_440_006  # drr-b dev film: L1-L5 in view; a false body between L5 and S1, withheld, took L5's name

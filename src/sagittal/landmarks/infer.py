@@ -77,6 +77,9 @@ ZOOM_OUT = 1.6
 #: training films' 6–16 px), where that magnifies it at least ``ZOOM_IN_MIN_GAIN``×; the
 #: better look is kept (``LandmarkDetector.zoom_in_look``; measured in models/README.md, "Long films")
 ZOOM_IN_STEPS, ZOOM_IN_MIN_GAIN, ZOOM_IN_BODY_PX = 24.0, 1.3, 9.0
+#: radiographs check the lowest body reported against S1 (``postprocess.withhold_if_off_s1``)
+#: only where it is one of these levels, the ones its distance is calibrated for
+OFF_S1_LOWEST = ("L5", "L4")
 
 
 def _n_levels(det: Detections) -> int:
@@ -230,7 +233,9 @@ class LandmarkDetector:
         levels hang on a faintly seen S1 endplate, is looked at again as other looks of itself
         (``other_looks``: locally equalised, inverted); the best look (``_look_rank``: one that went
         well, then the most levels, then a firm S1) is kept, with a warning. Images that went well
-        cost nothing more; ``looks=False`` reads every image as given only (the MR centre line's
+        are not looked at so again. Every image is also looked at magnified about the spine its first look
+        found, where that magnifies it enough (``_zoomed_in``: a film framed longer than the spine),
+        the better look kept. ``looks=False`` reads every image as given only (the MR centre line's
         slices: ``landmarks.volume._coarse_slices``). When the weights hold a second coarse network
         (``coarse2``), each image is read by both and the better look kept (``_network_rank``; the
         first on a tie)."""
@@ -252,13 +257,13 @@ class LandmarkDetector:
         normed = list(images)
         dets, boxes = self._coarse_maps(normed, stage)
         given = [True] * len(dets)
+        # of the image as given, before any other look replaces it
+        why = ["too few" if _n_levels(d) < FALLBACK_MIN_LEVELS else "its S1 endplate only faintly" for d in dets]
         if other and self.zoom_in_look:
             self._zoomed_in(dets, boxes, given, normed, stage)
         weak = [i for i, d in enumerate(dets) if other and not _look_rank(d)[0]
                 and (self.second_look_on_faint_s1 or _n_levels(d) < FALLBACK_MIN_LEVELS)]
         if weak:
-            why = {i: "too few" if _n_levels(dets[i]) < FALLBACK_MIN_LEVELS else "its S1 endplate only faintly"
-                   for i in weak}  # of the image as given, before any other look replaces it
             looks = [(i, f"{name} version of the image", im, 1.0) for i in weak for name, im in other_looks(normed[i])]
             if self.zoom_out_look:
                 looks += [(i, f"the image shrunk {ZOOM_OUT:g}× in the model's input", normed[i], ZOOM_OUT) for i in weak]
@@ -334,7 +339,7 @@ class LandmarkDetector:
                 lm = to_contract(fine)
                 warnings = list(fine.warnings)
                 if self.off_s1_rule:
-                    withhold_if_off_s1(lm, warnings, lone=False)
+                    withhold_if_off_s1(lm, warnings, lone=False, lowest=OFF_S1_LOWEST)
                 again_kept = sorted((b.level for n, b in enumerate(fine.bodies)
                                      if n in placed and b.level in lm["vertebrae"]), key=LEVELS.index)
                 if again_kept:

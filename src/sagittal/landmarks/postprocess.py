@@ -750,29 +750,35 @@ def to_contract(det: Detections, to_source=lambda xy: np.asarray(xy, float)) -> 
 S1_STEP_TOLERANCE = 0.5
 
 
-def withhold_if_off_s1(landmarks: dict, warnings: list[str], lone: bool = True) -> None:
+def withhold_if_off_s1(landmarks: dict, warnings: list[str], lone: bool = True,
+                       lowest: tuple[str, ...] | None = None) -> None:
     """Where the levels were counted from S1 and the lowest body reported is not as far from the
     S1 endplate as its level says (``S1_STEP_TOLERANCE``), or (with ``lone``) is the only body
     reported, every level is taken out of ``landmarks["vertebrae"]`` (contract landmarks) with a
     warning, in place: a false body between L5 and the sacrum (withheld itself, too weak to be
     checked) makes L5 read as L4 and every level one too high; a lone body cannot be measured so
-    (the CT/MR plane detector withholds it; on radiographs it is kept, measured in
-    models/README.md, "The lowest body against S1")."""
+    (the CT/MR plane detector withholds it; on radiographs it is kept). With ``lowest``, only where
+    the lowest body reported is one of those levels: the distance is calibrated for L5 and L4 (the
+    step is measured to the next body up, and from L1 up that step is a thoracolumbar one, shorter
+    than the lumbar steps below it, so a right count reads too far); radiographs pass
+    ``("L5", "L4")`` (models/README.md, "The lowest body against S1")."""
     s1, verts = landmarks.get("s1_endplate"), landmarks["vertebrae"]
     if not s1 or not verts:
         return
     if len(verts) == 1 and not lone:
         return
     if len(verts) == 1:  # no neighbour to measure the step by: a lone body's level is not checked
-        (lone,) = verts
+        (only,) = verts
         verts.clear()
-        warnings.append(f"{lone} is the only body reported: with no neighbour, its distance from the S1 endplate "
+        warnings.append(f"{only} is the only body reported: with no neighbour, its distance from the S1 endplate "
                         "cannot check its level (a sacral segment read as L5 looks the same), so it is withheld")
         return
     corners = POINT_NAMES[:4]
     centres = {lv: np.mean([verts[lv][n] for n in corners], axis=0) for lv in verts}
     by_level = sorted(centres, key=lambda lv: -LEVEL_INDEX[lv])  # caudal first
     low, nxt = by_level[0], by_level[1]
+    if lowest is not None and low not in lowest:
+        return
     step = float(np.linalg.norm(centres[low] - centres[nxt])) / max(1, LEVEL_INDEX[low] - LEVEL_INDEX[nxt])
     s1_mid = (np.asarray(s1["anterior"], float) + np.asarray(s1["posterior"], float)) / 2
     k = len(LEVELS) - LEVEL_INDEX[low]  # L5 is the first level above S1
