@@ -9,6 +9,7 @@ spine (``LandmarkDetector.zoom_in_look``); add
 ``--weights LABEL=PATH`` to compare other weights (e.g. the previous release).
 
     .venv/bin/python benchmarks/landmarks.py [--n 6] [--pixel-spacing 0.15] [--threads 1] [--weights old=OLD.pt]
+    .venv/bin/python benchmarks/landmarks.py --family drr-b --long-film --n 12   # where the magnified look runs
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 
 from sagittal.landmarks.infer import LandmarkDetector
 from sagittal.phantom import build_spine, render_radiograph, sample_spec
+from sagittal.phantom.drr import long_film_field
 from sagittal.training.data import FAMILIES, as_view, bone_bright, render_family, sample_family_spec
 
 STAGES = ("coarse", "crops", "refine", "postprocess")
@@ -35,7 +37,13 @@ def main() -> None:
                     help="the films: whole-spine 2-D phantoms at --pixel-spacing (default), or the evaluation's "
                          "renderer families (scripts/eval_landmarks.py: any field of view, 0.3-0.6 mm), e.g. drr-b, "
                          "where more bodies are placed again")
+    ap.add_argument("--long-film", action="store_true",
+                    help="with a projection --family: whole-spine films framed 120 mm longer at each end "
+                         "(phantom.drr.long_film_field, as eval_landmarks.py --framing long-film), where the "
+                         "magnified look runs")
     args = ap.parse_args()
+    if args.long_film and args.family not in ("drr-a", "drr-b"):
+        ap.error("--long-film needs a projection --family (drr-a, drr-b)")
     images = []
     for k in range(args.n):
         rng = np.random.default_rng([424242, k])
@@ -45,7 +53,10 @@ def main() -> None:
             images.append(bone_bright(rg))
         else:
             spine = build_spine(sample_family_spec(args.family, rng, None))
-            view = as_view(render_family(args.family, spine, rng, pixel_spacing_mm=float(rng.uniform(0.3, 0.6))))
+            style: dict = {"pixel_spacing_mm": float(rng.uniform(0.3, 0.6))}
+            if args.long_film:
+                style.update(field_mm=long_film_field(spine, np.random.default_rng([424242, k, 7])), field="whole")
+            view = as_view(render_family(args.family, spine, rng, **style))
             images.append(view.pixels)
     # (weights, consistency check, place unsteady bodies again, shrunk second look, magnified look)
     configs = {"packaged, no consistency check": (None, False, False, True, True),
@@ -78,7 +89,8 @@ def main() -> None:
             for s in STAGES:
                 times[name][s].append(d.last_timings[s] * 1000)
     what = (f"whole-spine radiographs of {images[0].shape[0]} × {images[0].shape[1]} px at {args.pixel_spacing} mm"
-            if args.family == "whole-spine" else f"'{args.family}' radiographs (evaluation renderer, any field)")
+            if args.family == "whole-spine" else f"'{args.family}' whole-spine films framed 120 mm longer at each end"
+            if args.long_film else f"'{args.family}' radiographs (evaluation renderer, any field)")
     print(f"{args.n} {what}, {args.threads} torch thread(s); median ms per image")
     base = None
     for name, per in times.items():
