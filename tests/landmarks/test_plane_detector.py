@@ -147,6 +147,20 @@ def test_a_count_from_s1_that_skips_a_body_is_withheld():
     assert lone["vertebrae"] == {} and "the only body reported" in warnings[1]
 
 
+def test_the_plane_detector_checks_the_lowest_body_against_s1_only_at_l5_and_l4():
+    """L2-L5 each withheld, L1 the lowest reported and counted right: the step to T12 is a
+    thoracolumbar one (45 px), shorter than the lumbar steps (50 px), so L1 reads 5.2 steps from S1
+    against the 4.7 its level puts it at; the check (``_off_s1``, as ``detect`` calls it) is
+    calibrated for L5 and L4 only and leaves such a count alone. A lone body is still withheld."""
+    s1 = {"anterior": [0.0, 420.0], "posterior": [30.0, 420.0]}
+    right = {"vertebrae": _verts({"T11": 100.0, "T12": 140.0, "L1": 185.0}), "s1_endplate": s1, "femoral_heads": []}
+    assert pd._off_s1(right) == 3
+    assert pd._off_s1({**right, "vertebrae": _verts({"L1": 185.0})}) == 0
+    off = {"vertebrae": _verts({"L2": 136.0, "L3": 168.0, "L4": 200.0}),
+           "s1_endplate": {"anterior": [0.0, 222.0], "posterior": [30.0, 222.0]}, "femoral_heads": []}
+    assert pd._off_s1(off) == 0
+
+
 def _coarse_returning(first):
     """A stand-in for ``LandmarkDetector.coarse`` that finds ``first`` on every image."""
     def fake_coarse(self, images, looks=True):

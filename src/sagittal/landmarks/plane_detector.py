@@ -59,7 +59,7 @@ from typing import Any
 import numpy as np
 
 from ..levels import LEVEL_INDEX, LEVELS, POINT_NAMES, UNGRADED
-from .infer import LandmarkDetector
+from .infer import OFF_S1_LOWEST, LandmarkDetector
 from .postprocess import (
     BRIDGE_NO_BODY,
     COLLAPSED_RATIO,
@@ -283,7 +283,7 @@ STRAY_SPREAD = 0.4
 def _off_s1(landmarks: dict[str, Any]) -> int:
     """How many levels ``withhold_if_off_s1`` would leave of ``landmarks`` (not changed)."""
     trial = {**landmarks, "vertebrae": dict(landmarks["vertebrae"])}
-    withhold_if_off_s1(trial, [])
+    withhold_if_off_s1(trial, [], lowest=OFF_S1_LOWEST)
     return len(trial["vertebrae"])
 
 
@@ -772,7 +772,7 @@ class PlaneDetector(LandmarkDetector):
         self.last_timings = timings
         for (lm, _, warnings), fine in zip(out, self.last_detections, strict=True):
             withhold_if_anchor_body_malformed(lm, warnings, fine)
-            withhold_if_off_s1(lm, warnings)
+            withhold_if_off_s1(lm, warnings, lowest=OFF_S1_LOWEST)
             if self.consistency:
                 withhold_beyond_gross(lm, warnings, fine, float(self.consistency_limits.get("max_spread", np.inf)))
                 mark_ungraded(lm, warnings, fine)
