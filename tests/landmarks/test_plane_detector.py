@@ -949,3 +949,24 @@ def test_no_stray_look_on_an_image_another_look_was_kept_for(tmp_path, monkeypat
     looks = [{"bridge": "run"}]
     det._stray_looks([np.zeros((8, 8), np.float32)], [None], ["refine"], 8, out, [fine], [coarse], {}, looks)
     assert ran == [1] and looks == [{"bridge": "run", "stray": "run"}]
+
+
+def test_a_planes_field_is_the_volume_s_own_not_a_radiograph_s_exposed_field():
+    """A CT plane whose anterior soft tissue is flat (a phantom's, 35-45 HU under a span of 1,277)
+    is read by ``preprocess.exposed_box`` as padding, which withheld the bodies beside it as cut
+    (eval CT 4506: L3, L4). The plane detector's field is the volume's own: the box of pixels above
+    the plane's minimum (what lies outside the volume, and CT air clipped to the window)."""
+    from sagittal.landmarks.infer import LandmarkDetector
+    from sagittal.landmarks.preprocess import exposed_box
+
+    rng = np.random.default_rng(0)
+    plane = np.full((300, 200), -250.0, np.float32)  # outside the field / air at the window's floor
+    plane[20:290, :] = 40.0 + rng.normal(0, 2.0, (270, 200))  # soft tissue, flat
+    plane[20:290, 120:160] = 300.0 + rng.normal(0, 30.0, (270, 40))  # the spine's column of bone
+    plane[100:120, 120:160] = 1027.0
+    assert exposed_box(plane)[0] >= 100  # the flat soft-tissue columns taken for padding
+    assert pd.volume_field_box(plane) == (0.0, 20.0, 199.0, 289.0)
+    assert pd.volume_field_box(np.zeros((5, 4), np.float32)) == (0.0, 0.0, 3.0, 4.0)
+    detector = pd.PlaneDetector(None, device="cpu", threads=1)
+    assert detector.field_box(plane) == pd.volume_field_box(plane)
+    assert LandmarkDetector.field_box(detector, plane) == exposed_box(plane)  # radiographs keep theirs

@@ -206,6 +206,11 @@ class LandmarkDetector:
         #: (``postprocess.recheck_with_placed``); radiographs only
         self.placed_step_rule = True
 
+    def field_box(self, image: np.ndarray) -> tuple[float, float, float, float]:
+        """``(x0, y0, x1, y1)`` pixels of the field a body must lie wholly inside to be reported: on a
+        radiograph the exposed field (``preprocess.exposed_box``: collimation and padding are flat)."""
+        return exposed_box(image)
+
     def _run(self, stage: str, x: np.ndarray) -> np.ndarray:
         import torch
 
@@ -299,7 +304,7 @@ class LandmarkDetector:
             t = time.perf_counter()
             chunk = images[start:start + batch_size]
             dets, _, normed = self.coarse(chunk)
-            boxes = [exposed_box(img) for img in chunk]
+            boxes = [self.field_box(img) for img in chunk]
             given = (facing or [None] * len(images))[start:start + batch_size]
             timings["coarse"] += time.perf_counter() - t
             t = time.perf_counter()

@@ -287,6 +287,20 @@ def _off_s1(landmarks: dict[str, Any]) -> int:
     return len(trial["vertebrae"])
 
 
+def volume_field_box(image: Any) -> tuple[float, float, float, float]:
+    """``(x0, y0, x1, y1)`` pixels: the bounding box of the plane's pixels above its minimum. A
+    plane is filled with the minimum outside the volume's own field (and a CT's air is clipped to
+    it, ``volume.plane_input``), so a body touching that box's edge is cut by the field; the
+    plane's soft tissue, however flat, is inside it. The whole plane where nothing is above."""
+    img = np.asarray(image, np.float32)
+    rows, cols = img.shape
+    above = img > float(img.min())
+    r, c = np.flatnonzero(above.any(axis=1)), np.flatnonzero(above.any(axis=0))
+    if not r.size:
+        return 0.0, 0.0, float(cols - 1), float(rows - 1)
+    return float(c[0]), float(r[0]), float(c[-1]), float(r[-1])
+
+
 def stray_plan(coarse: Detections | None, fine: Detections | None, landmarks: dict[str, Any]
                ) -> tuple[Detections, str, float] | None:
     """Where the count from S1 is in doubt after the first look — the chain re-check withheld levels
@@ -716,6 +730,13 @@ class PlaneDetector(LandmarkDetector):
                 kept.add(i)
                 looks[i]["unbridge"] = "kept"
         return kept
+
+    def field_box(self, image: Any) -> tuple[float, float, float, float]:
+        """The volume's own field on the plane (``volume_field_box``), not a radiograph's exposed
+        field: a plane's soft tissue can be flat enough (a phantom's, or a CT clipped to its window)
+        that ``preprocess.exposed_box`` takes whole columns of it for padding and withholds bodies
+        beside them as cut (eval CT 4506: L3 and L4, then T11-L2 across them)."""
+        return volume_field_box(image)
 
     def detect(self, images: list[Any], facing: list[str | None] | None = None,
                batch_size: int = 8, modalities: list[str | None] | None = None) -> list[tuple[dict, str | None, list[str]]]:
