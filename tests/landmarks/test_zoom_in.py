@@ -90,6 +90,10 @@ def test_no_spine_window_where_it_would_not_magnify_or_nothing_was_found():
     assert infer.spine_window(_spine(2, 40.0), (2400, 1000)) is None
     assert infer.spine_window(_spine(18, 40.0), (2400, 1000), min_gain=3.0) is None
     assert infer.spine_window(_spine(18, 40.0), (2400, 1000), min_gain=1.5) is not None
+    # three false peaks a fraction of a pixel apart and tall: no window of nothing (it was one
+    # rounded to zero width, which letterbox refuses, failing the whole batch)
+    specks = _spine(3, 0.05, height=0.05, s1=False, head=False)
+    assert infer.spine_window(specks, (2400, 1000)) is None
 
 
 def _stand_in(monkeypatch, detector, first: Detections, zoomed: Detections) -> list:
@@ -148,10 +152,16 @@ def test_the_magnified_look_is_kept_only_where_it_went_better(detector, monkeypa
         detector.zoom_in_look = True
 
 
-def test_the_ct_mr_plane_detector_does_not_magnify():
+def test_the_ct_mr_plane_detector_does_not_magnify(monkeypatch):
+    """The plane detector asks for no window, even where a magnified look would have won."""
     from sagittal.landmarks.plane_detector import PlaneDetector
 
-    assert PlaneDetector(None, device="cpu", threads=1).zoom_in_look is False
+    planes = PlaneDetector(None, device="cpu", threads=1)
+    assert planes.zoom_in_look is False
+    few, more = _labelled(_spine(18, 40.0), ["L5", "L4"]), _labelled(_spine(18, 40.0), ["L5", "L4", "L3", "L2"])
+    asked = _stand_in(monkeypatch, planes, few, more)
+    planes._coarse_looks([np.zeros((2400, 1000), np.float32)], "coarse", True)
+    assert asked and all(w is None for w in asked)
 
 
 LONG_SEED = 9_400_001  # eval_landmarks --framing long-film, drr-a, a dev seed (never an evaluation block)

@@ -77,6 +77,8 @@ ZOOM_OUT = 1.6
 #: training films' 6–16 px), where that magnifies it at least ``ZOOM_IN_MIN_GAIN``×; the
 #: better look is kept (``LandmarkDetector.zoom_in_look``; measured in models/README.md, "Long films")
 ZOOM_IN_STEPS, ZOOM_IN_MIN_GAIN, ZOOM_IN_BODY_PX = 24.0, 1.3, 9.0
+#: no magnified look through a window narrower than this (source px): bodies so small are false peaks
+ZOOM_IN_MIN_PX = 16
 #: radiographs check the lowest body reported against S1 (``postprocess.withhold_if_off_s1``)
 #: only where it is one of these levels, the ones its distance is calibrated for
 OFF_S1_LOWEST = ("L5", "L4")
@@ -119,8 +121,8 @@ def spine_window(det: Detections, shape: tuple[int, int], steps: float = ZOOM_IN
     the look found needs it (with a step's margin) or where fitting it would make the bodies'
     median height more than ``body_px`` input pixels; its bottom one step below the lowest of the bodies,
     the S1 endplate and the femoral heads where S1 or a head was found, else centred on the
-    bodies. ``None`` with fewer than three bodies, or where fitting the window magnifies the
-    image less than ``min_gain``× over fitting all of it."""
+    bodies. ``None`` with fewer than three bodies, a window under ``ZOOM_IN_MIN_PX`` either way,
+    or where fitting the window magnifies the image less than ``min_gain``× over fitting all of it."""
     if len(det.bodies) < 3:
         return None
     c = np.array(sorted((b.centre for b in det.bodies), key=lambda xy: float(xy[1])), float)
@@ -142,8 +144,8 @@ def spine_window(det: Detections, shape: tuple[int, int], steps: float = ZOOM_IN
     most = body_px / height  # input px per source px that make the bodies body_px tall
     h = min(max(steps * step, bottom - top, (max(xs) - min(xs) + 2 * step) / aspect, INPUT_SHAPE[0] / most), rows)
     w = min(max(h * aspect, INPUT_SHAPE[1] / most), cols)
-    if min(INPUT_SHAPE[0] / h, INPUT_SHAPE[1] / w) / fit < min_gain:
-        return None
+    if min(h, w) < ZOOM_IN_MIN_PX or min(INPUT_SHAPE[0] / h, INPUT_SHAPE[1] / w) / fit < min_gain:
+        return None  # a few pixels found as bodies (false peaks) are no spine to magnify
     if not low:  # nothing below the bodies to hang the window on: centred on them
         bottom = (top + bottom + h) / 2
     y0 = float(np.clip(bottom - h, 0.0, rows - h))
