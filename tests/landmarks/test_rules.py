@@ -24,7 +24,7 @@ from sagittal.landmarks.postprocess import (
     withhold_outside,
 )
 from sagittal.landmarks.preprocess import INPUT_SHAPE
-from sagittal.levels import LEVEL_INDEX, LEVELS
+from sagittal.levels import LEVEL_INDEX, LEVELS, UNGRADED
 from sagittal.report.analysis import analysis_document
 from sagittal.training.data import render_sample
 from sagittal.training.targets import coarse_targets
@@ -236,6 +236,43 @@ def test_a_body_that_looks_collapsed_must_be_steadier_to_be_reported():
     normal = replace(a, bodies=[replace(a.bodies[0], points=BODY)])
     moved = replace(a, bodies=[replace(a.bodies[0], points=BODY + [0.0, jitter])])
     assert consistent(normal, moved).bodies[0].level == "T12"  # a normal shape at that spread is kept
+
+
+def test_a_crushed_body_between_reported_neighbours_is_kept_ungraded_on_radiographs(detector):
+    """``postprocess.keep_crushed_between`` with the radiographs' limits (``LandmarkDetector._rules``):
+    a body withheld only for looking collapsed, its placements 4-10 % apart, between reported
+    neighbours one body's step away is reported with its level and points, ungraded, with a
+    warning; off (``crushed_between_rule``), or with a neighbour missing, it stays withheld."""
+    from sagittal.landmarks.postprocess import COLLAPSED_CONSISTENCY_MAX, COLLAPSED_UNSTEADY
+
+    wedge = BODY.copy() - [0.0, 80.0]
+    wedge[0, 1] += 12.0  # L3 looks like a wedge fracture
+    levels = ("L5", "L4", "L3", "L2", "L1")
+    bodies = [Body(wedge, 0.9, wedge[:4].mean(axis=0), lv, point_confidence=0.8) if lv == "L3"
+              else _body(lv, -40.0 * k) for k, lv in enumerate(levels)]
+    s1 = np.array([[130.0, 152.0], [90.0, 150.0]])
+    a = Detections(bodies, s1, 0.9, [])
+    jitter = (COLLAPSED_CONSISTENCY_MAX + CONSISTENCY_MAX) / 2 * 34.5  # between the two limits
+    b = replace(a, bodies=[replace(x, points=x.points + [0.0, jitter]) if x.level == "L3" else x for x in bodies])
+    fine = consistent(a, b)
+    assert fine.bodies[2].level is None and [r.reason for r in fine.withheld] == [COLLAPSED_UNSTEADY]
+    box = (0.0, -400.0, 400.0, 400.0)
+    _, lm, warnings = detector._rules(fine, box, frozenset())
+    assert list(lm["vertebrae"]) == ["L1", "L2", "L3", "L4", "L5"]
+    assert list(lm[UNGRADED]) == ["L3"] and "7 %" in lm[UNGRADED]["L3"]
+    assert any(w.startswith("L3: it looks collapsed") and "heights and grade are not" in w for w in warnings)
+    doc = analysis_document({"rows": 600, "columns": 400, "pixel_spacing_mm": [0.2, 0.2], "anterior": "right"}, lm)
+    l3 = next(v for v in doc["vertebrae"] if v["level"] == "L3")
+    assert l3["genant_grade"] is None and l3["heights_mm"] is None
+    try:
+        detector.crushed_between_rule = False
+        _, lm, _ = detector._rules(fine, box, frozenset())
+    finally:
+        detector.crushed_between_rule = True
+    assert "L3" not in lm["vertebrae"] and UNGRADED not in lm
+    no_l4 = replace(fine, bodies=[replace(x, level=None) if x.level == "L4" else x for x in fine.bodies])
+    _, lm, _ = detector._rules(no_l4, box, frozenset())
+    assert "L3" not in lm["vertebrae"]  # a neighbour missing: nothing vouches for its level
 
 
 def test_a_look_counted_from_a_faint_s1_gives_way_to_one_with_a_firm_s1():

@@ -15,6 +15,8 @@ from ..levels import LEVELS, MI, MS, UNGRADED
 from .crops import extract, extract_pair
 from .layout import COARSE_HEAT
 from .postprocess import (
+    CONSISTENCY_MAX,
+    MIN_POINT_CONFIDENCE,
     S1_THRESHOLD,
     Detections,
     alternate_frames,
@@ -22,6 +24,7 @@ from .postprocess import (
     consistent,
     crop_frames,
     decode,
+    keep_crushed_between,
     label_levels,
     recheck_chain,
     recheck_with_placed,
@@ -207,6 +210,10 @@ class LandmarkDetector:
         #: the chain's steps checked again with bodies withheld for their points where they were placed
         #: (``postprocess.recheck_with_placed``); radiographs only
         self.placed_step_rule = True
+        #: a body withheld only for looking collapsed with its placements 4-10 % apart is reported,
+        #: ungraded, where its reported neighbours vouch for its level (``postprocess.keep_crushed_between``
+        #: with the limits of any body's); radiographs (``PlaneDetector`` runs its own, with its limits)
+        self.crushed_between_rule = True
 
     def field_box(self, image: np.ndarray) -> tuple[float, float, float, float]:
         """``(x0, y0, x1, y1)`` pixels of the field a body must lie wholly inside to be reported: on a
@@ -334,29 +341,43 @@ class LandmarkDetector:
                 fine, second, placed = again.get(i, (*firsts[i][:2], frozenset()))
                 if second is not None:
                     fine = consistent(fine, second, **self.consistency_limits)
-                fine = withhold_outside(fine, box)
-                if self.faint_s1_at_edge_rule:
-                    fine = withhold_faint_s1_at_edge(fine, box)
-                fine = recheck_chain(confirm_bridges(fine))
-                if self.placed_step_rule:
-                    fine = recheck_with_placed(fine)
-                if self.c7_ends_rule:
-                    fine = withhold_c7_count_without_ends(fine)
+                fine, lm, warnings = self._rules(fine, box, placed)
                 self.last_detections.append(fine)
-                lm = to_contract(fine)
-                warnings = list(fine.warnings)
-                if self.off_s1_rule:
-                    withhold_if_off_s1(lm, warnings, lone=False, lowest=OFF_S1_LOWEST)
-                again_kept = sorted((b.level for n, b in enumerate(fine.bodies)
-                                     if n in placed and b.level in lm["vertebrae"]), key=LEVELS.index)
-                if again_kept:
-                    lm[UNGRADED] = dict.fromkeys(again_kept, PLACED_AGAIN)
-                    warnings += [f"{lv}: {PLACED_AGAIN}: its level and points are reported, its heights and grade "
-                                 "are not" for lv in again_kept]
                 results.append((lm, facing_from_landmarks(lm), warnings))
             timings["postprocess"] += time.perf_counter() - t
         self.last_timings = timings
         return results
+
+    def _rules(self, fine: Detections, box: tuple[float, float, float, float], placed: frozenset[int]
+               ) -> tuple[Detections, dict, list[str]]:
+        """The withholding rules after the consistency check, on one image's detections ``fine``
+        (exposed field ``box``; ``placed``: the bodies placed again from re-centred crops): the
+        detections as they stand, the contract's landmarks and the warnings."""
+        fine = withhold_outside(fine, box)
+        if self.faint_s1_at_edge_rule:
+            fine = withhold_faint_s1_at_edge(fine, box)
+        fine = recheck_chain(confirm_bridges(fine))
+        if self.placed_step_rule:
+            fine = recheck_with_placed(fine)
+        if self.c7_ends_rule:
+            fine = withhold_c7_count_without_ends(fine)
+        lm = to_contract(fine)
+        warnings = list(fine.warnings)
+        if self.off_s1_rule:
+            withhold_if_off_s1(lm, warnings, lone=False, lowest=OFF_S1_LOWEST)
+        again_kept = sorted((b.level for n, b in enumerate(fine.bodies)
+                             if n in placed and b.level in lm["vertebrae"]), key=LEVELS.index)
+        if again_kept:
+            lm[UNGRADED] = dict.fromkeys(again_kept, PLACED_AGAIN)
+            warnings += [f"{lv}: {PLACED_AGAIN}: its level and points are reported, its heights and grade "
+                         "are not" for lv in again_kept]
+        if self.crushed_between_rule:
+            limits = self.consistency_limits
+            keep_crushed_between(lm, warnings, fine, limit=float(limits.get("max_spread", CONSISTENCY_MAX)),
+                                 min_confidence=float(limits.get("min_point_confidence", MIN_POINT_CONFIDENCE)))
+            if not lm.get(UNGRADED):
+                lm.pop(UNGRADED, None)  # the key only where a level is ungraded
+        return fine, lm, warnings
 
     def _recentred(self, dets: list[Detections], plans: list, firsts: list, images: list[np.ndarray],
                    start: int = 0) -> dict:

@@ -54,14 +54,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import numpy as np
 
-from ..levels import LEVEL_INDEX, LEVELS, POINT_NAMES, UNGRADED
+from ..levels import LEVEL_INDEX, LEVELS, UNGRADED
 from .infer import OFF_S1_LOWEST, LandmarkDetector
 from .postprocess import (
     BRIDGE_NO_BODY,
+    CHECKED_CHAIN_MIN,
     COLLAPSED_RATIO,
     COLLAPSED_UNSTEADY,
     STEP,
@@ -75,9 +77,9 @@ from .postprocess import (
     _name_chain,
     _relative_steps,
     _step_ratio,
-    to_contract,
     withhold_if_off_s1,
 )
+from .postprocess import keep_crushed_between as _keep_crushed_between
 
 #: ``postprocess.consistent``'s limits for the plane model: what withholds a level. A body that
 #: looks collapsed must be steadier (the collapsed-look limit, the same as for grading): a chain
@@ -341,6 +343,10 @@ def stray_plan(coarse: Detections | None, fine: Detections | None, landmarks: di
 #: the collapsed-look level limit for a body bridged across a one-body gap (``crushed_bridge``): a
 #: crushed body's two placements on MR planes disagree by 7–11 %; the gap vouches for a body there
 BRIDGED_COLLAPSED_MAX = 0.15
+#: ``postprocess.keep_crushed_between`` with the plane model's limits: a crushed body kept up to
+#: ``BRIDGED_COLLAPSED_MAX`` apart, its points as confident as the level limit asks
+keep_crushed_between = partial(_keep_crushed_between, limit=BRIDGED_COLLAPSED_MAX,
+                               min_confidence=LEVEL_LIMITS["min_point_confidence"])
 
 
 def crushed_bridge(fine: Detections | None, collapsed_max: float) -> str | None:
@@ -356,68 +362,6 @@ def crushed_bridge(fine: Detections | None, collapsed_max: float) -> str | None:
     level = unconfirmed[0]
     spreads = [r.value for r in _withheld(fine, COLLAPSED_UNSTEADY) if r.level == level]  # ``postprocess.consistent``'s
     return level if spreads and collapsed_max < spreads[0] <= BRIDGED_COLLAPSED_MAX else None
-
-
-def _one_body_gap(verts: dict[str, Any], level: str, centre: np.ndarray) -> bool:
-    """Whether a body at ``centre`` named ``level`` fits the reported chain ``verts`` (the contract's
-    vertebrae) as one level: the steps from its neighbouring levels to it, each over the median of
-    the up to four steps around it in the chain (per level where levels between are missing), both
-    ``STEP_SHORT``-``STEP_LONG`` — the chain re-check's measure (``postprocess.recheck_chain``) as
-    if it were labelled — in a chain of at least ``CHECKED_CHAIN_MIN`` levels with it (fewer: every
-    step's ratio is 1 by construction, nothing is tested). Its neighbours two bodies' worth apart
-    (a level missing besides it) leave each step about 1.5."""
-    chain = sorted([*(lv for lv in verts if lv != level and lv in LEVEL_INDEX), level], key=LEVEL_INDEX.__getitem__)
-    if len(chain) < CHECKED_CHAIN_MIN:
-        return False
-    centres = [np.asarray(centre, float) if lv == level else np.mean([verts[lv][n] for n in POINT_NAMES[:4]], axis=0)
-               for lv in chain]
-    bodies = [Body(np.zeros((6, 2)), 1.0, c, lv) for c, lv in zip(centres, chain, strict=True)]
-    rel = _relative_steps(bodies, [LEVEL_INDEX[chain[k + 1]] - LEVEL_INDEX[chain[k]] for k in range(len(chain) - 1)])
-    k = chain.index(level)
-    return all(STEP_SHORT < rel[j] < STEP_LONG for j in (k - 1, k) if 0 <= j < len(rel))
-
-
-def keep_crushed_between(landmarks: dict[str, Any], warnings: list[str], fine: Detections,
-                         limit: float = BRIDGED_COLLAPSED_MAX,
-                         min_confidence: float = LEVEL_LIMITS["min_point_confidence"]) -> list[str]:
-    """Report, in place, the level and points of each body withheld only for looking collapsed with
-    its two placements more than the level limit and at most ``limit`` apart (``COLLAPSED_UNSTEADY``:
-    on MR a crushed body's disagree by 7-11 %) where its neighbours vouch for its place: both
-    neighbouring levels reported (after every other rule) and steady enough to grade, and the body
-    between them where a body should be (each step to a neighbour ``STEP_SHORT``-``STEP_LONG`` of
-    half theirs) and one body's step from each of them against the chain's own steps
-    (``_one_body_gap``: neighbours two bodies' worth apart would give it one level while a level is
-    missing; the chain re-check measures the step across it only where the chain is long enough).
-    The levels beyond it are then already reported, so its level changes no other count. It is
-    reported ungraded (``UNGRADED``): its points are not steady enough for a height.
-    ``postprocess.consistent`` withholds it before the point-confidence check runs, so that check is
-    made here (``min_confidence``). Returns the levels kept so."""
-    ungraded = landmarks.setdefault(UNGRADED, {})
-    verts = landmarks["vertebrae"]
-    kept: list[str] = []
-    for rec in _withheld(fine, COLLAPSED_UNSTEADY):
-        i = LEVEL_INDEX.get(rec.level, -1)
-        if not 0 < i < len(LEVELS) - 1 or rec.level in verts or rec.value > limit:
-            continue
-        above, below = LEVELS[i - 1], LEVELS[i + 1]
-        if above not in verts or below not in verts or above in ungraded or below in ungraded:
-            continue
-        body = [b for b in fine.bodies if not b.level and b.spread == rec.value]
-        if len(body) != 1 or body[0].point_confidence < min_confidence:
-            continue
-        a, c = (np.mean([verts[lv][n] for n in POINT_NAMES[:4]], axis=0) for lv in (above, below))
-        half = float(np.linalg.norm(a - c)) / 2
-        steps = [float(np.linalg.norm(body[0].centre - x)) / max(half, 1e-6) for x in (a, c)]
-        if not all(STEP_SHORT < st < STEP_LONG for st in steps) or not _one_body_gap(verts, rec.level, body[0].centre):
-            continue
-        verts[rec.level] = to_contract(replace(fine, bodies=[replace(body[0], level=rec.level)]))["vertebrae"][rec.level]
-        landmarks["vertebrae"] = verts = {lv: verts[lv] for lv in LEVELS if lv in verts}
-        why = (f"it looks collapsed and two placements of its points disagree by {100 * rec.value:.0f} % of its size; "
-               f"its level is the one between its reported neighbours {above} and {below}")
-        ungraded[rec.level] = why
-        warnings.append(f"{rec.level}: {why}: its level and points are reported, its heights and grade are not")
-        kept.append(rec.level)
-    return kept
 
 
 def break_plans(coarse: Detections | None, drop: bool = True) -> list[tuple[Detections, str | None, str]]:
@@ -492,9 +436,6 @@ def _retry_went_well(level: str | None, fine: Detections | None, before: int, af
             and not _withheld(fine, STEP) and not _withheld(fine, UNCONFIRMED_BRIDGE))
 
 
-#: labelled levels a chain needs for ``postprocess.recheck_chain`` to have compared each of its
-#: steps with others (``_relative_steps``: with three, every step's ratio is 1 by construction)
-CHECKED_CHAIN_MIN = 4
 
 
 def _gap_tested(fine: Detections | None, level: str) -> bool:
@@ -550,6 +491,7 @@ class PlaneDetector(LandmarkDetector):
         self.c7_ends_rule = False  # the radiographs' rule (infer.detect); not measured on CT/MR
         self.placed_step_rule = False  # the radiographs' rule (infer.detect); not measured on CT/MR
         self.recentre_unsteady = False  # the radiographs' rule (infer.detect); not measured on CT/MR
+        self.crushed_between_rule = False  # detect() below runs keep_crushed_between itself, with its limits
         self._refine_stage = "refine"  # the network ``_run("refine")`` runs: set per group of images by ``detect``
         #: look again where the fine placement finds one body missing from the chain (``bridge_retry``)
         self.bridge_retry = True
