@@ -521,8 +521,12 @@ SNAP_DEG = 5.0
 #: kyphosis and lordosis) gives the fit a yaw and roll of 5–10° that are the curve's, not the
 #: acquisition's (the plane model, trained on the phantom's own sagittal sections, lost most
 #: bodies on such tilted planes: eval_planes MR seed 202, 9 of 9 bodies found on the series' own
-#: plane, 2 on the tilted one)
-MR_SNAP_DEG = 30.0
+#: plane, 2 on the tilted one). Since the eleventh session at any angle: a series is sagittal only
+#: within 20 deg of the patient's sagittal plane (``io.classify.orientation_name``), and a fit
+#: further off is the curve's too (MR 3903, a wide slab: a yaw of 32 deg from a scoliotic lumbar
+#: line cut S1 obliquely, SS 37.5 against 46.9 deg, and put one femoral head 46 mm from the plane
+#: and the other 96: PI 21.9 against 55.9 deg)
+MR_SNAP_DEG = 90.0
 #: the reformat's finest pixel (mm): finer than the plane model needs (its refinement crops sample
 #: about 1 mm per crop pixel on lumbar bodies) costs resampling time for nothing
 MIN_PLANE_SPACING_MM = 0.7

@@ -447,6 +447,14 @@ MR_HEAD_CORTEX_MM = 1.5
 #: 0.66-0.75 of the bodies' marrow on T1 (eval MR seed 300 with a wide slab: the muscle read as
 #: marrow and each head was placed ~54 mm off, in the muscle behind and below it).
 MR_HEAD_SOFT_TISSUE = (0.3, 1.0)
+#: the coil's bias field, undone for the heads: the bodies' marrow is scaled by the soft tissue's
+#: level in the heads' search region over its level in the same box this far cranial to the S1
+#: endplate (mm: the lumbar bodies' height), the ratio kept within ``MR_HEAD_BIAS_RANGE``. The bias
+#: scales every tissue alike, so muscle is its gauge: on dev wide slabs (eval_planes MR 5200-5209,
+#: 3900-3905) the heads' marrow read 0.69-1.30 of the bodies' and 0.89-1.11 of it so scaled; at
+#: 0.69-0.77 the heads fell under the band's lower edge (none found on MR 5201, one on 5205).
+MR_HEAD_BIAS_REFERENCE_MM = 210.0
+MR_HEAD_BIAS_RANGE = (0.5, 2.0)
 
 
 def marrow_reference(plane_image: np.ndarray, vertebrae_px: dict[str, np.ndarray]) -> float | None:
@@ -468,14 +476,18 @@ def marrow_reference(plane_image: np.ndarray, vertebrae_px: dict[str, np.ndarray
 def mr_femoral_heads(volume: np.ndarray, geom: VolumeGeometry, plane: SpinePlane, s1_mid_lps: np.ndarray,
                      marrow: float) -> list[Head]:
     """Femoral head centres in an MR series (the search of ``ct_femoral_heads``), the bone being
-    what reads as marrow: within ``MR_HEAD_MARROW_RANGE`` of the bodies' marrow ``marrow`` after
-    a light smoothing, and brighter than halfway from the search region's soft tissue to the
+    what reads as marrow: within ``MR_HEAD_MARROW_RANGE`` of the bodies' marrow ``marrow`` (scaled
+    by the coil's bias field between the bodies and the heads, ``MR_HEAD_BIAS_REFERENCE_MM``) after
+    a light smoothing, and brighter than halfway from the search region's soft tissue to that
     marrow (``MR_HEAD_SOFT_TISSUE``), its radius that ball's plus the cortex. Outside a sagittal
     slab's field nothing is found (a head cut by the field is not measured)."""
     from scipy import ndimage
 
-    lo, hi = MR_HEAD_MARROW_RANGE[0] * marrow, MR_HEAD_MARROW_RANGE[1] * marrow
     soft = _soft_tissue_level(volume, geom, plane, s1_mid_lps, marrow)
+    ref = _soft_tissue_level(volume, geom, plane, s1_mid_lps - MR_HEAD_BIAS_REFERENCE_MM * plane.row_axis, marrow)
+    if soft is not None and ref is not None and ref > 0:  # the bias field at the heads against the bodies'
+        marrow = marrow * float(np.clip(soft / ref, *MR_HEAD_BIAS_RANGE))
+    lo, hi = MR_HEAD_MARROW_RANGE[0] * marrow, MR_HEAD_MARROW_RANGE[1] * marrow
     if soft is not None:
         lo = max(lo, 0.5 * (soft + marrow))
 
