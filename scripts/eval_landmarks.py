@@ -279,24 +279,25 @@ def _pct(v: float | None, n: int) -> str:
 
 
 #: ``--weights PATH@suffix``: the detector's switches (``_detector``)
-SUFFIXES = ("plain", "no-zoom-out", "no-zoom-in", "no-placed-step", "no-off-s1", "no-crushed-between")
+SUFFIXES = ("plain", "no-zoom-out", "no-zoom-in", "no-placed-step", "no-off-s1", "no-crushed-between", "smoothed")
 
 
 def _detector(spec: str | None, no_consistency: bool) -> LandmarkDetector:
-    """``PATH[@plain][@no-zoom-out][@no-zoom-in][@no-placed-step][@no-off-s1][@no-crushed-between]`` (``None``: the packaged
+    """``PATH[@SUFFIX]…`` (``SUFFIXES``; ``None``: the packaged
     weights) → its detector."""
     path, flags = spec or "", set()
     while (end := path.rsplit("@", 1)) and len(end) == 2 and end[1] in SUFFIXES:
         path, flags = end[0], flags | {end[1]}
     if path and "@" in path and not Path(path).is_file():
         raise SystemExit(f"--weights {spec}: no such file, and @{path.rsplit('@', 1)[1]} is not a suffix "
-                         "(expected @plain, @no-zoom-out, @no-zoom-in, @no-placed-step, @no-off-s1, @no-crushed-between)")
+                         f"(expected one of {', '.join('@' + x for x in SUFFIXES)})")
     det = LandmarkDetector(path or None, device="cpu", consistency=not (no_consistency or "plain" in flags))
     det.zoom_out_look = "no-zoom-out" not in flags
     det.zoom_in_look = "no-zoom-in" not in flags
     det.placed_step_rule = "no-placed-step" not in flags
     det.off_s1_rule = "no-off-s1" not in flags
     det.crushed_between_rule = "no-crushed-between" not in flags
+    det.smoothed_look = "smoothed" in flags
     return det
 
 
@@ -307,7 +308,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--first-seed", type=int, default=1_000_000)
     ap.add_argument("--fractured", type=float, default=0.5, help="share of spines drawn with 1–3 fractures")
     ap.add_argument("--weights", action="append", default=[],
-                    metavar="[LABEL=]PATH[@plain][@no-zoom-out][@no-zoom-in][@no-placed-step][@no-off-s1][@no-crushed-between]",
+                    metavar="[LABEL=]PATH[@plain][@no-zoom-out][@no-zoom-in][@no-placed-step][@no-off-s1][@no-crushed-between][@smoothed]",
                     help="weights to score (repeatable; default the packaged weights); @plain: without the "
                          "test-time consistency check; @no-zoom-out: without the shrunk second look "
                          "(LandmarkDetector.zoom_out_look); @no-zoom-in: without the look magnified about the spine "
@@ -315,7 +316,9 @@ def main(argv: list[str] | None = None) -> None:
                          "for their points (LandmarkDetector.placed_step_rule); @no-off-s1: without withholding the levels where "
                          "the lowest body stands off S1 for its level (LandmarkDetector.off_s1_rule); @no-crushed-between: "
                          "without reporting, ungraded, a collapsed-looking body 4-10 %% unsteady between reported "
-                         "neighbours (LandmarkDetector.crushed_between_rule)")
+                         "neighbours (LandmarkDetector.crushed_between_rule); @smoothed: with reading a film again smoothed "
+                         "where the fine placement lost most levels (LandmarkDetector.smoothed_look; off by default, "
+                         "not shipped)")
     ap.add_argument("--no-consistency", action="store_true", help="skip the test-time consistency check")
     ap.add_argument("--shift", action="store_true", help="an unseen look on top of every family's")
     ap.add_argument("--framing", choices=("as-drawn", "tight-lumbar", "long-film"), default="as-drawn",

@@ -275,6 +275,47 @@ def test_a_crushed_body_between_reported_neighbours_is_kept_ungraded_on_radiogra
     assert "L3" not in lm["vertebrae"]  # a neighbour missing: nothing vouches for its level
 
 
+def test_a_film_whose_fine_placement_lost_most_levels_is_read_again_smoothed(detector, monkeypatch):
+    """``LandmarkDetector._smoothed`` (off by default): where the fine placement kept no more than half the levels the
+    coarse stage named, the image is read again smoothed (sigma from the coarse bodies' size), its
+    field found on the image as given, and the read reporting more levels is kept, with a warning;
+    an image that kept more than half is not read again. (The model is replaced by a stub that
+    keeps one level of a grainy image and five of a smooth one.)"""
+    calls = []
+
+    def fake(images, facing=None, batch_size=8, boxes=None):
+        calls.append((len(images), boxes))
+        out, coarse = [], []
+        for img in images:
+            n = 5 if float(np.std(np.diff(img, axis=1))) < 5.0 else int(img[0, 0])  # smooth: every level held
+            lm = {"vertebrae": {lv: {} for lv in ("L5", "L4", "L3", "L2", "L1")[:n]}, "s1_endplate": None,
+                  "femoral_heads": []}
+            out.append((lm, "right", []))
+            coarse.append(Detections([_body(lv, -40.0 * k) for k, lv in enumerate(("L5", "L4", "L3", "L2", "L1"))],
+                                     None, 0.0, []))
+        detector.last_detections, detector.last_coarse, detector.last_recentred = list(coarse), coarse, {}
+        detector.last_timings = {"coarse": 1.0}
+        return out
+
+    monkeypatch.setattr(detector, "_detect", fake)
+    monkeypatch.setattr(detector, "smoothed_look", True)  # off by default: measured, not shipped
+    rng = np.random.default_rng(0)
+    grainy = rng.normal(100.0, 40.0, (300, 200)).astype(np.float32)
+    grainy[0, 0], kept3 = 1.0, grainy.copy()
+    kept3[0, 0] = 3.0  # keeps 3 of 5 levels: more than half, not read again
+    results = detector.detect([grainy, kept3])
+    assert [len(lm["vertebrae"]) for lm, _, _ in results] == [5, 3]
+    assert any(w.startswith("the bodies were placed on the image smoothed") and "held 1 of the 5" in w
+               for w in results[0][2])
+    assert not any("smoothed" in w for w in results[1][2])
+    (n_first, boxes_first), (n_again, boxes_again) = calls
+    assert (n_first, boxes_first, n_again) == (2, None, 1)
+    assert boxes_again == [detector.field_box(grainy)]  # the field of the image as given
+    assert detector.last_timings == {"coarse": 2.0}  # both reads counted
+    monkeypatch.setattr(detector, "smoothed_look", False)
+    assert [len(lm["vertebrae"]) for lm, _, _ in detector.detect([grainy])] == [1]
+
+
 def test_a_look_counted_from_a_faint_s1_gives_way_to_one_with_a_firm_s1():
     from sagittal.landmarks.infer import _look_rank
 

@@ -12,7 +12,7 @@ from dataclasses import replace
 import numpy as np
 
 from ..levels import LEVELS, MI, MS, UNGRADED
-from .crops import extract, extract_pair
+from .crops import extract, extract_pair, vertebra_size
 from .layout import COARSE_HEAT
 from .postprocess import (
     CONSISTENCY_MAX,
@@ -82,6 +82,12 @@ ZOOM_OUT = 1.6
 ZOOM_IN_STEPS, ZOOM_IN_MIN_GAIN, ZOOM_IN_BODY_PX = 24.0, 1.3, 9.0
 #: no magnified look through a window narrower than this (source px): bodies so small are false peaks
 ZOOM_IN_MIN_PX = 16
+#: a grainy film can make the refinement place every body twice apart: an image whose fine placement
+#: kept no more than ``SMOOTH_KEPT_SHARE`` of the levels its coarse stage named is read again smoothed
+#: (Gaussian, sigma ``SMOOTH_SIGMA`` × the coarse bodies' median size: 2-3 px on a lumbar film at
+#: 0.3 mm) and the look reporting more levels kept (``LandmarkDetector.smoothed_look``, off: measured
+#: and not shipped, models/README.md, "Grainy films")
+SMOOTH_KEPT_SHARE, SMOOTH_SIGMA = 0.5, 0.03
 #: radiographs check the lowest body reported against S1 (``postprocess.withhold_if_off_s1``)
 #: only where it is one of these levels, the ones its distance is calibrated for
 OFF_S1_LOWEST = ("L5", "L4")
@@ -188,6 +194,11 @@ class LandmarkDetector:
         self.weights = weights_path(weights)
         self.models = load_models(self.weights, self.device)
         self.last_timings: dict[str, float] = {}  # seconds per stage of the last ``detect``
+        self.last_detections: list[Detections] = []  # per image, in source pixels (diagnostics)
+        #: per image, the coarse stage's labelled detections (diagnostics; ``_smoothed``)
+        self.last_coarse: list[Detections] = []
+        #: per image placed again (``_recentred``): (bodies placed again, labelled bodies) (diagnostics)
+        self.last_recentred: dict[int, tuple[int, int]] = {}
         #: refine every body and S1 twice (``postprocess.alternate_frames``) and withhold what is not stable
         self.consistency = consistency
         #: ``postprocess.consistent``'s keyword limits; a model trained on another look (the CT/MR plane model) sets its own
@@ -214,6 +225,9 @@ class LandmarkDetector:
         #: ungraded, where its reported neighbours vouch for its level (``postprocess.keep_crushed_between``
         #: with the limits of any body's); radiographs (``PlaneDetector`` runs its own, with its limits)
         self.crushed_between_rule = True
+        #: read again smoothed an image whose fine placement lost most of its levels (``_smoothed``): off,
+        #: measured and not shipped (models/README.md, "Grainy films"); ``eval_landmarks.py …@smoothed``
+        self.smoothed_look = False
 
     def field_box(self, image: np.ndarray) -> tuple[float, float, float, float]:
         """``(x0, y0, x1, y1)`` pixels of the field a body must lie wholly inside to be reported: on a
@@ -304,16 +318,60 @@ class LandmarkDetector:
 
     def detect(self, images: list[np.ndarray], facing: list[str | None] | None = None,
                batch_size: int = 8) -> list[tuple[dict, str | None, list[str]]]:
+        results = self._detect(images, facing, batch_size)
+        if self.smoothed_look:
+            self._smoothed(images, facing, results, batch_size)
+        return results
+
+    def _smoothed(self, images: list[np.ndarray], facing: list[str | None] | None,
+                  results: list[tuple[dict, str | None, list[str]]], batch_size: int) -> None:
+        """Each image whose fine placement kept no more than ``SMOOTH_KEPT_SHARE`` of the levels its
+        coarse stage named (at least ``FALLBACK_MIN_LEVELS``) is read again whole, smoothed (Gaussian,
+        sigma ``SMOOTH_SIGMA`` × its coarse bodies' median size), its field still the image's own;
+        the look reporting more levels is kept, with a warning (``results`` and the diagnostics in
+        place; the stages' timings are the sums of both reads). Grainy films: the refinement places
+        every body twice apart on them, and steadily once the grain is smoothed away."""
+        import cv2
+
+        todo = []
+        for i, ((lm, _, _), coarse) in enumerate(zip(results, self.last_coarse, strict=True)):
+            named = [b for b in coarse.bodies if b.level]
+            if len(named) >= FALLBACK_MIN_LEVELS and len(lm["vertebrae"]) <= SMOOTH_KEPT_SHARE * len(named):
+                todo.append((i, len(named), SMOOTH_SIGMA * float(np.median([vertebra_size(b.points) for b in named]))))
+        if not todo:
+            return
+        first = (self.last_detections, self.last_recentred, self.last_timings, self.last_coarse)
+        smoothed = [cv2.GaussianBlur(np.asarray(images[i], np.float32), (0, 0), sigma) for i, _, sigma in todo]
+        again = self._detect(smoothed, [facing[i] for i, _, _ in todo] if facing else None, batch_size,
+                             boxes=[self.field_box(images[i]) for i, _, _ in todo])
+        second = (self.last_detections, self.last_recentred, self.last_timings, self.last_coarse)
+        self.last_detections, self.last_recentred, self.last_timings, self.last_coarse = first
+        self.last_timings = {k: v + second[2].get(k, 0.0) for k, v in first[2].items()}
+        for j, ((i, n_named, sigma), (lm, side, warnings)) in enumerate(zip(todo, again, strict=True)):
+            kept = len(results[i][0]["vertebrae"])
+            if len(lm["vertebrae"]) <= kept:
+                continue
+            warnings = [*warnings, f"the bodies were placed on the image smoothed (Gaussian, sigma {sigma:.1f} px): as "
+                                   f"given, the fine placement held {kept} of the {n_named} levels found"]
+            results[i] = (lm, side, warnings)
+            self.last_detections[i], self.last_coarse[i] = second[0][j], second[3][j]
+            self.last_recentred.pop(i, None)
+            if j in second[1]:
+                self.last_recentred[i] = second[1][j]
+
+    def _detect(self, images: list[np.ndarray], facing: list[str | None] | None = None, batch_size: int = 8,
+                boxes: list[tuple[float, float, float, float]] | None = None) -> list[tuple[dict, str | None, list[str]]]:
+        """``detect`` without the smoothed look; ``boxes``: the images' fields (``field_box``) where
+        they are not to be found from these images."""
         timings = dict.fromkeys(("coarse", "crops", "refine", "postprocess"), 0.0)
-        self.last_detections: list[Detections] = []  # per image, in source pixels (diagnostics)
-        #: per image placed again (``_recentred``): (bodies placed again, labelled bodies) (diagnostics)
-        self.last_recentred: dict[int, tuple[int, int]] = {}
+        self.last_detections, self.last_coarse, self.last_recentred = [], [], {}
         results = []
         for start in range(0, len(images), batch_size):
             t = time.perf_counter()
             chunk = images[start:start + batch_size]
             dets, _, normed = self.coarse(chunk)
-            boxes = [self.field_box(img) for img in chunk]
+            self.last_coarse += dets
+            fields = boxes[start:start + batch_size] if boxes is not None else [self.field_box(img) for img in chunk]
             given = (facing or [None] * len(images))[start:start + batch_size]
             timings["coarse"] += time.perf_counter() - t
             t = time.perf_counter()
@@ -337,7 +395,7 @@ class LandmarkDetector:
             again = self._recentred(dets, plans, firsts, normed, start) if self.consistency and self.recentre_unsteady else {}
             timings["refine"] += time.perf_counter() - t
             t = time.perf_counter()
-            for i, box in enumerate(boxes):
+            for i, box in enumerate(fields):
                 fine, second, placed = again.get(i, (*firsts[i][:2], frozenset()))
                 if second is not None:
                     fine = consistent(fine, second, **self.consistency_limits)
