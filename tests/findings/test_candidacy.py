@@ -233,3 +233,35 @@ def test_report_cli_html_csv(tmp_path, capsys):
 def test_report_without_documents_is_a_usage_error(tmp_path, capsys):
     assert main(["report", str(tmp_path), "-o", str(tmp_path / "o")]) == 2
     assert "no analysis documents" in capsys.readouterr().err
+
+
+def _ungraded_doc(level="T12", reason="it looks collapsed, but its two placements disagree by 7 % of its size", **kw):
+    """A document reporting ``level`` with its level and points but no grade (``landmarks.ungraded``)."""
+    d = doc(**kw)
+    d["vertebrae"] = [v for v in d["vertebrae"] if v["level"] != level] + [
+        {**vert(level), "heights_mm": None, "height_loss_pct": None, "genant_grade": None, "morphology": None}]
+    d["landmarks"]["ungraded"] = {level: reason}
+    return d
+
+
+def test_a_vertebra_reported_ungraded_is_not_read_as_unfractured():
+    """A vertebra the detector reports without a grade (its points not steady enough: it may look
+    collapsed) leaves "no fracture" unknown: with no other fracture the category is
+    ``insufficient-data``, not ``augmentation-not-indicated``, and the level is listed with its
+    reason (JSON and HTML); a fracture elsewhere decides as before, the level still listed; a later
+    study that grades it settles it."""
+    from sagittal.report.html import candidacy_html
+
+    r = run([_ungraded_doc(vertebrae=NORMAL)], **SEVERE)
+    assert r["category"] == "insufficient-data"
+    assert r["ungraded_levels"] == [{"level": "T12", "reason": "it looks collapsed, but its two placements disagree "
+                                                               "by 7 % of its size"}]
+    assert "T12 was found but not graded: it looks collapsed" in candidacy_html(r, [])
+    r = run([_ungraded_doc(vertebrae=with_fx(oedema=True))], **SEVERE)
+    assert r["category"] == "consider-augmentation" and [u["level"] for u in r["ungraded_levels"]] == ["T12"]
+    r = run([_ungraded_doc(vertebrae=with_fx(oedema=False))], **SEVERE)
+    assert r["category"] == "insufficient-data"  # the graded fracture is not indicated; T12 is unknown
+    later = doc(vertebrae=NORMAL, date="20250301", study="1.2.4")
+    r = run([_ungraded_doc(vertebrae=NORMAL), later], **SEVERE)
+    assert r["category"] == "augmentation-not-indicated" and r["ungraded_levels"] == []
+    assert run([doc(vertebrae=NORMAL)], **SEVERE)["ungraded_levels"] == []

@@ -9,13 +9,15 @@ Patient categories, first match wins (the issue's order of precedence):
 1. ``urgent-surgical-referral`` — neurological deficit or instability;
 2. ``red-flags-multidisciplinary`` — suspected malignancy;
 3. ``augmentation-not-indicated`` — images analysed and no fracture, or every fracture
-   without oedema on MRI and without a cleft;
+   without oedema on MRI and without a cleft — and no vertebra reported ungraded (its points not
+   steady enough to grade it: it may be fractured; then ``insufficient-data``);
 4. ``mri-needed`` — a fracture whose oedema status is unknown (and no cleft);
 5. ``consider-augmentation`` — a fracture with oedema or a cleft and severe pain (VAS ≥ 5)
    refractory to analgesics for ≥ 3 weeks or forcing hospitalisation or bed confinement, or
    with progressive deformity or pulmonary dysfunction;
 6. ``conservative-care`` — a fracture with oedema (or a cleft) not meeting 5 (yet);
-7. ``insufficient-data`` — nothing analysable.
+7. ``insufficient-data`` — nothing analysable, or nothing else decided while a vertebra is
+   reported ungraded (``ungraded_levels``).
 """
 
 from __future__ import annotations
@@ -122,6 +124,8 @@ class LevelFacts:
     grade: int | None = None
     height_loss_pct: float | None = None
     morphology: str | None = None
+    #: why the documents report this vertebra without a grade (their ``landmarks.ungraded`` reason)
+    ungraded_reason: str | None = None
     regional_kyphosis_deg: float | None = None
     oedema: bool | None = None
     oedema_extent_pct: float | None = None
@@ -259,6 +263,7 @@ def evaluate_patient(patient_id: str, levels: dict[str, LevelFacts], clinical: C
     patient_criteria = [r(ctx) for r in PATIENT_RULES]
     pc = {c.id: c.status for c in patient_criteria}
     fractured = [lv for lv in LEVELS if lv in levels and levels[lv].fractured]
+    ungraded = [lv for lv in LEVELS if lv in levels and levels[lv].grade is None and levels[lv].ungraded_reason]
     level_out: list[dict[str, Any]] = []
     level_categories: list[str] = []
     for lv in fractured:
@@ -274,6 +279,8 @@ def evaluate_patient(patient_id: str, levels: dict[str, LevelFacts], clinical: C
         category = "red-flags-multidisciplinary"
     elif not analysable:
         category = "insufficient-data"
+    elif ungraded and (not fractured or all(c == "augmentation-not-indicated" for c in level_categories)):
+        category = "insufficient-data"  # "no fracture" is not known while a vertebra could not be graded
     elif not fractured or all(c == "augmentation-not-indicated" for c in level_categories):
         category = "augmentation-not-indicated"
     elif "mri-needed" in level_categories:
@@ -289,6 +296,7 @@ def evaluate_patient(patient_id: str, levels: dict[str, LevelFacts], clinical: C
         "category": category,
         "patient_criteria": [c.to_json() for c in patient_criteria],
         "levels": level_out,
+        "ungraded_levels": [{"level": lv, "reason": levels[lv].ungraded_reason} for lv in ungraded],
         "factors": factors(levels, fractured, clinical, parameters),
         "baseline": baseline(levels, fractured, parameters),
         "reminders": [

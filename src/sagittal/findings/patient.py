@@ -11,7 +11,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..levels import LEVELS
+from ..levels import LEVELS, UNGRADED
 from .candidacy import LevelFacts
 from .clinical import ClinicalInputs
 
@@ -103,7 +103,10 @@ def patient_facts(docs: Sequence[tuple[str, Document]], clinical: ClinicalInputs
             f = levels.setdefault(lv, LevelFacts(lv))
             if v.get("genant_grade") is not None:
                 f.grade, f.height_loss_pct, f.morphology = v["genant_grade"], v.get("height_loss_pct"), v.get("morphology")
+                f.ungraded_reason = None
                 per_study[study][lv] = (study_date(doc), v.get("height_loss_pct"))
+            elif f.grade is None and isinstance(ungraded := (doc.get("landmarks") or {}).get(UNGRADED), dict):
+                f.ungraded_reason = ungraded.get(lv) or f.ungraded_reason
             _read_vertebra(f, v, same_study=read_in.get(lv) == study)
             read_in[lv] = study
     for lv, f in levels.items():

@@ -40,7 +40,8 @@ CATEGORY_TEXT = {
                              "considered after assessing the cause of pain and frailty, and with informed consent.",
     "conservative-care": "A recent fracture (oedema or cleft) that does not, or not yet, meet the criteria for "
                          "augmentation.",
-    "insufficient-data": "Nothing in the inputs could be analysed.",
+    "insufficient-data": "Nothing in the inputs could be analysed, or a vertebra was found but could not be graded "
+                         "(listed below) and nothing else decides: it may be fractured; look at the images.",
 }
 
 #: (label, kind) of every value key the candidacy rules report; kind picks the rounding and unit
@@ -345,6 +346,8 @@ def candidacy_html(report: dict[str, Any], overlays: list[tuple[str, str]]) -> s
         f"<div class='category'><strong>{_e(CATEGORY_LABEL.get(category, category))}</strong>"
         f"{_e(CATEGORY_TEXT.get(category, ''))}</div>",
         *[f"<div class='note'>⚠ Images and clinical CSV disagree: {_e(d)}</div>" for d in _disagreements(r)],
+        *[f"<div class='note'>⚠ {_e(u['level'])} was found but not graded: {_e(u['reason'])}.</div>"
+          for u in r.get("ungraded_levels") or []],
         "<h2 id='patient-criteria'>Patient-level criteria</h2>", _criteria_table(r["patient_criteria"]),
         "<h2 id='levels'>Fractured levels</h2>",
     ]
