@@ -308,12 +308,34 @@ def test_a_film_whose_fine_placement_lost_most_levels_is_read_again_smoothed(det
     assert any(w.startswith("the bodies were placed on the image smoothed") and "held 1 of the 5" in w
                for w in results[0][2])
     assert not any("smoothed" in w for w in results[1][2])
+    assert set(results[0][0][UNGRADED]) == {"L1", "L2", "L3", "L4", "L5"}  # placed on the smoothed image: ungraded
+    assert results[0][0][UNGRADED]["L3"].startswith("its points were placed on the image smoothed")
+    assert UNGRADED not in results[1][0]
     (n_first, boxes_first), (n_again, boxes_again) = calls
     assert (n_first, boxes_first, n_again) == (2, None, 1)
     assert boxes_again == [detector.field_box(grainy)]  # the field of the image as given
     assert detector.last_timings == {"coarse": 2.0}  # both reads counted
     monkeypatch.setattr(detector, "smoothed_look", False)
     assert [len(lm["vertebrae"]) for lm, _, _ in detector.detect([grainy])] == [1]
+
+
+def test_the_smoothed_read_withholds_levels_beyond_a_run_of_withheld_ones():
+    """``infer.smoothed_run``: walking from the anchor, the levels beyond two or more withheld levels
+    in a row go (a lone "T8" across withheld T9-T11 was a wrong level, drr-b 7,200,004); one withheld
+    level is crossed; from C7 the walk runs downwards."""
+    def lm(levels):
+        return {"vertebrae": {lv: {} for lv in levels}, infer.UNGRADED: {lv: "x" for lv in levels}}
+
+    t8 = lm(["T8", "T12", "L1", "L2", "L3", "L4", "L5"])
+    warnings: list[str] = []
+    assert infer.smoothed_run(t8, warnings) == ["T8"]
+    assert list(t8["vertebrae"]) == ["T12", "L1", "L2", "L3", "L4", "L5"] and "T8" not in t8[infer.UNGRADED]
+    assert warnings == ["on the smoothed read, T8 lie beyond 3 withheld levels from T12: withheld"]
+    one = lm(["T10", "T12", "L1"])
+    assert infer.smoothed_run(one, []) == [] and len(one["vertebrae"]) == 3
+    top = lm(["C7", "T1", "T4", "T5"])
+    assert infer.smoothed_run(top, [], from_top=True) == ["T4", "T5"]
+    assert infer.smoothed_run(lm(["C7", "T1", "T4", "T5"]), []) == ["T1", "C7"]  # from S1: T5 upwards
 
 
 def test_a_look_counted_from_a_faint_s1_gives_way_to_one_with_a_firm_s1():

@@ -16,6 +16,7 @@ from .crops import extract, extract_pair, vertebra_size
 from .layout import COARSE_HEAT
 from .postprocess import (
     CONSISTENCY_MAX,
+    FROM_C7,
     MIN_POINT_CONFIDENCE,
     S1_THRESHOLD,
     Detections,
@@ -88,9 +89,33 @@ ZOOM_IN_MIN_PX = 16
 #: 0.3 mm) and the look reporting more levels kept (``LandmarkDetector.smoothed_look``, off: measured
 #: and not shipped, models/README.md, "Grainy films")
 SMOOTH_KEPT_SHARE, SMOOTH_SIGMA = 0.5, 0.03
+#: on the smoothed read, levels beyond this many withheld ones in a row are withheld (``smoothed_run``),
+#: and every body it reports is ungraded: smoothing softens the endplates a grade is read from
+SMOOTH_MAX_GAP = 2
+SMOOTHED_UNGRADED = ("its points were placed on the image smoothed (sigma {:.1f} px), which softens the endplates "
+                     "a height is read from")
 #: radiographs check the lowest body reported against S1 (``postprocess.withhold_if_off_s1``)
 #: only where it is one of these levels, the ones its distance is calibrated for
 OFF_S1_LOWEST = ("L5", "L4")
+
+
+def smoothed_run(landmarks: dict, warnings: list[str], from_top: bool = False) -> list[str]:
+    """On the smoothed read (``LandmarkDetector._smoothed``), in place: the levels reported beyond a
+    gap of ``SMOOTH_MAX_GAP`` or more withheld levels, walking from the anchor (S1; C7 where the count
+    was from the top), are withheld with a warning — a lone body counted across a run of withheld
+    ones is where such a read went wrong. Returns the levels withheld."""
+    reported = sorted((lv for lv in landmarks["vertebrae"] if lv in LEVELS), key=LEVELS.index, reverse=not from_top)
+    for prev, lv in zip(reported, reported[1:], strict=False):
+        gap = abs(LEVELS.index(lv) - LEVELS.index(prev)) - 1
+        if gap >= SMOOTH_MAX_GAP:
+            beyond = reported[reported.index(lv):]
+            landmarks["vertebrae"] = {k: v for k, v in landmarks["vertebrae"].items() if k not in beyond}
+            if landmarks.get(UNGRADED):
+                landmarks[UNGRADED] = {k: v for k, v in landmarks[UNGRADED].items() if k not in beyond}
+            warnings.append(f"on the smoothed read, {', '.join(beyond)} lie beyond {gap} withheld levels from {prev}: "
+                            "withheld")
+            return beyond
+    return []
 
 
 def _n_levels(det: Detections) -> int:
@@ -349,10 +374,14 @@ class LandmarkDetector:
         self.last_timings = {k: v + second[2].get(k, 0.0) for k, v in first[2].items()}
         for j, ((i, n_named, sigma), (lm, side, warnings)) in enumerate(zip(todo, again, strict=True)):
             kept = len(results[i][0]["vertebrae"])
+            warnings = list(warnings)
+            smoothed_run(lm, warnings, from_top=FROM_C7 in warnings)
             if len(lm["vertebrae"]) <= kept:
                 continue
-            warnings = [*warnings, f"the bodies were placed on the image smoothed (Gaussian, sigma {sigma:.1f} px): as "
-                                   f"given, the fine placement held {kept} of the {n_named} levels found"]
+            why = SMOOTHED_UNGRADED.format(sigma)
+            lm[UNGRADED] = {lv: (lm.get(UNGRADED) or {}).get(lv, why) for lv in lm["vertebrae"]}
+            warnings.append(f"the bodies were placed on the image smoothed (Gaussian, sigma {sigma:.1f} px): as "
+                            f"given, the fine placement held {kept} of the {n_named} levels found; {why}")
             results[i] = (lm, side, warnings)
             self.last_detections[i], self.last_coarse[i] = second[0][j], second[3][j]
             self.last_recentred.pop(i, None)
