@@ -301,6 +301,15 @@ def _detector(spec: str | None, no_consistency: bool) -> LandmarkDetector:
     return det
 
 
+#: the detector's switches the evaluation records (each arm's JSON says what ran)
+SWITCHES = ("consistency", "zoom_out_look", "zoom_in_look", "placed_step_rule", "off_s1_rule",
+            "crushed_between_rule", "smoothed_look")
+
+
+def _switches(det: LandmarkDetector) -> dict[str, bool]:
+    return {name: bool(getattr(det, name)) for name in SWITCHES}
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--families", default="2d", help=f"comma-separated, of {', '.join(FAMILIES)}")
@@ -346,9 +355,7 @@ def main(argv: list[str] | None = None) -> None:
     report = {"n_per_family": args.n, "first_seed": args.first_seed, "fractured": args.fractured, "shift": args.shift,
               "framing": args.framing,
               "consistency": not args.no_consistency,
-              "weights": {label: f"{det.weights}{'' if det.consistency else ' (no consistency check)'}"
-                                 f"{'' if det.zoom_out_look else ' (no zoom-out look)'}"
-                                 f"{'' if det.placed_step_rule else ' (no placed-step rule)'}"
+              "weights": {label: {"file": str(det.weights), "switches": _switches(det)}
                           for label, det in detectors.items()}, "results": results}
     print(json.dumps(report, indent=1))
     print(table(results))

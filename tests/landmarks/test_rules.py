@@ -273,6 +273,12 @@ def test_a_crushed_body_between_reported_neighbours_is_kept_ungraded_on_radiogra
     no_l4 = replace(fine, bodies=[replace(x, level=None) if x.level == "L4" else x for x in fine.bodies])
     _, lm, _ = detector._rules(no_l4, box, frozenset())
     assert "L3" not in lm["vertebrae"]  # a neighbour missing: nothing vouches for its level
+    # the field's anterior edge cuts L3 only (its corners 8 px further anterior than its neighbours'):
+    # withhold_outside passed it over as unlabelled, so the rule checks the field itself (review)
+    ahead = replace(fine, bodies=[replace(x, points=x.points + [8.0, 0.0]) if x.level is None else x
+                                  for x in fine.bodies])
+    _, lm, _ = detector._rules(ahead, (0.0, -400.0, 140.0, 400.0), frozenset())
+    assert "L3" not in lm["vertebrae"] and {"L2", "L4"} <= set(lm["vertebrae"])
 
 
 def test_a_film_whose_fine_placement_lost_most_levels_is_read_again_smoothed(detector, monkeypatch):

@@ -366,10 +366,12 @@ class LandmarkDetector:
         if not todo:
             return
         first = (self.last_detections, self.last_recentred, self.last_timings, self.last_coarse)
+        stages = list(getattr(self, "last_coarse_stages", []))
         smoothed = [cv2.GaussianBlur(np.asarray(images[i], np.float32), (0, 0), sigma) for i, _, sigma in todo]
         again = self._detect(smoothed, [facing[i] for i, _, _ in todo] if facing else None, batch_size,
                              boxes=[self.field_box(images[i]) for i, _, _ in todo])
         second = (self.last_detections, self.last_recentred, self.last_timings, self.last_coarse)
+        second_stages, self.last_coarse_stages = list(getattr(self, "last_coarse_stages", [])), stages
         self.last_detections, self.last_recentred, self.last_timings, self.last_coarse = first
         self.last_timings = {k: v + second[2].get(k, 0.0) for k, v in first[2].items()}
         for j, ((i, n_named, sigma), (lm, side, warnings)) in enumerate(zip(todo, again, strict=True)):
@@ -384,6 +386,8 @@ class LandmarkDetector:
                             f"given, the fine placement held {kept} of the {n_named} levels found; {why}")
             results[i] = (lm, side, warnings)
             self.last_detections[i], self.last_coarse[i] = second[0][j], second[3][j]
+            if i < len(stages) and j < len(second_stages):
+                self.last_coarse_stages[i] = second_stages[j]
             self.last_recentred.pop(i, None)
             if j in second[1]:
                 self.last_recentred[i] = second[1][j]
@@ -394,12 +398,14 @@ class LandmarkDetector:
         they are not to be found from these images."""
         timings = dict.fromkeys(("coarse", "crops", "refine", "postprocess"), 0.0)
         self.last_detections, self.last_coarse, self.last_recentred = [], [], {}
+        stages: list[str] = []  # ``coarse`` sets ``last_coarse_stages`` per chunk: all chunks' here
         results = []
         for start in range(0, len(images), batch_size):
             t = time.perf_counter()
             chunk = images[start:start + batch_size]
             dets, _, normed = self.coarse(chunk)
             self.last_coarse += dets
+            stages += self.last_coarse_stages
             fields = boxes[start:start + batch_size] if boxes is not None else [self.field_box(img) for img in chunk]
             given = (facing or [None] * len(images))[start:start + batch_size]
             timings["coarse"] += time.perf_counter() - t
@@ -432,7 +438,7 @@ class LandmarkDetector:
                 self.last_detections.append(fine)
                 results.append((lm, facing_from_landmarks(lm), warnings))
             timings["postprocess"] += time.perf_counter() - t
-        self.last_timings = timings
+        self.last_timings, self.last_coarse_stages = timings, stages
         return results
 
     def _rules(self, fine: Detections, box: tuple[float, float, float, float], placed: frozenset[int]
@@ -461,7 +467,8 @@ class LandmarkDetector:
         if self.crushed_between_rule:
             limits = self.consistency_limits
             keep_crushed_between(lm, warnings, fine, limit=float(limits.get("max_spread", CONSISTENCY_MAX)),
-                                 min_confidence=float(limits.get("min_point_confidence", MIN_POINT_CONFIDENCE)))
+                                 min_confidence=float(limits.get("min_point_confidence", MIN_POINT_CONFIDENCE)),
+                                 box=box)
             if not lm.get(UNGRADED):
                 lm.pop(UNGRADED, None)  # the key only where a level is ungraded
         return fine, lm, warnings

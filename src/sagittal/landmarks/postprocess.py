@@ -578,20 +578,23 @@ def consistent(first: Detections, second: Detections, max_spread: float = CONSIS
     return Detections(bodies, s1, s1_conf, first.heads, warnings, withheld=tuple(withheld))
 
 
+def wholly_inside(points: np.ndarray, box: tuple[float, float, float, float]) -> bool:
+    """Whether a body's points ``(6, 2)`` lie inside ``box`` (``x0, y0, x1, y1``) by at least
+    ``EDGE_FRACTION`` of its size and ``EDGE_BODY_FRACTION`` of the body's own height."""
+    x0, y0, x1, y1 = box
+    p = np.asarray(points, float)
+    m = max(1.0, EDGE_FRACTION * max(x1 - x0, y1 - y0), EDGE_BODY_FRACTION * float(np.linalg.norm(p[1] - p[2])))
+    return bool(((p[:, 0] >= x0 + m) & (p[:, 0] <= x1 - m) & (p[:, 1] >= y0 + m) & (p[:, 1] <= y1 - m)).all())
+
+
 def withhold_outside(det: Detections, box: tuple[float, float, float, float]) -> Detections:
     """Unlabel bodies with a point outside ``box`` (``x0, y0, x1, y1``, the exposed field) or
     within ``EDGE_FRACTION`` of its size, or ``EDGE_BODY_FRACTION`` of the body's own height,
     from its edge: the contract reports only vertebrae wholly in view, and a body cut by the
     edge has its hidden corners guessed — a cut body read as a short one is a false fracture."""
-    x0, y0, x1, y1 = box
-    field_margin_px = max(1.0, EDGE_FRACTION * max(x1 - x0, y1 - y0))
     bodies, warnings = [], list(det.warnings)
     for b in det.bodies:
-        p = b.points
-        height = float(np.linalg.norm(p[1] - p[2]))
-        m = max(field_margin_px, EDGE_BODY_FRACTION * height)
-        inside = ((p[:, 0] >= x0 + m) & (p[:, 0] <= x1 - m) & (p[:, 1] >= y0 + m) & (p[:, 1] <= y1 - m)).all()
-        if b.level and not inside:
+        if b.level and not wholly_inside(b.points, box):
             warnings.append(f"{b.level} is not wholly in the exposed field (cut by or touching its edge): withheld, "
                             "no height or grade")
             b = replace(b, level=None)
@@ -817,7 +820,8 @@ def _one_body_gap(verts: dict[str, Any], level: str, centre: np.ndarray) -> bool
 
 
 def keep_crushed_between(landmarks: dict[str, Any], warnings: list[str], fine: Detections, *,
-                         limit: float, min_confidence: float) -> list[str]:
+                         limit: float, min_confidence: float,
+                         box: tuple[float, float, float, float] | None = None) -> list[str]:
     """Report, in place, the level and points of each body withheld only for looking collapsed with
     its two placements more than the level limit and at most ``limit`` apart (``COLLAPSED_UNSTEADY``:
     on MR a crushed body's disagree by 7-11 %; on radiographs, within the limit of any body's, by
@@ -830,7 +834,8 @@ def keep_crushed_between(landmarks: dict[str, Any], warnings: list[str], fine: D
     The levels beyond it are then already reported, so its level changes no other count. It is
     reported ungraded (``UNGRADED``): its points are not steady enough for a height.
     ``postprocess.consistent`` withholds it before the point-confidence check runs, so that check is
-    made here (``min_confidence``). Returns the levels kept so."""
+    made here (``min_confidence``), and, given the field ``box`` (radiographs), the edge check of
+    ``withhold_outside`` (``wholly_inside``), which saw it unlabelled. Returns the levels kept so."""
     ungraded = landmarks.setdefault(UNGRADED, {})
     verts = landmarks["vertebrae"]
     kept: list[str] = []
@@ -844,6 +849,8 @@ def keep_crushed_between(landmarks: dict[str, Any], warnings: list[str], fine: D
         body = [b for b in fine.bodies if not b.level and b.spread == rec.value]
         if len(body) != 1 or body[0].point_confidence < min_confidence:
             continue
+        if box is not None and not wholly_inside(body[0].points, box):
+            continue  # cut by or touching the field's edge (``withhold_outside`` looks at labelled bodies only)
         a, c = (np.mean([verts[lv][n] for n in POINT_NAMES[:4]], axis=0) for lv in (above, below))
         half = float(np.linalg.norm(a - c)) / 2
         steps = [float(np.linalg.norm(body[0].centre - x)) / max(half, 1e-6) for x in (a, c)]

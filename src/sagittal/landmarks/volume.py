@@ -474,7 +474,7 @@ MR_HEAD_SOFT_TISSUE = (0.3, 1.0)
 #: the coil's bias field, undone for the heads: the bodies' marrow is scaled by the soft tissue's
 #: level in the heads' search region over its level in the same box this far cranial to the S1
 #: endplate (mm: the lumbar bodies' height), the ratio kept within ``MR_HEAD_BIAS_RANGE``. The bias
-#: scales every tissue alike, so muscle is its gauge: on dev wide slabs (eval_planes MR 5200-5209,
+#: scales every tissue alike, so muscle is its gauge: on dev wide slabs (eval_planes MR 5200-5229,
 #: 3900-3905) the heads' marrow read 0.69-1.30 of the bodies' and 0.89-1.11 of it so scaled; at
 #: 0.69-0.77 the heads fell under the band's lower edge (none found on MR 5201, one on 5205).
 MR_HEAD_BIAS_REFERENCE_MM = 210.0
