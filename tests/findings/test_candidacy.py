@@ -265,3 +265,17 @@ def test_a_vertebra_reported_ungraded_is_not_read_as_unfractured():
     r = run([_ungraded_doc(vertebrae=NORMAL), later], **SEVERE)
     assert r["category"] == "augmentation-not-indicated" and r["ungraded_levels"] == []
     assert run([doc(vertebrae=NORMAL)], **SEVERE)["ungraded_levels"] == []
+    # review: an earlier study's grade does not hide a later study's ungraded vertebra (a new collapse)
+    earlier = doc(vertebrae=NORMAL, date="20240101", study="1.2.0")
+    r = run([earlier, _ungraded_doc(vertebrae=NORMAL)], **SEVERE)
+    assert r["category"] == "insufficient-data" and [u["level"] for u in r["ungraded_levels"]] == ["T12"]
+    # ... but a grade from the same study (another modality) stands
+    mr = doc(vertebrae=NORMAL)
+    mr["source"]["modality"] = "MR"
+    assert run([mr, _ungraded_doc(vertebrae=NORMAL)], **SEVERE)["category"] == "augmentation-not-indicated"
+    # the contract's other spellings: a list of levels, a reason left empty
+    for spelled in (["T12"], {"T12": ""}, {"T12": None}):
+        d = _ungraded_doc(vertebrae=NORMAL)
+        d["landmarks"]["ungraded"] = spelled
+        r = run([d], **SEVERE)
+        assert r["category"] == "insufficient-data" and r["ungraded_levels"][0]["reason"].startswith("reported without")

@@ -293,7 +293,7 @@ def test_a_film_whose_fine_placement_lost_most_levels_is_read_again_smoothed(det
         calls.append((len(images), boxes))
         out, coarse = [], []
         for img in images:
-            n = 5 if float(np.std(np.diff(img, axis=1))) < 5.0 else int(img[0, 0])  # smooth: every level held
+            n = 5 if float(np.std(img)) < 20.0 else int(img[0, 0])  # smoothed (std 40 -> ~11): every level held
             lm = {"vertebrae": {lv: {} for lv in ("L5", "L4", "L3", "L2", "L1")[:n]}, "s1_endplate": None,
                   "femoral_heads": []}
             out.append((lm, "right", []))
@@ -337,11 +337,15 @@ def test_the_smoothed_read_withholds_levels_beyond_a_run_of_withheld_ones():
     assert infer.smoothed_run(t8, warnings) == ["T8"]
     assert list(t8["vertebrae"]) == ["T12", "L1", "L2", "L3", "L4", "L5"] and "T8" not in t8[infer.UNGRADED]
     assert warnings == ["on the smoothed read, T8 lie beyond 3 withheld levels from T12: withheld"]
-    one = lm(["T10", "T12", "L1"])
-    assert infer.smoothed_run(one, []) == [] and len(one["vertebrae"]) == 3
+    one = lm(["T10", "T12", "L1", "L2", "L3", "L4", "L5"])
+    assert infer.smoothed_run(one, []) == [] and len(one["vertebrae"]) == 7  # one withheld level is crossed
     top = lm(["C7", "T1", "T4", "T5"])
     assert infer.smoothed_run(top, [], from_top=True) == ["T4", "T5"]
-    assert infer.smoothed_run(lm(["C7", "T1", "T4", "T5"]), []) == ["T1", "C7"]  # from S1: T5 upwards
+    # the anchor's own gap counts (review): L4 and L5 withheld above S1, or C7-T2 below the top
+    assert infer.smoothed_run(lm(["L1", "L2", "L3"]), []) == ["L3", "L2", "L1"]
+    assert infer.smoothed_run(lm(["T8"]), []) == ["T8"]
+    assert infer.smoothed_run(lm(["T3", "T4", "T5"]), [], from_top=True) == ["T3", "T4", "T5"]
+    assert infer.smoothed_run(lm(["L4", "L5"]), []) == [] and infer.smoothed_run(lm(["L3", "L4"]), []) == []
 
 
 def test_a_look_counted_from_a_faint_s1_gives_way_to_one_with_a_firm_s1():

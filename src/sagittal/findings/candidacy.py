@@ -124,7 +124,8 @@ class LevelFacts:
     grade: int | None = None
     height_loss_pct: float | None = None
     morphology: str | None = None
-    #: why the documents report this vertebra without a grade (their ``landmarks.ungraded`` reason)
+    #: why the latest study reports this vertebra without a grade (its ``landmarks.ungraded`` reason;
+    #: None where it graded it): "no fracture" is then not known, whatever an earlier study said
     ungraded_reason: str | None = None
     regional_kyphosis_deg: float | None = None
     oedema: bool | None = None
@@ -263,7 +264,7 @@ def evaluate_patient(patient_id: str, levels: dict[str, LevelFacts], clinical: C
     patient_criteria = [r(ctx) for r in PATIENT_RULES]
     pc = {c.id: c.status for c in patient_criteria}
     fractured = [lv for lv in LEVELS if lv in levels and levels[lv].fractured]
-    ungraded = [lv for lv in LEVELS if lv in levels and levels[lv].grade is None and levels[lv].ungraded_reason]
+    ungraded = [lv for lv in LEVELS if lv in levels and levels[lv].ungraded_reason]
     level_out: list[dict[str, Any]] = []
     level_categories: list[str] = []
     for lv in fractured:

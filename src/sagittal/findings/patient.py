@@ -72,6 +72,22 @@ def _manual_mri(levels: dict[str, LevelFacts], clinical: ClinicalInputs) -> None
                 setattr(f, f"{present_attr}_manual", lv in listed)
 
 
+#: the reason given for a level a document lists as ungraded without one (``landmarks.ungraded`` may
+#: be a list of levels, docs/contract.md)
+UNGRADED_NO_REASON = "reported without a grade: its points were not steady enough to grade it"
+
+
+def _ungraded(doc: Document) -> dict[str, str]:
+    """A document's ungraded levels (``landmarks.ungraded``: level → reason, or a list of levels),
+    each with its reason (``UNGRADED_NO_REASON`` where none is given)."""
+    value = (doc.get("landmarks") or {}).get(UNGRADED)
+    if isinstance(value, dict):
+        return {str(lv): str(why) if why else UNGRADED_NO_REASON for lv, why in value.items()}
+    if isinstance(value, (list, tuple)):
+        return {str(lv): UNGRADED_NO_REASON for lv in value}
+    return {}
+
+
 def patient_facts(docs: Sequence[tuple[str, Document]], clinical: ClinicalInputs | None
                   ) -> tuple[dict[str, LevelFacts], dict[str, Any] | None, bool]:
     """``(levels, parameters, analysable)`` for one patient's documents, read oldest study first:
@@ -83,6 +99,7 @@ def patient_facts(docs: Sequence[tuple[str, Document]], clinical: ClinicalInputs
     levels: dict[str, LevelFacts] = {}
     per_study: dict[str, dict[str, tuple[str, Any]]] = defaultdict(dict)
     read_in: dict[str, str] = {}  # level -> the study last read for it
+    graded_in: dict[str, str] = {}  # level -> the study that last graded it
     best_params: dict[str, Any] | None = None
     best_count = -1
     analysable = False
@@ -103,10 +120,12 @@ def patient_facts(docs: Sequence[tuple[str, Document]], clinical: ClinicalInputs
             f = levels.setdefault(lv, LevelFacts(lv))
             if v.get("genant_grade") is not None:
                 f.grade, f.height_loss_pct, f.morphology = v["genant_grade"], v.get("height_loss_pct"), v.get("morphology")
-                f.ungraded_reason = None
+                f.ungraded_reason, graded_in[lv] = None, study
                 per_study[study][lv] = (study_date(doc), v.get("height_loss_pct"))
-            elif f.grade is None and isinstance(ungraded := (doc.get("landmarks") or {}).get(UNGRADED), dict):
-                f.ungraded_reason = ungraded.get(lv) or f.ungraded_reason
+            elif lv in (ungraded := _ungraded(doc)) and graded_in.get(lv) != study:
+                # a later study could not grade it: an earlier grade is not today's (listed, and "no
+                # fracture" not claimed); a grade from the same study, another modality, stands
+                f.ungraded_reason = ungraded[lv]
             _read_vertebra(f, v, same_study=read_in.get(lv) == study)
             read_in[lv] = study
     for lv, f in levels.items():

@@ -100,21 +100,25 @@ OFF_S1_LOWEST = ("L5", "L4")
 
 
 def smoothed_run(landmarks: dict, warnings: list[str], from_top: bool = False) -> list[str]:
-    """On the smoothed read (``LandmarkDetector._smoothed``), in place: the levels reported beyond a
-    gap of ``SMOOTH_MAX_GAP`` or more withheld levels, walking from the anchor (S1; C7 where the count
-    was from the top), are withheld with a warning — a lone body counted across a run of withheld
-    ones is where such a read went wrong. Returns the levels withheld."""
-    reported = sorted((lv for lv in landmarks["vertebrae"] if lv in LEVELS), key=LEVELS.index, reverse=not from_top)
-    for prev, lv in zip(reported, reported[1:], strict=False):
-        gap = abs(LEVELS.index(lv) - LEVELS.index(prev)) - 1
+    """On the smoothed read (``LandmarkDetector._smoothed``), in place: walking from the anchor (S1,
+    below L5; C7 where the count was from the top), the levels reported beyond a gap of
+    ``SMOOTH_MAX_GAP`` or more withheld levels — the anchor's own gap to the first body included —
+    are withheld with a warning: a body counted across a run of withheld ones is where such a read
+    went wrong. Returns the levels withheld."""
+    walk = sorted((LEVELS.index(lv) for lv in landmarks["vertebrae"] if lv in LEVELS), reverse=not from_top)
+    prev = -1 if from_top else len(LEVELS)  # the anchor's place: above C7, or S1's below L5
+    for k, i in enumerate(walk):
+        gap = abs(i - prev) - 1
         if gap >= SMOOTH_MAX_GAP:
-            beyond = reported[reported.index(lv):]
-            landmarks["vertebrae"] = {k: v for k, v in landmarks["vertebrae"].items() if k not in beyond}
+            beyond = [LEVELS[j] for j in walk[k:]]
+            landmarks["vertebrae"] = {lv: v for lv, v in landmarks["vertebrae"].items() if lv not in beyond}
             if landmarks.get(UNGRADED):
-                landmarks[UNGRADED] = {k: v for k, v in landmarks[UNGRADED].items() if k not in beyond}
-            warnings.append(f"on the smoothed read, {', '.join(beyond)} lie beyond {gap} withheld levels from {prev}: "
+                landmarks[UNGRADED] = {lv: v for lv, v in landmarks[UNGRADED].items() if lv not in beyond}
+            start = "S1" if prev == len(LEVELS) else "the top" if prev == -1 else LEVELS[prev]
+            warnings.append(f"on the smoothed read, {', '.join(beyond)} lie beyond {gap} withheld levels from {start}: "
                             "withheld")
             return beyond
+        prev = i
     return []
 
 

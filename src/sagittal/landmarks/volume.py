@@ -8,7 +8,7 @@ mid-sagittal reformat (``io.volume.spine_plane``), and the femoral heads found i
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -37,11 +37,6 @@ HEAD_RADIUS_MM = (15.0, 35.0)
 HEAD_SEARCH_CAUDAL_MM = (-20.0, 190.0)
 HEAD_SEARCH_LATERAL_MM = (35.0, 150.0)
 HEAD_SEARCH_AP_MM = 120.0
-#: balls tried per side: where the deepest fails as a head (over the radius range, or its fine
-#: search under it), the deepest of another piece of bone (MR 4910: heads of 17-18 mm radius
-#: out-deepened on the 4-mm grid by a marrow-bright region 85 mm behind them, which the fine
-#: search rejected, and no head was found)
-HEAD_CANDIDATES = 3
 
 
 def planes_weights_path(path: str | os.PathLike[str] | None = None) -> Path:
@@ -355,14 +350,12 @@ def ct_bone(values: np.ndarray) -> np.ndarray:
 
 def _deepest_bone(volume: np.ndarray, geom: VolumeGeometry, origin: np.ndarray, axes: tuple[np.ndarray, ...],
                   ranges: tuple[np.ndarray, ...], grid_mm: float,
-                  bone_of: Callable[[np.ndarray], np.ndarray] = ct_bone,
-                  exclude: Sequence[np.ndarray] = ()) -> tuple[np.ndarray, float] | None:
+                  bone_of: Callable[[np.ndarray], np.ndarray] = ct_bone) -> tuple[np.ndarray, float] | None:
     """The deepest point of the bone (``bone_of`` the sampled values; closed, holes filled)
     sampled on the grid ``origin + u*axes[0] + v*axes[1] + w*axes[2]`` over ``ranges``: its LPS
     position and depth (mm), the grid's faces counting as outside. ``None`` when there is no bone,
     or when the deepest ball reaches the edge of the volume's field (a head cut by the field is
-    not measured). ``exclude``: ``(u, v, w)`` grid coordinates (mm) of balls already tried: no
-    point is taken from the pieces of bone that hold them."""
+    not measured)."""
     from scipy import ndimage
 
     idx = _grid_index(geom, origin, axes, ranges)
@@ -386,13 +379,6 @@ def _deepest_bone(volume: np.ndarray, geom: VolumeGeometry, origin: np.ndarray, 
     d = depth[inside]
     d[_field_depth_mm(volume.shape, geom, idx[box][inside]) < d + grid_mm] = 0
     depth[inside] = d
-    if exclude:  # the pieces of bone nearest the balls already tried
-        pieces, _ = ndimage.label(bone)
-        where_bone = np.argwhere(bone)
-        at_bone = np.stack([rng[b][where_bone[:, a]] for a, (rng, b) in enumerate(zip(ranges, box, strict=True))], 1)
-        for point in exclude:
-            near = tuple(where_bone[int(np.argmin(((at_bone - point) ** 2).sum(1)))])
-            depth[pieces == pieces[near]] = 0
     r = float(depth.max())
     if r <= 0:
         return None
@@ -409,8 +395,7 @@ def ct_femoral_heads(volume: np.ndarray, geom: VolumeGeometry, plane: SpinePlane
     35–150 mm to either side of the spine's plane, resampled along the plane's axes (4 mm, then
     1.5 mm within 8 mm of the ball found), the bone (smoothed, holes filled) is distance-transformed; on
     each side its deepest point is the head's centre and the depth its radius (a ball of bone is
-    deepest at its centre), accepted for a radius of 15–35 mm; where it is not, the deepest point
-    of another piece of bone is tried (``HEAD_CANDIDATES`` in all). At most one head per side."""
+    deepest at its centre), accepted for a radius of 15–35 mm. At most one head per side."""
     return _femoral_heads(volume, geom, plane, s1_mid_lps, ct_bone)
 
 
@@ -434,27 +419,18 @@ def _femoral_heads(volume: np.ndarray, geom: VolumeGeometry, plane: SpinePlane, 
         reach = float(np.max(side * ((corners[:, :3] - s1_mid_lps) @ plane.normal)))
         if reach < HEAD_SEARCH_LATERAL_MM[0] + HEAD_RADIUS_MM[0]:
             continue  # the field ends before a head could lie wholly in it on this side (a sagittal MR slab)
-        ranges = _search_ranges(side, 4.0)
-        tried: list[np.ndarray] = []  # grid coordinates of the balls that failed
-        for _ in range(HEAD_CANDIDATES):
-            g = 4.0
-            found = _deepest_bone(volume, geom, s1_mid_lps, axes, ranges, g, bone_of, **({"exclude": tried} if tried else {}))
-            if found is None or found[1] + rim_mm < HEAD_RADIUS_MM[0] - g:
-                break  # no ball deep enough for a head (the next ones are shallower)
-            at = np.array([(found[0] - s1_mid_lps) @ ax for ax in axes])
-            tried.append(at)
-            if found[1] + rim_mm > HEAD_RADIUS_MM[1] + g:
-                continue
-            fine_g = 1.5
-            box = np.arange(-found[1] - 8, found[1] + 8 + 1e-6, fine_g)
-            fine = _deepest_bone(volume, geom, found[0], axes, (box, box, box), fine_g, bone_of)
-            if fine is None or not (HEAD_RADIUS_MM[0] <= fine[1] + fine_g / 2 + rim_mm <= HEAD_RADIUS_MM[1]):
-                continue
-            # the radius: the depth plus about half a grid step (the edge voxel's centre is inside)
-            out.append(Head(fine[0], fine[1] + fine_g / 2 + rim_mm, float(min(1.0, fine[1] / 20.0))))
-            break
+        g = 4.0
+        found = _deepest_bone(volume, geom, s1_mid_lps, axes, _search_ranges(side, g), g, bone_of)
+        if found is None or not (HEAD_RADIUS_MM[0] - g <= found[1] <= HEAD_RADIUS_MM[1] + g):
+            continue
+        g = 1.5
+        box = np.arange(-found[1] - 8, found[1] + 8 + 1e-6, g)
+        fine = _deepest_bone(volume, geom, found[0], axes, (box, box, box), g, bone_of)
+        if fine is None or not (HEAD_RADIUS_MM[0] <= fine[1] + g / 2 <= HEAD_RADIUS_MM[1]):
+            continue
+        # the radius: the depth plus about half a grid step (the edge voxel's centre is inside)
+        out.append(Head(fine[0], fine[1] + g / 2 + rim_mm, float(min(1.0, fine[1] / 20.0))))
     return out
-
 
 
 #: MR: a femoral head's marrow against the vertebral bodies' marrow on the same sequence (both
