@@ -109,6 +109,7 @@ class Tally:
         self.point_err: dict[str, list[float]] = {k: [] for k in POINT_NAMES}
         self.found = {lv: [0, 0] for lv in LEVELS}
         self.found_anchored = [0, 0]  # over images with the S1 endplate in view (levels can be counted)
+        self.found_fractured = [0, 0]  # over the fractured vertebrae in view (a withheld fracture is a missed one)
         self.perr: dict[str, list[float]] = {k: [] for k in (*PARAMS, "regional_kyphosis_deg")}
         #: per parameter, image number → error: for the paired figures (images every weights measured)
         self.perr_by_image: dict[str, dict[int, float]] = {k: {} for k in PARAMS}
@@ -135,6 +136,7 @@ class Tally:
         for lv in tv:
             self.found[lv][1] += 1
         self.found_anchored[1] += len(tv) if anchored else 0
+        self.found_fractured[1] += sum(int(spine.grade[LEVEL_INDEX[lv]]) > 0 for lv in tv)
         right: set[str] = set()  # levels reported at their true place (the bias compares only those)
         for lv, pp in lm["vertebrae"].items():
             tp = tv.get(lv)
@@ -150,6 +152,7 @@ class Tally:
             self.found[lv][0] += 1
             right.add(lv)
             self.found_anchored[0] += anchored
+            self.found_fractured[0] += int(spine.grade[LEVEL_INDEX[lv]]) > 0
             self.found_ungraded += lv in (lm.get(UNGRADED) or {})
             for n in POINT_NAMES:
                 self.point_err[n].append(float(np.linalg.norm((np.array(pp[n]) - tp[n]) * sp)))
@@ -198,6 +201,8 @@ class Tally:
             "detection_rate": found / max(total, 1), "vertebrae_in_view": total,
             "detection_rate_s1_in_view": self.found_anchored[0] / max(self.found_anchored[1], 1),
             "vertebrae_in_view_s1_in_view": self.found_anchored[1],
+            "detection_rate_fractured": self.found_fractured[0] / max(self.found_fractured[1], 1),
+            "vertebrae_in_view_fractured": self.found_fractured[1],
             "wrong_levels": self.wrong_level, "cut_bodies_reported": self.cut_reported,
             "cut_bodies_false_fractures": self.cut_false_fractures,
             "found_ungraded": self.found_ungraded,
@@ -241,6 +246,8 @@ def table(results: dict) -> str:
         ("vertebrae in view found, right level", lambda r: f"{100 * r['detection_rate']:.1f} %"),
         ("… of those in images with S1 in view", lambda r: f"{100 * r['detection_rate_s1_in_view']:.1f} % "
                                                         f"(of {r['vertebrae_in_view_s1_in_view']})"),
+        ("… of the fractured ones", lambda r: f"{100 * r['detection_rate_fractured']:.1f} % "
+                                            f"(of {r['vertebrae_in_view_fractured']})"),
         ("… of those reported ungraded (placed again, or crushed between)", lambda r: str(r.get("found_ungraded", 0))),
         ("wrong levels", lambda r: str(r["wrong_levels"])),
         ("bodies cut by the field reported (right level)", lambda r: str(r["cut_bodies_reported"])),

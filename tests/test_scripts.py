@@ -242,3 +242,28 @@ def test_train_landmarks_refuses_a_rescale_it_cannot_use() -> None:
                  ["--stage", "coarse", "--out", "x.pt", "--rescale", "1.5"]):
         with pytest.raises(SystemExit):
             loop.main(argv)
+
+
+def test_eval_landmarks_counts_a_withheld_fracture_as_not_found() -> None:
+    """``detection_rate_fractured``: of the fractured vertebrae in view, those reported at their
+    level; a fracture the detector withheld (absent from the landmarks) is a missed one, which the
+    sensitivity over graded bodies cannot see."""
+    import copy
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("eval_landmarks", ROOT / "scripts" / "eval_landmarks.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    spine, view, truth = mod.render_case("drr-a", 9_000_001, 1.0, False, "as-drawn")
+    fractured = [lv for lv in truth["landmarks"]["vertebrae"] if spine.grade[mod.LEVEL_INDEX[lv]] > 0]
+    assert fractured  # every spine is drawn fractured here
+    whole = mod.Tally()
+    whole.add(spine, view, truth, truth["landmarks"], view.facing)
+    r = whole.report()
+    assert r["vertebrae_in_view_fractured"] == len(fractured) and r["detection_rate_fractured"] == 1.0
+    lm = copy.deepcopy(truth["landmarks"])
+    del lm["vertebrae"][fractured[0]]  # withheld
+    less = mod.Tally()
+    less.add(spine, view, truth, lm, view.facing)
+    assert less.report()["detection_rate_fractured"] == (len(fractured) - 1) / len(fractured)

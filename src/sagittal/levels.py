@@ -6,6 +6,10 @@ superior endplate alone.
 
 from __future__ import annotations
 
+from typing import Any
+
+from .errors import InputError
+
 LEVELS: tuple[str, ...] = ("C7", *(f"T{i}" for i in range(1, 13)), *(f"L{i}" for i in range(1, 6)))
 LEVEL_INDEX: dict[str, int] = {name: i for i, name in enumerate(LEVELS)}
 
@@ -29,8 +33,26 @@ THORACOLUMBAR: frozenset[str] = frozenset({"T10", "T11", "T12", "L1", "L2"})
 #: — no heights, height loss, grade or morphology — to the reason (``report.analysis_document``).
 UNGRADED = "ungraded"
 
+#: the reason of a level a landmarks dict lists as ungraded without one (a list of levels is taken too)
+UNGRADED_NO_REASON = "reported without a grade: its points were not steady enough to grade it"
+
+
+def ungraded_reasons(value: Any) -> dict[str, str]:
+    """A landmarks dict's ``UNGRADED`` value (level → reason; a list of levels is taken too) as
+    level → reason (``UNGRADED_NO_REASON`` where none is given); ``InputError`` for anything else
+    or a name that is not a level."""
+    if value is None:
+        return {}
+    if not isinstance(value, (dict, list, tuple)) or not all(isinstance(k, str) and k in LEVELS for k in value):
+        raise InputError(f"landmarks.{UNGRADED} must map vertebral levels ({LEVELS[0]}…{LEVELS[-1]}) to reasons, "
+                         f"not {value!r}")
+    reasons = value if isinstance(value, dict) else dict.fromkeys(value)
+    return {lv: str(why) if why else UNGRADED_NO_REASON for lv, why in reasons.items()}
+
 __all__ = [
     "UNGRADED",
+    "UNGRADED_NO_REASON",
+    "ungraded_reasons",
     "LEVELS",
     "LEVEL_INDEX",
     "POINT_NAMES",

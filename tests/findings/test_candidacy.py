@@ -205,8 +205,9 @@ def test_report_cli_html_csv(tmp_path, capsys):
     (docs_dir / "b.png").write_bytes(b"\x89PNG\r\n\x1a\nfake")  # an overlay beside the document
     (tmp_path / "more.jsonl").write_text(json.dumps(doc("PC", with_fx())) + "\n")
     (docs_dir / "junk.json").write_text("{not json")
+    (docs_dir / "d.json").write_text(json.dumps(_ungraded_doc(pid="PD", vertebrae=NORMAL)))  # T12 ungraded
     clin = tmp_path / "c.csv"
-    clin.write_text(CSV_HEADER + "PB,80,9,5,yes,,yes,no,no,no,,no,,\nPX,50,,,,,,,,,,,,\n")
+    clin.write_text(CSV_HEADER + "PB,80,9,5,yes,,yes,no,no,no,,no,,\nPX,50,,,,,,,,,,,,\nPD,70,,,,,,,,,,,,\n")
     assert main(["report", str(docs_dir), str(tmp_path / "more.jsonl"), "--clinical", str(clin),
                  "-o", str(tmp_path / "out")]) == 0
     cap = capsys.readouterr()
@@ -218,8 +219,10 @@ def test_report_cli_html_csv(tmp_path, capsys):
     assert rows["PB"]["category"] == "consider-augmentation"
     assert rows["PC"]["category"] == "mri-needed"
     assert rows["PX"]["category"] == "insufficient-data"
+    assert rows["PD"]["category"] == "insufficient-data" and rows["PD"]["ungraded_levels"] == "T12"
+    assert rows["PA"]["ungraded_levels"] == rows["PX"]["ungraded_levels"] == ""
     reports = sorted((tmp_path / "out" / "patients").glob("*/candidacy.json"))
-    assert len(reports) == 4
+    assert len(reports) == 5
     html_text = (tmp_path / "out" / rows["PB"]["report"]).read_text()
     parser = _Collector()
     parser.feed(html_text)
@@ -279,3 +282,12 @@ def test_a_vertebra_reported_ungraded_is_not_read_as_unfractured():
         d["landmarks"]["ungraded"] = spelled
         r = run([d], **SEVERE)
         assert r["category"] == "insufficient-data" and r["ungraded_levels"][0]["reason"].startswith("reported without")
+
+
+def test_a_malformed_ungraded_map_is_an_error_naming_the_document():
+    """``landmarks.ungraded`` naming something that is not a level is refused as the analysis
+    refuses it (``levels.ungraded_reasons``), with the document's path."""
+    d = _ungraded_doc(vertebrae=NORMAL)
+    d["landmarks"]["ungraded"] = {"T13": "x"}
+    with pytest.raises(InputError, match=r"d0\.json: landmarks\.ungraded must map vertebral levels"):
+        run([d], **SEVERE)

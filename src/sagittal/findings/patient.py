@@ -11,7 +11,8 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..levels import LEVELS, UNGRADED
+from ..errors import InputError
+from ..levels import LEVELS, UNGRADED, ungraded_reasons
 from .candidacy import LevelFacts
 from .clinical import ClinicalInputs
 
@@ -72,22 +73,6 @@ def _manual_mri(levels: dict[str, LevelFacts], clinical: ClinicalInputs) -> None
                 setattr(f, f"{present_attr}_manual", lv in listed)
 
 
-#: the reason given for a level a document lists as ungraded without one (``landmarks.ungraded`` may
-#: be a list of levels, docs/contract.md)
-UNGRADED_NO_REASON = "reported without a grade: its points were not steady enough to grade it"
-
-
-def _ungraded(doc: Document) -> dict[str, str]:
-    """A document's ungraded levels (``landmarks.ungraded``: level → reason, or a list of levels),
-    each with its reason (``UNGRADED_NO_REASON`` where none is given)."""
-    value = (doc.get("landmarks") or {}).get(UNGRADED)
-    if isinstance(value, dict):
-        return {str(lv): str(why) if why else UNGRADED_NO_REASON for lv, why in value.items()}
-    if isinstance(value, (list, tuple)):
-        return {str(lv): UNGRADED_NO_REASON for lv in value}
-    return {}
-
-
 def patient_facts(docs: Sequence[tuple[str, Document]], clinical: ClinicalInputs | None
                   ) -> tuple[dict[str, LevelFacts], dict[str, Any] | None, bool]:
     """``(levels, parameters, analysable)`` for one patient's documents, read oldest study first:
@@ -103,9 +88,13 @@ def patient_facts(docs: Sequence[tuple[str, Document]], clinical: ClinicalInputs
     best_params: dict[str, Any] | None = None
     best_count = -1
     analysable = False
-    for _, doc in ordered:
+    for path, doc in ordered:
         if doc.get("status") not in ("ok", "partial"):
             continue
+        try:
+            ungraded = ungraded_reasons((doc.get("landmarks") or {}).get(UNGRADED))
+        except InputError as exc:
+            raise InputError(f"{path}: {exc}") from None
         analysable = True
         src = doc.get("source") or {}
         study = src.get("study_instance_uid") or study_date(doc) or str(id(doc))
@@ -122,7 +111,7 @@ def patient_facts(docs: Sequence[tuple[str, Document]], clinical: ClinicalInputs
                 f.grade, f.height_loss_pct, f.morphology = v["genant_grade"], v.get("height_loss_pct"), v.get("morphology")
                 f.ungraded_reason, graded_in[lv] = None, study
                 per_study[study][lv] = (study_date(doc), v.get("height_loss_pct"))
-            elif lv in (ungraded := _ungraded(doc)) and graded_in.get(lv) != study:
+            elif lv in ungraded and graded_in.get(lv) != study:
                 # a later study could not grade it: an earlier grade is not today's (listed, and "no
                 # fracture" not claimed); a grade from the same study, another modality, stands
                 f.ungraded_reason = ungraded[lv]

@@ -21,7 +21,7 @@ from .. import geometry as g
 from ..errors import InputError
 from ..findings.patient import REQUIRED_PARAMETERS
 from ..geometry.morphometry import morphology_name
-from ..levels import LEVELS, POINT_NAMES, UNGRADED
+from ..levels import LEVELS, POINT_NAMES, UNGRADED, ungraded_reasons
 
 SCHEMA_ID = "sagittal.analysis/1"
 #: every parameter of the document, in its order (the required seven, then T1 pelvic angle)
@@ -158,14 +158,8 @@ def _untrusted_angles(m: dict[str, np.ndarray], graded: dict[str, np.ndarray], p
 
 
 def _ungraded(value: Any) -> frozenset[str]:
-    """The levels of a landmarks dict's ``UNGRADED`` map (level → reason; a list of levels is
-    taken too); ``InputError`` for anything else or a name that is not a level."""
-    if value is None:
-        return frozenset()
-    if not isinstance(value, (dict, list, tuple)) or not all(isinstance(k, str) and k in LEVELS for k in value):
-        raise InputError(f"landmarks.{UNGRADED} must map vertebral levels ({LEVELS[0]}…{LEVELS[-1]}) to reasons, "
-                         f"not {value!r}")
-    return frozenset(value)
+    """The levels of ``ungraded_reasons``."""
+    return frozenset(ungraded_reasons(value))
 
 
 def analysis_document(image: dict[str, Any], landmarks: dict[str, Any], source: dict[str, Any] | None = None,

@@ -125,12 +125,13 @@ def _write_csv(path: Path, reports: list[dict]) -> None:
 
     with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
-        w.writerow(["patient_id", "category", "fractured_levels", "level_categories", "sagittal_vertical_axis_mm",
-                    "pelvic_incidence_deg", "pelvic_tilt_deg", "pi_ll_mismatch_deg", "report"])
+        w.writerow(["patient_id", "category", "fractured_levels", "level_categories", "ungraded_levels",
+                    "sagittal_vertical_axis_mm", "pelvic_incidence_deg", "pelvic_tilt_deg", "pi_ll_mismatch_deg", "report"])
         for r in reports:
             b = r["baseline"]
             w.writerow([r["patient_id"], r["category"], ";".join(x["level"] for x in r["levels"]),
                         ";".join(f"{x['level']}:{x['category']}" for x in r["levels"]),
+                        ";".join(x["level"] for x in r.get("ungraded_levels") or []),
                         b.get("sagittal_vertical_axis_mm"), b.get("pelvic_incidence_deg"), b.get("pelvic_tilt_deg"),
                         b.get("pi_ll_mismatch_deg"), os.path.relpath(Path(r["_folder"]) / "candidacy.html", path.parent)])
 
