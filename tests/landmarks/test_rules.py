@@ -279,6 +279,24 @@ def test_a_crushed_body_between_reported_neighbours_is_kept_ungraded_on_radiogra
                                   for x in fine.bodies])
     _, lm, _ = detector._rules(ahead, (0.0, -400.0, 140.0, 400.0), frozenset())
     assert "L3" not in lm["vertebrae"] and {"L2", "L4"} <= set(lm["vertebrae"])
+    # in front of the line between its neighbours by 0.8 of half their distance: each step to a neighbour
+    # (1.28 of half theirs) passes, the line does not (review: no direction was checked)
+    front = replace(fine, bodies=[replace(x, points=x.points + [32.0, 0.0], centre=x.centre + [32.0, 0.0])
+                                  if x.level is None else x for x in fine.bodies])
+    _, lm, _ = detector._rules(front, box, frozenset())
+    assert "L3" not in lm["vertebrae"] and {"L2", "L4"} <= set(lm["vertebrae"])
+
+
+def test_a_body_between_its_neighbours_lies_near_the_line_between_them():
+    """``postprocess.between``: off the line by at most half of half the neighbours' distance (phantom
+    truth: 0.37 at most), a quarter to three quarters of the way along it."""
+    from sagittal.landmarks.postprocess import between
+
+    a, c = np.array([0.0, 0.0]), np.array([0.0, 80.0])
+    assert between(np.array([0.0, 40.0]), a, c) and between(np.array([19.0, 40.0]), a, c)
+    assert between(np.array([-19.0, 25.0]), a, c)
+    assert not between(np.array([21.0, 40.0]), a, c) and not between(np.array([-32.0, 40.0]), a, c)
+    assert not between(np.array([0.0, 15.0]), a, c) and not between(np.array([0.0, 65.0]), a, c)
 
 
 def test_a_film_whose_fine_placement_lost_most_levels_is_read_again_smoothed(detector, monkeypatch):
