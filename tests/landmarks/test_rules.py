@@ -24,7 +24,7 @@ from sagittal.landmarks.postprocess import (
     withhold_outside,
 )
 from sagittal.landmarks.preprocess import INPUT_SHAPE
-from sagittal.levels import LEVEL_INDEX, LEVELS, UNGRADED
+from sagittal.levels import LEVEL_INDEX, LEVELS, POINT_NAMES, UNGRADED
 from sagittal.report.analysis import analysis_document
 from sagittal.training.data import render_sample
 from sagittal.training.targets import coarse_targets
@@ -299,48 +299,92 @@ def test_a_body_between_its_neighbours_lies_near_the_line_between_them():
     assert not between(np.array([0.0, 15.0]), a, c) and not between(np.array([0.0, 65.0]), a, c)
 
 
+def _contract_vertebra(dy: float) -> dict:
+    return {name: [float(x), float(y)] for name, (x, y) in zip(POINT_NAMES, BODY + [0.0, dy], strict=True)}
+
+
 def test_a_film_whose_fine_placement_lost_most_levels_is_read_again_smoothed(detector, monkeypatch):
-    """``LandmarkDetector._smoothed`` (off by default): where the fine placement kept no more than half the levels the
+    """``LandmarkDetector._smoothed``: where the fine placement kept no more than half the levels the
     coarse stage named, the image is read again smoothed (sigma from the coarse bodies' size), its
-    field found on the image as given, and the read reporting more levels is kept, with a warning;
-    an image that kept more than half is not read again. (The model is replaced by a stub that
-    keeps one level of a grainy image and five of a smooth one.)"""
+    field found on the image as given, and the levels only that read reports are added, ungraded,
+    where the two reads agree (the first read's bodies and grades stand); an image that kept more than
+    half is not read again, and one whose smoothed read counts differently is left as it was. (The
+    model is replaced by a stub that keeps a few levels of a grainy image and five of a smooth one.)"""
     calls = []
+    order = ("L5", "L4", "L3", "L2", "L1")
 
     def fake(images, facing=None, batch_size=8, boxes=None):
         calls.append((len(images), boxes))
         out, coarse = [], []
         for img in images:
-            n = 5 if float(np.std(img)) < 20.0 else int(img[0, 0])  # smoothed (std 40 -> ~11): every level held
-            lm = {"vertebrae": {lv: {} for lv in ("L5", "L4", "L3", "L2", "L1")[:n]}, "s1_endplate": None,
-                  "femoral_heads": []}
-            out.append((lm, "right", []))
-            coarse.append(Detections([_body(lv, -40.0 * k) for k, lv in enumerate(("L5", "L4", "L3", "L2", "L1"))],
-                                     None, 0.0, []))
+            smooth = float(np.std(img)) < 20.0  # smoothed (std 40 -> ~11): every level held
+            n = 5 if smooth else int(img[0, 0])
+            # the third image (201 px wide): the smoothed read counts one level off (its L5 where the first read's L4 is)
+            shift = 40.0 if smooth and img.shape[1] == 201 else 0.0
+            lm = {"vertebrae": {lv: _contract_vertebra(-40.0 * k - shift) for k, lv in enumerate(order[:n])},
+                  "s1_endplate": None, "femoral_heads": []}
+            if not smooth and n:
+                lm[UNGRADED] = {"L5": "placed again"}
+            out.append((lm, "right", [] if smooth else ["L3: two placements of its points disagree by 30 %"]))
+            coarse.append(Detections([_body(lv, -40.0 * k) for k, lv in enumerate(order)], None, 0.0, []))
         detector.last_detections, detector.last_coarse, detector.last_recentred = list(coarse), coarse, {}
         detector.last_timings = {"coarse": 1.0}
         return out
 
     monkeypatch.setattr(detector, "_detect", fake)
-    monkeypatch.setattr(detector, "smoothed_look", True)  # off by default: measured, not shipped
+    monkeypatch.setattr(detector, "smoothed_look", True)  # on by default; the fixture is shared
     rng = np.random.default_rng(0)
     grainy = rng.normal(100.0, 40.0, (300, 200)).astype(np.float32)
-    grainy[0, 0], kept3 = 1.0, grainy.copy()
+    grainy[0, 0], kept3 = 2.0, grainy.copy()
     kept3[0, 0] = 3.0  # keeps 3 of 5 levels: more than half, not read again
-    results = detector.detect([grainy, kept3])
-    assert [len(lm["vertebrae"]) for lm, _, _ in results] == [5, 3]
-    assert any(w.startswith("the bodies were placed on the image smoothed") and "held 1 of the 5" in w
-               for w in results[0][2])
-    assert not any("smoothed" in w for w in results[1][2])
-    assert set(results[0][0][UNGRADED]) == {"L1", "L2", "L3", "L4", "L5"}  # placed on the smoothed image: ungraded
+    off = rng.normal(100.0, 40.0, (300, 201)).astype(np.float32)
+    off[0, 0] = 2.0  # keeps 2; its smoothed read is one level off
+    results = detector.detect([grainy, kept3, off])
+    assert [sorted(lm["vertebrae"]) for lm, _, _ in results] == [sorted(order), ["L3", "L4", "L5"], ["L4", "L5"]]
+    assert list(results[0][0]["vertebrae"]) == list(reversed(order))  # in the levels' order
+    note = [w for w in results[0][2] if w.startswith("the image was read again smoothed")]
+    assert len(note) == 1 and "held 2 of the 5" in note[0] and "L1, L2, L3 added" in note[0]
+    assert not any(w.startswith("L3:") for w in results[0][2])  # the first read's word on L3 is stale
+    assert not any("smoothed" in w for w in results[1][2] + results[2][2])
+    # the first read's L5 stands with its own status; the added levels are ungraded for the smoothing
+    assert results[0][0][UNGRADED]["L5"] == "placed again" and "L4" not in results[0][0][UNGRADED]
+    assert set(results[0][0][UNGRADED]) == {"L1", "L2", "L3", "L5"}
     assert results[0][0][UNGRADED]["L3"].startswith("its points were placed on the image smoothed")
-    assert UNGRADED not in results[1][0]
+    assert results[0][0]["vertebrae"]["L5"] == _contract_vertebra(0.0)
+    assert results[2][0][UNGRADED] == {"L5": "placed again"}  # a different count: the first read stands
     (n_first, boxes_first), (n_again, boxes_again) = calls
-    assert (n_first, boxes_first, n_again) == (2, None, 1)
-    assert boxes_again == [detector.field_box(grainy)]  # the field of the image as given
+    assert (n_first, boxes_first, n_again) == (3, None, 2)
+    assert boxes_again == [detector.field_box(grainy), detector.field_box(off)]  # the fields of the images as given
     assert detector.last_timings == {"coarse": 2.0}  # both reads counted
     monkeypatch.setattr(detector, "smoothed_look", False)
-    assert [len(lm["vertebrae"]) for lm, _, _ in detector.detect([grainy])] == [1]
+    assert [len(lm["vertebrae"]) for lm, _, _ in detector.detect([grainy])] == [2]
+
+
+def test_the_smoothed_read_adds_levels_only_where_it_shares_two_with_the_first():
+    """``infer.merge_smoothed``: the smoothed read is never taken whole - with no vertebra from the image
+    as given, or one level in common, nothing is added (taken whole, it gave a long film 9 wrong levels,
+    drr-b 8,000,0xx); with two in common its other levels are added, ungraded; an added body on a reported
+    one, or a common level placed elsewhere, is a disagreement."""
+    def lm(levels, shift=0.0):
+        order = ("L5", "L4", "L3", "L2", "L1")
+        return {"vertebrae": {lv: _contract_vertebra(-40.0 * order.index(lv) - shift) for lv in levels},
+                "s1_endplate": None, "femoral_heads": []}
+
+    five = lm(["L5", "L4", "L3", "L2", "L1"])
+    nothing = lm([])
+    assert infer.merge_smoothed(nothing, five, "smoothed") is None and not nothing["vertebrae"]
+    one = lm(["L5"])
+    assert infer.merge_smoothed(one, five, "smoothed") is None and list(one["vertebrae"]) == ["L5"]
+    two = lm(["L5", "L4"])
+    assert infer.merge_smoothed(two, five, "smoothed") == ["L1", "L2", "L3"]
+    assert list(two["vertebrae"]) == ["L1", "L2", "L3", "L4", "L5"]
+    assert two[UNGRADED] == {"L1": "smoothed", "L2": "smoothed", "L3": "smoothed"}
+    moved = lm(["L5", "L4"])
+    assert infer.merge_smoothed(moved, lm(["L5", "L4", "L3"], shift=12.0), "smoothed") is None  # 12 px of a 34 px body
+    beside = lm(["L5", "L4"])
+    extra = lm(["L5", "L4"])
+    extra["vertebrae"]["L3"] = _contract_vertebra(-45.0)  # on the first read's L4
+    assert infer.merge_smoothed(beside, extra, "smoothed") is None and list(beside["vertebrae"]) == ["L5", "L4"]
 
 
 def test_the_smoothed_read_withholds_levels_beyond_a_run_of_withheld_ones():
@@ -646,3 +690,62 @@ def test_a_lumbar_film_counted_through_a_false_body_above_s1_is_withheld(detecto
         detector.off_s1_rule = True
     assert set(lm["vertebrae"]) == {"T12", "L1", "L2", "L3", "L4"}
     assert PlaneDetector(None, device="cpu", threads=1).off_s1_rule is False
+
+
+def _peaked_maps(frames: list, points: dict[int, np.ndarray]) -> np.ndarray:
+    """Refinement logits whose vertebra channels peak where ``points[n]`` (source pixels) fall in each
+    frame's crop (a sharp Gaussian of log-probability; other channels flat)."""
+    from sagittal.landmarks.crops import CROP
+    from sagittal.landmarks.layout import R_VERTEBRA, REFINE_CHANNELS
+
+    yy, xx = np.mgrid[0:CROP, 0:CROP].astype(float)
+    out = np.zeros((len(frames), REFINE_CHANNELS, CROP, CROP), np.float32)
+    for j, (_, n, frame) in enumerate(frames):
+        for c, (qx, qy) in enumerate(frame.to_crop(points[n])):
+            out[j, R_VERTEBRA.start + c] = -((xx - qx) ** 2 + (yy - qy) ** 2) / (2 * 0.7 ** 2)
+    return out
+
+
+def test_bodies_whose_placements_did_not_hold_are_placed_by_the_second_network(detector, monkeypatch):
+    """``LandmarkDetector._second_opinion``: a body whose two placements disagreed is placed by the second
+    refinement network (``refine2``) on the same two crops; where those agree it is put back with them
+    (its first network's warning dropped) and reported ungraded (``SECOND_NETWORK``); where they disagree
+    too, or the body was bridged across a gap, it stays withheld; a body that held is not looked at."""
+    from sagittal.landmarks.infer import SECOND_NETWORK
+    from sagittal.landmarks.postprocess import alternate_frames, crop_frames, refine
+
+    levels = ("L5", "L4", "L3", "L2", "L1")
+    det = Detections([_body(lv, -40.0 * k) for k, lv in enumerate(levels)], None, 0.0, [])
+    frames = crop_frames(det, mirror=False)
+    alt = alternate_frames(frames)
+    truth = {n: b.points for n, b in enumerate(det.bodies)}
+    first = refine(det, frames, _peaked_maps(frames, truth))
+    shaken = {n: p + ([0.0, 9.0] if n in (1, 3) else 0.0) for n, p in truth.items()}  # L4, L2 unsteady
+    merged = consistent(first, refine(det, alt, _peaked_maps(alt, shaken)))
+    assert [b.level for b in merged.bodies] == ["L5", None, "L3", None, "L1"]
+    crops = [np.zeros((64, 64), np.float32)] * (len(frames) + len(alt))
+    seen = []
+
+    def second_network(stage, x):
+        assert stage == "refine2"
+        seen.append(len(x))
+        picked = [f for f in frames if f[1] in (1, 3)] + [f for f in alt if f[1] in (1, 3)]
+        steady = {1: truth[1], 3: truth[3] + [0.0, 9.0]}  # L4 held by the second network, L2 not (first look)
+        return np.concatenate([_peaked_maps(picked[:2], steady), _peaked_maps(picked[2:], truth)])
+
+    monkeypatch.setattr(detector, "_run", second_network)
+    out = [merged]
+    held = detector._second_opinion([det], [(frames, alt, crops)], out)
+    assert held == [frozenset({1})] and seen == [4]  # two bodies, two crops each
+    assert [b.level for b in out[0].bodies] == ["L5", "L4", "L3", None, "L1"]
+    assert not any(w.startswith("L4:") for w in out[0].warnings) and any(w.startswith("L2:") for w in out[0].warnings)
+    _, lm, warnings = detector._rules(out[0], (-400.0, -400.0, 400.0, 400.0), frozenset(), held[0])
+    assert lm[UNGRADED] == {"L4": SECOND_NETWORK} and "L2" not in lm["vertebrae"]
+    assert any(w.startswith(f"L4: {SECOND_NETWORK}") for w in warnings)
+    # L4 bridged across a gap by the coarse stage: not looked at; L2 alone, held this time
+    bridged = Detections([replace(b, bridged="L4") if b.level == "L4" else b for b in det.bodies], None, 0.0, [])
+    l2 = [f for f in frames if f[1] == 3] + [f for f in alt if f[1] == 3]
+    monkeypatch.setattr(detector, "_run", lambda stage, x: _peaked_maps(l2, truth) if len(x) == 2 else None)
+    again = [merged]
+    assert detector._second_opinion([bridged], [(frames, alt, crops)], again) == [frozenset({3})]
+    assert [b.level for b in again[0].bodies] == ["L5", None, "L3", "L2", "L1"]

@@ -11,10 +11,11 @@ from dataclasses import replace
 
 import numpy as np
 
-from ..levels import LEVELS, MI, MS, UNGRADED
+from ..levels import LEVELS, MI, MS, POINT_NAMES, UNGRADED
 from .crops import extract, extract_pair, vertebra_size
 from .layout import COARSE_HEAT
 from .postprocess import (
+    COLLAPSED_UNSTEADY,
     CONSISTENCY_MAX,
     FROM_C7,
     MIN_POINT_CONFIDENCE,
@@ -63,6 +64,11 @@ FALLBACK_MIN_LEVELS = 3
 #: why a body placed again (``LandmarkDetector._recentred``) is reported without heights or grade
 PLACED_AGAIN = "its first two placements disagreed and it held only when placed again from re-centred crops"
 
+#: why a body placed by the second refinement network (``LandmarkDetector._second_opinion``) is
+#: reported without heights or grade
+SECOND_NETWORK = ("its two placements by the refinement disagreed and it held only when placed by the second "
+                  "refinement network")
+
 #: bodies are placed again from re-centred crops (``LandmarkDetector._recentred``) only where those
 #: to be placed again (the ones that did not hold and qualify: not bridged, both neighbouring levels
 #: held) are fewer than this share of the labelled ones (as measured; counting every body that did
@@ -86,14 +92,19 @@ ZOOM_IN_MIN_PX = 16
 #: a grainy film can make the refinement place every body twice apart: an image whose fine placement
 #: kept no more than ``SMOOTH_KEPT_SHARE`` of the levels its coarse stage named is read again smoothed
 #: (Gaussian, sigma ``SMOOTH_SIGMA`` × the coarse bodies' median size: 2-3 px on a lumbar film at
-#: 0.3 mm) and the look reporting more levels kept (``LandmarkDetector.smoothed_look``, off: measured
-#: and not shipped, models/README.md, "Grainy films")
+#: 0.3 mm) and the levels only that read reports added where the reads agree (``LandmarkDetector.smoothed_look``,
+#: ``merge_smoothed``; models/README.md, "Grainy films")
 SMOOTH_KEPT_SHARE, SMOOTH_SIGMA = 0.5, 0.03
 #: on the smoothed read, levels beyond this many withheld ones in a row are withheld (``smoothed_run``),
-#: and every body it reports is ungraded: smoothing softens the endplates a grade is read from
+#: and every level it adds is ungraded: smoothing softens the endplates a grade is read from
 SMOOTH_MAX_GAP = 2
 SMOOTHED_UNGRADED = ("its points were placed on the image smoothed (sigma {:.1f} px), which softens the endplates "
                      "a height is read from")
+#: a level both reads report must lie within this share of its size of where the first read put it
+#: (its centre), else the two reads count differently and the first stands (``merge_smoothed``)
+SMOOTH_AGREE = 0.25
+#: ... and they must report at least this many levels in common (the smoothed read is never taken whole)
+SMOOTH_COMMON_MIN = 2
 #: radiographs check the lowest body reported against S1 (``postprocess.withhold_if_off_s1``)
 #: only where it is one of these levels, the ones its distance is calibrated for
 OFF_S1_LOWEST = ("L5", "L4")
@@ -120,6 +131,42 @@ def smoothed_run(landmarks: dict, warnings: list[str], from_top: bool = False) -
             return beyond
         prev = i
     return []
+
+
+def _centre_size(v: dict) -> tuple[np.ndarray, float]:
+    """A contract vertebra's centre (mean of its four corners) and size (``crops.vertebra_size``)."""
+    corners = np.array([v[n] for n in POINT_NAMES[:4]] + [v[n] for n in POINT_NAMES[4:]], float)
+    return corners[:4].mean(axis=0), float(vertebra_size(corners))
+
+
+def merge_smoothed(first: dict, smoothed: dict, why: str) -> list[str] | None:
+    """Into ``first`` (contract landmarks of the image as given), in place, the levels only the smoothed
+    read (``smoothed``) reports, each ungraded for ``why``, where the two reads agree: at least
+    ``SMOOTH_COMMON_MIN`` levels in common, each within ``SMOOTH_AGREE`` of its size of the first read's
+    place, and no added body on a body the first read reports. The first read's bodies, grades, S1
+    endplate and femoral heads stand; the smoothed read is never taken whole (taken whole where the
+    first read reported nothing, it gave a long film 9 wrong levels: models/README.md, "Grainy
+    films"). Returns the levels added, or ``None`` where the reads do not agree (``first`` unchanged)."""
+    mine, theirs = first["vertebrae"], smoothed["vertebrae"]
+    placed = {lv: _centre_size(v) for lv, v in mine.items()}
+    if len(set(mine) & set(theirs)) < SMOOTH_COMMON_MIN:
+        return None
+    for lv in set(mine) & set(theirs):
+        c, size = placed[lv]
+        if float(np.linalg.norm(_centre_size(theirs[lv])[0] - c)) > SMOOTH_AGREE * size:
+            return None
+    added = [lv for lv in theirs if lv not in mine]
+    for lv in added:
+        c = _centre_size(theirs[lv])[0]
+        if any(float(np.linalg.norm(c - pc)) <= 0.5 * size for pc, size in placed.values()):
+            return None
+    if not added:
+        return []
+    verts = {**mine, **{lv: theirs[lv] for lv in added}}
+    first["vertebrae"] = {lv: verts[lv] for lv in LEVELS if lv in verts}
+    first[UNGRADED] = {**(first.get(UNGRADED) or {}), **dict.fromkeys(added, why)}
+    first[UNGRADED] = {lv: first[UNGRADED][lv] for lv in LEVELS if lv in first[UNGRADED]}
+    return sorted(added, key=LEVELS.index)
 
 
 def _n_levels(det: Detections) -> int:
@@ -254,9 +301,13 @@ class LandmarkDetector:
         #: ungraded, where its reported neighbours vouch for its level (``postprocess.keep_crushed_between``
         #: with the limits of any body's); radiographs (``PlaneDetector`` runs its own, with its limits)
         self.crushed_between_rule = True
-        #: read again smoothed an image whose fine placement lost most of its levels (``_smoothed``): off,
-        #: measured and not shipped (models/README.md, "Grainy films"); ``eval_landmarks.py …@smoothed``
-        self.smoothed_look = False
+        #: place again with the second refinement network (``refine2``, where the weights hold one) the
+        #: bodies whose two placements did not hold (``_second_opinion``)
+        self.second_opinion = True
+        #: read again smoothed an image whose fine placement lost most of its levels and add the levels
+        #: only that read reports, ungraded, where the two reads agree (``_smoothed``; models/README.md,
+        #: "Grainy films"); radiographs only
+        self.smoothed_look = True
 
     def field_box(self, image: np.ndarray) -> tuple[float, float, float, float]:
         """``(x0, y0, x1, y1)`` pixels of the field a body must lie wholly inside to be reported: on a
@@ -356,10 +407,11 @@ class LandmarkDetector:
                   results: list[tuple[dict, str | None, list[str]]], batch_size: int) -> None:
         """Each image whose fine placement kept no more than ``SMOOTH_KEPT_SHARE`` of the levels its
         coarse stage named (at least ``FALLBACK_MIN_LEVELS``) is read again whole, smoothed (Gaussian,
-        sigma ``SMOOTH_SIGMA`` × its coarse bodies' median size), its field still the image's own;
-        the look reporting more levels is kept, with a warning (``results`` and the diagnostics in
-        place; the stages' timings are the sums of both reads). Grainy films: the refinement places
-        every body twice apart on them, and steadily once the grain is smoothed away."""
+        sigma ``SMOOTH_SIGMA`` × its coarse bodies' median size), its field still the image's own; the
+        levels only that read reports (``smoothed_run``) are added, ungraded, where the two reads agree
+        (``merge_smoothed``), with a warning (``results`` in place; the diagnostics stay the first
+        read's; the stages' timings are the sums of both reads). Grainy films: the
+        refinement places every body twice apart on them, and steadily once the grain is smoothed away."""
         import cv2
 
         todo = []
@@ -369,32 +421,28 @@ class LandmarkDetector:
                 todo.append((i, len(named), SMOOTH_SIGMA * float(np.median([vertebra_size(b.points) for b in named]))))
         if not todo:
             return
-        first = (self.last_detections, self.last_recentred, self.last_timings, self.last_coarse)
-        stages = list(getattr(self, "last_coarse_stages", []))
+        first = (self.last_detections, self.last_recentred, self.last_timings, self.last_coarse,
+                 list(getattr(self, "last_coarse_stages", [])))
         smoothed = [cv2.GaussianBlur(np.asarray(images[i], np.float32), (0, 0), sigma) for i, _, sigma in todo]
         again = self._detect(smoothed, [facing[i] for i, _, _ in todo] if facing else None, batch_size,
                              boxes=[self.field_box(images[i]) for i, _, _ in todo])
-        second = (self.last_detections, self.last_recentred, self.last_timings, self.last_coarse)
-        second_stages, self.last_coarse_stages = list(getattr(self, "last_coarse_stages", [])), stages
-        self.last_detections, self.last_recentred, self.last_timings, self.last_coarse = first
-        self.last_timings = {k: v + second[2].get(k, 0.0) for k, v in first[2].items()}
-        for j, ((i, n_named, sigma), (lm, side, warnings)) in enumerate(zip(todo, again, strict=True)):
-            kept = len(results[i][0]["vertebrae"])
+        timings = self.last_timings
+        self.last_detections, self.last_recentred, self.last_timings, self.last_coarse, self.last_coarse_stages = first
+        self.last_timings = {k: v + timings.get(k, 0.0) for k, v in self.last_timings.items()}
+        for (i, n_named, sigma), (lm, _, warnings) in zip(todo, again, strict=True):
+            first_lm, side, first_warnings = results[i]
+            kept = len(first_lm["vertebrae"])
             warnings = list(warnings)
             smoothed_run(lm, warnings, from_top=FROM_C7 in warnings)
-            if len(lm["vertebrae"]) <= kept:
-                continue
             why = SMOOTHED_UNGRADED.format(sigma)
-            lm[UNGRADED] = {lv: (lm.get(UNGRADED) or {}).get(lv, why) for lv in lm["vertebrae"]}
-            warnings.append(f"the bodies were placed on the image smoothed (Gaussian, sigma {sigma:.1f} px): as "
-                            f"given, the fine placement held {kept} of the {n_named} levels found; {why}")
-            results[i] = (lm, side, warnings)
-            self.last_detections[i], self.last_coarse[i] = second[0][j], second[3][j]
-            if i < len(stages) and j < len(second_stages):
-                self.last_coarse_stages[i] = second_stages[j]
-            self.last_recentred.pop(i, None)
-            if j in second[1]:
-                self.last_recentred[i] = second[1][j]
+            added = merge_smoothed(first_lm, lm, why)
+            if not added:
+                continue
+            note = (f"the image was read again smoothed (Gaussian, sigma {sigma:.1f} px): as given, the fine placement "
+                    f"held {kept} of the {n_named} levels found; {', '.join(added)} added from that read ({why})")
+            # the first read's word on a level now added is stale
+            base = [w for w in first_warnings if not w.startswith(tuple(f"{lv}:" for lv in added))]
+            results[i] = (first_lm, side, [*base, note])
 
     def _detect(self, images: list[np.ndarray], facing: list[str | None] | None = None, batch_size: int = 8,
                 boxes: list[tuple[float, float, float, float]] | None = None) -> list[tuple[dict, str | None, list[str]]]:
@@ -432,24 +480,29 @@ class LandmarkDetector:
                                logits[k:k + len(cs)]))
                 k += len(cs)
             again = self._recentred(dets, plans, firsts, normed, start) if self.consistency and self.recentre_unsteady else {}
+            merged, placed = [], []
+            for i in range(len(fields)):
+                fine, second, kept_again = again.get(i, (*firsts[i][:2], frozenset()))
+                merged.append(consistent(fine, second, **self.consistency_limits) if second is not None else fine)
+                placed.append(kept_again)
+            held = (self._second_opinion(dets, plans, merged) if self.consistency and self.second_opinion
+                    and "refine2" in self.models else [frozenset()] * len(merged))
             timings["refine"] += time.perf_counter() - t
             t = time.perf_counter()
             for i, box in enumerate(fields):
-                fine, second, placed = again.get(i, (*firsts[i][:2], frozenset()))
-                if second is not None:
-                    fine = consistent(fine, second, **self.consistency_limits)
-                fine, lm, warnings = self._rules(fine, box, placed)
+                fine, lm, warnings = self._rules(merged[i], box, placed[i], held[i])
                 self.last_detections.append(fine)
                 results.append((lm, facing_from_landmarks(lm), warnings))
             timings["postprocess"] += time.perf_counter() - t
         self.last_timings, self.last_coarse_stages = timings, stages
         return results
 
-    def _rules(self, fine: Detections, box: tuple[float, float, float, float], placed: frozenset[int]
-               ) -> tuple[Detections, dict, list[str]]:
+    def _rules(self, fine: Detections, box: tuple[float, float, float, float], placed: frozenset[int],
+               second: frozenset[int] = frozenset()) -> tuple[Detections, dict, list[str]]:
         """The withholding rules after the consistency check, on one image's detections ``fine``
-        (exposed field ``box``; ``placed``: the bodies placed again from re-centred crops): the
-        detections as they stand, the contract's landmarks and the warnings."""
+        (exposed field ``box``; ``placed``: the bodies placed again from re-centred crops, ``second``:
+        by the second refinement network): the detections as they stand, the contract's landmarks and
+        the warnings."""
         fine = withhold_outside(fine, box)
         if self.faint_s1_at_edge_rule:
             fine = withhold_faint_s1_at_edge(fine, box)
@@ -468,6 +521,13 @@ class LandmarkDetector:
             lm[UNGRADED] = dict.fromkeys(again_kept, PLACED_AGAIN)
             warnings += [f"{lv}: {PLACED_AGAIN}: its level and points are reported, its heights and grade "
                          "are not" for lv in again_kept]
+        second_kept = sorted((b.level for n, b in enumerate(fine.bodies)
+                              if n in second and b.level in lm["vertebrae"]), key=LEVELS.index)
+        if second_kept:
+            lm[UNGRADED] = {**lm.get(UNGRADED, {}), **dict.fromkeys(second_kept, SECOND_NETWORK)}
+            lm[UNGRADED] = {lv: lm[UNGRADED][lv] for lv in LEVELS if lv in lm[UNGRADED]}
+            warnings += [f"{lv}: {SECOND_NETWORK}: its level and points are reported, its heights and grade "
+                         "are not" for lv in second_kept]
         if self.crushed_between_rule:
             limits = self.consistency_limits
             keep_crushed_between(lm, warnings, fine, limit=float(limits.get("max_spread", CONSISTENCY_MAX)),
@@ -476,6 +536,50 @@ class LandmarkDetector:
             if not lm.get(UNGRADED):
                 lm.pop(UNGRADED, None)  # the key only where a level is ungraded
         return fine, lm, warnings
+
+    def _second_opinion(self, dets: list[Detections], plans: list, merged: list[Detections]) -> list[frozenset[int]]:
+        """Per image, the bodies found by the coarse stage (not bridged across a gap) whose placements
+        did not hold (``merged``: after ``consistent``; unsteady, not confident or strayed) placed by the
+        second refinement network (``refine2``) on the same two crops (``plans``); where its two
+        placements hold (``consistent``, the same limits), the body is put back in ``merged`` with them,
+        in place, its warnings and records from the first network dropped. Returns per image the
+        indices of the bodies so placed (reported ungraded: ``SECOND_NETWORK``). One network call for
+        the batch, over those bodies' crops only."""
+        todo: list[tuple[int, list, list, list[np.ndarray]]] = []
+        for i, (det, (frames, alt, crops), m) in enumerate(zip(dets, plans, merged, strict=True)):
+            if not alt:
+                continue
+            lost = {n for n, (c, b) in enumerate(zip(det.bodies, m.bodies, strict=True))
+                    if c.level and not b.level and not c.bridged}
+            first = [j for j, (kind, n, _) in enumerate(frames) if kind == "vertebra" and n in lost]
+            if not first:
+                continue
+            # the second look's crops follow the first's, the hips' left out (``_crops``)
+            second_at = {(kind, n): len(frames) + j for j, (kind, n, _) in enumerate(alt)}
+            pick = [frames[j] for j in first]
+            todo.append((i, pick, [f for f in alt if f[1] in lost and f[0] == "vertebra"],
+                         [crops[j] for j in first] + [crops[second_at["vertebra", n]] for _, n, _ in pick]))
+        out = [frozenset[int]()] * len(merged)
+        if not todo:
+            return out
+        logits = self._run("refine2", np.stack([c for *_, cs in todo for c in cs]))
+        k = 0
+        for i, pick, alt, cs in todo:
+            maps, k = logits[k:k + len(cs)], k + len(cs)
+            det = dets[i]
+            pair = consistent(refine(det, pick, maps[:len(pick)]), refine(det, alt, maps[len(pick):]),
+                              **self.consistency_limits)
+            held = {n for _, n, _ in pick if pair.bodies[n].level}
+            if not held:
+                continue
+            m = merged[i]
+            levels = tuple(f"{det.bodies[n].level}:" for n in held)
+            stale = {str(det.bodies[n].level) for n in held}
+            merged[i] = replace(m, bodies=[pair.bodies[n] if n in held else b for n, b in enumerate(m.bodies)],
+                                warnings=[w for w in m.warnings if not w.startswith(levels)],
+                                withheld=tuple(r for r in m.withheld if r.level not in stale or r.reason != COLLAPSED_UNSTEADY))
+            out[i] = frozenset(held)
+        return out
 
     def _recentred(self, dets: list[Detections], plans: list, firsts: list, images: list[np.ndarray],
                    start: int = 0) -> dict:

@@ -492,6 +492,7 @@ class PlaneDetector(LandmarkDetector):
         self.placed_step_rule = False  # the radiographs' rule (infer.detect); not measured on CT/MR
         self.recentre_unsteady = False  # the radiographs' rule (infer.detect); not measured on CT/MR
         self.crushed_between_rule = False  # detect() below runs keep_crushed_between itself, with its limits
+        self.smoothed_look = False  # radiographs' grain; a plane is sampled from a volume
         self._refine_stage = "refine"  # the network ``_run("refine")`` runs: set per group of images by ``detect``
         #: look again where the fine placement finds one body missing from the chain (``bridge_retry``)
         self.bridge_retry = True
