@@ -286,8 +286,7 @@ def _pct(v: float | None, n: int) -> str:
 
 
 #: ``--weights PATH@suffix``: the detector's switches (``_detector``)
-SUFFIXES = ("plain", "no-zoom-out", "no-zoom-in", "no-placed-step", "no-off-s1", "no-crushed-between", "no-smoothed",
-            "no-second-opinion")
+SUFFIXES = ("plain", "no-zoom-out", "no-zoom-in", "no-placed-step", "no-off-s1", "no-crushed-between", "no-smoothed")
 
 
 def _detector(spec: str | None, no_consistency: bool) -> LandmarkDetector:
@@ -306,13 +305,12 @@ def _detector(spec: str | None, no_consistency: bool) -> LandmarkDetector:
     det.off_s1_rule = "no-off-s1" not in flags
     det.crushed_between_rule = "no-crushed-between" not in flags
     det.smoothed_look = "no-smoothed" not in flags
-    det.second_opinion = "no-second-opinion" not in flags
     return det
 
 
 #: the detector's switches the evaluation records (each arm's JSON says what ran)
 SWITCHES = ("consistency", "zoom_out_look", "zoom_in_look", "placed_step_rule", "off_s1_rule",
-            "crushed_between_rule", "smoothed_look", "second_opinion")
+            "crushed_between_rule", "smoothed_look")
 
 
 def _switches(det: LandmarkDetector) -> dict[str, bool]:
@@ -326,7 +324,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--first-seed", type=int, default=1_000_000)
     ap.add_argument("--fractured", type=float, default=0.5, help="share of spines drawn with 1–3 fractures")
     ap.add_argument("--weights", action="append", default=[],
-                    metavar="[LABEL=]PATH[@plain][@no-zoom-out][@no-zoom-in][@no-placed-step][@no-off-s1][@no-crushed-between][@no-smoothed][@no-second-opinion]",
+                    metavar="[LABEL=]PATH[@plain][@no-zoom-out][@no-zoom-in][@no-placed-step][@no-off-s1][@no-crushed-between][@no-smoothed]",
                     help="weights to score (repeatable; default the packaged weights); @plain: without the "
                          "test-time consistency check; @no-zoom-out: without the shrunk second look "
                          "(LandmarkDetector.zoom_out_look); @no-zoom-in: without the look magnified about the spine "
@@ -335,9 +333,7 @@ def main(argv: list[str] | None = None) -> None:
                          "the lowest body stands off S1 for its level (LandmarkDetector.off_s1_rule); @no-crushed-between: "
                          "without reporting, ungraded, a collapsed-looking body 4-10 %% unsteady between reported "
                          "neighbours (LandmarkDetector.crushed_between_rule); @no-smoothed: without reading a film again "
-                         "smoothed where the fine placement lost most levels (LandmarkDetector.smoothed_look); "
-                         "@no-second-opinion: without placing the bodies that did not hold by the weights' second "
-                         "refinement network, where they hold one (LandmarkDetector.second_opinion)")
+                         "smoothed where the fine placement lost most levels (LandmarkDetector.smoothed_look)")
     ap.add_argument("--no-consistency", action="store_true", help="skip the test-time consistency check")
     ap.add_argument("--shift", action="store_true", help="an unseen look on top of every family's")
     ap.add_argument("--framing", choices=("as-drawn", "tight-lumbar", "long-film"), default="as-drawn",

@@ -15,7 +15,6 @@ from ..levels import LEVELS, MI, MS, POINT_NAMES, UNGRADED
 from .crops import extract, extract_pair, vertebra_size
 from .layout import COARSE_HEAT
 from .postprocess import (
-    COLLAPSED_UNSTEADY,
     CONSISTENCY_MAX,
     FROM_C7,
     MIN_POINT_CONFIDENCE,
@@ -63,11 +62,6 @@ FALLBACK_MIN_LEVELS = 3
 
 #: why a body placed again (``LandmarkDetector._recentred``) is reported without heights or grade
 PLACED_AGAIN = "its first two placements disagreed and it held only when placed again from re-centred crops"
-
-#: why a body placed by the second refinement network (``LandmarkDetector._second_opinion``) is
-#: reported without heights or grade
-SECOND_NETWORK = ("its two placements by the refinement disagreed and it held only when placed by the second "
-                  "refinement network")
 
 #: bodies are placed again from re-centred crops (``LandmarkDetector._recentred``) only where those
 #: to be placed again (the ones that did not hold and qualify: not bridged, both neighbouring levels
@@ -301,9 +295,6 @@ class LandmarkDetector:
         #: ungraded, where its reported neighbours vouch for its level (``postprocess.keep_crushed_between``
         #: with the limits of any body's); radiographs (``PlaneDetector`` runs its own, with its limits)
         self.crushed_between_rule = True
-        #: place again with the second refinement network (``refine2``, where the weights hold one) the
-        #: bodies whose two placements did not hold (``_second_opinion``)
-        self.second_opinion = True
         #: read again smoothed an image whose fine placement lost most of its levels and add the levels
         #: only that read reports, ungraded, where the two reads agree (``_smoothed``; models/README.md,
         #: "Grainy films"); radiographs only
@@ -480,29 +471,24 @@ class LandmarkDetector:
                                logits[k:k + len(cs)]))
                 k += len(cs)
             again = self._recentred(dets, plans, firsts, normed, start) if self.consistency and self.recentre_unsteady else {}
-            merged, placed = [], []
-            for i in range(len(fields)):
-                fine, second, kept_again = again.get(i, (*firsts[i][:2], frozenset()))
-                merged.append(consistent(fine, second, **self.consistency_limits) if second is not None else fine)
-                placed.append(kept_again)
-            held = (self._second_opinion(dets, plans, merged) if self.consistency and self.second_opinion
-                    and "refine2" in self.models else [frozenset()] * len(merged))
             timings["refine"] += time.perf_counter() - t
             t = time.perf_counter()
             for i, box in enumerate(fields):
-                fine, lm, warnings = self._rules(merged[i], box, placed[i], held[i])
+                fine, second, placed = again.get(i, (*firsts[i][:2], frozenset()))
+                if second is not None:
+                    fine = consistent(fine, second, **self.consistency_limits)
+                fine, lm, warnings = self._rules(fine, box, placed)
                 self.last_detections.append(fine)
                 results.append((lm, facing_from_landmarks(lm), warnings))
             timings["postprocess"] += time.perf_counter() - t
         self.last_timings, self.last_coarse_stages = timings, stages
         return results
 
-    def _rules(self, fine: Detections, box: tuple[float, float, float, float], placed: frozenset[int],
-               second: frozenset[int] = frozenset()) -> tuple[Detections, dict, list[str]]:
+    def _rules(self, fine: Detections, box: tuple[float, float, float, float], placed: frozenset[int]
+               ) -> tuple[Detections, dict, list[str]]:
         """The withholding rules after the consistency check, on one image's detections ``fine``
-        (exposed field ``box``; ``placed``: the bodies placed again from re-centred crops, ``second``:
-        by the second refinement network): the detections as they stand, the contract's landmarks and
-        the warnings."""
+        (exposed field ``box``; ``placed``: the bodies placed again from re-centred crops): the
+        detections as they stand, the contract's landmarks and the warnings."""
         fine = withhold_outside(fine, box)
         if self.faint_s1_at_edge_rule:
             fine = withhold_faint_s1_at_edge(fine, box)
@@ -521,13 +507,6 @@ class LandmarkDetector:
             lm[UNGRADED] = dict.fromkeys(again_kept, PLACED_AGAIN)
             warnings += [f"{lv}: {PLACED_AGAIN}: its level and points are reported, its heights and grade "
                          "are not" for lv in again_kept]
-        second_kept = sorted((b.level for n, b in enumerate(fine.bodies)
-                              if n in second and b.level in lm["vertebrae"]), key=LEVELS.index)
-        if second_kept:
-            lm[UNGRADED] = {**lm.get(UNGRADED, {}), **dict.fromkeys(second_kept, SECOND_NETWORK)}
-            lm[UNGRADED] = {lv: lm[UNGRADED][lv] for lv in LEVELS if lv in lm[UNGRADED]}
-            warnings += [f"{lv}: {SECOND_NETWORK}: its level and points are reported, its heights and grade "
-                         "are not" for lv in second_kept]
         if self.crushed_between_rule:
             limits = self.consistency_limits
             keep_crushed_between(lm, warnings, fine, limit=float(limits.get("max_spread", CONSISTENCY_MAX)),
@@ -536,50 +515,6 @@ class LandmarkDetector:
             if not lm.get(UNGRADED):
                 lm.pop(UNGRADED, None)  # the key only where a level is ungraded
         return fine, lm, warnings
-
-    def _second_opinion(self, dets: list[Detections], plans: list, merged: list[Detections]) -> list[frozenset[int]]:
-        """Per image, the bodies found by the coarse stage (not bridged across a gap) whose placements
-        did not hold (``merged``: after ``consistent``; unsteady, not confident or strayed) placed by the
-        second refinement network (``refine2``) on the same two crops (``plans``); where its two
-        placements hold (``consistent``, the same limits), the body is put back in ``merged`` with them,
-        in place, its warnings and records from the first network dropped. Returns per image the
-        indices of the bodies so placed (reported ungraded: ``SECOND_NETWORK``). One network call for
-        the batch, over those bodies' crops only."""
-        todo: list[tuple[int, list, list, list[np.ndarray]]] = []
-        for i, (det, (frames, alt, crops), m) in enumerate(zip(dets, plans, merged, strict=True)):
-            if not alt:
-                continue
-            lost = {n for n, (c, b) in enumerate(zip(det.bodies, m.bodies, strict=True))
-                    if c.level and not b.level and not c.bridged}
-            first = [j for j, (kind, n, _) in enumerate(frames) if kind == "vertebra" and n in lost]
-            if not first:
-                continue
-            # the second look's crops follow the first's, the hips' left out (``_crops``)
-            second_at = {(kind, n): len(frames) + j for j, (kind, n, _) in enumerate(alt)}
-            pick = [frames[j] for j in first]
-            todo.append((i, pick, [f for f in alt if f[1] in lost and f[0] == "vertebra"],
-                         [crops[j] for j in first] + [crops[second_at["vertebra", n]] for _, n, _ in pick]))
-        out = [frozenset[int]()] * len(merged)
-        if not todo:
-            return out
-        logits = self._run("refine2", np.stack([c for *_, cs in todo for c in cs]))
-        k = 0
-        for i, pick, alt, cs in todo:
-            maps, k = logits[k:k + len(cs)], k + len(cs)
-            det = dets[i]
-            pair = consistent(refine(det, pick, maps[:len(pick)]), refine(det, alt, maps[len(pick):]),
-                              **self.consistency_limits)
-            held = {n for _, n, _ in pick if pair.bodies[n].level}
-            if not held:
-                continue
-            m = merged[i]
-            levels = tuple(f"{det.bodies[n].level}:" for n in held)
-            stale = {str(det.bodies[n].level) for n in held}
-            merged[i] = replace(m, bodies=[pair.bodies[n] if n in held else b for n, b in enumerate(m.bodies)],
-                                warnings=[w for w in m.warnings if not w.startswith(levels)],
-                                withheld=tuple(r for r in m.withheld if r.level not in stale or r.reason != COLLAPSED_UNSTEADY))
-            out[i] = frozenset(held)
-        return out
 
     def _recentred(self, dets: list[Detections], plans: list, firsts: list, images: list[np.ndarray],
                    start: int = 0) -> dict:

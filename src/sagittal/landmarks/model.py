@@ -9,10 +9,8 @@
 
 Both are small U-Nets (``UNet``) sized to train on two CPU cores. A weights file may hold more
 networks of the same two kinds (``EXTRA_STAGES``): ``coarse2``, a second coarse network whose
-look of an image is kept when it went better (``infer.LandmarkDetector.coarse``),
-``refine2``, a second refinement that places again the bodies whose two placements by the first
-did not hold (``infer.LandmarkDetector._second_opinion``), and ``refine_ct``, the CT planes' own
-refinement (``plane_detector``).
+look of an image is kept when it went better (``infer.LandmarkDetector.coarse``), and
+``refine_ct``, the CT planes' own refinement (``plane_detector``).
 """
 
 from __future__ import annotations
@@ -90,7 +88,7 @@ def build(stage: str, widths: tuple[int, ...] | list[int] | None = None) -> UNet
 
 
 #: optional networks a weights file may hold, by the kind of network each is
-EXTRA_STAGES = {"coarse2": "coarse", "refine_ct": "refine", "refine2": "refine"}
+EXTRA_STAGES = {"coarse2": "coarse", "refine_ct": "refine"}
 
 
 def load_models(path: str | os.PathLike[str], device: str = "cpu") -> dict[str, UNet]:
