@@ -286,7 +286,8 @@ def _pct(v: float | None, n: int) -> str:
 
 
 #: ``--weights PATH@suffix``: the detector's switches (``_detector``)
-SUFFIXES = ("plain", "no-zoom-out", "no-zoom-in", "no-placed-step", "no-off-s1", "no-crushed-between", "no-smoothed")
+SUFFIXES = ("plain", "no-zoom-out", "no-zoom-in", "no-placed-step", "no-off-s1", "no-crushed-between", "no-smoothed",
+            "no-hips-place", "no-facing-check")
 
 
 def _detector(spec: str | None, no_consistency: bool) -> LandmarkDetector:
@@ -305,12 +306,14 @@ def _detector(spec: str | None, no_consistency: bool) -> LandmarkDetector:
     det.off_s1_rule = "no-off-s1" not in flags
     det.crushed_between_rule = "no-crushed-between" not in flags
     det.smoothed_look = "no-smoothed" not in flags
+    det.hips_place_rule = "no-hips-place" not in flags
+    det.facing_check = "no-facing-check" not in flags
     return det
 
 
 #: the detector's switches the evaluation records (each arm's JSON says what ran)
 SWITCHES = ("consistency", "zoom_out_look", "zoom_in_look", "placed_step_rule", "off_s1_rule",
-            "crushed_between_rule", "smoothed_look")
+            "crushed_between_rule", "smoothed_look", "hips_place_rule", "facing_check")
 
 
 def _switches(det: LandmarkDetector) -> dict[str, bool]:
@@ -324,7 +327,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--first-seed", type=int, default=1_000_000)
     ap.add_argument("--fractured", type=float, default=0.5, help="share of spines drawn with 1–3 fractures")
     ap.add_argument("--weights", action="append", default=[],
-                    metavar="[LABEL=]PATH[@plain][@no-zoom-out][@no-zoom-in][@no-placed-step][@no-off-s1][@no-crushed-between][@no-smoothed]",
+                    metavar="[LABEL=]PATH[@plain][@no-zoom-out][@no-zoom-in][@no-placed-step][@no-off-s1][@no-crushed-between][@no-smoothed][@no-hips-place][@no-facing-check]",
                     help="weights to score (repeatable; default the packaged weights); @plain: without the "
                          "test-time consistency check; @no-zoom-out: without the shrunk second look "
                          "(LandmarkDetector.zoom_out_look); @no-zoom-in: without the look magnified about the spine "
@@ -333,7 +336,10 @@ def main(argv: list[str] | None = None) -> None:
                          "the lowest body stands off S1 for its level (LandmarkDetector.off_s1_rule); @no-crushed-between: "
                          "without reporting, ungraded, a collapsed-looking body 4-10 %% unsteady between reported "
                          "neighbours (LandmarkDetector.crushed_between_rule); @no-smoothed: without reading a film again "
-                         "smoothed where the fine placement lost most levels (LandmarkDetector.smoothed_look)")
+                         "smoothed where the fine placement lost most levels (LandmarkDetector.smoothed_look); @no-hips-place: "
+                         "without setting aside femoral heads found where no hip lies against the S1 endplate "
+                         "(LandmarkDetector.hips_place_rule); @no-facing-check: without reading again the other way round "
+                         "a film whose S1 endplate read upside down (LandmarkDetector.facing_check)")
     ap.add_argument("--no-consistency", action="store_true", help="skip the test-time consistency check")
     ap.add_argument("--shift", action="store_true", help="an unseen look on top of every family's")
     ap.add_argument("--framing", choices=("as-drawn", "tight-lumbar", "long-film"), default="as-drawn",

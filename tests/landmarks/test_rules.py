@@ -691,3 +691,78 @@ def test_a_lumbar_film_counted_through_a_false_body_above_s1_is_withheld(detecto
     assert set(lm["vertebrae"]) == {"T12", "L1", "L2", "L3", "L4"}
     assert PlaneDetector(None, device="cpu", threads=1).off_s1_rule is False
 
+
+
+def _box_vertebra(top: float, height: float, x: float = 100.0, depth: float = 40.0) -> dict:
+    """A contract vertebra: an upright rectangle ``depth`` wide whose superior endplate is at row ``top``."""
+    ys, yi = top, top + height
+    return {"anterior_superior": [x + depth, ys], "posterior_superior": [x, ys], "posterior_inferior": [x, yi],
+            "anterior_inferior": [x + depth, yi], "middle_superior": [x + depth / 2, ys],
+            "middle_inferior": [x + depth / 2, yi]}
+
+
+def test_femoral_heads_where_no_hip_lies_are_not_used():
+    """``postprocess.withhold_heads_off_pelvis`` (drr-a 8,400,011, a long film: "heads" found above the sacrum
+    read PI -215°): a head above the S1 endplate, or far below it, is taken out with a warning, and PI and PT
+    are then null; a head where a hip lies stays; without an S1 endplate nothing is checked."""
+    from sagittal.landmarks.postprocess import withhold_heads_off_pelvis
+
+    def lm(*centres):
+        return {"vertebrae": {"L4": _box_vertebra(100.0, 30.0), "L5": _box_vertebra(140.0, 30.0)},
+                "s1_endplate": {"anterior": [140.0, 178.0], "posterior": [100.0, 182.0], "confidence": 0.9},
+                "femoral_heads": [{"center": list(c), "radius_px": 20.0, "confidence": 0.9} for c in centres]}
+
+    hips = lm((150.0, 280.0), (156.0, 284.0))  # 2.5 S1 widths below the S1 endplate's midpoint
+    assert withhold_heads_off_pelvis(hips, []) == [] and len(hips["femoral_heads"]) == 2
+    above = lm((150.0, 120.0), (156.0, 124.0))
+    warnings: list[str] = []
+    assert withhold_heads_off_pelvis(above, warnings) == [0, 1] and above["femoral_heads"] == []
+    assert warnings[0].startswith("a femoral head was found -1.5 S1 widths caudal to the S1 endplate")
+    image = {"rows": 600, "columns": 400, "pixel_spacing_mm": [0.5, 0.5], "anterior": "right"}
+    doc = analysis_document(image, above)
+    assert doc["parameters"]["pelvic_incidence_deg"] is None and doc["parameters"]["pelvic_tilt_deg"] is None
+    assert analysis_document(image, hips)["parameters"]["pelvic_incidence_deg"] is not None
+    one_far = lm((150.0, 280.0), (150.0, 520.0))  # the second 8.5 widths away (a knee on a long film)
+    assert withhold_heads_off_pelvis(one_far, []) == [1] and len(one_far["femoral_heads"]) == 1
+    no_s1 = {**above, "s1_endplate": None, "femoral_heads": list(lm((150.0, 120.0))["femoral_heads"])}
+    assert withhold_heads_off_pelvis(no_s1, []) == [] and len(no_s1["femoral_heads"]) == 1
+
+
+def test_a_film_whose_s1_endplate_reads_upside_down_is_read_again_the_other_way_round(detector, monkeypatch):
+    """``LandmarkDetector._checked_facing`` (drr-b 8,200,022: the coarse stage took the facing the wrong way
+    round, every point mirrored, PI -83°): where the facing was read from the film and the S1 endplate's
+    anterior corner lies above its posterior one, the film is read again with the other facing and the more
+    confidently placed read kept, with a warning; a film read the right way, or whose facing was given, is
+    not read again; a second read placed less confidently is not kept."""
+    calls = []
+
+    def fake(images, facing=None, batch_size=8, boxes=None):
+        calls.append(list(facing or [None] * len(images)))
+        out, dets = [], []
+        for img, side in zip(images, facing or [None] * len(images), strict=True):
+            mark = float(img[0, 0])  # 1: seen facing right, truly left; 2: right and truly right; 3: truly right, upside down S1
+            seen = side or "right"
+            truly = "left" if mark == 1.0 else "right"
+            upright = (seen == truly) != (mark == 3.0)
+            s1 = {"anterior": [140.0, 182.0 if upright else 170.0], "posterior": [100.0, 176.0], "confidence": 0.9}
+            out.append(({"vertebrae": {"L5": _box_vertebra(140.0, 30.0)}, "s1_endplate": s1, "femoral_heads": []},
+                        seen, []))
+            conf = 0.92 if seen == truly else 0.69
+            dets.append(Detections([replace(_body("L5"), point_confidence=conf)], None, 0.0, []))
+        detector.last_detections, detector.last_coarse, detector.last_recentred = dets, list(dets), {}
+        detector.last_timings = {"coarse": 1.0}
+        return out
+
+    monkeypatch.setattr(detector, "_detect", fake)
+    monkeypatch.setattr(detector, "smoothed_look", False)
+    images = [np.full((20, 20), v, np.float32) for v in (1.0, 2.0, 3.0)]
+    results = detector.detect(images)
+    assert [side for _, side, _ in results] == ["left", "right", "right"]
+    assert calls == [[None, None, None], ["left", "left"]]  # films 1 and 3 read S1 upside down
+    assert results[0][2][-1].startswith("the patient's facing read from the first look (right)")
+    assert not any("facing" in w for w in results[2][2])  # the other way round placed less confidently: kept
+    assert detector.last_detections[0].bodies[0].point_confidence == 0.92
+    assert detector.last_timings == {"coarse": 2.0}
+    calls.clear()
+    results = detector.detect(images[:1], facing=["right"])  # the header's facing: not second-guessed
+    assert calls == [["right"]] and results[0][1] == "right"

@@ -33,6 +33,7 @@ from .postprocess import (
     to_contract,
     withhold_c7_count_without_ends,
     withhold_faint_s1_at_edge,
+    withhold_heads_off_pelvis,
     withhold_if_off_s1,
     withhold_outside,
 )
@@ -279,6 +280,9 @@ class LandmarkDetector:
         self.faint_s1_at_edge_rule = True
         #: place a body once more from a crop centred on its own placements where the two did not agree (``_recentred``)
         self.recentre_unsteady = True
+        #: femoral heads not caudal to the S1 endplate, or far from it, are not used
+        #: (``postprocess.withhold_heads_off_pelvis``); radiographs (the CT/MR head search checks its own)
+        self.hips_place_rule = True
         #: a count from C7 stands only with both ends, C7 and L5, reported (``postprocess.withhold_c7_count_without_ends``)
         self.c7_ends_rule = True
         #: look again at an image whose first look went badly shrunk by ``ZOOM_OUT`` (``_coarse_looks``); radiographs only
@@ -295,6 +299,9 @@ class LandmarkDetector:
         #: ungraded, where its reported neighbours vouch for its level (``postprocess.keep_crushed_between``
         #: with the limits of any body's); radiographs (``PlaneDetector`` runs its own, with its limits)
         self.crushed_between_rule = True
+        #: read again with the other facing an image whose S1 endplate read upside down, the more confidently
+        #: placed read kept (``_checked_facing``); radiographs only
+        self.facing_check = True
         #: read again smoothed an image whose fine placement lost most of its levels and add the levels
         #: only that read reports, ungraded, where the two reads agree (``_smoothed``; models/README.md,
         #: "Grainy films"); radiographs only
@@ -390,9 +397,52 @@ class LandmarkDetector:
     def detect(self, images: list[np.ndarray], facing: list[str | None] | None = None,
                batch_size: int = 8) -> list[tuple[dict, str | None, list[str]]]:
         results = self._detect(images, facing, batch_size)
+        if self.facing_check:
+            facing = self._checked_facing(images, facing, results, batch_size)
         if self.smoothed_look:
             self._smoothed(images, facing, results, batch_size)
         return results
+
+    def _checked_facing(self, images: list[np.ndarray], facing: list[str | None] | None,
+                        results: list[tuple[dict, str | None, list[str]]], batch_size: int) -> list[str | None]:
+        """Each image whose facing was read from its own landmarks (not given) and whose S1 endplate then
+        reads with its anterior corner cranial to its posterior one (a negative sacral slope, which no
+        phantom spine has, 15-60°, and an adult's hardly) is read again with the crops mirrored the other
+        way; the read whose reported bodies the refinement placed more confidently (mean of each body's
+        least confident point) is kept, with a warning where that is the other facing: a coarse stage that
+        took the facing the wrong way round mirrors every point, and every angle with them (drr-b
+        8,200,022: PI -83°). ``results`` and the diagnostics in place; returns the facing per image for
+        later reads."""
+        given = list(facing or [None] * len(images))
+        todo = [i for i, (lm, side, _) in enumerate(results)
+                if given[i] is None and side in ("left", "right") and lm.get("s1_endplate")
+                and lm["s1_endplate"]["anterior"][1] < lm["s1_endplate"]["posterior"][1]]
+        if not todo:
+            return given
+        first = (self.last_detections, self.last_recentred, self.last_timings, self.last_coarse,
+                 list(getattr(self, "last_coarse_stages", [])))
+        other = ["left" if results[i][1] == "right" else "right" for i in todo]
+        again = self._detect([images[i] for i in todo], list(other), batch_size)
+        second = (self.last_detections, self.last_recentred, self.last_timings, self.last_coarse,
+                  list(getattr(self, "last_coarse_stages", [])))
+        self.last_detections, self.last_recentred, self.last_timings, self.last_coarse, self.last_coarse_stages = first
+        self.last_timings = {k: v + second[2].get(k, 0.0) for k, v in self.last_timings.items()}
+        for j, i in enumerate(todo):
+            if _placed_confidence(second[0][j]) <= _placed_confidence(first[0][i]):
+                continue
+            lm, side, warnings = again[j]
+            warnings = [*warnings, f"the patient's facing read from the first look ({results[i][1]}) put the S1 "
+                        f"endplate's anterior corner above its posterior one; read facing {other[j]}, the points "
+                        "were placed more confidently, and that read is kept"]
+            results[i] = (lm, side, warnings)
+            given[i] = other[j]
+            self.last_detections[i], self.last_coarse[i] = second[0][j], second[3][j]
+            if i < len(self.last_coarse_stages) and j < len(second[4]):
+                self.last_coarse_stages[i] = second[4][j]
+            self.last_recentred.pop(i, None)
+            if j in second[1]:
+                self.last_recentred[i] = second[1][j]
+        return given
 
     def _smoothed(self, images: list[np.ndarray], facing: list[str | None] | None,
                   results: list[tuple[dict, str | None, list[str]]], batch_size: int) -> None:
@@ -501,6 +551,8 @@ class LandmarkDetector:
         warnings = list(fine.warnings)
         if self.off_s1_rule:
             withhold_if_off_s1(lm, warnings, lone=False, lowest=OFF_S1_LOWEST)
+        if self.hips_place_rule:
+            withhold_heads_off_pelvis(lm, warnings)
         again_kept = sorted((b.level for n, b in enumerate(fine.bodies)
                              if n in placed and b.level in lm["vertebrae"]), key=LEVELS.index)
         if again_kept:
@@ -578,6 +630,12 @@ class LandmarkDetector:
                 looks.append(refine(dets[i], picked, np.stack(maps)))
             out[i] = (looks[0], looks[1], redos[i])
         return out
+
+
+def _placed_confidence(det: Detections) -> float:
+    """Mean over the labelled bodies of each one's least confident refined point (0 where none)."""
+    conf = [b.point_confidence for b in det.bodies if b.level]
+    return float(np.mean(conf)) if conf else 0.0
 
 
 def _held_between(coarse: Detections, merged: Detections, n: int) -> bool:
