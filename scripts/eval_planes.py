@@ -10,7 +10,9 @@ training set draws from; a third of the spines drawn with 1–3 fractures, the r
 randomised acquisition — CT: axial, in-plane 1.0–2.0 mm, slices 1.5–5 mm, field of 280–380 mm,
 from T8–T12 to the hips, sometimes with its sagittal reformat as a second series; MR: T1 + T2 +
 STIR (sometimes T1 + STIR), in-plane 0.8–1.5 mm, slices 3–4.5 mm, lumbar or whole-spine field —
-half of them scoliotic. (Ranges kept modest so that the evaluation runs on two shared CPU cores.)
+half of them scoliotic; since the twelfth session with a bony pelvis and proximal femora around
+the femoral heads (``phantom.volume.pelvis_of``; ``--no-pelvis``: the heads alone, as before, the rest
+of every case the same). (Ranges kept modest so that the evaluation runs on two shared CPU cores.)
 Every case is written as DICOM and read back through ``io`` and the ``volume`` kind of ``sagittal
 analyze`` (plan, prepare, the plane model, finish): the same path as a clinical series.
 
@@ -20,7 +22,9 @@ error in the plane (mm: the predicted pixel against the truth point projected on
 heights MAE (anterior, middle, posterior); Genant grade exact on fractured vertebrae and grade 0
 on normal ones; the signed height-loss bias on fractured and normal bodies (our loss minus the
 loss the true points give on our plane with our neighbours: the points' share of a grade error);
-PI MAE (where PI was measured, against the phantom's own PI); the MAE and count of every angle the
+PI MAE (where PI was measured, against the phantom's own PI); every femoral head reported against the
+nearest true head projected onto the plane (``femoral_heads``: centre error in the plane, radius error,
+and how many lie over ``HEAD_OFF_MM`` from every true head: another bone); the MAE and count of every angle the
 document reports (``angles``: PI, PT, SS, LL, TK, PI-LL, regional and vertebral kyphosis) against the
 same measure (``report.analysis_document``) of the phantom's TRUE points mapped to our plane, the
 femoral heads projected from 3-D, counted only where the document reports the angle (every level it
@@ -53,10 +57,13 @@ from sagittal.phantom.volume import _HIP_HALF_MM, reformat_ct, render_ct, render
 EVAL_STREAM = 7_100_099
 
 
-def _case(modality: str, seed: int, root: Path, fracture_rate: float = 0.33, mr_wide: float = 0.0) -> tuple[Any, list[Any]]:
+def _case(modality: str, seed: int, root: Path, fracture_rate: float = 0.33, mr_wide: float = 0.0,
+          pelvis: bool = True) -> tuple[Any, list[Any]]:
     """Render and write one case; return its spine and volumes. ``fracture_rate``: the share of
     spines drawn with 1–3 fractures; ``mr_wide``: the share of MR studies whose sagittal slab
-    spans ±125 mm (the femoral heads in view); the defaults keep the stream's cases as they were."""
+    spans ±125 mm (the femoral heads in view); the defaults keep the stream's cases as they were.
+    ``pelvis``: the phantom's bony pelvis and proximal femora around the heads (``phantom.volume.
+    pelvis_of``; off: the heads alone, the phantom before the twelfth session - same cases otherwise)."""
     rng = np.random.default_rng([EVAL_STREAM, 1 if modality == "CT" else 2, seed])
     n_fx = int(rng.integers(1, 4)) if rng.random() < fracture_rate else None
     spine = build_spine(sample_spec(rng, n_fractures=n_fx))
@@ -70,7 +77,7 @@ def _case(modality: str, seed: int, root: Path, fracture_rate: float = 0.33, mr_
         fov = float(rng.uniform(280, 380))
         top = str(rng.choice(["T8", "T10", "T11", "T12"]))
         ct = render_ct(spine, rng, pixel_spacing_mm=sp, slice_mm=float(rng.uniform(1.5, 5.0)),
-                       matrix=int(fov / sp) // 2 * 2, top_level=top, scoliosis=curve)
+                       matrix=int(fov / sp) // 2 * 2, top_level=top, scoliosis=curve, pelvis=pelvis)
         write_volume(ct, spine, root, f"{pid}/ct", info, key, frame_key=key)
         vols.append(ct)
         if rng.random() < 0.3:
@@ -90,7 +97,7 @@ def _case(modality: str, seed: int, root: Path, fracture_rate: float = 0.33, mr_
             span = max(span, float(spine.points_mm[LEVELS.index(top), :, 1].max()) + 20 - bottom + 40)
         for s, seq in enumerate(seqs):
             mr = render_mr(spine, rng, seq, pixel_spacing_mm=sp, slice_mm=thick, n_slices=n_sl, matrix=int(span / sp),
-                           top_level=top, origin_lps=origin, scoliosis=curve)
+                           top_level=top, origin_lps=origin, scoliosis=curve, pelvis=pelvis)
             write_volume(mr, spine, root, f"{pid}/mr_{seq.lower()}", info, f"{key}/{seq}", series_number=s + 1,
                          frame_key=key)
             vols.append(mr)
@@ -133,6 +140,9 @@ def _in_view(truth_px: np.ndarray, img: np.ndarray) -> bool:
     lo = float(img.min())
     return bool(inside) and not any(img[int(round(y)), int(round(x))] <= lo for x, y in truth_px)
 
+
+#: a femoral head reported further than this (mm, in the plane) from every true head counts as off (another bone)
+HEAD_OFF_MM = 10.0
 
 #: in the reason ``plane_detector.keep_crushed_between`` gives a crushed body it keeps between its neighbours
 KEPT_BETWEEN = "between its reported neighbours"
@@ -196,6 +206,23 @@ def _score(spine: Any, vol: Any, prep: Any, doc: dict, acc: dict, diagnose: list
     if pi is not None:
         acc["pi_err"].append(abs(pi - spine.parameters["pelvic_incidence_deg"]))
         acc["heads"].append(len(doc["landmarks"]["femoral_heads"]))
+    _score_heads(spine, vol, plane, doc, acc, diagnose)
+
+
+def _score_heads(spine: Any, vol: Any, plane: Any, doc: dict, acc: dict, diagnose: list[str] | None) -> None:
+    """Every head reported: the in-plane distance of its centre to the nearest true head projected onto
+    the plane (mm) and its radius against that head's, into ``acc['head_err']`` (a head taken from
+    another bone lies far off)."""
+    sp = plane.spacing_mm
+    true_heads = [(plane.from_lps(vol.sagittal_to_lps(c, side * _HIP_HALF_MM)), r) for c, r, side
+                  in zip(spine.femoral_centers_mm, spine.femoral_radii_mm, (1.0, -1.0), strict=True)]
+    for h in doc["landmarks"]["femoral_heads"]:
+        d, r = min(((float(np.linalg.norm((np.asarray(h["center"]) - c) * sp)), r) for c, r in true_heads),
+                   key=lambda t: t[0])
+        acc.setdefault("head_err", []).append((d, float(h["radius_px"]) * sp - float(r)))
+        if diagnose is not None and d > HEAD_OFF_MM:
+            diagnose.append(f"femoral head {d:.1f} mm from the nearest true head (radius {float(h['radius_px']) * sp:.1f} "
+                            f"against {float(r):.1f} mm)")
 
 
 def _neighbours_as_ours(doc: dict) -> np.ndarray:
@@ -361,7 +388,7 @@ def _fracture_lines(spine: Any, vol: Any, plane: Any, img: np.ndarray, doc: dict
 
 
 def evaluate(modality: str, n: int, first: int, detector: Any, root: Path, diagnose: bool = False,
-             fracture_rate: float = 0.33, mr_wide: float = 0.0) -> Any:
+             fracture_rate: float = 0.33, mr_wide: float = 0.0, pelvis: bool = True) -> Any:
     """Score ``detector`` on ``n`` cases from seed ``first``; ``detector`` may be a list of
     detectors (several weights), which are then scored on the same cases, rendered once, and a
     list of figures comes back in the same order."""
@@ -371,7 +398,7 @@ def evaluate(modality: str, n: int, first: int, detector: Any, root: Path, diagn
                                   for _ in dets]
     for seed in range(first, first + n):
         case_dir = root / f"{modality}{seed}"
-        spine, vols = _case(modality, seed, case_dir, fracture_rate, mr_wide)
+        spine, vols = _case(modality, seed, case_dir, fracture_rate, mr_wide, pelvis)
         export = scan_export([case_dir], decode_pixels=False)
         units, _ = kind.plan(export.series)
         for j, (det_j, acc) in enumerate(zip(dets, accs, strict=True)):
@@ -399,7 +426,8 @@ def evaluate(modality: str, n: int, first: int, detector: Any, root: Path, diagn
                 why: list[str] = []
                 _score(spine, vols[0], prep, doc, acc, why if diagnose else None, key=f"{seed}/{k_unit}")
                 for line in why:
-                    print(f"  {tag}{modality} {seed} " + ("" if " fracture: " in line else "missed ") + line, flush=True)
+                    plain = " fracture: " in line or line.startswith("femoral head")
+                    print(f"  {tag}{modality} {seed} " + ("" if plain else "missed ") + line, flush=True)
             print(f"{tag}{modality} {seed}: {acc['found']}/{acc['in_view']} found, statuses {acc['status'][-len(units):]}",
                   flush=True)
     out = [_figures(acc, n) for acc in accs]
@@ -468,6 +496,9 @@ def _figures(acc: dict[str, Any], n: int) -> dict:
         "angles_all_points_from_kept_crushed": _angle_figures(acc, "angles_all_points", only="from_kept"),
         "angles_at_ungraded_levels": _angle_figures(acc, only="ungraded_own"),
         "pi_heads_found": acc["heads"],
+        # the femoral heads reported (any study, with or without PI): in-plane centre error against the
+        # nearest true head (mm), radius error (mm), and how many lie over HEAD_OFF_MM from every true head
+        "femoral_heads": _head_figures(acc.get("head_err", [])),
         "seconds_per_unit_median": float(np.median(acc["seconds"])) if acc["seconds"] else None,
         # the plane detector's second looks: units where each ran ("run": not kept) or was kept, and
         # the wall seconds spent in them per unit (where any ran; all units)
@@ -476,6 +507,14 @@ def _figures(acc: dict[str, Any], n: int) -> dict:
                              "look_seconds", []) if t > 1e-3]) else None,
                          "seconds_per_unit_mean": float(np.mean(acc["look_seconds"])) if acc.get("look_seconds") else None},
     }
+
+
+def _head_figures(errs: list[tuple[float, float]]) -> dict[str, Any]:
+    e = np.array(errs, float).reshape(-1, 2)
+    return {"reported": len(e), "off": int((e[:, 0] > HEAD_OFF_MM).sum()),
+            "centre_err_mm_median": round(float(np.median(e[:, 0])), 3) if len(e) else None,
+            "centre_err_mm_max": round(float(e[:, 0].max()), 3) if len(e) else None,
+            "radius_err_mm_mean": round(float(e[:, 1].mean()), 3) if len(e) else None}
 
 
 def _fracture_summary(rows: list[tuple[int, int, int, int]]) -> dict[str, Any]:
@@ -532,6 +571,9 @@ def main() -> None:
                     help="share of spines drawn with 1-3 fractures (default 0.33; 1.0 scores grading on many fractured bodies)")
     ap.add_argument("--mr-wide", type=float, default=0.0,
                     help="share of MR studies with a slab wide enough for the femoral heads (default 0: none; PI on MR)")
+    ap.add_argument("--no-pelvis", action="store_true",
+                    help="the phantom without its bony pelvis and proximal femora (the femoral heads alone, as before "
+                         "the twelfth session); figures with and without are on different phantoms")
     ap.add_argument("--diagnose", action="store_true",
                     help="print, for every vertebra in view that is missing, the stage that lost it")
     ap.add_argument("--consistency", choices=("default", "on", "off"), default="default",
@@ -556,14 +598,15 @@ def main() -> None:
             detector.consistency = args.consistency == "on"
     reports: list[dict[str, Any]] = [
         {"weights": str(d.weights), "first_seed": args.first_seed, "stream": EVAL_STREAM,
-         "fracture_rate": args.fracture_rate, "mr_wide": args.mr_wide, "consistency_check": bool(d.consistency),
+         "fracture_rate": args.fracture_rate, "mr_wide": args.mr_wide, "pelvis": not args.no_pelvis,
+         "consistency_check": bool(d.consistency),
          "consistency_limits": dict(d.consistency_limits),
          "second_looks_off": [n for n in SECOND_LOOKS if _is_off(d, n)]} for d in detectors]
     with tempfile.TemporaryDirectory(prefix="sagittal-eval-planes-") as tmp:
         for modality, n in (("CT", args.n_ct), ("MR", args.n_mr)):
             if n:
                 figures = evaluate(modality, n, args.first_seed, detectors, Path(tmp), args.diagnose,
-                                   args.fracture_rate, args.mr_wide)
+                                   args.fracture_rate, args.mr_wide, not args.no_pelvis)
                 for report, fig in zip(reports, figures, strict=True):
                     report[modality] = fig
     report = reports[0] if len(reports) == 1 else {"runs": reports}

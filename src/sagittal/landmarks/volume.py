@@ -37,6 +37,8 @@ HEAD_RADIUS_MM = (15.0, 35.0)
 HEAD_SEARCH_CAUDAL_MM = (-20.0, 190.0)
 HEAD_SEARCH_LATERAL_MM = (35.0, 150.0)
 HEAD_SEARCH_AP_MM = 120.0
+#: CT: each head placed again on its own surface (``ct_head_surface``)
+CT_HEAD_SURFACE = True
 
 
 def planes_weights_path(path: str | os.PathLike[str] | None = None) -> Path:
@@ -356,6 +358,26 @@ def _deepest_bone(volume: np.ndarray, geom: VolumeGeometry, origin: np.ndarray, 
     position and depth (mm), the grid's faces counting as outside. ``None`` when there is no bone,
     or when the deepest ball reaches the edge of the volume's field (a head cut by the field is
     not measured)."""
+    got = _bone_depth(volume, geom, origin, axes, ranges, grid_mm, bone_of)
+    if got is None:
+        return None
+    depth, box = got
+    r = float(depth.max())
+    if r <= 0:
+        return None
+    top = depth >= r - 0.5 * grid_mm
+    where = (np.argwhere(top) + np.array([b.start for b in box])).astype(float)
+    wts = depth[top]
+    c = (where * wts[:, None]).sum(0) / wts.sum()
+    at = [np.interp(c[a], np.arange(len(rng)), rng) for a, rng in enumerate(ranges)]
+    return origin + at[0] * axes[0] + at[1] * axes[1] + at[2] * axes[2], r
+
+
+def _bone_depth(volume: np.ndarray, geom: VolumeGeometry, origin: np.ndarray, axes: tuple[np.ndarray, ...],
+                ranges: tuple[np.ndarray, ...], grid_mm: float,
+                bone_of: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, tuple[slice, ...]] | None:
+    """``_deepest_bone``'s depth map (mm; 0 outside the bone and where a ball would reach the
+    field's edge) over the bone's bounding box ``box`` within the grid; ``None`` without bone."""
     from scipy import ndimage
 
     idx = _grid_index(geom, origin, axes, ranges)
@@ -379,24 +401,22 @@ def _deepest_bone(volume: np.ndarray, geom: VolumeGeometry, origin: np.ndarray, 
     d = depth[inside]
     d[_field_depth_mm(volume.shape, geom, idx[box][inside]) < d + grid_mm] = 0
     depth[inside] = d
-    r = float(depth.max())
-    if r <= 0:
-        return None
-    top = depth >= r - 0.5 * grid_mm
-    where = (np.argwhere(top) + np.array([b.start for b in box])).astype(float)
-    wts = depth[top]
-    c = (where * wts[:, None]).sum(0) / wts.sum()
-    at = [np.interp(c[a], np.arange(len(rng)), rng) for a, rng in enumerate(ranges)]
-    return origin + at[0] * axes[0] + at[1] * axes[1] + at[2] * axes[2], r
+    return depth, box
 
 
-def ct_femoral_heads(volume: np.ndarray, geom: VolumeGeometry, plane: SpinePlane, s1_mid_lps: np.ndarray) -> list[Head]:
+def ct_femoral_heads(volume: np.ndarray, geom: VolumeGeometry, plane: SpinePlane, s1_mid_lps: np.ndarray,
+                     why: list[str] | None = None) -> list[Head]:
     """Femoral head centres in a CT (HU), found in 3-D: in a box caudal to the S1 endplate and
     35–150 mm to either side of the spine's plane, resampled along the plane's axes (4 mm, then
     1.5 mm within 8 mm of the ball found), the bone (smoothed, holes filled) is distance-transformed; on
     each side its deepest point is the head's centre and the depth its radius (a ball of bone is
-    deepest at its centre), accepted for a radius of 15–35 mm. At most one head per side."""
-    return _femoral_heads(volume, geom, plane, s1_mid_lps, ct_bone)
+    deepest at its centre), accepted for a radius of 15–35 mm; then (``CT_HEAD_SURFACE``) the
+    head is placed on its own surface, read along rays from that centre (``ct_head_surface``: the
+    ball holds the acetabulum too where the joint space is thinner than the grid and the smoothing
+    can part), and refused where that surface is not round. At most one head per side; ``why``
+    gets the reason for each side without one (its patient side: ``HEAD_WHY``)."""
+    return _femoral_heads(volume, geom, plane, s1_mid_lps, ct_bone,
+                          refine=(lambda h: ct_head_surface(volume, geom, h)) if CT_HEAD_SURFACE else None, why=why)
 
 
 def _search_ranges(side: float, g: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -408,29 +428,270 @@ def _search_ranges(side: float, g: float) -> tuple[np.ndarray, np.ndarray, np.nd
 
 
 def _femoral_heads(volume: np.ndarray, geom: VolumeGeometry, plane: SpinePlane, s1_mid_lps: np.ndarray,
-                   bone_of: Callable[[np.ndarray], np.ndarray], rim_mm: float = 0.0) -> list[Head]:
+                   bone_of: Callable[[np.ndarray], np.ndarray], rim_mm: float = 0.0,
+                   refine: Callable[[Head], Head | None] | None = None, why: list[str] | None = None,
+                   check: Callable[[Head], Head | None] | None = None) -> list[Head]:
     """Both sides' search (``ct_femoral_heads``); ``rim_mm`` is added to each radius found (a
-    cortex that ``bone_of`` leaves out)."""
+    cortex that ``bone_of`` leaves out); ``refine`` (CT: ``ct_head_surface``) places each head
+    found again, or refuses it. ``why`` gets, per side without a head, the patient's side and the
+    reason (``HEAD_WHY``). Where the deepest ball is no head, up to ``HEAD_CANDIDATES`` further balls
+    are tried, each placed by ``refine`` or, without one, kept as found where ``check`` (MR:
+    ``mr_head_surface``) finds it round."""
+    cand_refine = refine
+    if refine is None and check is not None and MR_HEAD_CANDIDATES:
+        cand_refine = lambda h: h if check(h) is not None else None  # noqa: E731
     axes = (plane.col_axis, plane.row_axis, plane.normal)
     out: list[Head] = []
+    sides: list[str] = []
     corners = np.array([[k, i, j, 1] for k in (0, volume.shape[0] - 1) for i in (0, volume.shape[1] - 1)
                         for j in (0, volume.shape[2] - 1)], float) @ geom.affine().T
     for side in (1.0, -1.0):
+        name = "left" if side * float(plane.normal[0]) > 0 else "right"  # LPS: +X is the patient's left
         reach = float(np.max(side * ((corners[:, :3] - s1_mid_lps) @ plane.normal)))
         if reach < HEAD_SEARCH_LATERAL_MM[0] + HEAD_RADIUS_MM[0]:
-            continue  # the field ends before a head could lie wholly in it on this side (a sagittal MR slab)
+            # the field ends before a head could lie wholly in it on this side (a sagittal MR slab)
+            _note(why, name, "field")
+            continue
         g = 4.0
-        found = _deepest_bone(volume, geom, s1_mid_lps, axes, _search_ranges(side, g), g, bone_of)
-        if found is None or not (HEAD_RADIUS_MM[0] - g <= found[1] <= HEAD_RADIUS_MM[1] + g):
-            continue
-        g = 1.5
-        box = np.arange(-found[1] - 8, found[1] + 8 + 1e-6, g)
-        fine = _deepest_bone(volume, geom, found[0], axes, (box, box, box), g, bone_of)
-        if fine is None or not (HEAD_RADIUS_MM[0] <= fine[1] + g / 2 <= HEAD_RADIUS_MM[1]):
-            continue
-        # the radius: the depth plus about half a grid step (the edge voxel's centre is inside)
-        out.append(Head(fine[0], fine[1] + g / 2 + rim_mm, float(min(1.0, fine[1] / 20.0))))
-    return out
+        ranges = _search_ranges(side, g)
+        found = _deepest_bone(volume, geom, s1_mid_lps, axes, ranges, g, bone_of)
+        head, reason = _head_at(volume, geom, axes, found, bone_of, rim_mm, refine, s1_mid_lps, plane)
+        if head is None and found is not None and cand_refine is not None and HEAD_CANDIDATES > 1:
+            # the deepest ball is not a head (a mass of pelvis and femur merged on the coarse grid):
+            # the next deepest balls, each only as a round head in place (``refine``, ``_in_place``)
+            for cand in _bone_peaks(volume, geom, s1_mid_lps, axes, ranges, g, bone_of, HEAD_CANDIDATES,
+                                    exclude=found):
+                head, _ = _head_at(volume, geom, axes, cand, bone_of, rim_mm, cand_refine, s1_mid_lps, plane)
+                if head is not None:
+                    break
+        if head is not None:
+            out.append(head)
+            sides.append(name)
+        else:
+            _note(why, name, reason)
+    kept = _as_a_pair(out, s1_mid_lps, plane)
+    for h, name in zip(out, sides, strict=True):
+        if not any(h is k for k in kept):
+            _note(why, name, "pair")
+    return kept
+
+
+#: why a side has no femoral head (``_femoral_heads``' ``why``)
+HEAD_WHY = {
+    "field": "the field ends before a femoral head could lie wholly in it on that side",
+    "none": "no ball of bone of a femoral head's size (radius 15-35 mm) wholly in the field caudal to S1 on that side",
+    "round": "the ball of bone found on that side is not round (no femoral head's surface)",
+    "place": "the head-sized ball found on that side lies where no femoral head can, from the S1 endplate",
+    "pair": "the head found on that side and the other side's cannot be one pelvis' pair (height, distance); "
+            "the other, rounder, was kept",
+}
+
+
+def _note(why: list[str] | None, side: str, reason: str) -> None:
+    if why is not None:
+        why.append(f"no {side} femoral head: {HEAD_WHY[reason]}")
+
+
+def _head_at(volume: np.ndarray, geom: VolumeGeometry, axes: tuple[np.ndarray, ...],
+             found: tuple[np.ndarray, float] | None, bone_of: Callable[[np.ndarray], np.ndarray], rim_mm: float,
+             refine: Callable[[Head], Head | None] | None, s1_mid_lps: np.ndarray,
+             plane: SpinePlane) -> tuple[Head | None, str]:
+    """The head about the coarse grid's ball ``found`` (centre, depth): the fine search's ball within
+    8 mm of it, then ``refine``'s, kept within ``HEAD_RADIUS_MM`` and in place (``_in_place``); else
+    ``None`` and why (a key of ``HEAD_WHY``)."""
+    g = 4.0
+    if found is None or not (HEAD_RADIUS_MM[0] - g <= found[1] <= HEAD_RADIUS_MM[1] + g):
+        return None, "none"
+    g = 1.5
+    box = np.arange(-found[1] - 8, found[1] + 8 + 1e-6, g)
+    fine = _deepest_bone(volume, geom, found[0], axes, (box, box, box), g, bone_of)
+    if fine is None or not (HEAD_RADIUS_MM[0] <= fine[1] + g / 2 <= HEAD_RADIUS_MM[1]):
+        return None, "none"
+    # the radius: the depth plus about half a grid step (the edge voxel's centre is inside)
+    head: Head | None = Head(fine[0], fine[1] + g / 2 + rim_mm, float(min(1.0, fine[1] / 20.0)))
+    if refine is not None and head is not None:
+        head = refine(head)
+        if head is None:
+            return None, "round"
+    if head is None or not _in_place(head.centre_lps, s1_mid_lps, plane):
+        return None, "place"
+    return head, ""
+
+
+#: the coarse grid's balls tried per side where the deepest is no head (``_bone_peaks``; each only
+#: where ``ct_head_surface`` / ``mr_head_surface`` finds it round); on MR only with ``MR_HEAD_CANDIDATES``
+HEAD_CANDIDATES = 4
+MR_HEAD_CANDIDATES = False
+#: where a femoral head's centre may lie from the S1 endplate's midpoint (mm): caudal along the
+#: plane's rows, and across them (lateral and antero-posterior together: the spine's plane can be
+#: turned against the pelvis - dev CT 5402, a scoliotic lumbar spine: heads 56 and 94 mm lateral,
+#: 71 and 9 mm antero-posterior). Adults' hip centres lie 80-100 mm from the midline, up to about
+#: 70 mm in front of S1 and 60-130 mm caudal to it (the phantom: 85 mm, hip axis to S1 80-130 mm at
+#: a pelvic tilt of -5 to 40 deg); a greater trochanter 130-170 mm out. The nearer bound is the
+#: search box's own: the S1 midpoint is taken on the plane's section, which a field cut close to
+#: the spine can put 20 mm to one side (tests/landmarks/test_volume.py's one-head CT: 42 mm across)
+HEAD_PLACE_CAUDAL_MM = (30.0, 180.0)
+HEAD_PLACE_ACROSS_MM = (HEAD_SEARCH_LATERAL_MM[0], 130.0)
+#: the two heads of one pelvis: their caudal positions within this of each other, and apart by
+#: 120-240 mm (mm; a pelvis tilted sideways, or turned against the spine's plane, within these)
+HEAD_PAIR_CAUDAL_MM = 30.0
+HEAD_PAIR_APART_MM = (120.0, 240.0)
+
+
+def _in_place(centre_lps: np.ndarray, s1_mid_lps: np.ndarray, plane: SpinePlane) -> bool:
+    """Whether a head's centre lies where a femoral head can (``HEAD_PLACE_*``) from the S1 endplate."""
+    d = np.asarray(centre_lps, float) - s1_mid_lps
+    caudal, across = float(d @ plane.row_axis), float(np.hypot(d @ plane.normal, d @ plane.col_axis))
+    return (HEAD_PLACE_CAUDAL_MM[0] <= caudal <= HEAD_PLACE_CAUDAL_MM[1]
+            and HEAD_PLACE_ACROSS_MM[0] <= across <= HEAD_PLACE_ACROSS_MM[1])
+
+
+def _as_a_pair(heads: list[Head], s1_mid_lps: np.ndarray, plane: SpinePlane) -> list[Head]:
+    """Both heads where they can be one pelvis' (``HEAD_PAIR_*``); else the one of the better score."""
+    if len(heads) < 2:
+        return heads
+    a, b = heads
+    dz = abs(float((a.centre_lps - b.centre_lps) @ plane.row_axis))
+    apart = float(np.linalg.norm(a.centre_lps - b.centre_lps))
+    if dz <= HEAD_PAIR_CAUDAL_MM and HEAD_PAIR_APART_MM[0] <= apart <= HEAD_PAIR_APART_MM[1]:
+        return heads
+    return [max(heads, key=lambda h: h.score)]
+
+
+def _bone_peaks(volume: np.ndarray, geom: VolumeGeometry, origin: np.ndarray, axes: tuple[np.ndarray, ...],
+                ranges: tuple[np.ndarray, ...], grid_mm: float, bone_of: Callable[[np.ndarray], np.ndarray], n: int,
+                exclude: tuple[np.ndarray, float] | None = None) -> list[tuple[np.ndarray, float]]:
+    """Up to ``n`` balls of the bone on the grid (as ``_deepest_bone``), deepest first: the local
+    maxima of its depth, each at least its own depth (and ``exclude``'s, the ball already tried,
+    within its depth) from a deeper one, none under ``HEAD_RADIUS_MM[0] - grid_mm`` deep."""
+    from scipy import ndimage
+
+    got = _bone_depth(volume, geom, origin, axes, ranges, grid_mm, bone_of)
+    if got is None:
+        return []
+    depth, box = got
+    peak = (depth == ndimage.maximum_filter(depth, size=3)) & (depth >= HEAD_RADIUS_MM[0] - grid_mm)
+    where = np.argwhere(peak)
+    order = np.argsort(-depth[peak], kind="stable")
+    out: list[tuple[np.ndarray, float]] = [] if exclude is None else [exclude]
+    skip = len(out)
+    for w in where[order]:
+        r = float(depth[tuple(w)])
+        at = [np.interp(float(w[a] + box[a].start), np.arange(len(rng)), rng) for a, rng in enumerate(ranges)]
+        c = origin + at[0] * axes[0] + at[1] * axes[1] + at[2] * axes[2]
+        if all(np.linalg.norm(c - o[0]) > max(r, o[1]) for o in out):
+            out.append((c, r))
+            if len(out) - skip >= n:
+                break
+    return out[skip:]
+
+
+#: CT: the head's own surface, read along rays from the ball's centre (``ct_head_surface``): the
+#: ball of bone a distance transform finds holds the acetabulum too where the joint space (2-4 mm
+#: of cartilage) is thinner than the grid and the smoothing can part (the phantom's pelvis: centres
+#: 4.5 mm off towards the cup, radii 3.4 mm large, on dev CT 5400-5409). ``HEAD_RAYS`` directions,
+#: sampled every ``HEAD_RAY_STEP_MM`` out to the ball's radius + ``HEAD_RAY_BEYOND_MM``.
+HEAD_RAYS = 256
+HEAD_RAY_STEP_MM = 0.5
+HEAD_RAY_BEYOND_MM = 14.0
+#: a ray counts where its brightest sample beyond ``HEAD_RAY_FROM`` x the radius stands this far
+#: (HU) over the head's marrow: the head's cortex (the femoral neck's rays find none)
+HEAD_RAY_CONTRAST_HU = 150.0
+HEAD_RAY_FROM = 0.45
+#: the surface is a sphere: at least this share of all rays within ``HEAD_ROUND_MM`` of the fit
+#: (an ellipsoidal trochanter or a bony mass of the pelvis has its edges spread wider)
+HEAD_ROUND_SHARE = 0.55
+HEAD_ROUND_MM = 2.0
+#: the rising edge (half-way from the marrow to the cortex' peak) lies about this far inside the
+#: head's outer surface (a 1-2 mm cortex, blurred)
+HEAD_EDGE_INSIDE_MM = 2.1
+
+
+def _fibonacci_sphere(n: int) -> np.ndarray:
+    k = np.arange(n) + 0.5
+    phi = np.arccos(1 - 2 * k / n)
+    theta = np.pi * (1 + 5**0.5) * k
+    return np.stack([np.cos(theta) * np.sin(phi), np.sin(theta) * np.sin(phi), np.cos(phi)], axis=1)
+
+
+def _fit_sphere(p: np.ndarray) -> tuple[np.ndarray, float]:
+    """Least-squares sphere through points ``(n, 3)`` (algebraic fit)."""
+    a = np.c_[2 * p, np.ones(len(p))]
+    sol, *_ = np.linalg.lstsq(a, (p * p).sum(axis=1), rcond=None)
+    c = sol[:3]
+    return c, float(np.sqrt(max(sol[3] + c @ c, 0.0)))
+
+
+def ct_head_surface(volume: np.ndarray, geom: VolumeGeometry, head: Head) -> Head | None:
+    """The femoral head's surface read along ``HEAD_RAYS`` rays from the centre of the ball found
+    (``_femoral_heads``' fine search), fitted with a sphere: on each ray, the first rise from the
+    head's marrow (the median within ``HEAD_RAY_FROM`` x the radius) half-way to the brightest sample
+    beyond (its cortex; rays without ``HEAD_RAY_CONTRAST_HU`` of contrast - the neck - left out), the
+    sphere refitted twice without the rays over 2.5 median deviations from it. ``None`` where fewer
+    than ``HEAD_ROUND_SHARE`` of the rays lie within ``HEAD_ROUND_MM`` of the sphere (not round: not
+    a head) or its radius is outside ``HEAD_RADIUS_MM``."""
+    return _head_surface(volume, geom, head, dark_rim=False)
+
+
+def mr_head_surface(volume: np.ndarray, geom: VolumeGeometry, head: Head) -> Head | None:
+    """``ct_head_surface`` on MR, where the head's cortex is dark: the first fall from the marrow
+    half-way to the darkest sample beyond, on rays with at least ``MR_HEAD_RAY_CONTRAST`` x the
+    marrow of contrast, wholly inside the field."""
+    return _head_surface(volume, geom, head, dark_rim=True)
+
+
+#: MR: a ray counts where its darkest sample beyond the head's marrow is under this share of it
+MR_HEAD_RAY_CONTRAST = 0.3
+
+
+def _head_surface(volume: np.ndarray, geom: VolumeGeometry, head: Head, dark_rim: bool) -> Head | None:
+    from scipy import ndimage
+
+    dirs = _fibonacci_sphere(HEAD_RAYS)
+    r0 = head.radius_mm
+    t = np.arange(0.0, r0 + HEAD_RAY_BEYOND_MM + 1e-6, HEAD_RAY_STEP_MM)
+    pts = head.centre_lps + dirs[:, None, :] * t[None, :, None]
+    idx = lps_to_index(geom, pts).reshape(-1, 3).T
+    vol = volume if volume.dtype in (np.float32, np.int16, np.uint16) else np.asarray(volume, np.float32)
+    vals = ndimage.map_coordinates(vol, idx, output=np.float32, order=1, mode="constant",
+                                   cval=np.nan if dark_rim else -1000.0, prefilter=False).reshape(len(dirs), len(t))
+    marrow = float(np.nanmedian(vals[:, t < 0.35 * r0]))
+    if not np.isfinite(marrow):
+        return None
+    beyond = t >= HEAD_RAY_FROM * r0
+    seg = vals[:, beyond]
+    inside = np.isfinite(seg).all(axis=1)
+    if dark_rim:  # a dark rim: the same search on the values turned over
+        seg, marrow = -np.nan_to_num(seg, nan=0.0), -marrow
+    peak = seg.max(axis=1)
+    need = MR_HEAD_RAY_CONTRAST * abs(marrow) if dark_rim else HEAD_RAY_CONTRAST_HU
+    ok = (peak - marrow >= need) & inside
+    level = marrow + 0.5 * (peak - marrow)
+    above = seg >= level[:, None]
+    first = np.argmax(above, axis=1)
+    tb = t[beyond]
+    prev = np.maximum(first - 1, 0)
+    v0, v1 = seg[np.arange(len(dirs)), prev], seg[np.arange(len(dirs)), first]
+    frac = np.where((first > 0) & (v1 > v0), (level - v0) / np.maximum(v1 - v0, 1e-6), 0.0)
+    edge = tb[prev] + np.clip(frac, 0, 1) * (tb[first] - tb[prev])
+    if ok.sum() < 12:
+        return None
+    p = head.centre_lps + dirs[ok] * edge[ok, None]
+    keep = np.ones(len(p), bool)
+    c, r = _fit_sphere(p)
+    for _ in range(2):
+        res = np.linalg.norm(p - c, axis=1) - r
+        mad = float(np.median(np.abs(res[keep] - np.median(res[keep])))) + 0.25
+        keep = np.abs(res) <= 2.5 * mad
+        if keep.sum() < 12:
+            return None
+        c, r = _fit_sphere(p[keep])
+    res = np.linalg.norm(p - c, axis=1) - r
+    share = float((np.abs(res) <= HEAD_ROUND_MM).sum()) / len(dirs)
+    radius = r + HEAD_EDGE_INSIDE_MM
+    if share < HEAD_ROUND_SHARE or not (HEAD_RADIUS_MM[0] <= radius <= HEAD_RADIUS_MM[1]):
+        return None
+    return Head(c, radius, float(min(1.0, share)))
 
 
 #: MR: a femoral head's marrow against the vertebral bodies' marrow on the same sequence (both
@@ -474,7 +735,7 @@ def marrow_reference(plane_image: np.ndarray, vertebrae_px: dict[str, np.ndarray
 
 
 def mr_femoral_heads(volume: np.ndarray, geom: VolumeGeometry, plane: SpinePlane, s1_mid_lps: np.ndarray,
-                     marrow: float) -> list[Head]:
+                     marrow: float, why: list[str] | None = None) -> list[Head]:
     """Femoral head centres in an MR series (the search of ``ct_femoral_heads``), the bone being
     what reads as marrow: within ``MR_HEAD_MARROW_RANGE`` of the bodies' marrow ``marrow`` (scaled
     by the coil's bias field between the bodies and the heads, ``MR_HEAD_BIAS_REFERENCE_MM``) after
@@ -495,7 +756,8 @@ def mr_femoral_heads(volume: np.ndarray, geom: VolumeGeometry, plane: SpinePlane
         v = ndimage.gaussian_filter(values, 0.7)
         return np.asarray((v >= lo) & (v <= hi), bool)
 
-    return _femoral_heads(volume, geom, plane, s1_mid_lps, bone_of, rim_mm=MR_HEAD_CORTEX_MM)
+    return _femoral_heads(volume, geom, plane, s1_mid_lps, bone_of, rim_mm=MR_HEAD_CORTEX_MM, why=why,
+                          check=lambda h: mr_head_surface(volume, geom, h))
 
 
 def _soft_tissue_level(volume: np.ndarray, geom: VolumeGeometry, plane: SpinePlane, s1_mid_lps: np.ndarray,

@@ -14,6 +14,7 @@ with the offset ``origin_lps`` recorded in the truth.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import cv2
 import numpy as np
@@ -173,12 +174,14 @@ def sagittal_maps(spine: Spine, y_range: tuple[float, float], rng: np.random.Gen
 
 
 def tissue_labels(maps: SagittalMaps, spine: Spine, x: ArrayLike, y: ArrayLike, z: ArrayLike,
-                  lateral: LateralCurve | None = None) -> np.ndarray:
+                  lateral: LateralCurve | None = None, pelvis: Pelvis | None = None) -> np.ndarray:
     """Tissue code at sagittal-frame points (``x`` anterior, ``y`` superior, ``z`` lateral, mm).
 
     The three arrays broadcast together; the result has their broadcast shape (uint8).
     ``lateral`` shifts the spine (not the trunk or the femoral heads) sideways by height: a
-    scoliosis, so that the mid-sagittal plane of each body changes along the spine.
+    scoliosis, so that the mid-sagittal plane of each body changes along the spine. ``pelvis``
+    (``pelvis_of``) adds a bony pelvis and proximal femora about the femoral heads, on the body's
+    midline like the heads (none by default: the femoral heads alone, as before).
     """
     x, y, z = np.broadcast_arrays(np.asarray(x, np.float32), np.asarray(y, np.float32), np.asarray(z, np.float32))
     z_trunk = z
@@ -247,14 +250,273 @@ def tissue_labels(maps: SagittalMaps, spine: Spine, x: ArrayLike, y: ArrayLike, 
             band = in_body & (np.abs(frac - 0.7) < 0.08) & (az < 0.75 * half)  # a 4–5 mm cleft
             out[band] = GAS if content == "gas" else FLUID
 
-    # femoral heads (spheres at ±_HIP_HALF_MM) and femoral necks
+    # the pelvis (bone only where soft tissue was: the spine and sacrum keep theirs), with the
+    # joint space around each head kept free
+    near = None
+    if pelvis is not None:
+        x_lo, x_hi, y_lo, y_hi = pelvis.box
+        near = np.flatnonzero(((x >= x_lo) & (x <= x_hi) & (y >= y_lo) & (y <= y_hi)).ravel())
+        if len(near):
+            xs, ys, zs = x.ravel()[near], y.ravel()[near], z_trunk.ravel()[near]
+            depth, joint = pelvis_labels(pelvis, xs, ys, zs)
+            flat = out.reshape(-1)
+            soft = np.isin(flat[near], (SOFT, FAT, MUSCLE))
+            bone = (depth > 0) & ~joint & soft
+            flat[near[bone]] = np.where(depth[bone] > _CORTEX_PELVIS_MM, MARROW, CORTEX)
+            flat[near[joint & soft]] = SOFT
+
+    # femoral heads (spheres at ±_HIP_HALF_MM)
+    heads = np.zeros(x.shape, bool)
     for k, side in enumerate((1.0, -1.0)):
         c, r = spine.femoral_centers_mm[k], spine.femoral_radii_mm[k]
         d2 = (x - c[0]) ** 2 + (y - c[1]) ** 2 + (z_trunk - side * _HIP_HALF_MM) ** 2
         head = d2 <= r * r
         out[head] = MARROW
         out[head & (d2 >= (r - 1.5) ** 2)] = CORTEX
+        heads |= head
+    # the proximal femora: neck (its marrow joins the head's), greater trochanter, shaft
+    if pelvis is not None and near is not None and len(near):
+        fd = femur_depth(pelvis, xs, ys, zs)
+        flat = out.reshape(-1)
+        in_head = heads.ravel()[near]
+        put = (fd > 0) & (np.isin(flat[near], (SOFT, FAT, MUSCLE)) | (in_head & (fd > _CORTEX_PELVIS_MM)))
+        flat[near[put]] = np.where(fd[put] > _CORTEX_PELVIS_MM, MARROW, CORTEX)
     return out
+
+
+
+# ------------------------------------------------------------------------------ pelvis
+
+#: the pelvis' shapes are given in a frame that turns with the pelvis: origin at the hip axis,
+#: ``a`` anterior and ``b`` along the hip axis -> S1 midpoint line, ``w`` lateral from the midline
+#: on each side (mm); bone deeper than this is marrow, the rest cortex
+_CORTEX_PELVIS_MM = 1.2
+
+
+def _capsule_depth(p: np.ndarray, p0: np.ndarray, p1: np.ndarray, radius: float) -> np.ndarray:
+    """How deep points ``p (N, 3)`` lie inside the capsule of ``radius`` about the segment p0-p1 (mm, < 0 outside)."""
+    d = p1 - p0
+    t = np.clip(((p - p0) @ d) / max(float(d @ d), 1e-9), 0, 1)
+    return np.asarray(radius - np.linalg.norm(p - (p0 + t[:, None] * d), axis=1), np.float32)
+
+
+def _ellipsoid_depth(p: np.ndarray, c: np.ndarray, semi: np.ndarray) -> np.ndarray:
+    """About how deep points lie inside the axis-aligned ellipsoid (``semi`` half-axes; mm, < 0 outside)."""
+    q = np.sqrt((((p - c) / semi) ** 2).sum(axis=1))
+    return np.asarray((1 - q) * float(np.min(semi)), np.float32)
+
+
+@dataclass(frozen=True)
+class Pelvis:
+    """A bony pelvis about the phantom's femoral heads, drawn by ``tissue_labels`` in the CT/MR
+    phantom: per side an acetabulum (a hemispherical cup of bone around the head, a joint space of
+    ``joint_mm`` between), an iliac wing (a flared elliptic shell from the acetabular roof to the
+    crest, the anterior superior iliac spine to the posterior spines behind the sacrum), the thick
+    ilium beside the sacroiliac joint, the ischium and its tuberosity below and behind the head,
+    the pubic rami in front to the symphysis, and the proximal femur (neck, greater trochanter,
+    shaft). Sizes are adult ones (cup depth about the head's radius, crest about 40-60 mm above S1,
+    crests 115-140 mm from the midline), scaled with the head and randomised per spine
+    (``pelvis_of``). Coordinates: see ``_PelvisFrame``."""
+
+    origin: np.ndarray  # (2,) sagittal-frame hip axis
+    ua: np.ndarray  # (2,) sagittal-frame direction of the pelvis' anterior axis
+    ub: np.ndarray  # (2,) of its up axis (hip axis -> S1 midpoint)
+    h: float  # hip axis to S1 midpoint, mm
+    heads: np.ndarray  # (2, 3) head centres (a, b, w), w = lateral distance (+) on its own side
+    radii: np.ndarray  # (2,)
+    joint_mm: np.ndarray  # (2,) joint space between head and cup
+    cup_mm: np.ndarray  # (2,) cup wall thickness
+    cup_normal: np.ndarray  # (2, 3) where each cup opens (a, b, w): lateral, down, forward
+    wing: dict  # iliac wing parameters (see ``_wing_depth``)
+    si: np.ndarray  # (2, 2, 3) per side: the thick ilium by the sacroiliac joint, centre and half-axes
+    ilium: np.ndarray  # (2, 2, 3) per side: the ilium's body from the acetabular roof to the sacroiliac joint
+    ilium_r: np.ndarray  # (2,) its radius
+    ischium: np.ndarray  # (2, 2, 3) per side: the body's top by the cup, the tuberosity's centre
+    ischium_r: np.ndarray  # (2,) the body's radius
+    tuber: np.ndarray  # (2, 3) the tuberosity's half-axes
+    pubis: np.ndarray  # (2, 4, 3) per side: superior ramus from, symphysis top, symphysis bottom, inferior ramus end
+    pubis_r: np.ndarray  # (2, 2) superior and inferior ramus radii
+    neck: np.ndarray  # (2, 3, 3) per side: neck end, trochanter centre, shaft end
+    femur_r: np.ndarray  # (2, 3) neck radius, shaft radius, trochanter half-size
+    box: tuple[float, float, float, float]  # sagittal-frame (x_lo, x_hi, y_lo, y_hi) holding it all
+
+    def local(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Sagittal-frame (x anterior, y superior) -> the pelvis frame's (a, b)."""
+        x, y = x - self.origin[0], y - self.origin[1]
+        return x * self.ua[0] + y * self.ua[1], x * self.ub[0] + y * self.ub[1]
+
+    def to_sagittal(self, a: float, b: float) -> np.ndarray:
+        return self.origin + a * self.ua + b * self.ub
+
+
+def pelvis_of(spine: Spine, seed: int | None = None) -> Pelvis:
+    """The pelvis of ``spine``: drawn from a stream seeded by the spine itself (every sequence of
+    one study, and a CT of it, gets the same pelvis; no draw from the caller's generator, so the
+    rest of a phantom is what it was without a pelvis), or from ``seed``."""
+    sp = spine.spec
+    key = [int(round(sp.hip_to_s1_mm * 1000)), int(round(sp.femoral_head_radius_mm * 1000)),
+           int(round(sp.pelvic_incidence_deg * 1000))] if seed is None else [int(seed)]
+    rng = np.random.default_rng([42_170, *key])
+    s1_mid = spine.s1_mm.mean(axis=0)
+    up = s1_mid - spine.hip_axis_mm
+    h = float(np.linalg.norm(up))
+    ub = up / h
+    ua = np.array([ub[1], -ub[0]])
+    scale = float(np.clip(np.mean(spine.femoral_radii_mm) / 24.0, 0.85, 1.15))
+    cen = spine.femoral_centers_mm - spine.hip_axis_mm
+    heads = np.array([[c @ ua, c @ ub, _HIP_HALF_MM] for c in cen])
+    radii = np.asarray(spine.femoral_radii_mm, float)
+
+    def u(lo: float, hi: float, n: int | None = None) -> Any:
+        return rng.uniform(lo, hi, n) if n else float(rng.uniform(lo, hi))
+
+    joint = u(2.0, 4.0, 2)
+    cup = u(4.0, 7.0, 2) * scale
+    normals = []
+    for _ in range(2):
+        inc, av = np.radians(u(38, 52)), np.radians(u(10, 25))  # inclination, anteversion
+        n = np.array([np.sin(av), -np.cos(inc) * np.cos(av), np.sin(inc) * np.cos(av)])
+        normals.append(n / np.linalg.norm(n))
+    # the sacrum's posterior surface in the pelvis frame (its polygon), for the posterior spines
+    sac = (spine.sacrum_mm - spine.hip_axis_mm)
+    sac_a = sac @ ua
+    wing = {
+        "a_c": u(-8, 2) * scale,
+        "A0": u(55, 65) * scale, "Ac": u(100, 115) * scale,  # AP half-axis at the roof / crest
+        "Z0": u(78, 86), "Zc": u(108, 125) * scale,  # lateral half-axis at the roof / crest
+        "b0": float(np.max(heads[:, 1] + radii)) + 3.0,  # the roof
+        "crest": h + u(35, 60) * scale,
+        "asis": u(0.6, 0.72) * h, "psis": u(0.68, 0.8) * h,
+        "a_psis": float(sac_a.min()) - u(5, 15),
+        "t": u(4.0, 8.0) * scale,
+        "notch": u(0.5, 0.62) * h,
+        "psi_asis": u(62, 70),  # where the anterior superior iliac spine lies on the ellipse (deg from anterior)
+    }
+    si, isch, tub, pub, neck, fr = [], [], [], [], [], []
+    isch_r, pub_r, body, body_r = [], [], [], []
+    s1_y = float(s1_mid[1])
+    for k in range(2):
+        a0, b0_, w0 = heads[k]
+        r = radii[k]
+        # the thick ilium beside the sacrum's upper part (its half-width there, ``sagittal_maps``)
+        b_si = h - u(30, 40) * scale
+        y_si = float((spine.hip_axis_mm + b_si * ub)[1])
+        half_sac = 48.0 - 38.0 * float(np.clip((s1_y - y_si) / 110.0, 0, 1))
+        semi = np.array([u(20, 26), u(24, 32), u(9, 12)]) * scale
+        si.append([[float(np.clip(sac_a.min() + 0.55 * (sac_a.max() - sac_a.min()), -80, 20)), b_si,
+                    half_sac + u(2.5, 4.0) + semi[2]], semi])
+        # the ilium's body: a column from the acetabular roof back and up to the sacroiliac joint
+        body.append([[a0 - 0.2 * r, b0_ + r + joint[k] + 0.3 * cup[k], w0 - 0.3 * r], si[-1][0]])
+        body_r.append(u(0.35, 0.45) * r)
+        # ischium: from the cup's posterior-inferior part down to the tuberosity
+        top = np.array([a0 - 0.45 * r, b0_ - 0.7 * r, w0 - 0.25 * r])
+        t_c = np.array([a0 - u(0.6, 0.9) * r, b0_ - u(1.9, 2.3) * r, w0 - u(0.6, 0.9) * r])
+        isch.append([top, t_c])
+        isch_r.append(u(0.4, 0.5) * r)
+        tub.append(np.array([u(0.5, 0.65), u(0.8, 1.0), u(0.45, 0.55)]) * r)
+        # pubis: the superior ramus from the cup's anterior-inferior part to the symphysis, the inferior back to the tuberosity
+        s_top = np.array([a0 + u(2.0, 2.4) * r, b0_ - u(1.0, 1.4) * r, 4.0 + u(0.0, 1.5)])
+        s_bot = s_top + np.array([-u(0.15, 0.3) * r, -u(1.2, 1.5) * r, 0.0])
+        start = np.array([a0 + 0.55 * r, b0_ - 0.45 * r, w0 - 0.45 * r])
+        pub.append([start, s_top, s_bot, t_c + np.array([0.2 * r, -0.3 * r, 0.0])])
+        pub_r.append([u(0.32, 0.4) * r, u(0.22, 0.28) * r])
+        # femur: neck down, out and back from the head (neck-shaft angle 125-135 deg, anteversion 8-20 deg)
+        ns, av = np.radians(u(125, 135) - 90), np.radians(u(8, 20))
+        d = np.array([-np.sin(av) * np.cos(ns), -np.sin(ns), np.cos(av) * np.cos(ns)])
+        n_end = np.array([a0, b0_, w0]) + u(1.8, 2.1) * r * d
+        troch = n_end + np.array([-0.2 * r, 0.35 * r, 0.35 * r])
+        shaft = n_end + np.array([0.0, -6.0 * r, -0.3 * r])
+        neck.append([n_end, troch, shaft])
+        fr.append([u(0.6, 0.68) * r, u(0.5, 0.58) * r, u(0.75, 0.9) * r])
+    y_lo = float(np.min(cen[:, 1])) - 8.0 * float(np.max(radii))
+    corners = np.array([[-200.0, -200.0], [-200.0, wing["crest"] + 10], [200.0, -200.0], [200.0, wing["crest"] + 10]])
+    sag = corners @ np.stack([ua, ub]) + spine.hip_axis_mm
+    box = (float(sag[:, 0].min()), float(sag[:, 0].max()), max(float(sag[:, 1].min()), y_lo + float(spine.hip_axis_mm[1])),
+           float(sag[:, 1].max()))
+    return Pelvis(origin=np.asarray(spine.hip_axis_mm, float), ua=ua, ub=ub, h=h, heads=heads, radii=radii,
+                  joint_mm=joint, cup_mm=cup, cup_normal=np.array(normals), wing=wing, si=np.array(si),
+                  ilium=np.array(body), ilium_r=np.array(body_r),
+                  ischium=np.array(isch), ischium_r=np.array(isch_r), tuber=np.array(tub), pubis=np.array(pub),
+                  pubis_r=np.array(pub_r), neck=np.array(neck), femur_r=np.array(fr), box=box)
+
+
+def _wing_depth(pv: Pelvis, p: np.ndarray) -> np.ndarray:
+    """How deep points ``p (N, 3)`` (a, b, w) lie in one side's iliac wing: a shell of thickness
+    ``t`` on a flared ellipse (half-axes from ``A0``/``Z0`` at the acetabular roof to ``Ac``/``Zc``
+    at the crest), between the anterior superior spine and the posterior spines behind the
+    sacrum, from the roof (and the sciatic notch behind it) up to the crest."""
+    wg = pv.wing
+    a, b, w = p[:, 0], p[:, 1], p[:, 2]
+    tb = np.clip((b - wg["b0"]) / (wg["crest"] - wg["b0"]), 0, 1)
+    A = wg["A0"] + (wg["Ac"] - wg["A0"]) * tb
+    Z = wg["Z0"] + (wg["Zc"] - wg["Z0"]) * np.sqrt(tb)
+    ea, ez = (a - wg["a_c"]) / A, w / Z
+    rho = np.sqrt(ea**2 + ez**2)
+    radial = np.sqrt((a - wg["a_c"]) ** 2 + w**2)
+    dist = np.abs(rho - 1) * radial / np.maximum(rho, 1e-6)  # ~ distance to the surface
+    psi = np.degrees(np.arctan2(ez, ea))  # 0 anterior, 90 lateral, 180 posterior
+    psi_lo = wg["psi_asis"]
+    psi_hi = np.degrees(np.arccos(np.clip((wg["a_psis"] - wg["a_c"]) / wg["Ac"], -1, 1)))
+    psi_hi = float(np.clip(psi_hi, 140, 172))
+    floor = np.interp(psi, [psi_lo, 80, 122, 145, psi_hi], [wg["asis"] - 10, wg["b0"], wg["b0"], wg["notch"],
+                                                           wg["psis"] - 25])
+    crest = np.interp(psi, [psi_lo, 100, psi_hi], [wg["asis"], wg["crest"], wg["psis"]])
+    edge = np.minimum.reduce([wg["t"] / 2 - dist, b - floor, crest - b, (psi - psi_lo) * radial * np.pi / 180,
+                              (psi_hi - psi) * radial * np.pi / 180])
+    return np.asarray(edge, np.float32)
+
+
+def pelvis_labels(pv: Pelvis, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Bone of the pelvis at sagittal-frame points (1-D arrays; ``z`` lateral from the body's
+    midline): ``(bone depth (mm, > 0 inside), inside a head or its joint space)`` - the joint space
+    and the heads are kept free of pelvic bone; the femoral neck, trochanter and shaft are given
+    separately (``femur_depth``)."""
+    a, b = pv.local(x, y)
+    depth = np.full(x.shape, -1.0, np.float32)
+    keep_out = np.zeros(x.shape, bool)
+    for k, side in enumerate((1.0, -1.0)):
+        w = side * z
+        sel = w > -2.0
+        if not sel.any():
+            continue
+        p = np.stack([a[sel], b[sel], w[sel]], axis=1)
+        c, r = pv.heads[k], pv.radii[k]
+        rel = p - c
+        rho = np.linalg.norm(rel, axis=1)
+        ri = r + pv.joint_mm[k]
+        cupd = np.minimum.reduce([rho - ri, ri + pv.cup_mm[k] - rho, -(rel @ pv.cup_normal[k])])
+        parts = [cupd, _wing_depth(pv, p), _ellipsoid_depth(p, pv.si[k, 0], pv.si[k, 1]),
+                 _capsule_depth(p, pv.ilium[k, 0], pv.ilium[k, 1], pv.ilium_r[k]),
+                 _capsule_depth(p, pv.ischium[k, 0], pv.ischium[k, 1], pv.ischium_r[k]),
+                 _ellipsoid_depth(p, pv.ischium[k, 1], pv.tuber[k]),
+                 _capsule_depth(p, pv.pubis[k, 0], pv.pubis[k, 1], pv.pubis_r[k, 0]),
+                 _capsule_depth(p, pv.pubis[k, 1], pv.pubis[k, 2], pv.pubis_r[k, 0]),
+                 _capsule_depth(p, pv.pubis[k, 2], pv.pubis[k, 3], pv.pubis_r[k, 1])]
+        d = np.maximum.reduce(parts)
+        d = np.where(p[:, 2] < 2.0, np.minimum(d, p[:, 2] - 2.0), d)  # the symphysis: 4 mm between the pubic bodies
+        depth[sel] = np.maximum(depth[sel], d)
+        keep_out[sel] |= rho < ri
+    return depth, keep_out
+
+
+def femur_depth(pv: Pelvis, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """How deep sagittal-frame points (1-D) lie in either proximal femur's neck, greater
+    trochanter or shaft (mm, > 0 inside; the head itself is the phantom's sphere)."""
+    a, b = pv.local(x, y)
+    depth = np.full(x.shape, -1.0, np.float32)
+    for k, side in enumerate((1.0, -1.0)):
+        w = side * z
+        sel = w > 20.0
+        if not sel.any():
+            continue
+        p = np.stack([a[sel], b[sel], w[sel]], axis=1)
+        c = pv.heads[k]
+        n_end, troch, shaft = pv.neck[k]
+        rn, rs, rt = pv.femur_r[k]
+        d = np.maximum.reduce([_capsule_depth(p, c, n_end, rn), _ellipsoid_depth(p, troch, np.array([0.9, 1.2, 0.8]) * rt),
+                               _capsule_depth(p, n_end, shaft, rs)])
+        depth[sel] = np.maximum(depth[sel], d)
+    return depth
 
 
 def oedema_region(pattern: str, extent_pct: float, u: np.ndarray, v: np.ndarray, seed: int) -> np.ndarray:
@@ -354,11 +616,15 @@ def _y_range(spine: Spine, top_level: str) -> tuple[float, float]:
 
 def render_ct(spine: Spine, rng: np.random.Generator, *, pixel_spacing_mm: float = 1.5, slice_mm: float = 3.0,
               matrix: int = 256, top_level: str = "T10", noise_hu: float | None = None,
-              scoliosis: LateralCurve | None = None, lateral_centre_mm: float = 0.0) -> Volume:
+              scoliosis: LateralCurve | None = None, lateral_centre_mm: float = 0.0,
+              pelvis: bool | Pelvis = True) -> Volume:
     """Axial CT in HU of the thoracolumbar spine and pelvis (stored = HU + 1024, 12 bits).
 
     ``scoliosis`` curves the spine sideways; ``lateral_centre_mm`` moves the field of view
-    sideways (a small field may then hold one femoral head only)."""
+    sideways (a small field may then hold one femoral head only). ``pelvis``: the bony pelvis
+    and proximal femora around the femoral heads (``pelvis_of(spine)``, or the one given);
+    ``False`` draws the heads alone, the phantom before the pelvis (the rest of the volume is the
+    same: the pelvis draws nothing from ``rng``)."""
     y_bot, y_top = _y_range(spine, top_level)
     maps = sagittal_maps(spine, (y_bot - 5, y_top + 5), rng)
     origin = np.array([rng.uniform(-5, 5), rng.uniform(40, 80), rng.uniform(-900, -700)])
@@ -376,9 +642,10 @@ def render_ct(spine: Spine, rng: np.random.Generator, *, pixel_spacing_mm: float
     hu_table[MARROW] = 60 + 200 * d
     hu_table[OEDEMA] = 50 + 200 * d
     hu_table[CORTEX] = 500 + 600 * d
+    pv = _pelvis_arg(spine, pelvis)
     out = np.empty((n, matrix, matrix), np.uint16)
     for k, y in enumerate(ys):
-        lab = tissue_labels(maps, spine, x_ant, np.float32(y), z_lat, scoliosis)
+        lab = tissue_labels(maps, spine, x_ant, np.float32(y), z_lat, scoliosis, pv)
         hu = hu_table[lab]
         hu = cv2.GaussianBlur(hu, (0, 0), 0.6) + rng.normal(0, sigma, hu.shape).astype(np.float32)
         out[k] = np.clip(np.round(hu + 1024), 0, 4095).astype(np.uint16)
@@ -388,15 +655,17 @@ def render_ct(spine: Spine, rng: np.random.Generator, *, pixel_spacing_mm: float
     return Volume(
         stored=out, modality="CT", positions_lps=positions, orientation=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0),
         pixel_spacing_mm=(pixel_spacing_mm, pixel_spacing_mm), slice_thickness_mm=slice_mm, rescale=(1.0, -1024.0),
-        bits_stored=12, origin_lps=origin, style={"noise_hu": sigma, "top_level": top_level}, lateral=scoliosis,
+        bits_stored=12, origin_lps=origin, style={"noise_hu": sigma, "top_level": top_level, "pelvis": pv is not None},
+        lateral=scoliosis,
     )
 
 
 def render_mr(spine: Spine, rng: np.random.Generator, sequence: str, *, pixel_spacing_mm: float = 1.25,
               slice_mm: float = 4.0, n_slices: int = 11, matrix: int = 288, top_level: str = "T9",
               origin_lps: np.ndarray | None = None, centre_mm: tuple[float, float] | None = None,
-              scoliosis: LateralCurve | None = None, lateral_centre_mm: float = 0.0) -> Volume:
-    """Sagittal MR series (T1, T2 or STIR) centred on the spine.
+              scoliosis: LateralCurve | None = None, lateral_centre_mm: float = 0.0,
+              pelvis: bool | Pelvis = True) -> Volume:
+    """Sagittal MR series (T1, T2 or STIR) centred on the spine; ``pelvis`` as ``render_ct``'s.
 
     Oedema is dark on T1 and bright on T2/STIR; a fluid cleft is bright on T2/STIR, a gas
     cleft dark on every sequence (tables ``MR_SIGNAL``). Pass the same ``origin_lps`` and
@@ -421,11 +690,12 @@ def render_mr(spine: Spine, rng: np.random.Generator, sequence: str, *, pixel_sp
     yy, xx = np.meshgrid(np.linspace(-1, 1, matrix), np.linspace(-1, 1, matrix), indexing="ij")
     bias = (1 + bias_a[0] * xx + bias_a[1] * yy + bias_a[2] * (xx**2 + yy**2)).astype(np.float32)
     sigma = float(rng.uniform(10, 35))
+    pv = _pelvis_arg(spine, pelvis)
     out = np.empty((n_slices, matrix, matrix), np.uint16)
     for k, z in enumerate(lat):
         acc = np.zeros((matrix, matrix), np.float32)
         for dz in (-slice_mm / 3, 0.0, slice_mm / 3):  # partial volume across the slice
-            acc += table[tissue_labels(maps, spine, col_x[None, :], row_y[:, None], np.float32(z + dz), scoliosis)]
+            acc += table[tissue_labels(maps, spine, col_x[None, :], row_y[:, None], np.float32(z + dz), scoliosis, pv)]
         img = cv2.GaussianBlur(acc / 3, (0, 0), 0.7) * bias
         re = img + rng.normal(0, sigma, img.shape).astype(np.float32)
         im = rng.normal(0, sigma, img.shape).astype(np.float32)
@@ -437,9 +707,16 @@ def render_mr(spine: Spine, rng: np.random.Generator, sequence: str, *, pixel_sp
     return Volume(
         stored=out, modality="MR", positions_lps=positions, orientation=(0.0, 1.0, 0.0, 0.0, 0.0, -1.0),
         pixel_spacing_mm=(pixel_spacing_mm, pixel_spacing_mm), slice_thickness_mm=slice_mm, rescale=(1.0, 0.0),
-        bits_stored=12, origin_lps=origin, sequence=sequence, style={"noise": sigma, "centre_mm": list(centre_mm)},
+        bits_stored=12, origin_lps=origin, sequence=sequence,
+        style={"noise": sigma, "centre_mm": list(centre_mm), "pelvis": pv is not None},
         lateral=scoliosis,
     )
+
+
+def _pelvis_arg(spine: Spine, pelvis: bool | Pelvis) -> Pelvis | None:
+    if isinstance(pelvis, Pelvis):
+        return pelvis
+    return pelvis_of(spine) if pelvis else None
 
 
 def reformat_ct(axial: Volume, *, slice_mm: float = 2.0, half_width_mm: float = 60.0) -> Volume:
@@ -496,5 +773,6 @@ def lps_to_voxel(volume: Volume, p_lps: np.ndarray) -> np.ndarray:
 
 
 __all__ = ["render_ct", "render_mr", "reformat_ct", "scoliosis_curve", "LateralCurve", "Volume", "tissue_labels",
-           "sagittal_maps", "lps_to_voxel", "MR_SIGNAL", "MR_SEQUENCES", "TISSUES"]
+           "sagittal_maps", "lps_to_voxel", "MR_SIGNAL", "MR_SEQUENCES", "TISSUES", "Pelvis", "pelvis_of", "pelvis_labels",
+           "femur_depth"]
 

@@ -1,0 +1,149 @@
+"""The femoral heads found in 3-D among the bones of a pelvis (``phantom.volume.pelvis_of``): on CT the
+ball of bone holds the acetabulum too where the joint space is thinner than the search's grid, so
+each head is placed on its own surface (``landmarks.volume.ct_head_surface``) and refused where that
+surface is not round; the deepest ball that is no head gives way to the next (``HEAD_CANDIDATES``),
+each only as a round head in place (``_in_place``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sagittal.batch import volume as kind
+from sagittal.io.series import scan_export
+from sagittal.io.volume import VolumeGeometry
+from sagittal.landmarks import volume as lv
+from sagittal.phantom import build_spine, sample_spec
+from sagittal.phantom.dicom import StudyInfo
+from sagittal.phantom.generate import write_volume
+from sagittal.phantom.volume import _HIP_HALF_MM, render_ct
+
+
+def _ct_case(tmp_path, seed, **render):
+    spine = build_spine(sample_spec(np.random.default_rng(seed), n_fractures=0))
+    opts = {"pixel_spacing_mm": 2.0, "slice_mm": 3.0, "noise_hu": 10.0, "top_level": "L3", "matrix": 190, **render}
+    ct = render_ct(spine, np.random.default_rng(4), **opts)
+    write_volume(ct, spine, tmp_path, "ct", StudyInfo.make("pelvis", "PHPELV"), "pelvis", frame_key="pelvis")
+    (unit,), _ = kind.plan(scan_export([tmp_path], decode_pixels=False).series)
+    prep = kind.prepare(unit)
+    x = prep.extra
+    args = (x["volume"], x["geometry"], x["plane"], ct.sagittal_to_lps(spine.s1_mm.mean(axis=0)))
+    truth = [ct.sagittal_to_lps(c[None], side * _HIP_HALF_MM)[0]
+             for c, side in zip(spine.femoral_centers_mm, (1.0, -1.0), strict=True)]
+    return spine, args, truth
+
+
+def _errors(heads, truth, radii):
+    out = []
+    for h in heads:
+        d = [float(np.linalg.norm(h.centre_lps - t)) for t in truth]
+        k = int(np.argmin(d))
+        out.append((d[k], h.radius_mm - float(radii[k])))
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [5, 23])
+def test_ct_heads_on_their_own_surface_inside_the_acetabulum(tmp_path, monkeypatch, seed):
+    spine, args, truth = _ct_case(tmp_path, seed)
+    heads = lv.ct_femoral_heads(*args)
+    errs = _errors(heads, truth, spine.femoral_radii_mm)
+    assert len(heads) == 2 and all(d <= 1.5 and abs(dr) <= 1.5 for d, dr in errs), errs
+    # the ball of bone alone (as before): pulled towards the cup, and too large
+    monkeypatch.setattr(lv, "CT_HEAD_SURFACE", False)
+    before = _errors(lv.ct_femoral_heads(*args), truth, spine.femoral_radii_mm)
+    assert max(d for d, _ in before) > 3.0 and max(dr for _, dr in before) > 2.0, before
+
+
+@pytest.mark.slow
+def test_ct_heads_without_a_pelvis_as_before(tmp_path):
+    spine, args, truth = _ct_case(tmp_path, 5, pelvis=False)
+    errs = _errors(lv.ct_femoral_heads(*args), truth, spine.femoral_radii_mm)
+    assert len(errs) == 2 and all(d <= 1.0 and abs(dr) <= 1.5 for d, dr in errs), errs
+
+
+def _synthetic(shape_mm: float = 120.0, step: float = 1.5):
+    """An empty CT (soft tissue, HU 40) on a 1.5-mm axial grid about the origin, and its geometry."""
+    n = int(shape_mm / step)
+    geom = VolumeGeometry(order=np.arange(n), positions=np.stack([np.full(n, -shape_mm / 2), np.full(n, -shape_mm / 2),
+                                                                   shape_mm / 2 - np.arange(n) * step], axis=1),
+                          row_dir=np.array([1.0, 0.0, 0.0]), col_dir=np.array([0.0, 1.0, 0.0]),
+                          normal=np.array([0.0, 0.0, -1.0]), pixel_spacing_mm=(step, step), slice_spacing_mm=step)
+    c = (np.arange(n) * step) - shape_mm / 2
+    z, y, x = np.meshgrid(shape_mm / 2 - np.arange(n) * step, c, c, indexing="ij")
+    return geom, x, y, z, np.full((n, n, n), 40.0, np.float32)
+
+
+def _bone(vol, q, cortex=1.5):
+    """Marrow (200 HU) where ``q`` (a depth map, mm) > cortex, cortex (900 HU) in the outer rim."""
+    vol[q > 0] = 900.0
+    vol[q > cortex] = 200.0
+
+
+def test_surface_finds_a_round_head_and_refuses_a_bony_lump_that_is_not():
+    geom, x, y, z, vol = _synthetic()
+    rng = np.random.default_rng(0)
+    # a head of radius 22 mm 2 mm off the ball's centre given, a cup 3 mm out around half of it
+    c = np.array([2.0, -1.0, 1.0])
+    rho = np.sqrt((x - c[0]) ** 2 + (y - c[1]) ** 2 + (z - c[2]) ** 2)
+    _bone(vol, np.minimum(rho - 25.0, 31.0 - rho) * (z > c[2]) - (z <= c[2]))
+    _bone(vol, 22.0 - rho)
+    vol += rng.normal(0, 15, vol.shape).astype(np.float32)
+    got = lv.ct_head_surface(vol, geom, lv.Head(np.zeros(3), 26.0, 1.0))
+    assert got is not None and np.linalg.norm(got.centre_lps - c) <= 0.6 and abs(got.radius_mm - 22.0) <= 1.0
+    # a lump of bone as deep (17 mm) but an ellipsoid 17 x 26 x 34 mm: not round, not a head
+    geom, x, y, z, vol = _synthetic()
+    q = np.sqrt((x / 17.0) ** 2 + (y / 26.0) ** 2 + (z / 34.0) ** 2)
+    _bone(vol, (1 - q) * 17.0)
+    vol += rng.normal(0, 15, vol.shape).astype(np.float32)
+    assert lv.ct_head_surface(vol, geom, lv.Head(np.zeros(3), 17.0, 1.0)) is None
+
+
+def test_place_and_pair_checks():
+    class Plane:
+        row_axis = np.array([0.0, 0.0, -1.0])  # caudal
+        normal = np.array([1.0, 0.0, 0.0])
+        col_axis = np.array([0.0, 1.0, 0.0])
+
+    s1 = np.zeros(3)
+    assert lv._in_place(np.array([85.0, -20.0, -100.0]), s1, Plane)
+    assert lv._in_place(np.array([56.0, -71.0, -110.0]), s1, Plane)  # a plane turned against the pelvis
+    assert not lv._in_place(np.array([150.0, 0.0, -100.0]), s1, Plane)  # a greater trochanter's distance
+    assert not lv._in_place(np.array([85.0, 0.0, -10.0]), s1, Plane)  # beside S1: an ilium
+    a = lv.Head(np.array([85.0, 0.0, -100.0]), 24.0, 0.9)
+    b = lv.Head(np.array([-85.0, 0.0, -105.0]), 24.0, 0.8)
+    low = lv.Head(np.array([-85.0, 0.0, -150.0]), 24.0, 0.7)
+    assert lv._as_a_pair([a, b], s1, Plane) == [a, b]
+    assert lv._as_a_pair([a, low], s1, Plane) == [a]  # 50 mm apart in height: not one pelvis' pair
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where", ["anterior", "cranial", "front_medial"])
+def test_a_round_bony_lump_away_from_a_head_cut_by_the_field_is_not_taken(tmp_path, where):
+    """A review's case (the reverted candidates, 381f987): a head cut by the field (not measured) and
+    a 17-mm ball of bone 105 mm from it on the same side. The lump is round, so only its place can
+    refuse it: 105 mm from where the head lies, it is not where a head can be."""
+    spine = build_spine(sample_spec(np.random.default_rng(7), n_fractures=0))
+    ct = render_ct(spine, np.random.default_rng(4), pixel_spacing_mm=2.5, slice_mm=4.0, noise_hu=8.0, top_level="T12",
+                   matrix=100, lateral_centre_mm=35.0)  # the field's right edge at -90 mm cuts the right head (-85)
+    write_volume(ct, spine, tmp_path, "ct", StudyInfo.make("lump", "PHLUMP"), "lump", frame_key="lump")
+    (unit,), _ = kind.plan(scan_export([tmp_path], decode_pixels=False).series)
+    x = kind.prepare(unit).extra
+    vol, geom, plane = np.array(x["volume"], np.float32), x["geometry"], x["plane"]
+    s1 = ct.sagittal_to_lps(spine.s1_mm.mean(axis=0))
+    cut = ct.sagittal_to_lps(spine.femoral_centers_mm[1][None], -_HIP_HALF_MM)[0]
+    step = {"anterior": np.array([0.0, -105.0, 0.0]), "cranial": np.array([0.0, 0.0, 105.0]),
+            "front_medial": np.array([105.0 * 0.25, -105.0 * 0.97, 0.0])}[where]  # LPS: -Y anterior, +Z cranial, +X left
+    centre = cut + step
+    k, i, j = np.meshgrid(*(np.arange(n) for n in vol.shape), indexing="ij")
+    lps = (np.stack([k, i, j, np.ones_like(k)], -1).reshape(-1, 4).astype(float) @ geom.affine().T)[:, :3]
+    d = np.linalg.norm(lps - centre, axis=1).reshape(vol.shape)
+    vol[d <= 17.0] = 900.0
+    vol[d <= 15.5] = 220.0
+    before = lv.ct_femoral_heads(np.asarray(x["volume"], np.float32), geom, plane, s1)
+    why: list[str] = []
+    heads = lv.ct_femoral_heads(vol, geom, plane, s1, why=why)
+    assert len(before) == 1  # the left head only: the right is cut by the field
+    assert len(why) == 1 and why[0].startswith("no right femoral head: "), why
+    assert len(heads) == 1 and np.linalg.norm(heads[0].centre_lps - before[0].centre_lps) < 0.5, \
+        [(h.centre_lps - centre, h.radius_mm) for h in heads]
