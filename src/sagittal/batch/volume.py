@@ -172,7 +172,8 @@ def finish(prep: Prepared, detection: Detection) -> dict[str, Any]:
 
 def _femoral_heads(lm: dict[str, Any], x: dict[str, Any], warnings: list[str]) -> list[Any]:
     """The femoral heads found in 3-D caudal to the S1 endplate (``landmarks.volume``): on CT by
-    bone, on MR by marrow like the bodies' on the first sequence of ``MR_HEAD_SEQUENCES``."""
+    bone, on MR by marrow like the bodies' on the first sequence of ``MR_HEAD_SEQUENCES``; where fewer
+    than two are found, a warning per side says why (``landmarks.volume.HEAD_WHY``)."""
     from ..landmarks.volume import MR_HEAD_SEQUENCES, ct_femoral_heads, marrow_reference, mr_femoral_heads
     from ..levels import POINT_NAMES
 
@@ -183,8 +184,9 @@ def _femoral_heads(lm: dict[str, Any], x: dict[str, Any], warnings: list[str]) -
     plane = x["plane"]
     s1 = np.array([lm["s1_endplate"]["anterior"], lm["s1_endplate"]["posterior"]], float)
     s1_mid = plane.to_lps_sampled(s1.mean(axis=0))
+    why: list[str] = []  # per side without a head, the reason (``landmarks.volume.HEAD_WHY``)
     if what == "CT":
-        heads = ct_femoral_heads(x["volume"], x["geometry"], plane, s1_mid)
+        heads = ct_femoral_heads(x["volume"], x["geometry"], plane, s1_mid, why=why)
     else:
         role = next((r for r in MR_HEAD_SEQUENCES if r in x["volumes"]), None)
         pts = {lv: np.array([v[k] for k in POINT_NAMES], float) for lv, v in lm["vertebrae"].items()}
@@ -193,7 +195,7 @@ def _femoral_heads(lm: dict[str, Any], x: dict[str, Any], warnings: list[str]) -
             warnings.append("the femoral heads were not searched on the MR: no vertebral marrow to compare them with")
             return []
         vox, geom = x["volumes"][role]
-        heads = mr_femoral_heads(vox, geom, plane, s1_mid, marrow)
+        heads = mr_femoral_heads(vox, geom, plane, s1_mid, marrow, why=why)
         if heads:
             warnings.append(f"the femoral heads were found on the {role.upper()} as marrow like the vertebral bodies' "
                             "(models/README.md: less accurate than on CT); check them on the overlay before using PI")
@@ -201,6 +203,8 @@ def _femoral_heads(lm: dict[str, Any], x: dict[str, Any], warnings: list[str]) -
         warnings.append(f"no femoral head found in the {what}'s field caudal to S1" + (
             "" if what == "CT" else f" ({str(role).upper()}; a sagittal slab reaches them only when it spans about 85 mm "
                                     "either side of the midline)"))
+    if len(heads) < 2:
+        warnings += [f"{reason} ({what})" for reason in why]
     return heads
 
 
