@@ -6,6 +6,7 @@ contract's landmarks in source-image pixels. Weights ship inside the package
 from __future__ import annotations
 
 import os
+import re
 import time
 from dataclasses import replace
 
@@ -159,7 +160,10 @@ def merge_smoothed(first: dict, smoothed: dict, why: str) -> list[str] | None:
         return []
     verts = {**mine, **{lv: theirs[lv] for lv in added}}
     first["vertebrae"] = {lv: verts[lv] for lv in LEVELS if lv in verts}
-    first[UNGRADED] = {**(first.get(UNGRADED) or {}), **dict.fromkeys(added, why)}
+    # a reason the smoothed read itself gave (e.g. a collapsed look) is kept beside the smoothing's
+    own = smoothed.get(UNGRADED) or {}
+    first[UNGRADED] = {**(first.get(UNGRADED) or {}),
+                       **{lv: f"{own[lv]}; {why}" if own.get(lv) else why for lv in added}}
     first[UNGRADED] = {lv: first[UNGRADED][lv] for lv in LEVELS if lv in first[UNGRADED]}
     return sorted(added, key=LEVELS.index)
 
@@ -429,6 +433,9 @@ class LandmarkDetector:
         self.last_timings = {k: v + second[2].get(k, 0.0) for k, v in self.last_timings.items()}
         for j, i in enumerate(todo):
             if _placed_confidence(second[0][j]) <= _placed_confidence(first[0][i]):
+                results[i][2].append("the S1 endplate reads with its anterior corner above its posterior one (a "
+                                     f"negative sacral slope); read facing {other[j]}, the points were placed less "
+                                     "confidently, so the first read stands: check the film's orientation")
                 continue
             lm, side, warnings = again[j]
             warnings = [*warnings, f"the patient's facing read from the first look ({results[i][1]}) put the S1 "
@@ -465,8 +472,9 @@ class LandmarkDetector:
         first = (self.last_detections, self.last_recentred, self.last_timings, self.last_coarse,
                  list(getattr(self, "last_coarse_stages", [])))
         smoothed = [cv2.GaussianBlur(np.asarray(images[i], np.float32), (0, 0), sigma) for i, _, sigma in todo]
-        again = self._detect(smoothed, [facing[i] for i, _, _ in todo] if facing else None, batch_size,
-                             boxes=[self.field_box(images[i]) for i, _, _ in todo])
+        # the first read's facing: the smoothed read's crops mirrored the same way (its levels are merged by centre)
+        again = self._detect(smoothed, [(facing[i] if facing else None) or results[i][1] for i, _, _ in todo],
+                             batch_size, boxes=[self.field_box(images[i]) for i, _, _ in todo])
         timings = self.last_timings
         self.last_detections, self.last_recentred, self.last_timings, self.last_coarse, self.last_coarse_stages = first
         self.last_timings = {k: v + timings.get(k, 0.0) for k, v in self.last_timings.items()}
@@ -481,9 +489,12 @@ class LandmarkDetector:
                 continue
             note = (f"the image was read again smoothed (Gaussian, sigma {sigma:.1f} px): as given, the fine placement "
                     f"held {kept} of the {n_named} levels found; {', '.join(added)} added from that read ({why})")
-            # the first read's word on a level now added is stale
-            base = [w for w in first_warnings if not w.startswith(tuple(f"{lv}:" for lv in added))]
-            results[i] = (first_lm, side, [*base, note])
+            # the first read's word on a level now added describes the image as given, and the smoothed read's
+            # word on it, the smoothed image (a level withheld on the one is reported from the other)
+            names = re.compile(r"\b(" + "|".join(added) + r")\b")
+            base = [f"on the image as given: {w}" if names.search(w) else w for w in first_warnings]
+            extra = [f"on the smoothed image: {w}" for w in warnings if w.startswith(tuple(f"{lv}:" for lv in added))]
+            results[i] = (first_lm, side, [*base, note, *extra])
 
     def _detect(self, images: list[np.ndarray], facing: list[str | None] | None = None, batch_size: int = 8,
                 boxes: list[tuple[float, float, float, float]] | None = None) -> list[tuple[dict, str | None, list[str]]]:

@@ -887,38 +887,35 @@ def keep_crushed_between(landmarks: dict[str, Any], warnings: list[str], fine: D
     return kept
 
 
-#: the hip axis lies caudal to the S1 endplate's midpoint, along the step from the lowest body to it, by
-#: at least this many S1 widths, and within ``HIPS_MAX_WIDTHS`` of it (phantom spines, 600 of both
-#: renderers: 1.17-2.94 caudal, 2.11-3.41 away; a long film's "heads" above the sacrum read PI -215°)
+#: on an upright lateral film the hip axis lies below the S1 endplate's midpoint by at least this many
+#: S1 widths, and within ``HIPS_MAX_WIDTHS`` of it. Below: the pelvic radius (S1 midpoint to hip axis,
+#: 2.1-3.4 S1 widths on 600 phantom spines of both renderers) times the cosine of PT (-30 to 60 deg in
+#: adults: at least half of it); on 3,000 phantom spines each head lies 1.76-3.51 widths below.
+#: Measured down the image, not along the spine's last step, which a forward slip of L5 or a high PI
+#: turns backwards (a reviewer's probe: grade-II slips lost both true heads). A long film's "heads"
+#: above the sacrum read PI -215 deg (``drr-a`` 8,400,011).
 HIPS_MIN_CAUDAL_WIDTHS, HIPS_MAX_WIDTHS = 0.5, 6.0
 
 
 def withhold_heads_off_pelvis(landmarks: dict[str, Any], warnings: list[str]) -> list[int]:
-    """Take out, in place, each femoral head of the contract's landmarks that is not where a hip can be
-    against the S1 endplate: less than ``HIPS_MIN_CAUDAL_WIDTHS`` S1 widths caudal to its midpoint along
-    the step from the lowest reported body's centre to it (the image's downward direction where no body
-    is reported) or more than ``HIPS_MAX_WIDTHS`` widths from it - a round structure found above the sacrum
-    or far below it is not a femoral head, and PI and PT from it would be wrong by any amount. Returns the
-    indices taken out. Without an S1 endplate nothing is checked (PI and PT need it anyway)."""
+    """Take out, in place, each femoral head of the contract's landmarks (an upright film's pixels) that
+    is not where a hip can be against the S1 endplate: less than ``HIPS_MIN_CAUDAL_WIDTHS`` S1 widths
+    below its midpoint, more than ``HIPS_MAX_WIDTHS`` widths from it, or not a finite point - a round
+    structure found above the sacrum or far below it is not a femoral head, and PI and PT from it would
+    be wrong by any amount. Returns the indices taken out. Without an S1 endplate nothing is checked (PI
+    and PT need it anyway)."""
     s1, heads = landmarks.get("s1_endplate"), landmarks.get("femoral_heads") or []
     if not s1 or not heads:
         return []
     ant, post = np.asarray(s1["anterior"], float), np.asarray(s1["posterior"], float)
     mid, width = (ant + post) / 2, max(float(np.linalg.norm(ant - post)), 1e-6)
-    verts = landmarks["vertebrae"]
-    down = np.array([0.0, 1.0])
-    if verts:
-        lowest = max(verts, key=lambda lv: LEVEL_INDEX.get(lv, -1))
-        step = mid - np.mean([verts[lowest][n] for n in POINT_NAMES[:4]], axis=0)
-        if float(np.linalg.norm(step)) > 1e-6:
-            down = step / float(np.linalg.norm(step))
     out = []
     for k, h in enumerate(heads):
         v = np.asarray(h["center"], float) - mid
-        caudal, away = float(v @ down) / width, float(np.linalg.norm(v)) / width
-        if caudal < HIPS_MIN_CAUDAL_WIDTHS or away > HIPS_MAX_WIDTHS:
-            where = (f"{caudal:.1f} S1 widths caudal to the S1 endplate" if away <= HIPS_MAX_WIDTHS
-                     else f"{away:.1f} S1 widths from the S1 endplate")
+        below, away = float(v[1]) / width, float(np.linalg.norm(v)) / width
+        if not (below >= HIPS_MIN_CAUDAL_WIDTHS and away <= HIPS_MAX_WIDTHS):  # NaN fails too
+            where = (f"{away:.1f} S1 widths from the S1 endplate" if away > HIPS_MAX_WIDTHS
+                     else f"{below:.1f} S1 widths below the S1 endplate")
             warnings.append(f"a femoral head was found {where}, where no hip lies: it is not used (PI and PT need "
                             "the femoral heads)")
             out.append(k)
