@@ -147,3 +147,56 @@ def test_a_round_bony_lump_away_from_a_head_cut_by_the_field_is_not_taken(tmp_pa
     assert len(why) == 1 and why[0].startswith("no right femoral head: "), why
     assert len(heads) == 1 and np.linalg.norm(heads[0].centre_lps - before[0].centre_lps) < 0.5, \
         [(h.centre_lps - centre, h.radius_mm) for h in heads]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pelvis", [True, False])
+def test_mr_small_heads_beside_a_deeper_bright_region_are_found(tmp_path, pelvis):
+    """Eval MR 4910 (a wide slab, blind in the eleventh session, now seen): small femoral heads
+    (radius 17-18 mm) out-deepened on the search's 4-mm grid by a marrow-bright region 85 mm behind
+    them, which the fine search rejects (PI null). Each side now tries further balls
+    (``MR_HEAD_CANDIDATES``), each kept only where its surface is round (``mr_head_surface``) and in
+    place, and the radius range holds the head with its cortex (a 13.6-mm marrow ball is a 15.8-mm
+    head): both heads, with or without the phantom's pelvis."""
+    from tests.training.fixtures import script
+
+    ev = script("eval_planes")
+    spine, vols = ev._case("MR", 4910, tmp_path / "MR4910", 0.33, 1.0, pelvis)
+    (unit,), _ = kind.plan(scan_export([tmp_path / "MR4910"], decode_pixels=False).series)
+    prep = kind.prepare(unit, kind.load_plane_model(threads=1))
+    plane = prep.extra["plane"]
+    vox, geom = prep.extra["volumes"]["t1"]
+    t1 = vols[0]
+    pts = {}
+    for i, level in enumerate(ev.LEVELS):
+        xy = plane.from_lps(t1.sagittal_to_lps(spine.points_mm[i]))
+        if (xy[:, 1] > 2).all() and (xy[:, 1] < plane.image.shape[0] - 3).all():
+            pts[level] = np.asarray(xy, float)
+    marrow = lv.marrow_reference(prep.extra["planes"]["t1"], pts)
+    assert marrow is not None
+    s1_mid = t1.sagittal_to_lps(spine.s1_mm.mean(axis=0))
+    heads = lv.mr_femoral_heads(vox, geom, plane, s1_mid, marrow)
+    truth = [t1.sagittal_to_lps(spine.femoral_centers_mm[k][None], s * _HIP_HALF_MM)[0] for k, s in enumerate((1.0, -1.0))]
+    assert max(spine.femoral_radii_mm) < 18.5  # the case's small heads
+    errs = _errors(heads, truth, spine.femoral_radii_mm)
+    assert len(heads) == 2 and all(d < 2.0 and abs(dr) <= 2.5 for d, dr in errs), errs
+
+
+def test_mr_surface_finds_a_dark_rimmed_head_and_refuses_a_lump_that_is_not_round():
+    geom, x, y, z, vol = _synthetic()
+    rng = np.random.default_rng(1)
+    vol[:] = 380.0  # muscle on T1
+    c = np.array([-1.5, 2.0, 1.0])
+    rho = np.sqrt((x - c[0]) ** 2 + (y - c[1]) ** 2 + (z - c[2]) ** 2)
+    vol[rho <= 19.0] = 30.0  # dark cortex
+    vol[rho <= 17.5] = 700.0  # marrow
+    vol += rng.normal(0, 20, vol.shape).astype(np.float32)
+    got = lv.mr_head_surface(vol, geom, lv.Head(np.zeros(3), 19.0, 1.0))
+    assert got is not None and np.linalg.norm(got.centre_lps - c) <= 0.6
+    geom, x, y, z, vol = _synthetic()
+    vol[:] = 380.0
+    q = np.sqrt((x / 16.0) ** 2 + (y / 26.0) ** 2 + (z / 34.0) ** 2)
+    vol[q <= 1.0] = 30.0
+    vol[q <= 0.9] = 700.0
+    vol += rng.normal(0, 20, vol.shape).astype(np.float32)
+    assert lv.mr_head_surface(vol, geom, lv.Head(np.zeros(3), 16.0, 1.0)) is None

@@ -505,7 +505,10 @@ def _head_at(volume: np.ndarray, geom: VolumeGeometry, axes: tuple[np.ndarray, .
     g = 1.5
     box = np.arange(-found[1] - 8, found[1] + 8 + 1e-6, g)
     fine = _deepest_bone(volume, geom, found[0], axes, (box, box, box), g, bone_of)
-    if fine is None or not (HEAD_RADIUS_MM[0] <= fine[1] + g / 2 <= HEAD_RADIUS_MM[1]):
+    # the range holds the head with the rim ``bone_of`` leaves out (MR: its cortex) where the
+    # further balls are tried with a roundness check (``MR_HEAD_CANDIDATES``)
+    rim_in_range = rim_mm if MR_HEAD_CANDIDATES else 0.0
+    if fine is None or not (HEAD_RADIUS_MM[0] <= fine[1] + g / 2 + rim_in_range <= HEAD_RADIUS_MM[1]):
         return None, "none"
     # the radius: the depth plus about half a grid step (the edge voxel's centre is inside)
     head: Head | None = Head(fine[0], fine[1] + g / 2 + rim_mm, float(min(1.0, fine[1] / 20.0)))
@@ -519,9 +522,12 @@ def _head_at(volume: np.ndarray, geom: VolumeGeometry, axes: tuple[np.ndarray, .
 
 
 #: the coarse grid's balls tried per side where the deepest is no head (``_bone_peaks``; each only
-#: where ``ct_head_surface`` / ``mr_head_surface`` finds it round); on MR only with ``MR_HEAD_CANDIDATES``
+#: where ``ct_head_surface`` / ``mr_head_surface`` finds it round, and in place); on MR with
+#: ``MR_HEAD_CANDIDATES``, which also lets the radius range hold the head with its cortex (seen MR
+#: 4910: small heads out-deepened by a marrow-bright region, PI null -> 57.6 against 58.1 deg; blind
+#: wide MR 6030-6039 identical in every figure, twelfth session)
 HEAD_CANDIDATES = 4
-MR_HEAD_CANDIDATES = False
+MR_HEAD_CANDIDATES = True
 #: where a femoral head's centre may lie from the S1 endplate's midpoint (mm): caudal along the
 #: plane's rows, and across them (lateral and antero-posterior together: the spine's plane can be
 #: turned against the pelvis - dev CT 5402, a scoliotic lumbar spine: heads 56 and 94 mm lateral,
