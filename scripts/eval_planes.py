@@ -207,6 +207,29 @@ def _score(spine: Any, vol: Any, prep: Any, doc: dict, acc: dict, diagnose: list
         acc["pi_err"].append(abs(pi - spine.parameters["pelvic_incidence_deg"]))
         acc["heads"].append(len(doc["landmarks"]["femoral_heads"]))
     _score_heads(spine, vol, plane, doc, acc, diagnose)
+    _score_kept_crushed(spine, vol, plane, prep.image, doc, acc, diagnose)
+
+
+def _score_kept_crushed(spine: Any, vol: Any, plane: Any, img: np.ndarray, doc: dict, acc: dict,
+                        diagnose: list[str] | None) -> None:
+    """Crushed bodies kept between their neighbours (``KEPT_BETWEEN``): how many, and how many of them
+    are not wholly in the plane's own field (``postprocess.wholly_inside`` of ``volume_field_box``, the
+    check radiographs make with ``box=``) or not in view by the truth (``_in_view``)."""
+    from sagittal.landmarks.plane_detector import volume_field_box
+    from sagittal.landmarks.postprocess import wholly_inside
+
+    box = volume_field_box(img)
+    for lv_, why in (doc["landmarks"].get(UNGRADED) or {}).items():
+        if KEPT_BETWEEN not in why or lv_ not in doc["landmarks"]["vertebrae"]:
+            continue
+        p = doc["landmarks"]["vertebrae"][lv_]
+        pts = np.array([p[n] for n in POINT_NAMES], float)
+        truth_px = plane.from_lps(vol.sagittal_to_lps(spine.points_mm[LEVELS.index(lv_)]))
+        row = (lv_, bool(wholly_inside(pts, box)), _in_view(truth_px, img))
+        acc.setdefault("kept_crushed", []).append(row)
+        if diagnose is not None and not (row[1] and row[2]):
+            diagnose.append(f"kept crushed: {lv_} kept between its neighbours, wholly in the field {row[1]}, "
+                            f"in view {row[2]}")
 
 
 def _score_heads(spine: Any, vol: Any, plane: Any, doc: dict, acc: dict, diagnose: list[str] | None) -> None:
@@ -426,7 +449,7 @@ def evaluate(modality: str, n: int, first: int, detector: Any, root: Path, diagn
                 why: list[str] = []
                 _score(spine, vols[0], prep, doc, acc, why if diagnose else None, key=f"{seed}/{k_unit}")
                 for line in why:
-                    plain = " fracture: " in line or line.startswith("femoral head")
+                    plain = " fracture: " in line or line.startswith(("femoral head", "kept crushed"))
                     print(f"  {tag}{modality} {seed} " + ("" if plain else "missed ") + line, flush=True)
             print(f"{tag}{modality} {seed}: {acc['found']}/{acc['in_view']} found, statuses {acc['status'][-len(units):]}",
                   flush=True)
@@ -499,6 +522,11 @@ def _figures(acc: dict[str, Any], n: int) -> dict:
         # the femoral heads reported (any study, with or without PI): in-plane centre error against the
         # nearest true head (mm), radius error (mm), and how many lie over HEAD_OFF_MM from every true head
         "femoral_heads": _head_figures(acc.get("head_err", [])),
+        # crushed bodies kept between their neighbours: how many, how many not wholly in the plane's field
+        # (the radiographs' box= check) and not in view by the truth
+        "kept_crushed_between": {"kept": len(kc := acc.get("kept_crushed", [])),
+                                 "not_wholly_in_field": sum(not r[1] for r in kc),
+                                 "not_in_view": sum(not r[2] for r in kc)},
         "seconds_per_unit_median": float(np.median(acc["seconds"])) if acc["seconds"] else None,
         # the plane detector's second looks: units where each ran ("run": not kept) or was kept, and
         # the wall seconds spent in them per unit (where any ran; all units)
