@@ -81,7 +81,7 @@ def test_one_head_in_the_field_gives_pi_with_the_warning(tmp_path, spine):
     assert doc["parameters"]["pelvic_incidence_deg"] is not None
     assert any("one femoral head" in w for w in doc["warnings"])
     # and why the other is missing, per side (landmarks.volume.HEAD_WHY, through batch.volume._femoral_heads)
-    assert any(w.startswith("no right femoral head: no ball of bone") and w.endswith("(CT)") for w in doc["warnings"])
+    assert any(w.startswith("no right femoral head: ") and w.endswith("(CT)") for w in doc["warnings"])
     # one head instead of the axis between two: PI is off by the heads' separation in the plane only
     assert doc["parameters"]["pelvic_incidence_deg"] == pytest.approx(spine.parameters["pelvic_incidence_deg"], abs=6.0)
 

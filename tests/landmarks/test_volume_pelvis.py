@@ -114,7 +114,15 @@ def test_place_and_pair_checks():
     b = lv.Head(np.array([-85.0, 0.0, -105.0]), 24.0, 0.8)
     low = lv.Head(np.array([-85.0, 0.0, -150.0]), 24.0, 0.7)
     assert lv._as_a_pair([a, b], s1, Plane) == [a, b]
-    assert lv._as_a_pair([a, low], s1, Plane) == [a]  # 50 mm apart in height: not one pelvis' pair
+    assert lv._as_a_pair([a, low], s1, Plane) == []  # 50 mm apart in height: not one pair, which is wrong unknown
+
+    class Tilted:  # a plane tilted 15 deg sideways against the pelvis (a field from L3 down; review)
+        row_axis = np.array([np.sin(np.radians(15.0)), 0.0, -np.cos(np.radians(15.0))])
+        normal = np.array([np.cos(np.radians(15.0)), 0.0, np.sin(np.radians(15.0))])
+        col_axis = np.array([0.0, 1.0, 0.0])
+
+    # true heads 170 mm apart at one height: 44 mm apart along the tilted plane's rows, one pair along the patient
+    assert lv._as_a_pair([a, b], s1, Tilted) == [a, b]
 
 
 @pytest.mark.slow

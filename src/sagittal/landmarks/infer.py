@@ -131,8 +131,8 @@ def smoothed_run(landmarks: dict, warnings: list[str], from_top: bool = False) -
 
 def _centre_size(v: dict) -> tuple[np.ndarray, float]:
     """A contract vertebra's centre (mean of its four corners) and size (``crops.vertebra_size``)."""
-    corners = np.array([v[n] for n in POINT_NAMES[:4]] + [v[n] for n in POINT_NAMES[4:]], float)
-    return corners[:4].mean(axis=0), float(vertebra_size(corners))
+    points = np.array([v[n] for n in POINT_NAMES], float)
+    return points[:4].mean(axis=0), float(vertebra_size(points))
 
 
 def merge_smoothed(first: dict, smoothed: dict, why: str) -> list[str] | None:
@@ -489,10 +489,12 @@ class LandmarkDetector:
                 continue
             note = (f"the image was read again smoothed (Gaussian, sigma {sigma:.1f} px): as given, the fine placement "
                     f"held {kept} of the {n_named} levels found; {', '.join(added)} added from that read ({why})")
-            # the first read's word on a level now added describes the image as given, and the smoothed read's
-            # word on it, the smoothed image (a level withheld on the one is reported from the other)
+            # the first read's word on a level now added, or on the levels beyond a break it found (which may
+            # name only the level before it), describes the image as given; the smoothed read's word on an
+            # added level, the smoothed image (a level withheld on the one is reported from the other)
             names = re.compile(r"\b(" + "|".join(added) + r")\b")
-            base = [f"on the image as given: {w}" if names.search(w) else w for w in first_warnings]
+            base = [f"on the image as given: {w}" if names.search(w) or ("beyond" in w and "withheld" in w) else w
+                    for w in first_warnings]
             extra = [f"on the smoothed image: {w}" for w in warnings if w.startswith(tuple(f"{lv}:" for lv in added))]
             results[i] = (first_lm, side, [*base, note, *extra])
 

@@ -461,9 +461,11 @@ def _femoral_heads(volume: np.ndarray, geom: VolumeGeometry, plane: SpinePlane, 
             # the next deepest balls, each only as a round head in place (``refine``, ``_in_place``)
             for cand in _bone_peaks(volume, geom, s1_mid_lps, axes, ranges, g, bone_of, HEAD_CANDIDATES,
                                     exclude=found):
-                head, _ = _head_at(volume, geom, axes, cand, bone_of, rim_mm, cand_refine, s1_mid_lps, plane)
+                head, why_not = _head_at(volume, geom, axes, cand, bone_of, rim_mm, cand_refine, s1_mid_lps, plane)
                 if head is not None:
                     break
+                # the reason of the ball that came nearest to a head (round but out of place beats not round)
+                reason = max(reason, why_not, key=_REASON_STAGE.index)
         if head is not None:
             out.append(head)
             sides.append(name)
@@ -482,9 +484,13 @@ HEAD_WHY = {
     "none": "no ball of bone of a femoral head's size (radius 15-35 mm) wholly in the field caudal to S1 on that side",
     "round": "the ball of bone found on that side is not round (no femoral head's surface)",
     "place": "the head-sized ball found on that side lies where no femoral head can, from the S1 endplate",
-    "pair": "the head found on that side and the other side's cannot be one pelvis' pair (height, distance); "
-            "the other, rounder, was kept",
+    "pair": "the heads found on the two sides cannot be one pelvis' pair (height along the patient, distance): "
+            "which is not a head is not known, so neither is used",
 }
+
+
+#: how far a ball got towards being a head, for the reason reported (``_femoral_heads``)
+_REASON_STAGE = ("field", "none", "round", "place")
 
 
 def _note(why: list[str] | None, side: str, reason: str) -> None:
@@ -538,8 +544,10 @@ MR_HEAD_CANDIDATES = True
 #: the spine can put 20 mm to one side (tests/landmarks/test_volume.py's one-head CT: 42 mm across)
 HEAD_PLACE_CAUDAL_MM = (30.0, 180.0)
 HEAD_PLACE_ACROSS_MM = (HEAD_SEARCH_LATERAL_MM[0], 130.0)
-#: the two heads of one pelvis: their caudal positions within this of each other, and apart by
-#: 120-240 mm (mm; a pelvis tilted sideways, or turned against the spine's plane, within these)
+#: the two heads of one pelvis: their heights along the patient's head-foot axis (LPS z) within this of
+#: each other, and apart by 120-240 mm (mm; a pelvis tilted sideways within these). Along the patient,
+#: not the plane's rows: a plane tilted 13-15 deg against the pelvis (a field from L3 down, or moved
+#: sideways) puts true heads 170 mm apart 36-44 mm apart along its rows (a reviewer's probe)
 HEAD_PAIR_CAUDAL_MM = 30.0
 HEAD_PAIR_APART_MM = (120.0, 240.0)
 
@@ -553,15 +561,17 @@ def _in_place(centre_lps: np.ndarray, s1_mid_lps: np.ndarray, plane: SpinePlane)
 
 
 def _as_a_pair(heads: list[Head], s1_mid_lps: np.ndarray, plane: SpinePlane) -> list[Head]:
-    """Both heads where they can be one pelvis' (``HEAD_PAIR_*``); else the one of the better score."""
+    """Both heads where they can be one pelvis' (``HEAD_PAIR_*``); else neither: which of the two is
+    not a head is not known (their scores tie, on MR nearly always), and one head where two were
+    found gives a wrong PI where a null one is honest."""
     if len(heads) < 2:
         return heads
     a, b = heads
-    dz = abs(float((a.centre_lps - b.centre_lps) @ plane.row_axis))
+    dz = abs(float(a.centre_lps[2] - b.centre_lps[2]))  # LPS: +z towards the head
     apart = float(np.linalg.norm(a.centre_lps - b.centre_lps))
     if dz <= HEAD_PAIR_CAUDAL_MM and HEAD_PAIR_APART_MM[0] <= apart <= HEAD_PAIR_APART_MM[1]:
         return heads
-    return [max(heads, key=lambda h: h.score)]
+    return []
 
 
 def _bone_peaks(volume: np.ndarray, geom: VolumeGeometry, origin: np.ndarray, axes: tuple[np.ndarray, ...],
