@@ -96,6 +96,11 @@ def test_pelvis_changes_soft_tissue_only_outside_the_heads_and_canal(seed):
         diff = before != after
         changed_from.append(np.unique(before[diff]))
         xx, zz = np.broadcast_arrays(x, z)
+        # bone the pelvis changes is a femoral head's only (its neck leaving it), never the spine's or the
+        # sacrum's (review: MARROW and CORTEX among the labels changed could have hidden that)
+        to_head = np.min([np.sqrt((xx - c[0]) ** 2 + (y - c[1]) ** 2 + (zz - c[2]) ** 2) - float(spine.femoral_radii_mm[k])
+                          for k, c in ((k, _head_xyz(spine, k)) for k in range(2))], axis=0)
+        assert (to_head[diff & np.isin(before, BONE)] <= 0.5).all()
         for k in range(2):
             c, r = _head_xyz(spine, k), float(spine.femoral_radii_mm[k])
             d = np.sqrt((xx - c[0]) ** 2 + (y - c[1]) ** 2 + (zz - c[2]) ** 2)
