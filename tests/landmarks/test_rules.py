@@ -372,6 +372,7 @@ def test_a_film_whose_fine_placement_lost_most_levels_is_read_again_smoothed(det
     (n_first, boxes_first, _), (n_again, boxes_again, facing_again) = calls
     assert (n_first, boxes_first, n_again) == (3, None, 2)
     assert facing_again == ["left", "left"]  # the first read's facing (review: the smoothed read chose its own)
+    assert detector.last_read_again == 2  # the two images read again (diagnostics; benchmarks/landmarks.py counts them)
     assert boxes_again == [detector.field_box(grainy), detector.field_box(off)]  # the fields of the images as given
     assert detector.last_timings == {"coarse": 2.0}  # both reads counted
     monkeypatch.setattr(detector, "smoothed_look", False)
@@ -823,6 +824,7 @@ def test_a_film_whose_s1_endplate_reads_upside_down_is_read_again_the_other_way_
     results = detector.detect(images)
     assert [side for _, side, _ in results] == ["left", "right", "right"]
     assert calls == [[None, None, None], ["left", "left"]]  # films 1 and 3 read S1 upside down
+    assert detector.last_read_again == 2
     assert results[0][2][-1].startswith("the patient's facing read from the first look (right)")
     # the other way round placed less confidently: the first read stands, with a warning to check the film
     assert results[2][2][-1].startswith("the S1 endplate reads with its anterior corner above its posterior one")

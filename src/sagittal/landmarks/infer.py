@@ -272,6 +272,9 @@ class LandmarkDetector:
         self.last_detections: list[Detections] = []  # per image, in source pixels (diagnostics)
         #: per image, the coarse stage's labelled detections (diagnostics; ``_smoothed``)
         self.last_coarse: list[Detections] = []
+        #: images of the last ``detect`` read a second time whole (``_read_again``: smoothed, or facing the
+        #: other way) (diagnostics)
+        self.last_read_again = 0
         #: per image placed again (``_recentred``): (bodies placed again, labelled bodies) (diagnostics)
         self.last_recentred: dict[int, tuple[int, int]] = {}
         #: refine every body and S1 twice (``postprocess.alternate_frames``) and withhold what is not stable
@@ -400,12 +403,29 @@ class LandmarkDetector:
 
     def detect(self, images: list[np.ndarray], facing: list[str | None] | None = None,
                batch_size: int = 8) -> list[tuple[dict, str | None, list[str]]]:
+        self.last_read_again = 0
         results = self._detect(images, facing, batch_size)
         if self.facing_check:
             facing = self._checked_facing(images, facing, results, batch_size)
         if self.smoothed_look:
             self._smoothed(images, facing, results, batch_size)
         return results
+
+    def _read_again(self, images: list[np.ndarray], facing: list[str | None], batch_size: int,
+                    boxes: list[tuple[float, float, float, float]] | None = None) -> tuple[list, tuple]:
+        """``_detect`` over ``images`` (a second read of some of the last call's), the diagnostics left
+        the first read's, with the stages' timings the sums of both: the results and the second read's
+        diagnostics (``last_detections``, ``last_recentred``, ``last_timings``, ``last_coarse``,
+        ``last_coarse_stages``)."""
+        self.last_read_again += len(images)
+        first = (self.last_detections, self.last_recentred, self.last_timings, self.last_coarse,
+                 list(getattr(self, "last_coarse_stages", [])))
+        again = self._detect(images, facing, batch_size, boxes=boxes)
+        second = (self.last_detections, self.last_recentred, self.last_timings, self.last_coarse,
+                  list(getattr(self, "last_coarse_stages", [])))
+        self.last_detections, self.last_recentred, self.last_timings, self.last_coarse, self.last_coarse_stages = first
+        self.last_timings = {k: v + second[2].get(k, 0.0) for k, v in self.last_timings.items()}
+        return again, second
 
     def _checked_facing(self, images: list[np.ndarray], facing: list[str | None] | None,
                         results: list[tuple[dict, str | None, list[str]]], batch_size: int) -> list[str | None]:
@@ -423,16 +443,10 @@ class LandmarkDetector:
                 and lm["s1_endplate"]["anterior"][1] < lm["s1_endplate"]["posterior"][1]]
         if not todo:
             return given
-        first = (self.last_detections, self.last_recentred, self.last_timings, self.last_coarse,
-                 list(getattr(self, "last_coarse_stages", [])))
         other = ["left" if results[i][1] == "right" else "right" for i in todo]
-        again = self._detect([images[i] for i in todo], list(other), batch_size)
-        second = (self.last_detections, self.last_recentred, self.last_timings, self.last_coarse,
-                  list(getattr(self, "last_coarse_stages", [])))
-        self.last_detections, self.last_recentred, self.last_timings, self.last_coarse, self.last_coarse_stages = first
-        self.last_timings = {k: v + second[2].get(k, 0.0) for k, v in self.last_timings.items()}
+        again, second = self._read_again([images[i] for i in todo], list(other), batch_size)
         for j, i in enumerate(todo):
-            if _placed_confidence(second[0][j]) <= _placed_confidence(first[0][i]):
+            if _placed_confidence(second[0][j]) <= _placed_confidence(self.last_detections[i]):
                 results[i][2].append("the S1 endplate reads with its anterior corner above its posterior one (a "
                                      f"negative sacral slope); read facing {other[j]}, the points were placed less "
                                      "confidently, so the first read stands: check the film's orientation")
@@ -469,15 +483,10 @@ class LandmarkDetector:
                 todo.append((i, len(named), SMOOTH_SIGMA * float(np.median([vertebra_size(b.points) for b in named]))))
         if not todo:
             return
-        first = (self.last_detections, self.last_recentred, self.last_timings, self.last_coarse,
-                 list(getattr(self, "last_coarse_stages", [])))
         smoothed = [cv2.GaussianBlur(np.asarray(images[i], np.float32), (0, 0), sigma) for i, _, sigma in todo]
         # the first read's facing: the smoothed read's crops mirrored the same way (its levels are merged by centre)
-        again = self._detect(smoothed, [(facing[i] if facing else None) or results[i][1] for i, _, _ in todo],
-                             batch_size, boxes=[self.field_box(images[i]) for i, _, _ in todo])
-        timings = self.last_timings
-        self.last_detections, self.last_recentred, self.last_timings, self.last_coarse, self.last_coarse_stages = first
-        self.last_timings = {k: v + timings.get(k, 0.0) for k, v in self.last_timings.items()}
+        again, _ = self._read_again(smoothed, [(facing[i] if facing else None) or results[i][1] for i, _, _ in todo],
+                                    batch_size, boxes=[self.field_box(images[i]) for i, _, _ in todo])
         for (i, n_named, sigma), (lm, _, warnings) in zip(todo, again, strict=True):
             first_lm, side, first_warnings = results[i]
             kept = len(first_lm["vertebrae"])

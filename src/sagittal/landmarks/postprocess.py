@@ -848,9 +848,10 @@ def keep_crushed_between(landmarks: dict[str, Any], warnings: list[str], fine: D
     4-10 %) where its neighbours vouch for its place: both
     neighbouring levels reported (after every other rule) and steady enough to grade, and the body
     between them where a body should be (each step to a neighbour ``STEP_SHORT``-``STEP_LONG`` of
-    half theirs, and near the line between them: ``between``) and one body's step from each of them against the chain's own steps
-    (``_one_body_gap``: neighbours two bodies' worth apart would give it one level while a level is
-    missing; the chain re-check measures the step across it only where the chain is long enough).
+    half theirs, and near the line between them: ``between``) and one body's step from each of them
+    against the chain's own steps (``_one_body_gap``: neighbours two bodies' worth apart would give it
+    one level while a level is missing; the chain re-check measures the step across it only where the
+    chain is long enough).
     The levels beyond it are then already reported, so its level changes no other count. It is
     reported ungraded (``UNGRADED``): its points are not steady enough for a height.
     ``postprocess.consistent`` withholds it before the point-confidence check runs, so that check is
@@ -894,12 +895,12 @@ def keep_crushed_between(landmarks: dict[str, Any], warnings: list[str], fine: D
 #: Measured down the image, not along the spine's last step, which a forward slip of L5 or a high PI
 #: turns backwards (a reviewer's probe: grade-II slips lost both true heads). A long film's "heads"
 #: above the sacrum read PI -215 deg (``drr-a`` 8,400,011).
-HIPS_MIN_CAUDAL_WIDTHS, HIPS_MAX_WIDTHS = 0.5, 6.0
+HIPS_MIN_BELOW_WIDTHS, HIPS_MAX_WIDTHS = 0.5, 6.0
 
 
 def withhold_heads_off_pelvis(landmarks: dict[str, Any], warnings: list[str]) -> list[int]:
     """Take out, in place, each femoral head of the contract's landmarks (an upright film's pixels) that
-    is not where a hip can be against the S1 endplate: less than ``HIPS_MIN_CAUDAL_WIDTHS`` S1 widths
+    is not where a hip can be against the S1 endplate: less than ``HIPS_MIN_BELOW_WIDTHS`` S1 widths
     below its midpoint, more than ``HIPS_MAX_WIDTHS`` widths from it, or not a finite point - a round
     structure found above the sacrum or far below it is not a femoral head, and PI and PT from it would
     be wrong by any amount. Returns the indices taken out. Without an S1 endplate nothing is checked (PI
@@ -913,7 +914,7 @@ def withhold_heads_off_pelvis(landmarks: dict[str, Any], warnings: list[str]) ->
     for k, h in enumerate(heads):
         v = np.asarray(h["center"], float) - mid
         below, away = float(v[1]) / width, float(np.linalg.norm(v)) / width
-        if not (below >= HIPS_MIN_CAUDAL_WIDTHS and away <= HIPS_MAX_WIDTHS):  # NaN fails too
+        if not (below >= HIPS_MIN_BELOW_WIDTHS and away <= HIPS_MAX_WIDTHS):  # NaN fails too
             where = (f"{away:.1f} S1 widths from the S1 endplate" if away > HIPS_MAX_WIDTHS
                      else f"{below:.1f} S1 widths below the S1 endplate")
             warnings.append(f"a femoral head was found {where}, where no hip lies: it is not used (PI and PT need "
