@@ -26,7 +26,7 @@ from ..landmarks.model import UNet, build
 from ..landmarks.preprocess import INPUT_SHAPE
 from ..landmarks.weights import write_checksum
 from .data import FAMILIES, make_coarse_dataset, make_refine_dataset, unsharp
-from .losses import anchor_penalty, coarse_loss, parameter_snapshot, refine_loss
+from .losses import anchor_penalty, coarse_loss, height_ratio_loss, parameter_snapshot, refine_loss
 from .targets import coarse_targets, refine_targets
 
 CHECKPOINT_S = 300.0
@@ -248,13 +248,19 @@ def sampling_weights(family: np.ndarray, mix: list[str]) -> np.ndarray | None:
 
 
 def _step(stage: str, model: UNet, data: dict[str, np.ndarray], idx: np.ndarray,
-          rng: np.random.Generator, rescale: float = 0.0) -> tuple[torch.Tensor, tuple[float, ...]]:
+          rng: np.random.Generator, rescale: float = 0.0,
+          height_weight: float = 0.0) -> tuple[torch.Tensor, tuple[float, ...]]:
     model.train()
     if stage == "coarse":
         x, t, m = coarse_batch(data, idx, rng, rescale)
         return coarse_loss(model(x), t, m)
     x, t = refine_batch(data, idx, rng)
-    return refine_loss(model(x), t)
+    pred = model(x)
+    loss, parts = refine_loss(pred, t)
+    if height_weight:
+        l_h = height_ratio_loss(pred, torch.from_numpy(data["points"][idx].astype(np.float32)))
+        loss, parts = loss + height_weight * l_h, (*parts, l_h.item())
+    return loss, parts
 
 
 def train(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict:
@@ -286,7 +292,8 @@ def train(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict:
     while (frac := max((time.time() - start) / budget, it / args.steps if args.steps else 0.0)) < 1:
         for g in opt.param_groups:
             g["lr"] = args.lr * 0.5 * (1 + np.cos(np.pi * frac)) * min(1.0, (it + 1) / args.warmup)
-        loss, parts = _step(args.stage, model, data, rng.choice(n, batch, p=p), rng, args.rescale)
+        loss, parts = _step(args.stage, model, data, rng.choice(n, batch, p=p), rng, args.rescale,
+                            args.height_weight)
         if args.anchor:
             loss = loss + args.anchor * anchor_penalty(model, start_params)
         opt.zero_grad()
@@ -340,6 +347,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--augment", type=float, default=0.0,
                     help="chance that a rendered radiograph gets heavy degradation (8-bit, LUT, equalisation, "
                          "noise, blur, JPEG, field cuts, zoom; training.data.degrade)")
+    ap.add_argument("--height-weight", type=float, default=0.0,
+                    help="refine: weight of the height-ratio term (training.losses.height_ratio_loss)")
     ap.add_argument("--rescale", type=float, default=0.0,
                     help="coarse: the share of images shown as a longer or tighter film would give them "
                          "(bodies 0.55-1.7x as large; loop.rescaled)")

@@ -1,0 +1,52 @@
+"""The refinement's height-ratio term (training.losses.height_ratio_loss)."""
+
+import numpy as np
+import torch
+
+from sagittal.landmarks.layout import REFINE_CHANNELS
+from sagittal.levels import AI, AS
+from sagittal.training.losses import expected_points, height_ratio_loss
+from sagittal.training.targets import refine_targets
+
+SIZE = 64
+
+
+def _body(anterior_height: float) -> np.ndarray:
+    """``(REFINE_CHANNELS, 2)`` crop points: a body 20 px tall at the back, NaN outside its six."""
+    pts = np.full((REFINE_CHANNELS, 2), np.nan, np.float32)
+    pts[:6] = [[22, 32 - anterior_height / 2], [42, 22], [42, 42], [22, 32 + anterior_height / 2], [32, 22], [32, 42]]
+    return pts
+
+
+def _logits(points: np.ndarray) -> torch.Tensor:
+    """Maps whose spatial softmax is the training target about ``points``."""
+    t = refine_targets(SIZE, points)
+    return torch.from_numpy(np.log(t + 1e-12))
+
+
+def test_expectation_is_the_target_point() -> None:
+    pts = _body(20.0)
+    q = expected_points(_logits(pts)[None, :6])[0].numpy()
+    np.testing.assert_allclose(q, pts[:6], atol=0.05)
+
+
+def test_loss_is_zero_on_the_truth_and_grows_with_a_wedge_read_as_normal() -> None:
+    crushed = _body(12.0)  # anterior height 60 % of the posterior's: a grade-3 wedge
+    truth = torch.from_numpy(crushed)[None]
+    assert float(height_ratio_loss(_logits(crushed)[None], truth)) < 0.01
+    as_normal = float(height_ratio_loss(_logits(_body(20.0))[None], truth))
+    assert abs(as_normal - 0.4) < 0.02  # a/p read 1.0 against 0.6; m/p right
+
+
+def test_crops_without_all_six_points_are_skipped_and_gradient_flows() -> None:
+    crushed, cut = _body(12.0), _body(20.0)
+    cut[AS] = [20, -5]  # the anterior-superior corner outside the crop
+    points = torch.from_numpy(np.stack([crushed, cut]))
+    pred = torch.stack([_logits(_body(20.0)), _logits(_body(20.0))]).requires_grad_()
+    loss = height_ratio_loss(pred, points)
+    assert abs(loss.item() - 0.4) < 0.02  # the cut crop adds nothing
+    loss.backward()
+    assert pred.grad is not None and float(pred.grad[0, AI].abs().sum()) > 0
+    assert float(pred.grad[1].abs().sum()) == 0.0
+    empty = height_ratio_loss(pred[1:], points[1:])
+    assert empty.item() == 0.0
