@@ -5,7 +5,7 @@ import torch
 
 from sagittal.landmarks.layout import REFINE_CHANNELS
 from sagittal.levels import AI, AS
-from sagittal.training.losses import expected_points, height_ratio_loss
+from sagittal.training.losses import expected_points, height_ratio_loss, local_expected_points
 from sagittal.training.targets import refine_targets
 
 SIZE = 64
@@ -50,3 +50,19 @@ def test_crops_without_all_six_points_are_skipped_and_gradient_flows() -> None:
     assert float(pred.grad[1].abs().sum()) == 0.0
     empty = height_ratio_loss(pred[1:], points[1:])
     assert empty.item() == 0.0
+
+
+def test_local_expectation_is_the_peak_even_with_a_far_tail() -> None:
+    pts = _body(20.0)
+    logits = _logits(pts)[None, :6].clone()
+    logits[0, 0, 58:61, 58:61] = logits[0, 0].max() - 0.01  # a far second mode, just below the peak
+    whole = expected_points(logits)[0, 0].numpy()
+    local = local_expected_points(logits, 2)[0].numpy()
+    np.testing.assert_allclose(local, pts[:6], atol=0.05)
+    assert np.linalg.norm(whole - pts[0]) > 5
+    near_edge = _body(20.0)
+    near_edge[0] = [0.4, 1.0]  # a peak in the crop's corner: the window stays inside
+    q = local_expected_points(_logits(near_edge)[None, :1], 2)[0, 0].numpy()
+    assert np.all(np.isfinite(q)) and np.linalg.norm(q - near_edge[0]) < 1.0
+    wedge = torch.from_numpy(_body(12.0))[None]
+    assert abs(height_ratio_loss(_logits(_body(20.0))[None], wedge, window=2).item() - 0.4) < 0.02

@@ -249,7 +249,7 @@ def sampling_weights(family: np.ndarray, mix: list[str]) -> np.ndarray | None:
 
 def _step(stage: str, model: UNet, data: dict[str, np.ndarray], idx: np.ndarray,
           rng: np.random.Generator, rescale: float = 0.0,
-          height_weight: float = 0.0) -> tuple[torch.Tensor, tuple[float, ...]]:
+          height_weight: float = 0.0, height_window: int = 0) -> tuple[torch.Tensor, tuple[float, ...]]:
     model.train()
     if stage == "coarse":
         x, t, m = coarse_batch(data, idx, rng, rescale)
@@ -258,7 +258,7 @@ def _step(stage: str, model: UNet, data: dict[str, np.ndarray], idx: np.ndarray,
     pred = model(x)
     loss, parts = refine_loss(pred, t)
     if height_weight:
-        l_h = height_ratio_loss(pred, torch.from_numpy(data["points"][idx].astype(np.float32)))
+        l_h = height_ratio_loss(pred, torch.from_numpy(data["points"][idx].astype(np.float32)), height_window)
         loss, parts = loss + height_weight * l_h, (*parts, l_h.item())
     return loss, parts
 
@@ -293,7 +293,7 @@ def train(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict:
         for g in opt.param_groups:
             g["lr"] = args.lr * 0.5 * (1 + np.cos(np.pi * frac)) * min(1.0, (it + 1) / args.warmup)
         loss, parts = _step(args.stage, model, data, rng.choice(n, batch, p=p), rng, args.rescale,
-                            args.height_weight)
+                            args.height_weight, args.height_window)
         if args.anchor:
             loss = loss + args.anchor * anchor_penalty(model, start_params)
         opt.zero_grad()
@@ -349,6 +349,8 @@ def parser() -> argparse.ArgumentParser:
                          "noise, blur, JPEG, field cuts, zoom; training.data.degrade)")
     ap.add_argument("--height-weight", type=float, default=0.0,
                     help="refine: weight of the height-ratio term (training.losses.height_ratio_loss)")
+    ap.add_argument("--height-window", type=int, default=0,
+                    help="refine: read the height term's points over this radius about each peak (0: whole map)")
     ap.add_argument("--rescale", type=float, default=0.0,
                     help="coarse: the share of images shown as a longer or tighter film would give them "
                          "(bodies 0.55-1.7x as large; loop.rescaled)")

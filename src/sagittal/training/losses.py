@@ -53,6 +53,24 @@ def expected_points(pred: torch.Tensor) -> torch.Tensor:
     return torch.stack([(p.sum(2) * xs).sum(-1), (p.sum(3) * ys).sum(-1)], dim=-1)
 
 
+def local_expected_points(pred: torch.Tensor, radius: int = 2) -> torch.Tensor:
+    """Each channel's expectation over the ``(2 radius + 1)²`` window about its peak (the
+    softmax renormalised there): ``pred (B, K, H, W)`` → ``(B, K, 2)`` crop pixels ``(x, y)``.
+    Closer to the runtime's reading (``postprocess.softmax_points``: the peak, sub-pixel from its
+    neighbours) than the whole map's expectation, which a far tail moves; differentiable in the
+    window's logits, the peak's position taken as given."""
+    b, k, h, w = pred.shape
+    flat = pred.reshape(b, k, h * w)
+    peak = flat.detach().argmax(-1)
+    iy = (peak // w).clamp(radius, h - 1 - radius)
+    ix = (peak % w).clamp(radius, w - 1 - radius)
+    d = torch.arange(-radius, radius + 1, device=pred.device)
+    yy = (iy[..., None, None] + d[:, None]).expand(b, k, len(d), len(d)).reshape(b, k, -1)
+    xx = (ix[..., None, None] + d[None, :]).expand(b, k, len(d), len(d)).reshape(b, k, -1)
+    p = F.softmax(flat.gather(-1, yy * w + xx), dim=-1)
+    return torch.stack([(p * xx.to(p.dtype)).sum(-1), (p * yy.to(p.dtype)).sum(-1)], dim=-1)
+
+
 def _height_ratios(q: torch.Tensor) -> torch.Tensor:
     """``q (..., 6, 2)`` one body's six points in ``POINT_NAMES`` order → ``(..., 2)`` the
     anterior / posterior and middle / posterior height ratios (Genant's wedge and biconcave
@@ -64,12 +82,14 @@ def _height_ratios(q: torch.Tensor) -> torch.Tensor:
     return torch.stack([h(AS, AI) / hp, h(MS, MI) / hp], dim=-1)
 
 
-def height_ratio_loss(pred: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-    """L1 between a body's height ratios read from the refinement maps' expectations and its true
-    ones, over the crops whose six body points all lie in the crop. The cross-entropy alone lets
-    a collapsed endplate drift towards the normal shape (the runtime under-read fractured bodies'
-    height loss by 2-3 points and over-read normal ones by 1-2 on the projection looks); this
-    term weighs that error by what the Genant grade is read from.
+def height_ratio_loss(pred: torch.Tensor, points: torch.Tensor, window: int = 0) -> torch.Tensor:
+    """L1 between a body's height ratios read from the refinement maps' expectations (over the
+    whole map, or with ``window`` > 0 over the window of that radius about each peak:
+    ``local_expected_points``) and its true ones, over the crops whose six body points all lie in
+    the crop. The cross-entropy alone lets a collapsed endplate drift towards the normal shape
+    (the runtime under-read fractured bodies' height loss by 2-3 points and over-read normal ones
+    by 1-2 on the projection looks); this term weighs that error by what the Genant grade is read
+    from.
     ``pred (B, REFINE_CHANNELS, H, W)``; ``points (B, REFINE_CHANNELS, 2)`` crop pixels, NaN
     where a channel does not belong to the crop."""
     size = pred.shape[-1]
@@ -77,7 +97,8 @@ def height_ratio_loss(pred: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     inside = (torch.isfinite(truth) & (truth >= -0.5) & (truth <= size - 0.5)).all(-1).all(-1)
     if not bool(inside.any()):
         return pred.sum() * 0.0
-    q = expected_points(pred[inside][:, R_VERTEBRA])
+    body = pred[inside][:, R_VERTEBRA]
+    q = local_expected_points(body, window) if window else expected_points(body)
     return (_height_ratios(q) - _height_ratios(truth[inside])).abs().sum(-1).mean()
 
 
