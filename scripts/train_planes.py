@@ -51,6 +51,12 @@ def main() -> int:
                     help="in-plane spacing drawn from 0.5 mm to this (default 1.5; eval_planes' CTs reach 2.0)")
     ap.add_argument("--slice-sampling", action="store_true",
                     help="axial CT planes sampled at the slices and interpolated as a reformat is (not a Gaussian blur)")
+    ap.add_argument("--pelvis", action="store_true",
+                    help="draw the phantom's bony pelvis and proximal femora in the planes (as render_ct/render_mr "
+                         "do by default since the twelfth session; rounds 1-4 trained without it)")
+    ap.add_argument("--height-weight", type=float, default=0.0,
+                    help="refine: weight of the height-ratio term (loop --height-weight; "
+                         "training.losses.height_ratio_loss; default 0 = the cross-entropy alone, as rounds 1-4)")
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1)
@@ -67,24 +73,27 @@ def main() -> int:
     tag += "" if args.ct_share == 0.5 else f"_ct{args.ct_share:g}"
     tag += "" if args.max_spacing == 1.5 else f"_sp{args.max_spacing:g}"
     tag += "_slices" if args.slice_sampling else ""
+    tag += "_pelvis" if args.pelvis else ""
     cache = Path(args.cache_dir) / f"planes_{args.stage}_{args.first_seed}-{args.n_train}{tag}.npz"
     if not cache.is_file():
         t = time.time()
         seeds = range(args.first_seed, args.first_seed + args.n_train)
         if args.stage == "coarse":
             data = make_coarse_planes(seeds, args.workers, fracture_rate=rate, ct_share=args.ct_share,
-                                      max_spacing_mm=args.max_spacing, slice_sampling=args.slice_sampling)
+                                      max_spacing_mm=args.max_spacing, slice_sampling=args.slice_sampling,
+                                      pelvis=args.pelvis)
         else:
             data = make_refine_planes(seeds, args.workers, fracture_rate=rate, fracture_boost=args.fracture_boost,
                                       ct_share=args.ct_share, max_spacing_mm=args.max_spacing,
-                                      slice_sampling=args.slice_sampling, severe_boost=args.severe_boost)
+                                      slice_sampling=args.slice_sampling, severe_boost=args.severe_boost,
+                                      pelvis=args.pelvis)
         with atomic_path(cache) as tmp:
             with open(tmp, "wb") as fh:
                 np.savez(fh, **data)
         print(f"rendered {args.stage} planes into {cache} in {time.time() - t:.0f} s", flush=True)
     init = args.init or str(packaged("landmarks.pt"))
     rc = loop.main(["--stage", args.stage, "--out", args.out, "--minutes", str(args.minutes), "--steps", str(args.steps),
-                    "--lr", str(args.lr),
+                    "--lr", str(args.lr), "--height-weight", str(args.height_weight),
                     "--warmup", "20", "--threads", str(args.threads), "--seed", str(args.seed), "--init", init,
                     "--n-train", str(args.n_train), "--first-seed", str(args.first_seed), "--cache", str(cache)])
     _own_meta(Path(args.out), args.stage, {
@@ -94,7 +103,9 @@ def main() -> int:
                        f"{args.ct_share:g}, in-plane 0.5-{args.max_spacing:g} mm"
                        + (f", fractured bodies x{1 + args.fracture_boost}" if args.stage == "refine" else "")
                        + (f", grade 2-3 bodies {args.severe_boost} more" if args.stage == "refine" and args.severe_boost else "")
-                       + (", axial CT sampled at its slices" if args.slice_sampling else "") + ")"})
+                       + (", axial CT sampled at its slices" if args.slice_sampling else "")
+                       + (", bony pelvis drawn" if args.pelvis else "") + ")",
+        "height_weight": args.height_weight, "pelvis": args.pelvis})
     return rc
 
 

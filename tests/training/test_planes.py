@@ -118,3 +118,40 @@ def test_slice_sampling_makes_an_axial_ct_plane_a_ramp_between_slices() -> None:
     blurred = cv2.GaussianBlur(img, (0, 0), sigmaX=0.3, sigmaY=5.0 / 2.355)
     assert int((np.abs(np.diff(blurred[:, 0], 2)) > 1e-3).sum()) > 6
     assert planes._slice_sampled(img, 1.0, rng) is img  # slices no thicker than a row: unchanged
+
+
+def test_pelvis_draws_bone_at_the_planes_bottom_and_nothing_else() -> None:
+    """``pelvis=True`` draws the phantom's pelvis into the plane (below the S1 endplate: the pubis
+    where the slab's thickness or the plane's placement error reaches past the symphysis' 4-mm gap,
+    as MR's thick sagittal slices do); it draws nothing from the generator, so the plane is
+    otherwise the one drawn without it, and the default, no pelvis, is the plane of rounds 1-4."""
+    spine = planes._spine(planes.PLANE_REFINE_STREAM, 2, 0.0)[0]
+    changed = 0
+    for s in (0, 3):
+        a = planes.render_plane(spine, np.random.default_rng([11, s]), ct_share=0.0, coarse=True)
+        b = planes.render_plane(spine, np.random.default_rng([11, s]), ct_share=0.0, coarse=True, pelvis=True)
+        c = planes.render_plane(spine, np.random.default_rng([11, s]), ct_share=0.0, coarse=True, pelvis=False)
+        assert np.array_equal(a.image, c.image)
+        assert a.image.shape == b.image.shape and a.spacing_mm == b.spacing_mm and np.array_equal(a.in_view, b.in_view)
+        rows = np.nonzero((np.abs(a.image - b.image) > 1e-3).any(axis=1))[0]
+        if len(rows):
+            changed += 1
+            assert rows.min() > a.to_px(spine.s1_mm)[:, 1].max()  # below the sacrum's top: the bodies are kept
+    assert changed == 2
+
+
+def test_train_planes_passes_pelvis_and_height_weight(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "planes.pt"
+    monkeypatch.setattr("sys.argv", ["train_planes.py", "--stage", "refine", "--n-train", "2", "--first-seed", "5",
+                                     "--minutes", "600", "--steps", "1", "--fracture-rate", "1.0", "--pelvis",
+                                     "--height-weight", "20", "--cache-dir", str(tmp_path), "--out", str(out)])
+    mod = script("train_planes")
+    seen: list[list[str]] = []
+    real = mod.loop.main
+    monkeypatch.setattr(mod.loop, "main", lambda argv: (seen.append(argv), real(argv))[1])
+    assert mod.main() == 0
+    assert (tmp_path / "planes_refine_5-2_fx1_pelvis.npz").is_file()
+    assert seen and seen[0][seen[0].index("--height-weight") + 1] == "20.0"
+    meta = torch.load(out, weights_only=True)["refine"]["meta"]
+    assert meta["height_weight"] == 20.0 and meta["pelvis"] is True and "bony pelvis" in meta["train_seeds"]
+    assert np.isfinite(meta["final_loss"])

@@ -29,7 +29,17 @@ from ..landmarks.preprocess import letterbox, normalise
 from ..landmarks.volume import plane_input
 from ..levels import LEVEL_INDEX, LEVELS
 from ..phantom import build_spine, sample_spec
-from ..phantom.volume import _HU, CORTEX, MARROW, MR_SIGNAL, OEDEMA, sagittal_maps, scoliosis_curve, tissue_labels
+from ..phantom.volume import (
+    _HU,
+    CORTEX,
+    MARROW,
+    MR_SIGNAL,
+    OEDEMA,
+    pelvis_of,
+    sagittal_maps,
+    scoliosis_curve,
+    tissue_labels,
+)
 from .data import body_and_s1_crops
 
 PLANE_COARSE_STREAM = 7_100_003
@@ -64,7 +74,7 @@ def _smooth_offset(rng: np.random.Generator, amp: float) -> Any:
 
 def render_plane(spine: Any, rng: np.random.Generator, *, spacing_mm: float | None = None,
                  modality: str | None = None, coarse: bool = False, ct_share: float = 0.5,
-                 max_spacing_mm: float = 1.5, slice_sampling: bool = False) -> PlaneRender:
+                 max_spacing_mm: float = 1.5, slice_sampling: bool = False, pelvis: bool = False) -> PlaneRender:
     """One randomised CT or MR plane of ``spine`` on its curved mid-sagittal section.
 
     ``coarse`` renders at no finer than a 512-row grid over the field (for the letterboxed coarse
@@ -78,7 +88,12 @@ def render_plane(spine: Any, rng: np.random.Generator, *, spacing_mm: float | No
     phantom CT's slices are point samples (``phantom.volume.render_ct``), a scanner's are
     averaged over the slice: half the planes each. The blur hid that an endplate between two
     slices is seen only as a ramp between them (the diagnosis: CT fractured grades went wrong on
-    3.4–4.9 mm slices)."""
+    3.4–4.9 mm slices).
+
+    ``pelvis``: the phantom's bony pelvis and proximal femora (``phantom.volume.pelvis_of``) are
+    drawn too, as ``render_ct`` / ``render_mr`` draw them by default since the twelfth session (the
+    plane's bottom then shows the ilium and the pubis, as at run time); it draws nothing from
+    ``rng``, so the rest of the plane is the one drawn without it."""
     modality = modality or ("CT" if rng.random() < ct_share else "MR")
     top = _TOP_LEVELS[int(rng.integers(len(_TOP_LEVELS)))]
     pts = spine.points_mm
@@ -115,9 +130,11 @@ def render_plane(spine: Any, rng: np.random.Generator, *, spacing_mm: float | No
     else:
         seq = ("T1", "T2", "STIR", "T2")[int(rng.integers(4))]
         table = MR_SIGNAL[seq].copy() * rng.uniform(0.75, 1.3, MR_SIGNAL[seq].shape).astype(np.float32)
+    bones = pelvis_of(spine) if pelvis else None
     acc = np.zeros((rows, cols), np.float32)
     for dz in dzs:
-        lab = tissue_labels(maps, spine, x[None, :], y[:, None], (z_mid + dz)[:, None].astype(np.float32), curve)
+        lab = tissue_labels(maps, spine, x[None, :], y[:, None], (z_mid + dz)[:, None].astype(np.float32), curve,
+                            pelvis=bones)
         acc += table[np.minimum(lab, len(table) - 1)]
     img: np.ndarray = acc / len(dzs)
     # resolution: along the rows (superior) the slice thickness for axial CT, else the in-plane one
@@ -186,13 +203,13 @@ REFINE_FRACTURE_RATE = 0.6
 
 
 def coarse_one(seed: int, fracture_rate: float = COARSE_FRACTURE_RATE, ct_share: float = 0.5,
-               max_spacing_mm: float = 1.5, slice_sampling: bool = False) -> tuple:
+               max_spacing_mm: float = 1.5, slice_sampling: bool = False, pelvis: bool = False) -> tuple:
     """One coarse item as ``training.data.make_coarse_dataset`` lays it out (``fracture_rate``:
     the share of spines drawn with 1–3 fractures; the rest take ``phantom.sample_spec``'s own
     draw, 55 % of them with 1–5; ``ct_share``, ``max_spacing_mm``: ``render_plane``'s)."""
     spine, rng = _spine(PLANE_COARSE_STREAM, seed, fracture_rate)
     r = render_plane(spine, rng, coarse=True, ct_share=ct_share, max_spacing_mm=max_spacing_mm,
-                     slice_sampling=slice_sampling)
+                     slice_sampling=slice_sampling, pelvis=pelvis)
     img, lb = letterbox(model_image(r, rng))
     verts = np.full((len(LEVELS), 6, 2), np.nan, np.float32)
     for i in np.where(r.in_view)[0]:
@@ -204,12 +221,13 @@ def coarse_one(seed: int, fracture_rate: float = COARSE_FRACTURE_RATE, ct_share:
 
 def refine_one(seed: int, fracture_rate: float = REFINE_FRACTURE_RATE, fracture_boost: int = 2,
                ct_share: float = 0.5, max_spacing_mm: float = 1.5, slice_sampling: bool = False,
-               severe_boost: int = 0) -> list[tuple]:
+               severe_boost: int = 0, pelvis: bool = False) -> list[tuple]:
     """Crops about every body and the S1 endplate of one fine plane (mirrored: anterior left);
     a fractured body ``1 + fracture_boost`` times, each jittered anew, and a body of Genant grade
     2-3 ``severe_boost`` times more (the refinement under-read crushed bodies' loss on CT planes)."""
     spine, rng = _spine(PLANE_REFINE_STREAM, seed, fracture_rate)
-    r = render_plane(spine, rng, ct_share=ct_share, max_spacing_mm=max_spacing_mm, slice_sampling=slice_sampling)
+    r = render_plane(spine, rng, ct_share=ct_share, max_spacing_mm=max_spacing_mm, slice_sampling=slice_sampling,
+                     pelvis=pelvis)
     img = model_image(r, rng)
     out = body_and_s1_crops(img, r, spine, rng, True, fracture_boost=fracture_boost)
     if severe_boost > 0:  # the same crops again about the grade 2-3 bodies only (each 1 + boost: boost - 1 here)
@@ -229,11 +247,11 @@ def _map(fn: Any, seeds: list[int], workers: int) -> list:
 
 def make_coarse_planes(seeds: Any, workers: int = 1, fracture_rate: float = COARSE_FRACTURE_RATE,
                        ct_share: float = 0.5, max_spacing_mm: float = 1.5,
-                       slice_sampling: bool = False) -> dict[str, np.ndarray]:
+                       slice_sampling: bool = False, pelvis: bool = False) -> dict[str, np.ndarray]:
     """Coarse items for ``seeds`` in ``training.data.make_coarse_dataset``'s layout."""
     seeds = list(seeds)
     rows = _map(partial(coarse_one, fracture_rate=fracture_rate, ct_share=ct_share, max_spacing_mm=max_spacing_mm,
-                        slice_sampling=slice_sampling), seeds, workers)
+                        slice_sampling=slice_sampling, pelvis=pelvis), seeds, workers)
     keys = ("images", "vertebrae", "s1", "heads", "radii")
     data = {k: np.stack([r[i] for r in rows]).astype(np.uint8 if k == "images" else np.float32) for i, k in enumerate(keys)}
     data["seeds"] = np.asarray(seeds)
@@ -242,10 +260,12 @@ def make_coarse_planes(seeds: Any, workers: int = 1, fracture_rate: float = COAR
 
 def make_refine_planes(seeds: Any, workers: int = 1, fracture_rate: float = REFINE_FRACTURE_RATE,
                        fracture_boost: int = 2, ct_share: float = 0.5, max_spacing_mm: float = 1.5,
-                       slice_sampling: bool = False, severe_boost: int = 0) -> dict[str, np.ndarray]:
+                       slice_sampling: bool = False, severe_boost: int = 0,
+                       pelvis: bool = False) -> dict[str, np.ndarray]:
     """Refinement crops for ``seeds`` in ``training.data.make_refine_dataset``'s layout."""
     one = partial(refine_one, fracture_rate=fracture_rate, fracture_boost=fracture_boost, ct_share=ct_share,
-                  max_spacing_mm=max_spacing_mm, slice_sampling=slice_sampling, severe_boost=severe_boost)
+                  max_spacing_mm=max_spacing_mm, slice_sampling=slice_sampling, severe_boost=severe_boost,
+                  pelvis=pelvis)
     rows = [r for per in _map(one, list(seeds), workers) for r in per]
     return {"crops": np.stack([r[0] for r in rows]).reshape(-1, CROP, CROP),
             "kinds": np.array([r[1] for r in rows], np.int8),
