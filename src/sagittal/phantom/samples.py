@@ -65,16 +65,14 @@ def _acute_patient(out: Path) -> dict:
                          modality="DX", field_of_view="whole", calibration="both", facing="left",
                          pixel_spacing_mm=SPACING_MM, series_number=1, **LOOK),
     ]
-    # the sample patient's CT and MR are drawn without the phantom's pelvis (added in the twelfth session), so
-    # that sample_dicom/ stays as committed: regenerating it with the pelvis is left to do
-    ct = render_ct(spine, rng, matrix=192, pixel_spacing_mm=2.0, slice_mm=3.0, top_level="T11", noise_hu=12.0,
-                   pelvis=False)
+    # the CT and MR are drawn with the phantom's bony pelvis about the femoral heads (since the thirteenth session)
+    ct = render_ct(spine, rng, matrix=192, pixel_spacing_mm=2.0, slice_mm=3.0, top_level="T11", noise_hu=12.0)
     images.append(write_volume(ct, spine, out, f"{pid}/study1/ct", info, f"{pid}/ct", transfer_syntax="jpeg2000",
                                series_number=2, frame_key=f"{pid}/ct"))
     origin = np.array([1.0, 60.0, -800.0])
     for s, seq in enumerate(("T1", "STIR")):
         mr = render_mr(spine, rng, seq, matrix=192, pixel_spacing_mm=1.6, n_slices=9, top_level="T10",
-                       origin_lps=origin, pelvis=False)
+                       origin_lps=origin)
         images.append(write_volume(mr, spine, out, f"{pid}/study1/mr_{seq.lower()}", info, f"{pid}/mr/{seq}",
                                    transfer_syntax="rle", series_number=3 + s, suffix="", frame_key=f"{pid}/mr"))
     study1 = {"study_date": info.study_date, "spine": spine_truth(spine), "images": images}
