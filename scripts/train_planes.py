@@ -57,6 +57,9 @@ def main() -> int:
     ap.add_argument("--height-weight", type=float, default=0.0,
                     help="refine: weight of the height-ratio term (loop --height-weight; "
                          "training.losses.height_ratio_loss; default 0 = the cross-entropy alone, as rounds 1-4)")
+    ap.add_argument("--height-window", type=int, default=0,
+                    help="refine: read the height term's points over this radius about each peak (loop --height-window; "
+                         "0: the whole map)")
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1)
@@ -93,7 +96,7 @@ def main() -> int:
         print(f"rendered {args.stage} planes into {cache} in {time.time() - t:.0f} s", flush=True)
     init = args.init or str(packaged("landmarks.pt"))
     rc = loop.main(["--stage", args.stage, "--out", args.out, "--minutes", str(args.minutes), "--steps", str(args.steps),
-                    "--lr", str(args.lr), "--height-weight", str(args.height_weight),
+                    "--lr", str(args.lr), "--height-weight", str(args.height_weight), "--height-window", str(args.height_window),
                     "--warmup", "20", "--threads", str(args.threads), "--seed", str(args.seed), "--init", init,
                     "--n-train", str(args.n_train), "--first-seed", str(args.first_seed), "--cache", str(cache)])
     _own_meta(Path(args.out), args.stage, {
@@ -105,7 +108,7 @@ def main() -> int:
                        + (f", grade 2-3 bodies {args.severe_boost} more" if args.stage == "refine" and args.severe_boost else "")
                        + (", axial CT sampled at its slices" if args.slice_sampling else "")
                        + (", bony pelvis drawn" if args.pelvis else "") + ")",
-        "height_weight": args.height_weight, "pelvis": args.pelvis})
+        "height_weight": args.height_weight, "height_window": args.height_window, "pelvis": args.pelvis})
     return rc
 
 

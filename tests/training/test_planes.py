@@ -144,7 +144,8 @@ def test_train_planes_passes_pelvis_and_height_weight(tmp_path: Path, monkeypatc
     out = tmp_path / "planes.pt"
     monkeypatch.setattr("sys.argv", ["train_planes.py", "--stage", "refine", "--n-train", "2", "--first-seed", "5",
                                      "--minutes", "600", "--steps", "1", "--fracture-rate", "1.0", "--pelvis",
-                                     "--height-weight", "20", "--cache-dir", str(tmp_path), "--out", str(out)])
+                                     "--height-weight", "20", "--height-window", "4", "--cache-dir", str(tmp_path),
+                                     "--out", str(out)])
     mod = script("train_planes")
     seen: list[list[str]] = []
     real = mod.loop.main
@@ -152,6 +153,8 @@ def test_train_planes_passes_pelvis_and_height_weight(tmp_path: Path, monkeypatc
     assert mod.main() == 0
     assert (tmp_path / "planes_refine_5-2_fx1_pelvis.npz").is_file()
     assert seen and seen[0][seen[0].index("--height-weight") + 1] == "20.0"
+    assert seen[0][seen[0].index("--height-window") + 1] == "4"
     meta = torch.load(out, weights_only=True)["refine"]["meta"]
-    assert meta["height_weight"] == 20.0 and meta["pelvis"] is True and "bony pelvis" in meta["train_seeds"]
+    assert meta["height_weight"] == 20.0 and meta["height_window"] == 4 and meta["pelvis"] is True
+    assert "bony pelvis" in meta["train_seeds"]
     assert np.isfinite(meta["final_loss"])

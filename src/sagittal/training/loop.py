@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ..fsio import atomic_path
+from ..landmarks.crops import CROP
 from ..landmarks.model import UNet, build
 from ..landmarks.preprocess import INPUT_SHAPE
 from ..landmarks.weights import write_checksum
@@ -380,6 +381,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if not 0.0 <= args.rescale <= 1.0 or (args.rescale and args.stage != "coarse"):
         ap.error("--rescale is a share in [0, 1] of coarse images (the refinement's crops are framed on each body)")
+    if args.height_weight < 0 or ((args.height_weight or args.height_window) and args.stage != "refine"):
+        ap.error("--height-weight (>= 0) and --height-window are the refinement's (a body's six points in its crop)")
+    if not 0 <= args.height_window < CROP // 2:
+        ap.error(f"--height-window is a radius in pixels, 0 (the whole map) to {CROP // 2 - 1}")
     args.argv = argv
     meta = train(args, log=lambda m: print(m, flush=True))
     print(json.dumps(meta), flush=True)
