@@ -24,7 +24,8 @@ on normal ones; the signed height-loss bias on fractured and normal bodies (our 
 loss the true points give on our plane with our neighbours: the points' share of a grade error);
 PI MAE (where PI was measured, against the phantom's own PI); every femoral head reported against the
 nearest true head projected onto the plane (``femoral_heads``: centre error in the plane, radius error,
-and how many lie over ``HEAD_OFF_MM`` from every true head: another bone); the MAE and count of every angle the
+and how many lie over ``HEAD_OFF_MM`` from every true head: another bone; the same in 3-D from the
+centre as found, before the projection: ``off_3d``, ``centre_err_3d_mm_*``); the MAE and count of every angle the
 document reports (``angles``: PI, PT, SS, LL, TK, PI-LL, regional and vertebral kyphosis) against the
 same measure (``report.analysis_document``) of the phantom's TRUE points mapped to our plane, the
 femoral heads projected from 3-D, counted only where the document reports the angle (every level it
@@ -206,7 +207,7 @@ def _score(spine: Any, vol: Any, prep: Any, doc: dict, acc: dict, diagnose: list
     if pi is not None:
         acc["pi_err"].append(abs(pi - spine.parameters["pelvic_incidence_deg"]))
         acc["heads"].append(len(doc["landmarks"]["femoral_heads"]))
-    _score_heads(spine, vol, plane, doc, acc, diagnose)
+    _score_heads(spine, vol, plane, doc, acc, diagnose, prep.extra.get("heads_lps", []))
     _score_kept_crushed(spine, vol, plane, prep.image, doc, acc, diagnose)
 
 
@@ -232,13 +233,22 @@ def _score_kept_crushed(spine: Any, vol: Any, plane: Any, img: np.ndarray, doc: 
                             f"in view {row[2]}")
 
 
-def _score_heads(spine: Any, vol: Any, plane: Any, doc: dict, acc: dict, diagnose: list[str] | None) -> None:
+def _score_heads(spine: Any, vol: Any, plane: Any, doc: dict, acc: dict, diagnose: list[str] | None,
+                 heads_lps: list[np.ndarray]) -> None:
     """Every head reported: the in-plane distance of its centre to the nearest true head projected onto
     the plane (mm) and its radius against that head's, into ``acc['head_err']`` (a head taken from
-    another bone lies far off)."""
+    another bone lies far off); and the 3-D distance of its centre as found (``heads_lps``, before the
+    projection) to the nearest true centre, into ``acc['head_err_3d']`` (a bone off to the side that
+    projects onto a true head is off there, not in the plane)."""
     sp = plane.spacing_mm
-    true_heads = [(plane.from_lps(vol.sagittal_to_lps(c, side * _HIP_HALF_MM)), r) for c, r, side
-                  in zip(spine.femoral_centers_mm, spine.femoral_radii_mm, (1.0, -1.0), strict=True)]
+    true_lps = [vol.sagittal_to_lps(c, side * _HIP_HALF_MM) for c, side
+                in zip(spine.femoral_centers_mm, (1.0, -1.0), strict=True)]
+    for c in heads_lps:
+        d3 = min(float(np.linalg.norm(np.asarray(c, float) - np.asarray(t, float))) for t in true_lps)
+        acc.setdefault("head_err_3d", []).append(d3)
+        if diagnose is not None and d3 > HEAD_OFF_MM:
+            diagnose.append(f"femoral head {d3:.1f} mm from the nearest true head in 3-D")
+    true_heads = [(plane.from_lps(t), r) for t, r in zip(true_lps, spine.femoral_radii_mm, strict=True)]
     for h in doc["landmarks"]["femoral_heads"]:
         d, r = min(((float(np.linalg.norm((np.asarray(h["center"]) - c) * sp)), r) for c, r in true_heads),
                    key=lambda t: t[0])
@@ -521,7 +531,7 @@ def _figures(acc: dict[str, Any], n: int) -> dict:
         "pi_heads_found": acc["heads"],
         # the femoral heads reported (any study, with or without PI): in-plane centre error against the
         # nearest true head (mm), radius error (mm), and how many lie over HEAD_OFF_MM from every true head
-        "femoral_heads": _head_figures(acc.get("head_err", [])),
+        "femoral_heads": _head_figures(acc.get("head_err", []), acc.get("head_err_3d", [])),
         # crushed bodies kept between their neighbours: how many, how many not wholly in the plane's field
         # (the radiographs' box= check) and not in view by the truth
         "kept_crushed_between": {"kept": len(kc := acc.get("kept_crushed", [])),
@@ -537,12 +547,15 @@ def _figures(acc: dict[str, Any], n: int) -> dict:
     }
 
 
-def _head_figures(errs: list[tuple[float, float]]) -> dict[str, Any]:
-    e = np.array(errs, float).reshape(-1, 2)
+def _head_figures(errs: list[tuple[float, float]], errs_3d: list[float]) -> dict[str, Any]:
+    e, e3 = np.array(errs, float).reshape(-1, 2), np.array(errs_3d, float)
     return {"reported": len(e), "off": int((e[:, 0] > HEAD_OFF_MM).sum()),
             "centre_err_mm_median": round(float(np.median(e[:, 0])), 3) if len(e) else None,
             "centre_err_mm_max": round(float(e[:, 0].max()), 3) if len(e) else None,
-            "radius_err_mm_mean": round(float(e[:, 1].mean()), 3) if len(e) else None}
+            "radius_err_mm_mean": round(float(e[:, 1].mean()), 3) if len(e) else None,
+            "off_3d": int((e3 > HEAD_OFF_MM).sum()),
+            "centre_err_3d_mm_median": round(float(np.median(e3)), 3) if len(e3) else None,
+            "centre_err_3d_mm_max": round(float(e3.max()), 3) if len(e3) else None}
 
 
 def _fracture_summary(rows: list[tuple[int, int, int, int]]) -> dict[str, Any]:

@@ -145,6 +145,7 @@ def finish(prep: Prepared, detection: Detection) -> dict[str, Any]:
     t = time.perf_counter()
     heads = _femoral_heads(lm, x, warnings)
     x["timings"]["femoral_heads"] = LAST_TIMINGS["femoral_heads"] = time.perf_counter() - t
+    x["heads_lps"] = [np.asarray(h.centre_lps, float) for h in heads]  # 3-D centres, for scripts/eval_planes.py
     lm = dict(lm, femoral_heads=_head_landmarks(plane, heads))
     info = dict(prep.image_info)
     doc = analysis_document({k: info[k] for k in ("rows", "columns", "pixel_spacing_mm", "spacing_source", "anterior")},

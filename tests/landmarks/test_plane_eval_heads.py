@@ -1,0 +1,26 @@
+"""``scripts/eval_planes.py``'s femoral-head figures: in the plane and in 3-D. A head found on a bone
+off to the side that projects onto a true head is not off in the plane; it is off in 3-D."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sagittal.phantom.volume import _HIP_HALF_MM
+from tests.landmarks.test_plane_eval_angles import _case, _doc
+
+
+def test_a_head_found_off_to_the_side_is_off_in_3d_not_in_the_plane():
+    spine, plane, vol, ev, _ = _case()
+    doc = _doc(ev, spine, plane, vol)
+    true_lps = [vol.sagittal_to_lps(c, s * _HIP_HALF_MM) for c, s in zip(spine.femoral_centers_mm, (1.0, -1.0), strict=True)]
+    found = [true_lps[0] + 40.0 * plane.normal, true_lps[1] + np.array([0.0, 0.0, 0.5])]
+    acc: dict = {}
+    diagnose: list[str] = []
+    ev._score_heads(spine, vol, plane, doc, acc, diagnose, found)
+    figures = ev._head_figures(acc["head_err"], acc["head_err_3d"])
+    assert figures["reported"] == 2 and figures["off"] == 0 and figures["centre_err_mm_max"] < 0.5
+    assert figures["off_3d"] == 1
+    assert abs(figures["centre_err_3d_mm_max"] - 40.0) < 1e-6 and abs(sorted(acc["head_err_3d"])[0] - 0.5) < 1e-6
+    assert any("40.0 mm from the nearest true head in 3-D" in line for line in diagnose)
+    empty = ev._head_figures([], [])
+    assert empty["off_3d"] == 0 and empty["centre_err_3d_mm_median"] is None
