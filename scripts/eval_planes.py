@@ -207,7 +207,7 @@ def _score(spine: Any, vol: Any, prep: Any, doc: dict, acc: dict, diagnose: list
     if pi is not None:
         acc["pi_err"].append(abs(pi - spine.parameters["pelvic_incidence_deg"]))
         acc["heads"].append(len(doc["landmarks"]["femoral_heads"]))
-    _score_heads(spine, vol, plane, doc, acc, diagnose, prep.extra.get("heads_lps", []))
+    _score_heads(spine, vol, plane, doc, acc, diagnose, prep.extra["heads_lps"])
     _score_kept_crushed(spine, vol, plane, prep.image, doc, acc, diagnose)
 
 

@@ -68,6 +68,8 @@ def main() -> int:
     ap.add_argument("--out", default="src/sagittal/weights/landmarks_planes.pt")
     ap.add_argument("--cache-dir", default="/tmp/sagittal-train")
     args = ap.parse_args()
+    if (why := loop.height_options_error(args.stage, args.height_weight, args.height_window)) is not None:
+        ap.error(why)  # before rendering the planes
     default_rate = COARSE_FRACTURE_RATE if args.stage == "coarse" else REFINE_FRACTURE_RATE
     rate = default_rate if args.fracture_rate is None else args.fracture_rate
     tag = "" if rate == default_rate else f"_fx{rate:g}"

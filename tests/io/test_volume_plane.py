@@ -143,3 +143,19 @@ def test_other_sequence_samples_the_same_grid(scoliotic):
     plane = spine_plane(vox, g, ct_centreline(vox, g))
     np.testing.assert_allclose(plane.sample(vox, g), plane.image, atol=1e-3)
     assert plane.sample(vox + 100.0, g).mean() == pytest.approx(plane.image.mean() + 100.0, rel=0.05)
+
+
+def test_the_curve_is_measured_where_the_spine_is_and_warned_over_2_mm():
+    from sagittal.io.volume import SpinePlane, curve_warning
+
+    lateral = np.zeros(100)
+    lateral[80:] = 6.0  # the rows below S1, where the centre line follows the pelvis
+    lateral[40] = -1.5
+    plane = SpinePlane(image=np.zeros((100, 50), np.float32), origin_lps=np.zeros(3), col_axis=np.array([0.0, -1.0, 0.0]),
+                       row_axis=np.array([0.0, 0.0, -1.0]), normal=np.array([1.0, 0.0, 0.0]), spacing_mm=1.0,
+                       lateral_mm=lateral, anterior="right", snapped=True)
+    assert plane.max_lateral_deviation_mm == 6.0
+    assert plane.lateral_deviation_between_mm(10.2, 70.7) == 1.5
+    assert plane.lateral_deviation_between_mm(10, 79.5) == 6.0  # row 80 is reached by rounding up
+    assert plane.lateral_deviation_between_mm(-20, 500) == 6.0 and plane.lateral_deviation_between_mm(60, 50) == 0.0
+    assert curve_warning(2.0) is None and curve_warning(2.6).startswith("the spine curves up to 2.6 mm")

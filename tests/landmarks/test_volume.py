@@ -54,6 +54,16 @@ def test_both_heads_found_in_3d_and_pi_from_their_projection(tmp_path, spine):
     doc = kind.finish(prep, _true_detection(ct, spine, prep.extra["plane"]))
     jsonschema.validate(doc, load_schema())
     assert len(doc["landmarks"]["femoral_heads"]) == 2
+    # their 3-D centres as found, kept for scripts/eval_planes.py, each at a true head
+    truth = [ct.sagittal_to_lps(spine.femoral_centers_mm[k], lateral_mm=s * 85.0) for k, s in enumerate((1.0, -1.0))]
+    assert len(prep.extra["heads_lps"]) == 2
+    assert all(min(np.linalg.norm(c - t) for t in truth) < 2.5 for c in prep.extra["heads_lps"])
+    # a straight spine: the pelvis below S1 pulls the centre line sideways (the plane's rows there), which is
+    # no curve of the spine: neither the warning nor the deviation counts those rows
+    plane = prep.extra["plane"]
+    assert plane.max_lateral_deviation_mm > 2.0
+    assert doc["image"]["lateral_deviation_mm"] <= 1.0
+    assert not any(w.startswith("the spine curves") for w in doc["warnings"])
     assert doc["parameters"]["pelvic_incidence_deg"] == pytest.approx(spine.parameters["pelvic_incidence_deg"], abs=2.0)
     assert doc["parameters"]["sacral_slope_deg"] == pytest.approx(spine.parameters["sacral_slope_deg"], abs=1.0)
     # supine: SVA and T1PA null with the reason; the rest measured for the posture

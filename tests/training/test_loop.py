@@ -107,10 +107,18 @@ def test_a_run_with_the_height_weight_trains_on_the_term(tmp_path: Path) -> None
     assert final["50"] > final["0"] + 1.0  # 50 x a wedge read from untrained maps (0.4 and more)
 
 
-def test_the_height_options_are_checked() -> None:
+def test_the_height_options_are_checked(monkeypatch) -> None:
     import pytest
 
+    def no_training(*_a, **_k):
+        raise AssertionError("the options should have been refused before training")
+
+    monkeypatch.setattr(loop, "train", no_training)
     for bad in (["--stage", "coarse", "--height-weight", "5"], ["--stage", "refine", "--height-window", "40"],
-                ["--stage", "refine", "--height-weight", "-1"]):
+                ["--stage", "refine", "--height-weight", "-1"], ["--stage", "refine", "--height-weight", "nan"],
+                ["--stage", "refine", "--height-window", "4"]):
         with pytest.raises(SystemExit):
             loop.main([*bad, "--out", "/nonexistent/w.pt"])
+    # what train_planes.py passes for its coarse stage is accepted
+    assert loop.height_options_error("coarse", 0.0, 0) is None
+    assert loop.height_options_error("refine", 20.0, 4) is None

@@ -132,6 +132,7 @@ def prepare(unit: Unit, detector: Any = None) -> Prepared:
 
 def finish(prep: Prepared, detection: Detection) -> dict[str, Any]:
     """The analysis document of a CT series or MR study from the plane model's landmarks."""
+    from ..io.volume import CURVE_WARNING_START, curve_warning
     from ..landmarks.volume import _head_landmarks
     from ..report.analysis import REQUIRED_PARAMETERS, analysis_document
 
@@ -141,7 +142,10 @@ def finish(prep: Prepared, detection: Detection) -> dict[str, Any]:
     lm = {k: v for k, v in lm.items() if k != UNGRADED or v}
     x = prep.extra
     plane = x["plane"]
-    warnings = list(prep.warnings) + list(lm_warnings)
+    # the plane's curve where the spine is reported: below S1 its centre line follows the pelvis
+    dev = _spine_deviation_mm(plane, lm)
+    warnings = [w for w in prep.warnings if not w.startswith(CURVE_WARNING_START)]
+    warnings += [w for w in (curve_warning(dev),) if w] + list(lm_warnings)
     t = time.perf_counter()
     heads = _femoral_heads(lm, x, warnings)
     x["timings"]["femoral_heads"] = LAST_TIMINGS["femoral_heads"] = time.perf_counter() - t
@@ -165,10 +169,22 @@ def finish(prep: Prepared, detection: Detection) -> dict[str, Any]:
     elif doc["status"] != "rejected":
         measurable = [k for k in REQUIRED_PARAMETERS if k not in STANDING_ONLY or info["patient_position"] == "standing"]
         doc["status"] = "ok" if all(doc["parameters"].get(k) is not None for k in measurable) else "partial"
-    dev = plane.max_lateral_deviation_mm
     doc["image"]["lateral_deviation_mm"] = round(dev, 2)
     _marrow_findings(doc, lm, x)
     return doc
+
+
+def _spine_deviation_mm(plane: Any, lm: dict[str, Any]) -> float:
+    """The plane's largest lateral offset (mm) over the rows from the highest reported point to the
+    lowest (bodies and S1 endplate); the whole plane's where nothing is reported."""
+    from ..levels import POINT_NAMES
+
+    ys = [float(p[n][1]) for p in lm["vertebrae"].values() for n in POINT_NAMES]
+    if lm.get("s1_endplate"):
+        ys += [float(lm["s1_endplate"][k][1]) for k in ("anterior", "posterior")]
+    if not ys:
+        return float(plane.max_lateral_deviation_mm)
+    return float(plane.lateral_deviation_between_mm(min(ys), max(ys)))
 
 
 def _femoral_heads(lm: dict[str, Any], x: dict[str, Any], warnings: list[str]) -> list[Any]:

@@ -606,6 +606,28 @@ class SpinePlane:
     def max_lateral_deviation_mm(self) -> float:
         return float(np.max(np.abs(self.lateral_mm))) if len(self.lateral_mm) else 0.0
 
+    def lateral_deviation_between_mm(self, first_row: float, last_row: float) -> float:
+        """The largest lateral offset (mm) of the rows from ``first_row`` to ``last_row`` (image rows,
+        clipped to the image): the curve where the spine is. Below S1 the centre line follows the
+        pelvis's bone, which is no curve of the spine."""
+        n = len(self.lateral_mm)
+        lo, hi = max(0, int(np.floor(first_row))), min(n - 1, int(np.ceil(last_row)))
+        return float(np.max(np.abs(self.lateral_mm[lo:hi + 1]))) if n and hi >= lo else 0.0
+
+
+#: the plane's lateral offset (mm) over which the reported points are said to be sections of a curve
+CURVE_WARNING_MM = 2.0
+CURVE_WARNING_START = "the spine curves up to"
+
+
+def curve_warning(deviation_mm: float) -> str | None:
+    """The warning for a plane whose rows lie up to ``deviation_mm`` off its mid-plane, or None
+    where that is within ``CURVE_WARNING_MM``."""
+    if deviation_mm <= CURVE_WARNING_MM:
+        return None
+    return (f"{CURVE_WARNING_START} {deviation_mm:.1f} mm out of the reported plane: each row of the image is its own "
+            "section through the spine, its points are reported in the plane")
+
 
 def _axes_by_anatomy(geom: VolumeGeometry) -> tuple[int, int, int]:
     """Volume array axes ``(superior, anterior-posterior, lateral)`` by which LPS axis each of
@@ -819,9 +841,8 @@ def spine_plane(volume: NDArray[Any], geom: VolumeGeometry, line: Centreline, *,
     for dz in offsets:
         acc += sample_lps(volume, geom, grid + dz * normal)
     dev = float(np.abs(lateral).max()) if rows else 0.0
-    if dev > 2.0:
-        warnings.append(f"the spine curves up to {dev:.1f} mm out of the reported plane: each row of the image is its own "
-                        "section through the spine, its points are reported in the plane")
+    if (curve := curve_warning(dev)) is not None:
+        warnings.append(curve)
     anterior = "left" if col_axis @ _LPS_POSTERIOR > 0 else "right"
     return SpinePlane(image=(acc / len(offsets)).astype(np.float32), origin_lps=origin, col_axis=col_axis,
                       row_axis=row_axis, normal=normal,

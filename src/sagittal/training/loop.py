@@ -375,16 +375,27 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
+def height_options_error(stage: str, weight: float, window: int) -> str | None:
+    """Why ``--height-weight`` / ``--height-window`` are refused for ``stage``, or None."""
+    if not weight >= 0:  # NaN too
+        return "--height-weight is a weight >= 0"
+    if (weight or window) and stage != "refine":
+        return "--height-weight and --height-window are the refinement's (a body's six points in its crop)"
+    if not 0 <= window < CROP // 2:
+        return f"--height-window is a radius in pixels, 0 (the whole map) to {CROP // 2 - 1}"
+    if window and not weight:
+        return "--height-window reads the height term's points: it needs --height-weight"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     ap = parser()
     args = ap.parse_args(argv)
     if not 0.0 <= args.rescale <= 1.0 or (args.rescale and args.stage != "coarse"):
         ap.error("--rescale is a share in [0, 1] of coarse images (the refinement's crops are framed on each body)")
-    if args.height_weight < 0 or ((args.height_weight or args.height_window) and args.stage != "refine"):
-        ap.error("--height-weight (>= 0) and --height-window are the refinement's (a body's six points in its crop)")
-    if not 0 <= args.height_window < CROP // 2:
-        ap.error(f"--height-window is a radius in pixels, 0 (the whole map) to {CROP // 2 - 1}")
+    if (why := height_options_error(args.stage, args.height_weight, args.height_window)) is not None:
+        ap.error(why)
     args.argv = argv
     meta = train(args, log=lambda m: print(m, flush=True))
     print(json.dumps(meta), flush=True)
