@@ -18,7 +18,8 @@ parameter mean absolute errors (PI, PT, SS, LL, TK, SVA; regional kyphosis over 
 measured; also "paired", over the images that every weights measured, since a model that measures
 more images takes harder ones into its plain MAE), Genant agreement, fracture sensitivity, false
 positives per normal vertebra, and the signed height-loss bias (a body's loss minus the loss the
-same measurement gives on its true points, so the grading method itself is not in it).
+same measurement gives on its true points, so the grading method itself is not in it) and the
+fractured bodies graded 0, by true grade.
 ``--fractured P`` draws 1–3 fractures in that share of the spines (else the phantom's own rate)
 so that fracture figures rest on enough fractured bodies. ``--shift`` adds, on top of every
 family, a look no training image had (8-bit, JPEG, resampling, CLAHE).
@@ -217,6 +218,8 @@ class Tally:
             "genant_exact_fractured": float(np.mean(g[fx, 1] == g[fx, 0])) if fx.any() else None,
             "fracture_false_positive_rate": float(np.mean(g[nm, 1] > 0)) if nm.any() else None,
             "fractured_vertebrae_graded": int(fx.sum()), "normal_vertebrae_graded": int(nm.sum()),
+            # the fractured bodies graded 0 (missed), by their true grade
+            "fractures_missed_by_true_grade": {str(k): int(((g[:, 0] == k) & (g[:, 1] == 0)).sum()) for k in (1, 2, 3)},
             # signed: the body's height loss minus the loss measured the same way on its true points
             # (percentage points; negative = fractures read milder than drawn)
             "height_loss_bias_pct": {"fractured": mean(list(le[le[:, 0] > 0, 1])),

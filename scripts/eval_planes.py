@@ -25,7 +25,8 @@ loss the true points give on our plane with our neighbours: the points' share of
 PI MAE (where PI was measured, against the phantom's own PI); every femoral head reported against the
 nearest true head projected onto the plane (``femoral_heads``: centre error in the plane, radius error,
 and how many lie over ``HEAD_OFF_MM`` from every true head: another bone; the same in 3-D from the
-centre as found, before the projection: ``off_3d``, ``centre_err_3d_mm_*``); the MAE and count of every angle the
+centre as found, before the projection: ``off_3d``, ``centre_err_3d_mm_*``); the studies warned that the
+spine curves out of the plane (``curve_warned``) and the largest ``lateral_deviation_mm``; the MAE and count of every angle the
 document reports (``angles``: PI, PT, SS, LL, TK, PI-LL, regional and vertebral kyphosis) against the
 same measure (``report.analysis_document``) of the phantom's TRUE points mapped to our plane, the
 femoral heads projected from 3-D, counted only where the document reports the angle (every level it
@@ -49,6 +50,7 @@ import numpy as np
 
 from sagittal.batch import volume as kind
 from sagittal.io.series import scan_export
+from sagittal.io.volume import CURVE_WARNING_START
 from sagittal.levels import LEVELS, POINT_NAMES, UNGRADED
 from sagittal.phantom import build_spine, sample_spec
 from sagittal.phantom.dicom import StudyInfo
@@ -208,6 +210,9 @@ def _score(spine: Any, vol: Any, prep: Any, doc: dict, acc: dict, diagnose: list
         acc["pi_err"].append(abs(pi - spine.parameters["pelvic_incidence_deg"]))
         acc["heads"].append(len(doc["landmarks"]["femoral_heads"]))
     _score_heads(spine, vol, plane, doc, acc, diagnose, prep.extra["heads_lps"])
+    # the plane's curve where the spine is reported, and the studies warned of it (io.volume.curve_warning)
+    acc.setdefault("curve", []).append((float(doc["image"].get("lateral_deviation_mm") or 0.0),
+                                        any(w.startswith(CURVE_WARNING_START) for w in doc["warnings"])))
     _score_kept_crushed(spine, vol, plane, prep.image, doc, acc, diagnose)
 
 
@@ -529,6 +534,8 @@ def _figures(acc: dict[str, Any], n: int) -> dict:
         "angles_all_points_from_kept_crushed": _angle_figures(acc, "angles_all_points", only="from_kept"),
         "angles_at_ungraded_levels": _angle_figures(acc, only="ungraded_own"),
         "pi_heads_found": acc["heads"],
+        "curve_warned": sum(w for _, w in acc.get("curve", [])),
+        "lateral_deviation_mm_max": max((d for d, _ in acc.get("curve", [])), default=None),
         # the femoral heads reported (any study, with or without PI): in-plane centre error against the
         # nearest true head (mm), radius error (mm), and how many lie over HEAD_OFF_MM from every true head
         "femoral_heads": _head_figures(acc.get("head_err", []), acc.get("head_err_3d", [])),

@@ -95,6 +95,9 @@ def test_eval_landmarks_height_loss_bias_is_zero_on_the_true_points_and_negative
     exact.add(spine, view, truth, truth["landmarks"], view.facing)
     bias = exact.report()["height_loss_bias_pct"]
     assert bias["fractured"] == 0.0 and bias["normal"] == 0.0
+    assert exact.report()["fractures_missed_by_true_grade"] == {"1": 0, "2": 0, "3": 0}
+    exact.grades = [(2, 0), (1, 0), (1, 1), (3, 2), (0, 0), (0, 1)]  # (true, ours): a grade-2 and a grade-1 missed
+    assert exact.report()["fractures_missed_by_true_grade"] == {"1": 1, "2": 1, "3": 0}
     level = next(v["level"] for v in truth["vertebrae"] if v["genant_grade"] >= 2 and v["in_view"])
     milder = copy.deepcopy(truth["landmarks"])
     pts = milder["vertebrae"][level]

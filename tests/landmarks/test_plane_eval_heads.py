@@ -24,3 +24,12 @@ def test_a_head_found_off_to_the_side_is_off_in_3d_not_in_the_plane():
     assert any("40.0 mm from the nearest true head in 3-D" in line for line in diagnose)
     empty = ev._head_figures([], [])
     assert empty["off_3d"] == 0 and empty["centre_err_3d_mm_median"] is None
+
+
+def test_the_figures_count_the_studies_warned_of_a_curve():
+    ev = _case()[3]
+    acc = {"found": 0, "in_view": 0, "wrong": 0, "point_err": [], "height_err": [], "grades": [], "pi_err": [],
+           "heads": [], "status": [], "seconds": [], "units": 0,
+           "curve": [(0.4, False), (2.6, True), (1.2, False)]}
+    figures = ev._figures(acc, 3)
+    assert figures["curve_warned"] == 1 and figures["lateral_deviation_mm_max"] == 2.6
