@@ -7,7 +7,8 @@
 Each case is a phantom spine (seeded by ``default_rng([EVAL_STREAM, seed])``, a stream no
 training set draws from; a third of the spines drawn with 1–3 fractures, the rest by
 ``phantom.sample_spec``'s own draw, 55 % of them with 1–5) rendered as a full volume with
-randomised acquisition — CT: axial, in-plane 1.0–2.0 mm, slices 1.5–5 mm, field of 280–380 mm,
+randomised acquisition — CT: axial, in-plane 1.0–2.0 mm, slices 1.5–5 mm (``--ct-pixel-mm``,
+``--ct-slice-mm``: other ranges, e.g. coarse series), field of 280–380 mm,
 from T8–T12 to the hips, sometimes with its sagittal reformat as a second series; MR: T1 + T2 +
 STIR (sometimes T1 + STIR), in-plane 0.8–1.5 mm, slices 3–4.5 mm, lumbar or whole-spine field —
 half of them scoliotic; since the twelfth session with a bony pelvis and proximal femora around
@@ -26,7 +27,8 @@ PI MAE (where PI was measured, against the phantom's own PI); every femoral head
 nearest true head projected onto the plane (``femoral_heads``: centre error in the plane, radius error,
 and how many lie over ``HEAD_OFF_MM`` from every true head: another bone; the same in 3-D from the
 centre as found, before the projection: ``off_3d``, ``centre_err_3d_mm_*``); the studies warned that the
-spine curves out of the plane (``curve_warned``) and the largest ``lateral_deviation_mm``; the MAE and count of every angle the
+spine curves out of the plane (``curve_warned``) and the largest ``lateral_deviation_mm``, also on the straight
+spines alone (``curve_warned_straight``: false warnings); the MAE and count of every angle the
 document reports (``angles``: PI, PT, SS, LL, TK, PI-LL, regional and vertebral kyphosis) against the
 same measure (``report.analysis_document``) of the phantom's TRUE points mapped to our plane, the
 femoral heads projected from 3-D, counted only where the document reports the angle (every level it
@@ -60,13 +62,21 @@ from sagittal.phantom.volume import _HIP_HALF_MM, reformat_ct, render_ct, render
 EVAL_STREAM = 7_100_099
 
 
+#: the CT's in-plane pixel and slice spacing are drawn from these ranges (mm; ``--ct-pixel-mm``, ``--ct-slice-mm``)
+CT_PIXEL_MM = (1.0, 2.0)
+CT_SLICE_MM = (1.5, 5.0)
+
+
 def _case(modality: str, seed: int, root: Path, fracture_rate: float = 0.33, mr_wide: float = 0.0,
-          pelvis: bool = True) -> tuple[Any, list[Any]]:
+          pelvis: bool = True, ct_pixel_mm: tuple[float, float] = CT_PIXEL_MM,
+          ct_slice_mm: tuple[float, float] = CT_SLICE_MM) -> tuple[Any, list[Any]]:
     """Render and write one case; return its spine and volumes. ``fracture_rate``: the share of
     spines drawn with 1–3 fractures; ``mr_wide``: the share of MR studies whose sagittal slab
     spans ±125 mm (the femoral heads in view); the defaults keep the stream's cases as they were.
     ``pelvis``: the phantom's bony pelvis and proximal femora around the heads (``phantom.volume.
-    pelvis_of``; off: the heads alone, the phantom before the twelfth session - same cases otherwise)."""
+    pelvis_of``; off: the heads alone, the phantom before the twelfth session - same cases otherwise).
+    ``ct_pixel_mm`` / ``ct_slice_mm``: the ranges the CT's pixel and slice spacing are drawn from (the
+    same draws: other ranges give the same spines and fields at other voxels; coarse series: (3, 3), (5, 5))."""
     rng = np.random.default_rng([EVAL_STREAM, 1 if modality == "CT" else 2, seed])
     n_fx = int(rng.integers(1, 4)) if rng.random() < fracture_rate else None
     spine = build_spine(sample_spec(rng, n_fractures=n_fx))
@@ -76,10 +86,10 @@ def _case(modality: str, seed: int, root: Path, fracture_rate: float = 0.33, mr_
     key = f"eval/{modality}/{seed}"
     vols = []
     if modality == "CT":
-        sp = float(rng.uniform(1.0, 2.0))
+        sp = float(rng.uniform(*ct_pixel_mm))
         fov = float(rng.uniform(280, 380))
         top = str(rng.choice(["T8", "T10", "T11", "T12"]))
-        ct = render_ct(spine, rng, pixel_spacing_mm=sp, slice_mm=float(rng.uniform(1.5, 5.0)),
+        ct = render_ct(spine, rng, pixel_spacing_mm=sp, slice_mm=float(rng.uniform(*ct_slice_mm)),
                        matrix=int(fov / sp) // 2 * 2, top_level=top, scoliosis=curve, pelvis=pelvis)
         write_volume(ct, spine, root, f"{pid}/ct", info, key, frame_key=key)
         vols.append(ct)
@@ -212,7 +222,8 @@ def _score(spine: Any, vol: Any, prep: Any, doc: dict, acc: dict, diagnose: list
     _score_heads(spine, vol, plane, doc, acc, diagnose, prep.extra["heads_lps"])
     # the plane's curve where the spine is reported, and the studies warned of it (io.volume.curve_warning)
     acc.setdefault("curve", []).append((float(doc["image"].get("lateral_deviation_mm") or 0.0),
-                                        any(w.startswith(CURVE_WARNING_START) for w in doc["warnings"])))
+                                        any(w.startswith(CURVE_WARNING_START) for w in doc["warnings"]),
+                                        vol.lateral is None))  # a straight spine: no curve to warn of
     _score_kept_crushed(spine, vol, plane, prep.image, doc, acc, diagnose)
 
 
@@ -426,7 +437,8 @@ def _fracture_lines(spine: Any, vol: Any, plane: Any, img: np.ndarray, doc: dict
 
 
 def evaluate(modality: str, n: int, first: int, detector: Any, root: Path, diagnose: bool = False,
-             fracture_rate: float = 0.33, mr_wide: float = 0.0, pelvis: bool = True) -> Any:
+             fracture_rate: float = 0.33, mr_wide: float = 0.0, pelvis: bool = True,
+             ct_pixel_mm: tuple[float, float] = CT_PIXEL_MM, ct_slice_mm: tuple[float, float] = CT_SLICE_MM) -> Any:
     """Score ``detector`` on ``n`` cases from seed ``first``; ``detector`` may be a list of
     detectors (several weights), which are then scored on the same cases, rendered once, and a
     list of figures comes back in the same order."""
@@ -436,7 +448,7 @@ def evaluate(modality: str, n: int, first: int, detector: Any, root: Path, diagn
                                   for _ in dets]
     for seed in range(first, first + n):
         case_dir = root / f"{modality}{seed}"
-        spine, vols = _case(modality, seed, case_dir, fracture_rate, mr_wide, pelvis)
+        spine, vols = _case(modality, seed, case_dir, fracture_rate, mr_wide, pelvis, ct_pixel_mm, ct_slice_mm)
         export = scan_export([case_dir], decode_pixels=False)
         units, _ = kind.plan(export.series)
         for j, (det_j, acc) in enumerate(zip(dets, accs, strict=True)):
@@ -534,8 +546,14 @@ def _figures(acc: dict[str, Any], n: int) -> dict:
         "angles_all_points_from_kept_crushed": _angle_figures(acc, "angles_all_points", only="from_kept"),
         "angles_at_ungraded_levels": _angle_figures(acc, only="ungraded_own"),
         "pi_heads_found": acc["heads"],
-        "curve_warned": sum(w for _, w in acc.get("curve", [])),
-        "lateral_deviation_mm_max": max((d for d, _ in acc.get("curve", [])), default=None),
+        "curve_warned": sum(w for _, w, _ in acc.get("curve", [])),
+        "lateral_deviation_mm_max": max((d for d, _, _ in acc.get("curve", [])), default=None),
+        # the same on the straight spines (the phantom drawn without a sideways curve): every warning there is false
+        "curve_warned_straight": sum(w for _, w, s in acc.get("curve", []) if s),
+        "straight_spines": sum(s for _, _, s in acc.get("curve", [])),
+        "lateral_deviation_mm_straight_max": max((d for d, _, s in acc.get("curve", []) if s), default=None),
+        "lateral_deviation_mm_straight_mean": round(float(np.mean(ds)), 4) if (ds := [
+            d for d, _, s in acc.get("curve", []) if s]) else None,
         # the femoral heads reported (any study, with or without PI): in-plane centre error against the
         # nearest true head (mm), radius error (mm), and how many lie over HEAD_OFF_MM from every true head
         "femoral_heads": _head_figures(acc.get("head_err", []), acc.get("head_err_3d", [])),
@@ -622,6 +640,11 @@ def main() -> None:
     ap.add_argument("--no-pelvis", action="store_true",
                     help="the phantom without its bony pelvis and proximal femora (the femoral heads alone, as before "
                          "the twelfth session); figures with and without are on different phantoms")
+    ap.add_argument("--ct-pixel-mm", type=float, nargs=2, default=CT_PIXEL_MM, metavar=("LO", "HI"),
+                    help="the CT's in-plane pixel spacing is drawn from this range (default 1.0 2.0; e.g. 3 3: coarse "
+                         "series, outside the evaluated range; the same draws, so the same spines and fields)")
+    ap.add_argument("--ct-slice-mm", type=float, nargs=2, default=CT_SLICE_MM, metavar=("LO", "HI"),
+                    help="the CT's slice spacing is drawn from this range (default 1.5 5.0)")
     ap.add_argument("--diagnose", action="store_true",
                     help="print, for every vertebra in view that is missing, the stage that lost it")
     ap.add_argument("--consistency", choices=("default", "on", "off"), default="default",
@@ -647,6 +670,7 @@ def main() -> None:
     reports: list[dict[str, Any]] = [
         {"weights": str(d.weights), "first_seed": args.first_seed, "stream": EVAL_STREAM,
          "fracture_rate": args.fracture_rate, "mr_wide": args.mr_wide, "pelvis": not args.no_pelvis,
+         "ct_pixel_mm": list(args.ct_pixel_mm), "ct_slice_mm": list(args.ct_slice_mm),
          "consistency_check": bool(d.consistency),
          "consistency_limits": dict(d.consistency_limits),
          "second_looks_off": [n for n in SECOND_LOOKS if _is_off(d, n)]} for d in detectors]
@@ -654,7 +678,8 @@ def main() -> None:
         for modality, n in (("CT", args.n_ct), ("MR", args.n_mr)):
             if n:
                 figures = evaluate(modality, n, args.first_seed, detectors, Path(tmp), args.diagnose,
-                                   args.fracture_rate, args.mr_wide, not args.no_pelvis)
+                                   args.fracture_rate, args.mr_wide, not args.no_pelvis,
+                                   tuple(args.ct_pixel_mm), tuple(args.ct_slice_mm))
                 for report, fig in zip(reports, figures, strict=True):
                     report[modality] = fig
     report = reports[0] if len(reports) == 1 else {"runs": reports}

@@ -159,3 +159,48 @@ def test_the_curve_is_measured_where_the_spine_is_and_warned_over_2_mm():
     assert plane.lateral_deviation_between_mm(10, 79.5) == 6.0  # row 80 is reached by rounding up
     assert plane.lateral_deviation_between_mm(-20, 500) == 6.0 and plane.lateral_deviation_between_mm(60, 50) == 0.0
     assert curve_warning(2.0) is None and curve_warning(2.6).startswith("the spine curves up to 2.6 mm")
+
+
+def _line(z: np.ndarray, lateral: np.ndarray, ap: np.ndarray, w: np.ndarray | None = None):
+    from sagittal.io.volume import Centreline
+
+    return Centreline(np.stack([lateral, ap, z], 1).astype(float), np.ones(len(z)) if w is None else w)
+
+
+def test_the_ct_centre_line_stops_where_the_pelvis_takes_over_not_at_a_gap():
+    from sagittal.io.volume import _spine_run
+
+    z = np.arange(-150.0, 280.0, 6.0)  # S1 at 0; the sacrum to -90, the pubis from -115, 100+ mm anterior
+    ap = np.where(z > -100, 110.0 + 0.15 * np.abs(z), 10.0)
+    lateral = np.where(z > -100, 0.0, 15.0)
+    keep = (z > -100) | (z < -110)
+    keep &= ~((z > 90) & (z < 115))  # rows the robust fit left out in the lumbar spine (blind CT 6111): no break
+    line = _line(z[keep], lateral[keep], ap[keep])
+    got = _spine_run(line)
+    assert got.points_lps[:, 2].min() > -100 and got.points_lps[:, 2].max() == line.points_lps[:, 2].max()
+    assert len(got.points_lps) == int((keep & (z > -100)).sum())
+    flat = _line(z[z > -100], lateral[z > -100], ap[z > -100])
+    assert len(_spine_run(flat).points_lps) == len(flat.points_lps)  # no pelvis: nothing left out
+
+
+def test_a_curve_that_follows_height_is_no_yaw_a_turned_patient_is():
+    from sagittal.io import volume as iv
+    from sagittal.io.volume import fit_plane
+
+    rng = np.random.default_rng(0)
+    z = np.arange(-60.0, 300.0, 6.0)
+    # the bone's antero-posterior centroid: the lordosis and kyphosis, and a step between body and disc rows
+    ap = 120.0 + 25.0 * np.sin(z / 90.0) + 6.0 * np.sign(np.sin(2 * np.pi * z / 31.0))
+    curve = 14.0 * np.sin(np.pi * (z + 60.0) / 360.0) + rng.normal(0, 0.5, len(z))  # a C-curve, no rotation
+    _, n = fit_plane(_line(z, curve, ap))
+    assert abs(n[1]) < np.sin(np.radians(1.0))  # no yaw
+    turned = np.tan(np.radians(18.0)) * (ap - 120.0) + rng.normal(0, 0.5, len(z))  # turned 18 deg on the table
+    _, n = fit_plane(_line(z, turned, ap))
+    assert abs(np.degrees(np.arcsin(abs(n[1]))) - 18.0) < 1.0
+    iv_terms = iv.YAW_CURVE_TERMS
+    try:  # the plain test (as before the fourteenth session) read the curve as a yaw of about 17 deg
+        iv.YAW_CURVE_TERMS = 0
+        _, n = fit_plane(_line(z, curve, ap))
+        assert abs(n[1]) > np.sin(np.radians(10.0))
+    finally:
+        iv.YAW_CURVE_TERMS = iv_terms

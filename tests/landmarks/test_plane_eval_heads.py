@@ -30,6 +30,10 @@ def test_the_figures_count_the_studies_warned_of_a_curve():
     ev = _case()[3]
     acc = {"found": 0, "in_view": 0, "wrong": 0, "point_err": [], "height_err": [], "grades": [], "pi_err": [],
            "heads": [], "status": [], "seconds": [], "units": 0,
-           "curve": [(0.4, False), (2.6, True), (1.2, False)]}
-    figures = ev._figures(acc, 3)
-    assert figures["curve_warned"] == 1 and figures["lateral_deviation_mm_max"] == 2.6
+           "curve": [(0.4, False, True), (2.6, True, False), (1.2, False, True), (2.3, True, True)]}
+    figures = ev._figures(acc, 4)
+    assert figures["curve_warned"] == 2 and figures["lateral_deviation_mm_max"] == 2.6
+    # on the straight spines alone (the third field): every warning there is false
+    assert figures["straight_spines"] == 3 and figures["curve_warned_straight"] == 1
+    assert figures["lateral_deviation_mm_straight_max"] == 2.3
+    assert abs(figures["lateral_deviation_mm_straight_mean"] - 3.9 / 3) < 1e-4

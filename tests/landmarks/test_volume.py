@@ -58,10 +58,11 @@ def test_both_heads_found_in_3d_and_pi_from_their_projection(tmp_path, spine):
     truth = [ct.sagittal_to_lps(spine.femoral_centers_mm[k], lateral_mm=s * 85.0) for k, s in enumerate((1.0, -1.0))]
     assert len(prep.extra["heads_lps"]) == 2
     assert all(min(np.linalg.norm(c - t) for t in truth) < 2.5 for c in prep.extra["heads_lps"])
-    # a straight spine: the pelvis below S1 pulls the centre line sideways (the plane's rows there), which is
-    # no curve of the spine: neither the warning nor the deviation counts those rows
+    # a straight spine: below the sacrum the bone nearest the midline is the pelvis's, which is no curve of the
+    # spine: the centre line stops at the sacrum (io.volume._spine_run), so no row strays, and neither the warning
+    # nor the deviation would count rows below S1
     plane = prep.extra["plane"]
-    assert plane.max_lateral_deviation_mm > 2.0
+    assert plane.max_lateral_deviation_mm <= 1.5
     assert doc["image"]["lateral_deviation_mm"] <= 1.0
     assert not any(w.startswith("the spine curves") for w in doc["warnings"])
     assert doc["parameters"]["pelvic_incidence_deg"] == pytest.approx(spine.parameters["pelvic_incidence_deg"], abs=2.0)

@@ -704,7 +704,33 @@ def ct_centreline(volume: NDArray[Any], geom: VolumeGeometry, threshold_hu: floa
         pts.append(a @ np.array([*(ijk * idx_scale), 1.0]))
         wts.append(float(wt))
     p = np.asarray(pts, float)[:, :3]
-    return _robust(Centreline(p, np.asarray(wts, float)))
+    line = _robust(Centreline(p, np.asarray(wts, float)))
+    return _robust(_spine_run(line)) if SPINE_RUN else line
+
+
+#: the CT centre line below the spine's own run is left out of the plane (``_spine_run``); off: as
+#: before the fourteenth session (the pelvis's rows below the sacrum steer the plane)
+SPINE_RUN = True
+#: where the CT centre line breaks (``_spine_run``): its antero-posterior centroid steps by more than
+#: this (mm). Within the spine the running median moves under 25 mm a step (over a stretch of rows left
+#: out, the lordosis's change; a gap in height alone is no break: blind CT 6111 lost rows in its lumbar
+#: spine); from the sacrum to the pubis, 100 mm anterior, 115-180 mm (dev CT 5500-5519, CT 6000-6005)
+SPINE_RUN_AP_JUMP_MM = 60.0
+
+
+def _spine_run(line: Centreline) -> Centreline:
+    """The centre line (sorted caudal first) without its points below the spine's own run: split
+    where the line breaks (``SPINE_RUN_AP_JUMP_MM``), the heaviest part is the spine down to the
+    sacrum, and the parts below it (below the sacrum the bone nearest the midline is the pubis, far
+    anterior: the pelvis, not the spine) leave the plane's fit. The parts above it are kept."""
+    p, w = line.points_lps, line.weights
+    if len(p) < 4:
+        return line
+    cut = np.abs(np.diff(p[:, 1])) > SPINE_RUN_AP_JUMP_MM
+    part = np.concatenate([[0], np.cumsum(cut)])
+    spine = max(range(int(part[-1]) + 1), key=lambda k: float(w[part == k].sum()))
+    keep = part >= spine
+    return Centreline(p[keep], w[keep])
 
 
 def _robust(line: Centreline, tol_mm: float = 12.0) -> Centreline:
@@ -727,6 +753,29 @@ OBLIQUE_T = 3.0
 MAX_OBLIQUE_DEG = 35.0
 
 
+#: the yaw (lateral position against antero-posterior) is kept only where the centre line supports it
+#: beyond a sideways curve of the spine: tested with the lateral position also a polynomial of this degree
+#: in height (a scoliotic curve follows height; its lordosis does too, so a curve alone reads as a yaw);
+#: 0: the plain test, as before the fourteenth session
+YAW_CURVE_TERMS = 3
+
+
+def _yaw_beyond_curve(p: FloatArray, w: FloatArray, point: FloatArray) -> bool:
+    """Whether the antero-posterior slope of the lateral position is ``OBLIQUE_T`` standard errors
+    from zero with a polynomial of ``YAW_CURVE_TERMS`` degree in height beside it."""
+    z = p[:, 2] - point[2]
+    z = z / max(float(np.abs(z).max()), 1e-6)
+    a = np.stack([np.ones(len(p)), p[:, 1] - point[1], *[z ** k for k in range(1, YAW_CURVE_TERMS + 1)]], 1)
+    if len(p) <= a.shape[1] + 1:
+        return True  # too few points to tell: the plain test decides
+    sw = np.sqrt(w)
+    aw = a * sw[:, None]
+    sol, *_ = np.linalg.lstsq(aw, p[:, 0] * sw, rcond=None)
+    resid = p[:, 0] * sw - aw @ sol
+    cov = np.linalg.pinv(aw.T @ aw) * float(resid @ resid) / (len(p) - a.shape[1])
+    return bool(abs(sol[1]) / np.sqrt(max(float(cov[1, 1]), 1e-12)) >= OBLIQUE_T)
+
+
 def fit_plane(line: Centreline) -> tuple[FloatArray, FloatArray]:
     """Best-fit sagittal plane through a centre line: lateral (LPS x) as a linear function of
     antero-posterior and superior position, by weighted least squares; a slope is kept only where
@@ -737,6 +786,8 @@ def fit_plane(line: Centreline) -> tuple[FloatArray, FloatArray]:
     point = np.average(p, axis=0, weights=w)
     coef = np.zeros(3)
     terms = [1, 2]  # AP (yaw), superior (roll)
+    if YAW_CURVE_TERMS and not _yaw_beyond_curve(p, w, point):
+        terms = [2]
     while terms:
         cols = [np.ones(len(p))] + [p[:, t] - point[t] for t in terms]
         a = np.stack(cols, 1)
