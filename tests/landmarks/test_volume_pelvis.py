@@ -210,3 +210,61 @@ def test_mr_surface_finds_a_dark_rimmed_head_and_refuses_a_lump_that_is_not_roun
     vol[q <= 0.9] = 700.0
     vol += rng.normal(0, 20, vol.shape).astype(np.float32)
     assert lv.mr_head_surface(vol, geom, lv.Head(np.zeros(3), 16.0, 1.0)) is None
+
+
+def _coarse(make, pixel: float = 3.0, slice_mm: float = 5.0, shape_mm: float = 120.0):
+    """A synthetic CT drawn on a 1-mm grid by ``make(x, y, z, vol)`` and averaged into voxels of ``pixel`` x
+    ``pixel`` x ``slice_mm`` (axial, partial volume as a scanner's), with its geometry."""
+    n = int(shape_mm)
+    c = np.arange(n) + 0.5 - shape_mm / 2
+    z, y, x = np.meshgrid(-c, c, c, indexing="ij")
+    vol = np.full((n, n, n), 40.0, np.float32)
+    make(x, y, z, vol)
+    k, p = int(slice_mm), int(pixel)
+    vol = vol.reshape(n // k, k, n // p, p, n // p, p).mean(axis=(1, 3, 5)).astype(np.float32)
+    ns, nr = vol.shape[0], vol.shape[1]
+    geom = VolumeGeometry(order=np.arange(ns), positions=np.stack([np.full(ns, -shape_mm / 2 + pixel / 2),
+                                                                    np.full(ns, -shape_mm / 2 + pixel / 2),
+                                                                    shape_mm / 2 - slice_mm / 2 - np.arange(ns) * slice_mm],
+                                                                   axis=1),
+                          row_dir=np.array([1.0, 0.0, 0.0]), col_dir=np.array([0.0, 1.0, 0.0]),
+                          normal=np.array([0.0, 0.0, -1.0]), pixel_spacing_mm=(pixel, pixel), slice_spacing_mm=slice_mm)
+    assert nr == n // p
+    return geom, vol
+
+
+def test_surface_at_coarse_voxels_still_refuses_a_lump():
+    """3-mm pixels, 5-mm slices (outside the evaluated 1-2 mm): the contrast needed falls and the tolerance grows
+    with the voxel (``HEAD_VOXEL_MM``); a head passes, a lump of bone that is not round is still refused."""
+    rng = np.random.default_rng(2)
+    c = np.array([2.0, -1.0, 1.0])
+
+    def head(x, y, z, vol):  # a head of radius 22 mm, its cup 3 mm out around half of it (as above)
+        rho = np.sqrt((x - c[0]) ** 2 + (y - c[1]) ** 2 + (z - c[2]) ** 2)
+        _bone(vol, np.minimum(rho - 25.0, 31.0 - rho) * (z > c[2]) - (z <= c[2]))
+        _bone(vol, 22.0 - rho)
+
+    geom, vol = _coarse(head)
+    assert lv._voxel_scale(geom) == 1.5
+    vol += rng.normal(0, 15, vol.shape).astype(np.float32)
+    got = lv.ct_head_surface(vol, geom, lv.Head(np.zeros(3), 26.0, 1.0))
+    assert got is not None and np.linalg.norm(got.centre_lps - c) <= 1.5 and abs(got.radius_mm - 22.0) <= 2.5
+
+    def lump(x, y, z, vol):  # as deep (17 mm) but an ellipsoid 17 x 26 x 34 mm
+        _bone(vol, (1 - np.sqrt((x / 17.0) ** 2 + (y / 26.0) ** 2 + (z / 34.0) ** 2)) * 17.0)
+
+    geom, vol = _coarse(lump)
+    vol += rng.normal(0, 15, vol.shape).astype(np.float32)
+    assert lv.ct_head_surface(vol, geom, lv.Head(np.zeros(3), 17.0, 1.0)) is None
+
+
+@pytest.mark.slow
+def test_ct_heads_at_coarse_voxels_on_the_pelvis_phantom(tmp_path, monkeypatch):
+    """The phantom with its pelvis at 3-mm pixels and 5-mm slices: both heads found on their surface; with the
+    fixed 150 HU of ray contrast and 2-mm tolerance (before the fourteenth session) neither was (not round)."""
+    spine, args, truth = _ct_case(tmp_path, 13, pixel_spacing_mm=3.0, slice_mm=5.0, matrix=128)
+    errs = _errors(lv.ct_femoral_heads(*args), truth, spine.femoral_radii_mm)
+    assert len(errs) == 2 and all(d <= 1.5 and abs(dr) <= 2.0 for d, dr in errs), errs
+    monkeypatch.setattr(lv, "HEAD_VOXEL_MM", 1e6)
+    why: list[str] = []
+    assert lv.ct_femoral_heads(*args, why=why) == [] and all("not round" in w for w in why), why
