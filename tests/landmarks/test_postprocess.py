@@ -310,3 +310,45 @@ def test_a_faint_s1_under_a_weak_lowest_body_does_not_anchor(lumbar):
     m[C_CENTRE, i - 3:i + 4, j - 3:j + 4] *= 0.2  # the L5 peak weak: under CENTRE_THRESHOLD (0.3), over WEAK_THRESHOLD
     det = label_levels(decode(m))
     assert det.s1 is None and not any(b.level for b in det.bodies)
+
+
+def _weak_peak_below_l5(maps: np.ndarray, smp) -> np.ndarray:
+    """``maps`` with a weak body peak (``CENTRE_THRESHOLD`` > peak > ``WEAK_THRESHOLD``) one step below
+    L5, past the S1 endplate: the sacrum's first body as the coarse stage may see it, L5's shape."""
+    from sagittal.landmarks.layout import C_OFFSETS, to_cells
+    from sagittal.training.targets import splat
+
+    m = maps.copy()
+    l5, l4 = (smp.vertebrae[smp.levels.index(lv)][:4].mean(axis=0) for lv in ("L5", "L4"))
+    c5, below = to_cells(l5), to_cells(2 * l5 - l4)
+    peak = np.zeros_like(m[C_CENTRE])
+    splat(peak, below, 1.0)
+    m[C_CENTRE] = np.maximum(m[C_CENTRE], 0.2 * peak)
+    y0, x0, y1, x1 = int(round(c5[1])), int(round(c5[0])), int(round(below[1])), int(round(below[0]))
+    for dy in range(-2, 3):
+        for dx in range(-2, 3):
+            m[C_OFFSETS, y1 + dy, x1 + dx] = m[C_OFFSETS, y0, x0]
+    return m
+
+
+def test_a_weak_peak_below_a_firm_s1_is_left_out_not_counted(lumbar):
+    from sagittal.landmarks.postprocess import SACRAL_PEAK
+
+    m = _weak_peak_below_l5(_maps(lumbar), lumbar)
+    before = label_levels(decode(m))  # the rule off: the weak peak ends the chain below S1, every level withheld
+    assert not any(b.level for b in before.bodies)
+    assert any("not just above the S1 endplate" in w for w in before.warnings)
+    det = label_levels(decode(m), sacral_peak=True)
+    assert [b.level for b in sorted(det.bodies, key=lambda b: -b.centre[1])][:5] == ["L5", "L4", "L3", "L2", "L1"]
+    assert SACRAL_PEAK in det.warnings
+    assert len(det.bodies) == len(before.bodies) - 1  # the peak is out of the chain, not relabelled
+    # a faint S1 endplate is no ground to drop a body: the levels stay withheld
+    faint = label_levels(decode(_faint_s1(m)), sacral_peak=True)
+    assert not any(b.level for b in faint.bodies) and SACRAL_PEAK not in faint.warnings
+    # nor is a strong peak there (a body the coarse stage is sure of): withheld as before
+    from sagittal.landmarks.layout import C_CENTRE
+
+    strong = m.copy()
+    strong[C_CENTRE] = np.where(m[C_CENTRE] > _maps(lumbar)[C_CENTRE] + 1e-6, m[C_CENTRE] * 4.0, m[C_CENTRE])
+    det = label_levels(decode(strong), sacral_peak=True)
+    assert not any(b.level for b in det.bodies) and SACRAL_PEAK not in det.warnings

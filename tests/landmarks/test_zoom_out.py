@@ -42,9 +42,9 @@ def _zooms_used(monkeypatch, detector):
     seen: list[float] = []
     original = detector._coarse_maps
 
-    def spy(normed, stage="coarse", zoom_out=None, windows=None):
+    def spy(normed, stage="coarse", zoom_out=None, windows=None, sacral_peak=False):
         seen.extend(zoom_out or [1.0] * len(normed))
-        return original(normed, stage, zoom_out, windows)
+        return original(normed, stage, zoom_out, windows, sacral_peak)
 
     monkeypatch.setattr(detector, "_coarse_maps", spy)
     return seen

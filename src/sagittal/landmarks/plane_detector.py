@@ -495,6 +495,7 @@ class PlaneDetector(LandmarkDetector):
         self.smoothed_look = False  # radiographs' grain; a plane is sampled from a volume
         self.hips_place_rule = False  # the radiographs' rule (infer._rules); the 3-D head search checks its own
         self.facing_check = False  # the radiographs' rule (infer.detect); a plane's facing comes from the volume
+        self.sacral_peak_rule = False  # the radiographs' rule (postprocess.label_levels); not measured on CT/MR
         self._refine_stage = "refine"  # the network ``_run("refine")`` runs: set per group of images by ``detect``
         #: look again where the fine placement finds one body missing from the chain (``bridge_retry``)
         self.bridge_retry = True
