@@ -601,9 +601,10 @@ def _fracture_summary(rows: list[tuple[int, int, int, int]]) -> dict[str, Any]:
 #: ``crushed_between`` is no second look but a rule after them (``plane_detector.keep_crushed_between``);
 #: ``centreline_plain``: the MR centre line's coarse pass without infer.coarse's other looks of a weak
 #: slice (``landmarks.volume._coarse_slices``; off = with them, as before the ninth session); ``stray_drop``:
-#: the look without a named coarse body no fine placement held where the count is in doubt (``stray_plan``)
+#: the look without a named coarse body no fine placement held where the count is in doubt (``stray_plan``);
+#: ``gross_gap``: no look but a rule, a body withheld with its placements far apart counting as two in a gap
 SECOND_LOOKS = ("bridge_retry", "crushed_bridge_retry", "break_retry", "crushed_step", "break_drop", "unbridge",
-                "crushed_between", "centreline_plain", "stray_drop")
+                "crushed_between", "centreline_plain", "stray_drop", "gross_gap")
 
 
 def _switch_off(detector: Any, name: str) -> None:

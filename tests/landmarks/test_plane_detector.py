@@ -67,9 +67,17 @@ def test_levels_beyond_a_gap_with_a_grossly_unsteady_body_are_withheld():
     pd.withhold_beyond_gross(lm, warnings, Detections(bodies, s1, 0.9, []), pd.LEVEL_LIMITS["max_spread"])
     assert set(lm["vertebrae"]) == {"L3", "L4"}
     assert len(warnings) == 1 and "T11, T12" in warnings[0] and "cannot be checked" in warnings[0]
-    # one body withheld alone (even grossly): postprocess.recheck_chain checks the count across it; nothing goes
-    bodies = [_at("T12", 20), _at("L1", 45), _at(None, 70, spread=0.8), _at("L3", 95), _at("L4", 120)]
+    # one body withheld alone: postprocess.recheck_chain checks the count across it; nothing goes
+    bodies = [_at("T12", 20), _at("L1", 45), _at(None, 70, spread=0.5), _at("L3", 95), _at("L4", 120)]
     lm = _lm(("T12", "L1", "L3", "L4"))
+    pd.withhold_beyond_gross(lm, [], Detections(bodies, s1, 0.9, []), pd.LEVEL_LIMITS["max_spread"], pd.GAP_GROSS_SPREAD)
+    assert len(lm["vertebrae"]) == 4
+    # ... unless its placements lie over GAP_GROSS_SPREAD apart: on two bodies, a crushed one the coarse stage
+    # missed can hide beside it and the step across both look like one level's (blind MR 6072): it counts as two
+    bodies[2] = _at(None, 70, spread=0.91)
+    pd.withhold_beyond_gross(lm, [], Detections(bodies, s1, 0.9, []), pd.LEVEL_LIMITS["max_spread"], pd.GAP_GROSS_SPREAD)
+    assert set(lm["vertebrae"]) == {"L3", "L4"}
+    lm = _lm(("T12", "L1", "L3", "L4"))  # the rule off (as before the fourteenth session): nothing goes
     pd.withhold_beyond_gross(lm, [], Detections(bodies, s1, 0.9, []), pd.LEVEL_LIMITS["max_spread"])
     assert len(lm["vertebrae"]) == 4
     # two withheld for any reason (here modest disagreements): the count across them is not checked either

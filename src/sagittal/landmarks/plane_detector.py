@@ -121,7 +121,18 @@ def mark_ungraded(landmarks: dict[str, Any], warnings: list[str], fine: Detectio
     landmarks.setdefault(UNGRADED, {}).update(ungraded)
 
 
-def withhold_beyond_gross(landmarks: dict[str, Any], warnings: list[str], fine: Detections, max_spread: float) -> None:
+#: a body withheld with its two placements this far apart (of its size) counts as two bodies in
+#: ``withhold_beyond_gross``'s gap: placements that far apart fall on two bodies, and a crushed body the
+#: coarse stage missed can hide beside it (blind MR 6072: a grade-3 T12 missed under a grade-2 T11 placed
+#: 91 % apart; the levels above were counted one off, the step across the two crushed bodies as long as
+#: two lumbar steps, so ``postprocess.recheck_chain`` passed it; blind MR 6153, a grade-3 L2 missed beside an
+#: L1 placed 140 % apart: 15 levels one off). Judged on blind MR 6100-6129 (all fractured) and 6140-6169:
+#: wrong levels 16 -> 1, right levels 633 -> 633 (fourteenth session)
+GAP_GROSS_SPREAD = 0.6
+
+
+def withhold_beyond_gross(landmarks: dict[str, Any], warnings: list[str], fine: Detections, max_spread: float,
+                          gross_spread: float | None = None) -> None:
     """Walking the chain from the anchor (S1, else C7): where two or more neighbouring bodies of
     the chain were withheld (unsteady, strayed, or placed across a gap and not confirmed: the
     coarse body there may be two bodies or a disc), every level beyond that gap is taken out of
@@ -131,7 +142,8 @@ def withhold_beyond_gross(landmarks: dict[str, Any], warnings: list[str], fine: 
     Why two: ``postprocess.recheck_chain`` checks the step between the reported levels on either
     side of a gap per level spanned; across one missing level a body missed or counted twice makes
     that step 1.5 or 0.5 × its neighbours' (outside ``STEP_SHORT``–``STEP_LONG``), across two or
-    more it does not (4/3, 3/4…), so the count through such a gap cannot be checked."""
+    more it does not (4/3, 3/4…), so the count through such a gap cannot be checked.
+    ``gross_spread``: a body withheld with a spread over it counts as two (``GAP_GROSS_SPREAD``)."""
     from_s1 = not any(w.startswith(C7_NOTE) for w in fine.warnings)
     # image rows grow caudally: from S1 the walk goes up the image, from C7 down
     order = sorted(fine.bodies, key=lambda b: -float(b.centre[1]) if from_s1 else float(b.centre[1]))
@@ -142,7 +154,7 @@ def withhold_beyond_gross(landmarks: dict[str, Any], warnings: list[str], fine: 
         if cut and named:
             cut.append(str(b.level))
         elif named:
-            if len(gap) >= 2:
+            if len(gap) + sum(gross_spread is not None and g.spread > gross_spread for g in gap) >= 2:
                 cut.append(str(b.level))
             gap = []
         else:
@@ -495,6 +507,8 @@ class PlaneDetector(LandmarkDetector):
         self.smoothed_look = False  # radiographs' grain; a plane is sampled from a volume
         self.hips_place_rule = False  # the radiographs' rule (infer._rules); the 3-D head search checks its own
         self.facing_check = False  # the radiographs' rule (infer.detect); a plane's facing comes from the volume
+        #: a body withheld with its placements over GAP_GROSS_SPREAD apart counts as two in withhold_beyond_gross
+        self.gross_gap = True
         self.sacral_peak_rule = False  # the radiographs' rule (postprocess.label_levels); not measured on CT/MR
         self._refine_stage = "refine"  # the network ``_run("refine")`` runs: set per group of images by ``detect``
         #: look again where the fine placement finds one body missing from the chain (``bridge_retry``)
@@ -741,7 +755,8 @@ class PlaneDetector(LandmarkDetector):
             withhold_if_anchor_body_malformed(lm, warnings, fine)
             withhold_if_off_s1(lm, warnings, lowest=OFF_S1_LOWEST)
             if self.consistency:
-                withhold_beyond_gross(lm, warnings, fine, float(self.consistency_limits.get("max_spread", np.inf)))
+                withhold_beyond_gross(lm, warnings, fine, float(self.consistency_limits.get("max_spread", np.inf)),
+                                      GAP_GROSS_SPREAD if self.gross_gap else None)
                 mark_ungraded(lm, warnings, fine)
                 if self.crushed_between:
                     keep_crushed_between(lm, warnings, fine, min_confidence=float(
