@@ -75,8 +75,12 @@ def test_levels_beyond_a_gap_with_a_grossly_unsteady_body_are_withheld():
     # ... unless its placements lie over GAP_GROSS_SPREAD apart: on two bodies, a crushed one the coarse stage
     # missed can hide beside it and the step across both look like one level's (blind MR 6072): it counts as two
     bodies[2] = _at(None, 70, spread=0.91)
-    pd.withhold_beyond_gross(lm, [], Detections(bodies, s1, 0.9, []), pd.LEVEL_LIMITS["max_spread"], pd.GAP_GROSS_SPREAD)
+    warnings = []
+    pd.withhold_beyond_gross(lm, warnings, Detections(bodies, s1, 0.9, []), pd.LEVEL_LIMITS["max_spread"],
+                             pd.GAP_GROSS_SPREAD)
     assert set(lm["vertebrae"]) == {"L3", "L4"}
+    # the warning says why one body cut the count (a reviewer's finding: it said "two or more bodies")
+    assert len(warnings) == 1 and "or one whose two placements fell over 60 % of its size apart" in warnings[0]
     lm = _lm(("T12", "L1", "L3", "L4"))  # the rule off (as before the fourteenth session): nothing goes
     pd.withhold_beyond_gross(lm, [], Detections(bodies, s1, 0.9, []), pd.LEVEL_LIMITS["max_spread"])
     assert len(lm["vertebrae"]) == 4

@@ -256,6 +256,13 @@ def test_surface_at_coarse_voxels_still_refuses_a_lump():
     geom, vol = _coarse(lump)
     vol += rng.normal(0, 15, vol.shape).astype(np.float32)
     assert lv.ct_head_surface(vol, geom, lv.Head(np.zeros(3), 17.0, 1.0)) is None
+    # coarser still: the scale stops at HEAD_VOXEL_SCALE_MAX, so the lump is refused at 4- and 5-mm pixels too
+    # (uncapped, a reviewer's probe passed it as a head there: share of rays on the sphere 0.61 and 0.77)
+    for pixel in (4.0, 5.0):
+        geom, vol = _coarse(lump, pixel=pixel)
+        assert lv._voxel_scale(geom) == lv.HEAD_VOXEL_SCALE_MAX
+        vol += rng.normal(0, 15, vol.shape).astype(np.float32)
+        assert lv.ct_head_surface(vol, geom, lv.Head(np.zeros(3), 17.0, 1.0)) is None, pixel
 
 
 @pytest.mark.slow

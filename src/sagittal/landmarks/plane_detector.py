@@ -165,7 +165,10 @@ def withhold_beyond_gross(landmarks: dict[str, Any], warnings: list[str], fine: 
     for lv in cut:
         del landmarks["vertebrae"][lv]
     anchor = "S1" if from_s1 else "C7"
-    warnings.append(f"between {anchor} and {', '.join(cut)} two or more neighbouring bodies were withheld (points "
+    what = "two or more neighbouring bodies were withheld"
+    if gross_spread is not None:
+        what += f", or one whose two placements fell over {100 * gross_spread:.0f} % of its size apart"
+    warnings.append(f"between {anchor} and {', '.join(cut)} {what} (points "
                     f"unsteady by up to {100 * max_spread:.0f} % of a body's size or worse, or not confirmed): the count "
                     "across that gap cannot be checked, so the levels beyond it are withheld")
 

@@ -628,13 +628,17 @@ HEAD_EDGE_INSIDE_MM = 2.1
 #: places the edge less exactly, so the contrast needed is divided and the tolerance multiplied by the
 #: voxel over this (at 3 mm: 100 HU, 3 mm; a reviewer's probe refused 7 of 10 studies' true heads there)
 HEAD_VOXEL_MM = 2.0
+#: ... up to this factor (3-mm voxels, the coarsest judged): beyond it the check stays as strict as at 3 mm,
+#: since a looser one takes a non-round lump for a head (a reviewer's probe: a 17 x 26 x 34 mm ellipsoid
+#: passed at 4-mm pixels with the scale uncapped); true heads at coarser voxels may then be refused
+HEAD_VOXEL_SCALE_MAX = 1.5
 
 
 def _voxel_scale(geom: VolumeGeometry) -> float:
-    """The series' voxel over ``HEAD_VOXEL_MM`` (its middle spacing), at least 1."""
+    """The series' voxel over ``HEAD_VOXEL_MM`` (its middle spacing), within 1-``HEAD_VOXEL_SCALE_MAX``."""
     px = geom.pixel_spacing_mm
     middle = sorted([float(px[0]), float(px[1]), float(geom.slice_spacing_mm or min(px))])[1]
-    return max(1.0, middle / HEAD_VOXEL_MM)
+    return min(HEAD_VOXEL_SCALE_MAX, max(1.0, middle / HEAD_VOXEL_MM))
 
 
 def _fibonacci_sphere(n: int) -> np.ndarray:
