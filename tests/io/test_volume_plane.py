@@ -183,6 +183,24 @@ def test_the_ct_centre_line_stops_where_the_pelvis_takes_over_not_at_a_gap():
     assert len(_spine_run(flat).points_lps) == len(flat.points_lps)  # no pelvis: nothing left out
 
 
+def test_a_dense_structure_in_front_of_the_spine_does_not_cut_the_spine_below_it():
+    """A reviewer's finding: contrast in a bowel loop 60-120 mm in front of L3-L4 pulls the bone's
+    antero-posterior centroid forward at those rows, the line breaks twice there, and the spine below
+    the loop (L5, the sacrum) was left out with the pubis. The parts below the heaviest that carry on
+    the spine's line are kept; the loop's rows and the pubis are not."""
+    from sagittal.io.volume import _spine_run
+
+    z = np.arange(-150.0, 280.0, 6.0)  # S1 at 0; the sacrum to -90, the pubis from -115, 100+ mm anterior
+    ap = np.where(z > -100, 110.0 + 0.15 * np.abs(z), 10.0)
+    loop = (z > 60) & (z < 100)  # L3-L4's rows: the centroid 75 mm forward
+    ap = np.where(loop, ap - 75.0, ap)
+    lateral = np.where(z > -100, 0.0, 15.0)
+    keep = (z > -100) | (z < -110)
+    line = _line(z[keep], lateral[keep], ap[keep])
+    got = _spine_run(line).points_lps[:, 2]
+    assert set(got) == set(z[keep & (z > -100) & ~loop])  # the spine above and below the loop, no pubis
+
+
 def test_a_curve_that_follows_height_is_no_yaw_a_turned_patient_is():
     from sagittal.io import volume as iv
     from sagittal.io.volume import fit_plane

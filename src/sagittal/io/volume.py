@@ -720,9 +720,12 @@ SPINE_RUN_AP_JUMP_MM = 60.0
 
 def _spine_run(line: Centreline) -> Centreline:
     """The centre line (sorted caudal first) without its points below the spine's own run: split
-    where the line breaks (``SPINE_RUN_AP_JUMP_MM``), the heaviest part is the spine down to the
-    sacrum, and the parts below it (below the sacrum the bone nearest the midline is the pubis, far
-    anterior: the pelvis, not the spine) leave the plane's fit. The parts above it are kept."""
+    where the line breaks (``SPINE_RUN_AP_JUMP_MM``), the heaviest part is the spine, and the parts
+    below it leave the plane's fit unless they carry on the spine's line: walking caudally, a part
+    whose antero-posterior median lies within ``SPINE_RUN_AP_JUMP_MM`` of the last kept point is kept
+    (the spine below a dense structure in front of it - contrast in bowel or bladder - that broke the
+    line; a reviewer's probe), one further off is not (below the sacrum the bone nearest the midline
+    is the pubis, far anterior: the pelvis, not the spine). The parts above it are kept."""
     p, w = line.points_lps, line.weights
     if len(p) < 4:
         return line
@@ -730,6 +733,12 @@ def _spine_run(line: Centreline) -> Centreline:
     part = np.concatenate([[0], np.cumsum(cut)])
     spine = max(range(int(part[-1]) + 1), key=lambda k: float(w[part == k].sum()))
     keep = part >= spine
+    ref = float(p[keep][0, 1])  # the kept line's caudal end
+    for k in range(spine - 1, -1, -1):
+        at = part == k
+        if abs(float(np.median(p[at, 1])) - ref) <= SPINE_RUN_AP_JUMP_MM:
+            keep |= at
+            ref = float(p[at][0, 1])
     return Centreline(p[keep], w[keep])
 
 
