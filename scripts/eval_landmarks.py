@@ -290,7 +290,7 @@ def _pct(v: float | None, n: int) -> str:
 
 #: ``--weights PATH@suffix``: the detector's switches (``_detector``)
 SUFFIXES = ("plain", "no-zoom-out", "no-zoom-in", "no-placed-step", "no-off-s1", "no-crushed-between", "no-smoothed",
-            "no-hips-place", "no-facing-check", "no-sacral-peak")
+            "no-hips-place", "no-facing-check")
 
 
 def _detector(spec: str | None, no_consistency: bool) -> LandmarkDetector:
@@ -311,7 +311,6 @@ def _detector(spec: str | None, no_consistency: bool) -> LandmarkDetector:
     det.smoothed_look = "no-smoothed" not in flags
     det.hips_place_rule = "no-hips-place" not in flags
     det.facing_check = "no-facing-check" not in flags
-    det.sacral_peak_rule = "no-sacral-peak" not in flags
     return det
 
 
@@ -331,7 +330,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--first-seed", type=int, default=1_000_000)
     ap.add_argument("--fractured", type=float, default=0.5, help="share of spines drawn with 1–3 fractures")
     ap.add_argument("--weights", action="append", default=[],
-                    metavar="[LABEL=]PATH[@plain][@no-zoom-out][@no-zoom-in][@no-placed-step][@no-off-s1][@no-crushed-between][@no-smoothed][@no-hips-place][@no-facing-check][@no-sacral-peak]",
+                    metavar="[LABEL=]PATH[@plain][@no-zoom-out][@no-zoom-in][@no-placed-step][@no-off-s1][@no-crushed-between][@no-smoothed][@no-hips-place][@no-facing-check]",
                     help="weights to score (repeatable; default the packaged weights); @plain: without the "
                          "test-time consistency check; @no-zoom-out: without the shrunk second look "
                          "(LandmarkDetector.zoom_out_look); @no-zoom-in: without the look magnified about the spine "
@@ -343,9 +342,7 @@ def main(argv: list[str] | None = None) -> None:
                          "smoothed where the fine placement lost most levels (LandmarkDetector.smoothed_look); @no-hips-place: "
                          "without setting aside femoral heads found where no hip lies against the S1 endplate "
                          "(LandmarkDetector.hips_place_rule); @no-facing-check: without reading again the other way round "
-                         "a film whose S1 endplate read upside down (LandmarkDetector.facing_check); @no-sacral-peak: "
-                         "without leaving out of the chain a faint peak below a firmly seen S1 endplate "
-                         "(LandmarkDetector.sacral_peak_rule)")
+                         "a film whose S1 endplate read upside down (LandmarkDetector.facing_check)")
     ap.add_argument("--no-consistency", action="store_true", help="skip the test-time consistency check")
     ap.add_argument("--shift", action="store_true", help="an unseen look on top of every family's")
     ap.add_argument("--framing", choices=("as-drawn", "tight-lumbar", "long-film"), default="as-drawn",

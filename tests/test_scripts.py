@@ -229,11 +229,9 @@ def test_eval_landmarks_weights_suffixes_and_framing_are_checked_before_any_work
     assert det.off_s1_rule is True
     det = mod._detector(f"{packaged()}@no-off-s1", False)
     assert det.off_s1_rule is False and det.zoom_in_look is True and det.placed_step_rule is True
-    det = mod._detector(f"{packaged()}@no-sacral-peak", False)
-    assert det.sacral_peak_rule is False and det.off_s1_rule is True and det.zoom_in_look is True
     det = mod._detector(str(packaged()), False)
     assert det.consistency is True and det.zoom_out_look is True and det.placed_step_rule is True
-    assert det.zoom_in_look is True and det.sacral_peak_rule is True
+    assert det.zoom_in_look is True
     with pytest.raises(SystemExit, match="@no-zoomout is not a suffix"):
         mod._detector(f"{packaged()}@no-zoomout", False)
     with pytest.raises(SystemExit):

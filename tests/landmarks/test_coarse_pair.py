@@ -151,8 +151,7 @@ def test_another_look_kept_is_marked_and_loses_a_tie_to_the_other_networks_plain
     five = ["L5", "L4", "L3", "L2", "L1"]
     calls = []
 
-    # the plain look names one level; every other look five
-    def maps(normed, stage="coarse", zoom_out=None, windows=None, sacral_peak=False):
+    def maps(normed, stage="coarse", zoom_out=None, windows=None):  # the plain look names one level; every other look five
         calls.append(zoom_out)
         return [_looked(five if zoom_out else ["L5"], 0.9) for _ in normed], [lb] * len(normed)
 

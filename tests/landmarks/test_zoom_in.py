@@ -101,7 +101,7 @@ def _stand_in(monkeypatch, detector, first: Detections, zoomed: Detections) -> l
     records the windows asked for."""
     asked: list = []
 
-    def fake(normed, stage="coarse", zoom_out=None, windows=None, sacral_peak=False):
+    def fake(normed, stage="coarse", zoom_out=None, windows=None):
         parts = windows or [None] * len(normed)
         asked.extend(parts)
         dets = [Detections(list(zoomed.bodies if w else first.bodies), zoomed.s1 if w else first.s1,

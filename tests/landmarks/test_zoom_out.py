@@ -42,9 +42,9 @@ def _zooms_used(monkeypatch, detector):
     seen: list[float] = []
     original = detector._coarse_maps
 
-    def spy(normed, stage="coarse", zoom_out=None, windows=None, sacral_peak=False):
+    def spy(normed, stage="coarse", zoom_out=None, windows=None):
         seen.extend(zoom_out or [1.0] * len(normed))
-        return original(normed, stage, zoom_out, windows, sacral_peak)
+        return original(normed, stage, zoom_out, windows)
 
     monkeypatch.setattr(detector, "_coarse_maps", spy)
     return seen

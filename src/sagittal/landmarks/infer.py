@@ -313,9 +313,6 @@ class LandmarkDetector:
         #: only that read reports, ungraded, where the two reads agree (``_smoothed``; models/README.md,
         #: "Grainy films"); radiographs only
         self.smoothed_look = True
-        #: a weak peak below a firmly seen S1 endplate is left out of the chain instead of withholding every
-        #: level (``postprocess.label_levels``' ``sacral_peak``); radiographs only
-        self.sacral_peak_rule = True
 
     def field_box(self, image: np.ndarray) -> tuple[float, float, float, float]:
         """``(x0, y0, x1, y1)`` pixels of the field a body must lie wholly inside to be reported: on a
@@ -329,7 +326,7 @@ class LandmarkDetector:
             return self.models[stage](torch.from_numpy(x)[:, None].to(self.device)).float().cpu().numpy()
 
     def _coarse_maps(self, normed: list[np.ndarray], stage: str = "coarse", zoom_out: list[float] | None = None,
-                     windows: list[tuple[int, int, int, int] | None] | None = None, sacral_peak: bool = False
+                     windows: list[tuple[int, int, int, int] | None] | None = None
                      ) -> tuple[list[Detections], list[Letterbox]]:
         zooms = zoom_out or [1.0] * len(normed)
         parts = windows or [None] * len(normed)
@@ -337,7 +334,7 @@ class LandmarkDetector:
         maps = self._run(stage, np.stack([p[0] for p in prepared]))
         heat = list(COARSE_HEAT)
         maps[:, heat] = 1.0 / (1.0 + np.exp(-maps[:, heat]))
-        dets = [label_levels(decode(m), sacral_peak=sacral_peak).mapped(lb.to_source, 1.0 / lb.scale)
+        dets = [label_levels(decode(m)).mapped(lb.to_source, 1.0 / lb.scale)
                 for m, (_, lb) in zip(maps, prepared, strict=True)]
         return dets, [p[1] for p in prepared]
 
@@ -371,8 +368,7 @@ class LandmarkDetector:
         """``coarse`` with one network: detections, letterboxes, the look each was found on and
         whether that is the image as given (every image as given where ``other`` looks are off)."""
         normed = list(images)
-        # the image as given only: on other looks, leaving a peak out can make a look of the wrong things rank first
-        dets, boxes = self._coarse_maps(normed, stage, sacral_peak=self.sacral_peak_rule)
+        dets, boxes = self._coarse_maps(normed, stage)
         given = [True] * len(dets)
         # of the image as given, before any other look replaces it
         why = ["too few" if _n_levels(d) < FALLBACK_MIN_LEVELS else "its S1 endplate only faintly" for d in dets]

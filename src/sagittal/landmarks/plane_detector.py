@@ -512,7 +512,6 @@ class PlaneDetector(LandmarkDetector):
         self.facing_check = False  # the radiographs' rule (infer.detect); a plane's facing comes from the volume
         #: a body withheld with its placements over GAP_GROSS_SPREAD apart counts as two in withhold_beyond_gross
         self.gross_gap = True
-        self.sacral_peak_rule = False  # the radiographs' rule (postprocess.label_levels); not measured on CT/MR
         self._refine_stage = "refine"  # the network ``_run("refine")`` runs: set per group of images by ``detect``
         #: look again where the fine placement finds one body missing from the chain (``bridge_retry``)
         self.bridge_retry = True

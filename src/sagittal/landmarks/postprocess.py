@@ -60,9 +60,6 @@ BRIDGE_SIZE = (0.7, 1.4)
 DUPLICATE_FACTOR = 0.45
 #: the warning of a count from C7 (``label_levels``), read by ``withhold_c7_count_without_ends``
 FROM_C7 = "the sacrum is out of view: levels are counted from C7 at the top of the image"
-#: ``label_levels(sacral_peak=True)``: a weak peak below a firmly seen S1 endplate left out of the chain
-SACRAL_PEAK = ("a faint peak below the S1 endplate (the sacrum's own body) was left out of the chain; the levels are "
-               "counted from the body above it")
 #: without the sacrum, levels are counted from C7 only over all 18 bodies C7–L5, the three top
 #: ones averaging under this fraction of the three lowest (0.48–0.63 in the phantom, C7–T2 / L3–L5)
 C7_SIZE_RATIO = 0.7
@@ -388,20 +385,13 @@ def _name_chain(order: list[Body], names: list[str], ratios: list[float], rel: l
         b.level = None
 
 
-def label_levels(det: Detections, sacral_peak: bool = False) -> Detections:
+def label_levels(det: Detections) -> Detections:
     """Assign levels, anchored on S1 (else C7 at the top); withhold what breaks the chain.
 
     Bodies at or above ``CENTRE_THRESHOLD`` make the chain; weaker ones (down to
-    ``WEAK_THRESHOLD``) only fill its gaps and extend its ends (``_fill_with_weak``).
-    ``sacral_peak``: a weak peak that extended the chain's caudal end past a firmly seen S1
-    endplate (``_below_s1``: the first sacral body's own marrow) is left out of the chain
-    rather than withholding every level."""
+    ``WEAK_THRESHOLD``) only fill its gaps and extend its ends (``_fill_with_weak``)."""
     bodies = _bridge_gaps(_chain(det.bodies))
     warnings = list(det.warnings)
-    if sacral_peak and len(bodies) > 2 and det.s1 is not None and det.s1_confidence >= S1_THRESHOLD \
-            and bodies[0].confidence < CENTRE_THRESHOLD and not bodies[0].bridged and _below_s1(bodies[0], det.s1):
-        bodies = bodies[1:]
-        warnings.append(SACRAL_PEAK)
     if not bodies:
         warnings.append("no vertebral body found")
         return Detections([], det.s1, det.s1_confidence, det.heads, warnings, withheld=det.withheld)
@@ -447,19 +437,6 @@ def label_levels(det: Detections, sacral_peak: bool = False) -> Detections:
         if b.bridged:
             b.bridged = b.level
     return Detections(bodies, det.s1, det.s1_confidence, det.heads, warnings, withheld=det.withheld)
-
-
-def _below_s1(body: Body, s1: np.ndarray) -> bool:
-    """Whether ``body``'s centre lies on the sacrum's side of the S1 endplate ``s1 (2, 2)``
-    (anterior, posterior), within the endplate's width of its middle."""
-    a, p = np.asarray(s1, float)
-    mid, along = (a + p) / 2, p - a
-    width = float(np.linalg.norm(along))
-    rel = body.centre - mid
-    normal = np.array([-along[1], along[0]]) / max(width, 1e-9)
-    if normal[1] < 0:  # image rows grow caudally: the normal points to the sacrum
-        normal = -normal
-    return float(np.dot(rel, normal)) > 0.0 and float(np.linalg.norm(rel)) < width
 
 
 def crop_frames(det: Detections, mirror: bool) -> list[tuple[str, int, CropFrame]]:
