@@ -625,7 +625,15 @@ def _is_off(detector: Any, name: str) -> bool:
     return not getattr(detector, name, True)
 
 
-def main() -> None:
+def _range_error(args: argparse.Namespace) -> str | None:
+    """What is wrong with ``--ct-pixel-mm`` / ``--ct-slice-mm`` (ranges the spacings are drawn from), if anything."""
+    for flag, (lo, hi) in (("--ct-pixel-mm", args.ct_pixel_mm), ("--ct-slice-mm", args.ct_slice_mm)):
+        if not (0.0 < lo <= hi) or not np.isfinite(hi):
+            return f"{flag} {lo:g} {hi:g}: expected 0 < LO <= HI (mm), a range the spacing is drawn from"
+    return None
+
+
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n-ct", type=int, default=30)
     ap.add_argument("--n-mr", type=int, default=30)
@@ -655,7 +663,9 @@ def main() -> None:
     ap.add_argument("--without", action="append", default=[], metavar="|".join(SECOND_LOOKS),
                     help="also score the first weights with this second look of PlaneDetector off (one more run on "
                          "the same cases, after the others; repeatable; comma-joined names: one run with all of them off)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    if why := _range_error(args):
+        ap.error(why)
     detectors = [kind.load_plane_model(w, "cpu", 1) for w in args.weights]
     for names in args.without:  # NAME or NAME,NAME,...: one run with each of them off
         if not set(names.split(",")) <= set(SECOND_LOOKS):

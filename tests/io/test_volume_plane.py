@@ -215,6 +215,10 @@ def test_a_curve_that_follows_height_is_no_yaw_a_turned_patient_is():
     turned = np.tan(np.radians(18.0)) * (ap - 120.0) + rng.normal(0, 0.5, len(z))  # turned 18 deg on the table
     _, n = fit_plane(_line(z, turned, ap))
     assert abs(np.degrees(np.arcsin(abs(n[1]))) - 18.0) < 1.0
+    smooth = 120.0 + 25.0 * np.sin(z / 90.0)  # without the body/disc steps (a review): the lordosis alone tells it
+    turned = np.tan(np.radians(18.0)) * (smooth - 120.0) + rng.normal(0, 0.5, len(z))
+    _, n = fit_plane(_line(z, turned, smooth))
+    assert abs(np.degrees(np.arcsin(abs(n[1]))) - 18.0) < 1.0
     iv_terms = iv.YAW_CURVE_TERMS
     try:  # the plain test (as before the fourteenth session) read the curve as a yaw of about 17 deg
         iv.YAW_CURVE_TERMS = 0

@@ -7,6 +7,7 @@ import numpy as np
 
 from sagittal.phantom.volume import _HIP_HALF_MM
 from tests.landmarks.test_plane_eval_angles import _case, _doc
+from tests.training.fixtures import script
 
 
 def test_a_head_found_off_to_the_side_is_off_in_3d_not_in_the_plane():
@@ -37,3 +38,26 @@ def test_the_figures_count_the_studies_warned_of_a_curve():
     assert figures["straight_spines"] == 3 and figures["curve_warned_straight"] == 1
     assert figures["lateral_deviation_mm_straight_max"] == 2.3
     assert abs(figures["lateral_deviation_mm_straight_mean"] - 3.9 / 3) < 1e-4
+
+
+def test_eval_planes_refuses_a_spacing_range_it_cannot_draw_from(capsys):
+    """``--ct-pixel-mm`` / ``--ct-slice-mm`` are ranges the CT's spacings are drawn from: a zero, a negative
+    or a reversed range is refused, naming the option, before any weights are loaded or a case rendered."""
+    import pytest
+
+    ev = script("eval_planes")
+    for argv in (["--ct-pixel-mm", "3", "1"], ["--ct-pixel-mm", "0", "2"], ["--ct-slice-mm", "-1", "5"]):
+        with pytest.raises(SystemExit):
+            ev.main(["--n-mr", "0", "--n-ct", "1", "--weights", "/nonexistent.pt", *argv])
+        assert f"{argv[0]} " in capsys.readouterr().err
+
+
+def test_eval_planes_draws_the_ct_at_the_spacings_asked_for(tmp_path):
+    """The same case (spine, field) at the coarse voxels asked for: the judged head check's series."""
+    ev = script("eval_planes")
+    spine, vols = ev._case("CT", 6170, tmp_path / "a", ct_pixel_mm=(3.0, 3.0), ct_slice_mm=(5.0, 5.0))
+    ct = vols[0]
+    assert tuple(ct.pixel_spacing_mm) == (3.0, 3.0)
+    assert np.allclose(np.abs(np.diff(np.asarray(ct.positions_lps)[:, 2])), 5.0)
+    spine2, _ = ev._case("CT", 6170, tmp_path / "b")
+    np.testing.assert_allclose(spine.points_mm, spine2.points_mm)  # the same draws: the same spine
