@@ -50,6 +50,8 @@ PARAMS = ("pelvic_incidence_deg", "pelvic_tilt_deg", "sacral_slope_deg", "lumbar
           "thoracic_kyphosis_deg", "sagittal_vertical_axis_mm")
 NEEDS = {"thoracic_kyphosis_deg": ("T4", "T12"), "sagittal_vertical_axis_mm": ("C7",), "lumbar_lordosis_deg": ("L1",)}
 LEVEL_TOLERANCE_MM = 5.0
+#: the range each film's pixel spacing is drawn from (``--pixel-mm``); real DX/CR films are finer, 0.1-0.2 mm
+PIXEL_MM = (0.3, 0.6)
 
 
 def shifted_look(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -76,16 +78,17 @@ def regional_truth_deg(spine: Any) -> dict[str, float]:
     return out
 
 
-def render_case(family: str, seed: int, fractured: float, shift: bool, framing: str = "as-drawn"
-                ) -> tuple[Any, View, dict]:
+def render_case(family: str, seed: int, fractured: float, shift: bool, framing: str = "as-drawn",
+                pixel_mm: tuple[float, float] = PIXEL_MM) -> tuple[Any, View, dict]:
     """One evaluation radiograph: (spine, view, truth) from single-integer ``seed``; ``framing``
     ``tight-lumbar`` / ``long-film`` frames the same spine and style as a tightly collimated lumbar
     film / a longer whole-spine film (``phantom.drr.tight_lumbar_field`` / ``long_film_field``,
-    drawn from the seed ``[seed, 7]``)."""
+    drawn from the seed ``[seed, 7]``); ``pixel_mm``: the range the pixel spacing is drawn from
+    (the same draws: another range gives the same spine, style and field at other pixels)."""
     rng = np.random.default_rng([seed])
     n_fx = int(rng.integers(1, 4)) if fractured and rng.random() < fractured else None
     spine = build_spine(sample_family_spec(family, rng, n_fx))
-    style: dict[str, Any] = {"pixel_spacing_mm": float(rng.uniform(0.3, 0.6))}
+    style: dict[str, Any] = {"pixel_spacing_mm": float(rng.uniform(*pixel_mm))}
     if framing != "as-drawn":
         if family == "2d":
             raise ValueError(f"--framing {framing} needs a projection family (drr-a, drr-b): the 2-D renderer "
@@ -348,8 +351,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--framing", choices=("as-drawn", "tight-lumbar", "long-film"), default="as-drawn",
                     help="tight-lumbar: every film reframed as a tightly collimated lumbar film; long-film: as a "
                          "whole-spine film 120 mm longer at each end (projection families)")
+    ap.add_argument("--pixel-mm", type=float, nargs=2, default=PIXEL_MM, metavar=("LO", "HI"),
+                    help="the range each film's pixel spacing is drawn from (default 0.3 0.6 mm; real films are "
+                         "0.1-0.2 mm); the same spines, styles and fields at other pixels")
     ap.add_argument("--json", help="also write the figures here")
     args = ap.parse_args(argv)
+    lo, hi = args.pixel_mm
+    if not 0 < lo <= hi:
+        ap.error(f"--pixel-mm {lo:g} {hi:g}: a range of pixel spacings, 0 < LO <= HI (mm)")
     families = [f.strip() for f in args.families.split(",") if f.strip()]
     if args.framing != "as-drawn" and "2d" in families:
         ap.error(f"--framing {args.framing} needs projection families (drr-a, drr-b): the 2-D renderer draws its own fields")
@@ -358,7 +367,8 @@ def main(argv: list[str] | None = None) -> None:
     tallies = {label: {f: Tally() for f in families} for label in detectors}
     for family in families:
         for k in range(args.n):
-            spine, view, truth = render_case(family, args.first_seed + k, args.fractured, args.shift, args.framing)
+            spine, view, truth = render_case(family, args.first_seed + k, args.fractured, args.shift, args.framing,
+                                             (lo, hi))
             for label, det in detectors.items():
                 t = time.perf_counter()
                 ((lm, facing, _),) = det.detect([view.pixels])
@@ -368,7 +378,7 @@ def main(argv: list[str] | None = None) -> None:
     for family in families:
         paired(results, {label: tallies[label][family] for label in tallies}, family)
     report = {"n_per_family": args.n, "first_seed": args.first_seed, "fractured": args.fractured, "shift": args.shift,
-              "framing": args.framing,
+              "framing": args.framing, "pixel_mm": [lo, hi],
               "consistency": not args.no_consistency,
               "weights": {label: {"file": str(det.weights), "switches": _switches(det)}
                           for label, det in detectors.items()}, "results": results}

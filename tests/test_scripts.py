@@ -270,3 +270,40 @@ def test_eval_landmarks_counts_a_withheld_fracture_as_not_found() -> None:
     less = mod.Tally()
     less.add(spine, view, truth, lm, view.facing)
     assert less.report()["detection_rate_fractured"] == (len(fractured) - 1) / len(fractured)
+
+
+def _eval_landmarks_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("eval_landmarks", ROOT / "scripts" / "eval_landmarks.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_eval_landmarks_draws_films_at_the_pixel_spacing_asked_for():
+    """``--pixel-mm``: the same spine, style and field at the pixels asked for (real films are 0.1-0.2 mm);
+    the truth follows the pixels (the same body, in millimetres, where it was)."""
+    import numpy as np
+
+    mod = _eval_landmarks_module()
+    spine, view, truth = mod.render_case("drr-a", 10_770_003, 0.5, False, "as-drawn", (0.15, 0.15))
+    spine0, view0, truth0 = mod.render_case("drr-a", 10_770_003, 0.5, False, "as-drawn")
+    assert view.spacing_mm == (0.15, 0.15) and 0.3 <= view0.spacing_mm[0] <= 0.6
+    np.testing.assert_allclose(spine.points_mm, spine0.points_mm)  # the same draws: the same spine
+    assert view.pixels.shape[0] > 1.9 * view0.pixels.shape[0]  # the same field in finer pixels
+    assert set(truth["landmarks"]["vertebrae"]) == set(truth0["landmarks"]["vertebrae"])
+    lv = next(iter(truth["landmarks"]["vertebrae"]))
+    a = np.array(truth["landmarks"]["vertebrae"][lv]["anterior_superior"]) * 0.15
+    b = np.array(truth0["landmarks"]["vertebrae"][lv]["anterior_superior"]) * view0.spacing_mm[0]
+    assert np.linalg.norm(a - b) < 1.0  # mm, from the field's corner in both
+
+
+def test_eval_landmarks_refuses_a_pixel_range_it_cannot_draw_from(capsys):
+    """A zero, negative or reversed ``--pixel-mm`` is refused, naming the option, before any weights load."""
+    mod = _eval_landmarks_module()
+    for argv in (["--pixel-mm", "0.6", "0.3"], ["--pixel-mm", "0", "0.2"], ["--pixel-mm", "-1", "0.2"]):
+        with pytest.raises(SystemExit):
+            mod.main(["--n", "1", "--weights", "/nonexistent.pt", *argv])
+        assert "--pixel-mm " in capsys.readouterr().err
