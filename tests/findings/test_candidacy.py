@@ -291,3 +291,24 @@ def test_a_malformed_ungraded_map_is_an_error_naming_the_document():
     d["landmarks"]["ungraded"] = {"T13": "x"}
     with pytest.raises(InputError, match=r"d0\.json: landmarks\.ungraded must map vertebral levels"):
         run([d], **SEVERE)
+
+
+def test_a_vertebra_without_a_grade_is_not_read_as_unfractured_whatever_the_reason():
+    """A reported vertebra whose grade is null although ``landmarks.ungraded`` does not name it (heights
+    measured, the grade withheld for another reason the document's warnings give: a CT sampled too
+    coarsely along the spine to grade) leaves "no fracture" unknown as an ungraded one does; the
+    reason is the document's own warning."""
+    d = doc(vertebrae=NORMAL)
+    why = "the series samples the spine's axis every 5.0 mm: too coarse to grade; Genant grades withheld"
+    d["vertebrae"] = [{**v, "genant_grade": None, "morphology": None} if v["level"] == "T12" else v
+                      for v in d["vertebrae"]]
+    d["warnings"] = [*d.get("warnings", []), why]
+    r = run([d], **SEVERE)
+    assert r["category"] == "insufficient-data"
+    assert r["ungraded_levels"] == [{"level": "T12", "reason": why}]
+    d["warnings"] = [*d["warnings"][:-1], "T12: grade withheld, heights kept (coarse series)"]
+    assert run([d], **SEVERE)["ungraded_levels"] == [{"level": "T12", "reason": "grade withheld, heights kept (coarse series)"}]
+    d["warnings"] = d["warnings"][:-1]
+    assert run([d], **SEVERE)["ungraded_levels"][0]["reason"].startswith("reported without a Genant grade")
+    later = doc(vertebrae=NORMAL, date="20250301", study="1.2.4")  # a later study that grades it settles it
+    assert run([d, later], **SEVERE)["category"] == "augmentation-not-indicated"

@@ -40,6 +40,20 @@ def study_date(doc: Document) -> str:
     return str(src.get("study_date") or "")
 
 
+def _no_grade_reason(doc: Document, level: str) -> str:
+    """Why ``doc`` reports ``level`` without a Genant grade though not in ``landmarks.ungraded``: its
+    first warning that names the level and a grade, else the document-wide one about grades, else a
+    plain statement (a reported vertebra without a grade is never read as unfractured)."""
+    warnings = [str(w) for w in doc.get("warnings") or []]
+    for w in warnings:
+        if w.startswith(f"{level}:") and "grade" in w:
+            return w.split(":", 1)[1].strip()
+    for w in warnings:
+        if "grade" in w and "withheld" in w:
+            return w
+    return "reported without a Genant grade in its study (see that document's warnings)"
+
+
 def _read_vertebra(f: LevelFacts, v: Mapping[str, Any], same_study: bool) -> None:
     if v.get("regional_kyphosis_deg") is not None:
         f.regional_kyphosis_deg = v["regional_kyphosis_deg"]
@@ -111,10 +125,12 @@ def patient_facts(docs: Sequence[tuple[str, Document]], clinical: ClinicalInputs
                 f.grade, f.height_loss_pct, f.morphology = v["genant_grade"], v.get("height_loss_pct"), v.get("morphology")
                 f.ungraded_reason, graded_in[lv] = None, study
                 per_study[study][lv] = (study_date(doc), v.get("height_loss_pct"))
-            elif lv in ungraded and graded_in.get(lv) != study:
-                # a later study could not grade it: an earlier grade is not today's (listed, and "no
-                # fracture" not claimed); a grade from the same study, another modality, stands
-                f.ungraded_reason = ungraded[lv]
+            elif graded_in.get(lv) != study:
+                # a later study could not grade it (its points not steady: ``landmarks.ungraded``; or no
+                # grade for another reason the document's warnings give, e.g. a series too coarse along
+                # the spine to grade): an earlier grade is not today's (listed, and "no fracture" not
+                # claimed); a grade from the same study, another modality, stands
+                f.ungraded_reason = ungraded.get(lv) or _no_grade_reason(doc, lv)
             _read_vertebra(f, v, same_study=read_in.get(lv) == study)
             read_in[lv] = study
     for lv, f in levels.items():
