@@ -37,6 +37,13 @@ every angle from every point (``angles_all_points``: as before an ungraded body'
 withheld), split into the angles measured from an ungraded body's points (``..._from_ungraded``; those
 from a crushed body kept between its neighbours, ``..._from_kept_crushed``) and the rest, and the
 document's angles at ungraded levels (``angles_at_ungraded_levels``); the analysis time per unit.
+Fractured bodies in view (``fractured_in_view``): graded, withheld, missing, exact among the graded and
+over all in view (a withheld grade counts as not exact there), our loss against the phantom's. Each
+unit's sampling along the spine's axis (``axis_sampling_mm``: an axial CT's slice spacing, a sagittal
+series' row spacing, from the geometry the pipeline reads) and the figures split by it
+(``by_axis_sampling``, ``--sampling-edges``). ``--grade-axis both`` scores each detector with the rule
+that a series sampled 4 mm or more apart is not graded (``report.analysis.GRADE_AXIS_SAMPLING_MAX_MM``)
+off and on, on the same detections.
 """
 
 from __future__ import annotations
@@ -58,6 +65,7 @@ from sagittal.phantom import build_spine, sample_spec
 from sagittal.phantom.dicom import StudyInfo
 from sagittal.phantom.generate import write_volume
 from sagittal.phantom.volume import _HIP_HALF_MM, reformat_ct, render_ct, render_mr, scoliosis_curve
+from sagittal.report.analysis import GRADE_AXIS_SAMPLING_MAX_MM
 
 EVAL_STREAM = 7_100_099
 
@@ -213,8 +221,9 @@ def _score(spine: Any, vol: Any, prep: Any, doc: dict, acc: dict, diagnose: list
             acc["grades"].append((int(spine.grade[i]), int(v["genant_grade"])))
     acc.setdefault("loss_err", []).extend(_loss_bias(spine, vol, plane, prep.image, doc))
     _score_angles(spine, vol, plane, prep.image, doc, acc, key)
+    fracture_lines = _fracture_lines(spine, vol, plane, prep.image, doc, acc)  # fills acc['fx_rows'] always
     if diagnose is not None:
-        diagnose += _fracture_lines(spine, vol, plane, prep.image, doc, acc)
+        diagnose += fracture_lines
     pi = doc["parameters"]["pelvic_incidence_deg"]
     if pi is not None:
         acc["pi_err"].append(abs(pi - spine.parameters["pelvic_incidence_deg"]))
@@ -420,14 +429,17 @@ def _fracture_lines(spine: Any, vol: Any, plane: Any, img: np.ndarray, doc: dict
             continue
         lv = LEVELS[i]
         v = by_level.get(lv)
+        loss = float("nan")
         if lv not in lm:
             ours, what = -2, "missing"
         elif v is None or v["genant_grade"] is None:
             ours, what = -1, "withheld (ungraded)"
         else:
             ours, what = int(v["genant_grade"]), f"graded {v['genant_grade']} (loss {v['height_loss_pct']:.1f} %)"
+            loss = float(v["height_loss_pct"])
         g_b, g_c = int(in_plane["genant_grade"][i]), int(as_ours["genant_grade"][i]) if reported[i] else -1
-        acc.setdefault("fx_rows", []).append((int(spine.grade[i]), ours, g_b, g_c))
+        # (truth grade, ours or -1 withheld or -2 missing, grade (b), grade (c), the phantom's loss, ours or nan)
+        acc.setdefault("fx_rows", []).append((int(spine.grade[i]), ours, g_b, g_c, float(spine.loss_pct[i]), loss))
         mark = "" if ours == spine.grade[i] else ("  <-- WRONG" if ours >= 0 else "")
         out.append(f"{lv} fracture: truth grade {spine.grade[i]} {spine.morphology[i]} loss {spine.loss_pct[i]:.1f} %; "
                    f"ours {what}; true points: own plane {own['height_loss_pct'][i]:.1f} % (g{own['genant_grade'][i]}), "
@@ -436,37 +448,86 @@ def _fracture_lines(spine: Any, vol: Any, plane: Any, img: np.ndarray, doc: dict
     return out
 
 
+#: the bins of the series' sampling along the spine's axis (``batch.volume.axis_sampling_mm``) that the
+#: figures are also split by (``by_axis_sampling``; ``--sampling-edges``), mm
+SAMPLING_EDGES = (2.0, 3.0, 3.5, 4.0, 4.5)
+
+
+def _new_acc() -> dict[str, Any]:
+    return {"in_view": 0, "found": 0, "wrong": 0, "point_err": [], "height_err": [], "grades": [], "pi_err": [],
+            "heads": [], "status": [], "seconds": [], "units": 0}
+
+
+def _sampling_bin(mm: float, edges: tuple[float, ...]) -> str:
+    """The label of the bin of ``edges`` (mm) that ``mm`` falls in: '<E0', 'E0-E1', ..., '>=En'."""
+    k = int(np.searchsorted(np.asarray(edges, float), mm, side="right"))
+    if k == 0:
+        return f"<{edges[0]:g}"
+    return f">={edges[-1]:g}" if k == len(edges) else f"{edges[k - 1]:g}-{edges[k]:g}"
+
+
+def _compact(fig: dict[str, Any]) -> dict[str, Any]:
+    """The figures a split by sampling reports (``by_axis_sampling``): levels, points, heights, grades, angles."""
+    fx = fig.get("fractured_in_view") or {}
+    ang = fig["angles"]
+    return {"units": fig["units"], "vertebrae_in_view": fig["vertebrae_in_view"],
+            "right_level": round(fig["right_level_fraction"] * fig["vertebrae_in_view"]),
+            "wrong": fig["misplaced_or_mislabelled"], "landmark_median_mm": round(fig["landmark_error_mm"]["median"], 4),
+            "height_mae_mm": None if fig["height_mae_mm"] is None else round(fig["height_mae_mm"], 4),
+            "fractured": {k: fx.get(k) for k in ("in_view", "graded", "withheld", "missing", "graded_exact",
+                                                 "exact_of_graded", "exact_of_in_view", "graded_under", "graded_over",
+                                                 "loss_err_pct_mean", "loss_err_pct_median", "under_read_over_5pt",
+                                                 "true_points_our_plane_exact")},
+            "normals": {"graded": fig["normal_vertebrae"], "graded_0": fig["normal_graded_0"],
+                        "graded_above_0": fig["normal_vertebrae"] - fig["normal_graded_0"]},
+            "height_loss_bias_pct": fig["height_loss_bias_pct"],
+            "angles_mae_deg": {k: (ang[k]["mae_deg"], ang[k]["n"]) for k in
+                               ("pelvic_incidence_deg", "sacral_slope_deg", "lumbar_lordosis_deg",
+                                "regional_kyphosis_deg", "vertebral_kyphosis_deg")}}
+
+
 def evaluate(modality: str, n: int, first: int, detector: Any, root: Path, diagnose: bool = False,
              fracture_rate: float = 0.33, mr_wide: float = 0.0, pelvis: bool = True,
-             ct_pixel_mm: tuple[float, float] = CT_PIXEL_MM, ct_slice_mm: tuple[float, float] = CT_SLICE_MM) -> Any:
+             ct_pixel_mm: tuple[float, float] = CT_PIXEL_MM, ct_slice_mm: tuple[float, float] = CT_SLICE_MM,
+             sampling_edges: tuple[float, ...] = SAMPLING_EDGES, grade_axis: list[float | None] | None = None) -> Any:
     """Score ``detector`` on ``n`` cases from seed ``first``; ``detector`` may be a list of
     detectors (several weights), which are then scored on the same cases, rendered once, and a
-    list of figures comes back in the same order."""
+    list of figures comes back in the same order. Each unit is also scored into the bin of its
+    series' sampling along the spine's axis (``sampling_edges``; figures ``by_axis_sampling``).
+    ``grade_axis``: per detector, ``batch.volume.finish``'s ``grade_axis_max_mm`` (default: the
+    runtime's); the same detector object listed twice is run once per unit and finished once per entry."""
     dets = list(detector) if isinstance(detector, (list, tuple)) else [detector]
-    accs: list[dict[str, Any]] = [{"in_view": 0, "found": 0, "wrong": 0, "point_err": [], "height_err": [],
-                                   "grades": [], "pi_err": [], "heads": [], "status": [], "seconds": [], "units": 0}
-                                  for _ in dets]
+    rules = list(grade_axis) if grade_axis is not None else [GRADE_AXIS_SAMPLING_MAX_MM] * len(dets)
+    accs: list[dict[str, Any]] = [_new_acc() for _ in dets]
+    ran: dict[tuple[int, int], Any] = {}  # (id(detector), unit) -> (prep, detection) of this case
     for seed in range(first, first + n):
         case_dir = root / f"{modality}{seed}"
         spine, vols = _case(modality, seed, case_dir, fracture_rate, mr_wide, pelvis, ct_pixel_mm, ct_slice_mm)
         export = scan_export([case_dir], decode_pixels=False)
         units, _ = kind.plan(export.series)
+        ran.clear()
         for j, (det_j, acc) in enumerate(zip(dets, accs, strict=True)):
             tag = f"[{j}] " if len(dets) > 1 else ""
             acc["units"] += len(units)
             for k_unit, u in enumerate(units):
                 t = time.perf_counter()
                 try:
-                    prep = kind.prepare(u, det_j)
-                    (det,) = det_j.detect([prep.image], facing=[prep.facing_hint])
-                    for name, how in (getattr(det_j, "last_looks", None) or [{}])[0].items():
+                    if (id(det_j), k_unit) in ran:  # the same detector finished by another rule: its detection again
+                        prep, det, looks, look_s = ran[(id(det_j), k_unit)]
+                    else:
+                        prep = kind.prepare(u, det_j)
+                        (det,) = det_j.detect([prep.image], facing=[prep.facing_hint])
+                        looks = dict((getattr(det_j, "last_looks", None) or [{}])[0])
+                        look_s = float(getattr(det_j, "last_look_seconds", 0.0))
+                        if diagnose:
+                            prep.extra["last_detection"] = det_j.last_detections[0]
+                            prep.extra["coarse_detection"] = det_j.coarse([prep.image])[0][0]
+                        ran[(id(det_j), k_unit)] = (prep, det, looks, look_s)
+                    for name, how in looks.items():
                         acc.setdefault("looks", {}).setdefault(f"{name} {how}", 0)
                         acc["looks"][f"{name} {how}"] += 1
-                    acc.setdefault("look_seconds", []).append(float(getattr(det_j, "last_look_seconds", 0.0)))
-                    doc = kind.finish(prep, det)
-                    if diagnose:
-                        prep.extra["last_detection"] = det_j.last_detections[0]
-                        prep.extra["coarse_detection"] = det_j.coarse([prep.image])[0][0]
+                    acc.setdefault("look_seconds", []).append(look_s)
+                    doc = kind.finish(prep, det, grade_axis_max_mm=rules[j])
                 except Exception as exc:  # counted as not analysed, with the reason
                     print(f"{tag}{modality} seed {seed}: {type(exc).__name__}: {exc}", flush=True)
                     acc["status"].append("failed")
@@ -475,12 +536,24 @@ def evaluate(modality: str, n: int, first: int, detector: Any, root: Path, diagn
                 acc["status"].append(doc["status"])
                 why: list[str] = []
                 _score(spine, vols[0], prep, doc, acc, why if diagnose else None, key=f"{seed}/{k_unit}")
+                axis_mm = kind.axis_sampling_mm(prep.extra["geometry"])
+                acc.setdefault("axis_sampling", []).append((seed, round(axis_mm, 3)))
+                part = acc.setdefault("by_sampling", {}).setdefault(_sampling_bin(axis_mm, sampling_edges), _new_acc())
+                part["units"] += 1
+                part["status"].append(doc["status"])
+                _score(spine, vols[0], prep, doc, part, None, key=f"{seed}/{k_unit}")
+                print(f"  {tag}{modality} {seed} unit {k_unit}: axis sampled every {axis_mm:.2f} mm", flush=True)
                 for line in why:
                     plain = " fracture: " in line or line.startswith(("femoral head", "kept crushed"))
                     print(f"  {tag}{modality} {seed} " + ("" if plain else "missed ") + line, flush=True)
             print(f"{tag}{modality} {seed}: {acc['found']}/{acc['in_view']} found, statuses {acc['status'][-len(units):]}",
                   flush=True)
     out = [_figures(acc, n) for acc in accs]
+    for fig, acc in zip(out, accs, strict=True):
+        fig["axis_sampling_mm"] = acc.get("axis_sampling", [])
+        parts = acc.get("by_sampling", {})
+        fig["by_axis_sampling"] = {b: _compact(_figures(parts[b], parts[b]["units"])) for b in sorted(
+            parts, key=lambda b: float(b.lstrip("<>=").split("-")[0]) + (0.5 if b.startswith(">") else 0.0))}
     if len(accs) > 1:
         _paired_angles(out, accs)
     return out if isinstance(detector, (list, tuple)) else out[0]
@@ -529,6 +602,7 @@ def _figures(acc: dict[str, Any], n: int) -> dict:
         "genant_exact_fractured": float(np.mean(g[fx, 1] == g[fx, 0])) if fx.any() else None,
         "genant_zero_normal": float(np.mean(g[nm, 1] == 0)) if nm.any() else None,
         "fractured_vertebrae": int(fx.sum()), "normal_vertebrae": int(nm.sum()),
+        "normal_graded_0": int((g[nm, 1] == 0).sum()), "fractured_graded_exact": int((g[fx, 1] == g[fx, 0]).sum()),
         # signed, points: our loss minus the true points' on our plane with our neighbours (``_loss_bias``)
         "height_loss_bias_pct": {k: (round(float(np.mean(e)), 4) if (e := [d for g_, d in acc.get("loss_err", [])
                                                                              if (g_ > 0) == (k == "fractured")]) else None)
@@ -587,10 +661,20 @@ def _fracture_summary(rows: list[tuple[int, int, int, int]]) -> dict[str, Any]:
     """``--diagnose``: fractured bodies in view — how many graded, withheld, missing; exact among
     the graded; and the grades the true points would give on our plane (all levels in view / our
     neighbours only) for the same graded bodies."""
-    r = np.array(rows)
+    r = np.array(rows, float).reshape(len(rows), -1)
     graded = r[:, 1] >= 0
+    exact = int((r[graded, 1] == r[graded, 0]).sum())
+    # our loss minus the phantom's (points of loss), over the graded fractured bodies (rows with both losses)
+    d = (r[:, 5] - r[:, 4])[graded] if r.shape[1] >= 6 else np.zeros(0)
     return {"in_view": len(r), "graded": int(graded.sum()), "withheld": int((r[:, 1] == -1).sum()),
-            "missing": int((r[:, 1] == -2).sum()), "graded_exact": int((r[graded, 1] == r[graded, 0]).sum()),
+            "missing": int((r[:, 1] == -2).sum()), "graded_exact": exact,
+            # exact among the graded, and over every fractured body in view (a withheld or missing body counts as not exact)
+            "exact_of_graded": round(exact / graded.sum(), 4) if graded.any() else None,
+            "exact_of_in_view": round(exact / len(r), 4) if len(r) else None,
+            "graded_under": int((r[graded, 1] < r[graded, 0]).sum()), "graded_over": int((r[graded, 1] > r[graded, 0]).sum()),
+            "loss_err_pct_mean": round(float(np.mean(d)), 3) if len(d) else None,
+            "loss_err_pct_median": round(float(np.median(d)), 3) if len(d) else None,
+            "under_read_over_5pt": int((d < -5).sum()),
             "true_points_our_plane_exact": int((r[graded, 2] == r[graded, 0]).sum()),
             "true_points_our_neighbours_exact": int((r[graded, 3] == r[graded, 0]).sum()),
             "true_points_our_plane_exact_all_in_view": int((r[:, 2] == r[:, 0]).sum())}
@@ -633,6 +717,28 @@ def _range_error(args: argparse.Namespace) -> str | None:
     return None
 
 
+def _detectors(args: argparse.Namespace, ap: argparse.ArgumentParser) -> tuple[list[Any], list[float | None]]:
+    """The detectors to score (``--weights``, then one per ``--without``; each twice with ``--grade-axis both``)
+    and, per detector, ``batch.volume.finish``'s ``grade_axis_max_mm``."""
+    detectors = [kind.load_plane_model(w, "cpu", 1) for w in args.weights]
+    for names in args.without:  # NAME or NAME,NAME,...: one run with each of them off
+        if not set(names.split(",")) <= set(SECOND_LOOKS):
+            ap.error(f"--without {names}: choose from {', '.join(SECOND_LOOKS)} (comma-joined for one run)")
+        detectors.append(kind.load_plane_model(args.weights[0], "cpu", 1))
+        for name in names.split(","):
+            _switch_off(detectors[-1], name)
+    grade_axis: list[float | None] = [None if args.grade_axis == "off" else GRADE_AXIS_SAMPLING_MAX_MM] * len(detectors)
+    if args.grade_axis == "both":
+        detectors = [d for d in detectors for _ in (0, 1)]
+        grade_axis = [None, GRADE_AXIS_SAMPLING_MAX_MM] * (len(detectors) // 2)
+    for detector in detectors:
+        if args.radiograph_limits:
+            detector.consistency_limits = {}
+        if args.consistency != "default":
+            detector.consistency = args.consistency == "on"
+    return detectors, grade_axis
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n-ct", type=int, default=30)
@@ -654,6 +760,13 @@ def main(argv: list[str] | None = None) -> None:
                          "series, outside the evaluated range; the same draws, so the same spines and fields)")
     ap.add_argument("--ct-slice-mm", type=float, nargs=2, default=CT_SLICE_MM, metavar=("LO", "HI"),
                     help="the CT's slice spacing is drawn from this range (default 1.5 5.0)")
+    ap.add_argument("--sampling-edges", type=float, nargs="+", default=SAMPLING_EDGES, metavar="MM",
+                    help="the figures are also split by the series' sampling along the spine's axis (an axial CT's slice "
+                         "spacing, a sagittal series' row spacing) into bins with these edges (mm; by_axis_sampling)")
+    ap.add_argument("--grade-axis", choices=("on", "off", "both"), default="on",
+                    help="the rule that a series sampling the spine's axis GRADE_AXIS_SAMPLING_MAX_MM or more apart is "
+                         "not graded (report.analysis, image.axis_sampling_mm): on (the runtime), off, or both (each detector "
+                         "scored off then on, on the same detections; 'runs' in that order)")
     ap.add_argument("--diagnose", action="store_true",
                     help="print, for every vertebra in view that is missing, the stage that lost it")
     ap.add_argument("--consistency", choices=("default", "on", "off"), default="default",
@@ -666,31 +779,22 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if why := _range_error(args):
         ap.error(why)
-    detectors = [kind.load_plane_model(w, "cpu", 1) for w in args.weights]
-    for names in args.without:  # NAME or NAME,NAME,...: one run with each of them off
-        if not set(names.split(",")) <= set(SECOND_LOOKS):
-            ap.error(f"--without {names}: choose from {', '.join(SECOND_LOOKS)} (comma-joined for one run)")
-        detectors.append(kind.load_plane_model(args.weights[0], "cpu", 1))
-        for name in names.split(","):
-            _switch_off(detectors[-1], name)
-    for detector in detectors:
-        if args.radiograph_limits:
-            detector.consistency_limits = {}
-        if args.consistency != "default":
-            detector.consistency = args.consistency == "on"
+    detectors, grade_axis = _detectors(args, ap)
     reports: list[dict[str, Any]] = [
         {"weights": str(d.weights), "first_seed": args.first_seed, "stream": EVAL_STREAM,
          "fracture_rate": args.fracture_rate, "mr_wide": args.mr_wide, "pelvis": not args.no_pelvis,
          "ct_pixel_mm": list(args.ct_pixel_mm), "ct_slice_mm": list(args.ct_slice_mm),
          "consistency_check": bool(d.consistency),
          "consistency_limits": dict(d.consistency_limits),
-         "second_looks_off": [n for n in SECOND_LOOKS if _is_off(d, n)]} for d in detectors]
+         "second_looks_off": [n for n in SECOND_LOOKS if _is_off(d, n)], "grade_axis_max_mm": g}
+        for d, g in zip(detectors, grade_axis, strict=True)]
     with tempfile.TemporaryDirectory(prefix="sagittal-eval-planes-") as tmp:
         for modality, n in (("CT", args.n_ct), ("MR", args.n_mr)):
             if n:
                 figures = evaluate(modality, n, args.first_seed, detectors, Path(tmp), args.diagnose,
                                    args.fracture_rate, args.mr_wide, not args.no_pelvis,
-                                   tuple(args.ct_pixel_mm), tuple(args.ct_slice_mm))
+                                   tuple(args.ct_pixel_mm), tuple(args.ct_slice_mm), tuple(sorted(args.sampling_edges)),
+                                   grade_axis)
                 for report, fig in zip(reports, figures, strict=True):
                     report[modality] = fig
     report = reports[0] if len(reports) == 1 else {"runs": reports}

@@ -136,3 +136,27 @@ def test_the_height_loss_bias_leaves_an_ungraded_body_out_of_its_neighbours_as_t
     doc["landmarks"][UNGRADED] = {gone: "placed again"}
     rows = ev._loss_bias(spine, vol, plane, img, doc)
     assert len(rows) == len(LEVELS) - 1 and all(d == pytest.approx(0.0, abs=1e-9) for _, d in rows)
+
+
+def test_fractured_exact_is_also_counted_over_every_fractured_body_in_view():
+    """``_fracture_summary``: a body whose grade is withheld (null) counts in the fractured bodies in
+    view but not among the graded: exact among the graded and over all in view are both reported, and
+    our loss against the phantom's over the graded; ``_sampling_bin`` names the bins of the split by
+    the series' sampling along the spine."""
+    spine = build_spine(sample_spec(np.random.default_rng(5), n_fractures=2))
+    fx = [LEVELS[i] for i in np.nonzero(spine.grade > 0)[0]]
+    plane, vol = _plane_and_volume(spine)
+    ev = script("eval_planes")
+    img = np.ones((4000, 4000))
+    img[0, 0] = 0.0
+    doc = _doc(spine, {fx[1]: None}, list(LEVELS))
+    acc: dict = {}
+    ev._fracture_lines(spine, vol, plane, img, doc, acc)
+    s = ev._fracture_summary(acc["fx_rows"])
+    assert s["in_view"] == 2 and s["graded"] == 1 and s["withheld"] == 1 and s["graded_exact"] == 1
+    assert s["exact_of_graded"] == 1.0 and s["exact_of_in_view"] == 0.5
+    i = LEVELS.index(fx[0])
+    assert s["loss_err_pct_mean"] == pytest.approx(float(morphometry(spine.points_mm)["height_loss_pct"][i])
+                                                   - float(spine.loss_pct[i]), abs=1e-3)
+    edges = (2.0, 3.0, 4.0)
+    assert [ev._sampling_bin(mm, edges) for mm in (1.0, 2.0, 3.5, 4.0, 5.0)] == ["<2", "2-3", "3-4", ">=4", ">=4"]

@@ -137,12 +137,14 @@ def test_ungraded_levels_keep_their_points_but_no_heights_or_grade(tmp_path, spi
     prep = kind.prepare(unit)
     lm, anterior, warnings = _true_detection(ct, spine, prep.extra["plane"])
     assert {"L2", "L3"} <= set(lm["vertebrae"])
-    doc = kind.finish(prep, (dict(lm, ungraded={"L2": "unsteady"}), anterior, warnings))
+    # its 4-mm slices are at the coarse-axis limit (no grades: test_volume_sampling.py): graded here, the
+    # ungraded map alone under test
+    doc = kind.finish(prep, (dict(lm, ungraded={"L2": "unsteady"}), anterior, warnings), grade_axis_max_mm=None)
     jsonschema.validate(doc, load_schema())
     assert doc["landmarks"]["ungraded"] == {"L2": "unsteady"} and "L2" in doc["landmarks"]["vertebrae"]
     by = {v["level"]: v for v in doc["vertebrae"]}
     without = kind.finish(prep, (dict(lm, vertebrae={k: p for k, p in lm["vertebrae"].items() if k != "L2"}),
-                                 anterior, warnings))
+                                 anterior, warnings), grade_axis_max_mm=None)
     alone = {v["level"]: v for v in without["vertebrae"]}
     for level in ("L1", "L3"):
         assert {k: by[level][k] for k in ("heights_mm", "height_loss_pct", "genant_grade")} == \

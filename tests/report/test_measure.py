@@ -182,3 +182,40 @@ def test_ungraded_levels_keep_their_points_but_no_heights_grade_or_endplate_angl
     for bad in ("L1", {"L6": "why"}, 3):
         with pytest.raises(InputError, match="landmarks.ungraded must map vertebral levels"):
             analysis_document(obj["image"], dict(lm, **{UNGRADED: bad}))
+
+
+def test_a_series_too_coarse_along_the_spine_is_not_graded(tmp_path, capsys, schema):
+    """``image.axis_sampling_mm`` (CT/MR: how finely the series samples the spine's axis) at
+    ``GRADE_AXIS_SAMPLING_MAX_MM`` or more: every vertebra keeps its heights, loss and angles, its grade
+    and morphology are null, with one warning naming the spacing; under it, or absent (radiographs), the
+    document is the one without the key (the key itself kept where given); the key survives
+    ``sagittal measure`` of a saved document; a malformed value is an input error."""
+    from sagittal.errors import InputError
+    from sagittal.report.analysis import GRADE_AXIS_SAMPLING_MAX_MM, analysis_document
+
+    obj, _ = _truth_input(3, modality="CR", field_of_view="whole", facing="right")
+    plain = analysis_document(obj["image"], obj["landmarks"])
+    assert "axis_sampling_mm" not in plain["image"] and all(v["genant_grade"] is not None for v in plain["vertebrae"])
+    fine = analysis_document(dict(obj["image"], axis_sampling_mm=GRADE_AXIS_SAMPLING_MAX_MM - 0.1), obj["landmarks"])
+    assert fine["image"].pop("axis_sampling_mm") == pytest.approx(GRADE_AXIS_SAMPLING_MAX_MM - 0.1)
+    assert fine == plain
+    coarse_image = dict(obj["image"], axis_sampling_mm=5.0)
+    coarse = analysis_document(coarse_image, obj["landmarks"])
+    jsonschema.validate(coarse, schema)
+    assert coarse["parameters"] == plain["parameters"]
+    assert all(v["genant_grade"] is None and v["morphology"] is None for v in coarse["vertebrae"])
+    graded = ("genant_grade", "morphology")
+    assert [{k: x for k, x in v.items() if k not in graded} for v in coarse["vertebrae"]] == \
+        [{k: x for k, x in v.items() if k not in graded} for v in plain["vertebrae"]]
+    (extra,) = [w for w in coarse["warnings"] if w not in plain["warnings"]]
+    assert extra.startswith(", ".join(v["level"] for v in plain["vertebrae"]) + ": Genant grade and morphology null")
+    assert "every 5.0 mm" in extra and "thin-slice reconstruction" in extra
+    # the rule switched off: graded as without the key
+    off = analysis_document(coarse_image, obj["landmarks"], grade_axis_max_mm=None)
+    assert off["vertebrae"] == plain["vertebrae"] and off["warnings"] == plain["warnings"]
+    # sagittal measure on the saved document: the same
+    rc, (again,) = _run(tmp_path, capsys, [{"image": coarse["image"], "landmarks": coarse["landmarks"]}])
+    assert rc == 0 and again["vertebrae"] == coarse["vertebrae"] and again["image"]["axis_sampling_mm"] == 5.0
+    for bad in (0, -1.0, "5", True, float("nan")):
+        with pytest.raises(InputError, match="image.axis_sampling_mm must be a positive number"):
+            analysis_document(dict(obj["image"], axis_sampling_mm=bad), obj["landmarks"])

@@ -21,6 +21,7 @@ import numpy as np
 
 from ..io.discover import SetAside, source_demographics
 from ..levels import UNGRADED  # the key of the levels reported but not graded
+from ..report.analysis import GRADE_AXIS_SAMPLING_MAX_MM  # a series this coarse along the spine is not graded
 from .units import Detection, Prepared, Unit, UnitKind, register_kind, register_model
 
 KIND = "volume"
@@ -82,6 +83,16 @@ def _load(series: Any) -> Any:
     return load_volume(series)
 
 
+def axis_sampling_mm(geom: Any) -> float:
+    """How finely the series samples the spine's axis (mm): the spacing of the volume's axis that runs
+    closest to the patient's superior-inferior (``io.volume._axes_by_anatomy``) - an axial series' slice
+    spacing, a sagittal or coronal series' row spacing - from the geometry the pipeline reads."""
+    from ..io.volume import _axes_by_anatomy
+
+    si = _axes_by_anatomy(geom)[0]
+    return float((geom.slice_spacing_mm or 0.0, geom.pixel_spacing_mm[0], geom.pixel_spacing_mm[1])[si])
+
+
 def prepare(unit: Unit, detector: Any = None) -> Prepared:
     """Load the unit's volumes and reformat the spine's plane (the MR centre line runs the plane
     model's coarse stage: ``detector``, else one loaded here)."""
@@ -112,6 +123,8 @@ def prepare(unit: Unit, detector: Any = None) -> Prepared:
     rows, cols = plane.image.shape
     info = {"rows": int(rows), "columns": int(cols), "pixel_spacing_mm": [plane.spacing_mm, plane.spacing_mm],
             "spacing_source": "volume", "anterior": plane.anterior, "plane": plane.plane_json(),
+            # how finely the series samples the spine's axis: too coarse, no grades (report.analysis)
+            "axis_sampling_mm": round(axis_sampling_mm(main.geometry), 3),
             "patient_position": posture(v.patient_position)}
     warnings = list(v.notes) + list(plane.warnings)
     for s in v.series:
@@ -130,8 +143,11 @@ def prepare(unit: Unit, detector: Any = None) -> Prepared:
                     facing_hint=plane.anterior, extra=extra)
 
 
-def finish(prep: Prepared, detection: Detection) -> dict[str, Any]:
-    """The analysis document of a CT series or MR study from the plane model's landmarks."""
+def finish(prep: Prepared, detection: Detection, grade_axis_max_mm: float | None = GRADE_AXIS_SAMPLING_MAX_MM) -> dict[str, Any]:
+    """The analysis document of a CT series or MR study from the plane model's landmarks.
+    ``grade_axis_max_mm``: a series sampling the spine's axis that coarsely or worse (``image.axis_sampling_mm``)
+    is not graded (``report.analysis.GRADE_AXIS_SAMPLING_MAX_MM`` by default; ``None``: graded whatever its
+    sampling, as before the fifteenth session)."""
     from ..io.volume import CURVE_WARNING_START, curve_warning
     from ..landmarks.volume import _head_landmarks
     from ..report.analysis import REQUIRED_PARAMETERS, analysis_document
@@ -152,8 +168,10 @@ def finish(prep: Prepared, detection: Detection) -> dict[str, Any]:
     x["heads_lps"] = [np.asarray(h.centre_lps, float) for h in heads]  # 3-D centres, for scripts/eval_planes.py
     lm = dict(lm, femoral_heads=_head_landmarks(plane, heads))
     info = dict(prep.image_info)
-    doc = analysis_document({k: info[k] for k in ("rows", "columns", "pixel_spacing_mm", "spacing_source", "anterior")},
-                            lm, source=prep.source, warnings=warnings)
+    doc = analysis_document({k: info[k] for k in ("rows", "columns", "pixel_spacing_mm", "spacing_source", "anterior",
+                                                  "axis_sampling_mm") if k in info},
+                            lm, source=prep.source, warnings=warnings,
+                            grade_axis_max_mm=grade_axis_max_mm)
     doc["image"].update(plane=info["plane"], patient_position=info["patient_position"])
     if info["patient_position"] != "standing":
         for key in STANDING_ONLY:

@@ -1,0 +1,132 @@
+"""A series too coarse along the spine's axis is not graded (``report.analysis.GRADE_AXIS_SAMPLING_MAX_MM``,
+``image.axis_sampling_mm`` from ``batch.volume.axis_sampling_mm``): an axial CT whose slices lie 4 mm or
+more apart reports its levels, points, heights, height loss and angles as measured, every Genant grade and
+morphology null, with one warning naming the spacing; a thinner axial CT and a sagittal MR (thick slices
+across the body, fine rows along the spine) are graded as before. Real DICOM volumes of the phantom
+through ``plan``, ``prepare`` and ``finish``, with the phantom's true points standing in for the model
+(and, once, the plane model itself)."""
+
+from __future__ import annotations
+
+import jsonschema
+import numpy as np
+import pytest
+
+from sagittal.batch import volume as kind
+from sagittal.io.series import scan_export
+from sagittal.levels import LEVELS, POINT_NAMES
+from sagittal.phantom import build_spine, sample_spec
+from sagittal.phantom.dicom import StudyInfo
+from sagittal.phantom.generate import write_volume
+from sagittal.phantom.volume import render_ct, render_mr
+from sagittal.report.analysis import load_schema, measure_input
+
+
+@pytest.fixture(scope="module")
+def spine():
+    return build_spine(sample_spec(np.random.default_rng(35), n_fractures=1))  # a grade-3 L2
+
+
+def _ct(tmp_path, spine, slice_mm: float):
+    ct = render_ct(spine, np.random.default_rng(4), pixel_spacing_mm=2.5, slice_mm=slice_mm, noise_hu=8.0,
+                   top_level="T11", matrix=120)
+    write_volume(ct, spine, tmp_path, "ct", StudyInfo.make("coarse", "PHCOARSE"), "coarse", frame_key="coarse")
+    (unit,), _ = kind.plan(scan_export([tmp_path], decode_pixels=False).series)
+    return ct, unit
+
+
+def _mr(tmp_path, spine, slice_mm: float):
+    rng = np.random.default_rng(8)
+    info = StudyInfo.make("mrcoarse", "PHMRCOARSE")
+    vols = []
+    for k, seq in enumerate(("T1", "STIR")):
+        mr = render_mr(spine, rng, seq, pixel_spacing_mm=1.5, slice_mm=slice_mm, n_slices=11, matrix=290,
+                       top_level="T11", origin_lps=np.array([0.0, 60.0, -800.0]))
+        write_volume(mr, spine, tmp_path, f"mr_{seq.lower()}", info, f"mrcoarse/{seq}", series_number=k + 1,
+                     frame_key="mrcoarse")
+        vols.append(mr)
+    (unit,), _ = kind.plan(scan_export([tmp_path], decode_pixels=False).series)
+    return vols[0], unit
+
+
+def _true_detection(vol, spine, plane) -> tuple[dict, str, list[str]]:
+    """The phantom's landmarks on the plane, as the model would report them."""
+    verts = {}
+    for i, level in enumerate(LEVELS):
+        xy = plane.from_lps(vol.sagittal_to_lps(spine.points_mm[i]))
+        if (xy[:, 1] > 2).all() and (xy[:, 1] < plane.image.shape[0] - 3).all():
+            verts[level] = {n: [float(v) for v in xy[k]] for k, n in enumerate(POINT_NAMES)}
+    s1 = plane.from_lps(vol.sagittal_to_lps(spine.s1_mm))
+    return ({"vertebrae": verts, "s1_endplate": {"anterior": list(map(float, s1[0])), "posterior": list(map(float, s1[1]))},
+             "femoral_heads": []}, plane.anterior, [])
+
+
+def _warned(doc: dict) -> list[str]:
+    return [w for w in doc["warnings"] if "samples the spine's axis" in w]
+
+
+@pytest.mark.slow
+def test_a_coarse_axial_ct_reports_heights_and_angles_but_no_grades(tmp_path, spine):
+    ct, unit = _ct(tmp_path, spine, 5.0)
+    prep = kind.prepare(unit)
+    assert kind.axis_sampling_mm(prep.extra["geometry"]) == pytest.approx(5.0)  # the slice spacing
+    lm = _true_detection(ct, spine, prep.extra["plane"])
+    doc = kind.finish(prep, lm)
+    jsonschema.validate(doc, load_schema())
+    assert doc["image"]["axis_sampling_mm"] == pytest.approx(5.0)
+    reported = [lv for lv in LEVELS if lv in lm[0]["vertebrae"]]
+    assert len(reported) >= 5 and "L2" in reported and [v["level"] for v in doc["vertebrae"]] == reported
+    assert all(v["genant_grade"] is None and v["morphology"] is None for v in doc["vertebrae"])
+    assert all(v["heights_mm"] is not None and v["height_loss_pct"] is not None for v in doc["vertebrae"])
+    assert "ungraded" not in doc["landmarks"]
+    (warning,) = _warned(doc)
+    assert warning.startswith(", ".join(reported) + ": Genant grade and morphology null")
+    assert "every 5.0 mm" in warning and "thin-slice reconstruction" in warning
+    # the rule off: the same detection, the same heights, losses and angles, and grades (the crushed L2 among them)
+    before = kind.finish(prep, lm, grade_axis_max_mm=None)
+    assert not _warned(before) and all(v["genant_grade"] is not None for v in before["vertebrae"])
+    assert {v["level"]: v["genant_grade"] for v in before["vertebrae"]}["L2"] >= 2
+    keep = ("level", "heights_mm", "height_loss_pct", "regional_kyphosis_deg", "vertebral_kyphosis_deg")
+    assert [{k: v[k] for k in keep} for v in doc["vertebrae"]] == [{k: v[k] for k in keep} for v in before["vertebrae"]]
+    assert doc["parameters"] == before["parameters"] and doc["parameters"]["lumbar_lordosis_deg"] is not None
+    # measured again from the saved document (``sagittal measure``): the same, the grades still withheld
+    again = measure_input({"image": doc["image"], "landmarks": doc["landmarks"]})
+    assert again["vertebrae"] == [{k: v for k, v in d.items() if k != "cleft"} for d in doc["vertebrae"]]
+    assert _warned(again) == _warned(doc)
+
+
+@pytest.mark.slow
+def test_a_thin_axial_ct_is_graded(tmp_path, spine):
+    ct, unit = _ct(tmp_path, spine, 2.0)
+    prep = kind.prepare(unit)
+    assert kind.axis_sampling_mm(prep.extra["geometry"]) == pytest.approx(2.0)
+    doc = kind.finish(prep, _true_detection(ct, spine, prep.extra["plane"]))
+    assert doc["image"]["axis_sampling_mm"] == pytest.approx(2.0)
+    assert not _warned(doc) and doc["vertebrae"]
+    assert all(v["genant_grade"] is not None for v in doc["vertebrae"])
+    by = {v["level"]: v["genant_grade"] for v in doc["vertebrae"]}
+    assert by["L2"] == int(spine.grade[LEVELS.index("L2")]) == 3
+
+
+@pytest.mark.slow
+def test_a_sagittal_mr_with_thick_slices_is_graded(tmp_path, spine):
+    """Its 5-mm slices run across the body; along the spine it is sampled every row (1.5 mm)."""
+    mr, unit = _mr(tmp_path, spine, 5.0)
+    prep = kind.prepare(unit, kind.load_plane_model(threads=1))
+    assert kind.axis_sampling_mm(prep.extra["geometry"]) == pytest.approx(1.5)
+    doc = kind.finish(prep, _true_detection(mr, spine, prep.extra["plane"]))
+    assert doc["image"]["axis_sampling_mm"] == pytest.approx(1.5)
+    assert not _warned(doc) and doc["vertebrae"]
+    assert all(v["genant_grade"] is not None for v in doc["vertebrae"])
+
+
+@pytest.mark.slow
+def test_the_plane_model_on_a_coarse_axial_ct_grades_nothing(tmp_path, spine):
+    """The whole path with the plane model: what it reports on a 5-mm axial CT has heights but no grade."""
+    _, unit = _ct(tmp_path, spine, 5.0)
+    detector = kind.load_plane_model(threads=1)
+    prep = kind.prepare(unit, detector)
+    (det,) = detector.detect([prep.image], facing=[prep.facing_hint])
+    doc = kind.finish(prep, det)
+    assert doc["vertebrae"] and all(v["genant_grade"] is None for v in doc["vertebrae"])
+    assert any(v["heights_mm"] is not None for v in doc["vertebrae"]) and len(_warned(doc)) == 1
