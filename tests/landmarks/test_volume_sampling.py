@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from sagittal.batch import volume as kind
+from sagittal.findings.patient import patient_facts
 from sagittal.io.series import scan_export
 from sagittal.levels import LEVELS, POINT_NAMES
 from sagittal.phantom import build_spine, sample_spec
@@ -80,8 +81,11 @@ def test_a_coarse_axial_ct_reports_heights_and_angles_but_no_grades(tmp_path, sp
     assert all(v["heights_mm"] is not None and v["height_loss_pct"] is not None for v in doc["vertebrae"])
     assert "ungraded" not in doc["landmarks"]
     (warning,) = _warned(doc)
-    assert warning.startswith(", ".join(reported) + ": Genant grade and morphology null")
+    assert warning.startswith(", ".join(reported) + ": Genant grade and morphology withheld")
     assert "every 5.0 mm" in warning and "thin-slice reconstruction" in warning
+    # the patient's facts read every such level as not graded, for that reason (never as unfractured)
+    facts, _, _ = patient_facts([("ct.json", doc)], None)
+    assert all(facts[lv].grade is None and "every 5.0 mm" in str(facts[lv].ungraded_reason) for lv in reported)
     # the rule off: the same detection, the same heights, losses and angles, and grades (the crushed L2 among them)
     before = kind.finish(prep, lm, grade_axis_max_mm=None)
     assert not _warned(before) and all(v["genant_grade"] is not None for v in before["vertebrae"])

@@ -208,7 +208,7 @@ def test_a_series_too_coarse_along_the_spine_is_not_graded(tmp_path, capsys, sch
     assert [{k: x for k, x in v.items() if k not in graded} for v in coarse["vertebrae"]] == \
         [{k: x for k, x in v.items() if k not in graded} for v in plain["vertebrae"]]
     (extra,) = [w for w in coarse["warnings"] if w not in plain["warnings"]]
-    assert extra.startswith(", ".join(v["level"] for v in plain["vertebrae"]) + ": Genant grade and morphology null")
+    assert extra.startswith(", ".join(v["level"] for v in plain["vertebrae"]) + ": Genant grade and morphology withheld")
     assert "every 5.0 mm" in extra and "thin-slice reconstruction" in extra
     # the rule switched off: graded as without the key
     off = analysis_document(coarse_image, obj["landmarks"], grade_axis_max_mm=None)

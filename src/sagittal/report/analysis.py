@@ -169,7 +169,7 @@ def _untrusted_angles(m: dict[str, np.ndarray], graded: dict[str, np.ndarray], p
 #: the 41 withheld were 14 right and 27 wrong, levels, heights and angles identical
 GRADE_AXIS_SAMPLING_MAX_MM = 4.0
 #: the warning of a document so graded (``{levels}``, ``{mm}``, ``{limit}``)
-COARSE_AXIS_WARNING = ("{levels}: Genant grade and morphology null: the series samples the spine's axis every {mm:.1f} "
+COARSE_AXIS_WARNING = ("{levels}: Genant grade and morphology withheld: the series samples the spine's axis every {mm:.1f} "
                        "mm ({limit:g} mm or more apart), too coarse to grade a vertebral body (its endplates fall "
                        "between samples and a fracture reads milder); heights and height loss are reported as "
                        "measured; analyse a thin-slice reconstruction (under {limit:g} mm) for grades")
