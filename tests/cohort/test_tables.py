@@ -152,3 +152,30 @@ def test_reading_in_processes_gives_the_same_tables(truth_docs):
     two = build_tables(read_documents([truth_docs], workers=2, chunk=2), {}, KEY)
     for (name, a), (_, b) in zip(one.items(), two.items(), strict=True):
         assert to_arrow(name, a).equals(to_arrow(name, b)), name
+
+
+def test_a_level_measured_but_not_graded_is_null_not_grade_0(tmp_path):
+    """A CT too coarse along the spine to grade keeps its loss but no grade: the vertebrae table's grade and
+    'fractured' are null (not 0, which an int32 column once wrapped the null to), the study counts it measured
+    but not graded, a graded document of the same study is preferred for the level, and the progression's
+    baseline grade and grade change are null."""
+    coarse = _doc("A", "1.1", "20240101", {"L1": 38.0, "L2": 5.0})
+    for v in coarse["vertebrae"]:
+        v["genant_grade"], v["morphology"] = None, None
+    later = _doc("A", "1.2", "20240601", {"L1": 45.0, "L2": 6.0})
+    thin = _doc("A", "1.1", "20240101", {"L1": 38.0})  # the same study graded from another series
+    t = _tables(tmp_path, [coarse, later])
+    v = {(r["study_index"], r["level"]): r for r in t["vertebrae"]}
+    assert v[(0, "L1")]["genant_grade"] is None and v[(0, "L1")]["fractured"] is None
+    assert v[(0, "L1")]["height_loss_pct"] == 38.0 and v[(1, "L1")]["genant_grade"] == 3
+    s0 = min(t["studies"], key=lambda r: r["study_index"])
+    assert (s0["n_levels_measured"], s0["n_levels_graded"], s0["n_fractures"]) == (2, 0, 0)
+    p = {r["level"]: r for r in t["progression"]}["L1"]
+    assert (p["baseline_grade"], p["later_grade"], p["grade_change"]) == (None, 3, None)
+    assert p["height_loss_change_pts"] == 7.0
+    for order in ([coarse, thin], [thin, coarse]):  # the graded row wins for the level, whichever is read first
+        for f in tmp_path.glob("*.json"):
+            f.unlink()
+        t = _tables(tmp_path, order)
+        row = {r["level"]: r for r in t["vertebrae"]}["L1"]
+        assert row["genant_grade"] == 2 and t["studies"][0]["n_fractures"] == 1

@@ -83,7 +83,10 @@ STUDIES: tuple[Column, ...] = (
     _c("roussouly_type", "int16", "", "Roussouly sagittal type 1–4", f"{DOC}: parameters.roussouly_type"),
     _c("n_levels_measured", "int16", "", "levels with a height loss in any document of the study",
        "derived from the vertebrae table"),
-    _c("n_fractures", "int16", "", "levels with Genant grade 1–3", "derived from the vertebrae table"),
+    _c("n_levels_graded", "int16", "", "levels with a Genant grade (a level measured but not graded - its points "
+       "not steady, or a CT/MR series too coarse along the spine - is not 'no fracture')",
+       "derived from the vertebrae table"),
+    _c("n_fractures", "int16", "", "levels with Genant grade 1–3 (of n_levels_graded)", "derived from the vertebrae table"),
     _c("n_grade1", "int16", "", "levels with Genant grade 1 (20–25 % loss)", "derived from the vertebrae table"),
     _c("n_grade2", "int16", "", "levels with Genant grade 2 (25–40 % loss)", "derived from the vertebrae table"),
     _c("n_grade3", "int16", "", "levels with Genant grade 3 (> 40 % loss)", "derived from the vertebrae table"),

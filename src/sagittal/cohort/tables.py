@@ -96,7 +96,8 @@ def _first_of_group(start: np.ndarray) -> np.ndarray:
 
 
 def _ints(values: np.ndarray, ok: np.ndarray) -> np.ndarray:
-    return np.where(ok, values, NULL_INT).astype(np.int64)
+    # int64 before the null: an int32 column would squeeze NULL_INT into its own type (numpy 2), and wrap to 0
+    return np.where(ok, np.asarray(values, np.int64), NULL_INT)
 
 
 def _bool_col(values: np.ndarray, ok: np.ndarray | None = None) -> np.ndarray:
@@ -163,6 +164,7 @@ def build_tables(c: Columns, clinical: Mapping[str, ClinicalInputs], key: bytes)
     studies["n_fractures"] = np.bincount(v_study, weights=grade >= 1, minlength=n_st).astype(np.int64)
     studies["n_levels_measured"] = np.bincount(v_study, weights=np.isfinite(c.vert["loss"][v_rows]),
                                                minlength=n_st).astype(np.int64)
+    studies["n_levels_graded"] = np.bincount(v_study, weights=grade >= 0, minlength=n_st).astype(np.int64)
     s_age = studies["age_years"]
     assert isinstance(s_age, np.ndarray)
     prog = _progression_table(c, v_rows, v_study, s_patient, primary, pseudo, skeys, days, s_age,
@@ -206,7 +208,7 @@ def _studies_table(c: Columns, sidx: np.ndarray, s_patient: np.ndarray, primary:
     for k in SCHWAB:
         t[k] = Coded(d[k], SCHWAB_CODES)
     t["roussouly_type"] = _ints(d["roussouly"], d["roussouly"] >= 0)
-    for k in ("n_levels_measured", "n_fractures", "n_grade1", "n_grade2", "n_grade3"):
+    for k in ("n_levels_measured", "n_levels_graded", "n_fractures", "n_grade1", "n_grade2", "n_grade3"):
         t[k] = np.zeros(n_st, dtype=np.int64)  # filled from the vertebrae table
     t["n_warnings"] = d["n_warnings"]
     labels = tuple(c.labels)
@@ -220,7 +222,10 @@ def _vertebrae_table(c: Columns, sidx: np.ndarray, rank: np.ndarray, s_patient: 
     v = c.vert
     v_study = sidx[v["doc"]]
     no_loss = ~np.isfinite(v["loss"])
-    order = np.lexsort((rank[v["doc"]], no_loss, v["level"], s_index[v_study], s_patient[v_study]))
+    # per (study, level): a graded row first (a series too coarse to grade keeps a loss but no grade), then one
+    # with a loss, then the document's rank
+    no_grade = v["grade"] < 0
+    order = np.lexsort((rank[v["doc"]], no_loss, no_grade, v["level"], s_index[v_study], s_patient[v_study]))
     start = _group_starts(v_study[order], v["level"][order])
     rows = order[start]
     group = np.cumsum(start) - 1
