@@ -299,16 +299,18 @@ def test_a_vertebra_without_a_grade_is_not_read_as_unfractured_whatever_the_reas
     coarsely along the spine to grade) leaves "no fracture" unknown as an ungraded one does; the
     reason is the document's own warning."""
     d = doc(vertebrae=NORMAL)
-    why = "the series samples the spine's axis every 5.0 mm: too coarse to grade; Genant grades withheld"
+    why = "Genant grade and morphology withheld: the series samples the spine's axis every 5.0 mm"
     d["vertebrae"] = [{**v, "genant_grade": None, "morphology": None} if v["level"] == "T12" else v
                       for v in d["vertebrae"]]
-    d["warnings"] = [*d.get("warnings", []), why]
+    # another level's warning first (its points not steady), then the document's own for T12 among others
+    d["warnings"] = [*d.get("warnings", []), "L4: two placements of its points disagree by 30 % of its size (points "
+                     "not stable): withheld, no height or grade", f"T11, T12, L1: {why}"]
     r = run([d], **SEVERE)
     assert r["category"] == "insufficient-data"
     assert r["ungraded_levels"] == [{"level": "T12", "reason": why}]
     d["warnings"] = [*d["warnings"][:-1], "T12: grade withheld, heights kept (coarse series)"]
     assert run([d], **SEVERE)["ungraded_levels"] == [{"level": "T12", "reason": "grade withheld, heights kept (coarse series)"}]
-    d["warnings"] = d["warnings"][:-1]
+    d["warnings"] = d["warnings"][:-1]  # only L4's: not borrowed
     assert run([d], **SEVERE)["ungraded_levels"][0]["reason"].startswith("reported without a Genant grade")
     later = doc(vertebrae=NORMAL, date="20250301", study="1.2.4")  # a later study that grades it settles it
     assert run([d, later], **SEVERE)["category"] == "augmentation-not-indicated"

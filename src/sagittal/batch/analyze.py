@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 SUMMARY_FIELDS = ("document", "patient", "study_instance_uid", "modality", "status", "spacing_source",
                   "pelvic_incidence_deg", "pelvic_tilt_deg", "sacral_slope_deg", "lumbar_lordosis_deg",
                   "thoracic_kyphosis_deg", "sagittal_vertical_axis_mm", "pi_ll_mismatch_deg", "levels_found",
-                  "fractures", "warnings")
+                  "fractures", "ungraded", "warnings")
 
 
 def summary_row(path: str, doc: dict[str, Any], key: bytes | None = None) -> dict[str, Any]:
@@ -38,7 +38,9 @@ def summary_row(path: str, doc: dict[str, Any], key: bytes | None = None) -> dic
     row = {"document": path, "patient": pseudonym(src.get("patient_id") or "", key), "study_instance_uid":
            src.get("study_instance_uid"), "modality": src.get("modality"), "status": doc["status"],
            "spacing_source": doc["image"]["spacing_source"], "levels_found": len(doc["landmarks"]["vertebrae"]),
-           "fractures": ";".join(fx), "warnings": len(doc["warnings"])}
+           "fractures": ";".join(fx), "warnings": len(doc["warnings"]),
+           # reported without a grade (points not steady, or a CT/MR too coarse along the spine): not "no fracture"
+           "ungraded": ";".join(v["level"] for v in doc["vertebrae"] if v.get("genant_grade") is None)}
     for k in SUMMARY_FIELDS:
         if k.endswith(("_deg", "_mm")):
             row[k] = p.get(k)

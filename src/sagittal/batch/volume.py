@@ -68,9 +68,10 @@ def _load(series: Any) -> Any:
     """A series' volume: the fast path (``io.volume.read_slices_fast``) when its slices allow it,
     else ``io.series.load_volume`` slice by slice (every transfer syntax and oddity)."""
     from ..io.series import LoadedVolume, load_volume
-    from ..io.volume import read_slices_fast, slice_geometry
+    from ..io.volume import even_slices, read_slices_fast, slice_geometry
 
     hs = series.headers
+    loaded = None
     if len(hs) > 1 and all(h.frames == 1 for h in hs):
         geom = slice_geometry([h.position for h in hs], [h.orientation for h in hs], [h.pixel_spacing for h in hs],
                               hs[0].path)
@@ -79,18 +80,25 @@ def _load(series: Any) -> Any:
         except Exception:  # anything unusual: the careful path below names the file and the reason
             voxels = None
         if voxels is not None:
-            return LoadedVolume(voxels, geom, "pydicom")
-    return load_volume(series)
+            loaded = LoadedVolume(voxels, geom, "pydicom")
+    loaded = loaded or load_volume(series)
+    voxels, geom = even_slices(loaded.voxels, loaded.geometry)  # a gap or mixed steps: the grid the affine assumes
+    return loaded if geom is loaded.geometry else LoadedVolume(voxels, geom, loaded.decoder)
 
 
 def axis_sampling_mm(geom: Any) -> float:
     """How finely the series samples the spine's axis (mm): the spacing of the volume's axis that runs
     closest to the patient's superior-inferior (``io.volume._axes_by_anatomy``) - an axial series' slice
-    spacing, a sagittal or coronal series' row spacing - from the geometry the pipeline reads."""
+    spacing (its largest real step where it was resampled over a gap: ``io.volume.even_slices``), a
+    sagittal or coronal series' row spacing - over that axis's cosine with superior-inferior (a tilted
+    gantry's slices lie further apart along the body than along their normal)."""
     from ..io.volume import _axes_by_anatomy
 
     si = _axes_by_anatomy(geom)[0]
-    return float((geom.slice_spacing_mm or 0.0, geom.pixel_spacing_mm[0], geom.pixel_spacing_mm[1])[si])
+    step = (max(geom.slice_spacing_mm or 0.0, geom.largest_step_mm or 0.0), *geom.pixel_spacing_mm)[si]
+    # along the body's axis an axis tilted from it (a gantry tilt) samples more coarsely: step / cos
+    along = abs(float((geom.normal, geom.col_dir, geom.row_dir)[si][2]))
+    return float(step) / max(along, 1e-6)
 
 
 def prepare(unit: Unit, detector: Any = None) -> Prepared:
@@ -256,7 +264,8 @@ def _marrow_findings(doc: dict[str, Any], lm: dict[str, Any], x: dict[str, Any])
         return
     spacing = (float(doc["image"]["pixel_spacing_mm"][0]), float(doc["image"]["pixel_spacing_mm"][1]))
     if x["modality"] == "CT":
-        for lv, cleft in assess_ct_clefts(x["planes"]["ct"], pts, spacing).items():
+        # the main series' plane, whatever its role (an axial "ct", or a sagittal/coronal/oblique series)
+        for lv, cleft in assess_ct_clefts(x["plane"].image, pts, spacing).items():
             if cleft is not None:
                 by_level[lv]["cleft"] = cleft
         return

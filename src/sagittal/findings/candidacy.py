@@ -9,8 +9,9 @@ Patient categories, first match wins (the issue's order of precedence):
 1. ``urgent-surgical-referral`` — neurological deficit or instability;
 2. ``red-flags-multidisciplinary`` — suspected malignancy;
 3. ``augmentation-not-indicated`` — images analysed and no fracture, or every fracture
-   without oedema on MRI and without a cleft — and no vertebra reported ungraded (its points not
-   steady enough to grade it: it may be fractured; then ``insufficient-data``);
+   without oedema on MRI and without a cleft — and no vertebra reported without a grade (its points not
+   steady enough to grade it, or its CT/MR series too coarse along the spine: it may be fractured; then
+   ``insufficient-data``);
 4. ``mri-needed`` — a fracture whose oedema status is unknown (and no cleft);
 5. ``consider-augmentation`` — a fracture with oedema or a cleft and severe pain (VAS ≥ 5)
    refractory to analgesics for ≥ 3 weeks or forcing hospitalisation or bed confinement, or

@@ -41,16 +41,14 @@ def study_date(doc: Document) -> str:
 
 
 def _no_grade_reason(doc: Document, level: str) -> str:
-    """Why ``doc`` reports ``level`` without a Genant grade though not in ``landmarks.ungraded``: its
-    first warning that names the level and a grade, else the document-wide one about grades, else a
-    plain statement (a reported vertebra without a grade is never read as unfractured)."""
-    warnings = [str(w) for w in doc.get("warnings") or []]
-    for w in warnings:
-        if w.startswith(f"{level}:") and "grade" in w:
-            return w.split(":", 1)[1].strip()
-    for w in warnings:
-        if "grade" in w and "withheld" in w:
-            return w
+    """Why ``doc`` reports ``level`` without a Genant grade though not in ``landmarks.ungraded``: the
+    text of its first warning that names the level before its colon (alone or in a list, "T11, T12:
+    ...") and speaks of a grade, else a plain statement (a reported vertebra without a grade is never read
+    as unfractured; another level's reason is never borrowed)."""
+    for w in (str(x) for x in doc.get("warnings") or []):
+        head, sep, rest = w.partition(":")
+        if sep and level in {x.strip() for x in head.split(",")} and "grade" in rest:
+            return rest.strip()
     return "reported without a Genant grade in its study (see that document's warnings)"
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -46,6 +46,9 @@ class VolumeGeometry:
     pixel_spacing_mm: tuple[float, float]  # (row, col)
     slice_spacing_mm: float | None
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    #: the largest step between the series' own slices where they were resampled onto an even grid
+    #: (``even_slices``: a gap, or mixed spacings), else ``None``: the grid's spacing is the series'
+    largest_step_mm: float | None = None
 
     def affine(self) -> np.ndarray:
         """4×4 voxel (k, i, j, 1) → LPS (x, y, z, 1)."""
@@ -104,6 +107,35 @@ def slice_geometry(positions: Sequence[Any], orientations: Sequence[Any], pixel_
             warnings.append("slice spacing is irregular")
     return VolumeGeometry(order=order, positions=pos[order], row_dir=r, col_dir=c, normal=n,
                           pixel_spacing_mm=sp[0], slice_spacing_mm=spacing, warnings=tuple(warnings))
+
+
+def even_slices(voxels: NDArray[Any], geom: VolumeGeometry) -> tuple[NDArray[Any], VolumeGeometry]:
+    """``voxels (n, rows, cols)`` at ``geom.positions`` resampled along the slices' normal onto the even
+    grid that ``geom.affine`` assumes (the median step, from the first slice to the last), linearly between
+    the two nearest slices, where the series' steps are uneven (a gap of missing files, or thin and thick
+    parts): stacked as they are, every millimetre beyond a gap would be short by the gap (a body across it
+    reads crushed). ``largest_step_mm`` then keeps the coarsest real step (``batch.volume.axis_sampling_mm``);
+    a warning says so. Even series are returned as they are."""
+    spacing = geom.slice_spacing_mm
+    if spacing is None or len(geom.positions) < 3:
+        return voxels, geom
+    d = geom.positions @ geom.normal
+    steps = np.diff(d)
+    if np.abs(steps - spacing).max() <= 0.05 * spacing:
+        return voxels, geom
+    m = int(round((d[-1] - d[0]) / spacing)) + 1
+    grid = d[0] + np.arange(m) * spacing
+    lo = np.clip(np.searchsorted(d, grid, side="right") - 1, 0, len(d) - 2)
+    w = np.clip((grid - d[lo]) / (d[lo + 1] - d[lo]), 0.0, 1.0).astype(np.float32)
+    out = np.empty((m, *voxels.shape[1:]), np.float32)
+    for j in range(m):
+        out[j] = voxels[lo[j]] * (1 - w[j]) + voxels[lo[j] + 1] * w[j]
+    largest = float(steps.max())
+    note = (f"slices resampled onto an even {spacing:.2f} mm grid along their normal (their steps run "
+            f"{steps.min():.2f}-{largest:.2f} mm): millimetres hold across the gap, what lies in it is interpolated")
+    positions = geom.positions[0] + np.outer(grid - d[0], geom.normal)
+    return out, replace(geom, order=np.arange(m), positions=positions, largest_step_mm=largest,
+                        warnings=(*geom.warnings, note))
 
 
 def enhanced_geometry(ds: Any, where: str) -> tuple[list[Any], list[Any], list[Any]]:

@@ -74,6 +74,9 @@ def render_overlay(image: np.ndarray, doc: dict, px_scale: float = 1.0) -> np.nd
     for v in doc.get("vertebrae", []):
         if (v.get("genant_grade") or 0) > 0:
             lines.append(f"{v['level']}: Genant {v['genant_grade']} {v['morphology']} {v['height_loss_pct']:.0f}%")
+    ungraded = [v["level"] for v in doc.get("vertebrae", []) if v.get("genant_grade") is None]
+    if ungraded:  # not "no fracture": the warnings say why
+        lines.append(f"no grade: {', '.join(ungraded)}")
     y = int(18 * font / 0.35)
     for line in [f"status: {doc['status']}"] + lines:
         cv2.putText(out, line, (5, y), cv2.FONT_HERSHEY_SIMPLEX, font, (0, 0, 0), 3 * th, cv2.LINE_AA)

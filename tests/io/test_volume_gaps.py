@@ -1,0 +1,126 @@
+"""Series whose slices are not evenly spaced (files lost from an export, thin and thick parts) are
+resampled onto the even grid the volume's affine assumes (``io.volume.even_slices``), so millimetres hold
+across a gap; the coarsest real step is kept for the grade rule (``batch.volume.axis_sampling_mm``), which
+also reads a tilted axis's step along the body; and a CT whose only series is sagittal is analysed (review
+R15a: it raised ``KeyError: 'ct'`` in the cleft check)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+
+from sagittal.batch import volume as kind
+from sagittal.io.series import scan_export
+from sagittal.io.volume import VolumeGeometry, even_slices, slice_geometry
+from sagittal.levels import LEVELS
+from sagittal.phantom import build_spine, sample_spec
+from sagittal.phantom.dicom import StudyInfo
+from sagittal.phantom.generate import write_volume
+from sagittal.phantom.volume import reformat_ct, render_ct
+from tests.landmarks.test_volume_sampling import _true_detection
+
+
+def _axial(z_mm: list[float]) -> VolumeGeometry:
+    pos = [[0.0, 0.0, z] for z in z_mm]
+    return slice_geometry(pos, [[1, 0, 0, 0, 1, 0]] * len(z_mm), [(1.0, 1.0)] * len(z_mm))
+
+
+def test_a_gap_is_resampled_onto_the_even_grid_and_its_step_kept():
+    z = [0.0, 2.0, 4.0, 12.0, 14.0, 16.0]  # three slices lost between 4 and 12 mm
+    geom = _axial(z)
+    vox = np.stack([np.full((3, 4), zz, np.float32) for zz in sorted(z)])  # each slice holds its own height
+    out, g = even_slices(vox, geom)
+    assert out.shape[0] == 9 and g.slice_spacing_mm == 2.0 and g.largest_step_mm == 8.0
+    np.testing.assert_allclose(out[:, 0, 0], np.arange(9) * 2.0)  # linear across the gap: heights in mm hold
+    np.testing.assert_allclose(g.positions[:, 2], np.arange(9) * 2.0)
+    assert any("resampled onto an even 2.00 mm grid" in w for w in g.warnings)
+    even = _axial([0.0, 2.0, 4.0, 6.0])
+    same, g2 = even_slices(np.zeros((4, 3, 4), np.float32), even)
+    assert g2 is even and g2.largest_step_mm is None and same.shape[0] == 4
+
+
+def test_axis_sampling_takes_the_largest_step_and_a_tilt():
+    geom = replace(_axial([0.0, 2.0, 4.0, 6.0]), largest_step_mm=8.0)
+    assert kind.axis_sampling_mm(geom) == 8.0
+    tilt = np.radians(25.0)
+    n = np.array([0.0, np.sin(tilt), np.cos(tilt)])  # a gantry tilted 25 deg: slices 4.0 mm apart along their normal
+    tilted = replace(_axial([0.0, 4.0, 8.0]), normal=n, col_dir=np.cross(n, [1.0, 0.0, 0.0]), slice_spacing_mm=4.0)
+    assert kind.axis_sampling_mm(tilted) == pytest.approx(4.0 / np.cos(tilt))
+
+
+@pytest.mark.slow
+def test_a_ct_with_lost_files_keeps_its_millimetres_and_is_not_graded(tmp_path):
+    spine = build_spine(sample_spec(np.random.default_rng(35), n_fractures=1))
+    ct = render_ct(spine, np.random.default_rng(4), pixel_spacing_mm=1.5, slice_mm=2.0, noise_hu=8.0, top_level="T11",
+                   matrix=160)
+    i = LEVELS.index("L4")
+    centre_z = ct.sagittal_to_lps(spine.points_mm[i].mean(axis=0)[None])[0][2]
+    docs = {}
+    for drop in (0, 3):
+        root = tmp_path / f"d{drop}"
+        write_volume(ct, spine, root, "ct", StudyInfo.make("g", "PHG"), "g", frame_key="g")
+        if drop:  # three files through the middle of a normal L4
+            files = sorted(root.rglob("*.dcm"), key=lambda p: float(pydicom.dcmread(p, stop_before_pixels=True)
+                                                                     .ImagePositionPatient[2]))
+            z = np.array([float(pydicom.dcmread(p, stop_before_pixels=True).ImagePositionPatient[2]) for p in files])
+            k = int(np.argmin(np.abs(z - centre_z)))
+            for p in files[k - 1:k + 2]:
+                p.unlink()
+        (unit,), _ = kind.plan(scan_export([root], decode_pixels=False).series)
+        prep = kind.prepare(unit)
+        docs[drop] = kind.finish(prep, _true_detection(ct, spine, prep.extra["plane"]))
+    full, gapped = ({v["level"]: v for v in docs[d]["vertebrae"]} for d in (0, 3))
+    for h in ("anterior", "middle", "posterior"):  # stacked as they were, L4 read 6 mm short (a false grade 1)
+        assert abs(gapped["L4"]["heights_mm"][h] - full["L4"]["heights_mm"][h]) < 0.5
+    assert docs[0]["image"]["axis_sampling_mm"] == pytest.approx(2.0) and full["L4"]["genant_grade"] == 0
+    assert docs[3]["image"]["axis_sampling_mm"] == pytest.approx(8.0)
+    assert all(v["genant_grade"] is None for v in docs[3]["vertebrae"])
+    assert any("gap" in w for w in docs[3]["warnings"])
+
+
+@pytest.mark.slow
+def test_a_ct_study_with_only_a_sagittal_series_is_analysed(tmp_path: Path):
+    spine = build_spine(sample_spec(np.random.default_rng(35), n_fractures=1))  # a grade-3 L2
+    ct = render_ct(spine, np.random.default_rng(4), pixel_spacing_mm=1.5, slice_mm=2.0, noise_hu=8.0, top_level="T11",
+                   matrix=160)
+    sag = reformat_ct(ct, slice_mm=3.0)
+    write_volume(sag, spine, tmp_path, "ct", StudyInfo.make("s", "PHS"), "s", frame_key="s")
+    (unit,), _ = kind.plan(scan_export([tmp_path], decode_pixels=False).series)
+    prep = kind.prepare(unit)
+    doc = kind.finish(prep, _true_detection(sag, spine, prep.extra["plane"]))
+    assert doc["image"]["axis_sampling_mm"] == pytest.approx(1.5)  # its rows
+    by = {v["level"]: v["genant_grade"] for v in doc["vertebrae"]}
+    assert by["L2"] == 3 and by["L1"] == 0
+    import jsonschema
+
+    from sagittal.report.analysis import load_schema
+
+    jsonschema.validate(doc, load_schema())  # the schema declares image.axis_sampling_mm: a positive number
+    for bad in ("5", 0.0, -2.0):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate({**doc, "image": {**doc["image"], "axis_sampling_mm": bad}}, load_schema())
+
+
+def test_the_summary_and_the_overlay_tell_a_level_without_a_grade():
+    """summary.csv's ``ungraded`` lists the levels reported without a grade (not read as 'no fracture');
+    the overlay names them."""
+    from sagittal.batch.analyze import summary_row
+    from sagittal.report.overlay import render_overlay
+
+    v = {"heights_mm": {"anterior": 15.0, "middle": 16.0, "posterior": 26.0}, "height_loss_pct": 41.6, "morphology": None}
+    doc = {"status": "partial", "parameters": {}, "source": {"patient_id": "P"}, "warnings": [],
+           "image": {"spacing_source": "volume", "rows": 64, "columns": 64},
+           "landmarks": {"vertebrae": {}, "s1_endplate": None, "femoral_heads": []},
+           "vertebrae": [{**v, "level": "L1", "genant_grade": 2, "morphology": "wedge"},
+                         {**v, "level": "L2", "genant_grade": None}]}
+    row = summary_row("d.json", doc)
+    assert row["fractures"] == "L1:2" and row["ungraded"] == "L2"
+    assert summary_row("d.json", {**doc, "vertebrae": doc["vertebrae"][:1]})["ungraded"] == ""
+    img = np.zeros((700, 300), np.float32)
+    a = render_overlay(img, doc)
+    b = render_overlay(img, {**doc, "vertebrae": doc["vertebrae"][:1]})
+    assert a.shape == b.shape and (a != b).any()  # one more line of text: "no grade: L2"
