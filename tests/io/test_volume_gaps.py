@@ -21,7 +21,7 @@ from sagittal.phantom import build_spine, sample_spec
 from sagittal.phantom.dicom import StudyInfo
 from sagittal.phantom.generate import write_volume
 from sagittal.phantom.volume import reformat_ct, render_ct
-from tests.landmarks.test_volume_sampling import _true_detection
+from tests.landmarks.test_volume import _true_detection
 
 
 def _axial(z_mm: list[float]) -> VolumeGeometry:

@@ -15,12 +15,13 @@ import pytest
 from sagittal.batch import volume as kind
 from sagittal.findings.patient import patient_facts
 from sagittal.io.series import scan_export
-from sagittal.levels import LEVELS, POINT_NAMES
+from sagittal.levels import LEVELS
 from sagittal.phantom import build_spine, sample_spec
 from sagittal.phantom.dicom import StudyInfo
 from sagittal.phantom.generate import write_volume
 from sagittal.phantom.volume import render_ct, render_mr
 from sagittal.report.analysis import load_schema, measure_input
+from tests.landmarks.test_volume import _true_detection
 
 
 @pytest.fixture(scope="module")
@@ -48,18 +49,6 @@ def _mr(tmp_path, spine, slice_mm: float):
         vols.append(mr)
     (unit,), _ = kind.plan(scan_export([tmp_path], decode_pixels=False).series)
     return vols[0], unit
-
-
-def _true_detection(vol, spine, plane) -> tuple[dict, str, list[str]]:
-    """The phantom's landmarks on the plane, as the model would report them."""
-    verts = {}
-    for i, level in enumerate(LEVELS):
-        xy = plane.from_lps(vol.sagittal_to_lps(spine.points_mm[i]))
-        if (xy[:, 1] > 2).all() and (xy[:, 1] < plane.image.shape[0] - 3).all():
-            verts[level] = {n: [float(v) for v in xy[k]] for k, n in enumerate(POINT_NAMES)}
-    s1 = plane.from_lps(vol.sagittal_to_lps(spine.s1_mm))
-    return ({"vertebrae": verts, "s1_endplate": {"anterior": list(map(float, s1[0])), "posterior": list(map(float, s1[1]))},
-             "femoral_heads": []}, plane.anterior, [])
 
 
 def _warned(doc: dict) -> list[str]:
