@@ -314,3 +314,21 @@ def test_a_vertebra_without_a_grade_is_not_read_as_unfractured_whatever_the_reas
     assert run([d], **SEVERE)["ungraded_levels"][0]["reason"].startswith("reported without a Genant grade")
     later = doc(vertebrae=NORMAL, date="20250301", study="1.2.4")  # a later study that grades it settles it
     assert run([d, later], **SEVERE)["category"] == "augmentation-not-indicated"
+
+
+def test_factors_read_a_level_without_a_grade_as_unknown():
+    """A level reported without a grade may be fractured (review R15b): the fracture count with none graded
+    fractured, a cascade it could complete and a sandwich it sits in are unknown, not 'not met'."""
+    def ungraded(lv):
+        return {**vert(lv), "genant_grade": None, "morphology": None}
+
+    coarse = run([doc(vertebrae=[ungraded(lv) for lv in ("T11", "T12", "L1", "L2", "L3")])])
+    f = {x["id"]: x for x in coarse["factors"]}
+    assert f["fracture-count"]["status"] == "unknown" and f["cascade"]["status"] == "unknown"
+    assert f["fracture-count"]["values"]["ungraded_levels"] == ["T11", "T12", "L1", "L2", "L3"]
+    mid = run([doc(vertebrae=[vert("T12", 2, 30), ungraded("L1"), vert("L2", 2, 30), vert("L3")])])
+    f = {x["id"]: x for x in mid["factors"]}
+    assert f["sandwich"]["status"] == "unknown" and f["sandwich"]["values"]["levels"] == []  # L1 not known intact
+    assert f["fracture-count"]["status"] == "met" and f["cascade"]["status"] == "not met"  # 2 + 1 <= 3
+    graded = run([doc(vertebrae=[vert("T12", 2, 30), vert("L1"), vert("L2", 2, 30), ungraded("L3")])])
+    assert {x["id"]: x for x in graded["factors"]}["sandwich"]["status"] == "met"

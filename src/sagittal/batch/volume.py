@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..io.discover import SetAside, source_demographics
+from ..io.volume import RESAMPLED_NOTE  # how a series put on an even grid over a gap is told
 from ..levels import UNGRADED  # the key of the levels reported but not graded
 from ..report.analysis import GRADE_AXIS_SAMPLING_MAX_MM  # a series this coarse along the spine is not graded
 from .units import Detection, Prepared, Unit, UnitKind, register_kind, register_model
@@ -137,11 +138,15 @@ def prepare(unit: Unit, detector: Any = None) -> Prepared:
     warnings = list(v.notes) + list(plane.warnings)
     for s in v.series:
         warnings += [w for w in s.warnings if w not in warnings]
+    # a series put on an even grid over a gap (io.volume.even_slices): named, since what lies in its gap is made up
+    resampled = [role for role, lv in zip(v.roles, loaded, strict=True) if lv.geometry.largest_step_mm is not None]
+    warnings += [f"{role} series: {w}" for role, lv in zip(v.roles, loaded, strict=True) if role in resampled
+                 for w in lv.geometry.warnings if w.startswith(RESAMPLED_NOTE)]
     if info["patient_position"] == "unknown":
         warnings.append(f"PatientPosition {v.patient_position or '(absent)'}: the posture is unknown")
     LAST_TIMINGS.clear()
     LAST_TIMINGS.update(timings)
-    extra = {"plane": plane, "modality": modality, "planes": planes, "timings": timings,
+    extra = {"plane": plane, "modality": modality, "planes": planes, "timings": timings, "resampled": resampled,
              "volume": main.voxels if modality == "CT" else None, "geometry": main.geometry,
              # MR: every sequence's volume, for the femoral heads (searched on T1 first)
              "volumes": {role: (lv.voxels, lv.geometry) for role, lv in zip(v.roles, loaded, strict=True)}
@@ -263,6 +268,11 @@ def _marrow_findings(doc: dict[str, Any], lm: dict[str, Any], x: dict[str, Any])
     if not pts:
         return
     spacing = (float(doc["image"]["pixel_spacing_mm"][0]), float(doc["image"]["pixel_spacing_mm"][1]))
+    if x.get("resampled"):
+        # interpolated slices read a bright or dark signal milder: "no oedema" or "no cleft" would be made up
+        doc["warnings"].append(f"slices missing from the {', '.join(x['resampled'])} series (resampled over the gap): "
+                               "marrow oedema and clefts not judged")
+        return
     if x["modality"] == "CT":
         # the main series' plane, whatever its role (an axial "ct", or a sagittal/coronal/oblique series)
         for lv, cleft in assess_ct_clefts(x["plane"].image, pts, spacing).items():

@@ -347,15 +347,21 @@ def factors(levels: dict[str, LevelFacts], fractured: list[str], clinical: Clini
                            None if rk is None else rk < ADJACENT_RISK_KYPHOSIS_DEG, {"regional_kyphosis_deg": rk},
                            SPINOPELVIC))
     n = len(fractured)
+    # a level reported without a grade may be fractured: where it could decide a factor, the factor is unknown
+    ungraded = [lv for lv in LEVELS if lv in levels and levels[lv].grade is None]
     out.append(_factor("fracture-count", "Fractured vertebrae (number and levels)", None,
-                       None if not levels else n > 0, {"count": n, "levels": fractured}, GENANT))
+                       None if not levels or (n == 0 and ungraded) else n > 0,
+                       {"count": n, "levels": fractured, "ungraded_levels": ungraded}, GENANT))
+    cascade = None if not levels or (n <= CASCADE_COUNT < n + len(ungraded)) else n > CASCADE_COUNT
     out.append(_factor("cascade", f"Fracture cascade (more than {CASCADE_COUNT} fractures): benefit of augmentation "
-                       "unknown", False, None if not levels else n > CASCADE_COUNT, {"count": n}, POSITION_PAPER))
+                       "unknown", False, cascade, {"count": n, "ungraded_levels": ungraded}, POSITION_PAPER))
     idx = [LEVEL_INDEX[lv] for lv in fractured]
-    sandwich = [LEVELS[i] for i in range(1, len(LEVELS) - 1)
-                if i - 1 in idx and i + 1 in idx and i not in idx and LEVELS[i] in levels]
+    between = [LEVELS[i] for i in range(1, len(LEVELS) - 1)
+               if i - 1 in idx and i + 1 in idx and i not in idx and LEVELS[i] in levels]
+    sandwich = [lv for lv in between if levels[lv].grade == 0]  # intact: graded 0, not merely ungraded
     out.append(_factor("sandwich", "Sandwich vertebra (intact between two fractures) at risk", False,
-                       None if not levels else bool(sandwich), {"levels": sandwich}, POSITION_PAPER))
+                       None if not levels or (not sandwich and len(between) > len(sandwich)) else bool(sandwich),
+                       {"levels": sandwich}, POSITION_PAPER))
     adjacent = [LEVELS[i] for i in range(len(LEVELS)) if LEVELS[i] in levels and not levels[LEVELS[i]].fractured
                 and levels[LEVELS[i]].oedema and any(abs(i - j) == 1 for j in idx)]
     any_mri = any(f.oedema is not None for f in levels.values())
