@@ -179,3 +179,19 @@ def test_a_level_measured_but_not_graded_is_null_not_grade_0(tmp_path):
         t = _tables(tmp_path, order)
         row = {r["level"]: r for r in t["vertebrae"]}["L1"]
         assert row["genant_grade"] == 2 and t["studies"][0]["n_fractures"] == 1
+
+
+def test_oedema_comes_from_the_document_that_read_it(tmp_path):
+    """One study, an MR that read L1's oedema but could not grade it and a film that graded it: the level's
+    grade is the film's, its oedema the MR's (review R15b: the graded row carried everything, oedema lost)."""
+    mr = _doc("A", "1.1", "20240101", {"L1": 28.0})
+    mr["source"]["modality"] = "MR"
+    mr["vertebrae"][0].update(genant_grade=None, morphology=None, height_loss_pct=None, heights_mm=None,
+                              oedema={"present": True, "extent_pct": 30.0, "source": "mr"})
+    film = _doc("A", "1.1", "20240101", {"L1": 28.0})
+    for order in ([mr, film], [film, mr]):
+        for f in tmp_path.glob("*.json"):
+            f.unlink()
+        row = {r["level"]: r for r in _tables(tmp_path, order)["vertebrae"]}["L1"]
+        assert row["genant_grade"] == 2 and row["n_images"] == 2
+        assert (row["oedema_present"], row["oedema_extent_pct"], row["oedema_source"]) == (True, 30.0, "mr")

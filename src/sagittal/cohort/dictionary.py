@@ -100,8 +100,9 @@ STUDIES: tuple[Column, ...] = (
 
 VERTEBRAE: tuple[Column, ...] = (
     _PSEUDONYM, _STUDY_KEY, _STUDY_INDEX, _DAYS, _LEVEL, _TL,
-    _c("n_images", "int16", "", "documents of the study that show this level; values come from the best-ranked one "
-       "(as for the studies table) that measured its height loss", "count of documents"),
+    _c("n_images", "int16", "", "documents of the study that show this level; heights and grade come from one that "
+       "graded it, then the best-ranked (as for the studies table) that measured its height loss; oedema and cleft "
+       "from the best-ranked that read them", "count of documents"),
     _c("height_anterior_mm", "float64", "mm", "anterior body height (anterior superior to anterior inferior corner)",
        f"{DOC}: vertebrae[].heights_mm.anterior"),
     _c("height_middle_mm", "float64", "mm", "middle body height (endplate midpoints)", f"{DOC}: vertebrae[].heights_mm.middle"),

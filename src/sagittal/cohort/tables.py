@@ -7,8 +7,10 @@ they are turned into output text is ``pseudonym.keyed_pseudonym`` / ``study_key`
 - A study is a patient's StudyInstanceUID (a study without one: the patient's date and
   time). Its parameters come from its *primary* document: status ok first, then the most
   required parameters measured, then the most vertebrae, then file order.
-- A level of a study takes its values from the best-ranked document that measured its height
-  loss (else the best-ranked that shows it).
+- A level of a study takes its heights and grade from a document that graded it (a series too
+  coarse to grade, or points not steady, leave a level ungraded), then from one that measured its
+  height loss, the best-ranked first (else the best-ranked that shows it); its oedema and cleft
+  from the best-ranked document that read them.
 - A patient's studies are ordered by date, time and study key; days count from the
   patient's first dated study.
 - Progression: per patient and level, the first dated study that measured the level's height
@@ -234,6 +236,14 @@ def _vertebrae_table(c: Columns, sidx: np.ndarray, rank: np.ndarray, s_patient: 
     level = v["level"][rows]
     tl = np.asarray([lv in THORACOLUMBAR for lv in LEVELS])
     grade = v["grade"][rows]
+
+    def read_first(unread: np.ndarray) -> np.ndarray:
+        """Per (study, level), in the groups' order above, the best-ranked row that read a finding (oedema,
+        cleft): the MR that read it, whichever document gave the level's heights and grade."""
+        o = np.lexsort((rank[v["doc"]], unread, v["level"], s_index[v_study], s_patient[v_study]))
+        return o[_group_starts(v_study[o], v["level"][o])]
+
+    o_rows, c_rows = read_first(v["oedema"] < 0), read_first(v["cleft"] < 0)
     t: Table = {
         "pseudonym": Coded(s_patient[st], pseudo),
         "study_key": Coded(st, skeys),
@@ -251,12 +261,12 @@ def _vertebrae_table(c: Columns, sidx: np.ndarray, rank: np.ndarray, s_patient: 
         "morphology": Coded(v["morph"][rows], MORPHOLOGIES),
         "regional_kyphosis_deg": v["rk"][rows],
         "vertebral_kyphosis_deg": v["vk"][rows],
-        "oedema_present": v["oedema"][rows].astype(np.int8),
-        "oedema_extent_pct": v["oedema_extent"][rows],
-        "oedema_source": Coded(v["oedema_src"][rows], FINDING_SOURCES),
-        "cleft_present": v["cleft"][rows].astype(np.int8),
-        "cleft_content": Coded(v["cleft_content"][rows], CLEFT_CONTENTS),
-        "cleft_source": Coded(v["cleft_src"][rows], FINDING_SOURCES),
+        "oedema_present": v["oedema"][o_rows].astype(np.int8),
+        "oedema_extent_pct": v["oedema_extent"][o_rows],
+        "oedema_source": Coded(v["oedema_src"][o_rows], FINDING_SOURCES),
+        "cleft_present": v["cleft"][c_rows].astype(np.int8),
+        "cleft_content": Coded(v["cleft_content"][c_rows], CLEFT_CONTENTS),
+        "cleft_source": Coded(v["cleft_src"][c_rows], FINDING_SOURCES),
     }
     return t, rows
 
