@@ -175,3 +175,25 @@ def test_an_mr_sequence_with_a_lost_slice_judges_no_oedema(tmp_path):
     assert any(w.lower().startswith("stir series: slices resampled") for w in doc["warnings"])
     assert all(v.get("oedema") is None for v in doc["vertebrae"])
     assert {v["level"]: v["genant_grade"] for v in doc["vertebrae"]}["L2"] == 3  # the T1 plane is whole: graded
+
+
+@pytest.mark.slow
+def test_an_mr_sequence_with_jittered_positions_is_regridded_and_still_read_for_oedema(tmp_path):
+    """Slice positions off their grid by a little (headers that round them) are put on the even grid and the
+    series named, but that is no gap: oedema is judged as before (only a step over ``GAP_FACTOR`` of the
+    spacing, files missing, stops it)."""
+    from tests.landmarks.test_volume_sampling import _mr
+
+    spine = build_spine(sample_spec(np.random.default_rng(35), n_fractures=1))
+    mr, _ = _mr(tmp_path, spine, 4.0)
+    stir = sorted((p for p in tmp_path.rglob("*.dcm") if "mr_stir" in str(p)),
+                  key=lambda p: float(pydicom.dcmread(p, stop_before_pixels=True).ImagePositionPatient[0]))
+    ds = pydicom.dcmread(stir[3])
+    ds.ImagePositionPatient = [float(ds.ImagePositionPatient[0]) + 0.4, *map(float, ds.ImagePositionPatient[1:])]
+    ds.save_as(stir[3])
+    (unit,), _ = kind.plan(scan_export([tmp_path], decode_pixels=False).series)
+    prep = kind.prepare(unit)
+    doc = kind.finish(prep, _true_detection(mr, spine, prep.extra["plane"]))
+    assert any(w.lower().startswith("stir series: slices resampled") for w in doc["warnings"])
+    assert not any("not judged" in w for w in doc["warnings"])
+    assert {v["level"]: (v.get("oedema") or {}).get("present") for v in doc["vertebrae"]}["L2"] is not None

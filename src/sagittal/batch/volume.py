@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..io.discover import SetAside, source_demographics
-from ..io.volume import RESAMPLED_NOTE  # how a series put on an even grid over a gap is told
+from ..io.volume import GAP_FACTOR, RESAMPLED_NOTE  # a gap between slices; how a series put on an even grid is told
 from ..levels import UNGRADED  # the key of the levels reported but not graded
 from ..report.analysis import GRADE_AXIS_SAMPLING_MAX_MM  # a series this coarse along the spine is not graded
 from .units import Detection, Prepared, Unit, UnitKind, register_kind, register_model
@@ -138,10 +138,12 @@ def prepare(unit: Unit, detector: Any = None) -> Prepared:
     warnings = list(v.notes) + list(plane.warnings)
     for s in v.series:
         warnings += [w for w in s.warnings if w not in warnings]
-    # a series put on an even grid over a gap (io.volume.even_slices): named, since what lies in its gap is made up
-    resampled = [role for role, lv in zip(v.roles, loaded, strict=True) if lv.geometry.largest_step_mm is not None]
-    warnings += [f"{role} series: {w}" for role, lv in zip(v.roles, loaded, strict=True) if role in resampled
-                 for w in lv.geometry.warnings if w.startswith(RESAMPLED_NOTE)]
+    # a series put on an even grid (io.volume.even_slices) is named; one with a gap (a step over GAP_FACTOR of its
+    # spacing: files missing, not positions rounded in the header) is not read for marrow findings (_marrow_findings)
+    regridded = [(role, lv.geometry) for role, lv in zip(v.roles, loaded, strict=True)
+                 if lv.geometry.largest_step_mm is not None]
+    warnings += [f"{role} series: {w}" for role, g in regridded for w in g.warnings if w.startswith(RESAMPLED_NOTE)]
+    resampled = [role for role, g in regridded if g.largest_step_mm > GAP_FACTOR * (g.slice_spacing_mm or 0.0)]
     if info["patient_position"] == "unknown":
         warnings.append(f"PatientPosition {v.patient_position or '(absent)'}: the posture is unknown")
     LAST_TIMINGS.clear()

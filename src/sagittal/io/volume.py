@@ -61,6 +61,8 @@ class VolumeGeometry:
         return a
 
 
+#: a step between slices over this many times the series' (median) spacing is a gap (files missing)
+GAP_FACTOR = 1.5
 #: slices whose positions advance more than this off their own normal (a gantry tilt) are refused: stacked
 #: along the normal they would shear the volume (a 25-deg tilt read a 25.0-mm body 22.7 mm tall, leaning)
 TILT_MAX_DEG = 2.0
@@ -111,7 +113,7 @@ def slice_geometry(positions: Sequence[Any], orientations: Sequence[Any], pixel_
                                    "tilt (or as a sagittal series)")
         steps = np.diff(d_sorted)
         spacing = float(np.median(steps))
-        gaps = np.where(steps > 1.5 * spacing)[0]
+        gaps = np.where(steps > GAP_FACTOR * spacing)[0]
         if len(gaps):
             warnings.append(f"{len(gaps)} gap(s) between slices (largest {steps.max():.2f} mm against a spacing of "
                             f"{spacing:.2f} mm)")
