@@ -195,3 +195,8 @@ def test_oedema_comes_from_the_document_that_read_it(tmp_path):
         row = {r["level"]: r for r in _tables(tmp_path, order)["vertebrae"]}["L1"]
         assert row["genant_grade"] == 2 and row["n_images"] == 2
         assert (row["oedema_present"], row["oedema_extent_pct"], row["oedema_source"]) == (True, 30.0, "mr")
+    later = _doc("A", "1.2", "20240601", {"L1": 35.0})  # the progression's baseline oedema too (review R15c)
+    for f in tmp_path.glob("*.json"):
+        f.unlink()
+    (prog,) = [r for r in _tables(tmp_path, [mr, film, later])["progression"] if r["level"] == "L1"]
+    assert prog["baseline_oedema_present"] is True and prog["baseline_grade"] == 2

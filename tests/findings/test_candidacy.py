@@ -332,3 +332,15 @@ def test_factors_read_a_level_without_a_grade_as_unknown():
     assert f["fracture-count"]["status"] == "met" and f["cascade"]["status"] == "not met"  # 2 + 1 <= 3
     graded = run([doc(vertebrae=[vert("T12", 2, 30), vert("L1"), vert("L2", 2, 30), ungraded("L3")])])
     assert {x["id"]: x for x in graded["factors"]}["sandwich"]["status"] == "met"
+    # review R15c: a later study that does not grade a level makes it unknown, whatever an earlier one said
+    first = doc(vertebrae=[vert("T12", 2, 30), vert("L1"), vert("L2", 2, 30)], date="20240101", study="1.1")
+    later = doc(vertebrae=[vert("T12", 2, 30), ungraded("L1"), vert("L2", 2, 30)], date="20250101", study="1.2")
+    f = {x["id"]: x for x in run([first, later])["factors"]}
+    assert f["sandwich"]["status"] == "unknown" and f["cascade"]["values"]["ungraded_levels"] == ["L1"]
+    normal = doc(vertebrae=NORMAL, date="20240101", study="1.1")
+    coarse_later = doc(vertebrae=[ungraded(lv) for lv in ("T11", "T12", "L1", "L2", "L3")], date="20250101", study="1.2")
+    f = {x["id"]: x for x in run([normal, coarse_later])["factors"]}
+    assert f["fracture-count"]["status"] == "unknown" and len(f["fracture-count"]["values"]["ungraded_levels"]) == 5
+    # a level only the clinical CSV names (never imaged) is not 'ungraded'; fully graded patients read as before
+    f = {x["id"]: x for x in run([doc(vertebrae=NORMAL)], mri_oedema_levels=frozenset({"T9"}))["factors"]}
+    assert f["fracture-count"]["status"] == "not met" and "ungraded_levels" not in f["fracture-count"]["values"]

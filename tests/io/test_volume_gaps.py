@@ -144,8 +144,11 @@ def test_near_duplicate_positions_and_a_gantry_tilt_are_refused():
 
     z = sorted([2.0 * k for k in range(20)] + [2.0 * k + 0.01 for k in range(20)])
     geom = _axial(z)
-    with pytest.raises(CalibrationError, match="not usable"):
-        even_slices(np.zeros((len(z), 2, 2), np.float32), geom)
+    with pytest.raises(CalibrationError, match="dup/ct: .*not usable"):
+        even_slices(np.zeros((len(z), 2, 2), np.float32), geom, "dup/ct")
+    thin_thick = [0.5 * k for k in range(60)] + [29.5 + 5.0 * k for k in range(1, 26)]  # review R15c: no refusal
+    out, g = even_slices(np.zeros((len(thin_thick), 2, 2), np.float32), _axial(thin_thick))
+    assert out.shape[0] == 310 and g.largest_step_mm == 5.0
     tilt = np.radians(25.0)
     pos = [[0.0, 0.0, 3.0 * k] for k in range(6)]  # the table advances along z; the slices are tilted
     ori = [[1, 0, 0, 0, np.cos(tilt), -np.sin(tilt)]] * 6
@@ -153,6 +156,12 @@ def test_near_duplicate_positions_and_a_gantry_tilt_are_refused():
         slice_geometry(pos, ori, [(1.0, 1.0)] * 6)
     small = np.radians(1.0)
     slice_geometry(pos, [[1, 0, 0, 0, np.cos(small), -np.sin(small)]] * 6, [(1.0, 1.0)] * 6)  # 1 deg: taken
+    # two oblique slices 0.5 mm apart, positions rounded to 0.1 mm: off by rounding alone, not a tilt (R15c)
+    obl = np.radians(30.0)
+    o = [np.sin(obl), np.cos(obl), 0.0, 0.0, 0.0, -1.0]
+    nrm = np.cross(o[:3], o[3:])
+    two = [np.round(k * 0.5 * nrm + [0.04, 0.04, 0.04], 1) for k in range(2)]  # 6.9 deg off by rounding, 0.06 mm
+    slice_geometry(two, [o] * 2, [(1.0, 1.0)] * 2)
 
 
 @pytest.mark.slow

@@ -83,7 +83,8 @@ def _load(series: Any) -> Any:
         if voxels is not None:
             loaded = LoadedVolume(voxels, geom, "pydicom")
     loaded = loaded or load_volume(series)
-    voxels, geom = even_slices(loaded.voxels, loaded.geometry)  # a gap or mixed steps: the grid the affine assumes
+    # a gap or mixed steps: the grid the affine assumes
+    voxels, geom = even_slices(loaded.voxels, loaded.geometry, str(hs[0].path) if hs else "series")
     return loaded if geom is loaded.geometry else LoadedVolume(voxels, geom, loaded.decoder)
 
 

@@ -169,8 +169,10 @@ def build_tables(c: Columns, clinical: Mapping[str, ClinicalInputs], key: bytes)
     studies["n_levels_graded"] = np.bincount(v_study, weights=grade >= 0, minlength=n_st).astype(np.int64)
     s_age = studies["age_years"]
     assert isinstance(s_age, np.ndarray)
+    oedema = vert["oedema_present"]  # per vertebrae row, from the document that read it (not the graded one)
+    assert isinstance(oedema, np.ndarray)
     prog = _progression_table(c, v_rows, v_study, s_patient, primary, pseudo, skeys, days, s_age,
-                              clinical, first_date, warnings)
+                              clinical, first_date, warnings, oedema)
     used = set(c.patient_ids)
     unmatched = sum(1 for p in clinical if p not in used)
     if unmatched:
@@ -311,15 +313,17 @@ def _clinical_columns(c: Columns, clinical: Mapping[str, ClinicalInputs], first_
 
 def _progression_table(c: Columns, v_rows: np.ndarray, v_study: np.ndarray, s_patient: np.ndarray, primary: np.ndarray,
                        pseudo: tuple[str, ...], skeys: tuple[str, ...], days: np.ndarray, s_age: np.ndarray,
-                       clinical: Mapping[str, ClinicalInputs], first_date: np.ndarray, warnings: list[str]) -> Table:
+                       clinical: Mapping[str, ClinicalInputs], first_date: np.ndarray, warnings: list[str],
+                       oedema: np.ndarray) -> Table:
+    """``oedema``: the vertebrae table's ``oedema_present``, one per ``v_rows`` row."""
     v = c.vert
     loss = v["loss"][v_rows]
     ok = np.isfinite(loss) & (days[v_study] != NULL_INT)
-    rows, st = v_rows[ok], v_study[ok]
+    rows, st, oed = v_rows[ok], v_study[ok], oedema[ok]
     pat, level, day = s_patient[st], v["level"][rows], days[st]
     # rows arrive ordered by patient, study order, level: reorder by patient, level, study order
     order = np.lexsort((np.arange(len(rows)), level, pat))
-    rows, st, pat, level, day = rows[order], st[order], pat[order], level[order], day[order]
+    rows, st, pat, level, day, oed = rows[order], st[order], pat[order], level[order], day[order], oed[order]
     start = _group_starts(pat, level)
     base = _first_of_group(start)
     later = ~start
@@ -370,7 +374,7 @@ def _progression_table(c: Columns, v_rows: np.ndarray, v_study: np.ndarray, s_pa
         "baseline_pelvic_incidence_deg": c.doc["pelvic_incidence_deg"][bdoc],
         "baseline_pelvic_tilt_deg": c.doc["pelvic_tilt_deg"][bdoc],
         "baseline_pi_ll_mismatch_deg": c.doc["pi_ll_mismatch_deg"][bdoc],
-        "baseline_oedema_present": v["oedema"][br].astype(np.int8),
+        "baseline_oedema_present": oed[b].astype(np.int8),
         "baseline_age_years": s_age[bst],
         "augmentation": Coded(aug, _AUGMENTATIONS),
         "level_augmented": level_aug,

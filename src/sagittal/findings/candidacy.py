@@ -347,18 +347,21 @@ def factors(levels: dict[str, LevelFacts], fractured: list[str], clinical: Clini
                            None if rk is None else rk < ADJACENT_RISK_KYPHOSIS_DEG, {"regional_kyphosis_deg": rk},
                            SPINOPELVIC))
     n = len(fractured)
-    # a level reported without a grade may be fractured: where it could decide a factor, the factor is unknown
-    ungraded = [lv for lv in LEVELS if lv in levels and levels[lv].grade is None]
+    # a level an image showed but its latest study did not grade (``ungraded_reason``, as the category reads it:
+    # an earlier grade is not today's) may be fractured: where it could decide a factor, the factor is unknown
+    ungraded = [lv for lv in LEVELS if lv in levels and levels[lv].ungraded_reason is not None]
+    with_ungraded = {"ungraded_levels": ungraded} if ungraded else {}
     out.append(_factor("fracture-count", "Fractured vertebrae (number and levels)", None,
                        None if not levels or (n == 0 and ungraded) else n > 0,
-                       {"count": n, "levels": fractured, "ungraded_levels": ungraded}, GENANT))
+                       {"count": n, "levels": fractured, **with_ungraded}, GENANT))
     cascade = None if not levels or (n <= CASCADE_COUNT < n + len(ungraded)) else n > CASCADE_COUNT
     out.append(_factor("cascade", f"Fracture cascade (more than {CASCADE_COUNT} fractures): benefit of augmentation "
-                       "unknown", False, cascade, {"count": n, "ungraded_levels": ungraded}, POSITION_PAPER))
+                       "unknown", False, cascade, {"count": n, **with_ungraded}, POSITION_PAPER))
     idx = [LEVEL_INDEX[lv] for lv in fractured]
     between = [LEVELS[i] for i in range(1, len(LEVELS) - 1)
                if i - 1 in idx and i + 1 in idx and i not in idx and LEVELS[i] in levels]
-    sandwich = [lv for lv in between if levels[lv].grade == 0]  # intact: graded 0, not merely ungraded
+    # intact: graded 0 by its latest study (not ungraded there, nor known only from the clinical CSV)
+    sandwich = [lv for lv in between if levels[lv].grade == 0 and levels[lv].ungraded_reason is None]
     out.append(_factor("sandwich", "Sandwich vertebra (intact between two fractures) at risk", False,
                        None if not levels or (not sandwich and len(between) > len(sandwich)) else bool(sandwich),
                        {"levels": sandwich}, POSITION_PAPER))

@@ -66,6 +66,11 @@ GAP_FACTOR = 1.5
 #: slices whose positions advance more than this off their own normal (a gantry tilt) are refused: stacked
 #: along the normal they would shear the volume (a 25-deg tilt read a 25.0-mm body 22.7 mm tall, leaning)
 TILT_MAX_DEG = 2.0
+#: ... and more than this sideways over the series (header rounding moves a short series' last slice ~0.1 mm)
+TILT_MIN_SHIFT_MM = 1.0
+#: ``even_slices`` refuses a grid finer than this (near-duplicate positions make the median step tiny) or longer
+#: than ``GRID_MAX_SLICES`` (memory), naming the series
+GRID_MIN_STEP_MM, GRID_MAX_SLICES = 0.1, 4096
 
 
 def slice_geometry(positions: Sequence[Any], orientations: Sequence[Any], pixel_spacings: Sequence[Any],
@@ -106,8 +111,11 @@ def slice_geometry(positions: Sequence[Any], orientations: Sequence[Any], pixel_
     spacing = None
     if len(order) > 1:
         drift = pos[order[-1]] - pos[order[0]]
-        off_normal = float(np.degrees(np.arccos(min(1.0, abs(float(drift @ n)) / max(float(np.linalg.norm(drift)), 1e-9)))))
-        if off_normal > TILT_MAX_DEG:
+        along = abs(float(drift @ n))
+        off_normal = float(np.degrees(np.arccos(min(1.0, along / max(float(np.linalg.norm(drift)), 1e-9)))))
+        sideways_mm = float(np.linalg.norm(drift - (drift @ n) * n))
+        # both an angle and a distance: a few slices with positions rounded to 0.1 mm drift by rounding alone
+        if off_normal > TILT_MAX_DEG and sideways_mm > TILT_MIN_SHIFT_MM:
             raise CalibrationError(f"{where}: the slices advance {off_normal:.1f} deg off their normal (a gantry tilt): "
                                    "the volume would be sheared and heights and angles wrong; reconstruct without the "
                                    "tilt (or as a sagittal series)")
@@ -127,7 +135,8 @@ def slice_geometry(positions: Sequence[Any], orientations: Sequence[Any], pixel_
 RESAMPLED_NOTE = "slices resampled onto an even"
 
 
-def even_slices(voxels: NDArray[Any], geom: VolumeGeometry) -> tuple[NDArray[Any], VolumeGeometry]:
+def even_slices(voxels: NDArray[Any], geom: VolumeGeometry, where: str = "series"
+                ) -> tuple[NDArray[Any], VolumeGeometry]:
     """``voxels (n, rows, cols)`` at ``geom.positions`` resampled along the slices' normal onto the even
     grid that ``geom.affine`` assumes (the median step, from the first slice to the last), linearly between
     the two nearest slices, where the series' steps are uneven (a gap of missing files, or thin and thick
@@ -142,9 +151,9 @@ def even_slices(voxels: NDArray[Any], geom: VolumeGeometry) -> tuple[NDArray[Any
     if np.abs(steps - spacing).max() <= 0.05 * spacing:
         return voxels, geom
     m = int(round((d[-1] - d[0]) / spacing)) + 1
-    if m > 2 * len(d) + 8:  # near-duplicate positions make the median step tiny: no grid from them
-        raise CalibrationError(f"slice positions along the normal run {steps.min():.3f}-{steps.max():.2f} mm apart "
-                               f"(median {spacing:.3f} mm): an even grid would need {m} slices for {len(d)}; "
+    if spacing < GRID_MIN_STEP_MM or m > GRID_MAX_SLICES:  # near-duplicate positions: a tiny median step
+        raise CalibrationError(f"{where}: slice positions along the normal run {steps.min():.3f}-{steps.max():.2f} mm "
+                               f"apart (median {spacing:.3f} mm): an even grid would need {m} slices for {len(d)}; "
                                "the series' slice positions are not usable")
     grid = d[0] + np.arange(m) * spacing
     lo = np.clip(np.searchsorted(d, grid, side="right") - 1, 0, len(d) - 2)
