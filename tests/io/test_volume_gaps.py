@@ -43,6 +43,21 @@ def test_a_gap_is_resampled_onto_the_even_grid_and_its_step_kept():
     assert g2 is even and g2.largest_step_mm is None and same.shape[0] == 4
 
 
+def test_positions_rounded_in_the_headers_keep_the_series_length():
+    """0.625-mm slices whose positions were written to 0.1 mm (steps 0.6 and 0.7): the median step (0.6)
+    stacked 40 slices 1 mm short; on the grid of the series' mean step the length holds and every slice stays
+    within rounding of its own place (second read)."""
+    true = np.arange(41) * 0.625
+    z = list(np.round(true, 1))
+    geom = _axial(z)
+    assert geom.slice_spacing_mm == pytest.approx(0.6)  # the median: 40 x 0.6 = 24 mm for a 25-mm stack
+    vox = np.stack([np.full((2, 2), zz, np.float32) for zz in z])
+    out, g = even_slices(vox, geom)
+    assert out.shape[0] == 41 and g.slice_spacing_mm == pytest.approx(0.625, abs=0.003)
+    np.testing.assert_allclose(g.positions[-1, 2], 25.0, atol=0.05)
+    np.testing.assert_allclose(out[:, 0, 0], true, atol=0.06)  # each grid slice holds (about) its own slice
+
+
 def test_axis_sampling_takes_the_largest_step_and_a_tilt():
     geom = replace(_axial([0.0, 2.0, 4.0, 6.0]), largest_step_mm=8.0)
     assert kind.axis_sampling_mm(geom) == 8.0

@@ -140,9 +140,10 @@ def even_slices(voxels: NDArray[Any], geom: VolumeGeometry, where: str = "series
     """``voxels (n, rows, cols)`` at ``geom.positions`` resampled along the slices' normal onto the even
     grid that ``geom.affine`` assumes (the median step, from the first slice to the last), linearly between
     the two nearest slices, where the series' steps are uneven (a gap of missing files, or thin and thick
-    parts): stacked as they are, every millimetre beyond a gap would be short by the gap (a body across it
-    reads crushed). ``largest_step_mm`` then keeps the coarsest real step (``batch.volume.axis_sampling_mm``);
-    a warning says so. Even series are returned as they are."""
+    parts; without a gap, positions rounded in the headers, the grid's step is the series' mean): stacked
+    as they are, every millimetre beyond a gap would be short by the gap (a body across it reads crushed).
+    ``largest_step_mm`` then keeps the coarsest real step (``batch.volume.axis_sampling_mm``); a warning
+    says so. Even series are returned as they are."""
     spacing = geom.slice_spacing_mm
     if spacing is None or len(geom.positions) < 3:
         return voxels, geom
@@ -150,6 +151,10 @@ def even_slices(voxels: NDArray[Any], geom: VolumeGeometry, where: str = "series
     steps = np.diff(d)
     if np.abs(steps - spacing).max() <= 0.05 * spacing:
         return voxels, geom
+    if steps.max() <= GAP_FACTOR * spacing:
+        # no gap, only positions off their grid (headers that round them: 0.625-mm slices written 0.6/0.7 apart):
+        # the series' own mean step, not the median, so that the grid meets its slices and the length holds
+        spacing = float((d[-1] - d[0]) / (len(d) - 1))
     m = int(round((d[-1] - d[0]) / spacing)) + 1
     if spacing < GRID_MIN_STEP_MM or m > GRID_MAX_SLICES:  # near-duplicate positions: a tiny median step
         raise CalibrationError(f"{where}: slice positions along the normal run {steps.min():.3f}-{steps.max():.2f} mm "
@@ -165,8 +170,8 @@ def even_slices(voxels: NDArray[Any], geom: VolumeGeometry, where: str = "series
     note = (f"{RESAMPLED_NOTE} {spacing:.2f} mm grid along their normal (their steps run {steps.min():.2f}-"
             f"{largest:.2f} mm): millimetres hold, what lies between the series' own slices is interpolated")
     positions = geom.positions[0] + np.outer(grid - d[0], geom.normal)
-    return out, replace(geom, order=np.arange(m), positions=positions, largest_step_mm=largest,
-                        warnings=(*geom.warnings, note))
+    return out, replace(geom, order=np.arange(m), positions=positions, slice_spacing_mm=spacing,
+                        largest_step_mm=largest, warnings=(*geom.warnings, note))
 
 
 def enhanced_geometry(ds: Any, where: str) -> tuple[list[Any], list[Any], list[Any]]:
