@@ -41,7 +41,9 @@ Fractured bodies in view (``fractured_in_view``): graded, withheld, missing, exa
 over all in view (a withheld grade counts as not exact there), our loss against the phantom's. Each
 unit's sampling along the spine's axis (``axis_sampling_mm``: an axial CT's slice spacing, a sagittal
 series' row spacing, from the geometry the pipeline reads) and the figures split by it
-(``by_axis_sampling``, ``--sampling-edges``). ``--grade-axis both`` scores each detector with the rule
+(``by_axis_sampling``, ``--sampling-edges``); with ``--ct-thickness-ratio`` (each CT slice the mean of a slab
+thicker than its spacing) also by the CT's slice thickness (``by_slice_thickness``, the same edges).
+``--grade-axis both`` scores each detector with the rule
 that a series sampled 4 mm or more apart is not graded (``report.analysis.GRADE_AXIS_SAMPLING_MAX_MM``)
 off and on, on the same detections.
 """
@@ -77,14 +79,18 @@ CT_SLICE_MM = (1.5, 5.0)
 
 def _case(modality: str, seed: int, root: Path, fracture_rate: float = 0.33, mr_wide: float = 0.0,
           pelvis: bool = True, ct_pixel_mm: tuple[float, float] = CT_PIXEL_MM,
-          ct_slice_mm: tuple[float, float] = CT_SLICE_MM) -> tuple[Any, list[Any]]:
+          ct_slice_mm: tuple[float, float] = CT_SLICE_MM,
+          ct_thickness: tuple[float, float] | None = None) -> tuple[Any, list[Any]]:
     """Render and write one case; return its spine and volumes. ``fracture_rate``: the share of
     spines drawn with 1–3 fractures; ``mr_wide``: the share of MR studies whose sagittal slab
     spans ±125 mm (the femoral heads in view); the defaults keep the stream's cases as they were.
     ``pelvis``: the phantom's bony pelvis and proximal femora around the heads (``phantom.volume.
     pelvis_of``; off: the heads alone, the phantom before the twelfth session - same cases otherwise).
     ``ct_pixel_mm`` / ``ct_slice_mm``: the ranges the CT's pixel and slice spacing are drawn from (the
-    same draws: other ranges give the same spines and fields at other voxels; coarse series: (3, 3), (5, 5))."""
+    same draws: other ranges give the same spines and fields at other voxels; coarse series: (3, 3), (5, 5)).
+    ``ct_thickness``: each CT slice averages a slab this many times its spacing thick (drawn from the range,
+    from a stream of its own: the same spines, fields and noise; an overlapping reconstruction), ``None``:
+    each slice is its centre's section."""
     rng = np.random.default_rng([EVAL_STREAM, 1 if modality == "CT" else 2, seed])
     n_fx = int(rng.integers(1, 4)) if rng.random() < fracture_rate else None
     spine = build_spine(sample_spec(rng, n_fractures=n_fx))
@@ -97,8 +103,11 @@ def _case(modality: str, seed: int, root: Path, fracture_rate: float = 0.33, mr_
         sp = float(rng.uniform(*ct_pixel_mm))
         fov = float(rng.uniform(280, 380))
         top = str(rng.choice(["T8", "T10", "T11", "T12"]))
-        ct = render_ct(spine, rng, pixel_spacing_mm=sp, slice_mm=float(rng.uniform(*ct_slice_mm)),
-                       matrix=int(fov / sp) // 2 * 2, top_level=top, scoliosis=curve, pelvis=pelvis)
+        slice_mm = float(rng.uniform(*ct_slice_mm))
+        thick = (slice_mm * float(np.random.default_rng([EVAL_STREAM, 3, seed]).uniform(*ct_thickness))
+                 if ct_thickness else None)
+        ct = render_ct(spine, rng, pixel_spacing_mm=sp, slice_mm=slice_mm, matrix=int(fov / sp) // 2 * 2,
+                       top_level=top, scoliosis=curve, pelvis=pelvis, thickness_mm=thick)
         write_volume(ct, spine, root, f"{pid}/ct", info, key, frame_key=key)
         vols.append(ct)
         if rng.random() < 0.3:
@@ -486,10 +495,31 @@ def _compact(fig: dict[str, Any]) -> dict[str, Any]:
                                 "regional_kyphosis_deg", "vertebral_kyphosis_deg")}}
 
 
+#: the splits ``_score_splits`` fills and the figures' names for them
+SPLITS = {"by_sampling": "by_axis_sampling", "by_thickness": "by_slice_thickness"}
+
+
+def _score_splits(acc: dict[str, Any], splits: dict[str, float], edges: tuple[float, ...], spine: Any, vol: Any,
+                  prep: Any, doc: dict[str, Any], key: str) -> None:
+    """Score the unit once more into each split's bin (split name -> its millimetres; ``_sampling_bin``)."""
+    for split, mm in splits.items():
+        part = acc.setdefault(split, {}).setdefault(_sampling_bin(mm, edges), _new_acc())
+        part["units"] += 1
+        part["status"].append(doc["status"])
+        _score(spine, vol, prep, doc, part, None, key=key)
+
+
+def _split_figures(parts: dict[str, Any]) -> dict[str, Any]:
+    """Each bin's figures (``_compact``), the bins in order of their millimetres."""
+    return {b: _compact(_figures(parts[b], parts[b]["units"])) for b in sorted(
+        parts, key=lambda b: float(b.lstrip("<>=").split("-")[0]) + (0.5 if b.startswith(">") else 0.0))}
+
+
 def evaluate(modality: str, n: int, first: int, detector: Any, root: Path, diagnose: bool = False,
              fracture_rate: float = 0.33, mr_wide: float = 0.0, pelvis: bool = True,
              ct_pixel_mm: tuple[float, float] = CT_PIXEL_MM, ct_slice_mm: tuple[float, float] = CT_SLICE_MM,
-             sampling_edges: tuple[float, ...] = SAMPLING_EDGES, grade_axis: list[float | None] | None = None) -> Any:
+             sampling_edges: tuple[float, ...] = SAMPLING_EDGES, grade_axis: list[float | None] | None = None,
+             ct_thickness: tuple[float, float] | None = None) -> Any:
     """Score ``detector`` on ``n`` cases from seed ``first``; ``detector`` may be a list of
     detectors (several weights), which are then scored on the same cases, rendered once, and a
     list of figures comes back in the same order. Each unit is also scored into the bin of its
@@ -502,7 +532,8 @@ def evaluate(modality: str, n: int, first: int, detector: Any, root: Path, diagn
     ran: dict[tuple[int, int], Any] = {}  # (id(detector), unit) -> (prep, detection) of this case
     for seed in range(first, first + n):
         case_dir = root / f"{modality}{seed}"
-        spine, vols = _case(modality, seed, case_dir, fracture_rate, mr_wide, pelvis, ct_pixel_mm, ct_slice_mm)
+        spine, vols = _case(modality, seed, case_dir, fracture_rate, mr_wide, pelvis, ct_pixel_mm, ct_slice_mm,
+                            ct_thickness)
         export = scan_export([case_dir], decode_pixels=False)
         units, _ = kind.plan(export.series)
         ran.clear()
@@ -536,12 +567,12 @@ def evaluate(modality: str, n: int, first: int, detector: Any, root: Path, diagn
                 acc["status"].append(doc["status"])
                 why: list[str] = []
                 _score(spine, vols[0], prep, doc, acc, why if diagnose else None, key=f"{seed}/{k_unit}")
-                axis_mm = kind.axis_sampling_mm(prep.extra["geometry"])
+                axis_mm = float(prep.image_info["axis_sampling_mm"])  # as the document has it
                 acc.setdefault("axis_sampling", []).append((seed, round(axis_mm, 3)))
-                part = acc.setdefault("by_sampling", {}).setdefault(_sampling_bin(axis_mm, sampling_edges), _new_acc())
-                part["units"] += 1
-                part["status"].append(doc["status"])
-                _score(spine, vols[0], prep, doc, part, None, key=f"{seed}/{k_unit}")
+                # slabs thicker than their spacing: also by the CT's SliceThickness
+                splits = {"by_sampling": axis_mm, **({"by_thickness": float(vols[0].slice_thickness_mm)}
+                                                     if ct_thickness and modality == "CT" else {})}
+                _score_splits(acc, splits, sampling_edges, spine, vols[0], prep, doc, f"{seed}/{k_unit}")
                 print(f"  {tag}{modality} {seed} unit {k_unit}: axis sampled every {axis_mm:.2f} mm", flush=True)
                 for line in why:
                     plain = " fracture: " in line or line.startswith(("femoral head", "kept crushed"))
@@ -551,9 +582,8 @@ def evaluate(modality: str, n: int, first: int, detector: Any, root: Path, diagn
     out = [_figures(acc, n) for acc in accs]
     for fig, acc in zip(out, accs, strict=True):
         fig["axis_sampling_mm"] = acc.get("axis_sampling", [])
-        parts = acc.get("by_sampling", {})
-        fig["by_axis_sampling"] = {b: _compact(_figures(parts[b], parts[b]["units"])) for b in sorted(
-            parts, key=lambda b: float(b.lstrip("<>=").split("-")[0]) + (0.5 if b.startswith(">") else 0.0))}
+        fig.update({name: _split_figures(acc.get(split, {})) for split, name in SPLITS.items()
+                    if split in acc or split == "by_sampling"})
     if len(accs) > 1:
         _paired_angles(out, accs)
     return out if isinstance(detector, (list, tuple)) else out[0]
@@ -714,6 +744,9 @@ def _range_error(args: argparse.Namespace) -> str | None:
     for flag, (lo, hi) in (("--ct-pixel-mm", args.ct_pixel_mm), ("--ct-slice-mm", args.ct_slice_mm)):
         if not (0.0 < lo <= hi) or not np.isfinite(hi):
             return f"{flag} {lo:g} {hi:g}: expected 0 < LO <= HI (mm), a range the spacing is drawn from"
+    if args.ct_thickness_ratio and not (1.0 <= args.ct_thickness_ratio[0] <= args.ct_thickness_ratio[1] <= 4.0):
+        lo, hi = args.ct_thickness_ratio
+        return f"--ct-thickness-ratio {lo:g} {hi:g}: expected 1 <= LO <= HI <= 4 (times the slice spacing)"
     return None
 
 
@@ -758,6 +791,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ct-pixel-mm", type=float, nargs=2, default=CT_PIXEL_MM, metavar=("LO", "HI"),
                     help="the CT's in-plane pixel spacing is drawn from this range (default 1.0 2.0; e.g. 3 3: coarse "
                          "series, outside the evaluated range; the same draws, so the same spines and fields)")
+    ap.add_argument("--ct-thickness-ratio", type=float, nargs=2, default=None, metavar=("LO", "HI"),
+                    help="each CT slice averages a slab this many times its spacing thick, drawn from this range "
+                         "(an overlapping reconstruction, SliceThickness above the spacing; default: each slice is "
+                         "its centre's section, as before the sixteenth session; the same spines and fields)")
     ap.add_argument("--ct-slice-mm", type=float, nargs=2, default=CT_SLICE_MM, metavar=("LO", "HI"),
                     help="the CT's slice spacing is drawn from this range (default 1.5 5.0)")
     ap.add_argument("--sampling-edges", type=float, nargs="+", default=SAMPLING_EDGES, metavar="MM",
@@ -784,6 +821,7 @@ def main(argv: list[str] | None = None) -> None:
         {"weights": str(d.weights), "first_seed": args.first_seed, "stream": EVAL_STREAM,
          "fracture_rate": args.fracture_rate, "mr_wide": args.mr_wide, "pelvis": not args.no_pelvis,
          "ct_pixel_mm": list(args.ct_pixel_mm), "ct_slice_mm": list(args.ct_slice_mm),
+         "ct_thickness_ratio": args.ct_thickness_ratio,
          "consistency_check": bool(d.consistency),
          "consistency_limits": dict(d.consistency_limits),
          "second_looks_off": [n for n in SECOND_LOOKS if _is_off(d, n)], "grade_axis_max_mm": g}
@@ -794,7 +832,7 @@ def main(argv: list[str] | None = None) -> None:
                 figures = evaluate(modality, n, args.first_seed, detectors, Path(tmp), args.diagnose,
                                    args.fracture_rate, args.mr_wide, not args.no_pelvis,
                                    tuple(args.ct_pixel_mm), tuple(args.ct_slice_mm), tuple(sorted(args.sampling_edges)),
-                                   grade_axis)
+                                   grade_axis, ct_thickness=tuple(args.ct_thickness_ratio) if args.ct_thickness_ratio else None)
                 for report, fig in zip(reports, figures, strict=True):
                     report[modality] = fig
     report = reports[0] if len(reports) == 1 else {"runs": reports}

@@ -614,21 +614,36 @@ def _y_range(spine: Spine, top_level: str) -> tuple[float, float]:
     return bottom, top
 
 
+#: the sections a thick CT slice averages lie at most this far apart (``render_ct``'s ``thickness_mm``)
+SLAB_SECTION_MM = 1.0
+
+
 def render_ct(spine: Spine, rng: np.random.Generator, *, pixel_spacing_mm: float = 1.5, slice_mm: float = 3.0,
               matrix: int = 256, top_level: str = "T10", noise_hu: float | None = None,
               scoliosis: LateralCurve | None = None, lateral_centre_mm: float = 0.0,
-              pelvis: bool | Pelvis = True) -> Volume:
+              pelvis: bool | Pelvis = True, thickness_mm: float | None = None) -> Volume:
     """Axial CT in HU of the thoracolumbar spine and pelvis (stored = HU + 1024, 12 bits).
+
+    ``thickness_mm``: each slice is the mean of the slab that thick about its centre (sections
+    ``SLAB_SECTION_MM`` apart at most), as a reconstruction's slice sensitivity profile averages it,
+    and ``SliceThickness`` says so - thicker than ``slice_mm`` for an overlapping reconstruction;
+    ``None``: each slice is its centre's section (the phantom before the sixteenth session), its
+    ``SliceThickness`` the spacing. The same ``rng`` draws either way.
 
     ``scoliosis`` curves the spine sideways; ``lateral_centre_mm`` moves the field of view
     sideways (a small field may then hold one femoral head only). ``pelvis``: the bony pelvis
     and proximal femora around the femoral heads (``pelvis_of(spine)``, or the one given);
     ``False`` draws the heads alone, the phantom before the pelvis (the rest of the volume is the
     same: the pelvis draws nothing from ``rng``)."""
+    if thickness_mm is not None and not (0.0 < thickness_mm <= 20.0):
+        raise ValueError(f"slice thickness must be 0-20 mm, not {thickness_mm}")
+    half = (thickness_mm or 0.0) / 2
     y_bot, y_top = _y_range(spine, top_level)
-    maps = sagittal_maps(spine, (y_bot - 5, y_top + 5), rng)
+    maps = sagittal_maps(spine, (y_bot - 5 - half, y_top + 5 + half), rng)
     origin = np.array([rng.uniform(-5, 5), rng.uniform(40, 80), rng.uniform(-900, -700)])
     n = int((y_top - y_bot) / slice_mm) + 1
+    n_sections = int(np.ceil(2 * half / SLAB_SECTION_MM)) if thickness_mm else 1
+    sections = (np.arange(n_sections) + 0.5) / n_sections * 2 * half - half if thickness_mm else np.zeros(1)
     ys = y_top - np.arange(n) * slice_mm  # head first, as scanners often write
     # in-plane grid centred laterally on the spine, AP on the trunk
     centre_x = float(np.median((maps.skin_post + maps.skin_ant) / 2))
@@ -645,8 +660,12 @@ def render_ct(spine: Spine, rng: np.random.Generator, *, pixel_spacing_mm: float
     pv = _pelvis_arg(spine, pelvis)
     out = np.empty((n, matrix, matrix), np.uint16)
     for k, y in enumerate(ys):
-        lab = tissue_labels(maps, spine, x_ant, np.float32(y), z_lat, scoliosis, pv)
-        hu = hu_table[lab]
+        hu = hu_table[tissue_labels(maps, spine, x_ant, np.float32(y + sections[0]), z_lat, scoliosis, pv)]
+        if n_sections > 1:
+            hu = hu.astype(np.float64)
+            for d in sections[1:]:
+                hu += hu_table[tissue_labels(maps, spine, x_ant, np.float32(y + d), z_lat, scoliosis, pv)]
+            hu = (hu / n_sections).astype(np.float32)
         hu = cv2.GaussianBlur(hu, (0, 0), 0.6) + rng.normal(0, sigma, hu.shape).astype(np.float32)
         out[k] = np.clip(np.round(hu + 1024), 0, 4095).astype(np.uint16)
     x0 = cols[0] + origin[0]
@@ -654,8 +673,10 @@ def render_ct(spine: Spine, rng: np.random.Generator, *, pixel_spacing_mm: float
     positions = np.stack([np.full(n, x0), np.full(n, y0), ys + origin[2]], axis=1)
     return Volume(
         stored=out, modality="CT", positions_lps=positions, orientation=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0),
-        pixel_spacing_mm=(pixel_spacing_mm, pixel_spacing_mm), slice_thickness_mm=slice_mm, rescale=(1.0, -1024.0),
-        bits_stored=12, origin_lps=origin, style={"noise_hu": sigma, "top_level": top_level, "pelvis": pv is not None},
+        pixel_spacing_mm=(pixel_spacing_mm, pixel_spacing_mm), slice_thickness_mm=thickness_mm or slice_mm,
+        rescale=(1.0, -1024.0), bits_stored=12, origin_lps=origin,
+        style={"noise_hu": sigma, "top_level": top_level, "pelvis": pv is not None,
+               **({"thickness_mm": thickness_mm} if thickness_mm else {})},
         lateral=scoliosis,
     )
 
