@@ -511,8 +511,13 @@ def _score_splits(acc: dict[str, Any], splits: dict[str, float], edges: tuple[fl
 
 def _split_figures(parts: dict[str, Any]) -> dict[str, Any]:
     """Each bin's figures (``_compact``), the bins in order of their millimetres."""
-    return {b: _compact(_figures(parts[b], parts[b]["units"])) for b in sorted(
-        parts, key=lambda b: float(b.lstrip("<>=").split("-")[0]) + (0.5 if b.startswith(">") else 0.0))}
+    return {b: _compact(_figures(parts[b], parts[b]["units"])) for b in sorted(parts, key=_bin_order)}
+
+
+def _bin_order(label: str) -> tuple[float, int]:
+    """``_sampling_bin``'s labels in order: '<E0' before 'E0-E1' before ... before '>=En'."""
+    first = float(label.lstrip("<>=").split("-")[0])
+    return first, -1 if label.startswith("<") else (1 if label.startswith(">") else 0)
 
 
 def evaluate(modality: str, n: int, first: int, detector: Any, root: Path, diagnose: bool = False,
@@ -744,9 +749,13 @@ def _range_error(args: argparse.Namespace) -> str | None:
     for flag, (lo, hi) in (("--ct-pixel-mm", args.ct_pixel_mm), ("--ct-slice-mm", args.ct_slice_mm)):
         if not (0.0 < lo <= hi) or not np.isfinite(hi):
             return f"{flag} {lo:g} {hi:g}: expected 0 < LO <= HI (mm), a range the spacing is drawn from"
-    if args.ct_thickness_ratio and not (1.0 <= args.ct_thickness_ratio[0] <= args.ct_thickness_ratio[1] <= 4.0):
+    if args.ct_thickness_ratio:
         lo, hi = args.ct_thickness_ratio
-        return f"--ct-thickness-ratio {lo:g} {hi:g}: expected 1 <= LO <= HI <= 4 (times the slice spacing)"
+        if not (1.0 <= lo <= hi <= 4.0):
+            return f"--ct-thickness-ratio {lo:g} {hi:g}: expected 1 <= LO <= HI <= 4 (times the slice spacing)"
+        if hi * args.ct_slice_mm[1] > 20.0:
+            return (f"--ct-thickness-ratio {lo:g} {hi:g} with --ct-slice-mm up to {args.ct_slice_mm[1]:g}: slices up to "
+                    f"{hi * args.ct_slice_mm[1]:g} mm thick; the phantom draws at most 20 mm")
     return None
 
 

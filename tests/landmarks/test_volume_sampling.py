@@ -103,10 +103,10 @@ def test_a_thin_axial_ct_is_graded(tmp_path, spine):
 
 @pytest.mark.slow
 def test_an_overlapping_reconstruction_is_judged_by_its_spacing_not_its_thickness(tmp_path, spine):
-    """Slices 2 mm apart, each averaging a 5-mm slab (``SliceThickness`` 5): the axis is sampled every 2 mm,
-    and the endplates' partial volume keeps their place, so it is graded (on dev phantom CT, fractured bodies
-    on 4-5-mm slabs 1.5-3 mm apart were graded exactly 16 of 23 times, against 6 of 13 at a 4-4.5-mm spacing:
-    models/README.md, *Slice thickness*)."""
+    """Slices 2 mm apart, each averaging a 5-mm slab (``SliceThickness`` 5): the rule reads the spacing, 2 mm,
+    so it is graded (on dev phantom CT, fractured bodies on slabs 4-7.5 mm thick 1.8-3 mm apart were graded
+    exactly 26 of 38 times; withholding from 4 mm thick would drop more right grades than wrong ones:
+    models/README.md, *Slice thickness*). The grades here come from the true points."""
     ct, unit = _ct(tmp_path, spine, 2.0, 5.0)
     assert {h.slice_thickness for h in unit.data.series[0].headers} == {5.0}
     prep = kind.prepare(unit)

@@ -103,18 +103,23 @@ def test_unknown_sequence_is_refused(spine):
         render_mr(spine, np.random.default_rng(0), "FLAIR")
 
 
-def test_a_thick_ct_slice_averages_its_slab(spine):
-    """``render_ct(thickness_mm=3)``: each slice 3 mm apart is the mean of the 1-mm sections across its slab
-    (the same spine and draws rendered as 1-mm sections: slices 3k-1, 3k, 3k+1), and says how thick it is."""
+@pytest.mark.parametrize("thickness_mm", [3.0, 2.5])
+def test_a_thick_ct_slice_averages_its_slab(spine, thickness_mm):
+    """``render_ct(thickness_mm=t)`` with slices t apart: each is the mean of its slab's three sections
+    (``SLAB_SECTION_MM`` 1 mm at most; t/3 apart), the same spine and draws rendered as sections t/3 apart
+    (slices 3k-1, 3k, 3k+1), and says how thick it is. At 2.5 mm the sagittal map's raster shifts by a
+    fraction of its pixel, so a few more boundary pixels differ. (The first slice's slab reaches above the
+    sections rendered: not compared.)"""
     kw = {"pixel_spacing_mm": 4.0, "matrix": 64, "noise_hu": 0.0, "top_level": "L1"}
-    thin = render_ct(spine, np.random.default_rng(1), slice_mm=1.0, **kw)
-    thick = render_ct(spine, np.random.default_rng(1), slice_mm=3.0, thickness_mm=3.0, **kw)
-    assert (thick.slice_thickness_mm, thin.slice_thickness_mm) == (3.0, 1.0)
+    thin = render_ct(spine, np.random.default_rng(1), slice_mm=thickness_mm / 3, **kw)
+    thick = render_ct(spine, np.random.default_rng(1), slice_mm=thickness_mm, thickness_mm=thickness_mm, **kw)
+    assert thick.slice_thickness_mm == thickness_mm and thin.slice_thickness_mm == pytest.approx(thickness_mm / 3)
     np.testing.assert_allclose(thick.positions_lps[:, 2], thin.positions_lps[::3, 2][:len(thick.positions_lps)])
     a, b = thin.stored.astype(float), thick.stored.astype(float)
     ks = range(1, min(len(b), (len(a) - 2) // 3 + 1))
     off_mean = np.mean([(np.abs((a[3 * k - 1] + a[3 * k] + a[3 * k + 1]) / 3 - b[k]) > 2).mean() for k in ks])
     off_middle = np.mean([(np.abs(a[3 * k] - b[k]) > 2).mean() for k in ks])
     assert off_mean < 0.02 and off_middle > 3 * off_mean  # the slab's mean, not its middle section
-    with pytest.raises(ValueError, match="thickness"):
-        render_ct(spine, np.random.default_rng(1), slice_mm=3.0, thickness_mm=-1.0, **kw)
+    for bad in (-1.0, 0.0, 25.0, float("nan")):
+        with pytest.raises(ValueError, match="thickness"):
+            render_ct(spine, np.random.default_rng(1), slice_mm=3.0, thickness_mm=bad, **kw)
