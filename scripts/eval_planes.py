@@ -80,7 +80,8 @@ CT_SLICE_MM = (1.5, 5.0)
 def _case(modality: str, seed: int, root: Path, fracture_rate: float = 0.33, mr_wide: float = 0.0,
           pelvis: bool = True, ct_pixel_mm: tuple[float, float] = CT_PIXEL_MM,
           ct_slice_mm: tuple[float, float] = CT_SLICE_MM,
-          ct_thickness: tuple[float, float] | None = None) -> tuple[Any, list[Any]]:
+          ct_thickness: tuple[float, float] | None = None,
+          ct_tilt: tuple[float, float] | None = None) -> tuple[Any, list[Any]]:
     """Render and write one case; return its spine and volumes. ``fracture_rate``: the share of
     spines drawn with 1–3 fractures; ``mr_wide``: the share of MR studies whose sagittal slab
     spans ±125 mm (the femoral heads in view); the defaults keep the stream's cases as they were.
@@ -90,7 +91,8 @@ def _case(modality: str, seed: int, root: Path, fracture_rate: float = 0.33, mr_
     same draws: other ranges give the same spines and fields at other voxels; coarse series: (3, 3), (5, 5)).
     ``ct_thickness``: each CT slice averages a slab this many times its spacing thick (drawn from the range,
     from a stream of its own: the same spines, fields and noise; an overlapping reconstruction), ``None``:
-    each slice is its centre's section."""
+    each slice is its centre's section. ``ct_tilt``: a gantry tilt of that many degrees (drawn from the range,
+    either sign, from a stream of its own; ``io.volume.deshear`` undoes it), ``None``: none."""
     rng = np.random.default_rng([EVAL_STREAM, 1 if modality == "CT" else 2, seed])
     n_fx = int(rng.integers(1, 4)) if rng.random() < fracture_rate else None
     spine = build_spine(sample_spec(rng, n_fractures=n_fx))
@@ -106,11 +108,13 @@ def _case(modality: str, seed: int, root: Path, fracture_rate: float = 0.33, mr_
         slice_mm = float(rng.uniform(*ct_slice_mm))
         thick = (slice_mm * float(np.random.default_rng([EVAL_STREAM, 3, seed]).uniform(*ct_thickness))
                  if ct_thickness else None)
+        tilt_rng = np.random.default_rng([EVAL_STREAM, 4, seed])
+        tilt = float(tilt_rng.uniform(*ct_tilt) * tilt_rng.choice([-1.0, 1.0])) if ct_tilt else 0.0
         ct = render_ct(spine, rng, pixel_spacing_mm=sp, slice_mm=slice_mm, matrix=int(fov / sp) // 2 * 2,
-                       top_level=top, scoliosis=curve, pelvis=pelvis, thickness_mm=thick)
+                       top_level=top, scoliosis=curve, pelvis=pelvis, thickness_mm=thick, gantry_tilt_deg=tilt)
         write_volume(ct, spine, root, f"{pid}/ct", info, key, frame_key=key)
         vols.append(ct)
-        if rng.random() < 0.3:
+        if rng.random() < 0.3 and not tilt:  # (the phantom's console reformats an untilted axial series only)
             write_volume(reformat_ct(ct), spine, root, f"{pid}/ct_sag", info, f"{key}/sag", series_number=2, frame_key=key)
     else:
         sp = float(rng.uniform(0.8, 1.5))
@@ -524,7 +528,7 @@ def evaluate(modality: str, n: int, first: int, detector: Any, root: Path, diagn
              fracture_rate: float = 0.33, mr_wide: float = 0.0, pelvis: bool = True,
              ct_pixel_mm: tuple[float, float] = CT_PIXEL_MM, ct_slice_mm: tuple[float, float] = CT_SLICE_MM,
              sampling_edges: tuple[float, ...] = SAMPLING_EDGES, grade_axis: list[float | None] | None = None,
-             ct_thickness: tuple[float, float] | None = None) -> Any:
+             ct_thickness: tuple[float, float] | None = None, ct_tilt: tuple[float, float] | None = None) -> Any:
     """Score ``detector`` on ``n`` cases from seed ``first``; ``detector`` may be a list of
     detectors (several weights), which are then scored on the same cases, rendered once, and a
     list of figures comes back in the same order. Each unit is also scored into the bin of its
@@ -538,7 +542,7 @@ def evaluate(modality: str, n: int, first: int, detector: Any, root: Path, diagn
     for seed in range(first, first + n):
         case_dir = root / f"{modality}{seed}"
         spine, vols = _case(modality, seed, case_dir, fracture_rate, mr_wide, pelvis, ct_pixel_mm, ct_slice_mm,
-                            ct_thickness)
+                            ct_thickness, ct_tilt)
         export = scan_export([case_dir], decode_pixels=False)
         units, _ = kind.plan(export.series)
         ran.clear()
@@ -749,6 +753,11 @@ def _range_error(args: argparse.Namespace) -> str | None:
     for flag, (lo, hi) in (("--ct-pixel-mm", args.ct_pixel_mm), ("--ct-slice-mm", args.ct_slice_mm)):
         if not (0.0 < lo <= hi) or not np.isfinite(hi):
             return f"{flag} {lo:g} {hi:g}: expected 0 < LO <= HI (mm), a range the spacing is drawn from"
+    tilt = getattr(args, "ct_tilt_deg", None)
+    if tilt and not (0.0 <= tilt[0] <= tilt[1] <= 30.0):
+        return f"--ct-tilt-deg {tilt[0]:g} {tilt[1]:g}: expected 0 <= LO <= HI <= 30 (deg)"
+    if tilt and args.ct_thickness_ratio:
+        return "--ct-tilt-deg with --ct-thickness-ratio: the phantom draws a tilted slab as a point sample only"
     if args.ct_thickness_ratio:
         lo, hi = args.ct_thickness_ratio
         if not (1.0 <= lo <= hi <= 4.0):
@@ -804,6 +813,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="each CT slice averages a slab this many times its spacing thick, drawn from this range "
                          "(an overlapping reconstruction, SliceThickness above the spacing; default: each slice is "
                          "its centre's section, as before the sixteenth session; the same spines and fields)")
+    ap.add_argument("--ct-tilt-deg", type=float, nargs=2, default=None, metavar=("LO", "HI"),
+                    help="each CT taken with a gantry tilt of LO-HI deg, either sign (the same spines, fields and "
+                         "noise; the pipeline de-shears it, io.volume.deshear); default none")
     ap.add_argument("--ct-slice-mm", type=float, nargs=2, default=CT_SLICE_MM, metavar=("LO", "HI"),
                     help="the CT's slice spacing is drawn from this range (default 1.5 5.0)")
     ap.add_argument("--sampling-edges", type=float, nargs="+", default=SAMPLING_EDGES, metavar="MM",
@@ -830,7 +842,7 @@ def main(argv: list[str] | None = None) -> None:
         {"weights": str(d.weights), "first_seed": args.first_seed, "stream": EVAL_STREAM,
          "fracture_rate": args.fracture_rate, "mr_wide": args.mr_wide, "pelvis": not args.no_pelvis,
          "ct_pixel_mm": list(args.ct_pixel_mm), "ct_slice_mm": list(args.ct_slice_mm),
-         "ct_thickness_ratio": args.ct_thickness_ratio,
+         "ct_thickness_ratio": args.ct_thickness_ratio, "ct_tilt_deg": args.ct_tilt_deg,
          "consistency_check": bool(d.consistency),
          "consistency_limits": dict(d.consistency_limits),
          "second_looks_off": [n for n in SECOND_LOOKS if _is_off(d, n)], "grade_axis_max_mm": g}
@@ -841,7 +853,8 @@ def main(argv: list[str] | None = None) -> None:
                 figures = evaluate(modality, n, args.first_seed, detectors, Path(tmp), args.diagnose,
                                    args.fracture_rate, args.mr_wide, not args.no_pelvis,
                                    tuple(args.ct_pixel_mm), tuple(args.ct_slice_mm), tuple(sorted(args.sampling_edges)),
-                                   grade_axis, ct_thickness=tuple(args.ct_thickness_ratio) if args.ct_thickness_ratio else None)
+                                   grade_axis, ct_thickness=tuple(args.ct_thickness_ratio) if args.ct_thickness_ratio else None,
+                                   ct_tilt=tuple(args.ct_tilt_deg) if args.ct_tilt_deg else None)
                 for report, fig in zip(reports, figures, strict=True):
                     report[modality] = fig
     report = reports[0] if len(reports) == 1 else {"runs": reports}

@@ -15,7 +15,7 @@ import pytest
 
 from sagittal.batch import volume as kind
 from sagittal.io.series import scan_export
-from sagittal.io.volume import VolumeGeometry, even_slices, slice_geometry
+from sagittal.io.volume import TILT_NOTE, VolumeGeometry, deshear, even_slices, slice_geometry, tilted
 from sagittal.levels import LEVELS
 from sagittal.phantom import build_spine, sample_spec
 from sagittal.phantom.dicom import StudyInfo
@@ -151,10 +151,11 @@ def test_the_summary_and_the_overlay_tell_a_level_without_a_grade():
     assert a.shape == b.shape and (a != b).any()  # one more line of text: "no grade: L2"
 
 
-def test_near_duplicate_positions_and_a_gantry_tilt_are_refused():
+def test_near_duplicate_positions_are_refused_and_a_gantry_tilt_is_told():
     """Positions in near-duplicate pairs would make the even grid's step tiny (a volume a hundred times
-    the series: memory); slices advancing off their normal (a gantry tilt) would shear the volume. Both are
-    refused with the reason, not stacked."""
+    the series: memory): refused with the reason, not stacked. Slices advancing off their normal (a gantry
+    tilt) are taken with a warning (``deshear`` puts them on a grid along the normal); a small tilt or
+    rounded positions are not one."""
     from sagittal.errors import CalibrationError
 
     z = sorted([2.0 * k for k in range(20)] + [2.0 * k + 0.01 for k in range(20)])
@@ -167,16 +168,47 @@ def test_near_duplicate_positions_and_a_gantry_tilt_are_refused():
     tilt = np.radians(25.0)
     pos = [[0.0, 0.0, 3.0 * k] for k in range(6)]  # the table advances along z; the slices are tilted
     ori = [[1, 0, 0, 0, np.cos(tilt), -np.sin(tilt)]] * 6
-    with pytest.raises(CalibrationError, match="gantry tilt"):
-        slice_geometry(pos, ori, [(1.0, 1.0)] * 6)
+    geom = slice_geometry(pos, ori, [(1.0, 1.0)] * 6)
+    assert tilted(geom) and any(w.startswith(TILT_NOTE) and "25.0 deg" in w for w in geom.warnings)
     small = np.radians(1.0)
-    slice_geometry(pos, [[1, 0, 0, 0, np.cos(small), -np.sin(small)]] * 6, [(1.0, 1.0)] * 6)  # 1 deg: taken
+    geom = slice_geometry(pos, [[1, 0, 0, 0, np.cos(small), -np.sin(small)]] * 6, [(1.0, 1.0)] * 6)  # 1 deg
+    assert not tilted(geom) and not any(w.startswith(TILT_NOTE) for w in geom.warnings)
     # two oblique slices 0.5 mm apart, positions rounded to 0.1 mm: off by rounding alone, not a tilt (R15c)
     obl = np.radians(30.0)
     o = [np.sin(obl), np.cos(obl), 0.0, 0.0, 0.0, -1.0]
     nrm = np.cross(o[:3], o[3:])
     two = [np.round(k * 0.5 * nrm + [0.04, 0.04, 0.04], 1) for k in range(2)]  # 6.9 deg off by rounding, 0.06 mm
-    slice_geometry(two, [o] * 2, [(1.0, 1.0)] * 2)
+    assert not tilted(slice_geometry(two, [o] * 2, [(1.0, 1.0)] * 2))
+
+
+def test_a_tilted_stack_is_desheared_onto_the_grid_its_affine_assumes():
+    """A smooth blob sampled on slices tilted 25 deg about left-right, the table advancing 3 mm head-foot:
+    after ``deshear`` every voxel holds the blob's value at the point ``geom.affine`` puts it (within the
+    linear interpolation's error), the positions run along the normal; stacked as given they do not."""
+    tilt = np.radians(25.0)
+    ori = [1.0, 0.0, 0.0, 0.0, np.cos(tilt), -np.sin(tilt)]
+    n, rows, cols, ps = 24, 48, 40, 2.0
+    pos = [[-40.0, -45.0, 3.0 * k] for k in range(n)]
+    geom = slice_geometry(pos, [ori] * n, [(ps, ps)] * n)
+
+    def blob(p):
+        return 1000.0 * np.exp(-np.sum((p - [0.0, 0.0, 35.0]) ** 2, axis=-1) / (2 * 12.0 ** 2))
+
+    k, i, j = np.meshgrid(np.arange(n), np.arange(rows), np.arange(cols), indexing="ij")
+    r, c = np.array(ori[:3]), np.array(ori[3:])
+    world = np.asarray(pos)[k] + (i * ps)[..., None] * c + (j * ps)[..., None] * r  # where each stored voxel lies
+    vox = blob(world).astype(np.float32)
+    out, g = deshear(vox, geom)
+    assert not tilted(g) and np.allclose((g.positions - g.positions[0]) @ g.normal,
+                                         (geom.positions - geom.positions[0]) @ geom.normal)
+    a = g.affine()
+    at = (np.stack([k, i, j, np.ones_like(k)], -1) @ a.T)[..., :3]  # where the affine puts each voxel
+    inside = blob(at) > 50  # the blob, away from what the shifts bring in from beyond the field
+    assert inside.sum() > 1000
+    assert np.abs(out - blob(at))[inside].max() < 25  # within interpolation error of ~1000
+    assert np.abs(vox - blob((np.stack([k, i, j, np.ones_like(k)], -1) @ geom.affine().T)[..., :3]))[inside].max() > 300
+    same, g2 = deshear(out, g)
+    assert same is out and g2 is g  # nothing more to do
 
 
 @pytest.mark.slow

@@ -69,7 +69,7 @@ def _load(series: Any) -> Any:
     """A series' volume: the fast path (``io.volume.read_slices_fast``) when its slices allow it,
     else ``io.series.load_volume`` slice by slice (every transfer syntax and oddity)."""
     from ..io.series import LoadedVolume, load_volume
-    from ..io.volume import even_slices, read_slices_fast, slice_geometry
+    from ..io.volume import deshear, even_slices, read_slices_fast, slice_geometry
 
     hs = series.headers
     loaded = None
@@ -83,8 +83,9 @@ def _load(series: Any) -> Any:
         if voxels is not None:
             loaded = LoadedVolume(voxels, geom, "pydicom")
     loaded = loaded or load_volume(series)
-    # a gap or mixed steps: the grid the affine assumes
-    voxels, geom = even_slices(loaded.voxels, loaded.geometry, str(hs[0].path) if hs else "series")
+    # a gantry tilt, then a gap or mixed steps: the grid the affine assumes
+    voxels, geom = deshear(loaded.voxels, loaded.geometry)
+    voxels, geom = even_slices(voxels, geom, str(hs[0].path) if hs else "series")
     return loaded if geom is loaded.geometry else LoadedVolume(voxels, geom, loaded.decoder)
 
 

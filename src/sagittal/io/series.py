@@ -23,7 +23,15 @@ from .calibration import Calibration, parse_spacing, radiograph_calibration
 from .classify import mr_weighting, orientation_name, radiograph_view, series_kind
 from .decode import decode
 from .discover import Header, SetAside, discover
-from .volume import SagittalPlane, VolumeGeometry, enhanced_geometry, reformat_sagittal, slice_geometry, volume_calibration
+from .volume import (
+    SagittalPlane,
+    VolumeGeometry,
+    deshear,
+    enhanced_geometry,
+    reformat_sagittal,
+    slice_geometry,
+    volume_calibration,
+)
 
 
 def pseudonym(patient_id: str, key: bytes | None = None) -> str:
@@ -260,7 +268,7 @@ def load_volume(series: Series) -> LoadedVolume:
         d = decode(series.headers[0].path)
         pos, ori, sp = enhanced_geometry(d.dataset, series.headers[0].path)
         geom = slice_geometry(pos, ori, sp, series.headers[0].path)
-        return LoadedVolume(d.pixels[geom.order], geom, d.decoder)
+        return LoadedVolume(*deshear(d.pixels[geom.order], geom), d.decoder)
     geom = slice_geometry([h.position for h in series.headers], [h.orientation for h in series.headers],
                           [h.pixel_spacing for h in series.headers], series.headers[0].path)
     slices, decoders = [], set()
@@ -268,7 +276,7 @@ def load_volume(series: Series) -> LoadedVolume:
         d = decode(series.headers[k].path)
         slices.append(d.pixels[0])
         decoders.add(d.decoder)
-    return LoadedVolume(np.stack(slices), geom, "+".join(sorted(decoders)))
+    return LoadedVolume(*deshear(np.stack(slices), geom), "+".join(sorted(decoders)))
 
 
 @dataclass(frozen=True)

@@ -63,8 +63,9 @@ class VolumeGeometry:
 
 #: a step between slices over this many times the series' (median) spacing is a gap (files missing)
 GAP_FACTOR = 1.5
-#: slices whose positions advance more than this off their own normal (a gantry tilt) are refused: stacked
-#: along the normal they would shear the volume (a 25-deg tilt read a 25.0-mm body 22.7 mm tall, leaning)
+#: slices whose positions advance more than this off their own normal (a gantry tilt) are shifted in their
+#: planes onto a grid along the normal (``deshear``): stacked as they are they would shear the volume (a
+#: 25-deg tilt read a 25.0-mm body 22.7 mm tall, leaning)
 TILT_MAX_DEG = 2.0
 #: ... and more than this sideways over the series (header rounding moves a short series' last slice ~0.1 mm)
 TILT_MIN_SHIFT_MM = 1.0
@@ -116,9 +117,9 @@ def slice_geometry(positions: Sequence[Any], orientations: Sequence[Any], pixel_
         sideways_mm = float(np.linalg.norm(drift - (drift @ n) * n))
         # both an angle and a distance: a few slices with positions rounded to 0.1 mm drift by rounding alone
         if off_normal > TILT_MAX_DEG and sideways_mm > TILT_MIN_SHIFT_MM:
-            raise CalibrationError(f"{where}: the slices advance {off_normal:.1f} deg off their normal (a gantry tilt): "
-                                   "the volume would be sheared and heights and angles wrong; reconstruct without the "
-                                   "tilt (or as a sagittal series)")
+            warnings.append(f"{TILT_NOTE} {off_normal:.1f} deg off their normal (a gantry tilt, {sideways_mm:.1f} mm "
+                            "sideways over the series): each slice is shifted in its plane onto a grid along the normal "
+                            "(linear interpolation; what the shift brings in from beyond the field is air)")
         steps = np.diff(d_sorted)
         spacing = float(np.median(steps))
         gaps = np.where(steps > GAP_FACTOR * spacing)[0]
@@ -133,6 +134,43 @@ def slice_geometry(positions: Sequence[Any], orientations: Sequence[Any], pixel_
 
 #: how ``even_slices``'s warning starts (``batch.volume`` names the series it concerns)
 RESAMPLED_NOTE = "slices resampled onto an even"
+#: how ``slice_geometry``'s warning of a gantry tilt starts
+TILT_NOTE = "the slices advance"
+
+
+def tilted(geom: VolumeGeometry) -> bool:
+    """Whether the slices advance off their normal as a gantry tilt does (``TILT_MAX_DEG`` and
+    ``TILT_MIN_SHIFT_MM``, the test of ``slice_geometry``)."""
+    if len(geom.positions) < 2:
+        return False
+    drift = geom.positions[-1] - geom.positions[0]
+    along = abs(float(drift @ geom.normal))
+    off_normal = float(np.degrees(np.arccos(min(1.0, along / max(float(np.linalg.norm(drift)), 1e-9)))))
+    return off_normal > TILT_MAX_DEG and float(np.linalg.norm(drift - (drift @ geom.normal) * geom.normal)) > TILT_MIN_SHIFT_MM
+
+
+def deshear(voxels: NDArray[Any], geom: VolumeGeometry) -> tuple[NDArray[Any], VolumeGeometry]:
+    """``voxels (n, rows, cols)`` of slices whose positions advance off their normal (a gantry tilt:
+    ``tilted``) each shifted in its own plane by its position's sideways offset from the first slice, so
+    that voxel ``(k, i, j)`` lies where ``geom.affine`` puts it: the slices' positions then run along their
+    normal (linear interpolation; what comes in from beyond the field is the volume's lowest value, air).
+    Stacked as they are, a 25-deg tilt read a 25.0-mm body 22.7 mm tall, leaning. Other series are returned
+    as they are."""
+    if not tilted(geom):
+        return voxels, geom
+    from scipy import ndimage
+
+    d = geom.positions - geom.positions[0]
+    along = d @ geom.normal
+    rows_mm, cols_mm = d @ geom.col_dir, d @ geom.row_dir  # the in-plane offsets: along the rows' and columns' axes
+    dr, dc = geom.pixel_spacing_mm
+    fill = float(np.min(voxels))
+    out = np.empty(voxels.shape, np.float32)
+    for k in range(len(voxels)):
+        ndimage.shift(np.asarray(voxels[k], np.float32), (rows_mm[k] / dr, cols_mm[k] / dc), output=out[k], order=1,
+                      mode="constant", cval=fill)
+    positions = geom.positions[0] + np.outer(along, geom.normal)
+    return out, replace(geom, positions=positions)
 
 
 def even_slices(voxels: NDArray[Any], geom: VolumeGeometry, where: str = "series"

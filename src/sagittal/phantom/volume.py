@@ -621,14 +621,16 @@ SLAB_SECTION_MM = 1.0
 def render_ct(spine: Spine, rng: np.random.Generator, *, pixel_spacing_mm: float = 1.5, slice_mm: float = 3.0,
               matrix: int = 256, top_level: str = "T10", noise_hu: float | None = None,
               scoliosis: LateralCurve | None = None, lateral_centre_mm: float = 0.0,
-              pelvis: bool | Pelvis = True, thickness_mm: float | None = None) -> Volume:
+              pelvis: bool | Pelvis = True, thickness_mm: float | None = None, gantry_tilt_deg: float = 0.0) -> Volume:
     """Axial CT in HU of the thoracolumbar spine and pelvis (stored = HU + 1024, 12 bits).
 
     ``thickness_mm``: each slice is the mean of the slab that thick about its centre (sections
     ``SLAB_SECTION_MM`` apart at most), as a reconstruction's slice sensitivity profile averages it,
     and ``SliceThickness`` says so - thicker than ``slice_mm`` for an overlapping reconstruction;
     ``None``: each slice is its centre's section (the phantom before the sixteenth session), its
-    ``SliceThickness`` the spacing. The same ``rng`` draws either way.
+    ``SliceThickness`` the spacing. The same ``rng`` draws either way. ``gantry_tilt_deg``: each slice's plane
+    is tilted that far about the left-right axis through its centre (rows running posterior and caudal), the
+    table still advancing head-foot by ``slice_mm`` - a gantry tilt (not drawn with ``thickness_mm``).
 
     ``scoliosis`` curves the spine sideways; ``lateral_centre_mm`` moves the field of view
     sideways (a small field may then hold one femoral head only). ``pelvis``: the bony pelvis
@@ -637,7 +639,10 @@ def render_ct(spine: Spine, rng: np.random.Generator, *, pixel_spacing_mm: float
     same: the pelvis draws nothing from ``rng``)."""
     if thickness_mm is not None and not (0.0 < thickness_mm <= 20.0):
         raise ValueError(f"slice thickness must be 0-20 mm, not {thickness_mm}")
-    half = (thickness_mm or 0.0) / 2
+    if not -30.0 <= gantry_tilt_deg <= 30.0 or (gantry_tilt_deg and thickness_mm):
+        raise ValueError(f"a gantry tilt of -30 to 30 deg, without a slice thickness, not {gantry_tilt_deg}")
+    tilt = np.radians(gantry_tilt_deg)
+    half = (thickness_mm or 0.0) / 2 + (abs(float(np.sin(tilt))) * matrix * pixel_spacing_mm / 2 if tilt else 0.0)
     y_bot, y_top = _y_range(spine, top_level)
     maps = sagittal_maps(spine, (y_bot - 5 - half, y_top + 5 + half), rng)
     origin = np.array([rng.uniform(-5, 5), rng.uniform(40, 80), rng.uniform(-900, -700)])
@@ -651,6 +656,10 @@ def render_ct(spine: Spine, rng: np.random.Generator, *, pixel_spacing_mm: float
     rows = (np.arange(matrix) - (matrix - 1) / 2) * pixel_spacing_mm  # posterior (Y)
     x_ant = (centre_x - rows)[:, None]  # row index increases posteriorly
     z_lat = cols[None, :]
+    y_rows: Any = 0.0  # each row's height off the slice's centre (a gantry tilt)
+    if tilt:  # the rows run posterior and caudal about the slice's centre
+        x_ant = (centre_x - rows * np.cos(tilt))[:, None]
+        y_rows = -(rows * np.sin(tilt))[:, None].astype(np.float32)
     sigma = noise_hu if noise_hu is not None else float(rng.uniform(8, 25))
     hu_table = _HU.copy()
     d = spine.spec.bone_density
@@ -660,7 +669,7 @@ def render_ct(spine: Spine, rng: np.random.Generator, *, pixel_spacing_mm: float
     pv = _pelvis_arg(spine, pelvis)
     out = np.empty((n, matrix, matrix), np.uint16)
     for k, y in enumerate(ys):
-        hu = hu_table[tissue_labels(maps, spine, x_ant, np.float32(y + sections[0]), z_lat, scoliosis, pv)]
+        hu = hu_table[tissue_labels(maps, spine, x_ant, np.float32(y + sections[0]) + y_rows, z_lat, scoliosis, pv)]
         if n_sections > 1:
             hu = hu.astype(np.float64)
             for d in sections[1:]:
@@ -671,12 +680,18 @@ def render_ct(spine: Spine, rng: np.random.Generator, *, pixel_spacing_mm: float
     x0 = cols[0] + origin[0]
     y0 = -(centre_x - rows[0]) + origin[1]
     positions = np.stack([np.full(n, x0), np.full(n, y0), ys + origin[2]], axis=1)
+    orientation = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+    if tilt:  # pixel (0, 0) of each slice: its first row lies anterior and cranial of the centre
+        positions[:, 1] = -(centre_x - rows[0] * np.cos(tilt)) + origin[1]
+        positions[:, 2] = ys - rows[0] * np.sin(tilt) + origin[2]
+        orientation = (1.0, 0.0, 0.0, 0.0, float(np.cos(tilt)), float(-np.sin(tilt)))
     return Volume(
-        stored=out, modality="CT", positions_lps=positions, orientation=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0),
+        stored=out, modality="CT", positions_lps=positions, orientation=orientation,
         pixel_spacing_mm=(pixel_spacing_mm, pixel_spacing_mm), slice_thickness_mm=thickness_mm or slice_mm,
         rescale=(1.0, -1024.0), bits_stored=12, origin_lps=origin,
         style={"noise_hu": sigma, "top_level": top_level, "pelvis": pv is not None,
-               **({"thickness_mm": thickness_mm} if thickness_mm else {})},
+               **({"thickness_mm": thickness_mm} if thickness_mm else {}),
+               **({"gantry_tilt_deg": gantry_tilt_deg} if tilt else {})},
         lateral=scoliosis,
     )
 
