@@ -171,8 +171,13 @@ def test_near_duplicate_positions_are_refused_and_a_gantry_tilt_is_told():
     geom = slice_geometry(pos, ori, [(1.0, 1.0)] * 6)
     assert tilted(geom) and any(w.startswith(TILT_NOTE) and "25.0 deg" in w for w in geom.warnings)
     small = np.radians(1.0)
-    geom = slice_geometry(pos, [[1, 0, 0, 0, np.cos(small), -np.sin(small)]] * 6, [(1.0, 1.0)] * 6)  # 1 deg
+    geom = slice_geometry(pos, [[1, 0, 0, 0, np.cos(small), -np.sin(small)]] * 6, [(1.0, 1.0)] * 6)  # 1 deg, 0.3 mm
     assert not tilted(geom) and not any(w.startswith(TILT_NOTE) for w in geom.warnings)
+    # a small tilt over a long series drifts far: 1.9 deg over 200 slices 2 mm apart, 13 mm (review R16b)
+    small = np.radians(1.9)
+    geom = slice_geometry([[0.0, 0.0, 2.0 * k] for k in range(200)], [[1, 0, 0, 0, np.cos(small), -np.sin(small)]] * 200,
+                          [(1.0, 1.0)] * 200)
+    assert tilted(geom) and any("1.9 deg" in w and "13.2 mm" in w for w in geom.warnings)
     # two oblique slices 0.5 mm apart, positions rounded to 0.1 mm: off by rounding alone, not a tilt (R15c)
     obl = np.radians(30.0)
     o = [np.sin(obl), np.cos(obl), 0.0, 0.0, 0.0, -1.0]
@@ -181,18 +186,21 @@ def test_near_duplicate_positions_are_refused_and_a_gantry_tilt_is_told():
     assert not tilted(slice_geometry(two, [o] * 2, [(1.0, 1.0)] * 2))
 
 
-def test_a_tilted_stack_is_desheared_onto_the_grid_its_affine_assumes():
-    """A smooth blob sampled on slices tilted 25 deg about left-right, the table advancing 3 mm head-foot:
-    after ``deshear`` every voxel holds the blob's value at the point ``geom.affine`` puts it (within the
-    linear interpolation's error), the positions run along the normal; stacked as given they do not."""
-    tilt = np.radians(25.0)
+@pytest.mark.parametrize("tilt_deg", [25.0, -25.0])
+def test_a_tilted_stack_is_desheared_onto_the_grid_its_affine_assumes(tilt_deg):
+    """A smooth blob sampled on slices tilted 25 deg about left-right (either way), the table advancing 3 mm
+    head-foot, the blob near the field's edge: after ``deshear`` every voxel holds the blob's value at the point
+    the new ``geom.affine`` puts it (within the linear interpolation's error), the positions run along the
+    normal, and every slice is kept whole in the widened field (review R16b: a field kept at the first slice's
+    lost what the others' shifts moved past its edge); stacked as given they do not fit."""
+    tilt = np.radians(tilt_deg)
     ori = [1.0, 0.0, 0.0, 0.0, np.cos(tilt), -np.sin(tilt)]
     n, rows, cols, ps = 24, 48, 40, 2.0
     pos = [[-40.0, -45.0, 3.0 * k] for k in range(n)]
     geom = slice_geometry(pos, [ori] * n, [(ps, ps)] * n)
 
     def blob(p):
-        return 1000.0 * np.exp(-np.sum((p - [0.0, 0.0, 35.0]) ** 2, axis=-1) / (2 * 12.0 ** 2))
+        return 1000.0 * np.exp(-np.sum((p - [0.0, 30.0, 35.0]) ** 2, axis=-1) / (2 * 10.0 ** 2))
 
     k, i, j = np.meshgrid(np.arange(n), np.arange(rows), np.arange(cols), indexing="ij")
     r, c = np.array(ori[:3]), np.array(ori[3:])
@@ -201,14 +209,32 @@ def test_a_tilted_stack_is_desheared_onto_the_grid_its_affine_assumes():
     out, g = deshear(vox, geom)
     assert not tilted(g) and np.allclose((g.positions - g.positions[0]) @ g.normal,
                                          (geom.positions - geom.positions[0]) @ geom.normal)
-    a = g.affine()
-    at = (np.stack([k, i, j, np.ones_like(k)], -1) @ a.T)[..., :3]  # where the affine puts each voxel
-    inside = blob(at) > 50  # the blob, away from what the shifts bring in from beyond the field
+    assert out.shape[0] == n and out.shape[1] > rows and out.shape[2] == cols  # widened along the tilted axis only
+    np.testing.assert_allclose(out.sum(axis=(1, 2)), vox.sum(axis=(1, 2)), rtol=0.05, atol=1.0)  # every slice whole
+    ko, io, jo = np.meshgrid(*(np.arange(m) for m in out.shape), indexing="ij")
+    at = (np.stack([ko, io, jo, np.ones_like(ko)], -1) @ g.affine().T)[..., :3]  # where the new affine puts each voxel
+    # the voxels each slice acquired: its own pixel (i - its row offset, j - its column offset) within its field
+    off = (np.asarray(pos) - pos[0]) @ np.stack([c, r]).T / ps  # (n, 2) each slice's in-plane offset, pixels
+    src_i, src_j = io + off[:, 0].min().clip(max=0) - off[ko, 0], jo + off[:, 1].min().clip(max=0) - off[ko, 1]
+    acquired = (src_i >= 1) & (src_i <= rows - 2) & (src_j >= 1) & (src_j <= cols - 2)
+    inside = (blob(at) > 50) & acquired
     assert inside.sum() > 1000
     assert np.abs(out - blob(at))[inside].max() < 25  # within interpolation error of ~1000
-    assert np.abs(vox - blob((np.stack([k, i, j, np.ones_like(k)], -1) @ geom.affine().T)[..., :3]))[inside].max() > 300
+    stacked = (np.stack([k, i, j, np.ones_like(k)], -1) @ geom.affine().T)[..., :3]
+    assert np.abs(vox - blob(stacked))[blob(stacked) > 50].max() > 100  # stacked as given: off by far more than 25
     same, g2 = deshear(out, g)
     assert same is out and g2 is g  # nothing more to do
+
+
+def test_positions_no_tilt_explains_are_refused():
+    """Slices scattered a metre sideways would widen the field beyond ``DESHEAR_MAX_WIDEN``: refused, naming
+    the series."""
+    from sagittal.errors import CalibrationError
+
+    pos = [[1000.0 * (k % 2), 0.0, 3.0 * k] for k in range(6)]
+    geom = slice_geometry(pos, [[1.0, 0.0, 0.0, 0.0, 1.0, 0.0]] * 6, [(1.0, 1.0)] * 6)
+    with pytest.raises(CalibrationError, match="odd/ct: .*not usable"):
+        deshear(np.zeros((6, 20, 20), np.float32), geom, "odd/ct")
 
 
 @pytest.mark.slow

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..io.discover import SetAside, source_demographics
-from ..io.volume import GAP_FACTOR, RESAMPLED_NOTE  # a gap between slices; how a series put on an even grid is told
+from ..io.volume import GAP_FACTOR, RESAMPLED_NOTE, TILT_NOTE  # a gap; how a regridded or de-sheared series is told
 from ..levels import UNGRADED  # the key of the levels reported but not graded
 from ..report.analysis import GRADE_AXIS_SAMPLING_MAX_MM  # a series this coarse along the spine is not graded
 from .units import Detection, Prepared, Unit, UnitKind, register_kind, register_model
@@ -84,7 +84,7 @@ def _load(series: Any) -> Any:
             loaded = LoadedVolume(voxels, geom, "pydicom")
     loaded = loaded or load_volume(series)
     # a gantry tilt, then a gap or mixed steps: the grid the affine assumes
-    voxels, geom = deshear(loaded.voxels, loaded.geometry)
+    voxels, geom = deshear(loaded.voxels, loaded.geometry, str(hs[0].path) if hs else "series")
     voxels, geom = even_slices(voxels, geom, str(hs[0].path) if hs else "series")
     return loaded if geom is loaded.geometry else LoadedVolume(voxels, geom, loaded.decoder)
 
@@ -140,6 +140,10 @@ def prepare(unit: Unit, detector: Any = None) -> Prepared:
     warnings = list(v.notes) + list(plane.warnings)
     for s in v.series:
         warnings += [w for w in s.warnings if w not in warnings]
+    # a de-sheared series is named (io.volume.deshear)
+    tilted = {w: [r for r, s in zip(v.roles, v.series, strict=True) if w in s.warnings] for w in warnings
+              if w.startswith(TILT_NOTE)}
+    warnings = [f"{', '.join(tilted[w])} series: {w}" if tilted.get(w) else w for w in warnings]
     # a series put on an even grid (io.volume.even_slices) is named; one with a gap (a step over GAP_FACTOR of its
     # spacing: files missing, not positions rounded in the header) is not read for marrow findings (_marrow_findings)
     regridded = [(role, lv.geometry) for role, lv in zip(v.roles, loaded, strict=True)

@@ -268,7 +268,7 @@ def load_volume(series: Series) -> LoadedVolume:
         d = decode(series.headers[0].path)
         pos, ori, sp = enhanced_geometry(d.dataset, series.headers[0].path)
         geom = slice_geometry(pos, ori, sp, series.headers[0].path)
-        return LoadedVolume(*deshear(d.pixels[geom.order], geom), d.decoder)
+        return LoadedVolume(*deshear(d.pixels[geom.order], geom, str(series.headers[0].path)), d.decoder)
     geom = slice_geometry([h.position for h in series.headers], [h.orientation for h in series.headers],
                           [h.pixel_spacing for h in series.headers], series.headers[0].path)
     slices, decoders = [], set()
@@ -276,7 +276,7 @@ def load_volume(series: Series) -> LoadedVolume:
         d = decode(series.headers[k].path)
         slices.append(d.pixels[0])
         decoders.add(d.decoder)
-    return LoadedVolume(*deshear(np.stack(slices), geom), "+".join(sorted(decoders)))
+    return LoadedVolume(*deshear(np.stack(slices), geom, str(series.headers[0].path)), "+".join(sorted(decoders)))
 
 
 @dataclass(frozen=True)

@@ -63,11 +63,9 @@ class VolumeGeometry:
 
 #: a step between slices over this many times the series' (median) spacing is a gap (files missing)
 GAP_FACTOR = 1.5
-#: slices whose positions advance more than this off their own normal (a gantry tilt) are shifted in their
-#: planes onto a grid along the normal (``deshear``): stacked as they are they would shear the volume (a
-#: 25-deg tilt read a 25.0-mm body 22.7 mm tall, leaning)
-TILT_MAX_DEG = 2.0
-#: ... and more than this sideways over the series (header rounding moves a short series' last slice ~0.1 mm)
+#: slices whose positions lie more than this sideways of the first slice's normal (a gantry tilt; header
+#: rounding moves a slice ~0.1 mm) are shifted in their planes onto a grid along the normal (``deshear``):
+#: stacked as they are they would shear the volume (a 25-deg tilt read a 25.0-mm body 22.7 mm tall, leaning)
 TILT_MIN_SHIFT_MM = 1.0
 #: ``even_slices`` refuses a grid finer than this (near-duplicate positions make the median step tiny) or longer
 #: than ``GRID_MAX_SLICES`` (memory), naming the series
@@ -79,8 +77,8 @@ def slice_geometry(positions: Sequence[Any], orientations: Sequence[Any], pixel_
     """Sort slices along their normal and measure the spacing from their positions.
 
     ``positions (n, 3)``, ``orientations (n, 6)``, ``pixel_spacings`` one ``(row, col)`` per
-    slice. Raises ``CalibrationError`` for missing or mixed geometry; gaps and duplicates
-    are warnings (duplicates dropped).
+    slice. Raises ``CalibrationError`` for missing or mixed geometry; gaps, duplicates and a gantry
+    tilt are warnings (duplicates dropped; a tilt is undone by ``deshear`` where the voxels are loaded).
     """
     warnings: list[str] = []
     if any(p is None for p in positions) or any(o is None for o in orientations):
@@ -111,15 +109,13 @@ def slice_geometry(positions: Sequence[Any], orientations: Sequence[Any], pixel_
     order, d_sorted = order[keep], d_sorted[keep]
     spacing = None
     if len(order) > 1:
-        drift = pos[order[-1]] - pos[order[0]]
-        along = abs(float(drift @ n))
-        off_normal = float(np.degrees(np.arccos(min(1.0, along / max(float(np.linalg.norm(drift)), 1e-9)))))
-        sideways_mm = float(np.linalg.norm(drift - (drift @ n) * n))
-        # both an angle and a distance: a few slices with positions rounded to 0.1 mm drift by rounding alone
-        if off_normal > TILT_MAX_DEG and sideways_mm > TILT_MIN_SHIFT_MM:
-            warnings.append(f"{TILT_NOTE} {off_normal:.1f} deg off their normal (a gantry tilt, {sideways_mm:.1f} mm "
-                            "sideways over the series): each slice is shifted in its plane onto a grid along the normal "
-                            "(linear interpolation; what the shift brings in from beyond the field is air)")
+        sideways = _sideways_mm(pos[order], n)
+        if sideways.max() > TILT_MIN_SHIFT_MM:
+            drift = pos[order[-1]] - pos[order[0]]
+            deg = float(np.degrees(np.arctan2(float(np.linalg.norm(drift - (drift @ n) * n)), abs(float(drift @ n)))))
+            warnings.append(f"{TILT_NOTE} off their normal (a gantry tilt of {deg:.1f} deg; up to {sideways.max():.1f} mm "
+                            "sideways of the first slice): each is shifted in its plane onto a grid along the normal, "
+                            "the field widened to keep every slice whole (linear interpolation)")
         steps = np.diff(d_sorted)
         spacing = float(np.median(steps))
         gaps = np.where(steps > GAP_FACTOR * spacing)[0]
@@ -138,38 +134,53 @@ RESAMPLED_NOTE = "slices resampled onto an even"
 TILT_NOTE = "the slices advance"
 
 
+def _sideways_mm(positions: NDArray[Any], normal: NDArray[Any]) -> NDArray[Any]:
+    """How far each of ``positions (n, 3)`` lies off the line through the first along ``normal`` (mm, ``(n,)``)."""
+    d = positions - positions[0]
+    out: NDArray[Any] = np.linalg.norm(d - np.outer(d @ normal, normal), axis=1)
+    return out
+
+
 def tilted(geom: VolumeGeometry) -> bool:
-    """Whether the slices advance off their normal as a gantry tilt does (``TILT_MAX_DEG`` and
-    ``TILT_MIN_SHIFT_MM``, the test of ``slice_geometry``)."""
-    if len(geom.positions) < 2:
-        return False
-    drift = geom.positions[-1] - geom.positions[0]
-    along = abs(float(drift @ geom.normal))
-    off_normal = float(np.degrees(np.arccos(min(1.0, along / max(float(np.linalg.norm(drift)), 1e-9)))))
-    return off_normal > TILT_MAX_DEG and float(np.linalg.norm(drift - (drift @ geom.normal) * geom.normal)) > TILT_MIN_SHIFT_MM
+    """Whether a slice lies more than ``TILT_MIN_SHIFT_MM`` sideways of the first slice's normal (a gantry
+    tilt, the test of ``slice_geometry``)."""
+    return len(geom.positions) > 1 and float(_sideways_mm(geom.positions, geom.normal).max()) > TILT_MIN_SHIFT_MM
 
 
-def deshear(voxels: NDArray[Any], geom: VolumeGeometry) -> tuple[NDArray[Any], VolumeGeometry]:
-    """``voxels (n, rows, cols)`` of slices whose positions advance off their normal (a gantry tilt:
-    ``tilted``) each shifted in its own plane by its position's sideways offset from the first slice, so
-    that voxel ``(k, i, j)`` lies where ``geom.affine`` puts it: the slices' positions then run along their
-    normal (linear interpolation; what comes in from beyond the field is the volume's lowest value, air).
-    Stacked as they are, a 25-deg tilt read a 25.0-mm body 22.7 mm tall, leaning. Other series are returned
-    as they are."""
+#: ``deshear`` refuses to widen a field more than this many times (positions that no tilt explains)
+DESHEAR_MAX_WIDEN = 3.0
+
+
+def deshear(voxels: NDArray[Any], geom: VolumeGeometry, where: str = "series") -> tuple[NDArray[Any], VolumeGeometry]:
+    """``voxels (n, rows, cols)`` of slices lying sideways of each other's normal (a gantry tilt: ``tilted``)
+    put on one grid along the normal: a field widened to hold every slice whole (by the range of their
+    in-plane offsets from the first), each slice placed in it at its offset (linear interpolation; the rest
+    of the field is the volume's lowest value, as beyond any field), so that voxel ``(k, i, j)`` lies where
+    the new ``geom.affine`` puts it. Stacked as they are, a 25-deg tilt read a 25.0-mm body 22.7 mm tall,
+    leaning. Other series are returned as they are; ``CalibrationError`` (naming ``where``) where the field
+    would grow over ``DESHEAR_MAX_WIDEN`` times."""
     if not tilted(geom):
         return voxels, geom
     from scipy import ndimage
 
     d = geom.positions - geom.positions[0]
-    along = d @ geom.normal
-    rows_mm, cols_mm = d @ geom.col_dir, d @ geom.row_dir  # the in-plane offsets: along the rows' and columns' axes
     dr, dc = geom.pixel_spacing_mm
+    rows_px, cols_px = d @ geom.col_dir / dr, d @ geom.row_dir / dc  # in-plane offsets: along rows, along columns
+    r0, c0 = float(min(0.0, rows_px.min())), float(min(0.0, cols_px.min()))
+    shape = (len(voxels), voxels.shape[1] + int(np.ceil(max(0.0, rows_px.max()) - r0)),
+             voxels.shape[2] + int(np.ceil(max(0.0, cols_px.max()) - c0)))
+    if shape[1] > DESHEAR_MAX_WIDEN * voxels.shape[1] or shape[2] > DESHEAR_MAX_WIDEN * voxels.shape[2]:
+        raise CalibrationError(f"{where}: the slices lie up to {float(_sideways_mm(geom.positions, geom.normal).max()):.0f} "
+                               f"mm sideways of each other's normal, more than a gantry tilt moves them across a "
+                               f"{voxels.shape[1]} x {voxels.shape[2]} field; the slice positions are not usable")
     fill = float(np.min(voxels))
-    out = np.empty(voxels.shape, np.float32)
+    out = np.empty(shape, np.float32)
     for k in range(len(voxels)):
-        ndimage.shift(np.asarray(voxels[k], np.float32), (rows_mm[k] / dr, cols_mm[k] / dc), output=out[k], order=1,
-                      mode="constant", cval=fill)
-    positions = geom.positions[0] + np.outer(along, geom.normal)
+        # out[k][i, j] lies at the first slice's corner + (i + r0, j + c0) pixels: slice k's pixel (i + r0 - rows_px[k], ...)
+        ndimage.affine_transform(np.asarray(voxels[k], np.float32), np.eye(2), offset=(r0 - rows_px[k], c0 - cols_px[k]),
+                                 output_shape=shape[1:], output=out[k], order=1, mode="constant", cval=fill)
+    corner = geom.positions[0] + r0 * dr * geom.col_dir + c0 * dc * geom.row_dir
+    positions = corner + np.outer(d @ geom.normal, geom.normal)
     return out, replace(geom, positions=positions)
 
 

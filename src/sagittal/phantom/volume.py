@@ -672,8 +672,8 @@ def render_ct(spine: Spine, rng: np.random.Generator, *, pixel_spacing_mm: float
         hu = hu_table[tissue_labels(maps, spine, x_ant, np.float32(y + sections[0]) + y_rows, z_lat, scoliosis, pv)]
         if n_sections > 1:
             hu = hu.astype(np.float64)
-            for d in sections[1:]:
-                hu += hu_table[tissue_labels(maps, spine, x_ant, np.float32(y + d), z_lat, scoliosis, pv)]
+            for off in sections[1:]:
+                hu += hu_table[tissue_labels(maps, spine, x_ant, np.float32(y + off), z_lat, scoliosis, pv)]
             hu = (hu / n_sections).astype(np.float32)
         hu = cv2.GaussianBlur(hu, (0, 0), 0.6) + rng.normal(0, sigma, hu.shape).astype(np.float32)
         out[k] = np.clip(np.round(hu + 1024), 0, 4095).astype(np.uint16)
