@@ -177,13 +177,23 @@ def test_near_duplicate_positions_are_refused_and_a_gantry_tilt_is_told():
     small = np.radians(1.9)
     geom = slice_geometry([[0.0, 0.0, 2.0 * k] for k in range(200)], [[1, 0, 0, 0, np.cos(small), -np.sin(small)]] * 200,
                           [(1.0, 1.0)] * 200)
-    assert tilted(geom) and any("1.9 deg" in w and "13.2 mm" in w for w in geom.warnings)
+    assert tilted(geom) and any("13.2 mm" in w and "1.9 deg" in w for w in geom.warnings)
     # two oblique slices 0.5 mm apart, positions rounded to 0.1 mm: off by rounding alone, not a tilt (R15c)
     obl = np.radians(30.0)
     o = [np.sin(obl), np.cos(obl), 0.0, 0.0, 0.0, -1.0]
     nrm = np.cross(o[:3], o[3:])
     two = [np.round(k * 0.5 * nrm + [0.04, 0.04, 0.04], 1) for k in range(2)]  # 6.9 deg off by rounding, 0.06 mm
     assert not tilted(slice_geometry(two, [o] * 2, [(1.0, 1.0)] * 2))
+    # an oblique sagittal MR whose positions are written to whole millimetres: rounding, not a tilt (review R16c:
+    # 58 of 200 such series were de-sheared when any slice 1 mm off the first's normal counted)
+    rng = np.random.default_rng(0)
+    obl = np.radians(12.0)
+    o = [0.0, np.cos(obl), -np.sin(obl), 0.0, 0.0, -1.0]
+    nrm = np.cross(o[:3], o[3:])
+    for _ in range(200):
+        corner = rng.uniform(-50, 50, 3)
+        geom = slice_geometry([np.round(corner + 4.0 * k * nrm) for k in range(15)], [o] * 15, [(1.0, 1.0)] * 15)
+        assert not tilted(geom) and not any(w.startswith(TILT_NOTE) for w in geom.warnings)
 
 
 @pytest.mark.parametrize("tilt_deg", [25.0, -25.0])
@@ -195,26 +205,26 @@ def test_a_tilted_stack_is_desheared_onto_the_grid_its_affine_assumes(tilt_deg):
     lost what the others' shifts moved past its edge); stacked as given they do not fit."""
     tilt = np.radians(tilt_deg)
     ori = [1.0, 0.0, 0.0, 0.0, np.cos(tilt), -np.sin(tilt)]
-    n, rows, cols, ps = 24, 48, 40, 2.0
-    pos = [[-40.0, -45.0, 3.0 * k] for k in range(n)]
-    geom = slice_geometry(pos, [ori] * n, [(ps, ps)] * n)
+    n, rows, cols, pr, pc = 24, 40, 48, 2.5, 1.5  # non-square pixels: row spacing 2.5 mm, column spacing 1.5 mm
+    pos = [[-40.0 + 0.2 * k, -45.0, 3.0 * k] for k in range(n)]  # a drift along the columns too
+    geom = slice_geometry(pos, [ori] * n, [(pr, pc)] * n)
 
     def blob(p):
         return 1000.0 * np.exp(-np.sum((p - [0.0, 30.0, 35.0]) ** 2, axis=-1) / (2 * 10.0 ** 2))
 
     k, i, j = np.meshgrid(np.arange(n), np.arange(rows), np.arange(cols), indexing="ij")
     r, c = np.array(ori[:3]), np.array(ori[3:])
-    world = np.asarray(pos)[k] + (i * ps)[..., None] * c + (j * ps)[..., None] * r  # where each stored voxel lies
+    world = np.asarray(pos)[k] + (i * pr)[..., None] * c + (j * pc)[..., None] * r  # where each stored voxel lies
     vox = blob(world).astype(np.float32)
     out, g = deshear(vox, geom)
     assert not tilted(g) and np.allclose((g.positions - g.positions[0]) @ g.normal,
                                          (geom.positions - geom.positions[0]) @ geom.normal)
-    assert out.shape[0] == n and out.shape[1] > rows and out.shape[2] == cols  # widened along the tilted axis only
+    assert out.shape == (n, rows + 12, cols + 4)  # widened by the drifts: 29 mm / 2.5 mm along rows, 4.6 / 1.5 along columns
     np.testing.assert_allclose(out.sum(axis=(1, 2)), vox.sum(axis=(1, 2)), rtol=0.05, atol=1.0)  # every slice whole
     ko, io, jo = np.meshgrid(*(np.arange(m) for m in out.shape), indexing="ij")
     at = (np.stack([ko, io, jo, np.ones_like(ko)], -1) @ g.affine().T)[..., :3]  # where the new affine puts each voxel
     # the voxels each slice acquired: its own pixel (i - its row offset, j - its column offset) within its field
-    off = (np.asarray(pos) - pos[0]) @ np.stack([c, r]).T / ps  # (n, 2) each slice's in-plane offset, pixels
+    off = (np.asarray(pos) - pos[0]) @ np.stack([c, r]).T / [pr, pc]  # (n, 2) each slice's in-plane offset, pixels
     src_i, src_j = io + off[:, 0].min().clip(max=0) - off[ko, 0], jo + off[:, 1].min().clip(max=0) - off[ko, 1]
     acquired = (src_i >= 1) & (src_i <= rows - 2) & (src_j >= 1) & (src_j <= cols - 2)
     inside = (blob(at) > 50) & acquired
@@ -227,13 +237,19 @@ def test_a_tilted_stack_is_desheared_onto_the_grid_its_affine_assumes(tilt_deg):
 
 
 def test_positions_no_tilt_explains_are_refused():
-    """Slices scattered a metre sideways would widen the field beyond ``DESHEAR_MAX_WIDEN``: refused, naming
-    the series."""
+    """A slice off the straight line the others drift along (review R16c: one slice of 40 moved 200 mm was
+    de-sheared 200 mm aside, an air cleft through every body) is no tilt and no rounding: refused, naming the
+    series; so is a straight drift that would widen the field beyond ``DESHEAR_MAX_WIDEN``."""
     from sagittal.errors import CalibrationError
 
-    pos = [[1000.0 * (k % 2), 0.0, 3.0 * k] for k in range(6)]
-    geom = slice_geometry(pos, [[1.0, 0.0, 0.0, 0.0, 1.0, 0.0]] * 6, [(1.0, 1.0)] * 6)
-    with pytest.raises(CalibrationError, match="odd/ct: .*not usable"):
+    axial = [[1.0, 0.0, 0.0, 0.0, 1.0, 0.0]]
+    pos = [[0.0, 0.0, 3.0 * k] for k in range(40)]
+    pos[20] = [200.0, 0.0, 60.0]
+    with pytest.raises(CalibrationError, match=r"odd/ct: a slice lies \d+\.\d mm off the line .*not usable"):
+        slice_geometry(pos, axial * 40, [(0.7, 0.7)] * 40, "odd/ct")
+    geom = slice_geometry([[200.0 * k, 0.0, 3.0 * k] for k in range(6)], axial * 6, [(1.0, 1.0)] * 6)
+    assert tilted(geom)
+    with pytest.raises(CalibrationError, match="odd/ct: the slices drift 1000 mm .*not usable"):
         deshear(np.zeros((6, 20, 20), np.float32), geom, "odd/ct")
 
 

@@ -63,10 +63,13 @@ class VolumeGeometry:
 
 #: a step between slices over this many times the series' (median) spacing is a gap (files missing)
 GAP_FACTOR = 1.5
-#: slices whose positions lie more than this sideways of the first slice's normal (a gantry tilt; header
-#: rounding moves a slice ~0.1 mm) are shifted in their planes onto a grid along the normal (``deshear``):
-#: stacked as they are they would shear the volume (a 25-deg tilt read a 25.0-mm body 22.7 mm tall, leaning)
+#: slices whose positions drift sideways of their normal along a straight line by more than this over the
+#: series (a gantry tilt) are shifted in their planes onto a grid along the normal (``deshear``): stacked as
+#: they are they would shear the volume (a 25-deg tilt read a 25.0-mm body 22.7 mm tall, leaning)
 TILT_MIN_SHIFT_MM = 1.0
+#: a slice further than this off that line is no tilt and no rounding (positions written to whole millimetres
+#: stray up to ~1.2 mm): the series' positions are refused
+TILT_RESIDUAL_MAX_MM = 2.0
 #: ``even_slices`` refuses a grid finer than this (near-duplicate positions make the median step tiny) or longer
 #: than ``GRID_MAX_SLICES`` (memory), naming the series
 GRID_MIN_STEP_MM, GRID_MAX_SLICES = 0.1, 4096
@@ -109,13 +112,15 @@ def slice_geometry(positions: Sequence[Any], orientations: Sequence[Any], pixel_
     order, d_sorted = order[keep], d_sorted[keep]
     spacing = None
     if len(order) > 1:
-        sideways = _sideways_mm(pos[order], n)
-        if sideways.max() > TILT_MIN_SHIFT_MM:
-            drift = pos[order[-1]] - pos[order[0]]
-            deg = float(np.degrees(np.arctan2(float(np.linalg.norm(drift - (drift @ n) * n)), abs(float(drift @ n)))))
-            warnings.append(f"{TILT_NOTE} off their normal (a gantry tilt of {deg:.1f} deg; up to {sideways.max():.1f} mm "
-                            "sideways of the first slice): each is shifted in its plane onto a grid along the normal, "
-                            "the field widened to keep every slice whole (linear interpolation)")
+        _, drift_mm, stray_mm, deg = _sideways_line(pos[order], n)
+        if stray_mm > TILT_RESIDUAL_MAX_MM:
+            raise CalibrationError(f"{where}: a slice lies {stray_mm:.1f} mm off the line the others' positions follow "
+                                   "along their normal (neither a gantry tilt nor rounding); the slice positions are not "
+                                   "usable")
+        if drift_mm > TILT_MIN_SHIFT_MM:
+            warnings.append(f"{TILT_NOTE} {drift_mm:.1f} mm sideways of their normal over the series (a gantry tilt of "
+                            f"{deg:.1f} deg): each is shifted in its plane onto a grid along the normal, the field widened "
+                            "to keep every slice whole (linear interpolation)")
         steps = np.diff(d_sorted)
         spacing = float(np.median(steps))
         gaps = np.where(steps > GAP_FACTOR * spacing)[0]
@@ -134,17 +139,26 @@ RESAMPLED_NOTE = "slices resampled onto an even"
 TILT_NOTE = "the slices advance"
 
 
-def _sideways_mm(positions: NDArray[Any], normal: NDArray[Any]) -> NDArray[Any]:
-    """How far each of ``positions (n, 3)`` lies off the line through the first along ``normal`` (mm, ``(n,)``)."""
+def _sideways_line(positions: NDArray[Any], normal: NDArray[Any]) -> tuple[NDArray[Any], float, float, float]:
+    """The straight line ``positions (n, 3)`` drift along sideways of ``normal`` as they advance along it (a
+    gantry tilt; least squares): each slice's sideways offset on that line ``(n, 3)`` (mm, from the first
+    slice's position), the line's drift over the series (mm), the furthest slice's distance off it (mm) and
+    the tilt (deg)."""
     d = positions - positions[0]
-    out: NDArray[Any] = np.linalg.norm(d - np.outer(d @ normal, normal), axis=1)
-    return out
+    along = d @ normal
+    side = d - np.outer(along, normal)
+    a = np.stack([np.ones_like(along), along], axis=1)
+    coef = np.linalg.lstsq(a, side, rcond=None)[0] if len(along) > 1 and np.ptp(along) > 0 else np.zeros((2, 3))
+    line = a @ coef
+    slope = float(np.linalg.norm(coef[1]))
+    return (line, slope * float(np.ptp(along)), float(np.linalg.norm(side - line, axis=1).max()),
+            float(np.degrees(np.arctan(slope))))
 
 
 def tilted(geom: VolumeGeometry) -> bool:
-    """Whether a slice lies more than ``TILT_MIN_SHIFT_MM`` sideways of the first slice's normal (a gantry
-    tilt, the test of ``slice_geometry``)."""
-    return len(geom.positions) > 1 and float(_sideways_mm(geom.positions, geom.normal).max()) > TILT_MIN_SHIFT_MM
+    """Whether the slices drift sideways of their normal by more than ``TILT_MIN_SHIFT_MM`` over the series
+    along a straight line (a gantry tilt, the test of ``slice_geometry``; rounding does not add up to it)."""
+    return len(geom.positions) > 1 and _sideways_line(geom.positions, geom.normal)[1] > TILT_MIN_SHIFT_MM
 
 
 #: ``deshear`` refuses to widen a field more than this many times (positions that no tilt explains)
@@ -152,9 +166,9 @@ DESHEAR_MAX_WIDEN = 3.0
 
 
 def deshear(voxels: NDArray[Any], geom: VolumeGeometry, where: str = "series") -> tuple[NDArray[Any], VolumeGeometry]:
-    """``voxels (n, rows, cols)`` of slices lying sideways of each other's normal (a gantry tilt: ``tilted``)
-    put on one grid along the normal: a field widened to hold every slice whole (by the range of their
-    in-plane offsets from the first), each slice placed in it at its offset (linear interpolation; the rest
+    """``voxels (n, rows, cols)`` of slices drifting sideways of their normal (a gantry tilt: ``tilted``) put on
+    one grid along the normal: a field widened to hold every slice whole (by the range of their in-plane
+    offsets on the tilt's line, ``_sideways_line``), each slice placed in it at its offset (linear interpolation; the rest
     of the field is the volume's lowest value, as beyond any field), so that voxel ``(k, i, j)`` lies where
     the new ``geom.affine`` puts it. Stacked as they are, a 25-deg tilt read a 25.0-mm body 22.7 mm tall,
     leaning. Other series are returned as they are; ``CalibrationError`` (naming ``where``) where the field
@@ -163,16 +177,16 @@ def deshear(voxels: NDArray[Any], geom: VolumeGeometry, where: str = "series") -
         return voxels, geom
     from scipy import ndimage
 
-    d = geom.positions - geom.positions[0]
+    line = _sideways_line(geom.positions, geom.normal)[0]  # each slice's offset on the tilt's line (not its rounding)
     dr, dc = geom.pixel_spacing_mm
-    rows_px, cols_px = d @ geom.col_dir / dr, d @ geom.row_dir / dc  # in-plane offsets: along rows, along columns
+    rows_px, cols_px = line @ geom.col_dir / dr, line @ geom.row_dir / dc  # in-plane offsets: along rows, along columns
     r0, c0 = float(min(0.0, rows_px.min())), float(min(0.0, cols_px.min()))
     shape = (len(voxels), voxels.shape[1] + int(np.ceil(max(0.0, rows_px.max()) - r0)),
              voxels.shape[2] + int(np.ceil(max(0.0, cols_px.max()) - c0)))
     if shape[1] > DESHEAR_MAX_WIDEN * voxels.shape[1] or shape[2] > DESHEAR_MAX_WIDEN * voxels.shape[2]:
-        raise CalibrationError(f"{where}: the slices lie up to {float(_sideways_mm(geom.positions, geom.normal).max()):.0f} "
-                               f"mm sideways of each other's normal, more than a gantry tilt moves them across a "
-                               f"{voxels.shape[1]} x {voxels.shape[2]} field; the slice positions are not usable")
+        raise CalibrationError(f"{where}: the slices drift {_sideways_line(geom.positions, geom.normal)[1]:.0f} mm sideways "
+                               f"of their normal, more than a gantry tilt moves them across a {voxels.shape[1]} x "
+                               f"{voxels.shape[2]} field; the slice positions are not usable")
     fill = float(np.min(voxels))
     out = np.empty(shape, np.float32)
     for k in range(len(voxels)):
@@ -180,7 +194,7 @@ def deshear(voxels: NDArray[Any], geom: VolumeGeometry, where: str = "series") -
         ndimage.affine_transform(np.asarray(voxels[k], np.float32), np.eye(2), offset=(r0 - rows_px[k], c0 - cols_px[k]),
                                  output_shape=shape[1:], output=out[k], order=1, mode="constant", cval=fill)
     corner = geom.positions[0] + r0 * dr * geom.col_dir + c0 * dc * geom.row_dir
-    positions = corner + np.outer(d @ geom.normal, geom.normal)
+    positions = corner + np.outer((geom.positions - geom.positions[0]) @ geom.normal, geom.normal)
     return out, replace(geom, positions=positions)
 
 
