@@ -184,16 +184,27 @@ def test_near_duplicate_positions_are_refused_and_a_gantry_tilt_is_told():
     nrm = np.cross(o[:3], o[3:])
     two = [np.round(k * 0.5 * nrm + [0.04, 0.04, 0.04], 1) for k in range(2)]  # 6.9 deg off by rounding, 0.06 mm
     assert not tilted(slice_geometry(two, [o] * 2, [(1.0, 1.0)] * 2))
-    # an oblique sagittal MR whose positions are written to whole millimetres: rounding, not a tilt (review R16c:
-    # 58 of 200 such series were de-sheared when any slice 1 mm off the first's normal counted)
+    # double-oblique sagittal MR whose positions are written to whole millimetres: rounding, not a tilt (reviews
+    # R16c and R16d: 29-34 of 200 such series were de-sheared when any slice 1 mm off the first's normal counted,
+    # and a 13-deg oblique one with a line drifting 1.1 mm by rounding at a 1-mm limit)
     rng = np.random.default_rng(0)
-    obl = np.radians(12.0)
-    o = [0.0, np.cos(obl), -np.sin(obl), 0.0, 0.0, -1.0]
-    nrm = np.cross(o[:3], o[3:])
-    for _ in range(200):
-        corner = rng.uniform(-50, 50, 3)
-        geom = slice_geometry([np.round(corner + 4.0 * k * nrm) for k in range(15)], [o] * 15, [(1.0, 1.0)] * 15)
-        assert not tilted(geom) and not any(w.startswith(TILT_NOTE) for w in geom.warnings)
+    a, b = np.radians(12.0), np.radians(12.0)
+    row = np.array([np.sin(a), np.cos(a), 0.0])  # turned 12 deg about superior-inferior ...
+    col = np.array([np.sin(b) * np.cos(a), -np.sin(b) * np.sin(a), -np.cos(b)])  # ... and 12 deg about anterior-posterior
+    o = [*row, *col]
+    nrm = np.cross(row, col)
+    assert abs(row @ col) < 1e-12
+    for step in (4.0, 4.36, 3.3):
+        for _ in range(200):
+            corner = rng.uniform(-150, 150, 3)
+            geom = slice_geometry([np.round(corner + step * k * nrm) for k in range(15)], [o] * 15, [(1.0, 1.0)] * 15)
+            assert not tilted(geom) and not any(w.startswith(TILT_NOTE) for w in geom.warnings)
+    t = np.radians(13.0)
+    o13 = [np.sin(t), np.cos(t), 0.0, 0.0, 0.0, -1.0]
+    n13 = np.cross(o13[:3], o13[3:])
+    geom = slice_geometry([np.round(np.array([-30.2, -120.4, 95.3]) + 4.36 * k * n13) for k in range(15)], [o13] * 15,
+                          [(1.0, 1.0)] * 15)
+    assert not tilted(geom) and not any(w.startswith(TILT_NOTE) for w in geom.warnings)
 
 
 @pytest.mark.parametrize("tilt_deg", [25.0, -25.0])
@@ -237,20 +248,32 @@ def test_a_tilted_stack_is_desheared_onto_the_grid_its_affine_assumes(tilt_deg):
 
 
 def test_positions_no_tilt_explains_are_refused():
-    """A slice off the straight line the others drift along (review R16c: one slice of 40 moved 200 mm was
-    de-sheared 200 mm aside, an air cleft through every body) is no tilt and no rounding: refused, naming the
-    series; so is a straight drift that would widen the field beyond ``DESHEAR_MAX_WIDEN``."""
+    """Positions off the straight line the slices drift along are no tilt and no rounding: refused, naming the
+    series and the slice (review R16c: one slice of 40 moved 200 mm was de-sheared 200 mm aside, an air cleft
+    through every body; R16d: slices alternating 3.5 mm, two reconstruction centres 3.5 mm apart, passed a 2-mm
+    limit). So are a "tilt" steeper than any gantry's and a drift that would widen the field beyond
+    ``DESHEAR_MAX_WIDEN``."""
     from sagittal.errors import CalibrationError
 
     axial = [[1.0, 0.0, 0.0, 0.0, 1.0, 0.0]]
     pos = [[0.0, 0.0, 3.0 * k] for k in range(40)]
     pos[20] = [200.0, 0.0, 60.0]
-    with pytest.raises(CalibrationError, match=r"odd/ct: a slice lies \d+\.\d mm off the line .*not usable"):
+    with pytest.raises(CalibrationError, match=r"odd/ct: slice 21 of 40 along the normal \(ImagePositionPatient "
+                                               r"200\.0, 0\.0, 60\.0\) lies 200\.0 mm sideways off the line .*not usable"):
         slice_geometry(pos, axial * 40, [(0.7, 0.7)] * 40, "odd/ct")
-    geom = slice_geometry([[200.0 * k, 0.0, 3.0 * k] for k in range(6)], axial * 6, [(1.0, 1.0)] * 6)
-    assert tilted(geom)
-    with pytest.raises(CalibrationError, match="odd/ct: the slices drift 1000 mm .*not usable"):
-        deshear(np.zeros((6, 20, 20), np.float32), geom, "odd/ct")
+    alternating = [[0.0, 3.5 * (k % 2), 2.0 * k] for k in range(100)]
+    recentred = [[0.0, 3.5 * (k >= 100), 1.0 * k] for k in range(200)]
+    for bad in (alternating, recentred):
+        with pytest.raises(CalibrationError, match="odd/ct: slice .* off the line"):
+            slice_geometry(bad, axial * len(bad), [(0.7, 0.7)] * len(bad), "odd/ct")
+    with pytest.raises(CalibrationError, match="odd/ct: the slices drift 81 deg off their normal"):
+        slice_geometry([[20.0 * k, 0.0, 3.0 * k] for k in range(10)], axial * 10, [(1.0, 1.0)] * 10, "odd/ct")
+    t = np.radians(30.0)
+    geom = slice_geometry([[0.0, 0.0, 3.0 * k] for k in range(100)], [[1.0, 0.0, 0.0, 0.0, np.cos(t), -np.sin(t)]] * 100,
+                          [(1.0, 1.0)] * 100)
+    assert tilted(geom)  # 30 deg over 297 mm of table: 148 mm sideways, over 3 times a 20-mm field
+    with pytest.raises(CalibrationError, match="odd/ct: the slices drift 148 mm .*not usable"):
+        deshear(np.zeros((100, 20, 20), np.float32), geom, "odd/ct")
 
 
 @pytest.mark.slow

@@ -65,11 +65,15 @@ class VolumeGeometry:
 GAP_FACTOR = 1.5
 #: slices whose positions drift sideways of their normal along a straight line by more than this over the
 #: series (a gantry tilt) are shifted in their planes onto a grid along the normal (``deshear``): stacked as
-#: they are they would shear the volume (a 25-deg tilt read a 25.0-mm body 22.7 mm tall, leaning)
-TILT_MIN_SHIFT_MM = 1.0
-#: a slice further than this off that line is no tilt and no rounding (positions written to whole millimetres
-#: stray up to ~1.2 mm): the series' positions are refused
-TILT_RESIDUAL_MAX_MM = 2.0
+#: they are they would shear the volume (a 25-deg tilt read a 25.0-mm body 22.7 mm tall, leaning). Positions
+#: written to whole millimetres make the line drift up to ~1.7 mm by rounding alone (review R16d: an oblique
+#: MR 1.1 mm), so a shear under 2 mm over the whole series is left as it is.
+TILT_MIN_SHIFT_MM = 2.0
+#: a slice further than this off that line is no tilt and no rounding (whole millimetres: under 1 mm off in
+#: 3,000 random oblique series; review R16d): the series' positions are refused
+TILT_RESIDUAL_MAX_MM = 1.25
+#: a "tilt" steeper than this is none a gantry makes (they tilt up to about 30 deg): refused
+TILT_MAX_DEG = 35.0
 #: ``even_slices`` refuses a grid finer than this (near-duplicate positions make the median step tiny) or longer
 #: than ``GRID_MAX_SLICES`` (memory), naming the series
 GRID_MIN_STEP_MM, GRID_MAX_SLICES = 0.1, 4096
@@ -112,11 +116,11 @@ def slice_geometry(positions: Sequence[Any], orientations: Sequence[Any], pixel_
     order, d_sorted = order[keep], d_sorted[keep]
     spacing = None
     if len(order) > 1:
-        _, drift_mm, stray_mm, deg = _sideways_line(pos[order], n)
-        if stray_mm > TILT_RESIDUAL_MAX_MM:
-            raise CalibrationError(f"{where}: a slice lies {stray_mm:.1f} mm off the line the others' positions follow "
-                                   "along their normal (neither a gantry tilt nor rounding); the slice positions are not "
-                                   "usable")
+        _stray_slice(pos[order], n, where)
+        _, drift_mm, _, deg = _sideways_line(pos[order], n)
+        if drift_mm > TILT_MIN_SHIFT_MM and deg > TILT_MAX_DEG:
+            raise CalibrationError(f"{where}: the slices drift {deg:.0f} deg off their normal, more than any gantry tilt "
+                                   f"({TILT_MAX_DEG:g} deg); the slice positions are not usable")
         if drift_mm > TILT_MIN_SHIFT_MM:
             warnings.append(f"{TILT_NOTE} {drift_mm:.1f} mm sideways of their normal over the series (a gantry tilt of "
                             f"{deg:.1f} deg): each is shifted in its plane onto a grid along the normal, the field widened "
@@ -153,6 +157,26 @@ def _sideways_line(positions: NDArray[Any], normal: NDArray[Any]) -> tuple[NDArr
     slope = float(np.linalg.norm(coef[1]))
     return (line, slope * float(np.ptp(along)), float(np.linalg.norm(side - line, axis=1).max()),
             float(np.degrees(np.arctan(slope))))
+
+
+def _stray_slice(positions: NDArray[Any], normal: NDArray[Any], where: str) -> None:
+    """``CalibrationError`` naming the slice (``positions (n, 3)`` in order along ``normal``) furthest off the
+    straight line the slices follow sideways, if more than ``TILT_RESIDUAL_MAX_MM`` off it; the distance
+    reported is to the line fitted without it (which it pulls towards itself)."""
+    if len(positions) < 3:
+        return
+    d = positions - positions[0]
+    side = d - np.outer(d @ normal, normal)
+    resid = np.linalg.norm(side - _sideways_line(positions, normal)[0], axis=1)
+    k = int(np.argmax(resid))
+    if resid[k] > TILT_RESIDUAL_MAX_MM:
+        rest = np.delete(np.arange(len(positions)), k)
+        a = np.stack([np.ones(len(positions)), d @ normal], axis=1)
+        off = float(np.linalg.norm(side[k] - a[k] @ np.linalg.lstsq(a[rest], side[rest], rcond=None)[0]))
+        p = ", ".join(f"{v:.1f}" for v in positions[k])
+        raise CalibrationError(f"{where}: slice {k + 1} of {len(positions)} along the normal (ImagePositionPatient {p}) "
+                               f"lies {off:.1f} mm sideways off the line the others follow (neither a gantry tilt nor "
+                               "rounding); the slice positions are not usable")
 
 
 def tilted(geom: VolumeGeometry) -> bool:
