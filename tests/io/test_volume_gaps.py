@@ -173,6 +173,21 @@ def test_near_duplicate_positions_are_refused_and_a_gantry_tilt_is_told():
     small = np.radians(1.0)
     geom = slice_geometry(pos, [[1, 0, 0, 0, np.cos(small), -np.sin(small)]] * 6, [(1.0, 1.0)] * 6)  # 1 deg, 0.3 mm
     assert not tilted(geom) and not any(w.startswith(TILT_NOTE) for w in geom.warnings)
+    # the limits (review R16e): a 0.5-deg tilt over 300 mm drifts 2.6 mm, left as it is; 0.7 deg, 3.7 mm, corrected
+    for deg, corrected in ((0.5, False), (0.7, True)):
+        t = np.radians(deg)
+        g = slice_geometry([[0.0, 0.0, 2.0 * k] for k in range(151)], [[1, 0, 0, 0, np.cos(t), -np.sin(t)]] * 151,
+                           [(1.0, 1.0)] * 151)
+        assert tilted(g) == corrected and any(w.startswith(TILT_NOTE) for w in g.warnings) == corrected
+    # ... and a slice in the middle 1.3 mm aside is within rounding, 1.7 mm is not
+    for aside, refused in ((1.3, False), (1.7, True)):
+        pos = [[0.0, 0.0, 3.0 * k] for k in range(21)]
+        pos[10] = [aside, 0.0, 30.0]
+        if refused:
+            with pytest.raises(CalibrationError, match="slice 11 of 21"):
+                slice_geometry(pos, [[1, 0, 0, 0, 1, 0]] * 21, [(1.0, 1.0)] * 21)
+        else:
+            assert not tilted(slice_geometry(pos, [[1, 0, 0, 0, 1, 0]] * 21, [(1.0, 1.0)] * 21))
     # a small tilt over a long series drifts far: 1.9 deg over 200 slices 2 mm apart, 13 mm (review R16b)
     small = np.radians(1.9)
     geom = slice_geometry([[0.0, 0.0, 2.0 * k] for k in range(200)], [[1, 0, 0, 0, np.cos(small), -np.sin(small)]] * 200,

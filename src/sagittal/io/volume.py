@@ -66,12 +66,15 @@ GAP_FACTOR = 1.5
 #: slices whose positions drift sideways of their normal along a straight line by more than this over the
 #: series (a gantry tilt) are shifted in their planes onto a grid along the normal (``deshear``): stacked as
 #: they are they would shear the volume (a 25-deg tilt read a 25.0-mm body 22.7 mm tall, leaning). Positions
-#: written to whole millimetres make the line drift up to ~1.7 mm by rounding alone (review R16d: an oblique
-#: MR 1.1 mm), so a shear under 2 mm over the whole series is left as it is.
-TILT_MIN_SHIFT_MM = 2.0
-#: a slice further than this off that line is no tilt and no rounding (whole millimetres: under 1 mm off in
-#: 3,000 random oblique series; review R16d): the series' positions are refused
-TILT_RESIDUAL_MAX_MM = 1.25
+#: written to whole millimetres can make the line drift up to about 2.6 mm by rounding alone (review R16e's
+#: worst case: a series barely off sagittal whose rounding jumps once; R16d: an oblique MR 1.1 mm), so a
+#: shear under 3 mm over the whole series (0.6 deg over 300 mm) is left as it is.
+TILT_MIN_SHIFT_MM = 3.0
+#: a slice further than this off that line is no tilt and no rounding (whole millimetres: up to 1.27 mm off in
+#: R16e's near-sagittal draws, under 1 mm in R16d's 3,000 oblique ones): the series' positions are refused. The
+#: full fit is used, so a slice at either end of a series, which pulls the line towards itself, is judged more
+#: leniently than one in the middle
+TILT_RESIDUAL_MAX_MM = 1.5
 #: a "tilt" steeper than this is none a gantry makes (they tilt up to about 30 deg): refused
 TILT_MAX_DEG = 35.0
 #: ``even_slices`` refuses a grid finer than this (near-duplicate positions make the median step tiny) or longer
