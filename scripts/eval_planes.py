@@ -90,7 +90,8 @@ def _case(modality: str, seed: int, root: Path, fracture_rate: float = 0.33, mr_
     ``ct_pixel_mm`` / ``ct_slice_mm``: the ranges the CT's pixel and slice spacing are drawn from (the
     same draws: other ranges give the same spines and fields at other voxels; coarse series: (3, 3), (5, 5)).
     ``ct_thickness``: each CT slice averages a slab this many times its spacing thick (drawn from the range,
-    from a stream of its own: the same spines, fields and noise; an overlapping reconstruction), ``None``:
+    from a stream of its own: the same spines and noise, the field within a fraction of a millimetre; an
+    overlapping reconstruction), ``None``:
     each slice is its centre's section. ``ct_tilt``: a gantry tilt of that many degrees (drawn from the range,
     either sign, from a stream of its own; ``io.volume.deshear`` undoes it), ``None``: none."""
     rng = np.random.default_rng([EVAL_STREAM, 1 if modality == "CT" else 2, seed])
@@ -753,7 +754,7 @@ def _range_error(args: argparse.Namespace) -> str | None:
     for flag, (lo, hi) in (("--ct-pixel-mm", args.ct_pixel_mm), ("--ct-slice-mm", args.ct_slice_mm)):
         if not (0.0 < lo <= hi) or not np.isfinite(hi):
             return f"{flag} {lo:g} {hi:g}: expected 0 < LO <= HI (mm), a range the spacing is drawn from"
-    tilt = getattr(args, "ct_tilt_deg", None)
+    tilt = args.ct_tilt_deg
     if tilt and not (0.0 <= tilt[0] <= tilt[1] <= 30.0):
         return f"--ct-tilt-deg {tilt[0]:g} {tilt[1]:g}: expected 0 <= LO <= HI <= 30 (deg)"
     if tilt and args.ct_thickness_ratio:
@@ -812,10 +813,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ct-thickness-ratio", type=float, nargs=2, default=None, metavar=("LO", "HI"),
                     help="each CT slice averages a slab this many times its spacing thick, drawn from this range "
                          "(an overlapping reconstruction, SliceThickness above the spacing; default: each slice is "
-                         "its centre's section, as before the sixteenth session; the same spines and fields)")
+                         "its centre's section, as before the sixteenth session; the same spines and noise)")
     ap.add_argument("--ct-tilt-deg", type=float, nargs=2, default=None, metavar=("LO", "HI"),
-                    help="each CT taken with a gantry tilt of LO-HI deg, either sign (the same spines, fields and "
-                         "noise; the pipeline de-shears it, io.volume.deshear); default none")
+                    help="each CT taken with a gantry tilt of LO-HI deg, either sign (the same spines and noise; "
+                         "the pipeline de-shears it, io.volume.deshear); default none")
     ap.add_argument("--ct-slice-mm", type=float, nargs=2, default=CT_SLICE_MM, metavar=("LO", "HI"),
                     help="the CT's slice spacing is drawn from this range (default 1.5 5.0)")
     ap.add_argument("--sampling-edges", type=float, nargs="+", default=SAMPLING_EDGES, metavar="MM",

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import numpy as np
+import pytest
+
 from tests.training.fixtures import script
 
 
@@ -18,9 +21,43 @@ def test_bins_come_in_order_of_their_millimetres():
 def test_thickness_ratio_range_checks():
     ev = script("eval_planes")
 
-    def err(ratio, slice_mm=(1.5, 5.0)):
-        return ev._range_error(SimpleNamespace(ct_pixel_mm=(1.0, 2.0), ct_slice_mm=slice_mm, ct_thickness_ratio=ratio))
+    def err(ratio, slice_mm=(1.5, 5.0), tilt=None):
+        return ev._range_error(SimpleNamespace(ct_pixel_mm=(1.0, 2.0), ct_slice_mm=slice_mm, ct_thickness_ratio=ratio,
+                                               ct_tilt_deg=tilt))
 
     assert err(None) is None and err([1.3, 2.5]) is None and err([1.0, 4.0]) is None
     assert "1 <= LO <= HI <= 4" in err([0.5, 2.0]) and "1 <= LO <= HI <= 4" in err([2.0, 1.5])
     assert "at most 20 mm" in err([3.5, 4.0], (3.0, 6.0))
+    assert err(None, tilt=[10.0, 25.0]) is None
+    assert "0 <= LO <= HI <= 30" in err(None, tilt=[10.0, 40.0]) and "0 <= LO <= HI <= 30" in err(None, tilt=[20.0, 10.0])
+    assert "point sample only" in err([1.3, 2.5], tilt=[10.0, 25.0])
+
+
+@pytest.mark.slow
+def test_the_thickness_and_tilt_options_reach_the_phantom_ct(tmp_path):
+    """``_case``'s ``ct_thickness`` and ``ct_tilt``: the CT written with slabs that many times its spacing thick
+    (SliceThickness), or tilted 10-25 deg either way and then without the console's sagittal reformat that the
+    untilted case writes; the same spine and spacing as without them (their own streams)."""
+    ev = script("eval_planes")
+    for seed in range(6000, 6030):  # the first case that writes a sagittal reformat when untilted
+        plain_spine, (plain,) = _case_ct(ev, tmp_path / f"plain{seed}", seed)
+        if _reformats(tmp_path / f"plain{seed}"):
+            break
+    else:
+        raise AssertionError("no case with a sagittal reformat in 30 seeds")
+    thick_spine, (thick,) = _case_ct(ev, tmp_path / "thick", seed, ct_thickness=(1.5, 1.5))
+    tilt_spine, (tilted,) = _case_ct(ev, tmp_path / "tilt", seed, ct_tilt=(10.0, 25.0))
+    for other in (thick_spine, tilt_spine):
+        np.testing.assert_array_equal(other.points_mm, plain_spine.points_mm)
+    step = float(np.linalg.norm(plain.positions_lps[1] - plain.positions_lps[0]))
+    assert plain.slice_thickness_mm == pytest.approx(step) and thick.slice_thickness_mm == pytest.approx(1.5 * step)
+    assert 10.0 <= abs(tilted.style["gantry_tilt_deg"]) <= 25.0 and "gantry_tilt_deg" not in plain.style
+    assert not _reformats(tmp_path / "tilt") and _reformats(tmp_path / "thick")
+
+
+def _case_ct(ev, root, seed, **kw):
+    return ev._case("CT", seed, root, fracture_rate=0.0, ct_pixel_mm=(3.0, 3.0), **kw)
+
+
+def _reformats(root) -> bool:
+    return any(p.is_dir() and p.name == "ct_sag" for p in root.rglob("*"))

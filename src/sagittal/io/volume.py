@@ -87,8 +87,10 @@ def slice_geometry(positions: Sequence[Any], orientations: Sequence[Any], pixel_
     """Sort slices along their normal and measure the spacing from their positions.
 
     ``positions (n, 3)``, ``orientations (n, 6)``, ``pixel_spacings`` one ``(row, col)`` per
-    slice. Raises ``CalibrationError`` for missing or mixed geometry; gaps, duplicates and a gantry
-    tilt are warnings (duplicates dropped; a tilt is undone by ``deshear`` where the voxels are loaded).
+    slice. Raises ``CalibrationError`` for missing or mixed geometry and for positions no gantry tilt
+    explains (a slice off the straight line the others drift along, ``TILT_RESIDUAL_MAX_MM``; a drift
+    steeper than ``TILT_MAX_DEG``), naming the slice; gaps, duplicates and a gantry tilt are warnings
+    (duplicates dropped; a tilt is undone by ``deshear`` where the voxels are loaded).
     """
     warnings: list[str] = []
     if any(p is None for p in positions) or any(o is None for o in orientations):
