@@ -7,6 +7,7 @@ import datetime as dt
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from sagittal.cohort.deid import age_years, clamp_age, date_ordinal, sex_code, time_seconds
@@ -200,3 +201,72 @@ def test_oedema_comes_from_the_document_that_read_it(tmp_path):
         f.unlink()
     (prog,) = [r for r in _tables(tmp_path, [mr, film, later])["progression"] if r["level"] == "L1"]
     assert prog["baseline_oedema_present"] is True and prog["baseline_grade"] == 2
+
+
+def _ct(pid: str, study: str, date: str, losses: dict[str, float], axis_mm: object, *, graded: bool) -> dict:
+    """A CT document sampling the spine's axis every ``axis_mm``; ``graded=False``: too coarse to grade (the
+    analysis keeps heights and loss, grade and morphology null)."""
+    d = _doc(pid, study, date, losses)
+    d["source"]["modality"] = "CT"
+    d["image"] = {"spacing_source": "PixelSpacing", "axis_sampling_mm": axis_mm}
+    if not graded:
+        for v in d["vertebrae"]:
+            v["genant_grade"], v["morphology"] = None, None
+    return d
+
+
+def test_axis_sampling_of_ct_and_radiographs(tmp_path):
+    """A 5-mm CT (losses, no grades) and radiographs in one cohort: studies, vertebrae and progression say how
+    finely the series sampled the spine (5.0, 1.0) and null for a radiograph; the baseline's and the later
+    study's are told apart."""
+    t = _tables(tmp_path, [
+        _ct("A", "1.1", "20240101", {"L1": 30.0, "L2": 5.0}, 5, graded=False),   # an int in the document: 5.0
+        _ct("A", "1.2", "20240601", {"L1": 36.0}, 1.0, graded=True),
+        _doc("B", "2.1", "20240101", {"L1": 22.0}),                               # radiographs: no such key
+        _doc("B", "2.2", "20240301", {"L1": 25.0}),
+    ])
+    studies = {(s["pseudonym"], s["study_index"]): s for s in t["studies"]}
+    pa, pb = (next(p for (p, _), s in studies.items() if s["modality"] == m) for m in ("CT", "DX"))
+    assert [studies[(pa, i)]["axis_sampling_mm"] for i in (0, 1)] == [5.0, 1.0]
+    assert [studies[(pb, i)]["axis_sampling_mm"] for i in (0, 1)] == [None, None]
+    v = {(r["pseudonym"], r["study_index"], r["level"]): r for r in t["vertebrae"]}
+    assert (v[(pa, 0, "L1")]["axis_sampling_mm"], v[(pa, 0, "L1")]["height_loss_pct"]) == (5.0, 30.0)
+    assert v[(pa, 0, "L1")]["genant_grade"] is None and v[(pa, 0, "L2")]["axis_sampling_mm"] == 5.0
+    assert v[(pa, 1, "L1")]["axis_sampling_mm"] == 1.0
+    assert v[(pb, 0, "L1")]["axis_sampling_mm"] is None and v[(pb, 1, "L1")]["axis_sampling_mm"] is None
+    prog = {(r["pseudonym"], r["level"]): r for r in t["progression"]}
+    pl1 = prog[(pa, "L1")]
+    assert (pl1["baseline_axis_sampling_mm"], pl1["later_axis_sampling_mm"], pl1["height_loss_change_pts"]) == (
+        5.0, 1.0, 6.0)
+    assert (prog[(pb, "L1")]["baseline_axis_sampling_mm"], prog[(pb, "L1")]["later_axis_sampling_mm"]) == (None, None)
+
+
+def test_axis_sampling_of_a_level_graded_in_a_thin_series(tmp_path):
+    """One study, a 5-mm CT that measured L1-L3 (the primary document: most vertebrae) and a 1.25-mm one that
+    graded L1: L1's row takes the thin series' loss, grade and sampling, L2 the coarse one's; the study's
+    sampling is its primary document's."""
+    coarse = _ct("A", "1.1", "20240101", {"L1": 33.0, "L2": 5.0, "L3": 4.0}, 5.0, graded=False)
+    thin = _ct("A", "1.1", "20240101", {"L1": 38.0}, 1.25, graded=True)
+    for order in ([coarse, thin], [thin, coarse]):
+        for f in tmp_path.glob("*.json"):
+            f.unlink()
+        t = _tables(tmp_path, order)
+        rows = {r["level"]: r for r in t["vertebrae"]}
+        assert (rows["L1"]["axis_sampling_mm"], rows["L1"]["height_loss_pct"], rows["L1"]["genant_grade"]) == (
+            1.25, 38.0, 2)
+        assert (rows["L2"]["axis_sampling_mm"], rows["L2"]["genant_grade"]) == (5.0, None)
+        (study,) = t["studies"]
+        assert study["axis_sampling_mm"] == 5.0 and study["n_images"] == 2
+
+
+@pytest.mark.parametrize("value", ["5 mm", True, 0, -1.5, float("nan"), float("inf"), [5.0]])
+def test_a_malformed_axis_sampling_is_refused_naming_the_file(tmp_path, value):
+    good = _ct("A", "1.1", "20240101", {"L1": 30.0}, None, graded=True)  # null: read as null
+    bad = _ct("A", "1.2", "20240601", {"L1": 31.0}, value, graded=False)
+    (tmp_path / "good.json").write_text(json.dumps(good))
+    (tmp_path / "bad.json").write_text(json.dumps(bad))  # NaN and Infinity as json writes (and reads) them
+    c = read_documents([tmp_path])
+    assert c.n_docs == 1 and np.isnan(c.doc["axis_mm"]).all()
+    ((where, why),) = c.errors
+    assert where == str(tmp_path / "bad.json")
+    assert why == f"image.axis_sampling_mm must be a positive number of millimetres or null, not {value!r}"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from ..report.analysis import GRADE_AXIS_SAMPLING_MAX_MM
 from .deid import AGE_CAP_YEARS, PS315_OPTIONS, PS315_TREATMENT
 
 __all__ = ["Column", "TABLES", "dictionary_json", "dictionary_markdown"]
@@ -42,6 +43,12 @@ _STUDY_INDEX = _c("study_index", "int16", "", "rank of the study among the patie
 _DAYS = _c("days_since_first_study", "int32", "days", "whole days from the patient's first study to this study "
            "(null when the study date is unknown)", f"{DOC}: source.study_date (the date itself is never written)")
 _LEVEL = _c("level", "string", "", "vertebral level, C7, T1…T12, L1…L5", f"{DOC}: vertebrae[].level")
+#: what a coarse sampling along the spine does to a document's vertebrae (the sampling columns' definitions)
+_AXIS_COARSE = (f"at {GRADE_AXIS_SAMPLING_MAX_MM:g} mm or more the document's vertebrae keep heights and height loss but "
+                "no Genant grade or morphology: their endplates fall between samples and a fracture reads milder "
+                "(on phantom CT a fractured body's loss read 3.8–5.7 points lower on average); null for radiographs and "
+                "documents without it")
+_AXIS_SOURCE = f"{DOC}: image.axis_sampling_mm"
 _TL = _c("thoracolumbar", "bool", "", "the level is in the thoracolumbar junction T10–L2, where osteoporotic fractures "
          "are most frequent (docs/clinical.md)", "derived from level")
 
@@ -71,6 +78,8 @@ STUDIES: tuple[Column, ...] = (
        f"{DOC}: image.patient_position"),
     _c("spacing_source", "string", "", "where the primary document's pixel spacing came from (docs/contract.md)",
        f"{DOC}: image.spacing_source"),
+    _c("axis_sampling_mm", "float64", "mm", "CT/MR: how far apart the primary document's series samples the spine's "
+       "head-foot axis (an axial series' slice spacing, a sagittal one's row spacing); " + _AXIS_COARSE, _AXIS_SOURCE),
     _c("status", "string", "", "ok, partial or rejected: the primary document's status", f"{DOC}: status"),
     *(_c(k, "float64", u, d + "; from the primary document (the study's document with status ok first, then the most "
          "measured parameters, then the most vertebrae)", f"{DOC}: parameters.{k}") for k, u, d in _PARAMS),
@@ -103,6 +112,9 @@ VERTEBRAE: tuple[Column, ...] = (
     _c("n_images", "int16", "", "documents of the study that show this level; heights and grade come from one that "
        "graded it, then the best-ranked (as for the studies table) that measured its height loss; oedema and cleft "
        "from the best-ranked that read them", "count of documents"),
+    _c("axis_sampling_mm", "float64", "mm", "CT/MR: how far apart the series of the document this row's heights, "
+       "height loss and grade come from samples the spine's head-foot axis (slice or row spacing); " + _AXIS_COARSE,
+       _AXIS_SOURCE),
     _c("height_anterior_mm", "float64", "mm", "anterior body height (anterior superior to anterior inferior corner)",
        f"{DOC}: vertebrae[].heights_mm.anterior"),
     _c("height_middle_mm", "float64", "mm", "middle body height (endplate midpoints)", f"{DOC}: vertebrae[].heights_mm.middle"),
@@ -143,6 +155,11 @@ PROGRESSION: tuple[Column, ...] = (
        "collapse)", "derived"),
     _c("height_loss_rate_pts_per_month", "float64", "percentage points / month", "height_loss_change_pts divided by "
        f"days_between / {DAYS_PER_MONTH:.4f} (null when both studies fall on one day)", "derived"),
+    _c("baseline_axis_sampling_mm", "float64", "mm", "axis_sampling_mm of the baseline's height loss (CT/MR; null for a "
+       f"radiograph): at {GRADE_AXIS_SAMPLING_MAX_MM:g} mm or more that loss reads milder, so part of a change "
+       "between a coarse and a thin series is the sampling's", "vertebrae table"),
+    _c("later_axis_sampling_mm", "float64", "mm", "axis_sampling_mm of the later study's height loss (CT/MR; null for a "
+       "radiograph)", "vertebrae table"),
     _c("baseline_grade", "int16", "", "Genant grade at the baseline", "vertebrae table"),
     _c("later_grade", "int16", "", "Genant grade at the later study", "vertebrae table"),
     _c("grade_change", "int16", "", "later_grade − baseline_grade", "derived"),

@@ -47,7 +47,8 @@ MODALITIES = ("DX", "CR", "CT", "MR", "RF", "XA", "OT")
 #: software and model labels are kept only when they look like version labels, never free text
 _LABEL_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._+-:")
 
-DOC_FLOATS = ("time_s", "age_years", *PARAMETERS)
+#: ``axis_mm``: ``image.axis_sampling_mm`` (CT, MR: how far apart the series samples the spine's axis; NaN: none)
+DOC_FLOATS = ("time_s", "age_years", "axis_mm", *PARAMETERS)
 DOC_INTS = ("date", "status", "posture", "spacing", "sex", "modality", "roussouly", *SCHWAB, "n_warnings",
             "n_levels", "n_required", "software", "model", "order")
 #: one vertebra's values, in the order ``_vertebra`` returns them (then the document's index)
@@ -218,6 +219,7 @@ def _extract(doc: object, where: str) -> tuple[dict[str, object], list[tuple[flo
         "sex": _code(sex_code(src.get("patient_sex")), SEXES, "source.patient_sex", where),
         "modality": MODALITIES.index(modality) if modality in MODALITIES else _NO,
         "roussouly": _NO if params.get("roussouly_type") is None else int(_num(params, "roussouly_type", where)),
+        "axis_mm": _axis_sampling(image, where),
         "software": _label(software.get("sagittal"), src),
         "model": _label(software.get("model"), src),
     }
@@ -241,6 +243,17 @@ def _extract(doc: object, where: str) -> tuple[dict[str, object], list[tuple[flo
     if len({v[0] for v in verts}) != len(verts):
         raise ReadError(f"{where}: a level appears twice in vertebrae")
     return row, verts, pid, suid
+
+
+def _axis_sampling(image: dict[str, object], where: str) -> float:
+    """``image.axis_sampling_mm`` (CT, MR; a radiograph has none): a positive, finite number of millimetres,
+    NaN where absent or null; anything else (text, a bool, zero, negative, NaN, infinite) is refused."""
+    v = image.get("axis_sampling_mm")
+    if v is None:
+        return _NAN
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not (v > 0 and math.isfinite(v)):
+        raise ReadError(f"{where}: image.axis_sampling_mm must be a positive number of millimetres or null, not {v!r}")
+    return float(v)
 
 
 _NO_FINDING = (_NO, _NAN, _NO)

@@ -9,8 +9,9 @@ they are turned into output text is ``pseudonym.keyed_pseudonym`` / ``study_key`
   required parameters measured, then the most vertebrae, then file order.
 - A level of a study takes its heights and grade from a document that graded it (a series too
   coarse to grade, or points not steady, leave a level ungraded), then from one that measured its
-  height loss, the best-ranked first (else the best-ranked that shows it); its oedema and cleft
-  from the best-ranked document that read them.
+  height loss, the best-ranked first (else the best-ranked that shows it), and that document's
+  ``axis_sampling_mm`` (a coarse CT/MR's loss reads milder); its oedema and cleft from the
+  best-ranked document that read them.
 - A patient's studies are ordered by date, time and study key; days count from the
   patient's first dated study.
 - Progression: per patient and level, the first dated study that measured the level's height
@@ -205,6 +206,7 @@ def _studies_table(c: Columns, sidx: np.ndarray, s_patient: np.ndarray, primary:
         "modality": Coded(d["modality"], MODALITIES),
         "posture": Coded(d["posture"], POSTURES),
         "spacing_source": Coded(d["spacing"], SPACING_SOURCES),
+        "axis_sampling_mm": d["axis_mm"],
         "status": Coded(d["status"], STATUSES),
     }
     for k in PARAMETERS:
@@ -254,6 +256,7 @@ def _vertebrae_table(c: Columns, sidx: np.ndarray, rank: np.ndarray, s_patient: 
         "level": Coded(level, LEVELS),
         "thoracolumbar": _bool_col(tl[level]),
         "n_images": n_images,
+        "axis_sampling_mm": c.doc["axis_mm"][v["doc"][rows]],  # of the document the heights and loss come from
         "height_anterior_mm": v["h_anterior"][rows],
         "height_middle_mm": v["h_middle"][rows],
         "height_posterior_mm": v["h_posterior"][rows],
@@ -362,6 +365,8 @@ def _progression_table(c: Columns, v_rows: np.ndarray, v_study: np.ndarray, s_pa
         "later_height_loss_pct": v["loss"][lr],
         "height_loss_change_pts": change,
         "height_loss_rate_pts_per_month": rate,
+        "baseline_axis_sampling_mm": c.doc["axis_mm"][v["doc"][br]],
+        "later_axis_sampling_mm": c.doc["axis_mm"][v["doc"][lr]],
         "baseline_grade": _ints(bg, bg >= 0),
         "later_grade": _ints(lg, lg >= 0),
         "grade_change": _ints(lg - bg, graded),
