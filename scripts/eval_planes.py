@@ -81,7 +81,7 @@ def _case(modality: str, seed: int, root: Path, fracture_rate: float = 0.33, mr_
           pelvis: bool = True, ct_pixel_mm: tuple[float, float] = CT_PIXEL_MM,
           ct_slice_mm: tuple[float, float] = CT_SLICE_MM,
           ct_thickness: tuple[float, float] | None = None,
-          ct_tilt: tuple[float, float] | None = None) -> tuple[Any, list[Any]]:
+          ct_tilt: tuple[float, float] | None = None, ct_drop: int = 0) -> tuple[Any, list[Any], tuple[float, float] | None]:
     """Render and write one case; return its spine and volumes. ``fracture_rate``: the share of
     spines drawn with 1–3 fractures; ``mr_wide``: the share of MR studies whose sagittal slab
     spans ±125 mm (the femoral heads in view); the defaults keep the stream's cases as they were.
@@ -93,7 +93,10 @@ def _case(modality: str, seed: int, root: Path, fracture_rate: float = 0.33, mr_
     from a stream of its own: the same spines and noise, the field within a fraction of a millimetre; an
     overlapping reconstruction), ``None``:
     each slice is its centre's section. ``ct_tilt``: a gantry tilt of that many degrees (drawn from the range,
-    either sign, from a stream of its own; ``io.volume.deshear`` undoes it), ``None``: none."""
+    either sign, from a stream of its own; ``io.volume.deshear`` undoes it), ``None``: none. ``ct_drop``: that
+    many consecutive axial slice files deleted (files lost from an export: a gap), where from a stream of its own,
+    within the reported spine's span (its in-view bodies' centres); the third value returned is the gap's LPS z
+    range, between the slices kept on either side of it (``None`` without one)."""
     rng = np.random.default_rng([EVAL_STREAM, 1 if modality == "CT" else 2, seed])
     n_fx = int(rng.integers(1, 4)) if rng.random() < fracture_rate else None
     spine = build_spine(sample_spec(rng, n_fractures=n_fx))
@@ -115,7 +118,8 @@ def _case(modality: str, seed: int, root: Path, fracture_rate: float = 0.33, mr_
                        top_level=top, scoliosis=curve, pelvis=pelvis, thickness_mm=thick, gantry_tilt_deg=tilt)
         write_volume(ct, spine, root, f"{pid}/ct", info, key, frame_key=key)
         vols.append(ct)
-        if rng.random() < 0.3 and not tilt:  # (the phantom's console reformats an untilted axial series only)
+        gap = _drop_files(root / f"{pid}/ct", ct, spine, ct_drop, seed) if ct_drop else None
+        if rng.random() < 0.3 and not tilt and not ct_drop:  # (the phantom's console reformats an untilted axial series only)
             write_volume(reformat_ct(ct), spine, root, f"{pid}/ct_sag", info, f"{key}/sag", series_number=2, frame_key=key)
     else:
         sp = float(rng.uniform(0.8, 1.5))
@@ -136,7 +140,37 @@ def _case(modality: str, seed: int, root: Path, fracture_rate: float = 0.33, mr_
             write_volume(mr, spine, root, f"{pid}/mr_{seq.lower()}", info, f"{key}/{seq}", series_number=s + 1,
                          frame_key=key)
             vols.append(mr)
-    return spine, vols
+        gap = None
+    return spine, vols, gap
+
+
+def _drop_files(series_dir: Path, ct: Any, spine: Any, k: int, seed: int) -> tuple[float, float]:
+    """Delete ``k`` consecutive slice files of the axial CT in ``series_dir`` (``_case``'s ``ct_drop``), centred
+    at a height drawn (stream ``[EVAL_STREAM, 5, seed]``) between the highest and lowest vertebral body centres
+    in the field; the LPS z of the slices kept just below and above the gap."""
+    import pydicom
+
+    files = sorted(series_dir.rglob("*.dcm"),
+                   key=lambda f: float(pydicom.dcmread(f, stop_before_pixels=True).ImagePositionPatient[2]))
+    z = np.array([float(pydicom.dcmread(f, stop_before_pixels=True).ImagePositionPatient[2]) for f in files])
+    centres = ct.sagittal_to_lps(spine.points_mm[:, :4].mean(axis=1))[:, 2]
+    centres = centres[(centres > z[0] + 10) & (centres < z[-1] - 10)]
+    at = float(np.random.default_rng([EVAL_STREAM, 5, seed]).uniform(centres.min(), centres.max()))
+    first = int(np.clip(np.argmin(np.abs(z - at)) - k // 2, 1, len(z) - k - 1))
+    for f in files[first:first + k]:
+        f.unlink()
+    return float(z[first - 1]), float(z[first + k])
+
+
+def _gap_levels(spine: Any, vol: Any, gap: tuple[float, float] | None, step_mm: float) -> set[str]:
+    """The levels whose true six points come within half a slice step of the gap's interior (LPS z): the
+    bodies a gap makes too coarse to grade (``batch.volume.level_axis_sampling_mm`` reads it from the points
+    found)."""
+    if gap is None:
+        return set()
+    z = vol.sagittal_to_lps(spine.points_mm.reshape(-1, 2)).reshape(len(LEVELS), 6, 3)[..., 2]
+    near = ((z > gap[0] - step_mm / 2) & (z < gap[1] + step_mm / 2)).any(axis=1)
+    return {LEVELS[i] for i in np.nonzero(near)[0]}
 
 
 def _why_missed(level: str, truth_px: np.ndarray, sp: float, doc: dict, prep: Any) -> str:
@@ -529,7 +563,8 @@ def evaluate(modality: str, n: int, first: int, detector: Any, root: Path, diagn
              fracture_rate: float = 0.33, mr_wide: float = 0.0, pelvis: bool = True,
              ct_pixel_mm: tuple[float, float] = CT_PIXEL_MM, ct_slice_mm: tuple[float, float] = CT_SLICE_MM,
              sampling_edges: tuple[float, ...] = SAMPLING_EDGES, grade_axis: list[float | None] | None = None,
-             ct_thickness: tuple[float, float] | None = None, ct_tilt: tuple[float, float] | None = None) -> Any:
+             ct_thickness: tuple[float, float] | None = None, ct_tilt: tuple[float, float] | None = None,
+             ct_drop: int = 0) -> Any:
     """Score ``detector`` on ``n`` cases from seed ``first``; ``detector`` may be a list of
     detectors (several weights), which are then scored on the same cases, rendered once, and a
     list of figures comes back in the same order. Each unit is also scored into the bin of its
@@ -542,8 +577,8 @@ def evaluate(modality: str, n: int, first: int, detector: Any, root: Path, diagn
     ran: dict[tuple[int, int], Any] = {}  # (id(detector), unit) -> (prep, detection) of this case
     for seed in range(first, first + n):
         case_dir = root / f"{modality}{seed}"
-        spine, vols = _case(modality, seed, case_dir, fracture_rate, mr_wide, pelvis, ct_pixel_mm, ct_slice_mm,
-                            ct_thickness, ct_tilt)
+        spine, vols, gap = _case(modality, seed, case_dir, fracture_rate, mr_wide, pelvis, ct_pixel_mm, ct_slice_mm,
+                                 ct_thickness, ct_tilt, ct_drop)
         export = scan_export([case_dir], decode_pixels=False)
         units, _ = kind.plan(export.series)
         ran.clear()
@@ -577,6 +612,8 @@ def evaluate(modality: str, n: int, first: int, detector: Any, root: Path, diagn
                 acc["status"].append(doc["status"])
                 why: list[str] = []
                 _score(spine, vols[0], prep, doc, acc, why if diagnose else None, key=f"{seed}/{k_unit}")
+                if gap is not None:
+                    _score_gap(spine, vols[0], gap, prep, doc, acc)
                 axis_mm = float(prep.image_info["axis_sampling_mm"])  # as the document has it
                 acc.setdefault("axis_sampling", []).append((seed, round(axis_mm, 3)))
                 # slabs thicker than their spacing: also by the CT's SliceThickness
@@ -624,6 +661,28 @@ def _paired_angles(figures: list[dict], accs: list[dict[str, Any]]) -> None:
         for fig, e in zip(figures, errs, strict=True):
             fig.setdefault("angles_paired", {})[name] = {
                 "mae_deg": round(float(np.mean([e[w] for w in common])), 4) if common else None, "n": len(common)}
+
+
+def _score_gap(spine: Any, vol: Any, gap: tuple[float, float], prep: Any, doc: dict, acc: dict) -> None:
+    """``--ct-drop-files``: per reported level, whether its true endplates lie at the gap (``_gap_levels``), the
+    phantom's grade and ours (-1: withheld), into ``acc['gap_rows']``."""
+    near = _gap_levels(spine, vol, gap, float(prep.extra["geometry"].slice_spacing_mm))
+    for v in doc["vertebrae"]:
+        ours = -1 if v["genant_grade"] is None else int(v["genant_grade"])
+        acc.setdefault("gap_rows", []).append((v["level"] in near, int(spine.grade[LEVELS.index(v["level"])]), ours))
+
+
+def _gap_figures(rows: list[tuple[bool, int, int]]) -> dict[str, Any]:
+    """``_score_gap``'s rows: for the levels at the gap and elsewhere, how many reported, graded, and the
+    fractured / normal ones graded and graded right."""
+    r = np.array(rows, int).reshape(-1, 3)
+    out = {}
+    for name, sel in (("at_gap", r[:, 0] == 1), ("elsewhere", r[:, 0] == 0)):
+        t, o = r[sel, 1], r[sel, 2]
+        out[name] = {"reported": int(sel.sum()), "graded": int((o >= 0).sum()),
+                     "fractured_graded": int(((t > 0) & (o >= 0)).sum()), "fractured_exact": int(((t > 0) & (o == t)).sum()),
+                     "normals_graded": int(((t == 0) & (o >= 0)).sum()), "normals_graded_0": int(((t == 0) & (o == 0)).sum())}
+    return out
 
 
 def _figures(acc: dict[str, Any], n: int) -> dict:
@@ -683,6 +742,8 @@ def _figures(acc: dict[str, Any], n: int) -> dict:
                          "seconds_when_run_median": float(np.median(ran)) if (ran := [t for t in acc.get(
                              "look_seconds", []) if t > 1e-3]) else None,
                          "seconds_per_unit_mean": float(np.mean(acc["look_seconds"])) if acc.get("look_seconds") else None},
+        # --ct-drop-files: the levels at the gap (their true endplates within half a step of it) and the rest
+        **({"gap": _gap_figures(acc["gap_rows"])} if acc.get("gap_rows") else {}),
     }
 
 
@@ -754,6 +815,8 @@ def _range_error(args: argparse.Namespace) -> str | None:
     for flag, (lo, hi) in (("--ct-pixel-mm", args.ct_pixel_mm), ("--ct-slice-mm", args.ct_slice_mm)):
         if not (0.0 < lo <= hi) or not np.isfinite(hi):
             return f"{flag} {lo:g} {hi:g}: expected 0 < LO <= HI (mm), a range the spacing is drawn from"
+    if not 0 <= args.ct_drop_files <= 8:
+        return f"--ct-drop-files {args.ct_drop_files}: expected 0-8 files"
     tilt = args.ct_tilt_deg
     if tilt and not (0.0 <= tilt[0] <= tilt[1] <= 30.0):
         return f"--ct-tilt-deg {tilt[0]:g} {tilt[1]:g}: expected 0 <= LO <= HI <= 30 (deg)"
@@ -817,6 +880,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ct-tilt-deg", type=float, nargs=2, default=None, metavar=("LO", "HI"),
                     help="each CT taken with a gantry tilt of LO-HI deg, either sign (the same spines and noise; "
                          "the pipeline de-shears it, io.volume.deshear); default none")
+    ap.add_argument("--ct-drop-files", type=int, default=0, metavar="K",
+                    help="delete K consecutive axial CT slice files in each case (files lost from an export: a gap), "
+                         "at a height drawn between the bodies in view; figures 'gap': the levels at it and elsewhere")
     ap.add_argument("--ct-slice-mm", type=float, nargs=2, default=CT_SLICE_MM, metavar=("LO", "HI"),
                     help="the CT's slice spacing is drawn from this range (default 1.5 5.0)")
     ap.add_argument("--sampling-edges", type=float, nargs="+", default=SAMPLING_EDGES, metavar="MM",
@@ -843,7 +909,7 @@ def main(argv: list[str] | None = None) -> None:
         {"weights": str(d.weights), "first_seed": args.first_seed, "stream": EVAL_STREAM,
          "fracture_rate": args.fracture_rate, "mr_wide": args.mr_wide, "pelvis": not args.no_pelvis,
          "ct_pixel_mm": list(args.ct_pixel_mm), "ct_slice_mm": list(args.ct_slice_mm),
-         "ct_thickness_ratio": args.ct_thickness_ratio, "ct_tilt_deg": args.ct_tilt_deg,
+         "ct_thickness_ratio": args.ct_thickness_ratio, "ct_tilt_deg": args.ct_tilt_deg, "ct_drop_files": args.ct_drop_files,
          "consistency_check": bool(d.consistency),
          "consistency_limits": dict(d.consistency_limits),
          "second_looks_off": [n for n in SECOND_LOOKS if _is_off(d, n)], "grade_axis_max_mm": g}
@@ -855,7 +921,8 @@ def main(argv: list[str] | None = None) -> None:
                                    args.fracture_rate, args.mr_wide, not args.no_pelvis,
                                    tuple(args.ct_pixel_mm), tuple(args.ct_slice_mm), tuple(sorted(args.sampling_edges)),
                                    grade_axis, ct_thickness=tuple(args.ct_thickness_ratio) if args.ct_thickness_ratio else None,
-                                   ct_tilt=tuple(args.ct_tilt_deg) if args.ct_tilt_deg else None)
+                                   ct_tilt=tuple(args.ct_tilt_deg) if args.ct_tilt_deg else None,
+                                   ct_drop=args.ct_drop_files)
                 for report, fig in zip(reports, figures, strict=True):
                     report[modality] = fig
     report = reports[0] if len(reports) == 1 else {"runs": reports}

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from sagittal.levels import LEVELS
 from tests.training.fixtures import script
 
 
@@ -21,9 +22,9 @@ def test_bins_come_in_order_of_their_millimetres():
 def test_thickness_ratio_range_checks():
     ev = script("eval_planes")
 
-    def err(ratio, slice_mm=(1.5, 5.0), tilt=None):
+    def err(ratio, slice_mm=(1.5, 5.0), tilt=None, drop=0):
         return ev._range_error(SimpleNamespace(ct_pixel_mm=(1.0, 2.0), ct_slice_mm=slice_mm, ct_thickness_ratio=ratio,
-                                               ct_tilt_deg=tilt))
+                                               ct_tilt_deg=tilt, ct_drop_files=drop))
 
     assert err(None) is None and err([1.3, 2.5]) is None and err([1.0, 4.0]) is None
     assert "1 <= LO <= HI <= 4" in err([0.5, 2.0]) and "1 <= LO <= HI <= 4" in err([2.0, 1.5])
@@ -31,6 +32,7 @@ def test_thickness_ratio_range_checks():
     assert err(None, tilt=[10.0, 25.0]) is None
     assert "0 <= LO <= HI <= 30" in err(None, tilt=[10.0, 40.0]) and "0 <= LO <= HI <= 30" in err(None, tilt=[20.0, 10.0])
     assert "point sample only" in err([1.3, 2.5], tilt=[10.0, 25.0])
+    assert err(None, drop=3) is None and "expected 0-8 files" in err(None, drop=9) and "0-8" in err(None, drop=-1)
 
 
 @pytest.mark.slow
@@ -56,7 +58,41 @@ def test_the_thickness_and_tilt_options_reach_the_phantom_ct(tmp_path):
 
 
 def _case_ct(ev, root, seed, **kw):
-    return ev._case("CT", seed, root, fracture_rate=0.0, ct_pixel_mm=(3.0, 3.0), **kw)
+    spine, vols, gap = ev._case("CT", seed, root, fracture_rate=0.0, ct_pixel_mm=(3.0, 3.0), **kw)
+    assert gap is None
+    return spine, vols
+
+
+@pytest.mark.slow
+def test_the_drop_option_deletes_consecutive_slices_between_the_bodies(tmp_path):
+    """``_case``'s ``ct_drop``: K consecutive axial files deleted, the gap's returned z range bracketing them
+    between the slices kept, within the bodies in view; the same spine as without; the levels at the gap
+    (``_gap_levels``) are those with a true point within half a step of it, and ``_gap_figures`` counts them."""
+    import pydicom
+
+    ev = script("eval_planes")
+    spine, (ct,), none = ev._case("CT", 6001, tmp_path / "full", fracture_rate=0.0, ct_pixel_mm=(3.0, 3.0))
+    spine2, _, gap = ev._case("CT", 6001, tmp_path / "gap", fracture_rate=0.0, ct_pixel_mm=(3.0, 3.0), ct_drop=3)
+    np.testing.assert_array_equal(spine2.points_mm, spine.points_mm)
+    z = {d: sorted(float(pydicom.dcmread(f, stop_before_pixels=True).ImagePositionPatient[2])
+                   for f in (tmp_path / d).rglob("*.dcm")) for d in ("full", "gap")}
+    assert none is None and len(z["full"]) - len(z["gap"]) == 3
+    lost = sorted(set(np.round(z["full"], 3)) - set(np.round(z["gap"], 3)))
+    step = z["full"][1] - z["full"][0]
+    assert gap[0] < lost[0] < lost[-1] < gap[1] and gap[1] - gap[0] == pytest.approx(4 * step, abs=0.01)
+    centres = ct.sagittal_to_lps(spine.points_mm[:, :4].mean(axis=1))[:, 2]
+    assert centres.min() - step < lost[1] < centres.max() + step
+    near = ev._gap_levels(spine, ct, gap, step)
+    pz = ct.sagittal_to_lps(spine.points_mm.reshape(-1, 2)).reshape(len(LEVELS), 6, 3)[..., 2]
+    for i, lv in enumerate(LEVELS):
+        inside = bool(((pz[i] > gap[0] - step / 2) & (pz[i] < gap[1] + step / 2)).any())
+        assert (lv in near) == inside
+    assert near and ev._gap_levels(spine, ct, None, step) == set()
+    fig = ev._gap_figures([(True, 2, -1), (True, 0, 0), (False, 1, 1), (False, 0, 1), (False, 3, 2)])
+    assert fig["at_gap"] == {"reported": 2, "graded": 1, "fractured_graded": 0, "fractured_exact": 0,
+                             "normals_graded": 1, "normals_graded_0": 1}
+    assert fig["elsewhere"] == {"reported": 3, "graded": 3, "fractured_graded": 2, "fractured_exact": 1,
+                                "normals_graded": 1, "normals_graded_0": 0}
 
 
 def _reformats(root) -> bool:
