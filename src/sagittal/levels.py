@@ -6,6 +6,7 @@ superior endplate alone.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from .errors import InputError
@@ -37,6 +38,25 @@ UNGRADED = "ungraded"
 UNGRADED_NO_REASON = "reported without a grade: its points were not steady enough to grade it"
 
 
+#: The key of a landmarks dict's optional map of levels to how finely the series sampled the spine's
+#: axis at their endplates (mm), where that differs from ``image.axis_sampling_mm`` (a CT with a gap of
+#: missing slices): ``report.analysis_document`` grades each such level by its own sampling.
+LEVEL_AXIS_SAMPLING = "axis_sampling_mm"
+
+
+def level_axis_sampling(value: Any) -> dict[str, float]:
+    """A landmarks dict's ``LEVEL_AXIS_SAMPLING`` value as level → mm; ``InputError`` for anything but a
+    map of levels to positive finite numbers."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(
+            isinstance(k, str) and k in LEVELS and isinstance(v, (int, float)) and not isinstance(v, bool)
+            and math.isfinite(v) and v > 0 for k, v in value.items()):
+        raise InputError(f"landmarks.{LEVEL_AXIS_SAMPLING} must map vertebral levels ({LEVELS[0]}…{LEVELS[-1]}) to "
+                         f"positive millimetres, not {value!r}")
+    return {k: float(v) for k, v in value.items()}
+
+
 def ungraded_reasons(value: Any) -> dict[str, str]:
     """A landmarks dict's ``UNGRADED`` value (level → reason; a list of levels is taken too) as
     level → reason (``UNGRADED_NO_REASON`` where none is given); ``InputError`` for anything else
@@ -50,6 +70,8 @@ def ungraded_reasons(value: Any) -> dict[str, str]:
     return {lv: str(why) if why else UNGRADED_NO_REASON for lv, why in reasons.items()}
 
 __all__ = [
+    "LEVEL_AXIS_SAMPLING",
+    "level_axis_sampling",
     "UNGRADED",
     "UNGRADED_NO_REASON",
     "ungraded_reasons",

@@ -1,7 +1,9 @@
 """Series whose slices are not evenly spaced (files lost from an export, thin and thick parts) are
 resampled onto the even grid the volume's affine assumes (``io.volume.even_slices``), so millimetres hold
-across a gap; the coarsest real step is kept for the grade rule (``batch.volume.axis_sampling_mm``), which
-also reads a tilted axis's step along the body; and a CT whose only series is sagittal is analysed (review
+across a gap; the series' own slice positions are kept, so that a level whose endplates lie in a gap is not
+graded while the others are (``batch.volume.level_axis_sampling_mm``; seventeenth session: before, a gap
+withheld every grade of the series); the series' sampling (``batch.volume.axis_sampling_mm``) reads a tilted
+axis's step along the body; and a CT whose only series is sagittal is analysed (review
 R15a: it raised ``KeyError: 'ct'`` in the cleft check)."""
 
 from __future__ import annotations
@@ -35,12 +37,13 @@ def test_a_gap_is_resampled_onto_the_even_grid_and_its_step_kept():
     vox = np.stack([np.full((3, 4), zz, np.float32) for zz in sorted(z)])  # each slice holds its own height
     out, g = even_slices(vox, geom)
     assert out.shape[0] == 9 and g.slice_spacing_mm == 2.0 and g.largest_step_mm == 8.0
+    assert g.source_depths_mm == tuple(z)  # the series' own slices, along the normal
     np.testing.assert_allclose(out[:, 0, 0], np.arange(9) * 2.0)  # linear across the gap: heights in mm hold
     np.testing.assert_allclose(g.positions[:, 2], np.arange(9) * 2.0)
     assert any("resampled onto an even 2.00 mm grid" in w for w in g.warnings)
     even = _axial([0.0, 2.0, 4.0, 6.0])
     same, g2 = even_slices(np.zeros((4, 3, 4), np.float32), even)
-    assert g2 is even and g2.largest_step_mm is None and same.shape[0] == 4
+    assert g2 is even and g2.largest_step_mm is None and g2.source_depths_mm is None and same.shape[0] == 4
 
 
 def test_positions_rounded_in_the_headers_keep_the_series_length():
@@ -58,9 +61,30 @@ def test_positions_rounded_in_the_headers_keep_the_series_length():
     np.testing.assert_allclose(out[:, 0, 0], true, atol=0.06)  # each grid slice holds (about) its own slice
 
 
-def test_axis_sampling_takes_the_largest_step_and_a_tilt():
-    geom = replace(_axial([0.0, 2.0, 4.0, 6.0]), largest_step_mm=8.0)
-    assert kind.axis_sampling_mm(geom) == 8.0
+class _FlatPlane:
+    """A plane whose pixel (x, y) lies at LPS (x, 0, y) mm: its rows run along the axial slices' normal."""
+
+    def to_lps_sampled(self, xy):
+        xy = np.asarray(xy, float)
+        return np.stack([xy[..., 0], np.zeros(len(xy)), xy[..., 1]], -1)
+
+
+def test_axis_sampling_is_the_grid_step_and_a_gap_is_judged_per_level():
+    """A series resampled over a gap samples the spine every grid step, except at the levels whose
+    endplates (within half a step) lie in the gap: those get the gap's step."""
+    _, geom = even_slices(np.zeros((6, 2, 2), np.float32), _axial([0.0, 2.0, 4.0, 12.0, 14.0, 16.0]))
+    assert kind.axis_sampling_mm(geom) == 2.0
+    def body(top: float, bottom: float) -> np.ndarray:  # six points (x, z): superior endplate at top, inferior at bottom
+        return np.array([[0, top], [5, top], [5, bottom], [0, bottom], [2.5, top], [2.5, bottom]], float)
+
+    as_body = {"A": body(0.5, 2.5), "B": body(1.0, 6.0), "C": body(2.0, 14.0), "D": body(13.5, 15.5)}
+    got = kind.level_axis_sampling_mm(geom, _FlatPlane(), as_body)
+    # A and D: both endplates among 2-mm slices; B: an endplate at 6 mm, in the gap; C: endplates at 2 and 14 mm,
+    # each more than half a step (1 mm) from the gap's edges at 4 and 12 mm, the gap across its middle
+    assert got == {"B": 8.0}
+    assert kind.level_axis_sampling_mm(geom, _FlatPlane(), {"E": body(3.5, 15.0)}) == {"E": 8.0}  # 3.5: within 1 mm of 4
+    even = _axial([0.0, 2.0, 4.0, 6.0])
+    assert kind.level_axis_sampling_mm(even, _FlatPlane(), as_body) == {}
     tilt = np.radians(25.0)
     n = np.array([0.0, np.sin(tilt), np.cos(tilt)])  # a gantry tilted 25 deg: slices 4.0 mm apart along their normal
     tilted = replace(_axial([0.0, 4.0, 8.0]), normal=n, col_dir=np.cross(n, [1.0, 0.0, 0.0]), slice_spacing_mm=4.0)
@@ -102,9 +126,68 @@ def test_a_ct_with_lost_files_keeps_its_millimetres_and_is_not_graded(tmp_path):
     for h in ("anterior", "middle", "posterior"):  # stacked as they were, L4 read 6 mm short (a false grade 1)
         assert abs(gapped["L4"]["heights_mm"][h] - full["L4"]["heights_mm"][h]) < 0.5
     assert docs[0]["image"]["axis_sampling_mm"] == pytest.approx(2.0) and full["L4"]["genant_grade"] == 0
-    assert docs[3]["image"]["axis_sampling_mm"] == pytest.approx(8.0)
-    assert all(v["genant_grade"] is None for v in docs[3]["vertebrae"])
+    # the gap lies across L4's middle, its endplates among 2-mm slices: every level graded, as the full series
+    assert docs[3]["image"]["axis_sampling_mm"] == pytest.approx(2.0)
+    assert "axis_sampling_mm" not in docs[3]["landmarks"]
+    assert {lv: v["genant_grade"] for lv, v in gapped.items()} == {lv: v["genant_grade"] for lv, v in full.items()}
     assert any("gap" in w for w in docs[3]["warnings"])
+
+
+@pytest.mark.slow
+def test_a_ct_with_files_lost_at_an_endplate_withholds_that_level_only(tmp_path):
+    """Three 2-mm slices lost at L4's superior endplate (a step of 8 mm there): L4 keeps its heights and
+    loss but not its grade, with a warning naming it and the step; every other level is graded as in the
+    full series (L2's crush among them); ``sagittal measure`` on the saved document gives the same."""
+    from sagittal.report.analysis import measure_input
+
+    spine = build_spine(sample_spec(np.random.default_rng(35), n_fractures=1))  # a grade-3 L2
+    ct = render_ct(spine, np.random.default_rng(4), pixel_spacing_mm=1.5, slice_mm=2.0, noise_hu=8.0, top_level="T11",
+                   matrix=160)
+    i = LEVELS.index("L4")
+    endplate_z = ct.sagittal_to_lps(spine.points_mm[i][4][None])[0][2]  # middle_superior
+    docs = {}
+    for drop in (False, True):
+        root = tmp_path / f"d{int(drop)}"
+        write_volume(ct, spine, root, "ct", StudyInfo.make("g", "PHG"), "g", frame_key="g")
+        if drop:
+            files = sorted(root.rglob("*.dcm"), key=lambda p: float(pydicom.dcmread(p, stop_before_pixels=True)
+                                                                     .ImagePositionPatient[2]))
+            z = np.array([float(pydicom.dcmread(p, stop_before_pixels=True).ImagePositionPatient[2]) for p in files])
+            k = int(np.argmin(np.abs(z - endplate_z)))
+            for p in files[k - 1:k + 2]:
+                p.unlink()
+        (unit,), _ = kind.plan(scan_export([root], decode_pixels=False).series)
+        prep = kind.prepare(unit)
+        docs[drop] = kind.finish(prep, _true_detection(ct, spine, prep.extra["plane"]))
+    full, gapped = ({v["level"]: v for v in docs[d]["vertebrae"]} for d in (False, True))
+    assert docs[True]["image"]["axis_sampling_mm"] == pytest.approx(2.0)
+    assert docs[True]["landmarks"]["axis_sampling_mm"] == {"L4": pytest.approx(8.0)}
+    assert gapped["L4"]["genant_grade"] is None and gapped["L4"]["morphology"] is None
+    assert gapped["L4"]["heights_mm"] is not None and gapped["L4"]["height_loss_pct"] is not None
+    others = {lv: v["genant_grade"] for lv, v in gapped.items() if lv != "L4"}
+    assert others == {lv: v["genant_grade"] for lv, v in full.items() if lv != "L4"} and others["L2"] == 3
+    (warning,) = [w for w in docs[True]["warnings"] if "Genant grade and morphology withheld" in w]
+    assert warning.startswith("L4: ") and "8.0 mm apart" in warning
+    from sagittal.findings.patient import patient_facts
+
+    facts, _, _ = patient_facts([("ct.json", docs[True])], None)  # the candidacy report reads L4 as not graded, why
+    assert facts["L4"].grade is None and "8.0 mm apart" in str(facts["L4"].ungraded_reason)
+    assert facts["L2"].grade == 3
+    again = measure_input({"image": docs[True]["image"], "landmarks": docs[True]["landmarks"]})
+    assert again["vertebrae"] == [{k: v for k, v in d.items() if k != "cleft"} for d in docs[True]["vertebrae"]]
+    assert [w for w in again["warnings"] if "withheld" in w] == [warning]
+    import jsonschema
+
+    from sagittal.errors import InputError
+    from sagittal.report.analysis import load_schema
+
+    jsonschema.validate(docs[True], load_schema())
+    for bad in ({"L4": "8"}, {"L4": 0.0}, {"S1": 8.0}, {"L4": True}, [8.0]):
+        with pytest.raises(InputError, match="axis_sampling_mm"):
+            measure_input({"image": docs[True]["image"], "landmarks": {**docs[True]["landmarks"], "axis_sampling_mm": bad}})
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**docs[True], "landmarks": {**docs[True]["landmarks"], "axis_sampling_mm": {"L4": -1}}},
+                            load_schema())
 
 
 @pytest.mark.slow

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..io.discover import SetAside, source_demographics
 from ..io.volume import GAP_FACTOR, RESAMPLED_NOTE, TILT_NOTE  # a gap; how a regridded or de-sheared series is told
-from ..levels import UNGRADED  # the key of the levels reported but not graded
+from ..levels import LEVEL_AXIS_SAMPLING, POINT_NAMES, UNGRADED  # the levels' own sampling; those not graded
 from ..report.analysis import GRADE_AXIS_SAMPLING_MAX_MM  # a series this coarse along the spine is not graded
 from .units import Detection, Prepared, Unit, UnitKind, register_kind, register_model
 
@@ -92,16 +92,47 @@ def _load(series: Any) -> Any:
 def axis_sampling_mm(geom: Any) -> float:
     """How finely the series samples the spine's axis (mm): the spacing of the volume's axis that runs
     closest to the patient's superior-inferior (``io.volume._axes_by_anatomy``) - an axial series' slice
-    spacing (its largest real step where it was resampled over a gap: ``io.volume.even_slices``), a
-    sagittal or coronal series' row spacing - over that axis's cosine with superior-inferior (a tilted
-    gantry's slices lie further apart along the body than along their normal)."""
+    spacing (the even grid's where it was resampled over a gap or thick and thin parts: those parts are
+    judged per level, ``level_axis_sampling_mm``), a sagittal or coronal series' row spacing - over that
+    axis's cosine with superior-inferior (a tilted gantry's slices lie further apart along the body than
+    along their normal)."""
     from ..io.volume import _axes_by_anatomy
 
     si = _axes_by_anatomy(geom)[0]
-    step = (max(geom.slice_spacing_mm or 0.0, geom.largest_step_mm or 0.0), *geom.pixel_spacing_mm)[si]
-    # along the body's axis an axis tilted from it (a gantry tilt) samples more coarsely: step / cos
-    along = abs(float((geom.normal, geom.col_dir, geom.row_dir)[si][2]))
-    return float(step) / max(along, 1e-6)
+    step = (geom.slice_spacing_mm or 0.0, *geom.pixel_spacing_mm)[si]
+    return float(step) / _along_axis(geom, si)
+
+
+def _along_axis(geom: Any, axis: int) -> float:
+    """The cosine of the volume's ``axis`` (0 slices, 1 rows, 2 columns) with superior-inferior (LPS z)."""
+    return max(abs(float((geom.normal, geom.col_dir, geom.row_dir)[axis][2])), 1e-6)
+
+
+def level_axis_sampling_mm(geom: Any, plane: Any, vertebrae_px: dict[str, np.ndarray]) -> dict[str, float]:
+    """Per reported level (``vertebrae_px``: level → its six points ``(6, 2)`` on ``plane``'s image), the
+    coarsest step between the series' own slices within half a grid step of any of its points, along the
+    spine's axis (as ``axis_sampling_mm``), where that is coarser than the series' grid: the levels whose
+    endplates lie in a gap of missing slices, or in the thick part of a series with thick and thin parts
+    (``io.volume.even_slices`` keeps the slices' own depths, ``source_depths_mm``). A gap elsewhere (across
+    a body's middle, or between bodies) leaves a level as it is. ``{}`` for an evenly spaced series, or one
+    whose rows, not its slices, run along the spine."""
+    from ..io.volume import _axes_by_anatomy
+
+    depths, grid = geom.source_depths_mm, geom.slice_spacing_mm
+    if depths is None or not grid or _axes_by_anatomy(geom)[0] != 0 or not vertebrae_px:
+        return {}
+    d = np.asarray(depths, float)
+    steps = np.diff(d)
+    out: dict[str, float] = {}
+    for level, px in vertebrae_px.items():
+        z = plane.to_lps_sampled(np.asarray(px, float)) @ np.asarray(geom.normal, float)  # (6,) along the normal
+        # the steps [d[k], d[k+1]] that meet [z - grid/2, z + grid/2]
+        first = np.clip(np.searchsorted(d, z - grid / 2, side="right") - 1, 0, len(steps) - 1)
+        last = np.clip(np.searchsorted(d, z + grid / 2, side="left") - 1, first, len(steps) - 1)
+        worst = max(float(steps[a:b + 1].max()) for a, b in zip(first, last, strict=True))
+        if worst > 1.05 * grid:  # as even_slices: within 5 % is the series' own step
+            out[level] = round(worst / _along_axis(geom, 0), 3)
+    return out
 
 
 def prepare(unit: Unit, detector: Any = None) -> Prepared:
@@ -179,6 +210,12 @@ def finish(prep: Prepared, detection: Detection, grade_axis_max_mm: float | None
     lm = {k: v for k, v in lm.items() if k != UNGRADED or v}
     x = prep.extra
     plane = x["plane"]
+    # levels whose endplates lie where the series' own slices are further apart than its grid (a gap):
+    # graded by their own sampling (report.analysis), the others by the series'
+    by_level = level_axis_sampling_mm(x["geometry"], plane, {lv: np.array([p[n] for n in POINT_NAMES], float)
+                                                              for lv, p in lm["vertebrae"].items()})
+    if by_level:
+        lm[LEVEL_AXIS_SAMPLING] = by_level
     # the plane's curve where the spine is reported: below S1 its centre line follows the pelvis
     dev = _spine_deviation_mm(plane, lm)
     warnings = [w for w in prep.warnings if not w.startswith(CURVE_WARNING_START)]
@@ -216,8 +253,6 @@ def finish(prep: Prepared, detection: Detection, grade_axis_max_mm: float | None
 def _spine_deviation_mm(plane: Any, lm: dict[str, Any]) -> float:
     """The plane's largest lateral offset (mm) over the rows from the highest reported point to the
     lowest (bodies and S1 endplate); the whole plane's where nothing is reported."""
-    from ..levels import POINT_NAMES
-
     ys = [float(p[n][1]) for p in lm["vertebrae"].values() for n in POINT_NAMES]
     if lm.get("s1_endplate"):
         ys += [float(lm["s1_endplate"][k][1]) for k in ("anterior", "posterior")]
@@ -231,8 +266,6 @@ def _femoral_heads(lm: dict[str, Any], x: dict[str, Any], warnings: list[str]) -
     bone, on MR by marrow like the bodies' on the first sequence of ``MR_HEAD_SEQUENCES``; where fewer
     than two are found, a warning per side says why (``landmarks.volume.HEAD_WHY``)."""
     from ..landmarks.volume import MR_HEAD_SEQUENCES, ct_femoral_heads, marrow_reference, mr_femoral_heads
-    from ..levels import POINT_NAMES
-
     what = "CT" if x["modality"] == "CT" else "MR"
     if not lm.get("s1_endplate"):
         warnings.append(f"the S1 endplate was not found: the femoral heads were not searched in the {what}")
@@ -268,8 +301,6 @@ def _marrow_findings(doc: dict[str, Any], lm: dict[str, Any], x: dict[str, Any])
     """Oedema and clefts per body (findings.oedema) from the planes of every sequence, into the
     document's vertebrae; the oedema masks stay in ``x`` for the overlays."""
     from ..findings.oedema import MR_SEQUENCES, assess_ct_clefts, assess_mr
-    from ..levels import POINT_NAMES
-
     pts = {lv: np.array([v[k] for k in POINT_NAMES], float) for lv, v in lm["vertebrae"].items()}
     by_level = {v["level"]: v for v in doc["vertebrae"]}
     pts = {lv: p for lv, p in pts.items() if lv in by_level}

@@ -50,6 +50,9 @@ class VolumeGeometry:
     #: the largest step between the series' own slices where they were resampled onto an even grid
     #: (``even_slices``: a gap, or mixed spacings), else ``None``: the grid's spacing is the series'
     largest_step_mm: float | None = None
+    #: where they were so resampled, the series' own slices' positions along ``normal`` (mm, LPS · normal,
+    #: ascending): how finely each part of the series samples it (``batch.volume.level_axis_sampling_mm``)
+    source_depths_mm: tuple[float, ...] | None = None
 
     def affine(self) -> np.ndarray:
         """4×4 voxel (k, i, j, 1) → LPS (x, y, z, 1)."""
@@ -234,8 +237,9 @@ def even_slices(voxels: NDArray[Any], geom: VolumeGeometry, where: str = "series
     the two nearest slices, where the series' steps are uneven (a gap of missing files, or thin and thick
     parts; without a gap, positions rounded in the headers, the grid's step is the series' mean): stacked
     as they are, every millimetre beyond a gap would be short by the gap (a body across it reads crushed).
-    ``largest_step_mm`` then keeps the coarsest real step (``batch.volume.axis_sampling_mm``); a warning
-    says so. Even series are returned as they are."""
+    ``largest_step_mm`` then keeps the coarsest real step and ``source_depths_mm`` the slices' own positions
+    along the normal (``batch.volume.level_axis_sampling_mm``); a warning says so. Even series are returned
+    as they are."""
     spacing = geom.slice_spacing_mm
     if spacing is None or len(geom.positions) < 3:
         return voxels, geom
@@ -263,7 +267,8 @@ def even_slices(voxels: NDArray[Any], geom: VolumeGeometry, where: str = "series
             f"{largest:.2f} mm): millimetres hold, what lies between the series' own slices is interpolated")
     positions = geom.positions[0] + np.outer(grid - d[0], geom.normal)
     return out, replace(geom, order=np.arange(m), positions=positions, slice_spacing_mm=spacing,
-                        largest_step_mm=largest, warnings=(*geom.warnings, note))
+                        largest_step_mm=largest, source_depths_mm=tuple(float(x) for x in d),
+                        warnings=(*geom.warnings, note))
 
 
 def enhanced_geometry(ds: Any, where: str) -> tuple[list[Any], list[Any], list[Any]]:

@@ -21,7 +21,7 @@ from .. import geometry as g
 from ..errors import InputError
 from ..findings.patient import REQUIRED_PARAMETERS
 from ..geometry.morphometry import morphology_name
-from ..levels import LEVELS, POINT_NAMES, UNGRADED, ungraded_reasons
+from ..levels import LEVEL_AXIS_SAMPLING, LEVELS, POINT_NAMES, UNGRADED, level_axis_sampling, ungraded_reasons
 
 SCHEMA_ID = "sagittal.analysis/1"
 #: every parameter of the document, in its order (the required seven, then T1 pelvic angle)
@@ -96,10 +96,12 @@ def _parameters(m: dict[str, np.ndarray], mm_ok: bool, warnings: list[str],
 
 
 def _vertebrae(m: dict[str, np.ndarray], pts_px: np.ndarray, mm_ok: bool,
-               ungraded: frozenset[str] = frozenset(), grades: bool = True) -> list[dict[str, Any]]:
+               ungraded: frozenset[str] = frozenset(), grades: bool = True,
+               coarse: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
     """The document's ``vertebrae``, cranial to caudal, for the levels whose six points are known;
     the ``ungraded`` ones without heights, height loss, grade or morphology; with ``grades`` false,
-    every one without grade or morphology (its heights and loss kept: ``GRADE_AXIS_SAMPLING_MAX_MM``)."""
+    every one, and else the ``coarse`` ones, without grade or morphology (their heights and loss kept:
+    ``GRADE_AXIS_SAMPLING_MAX_MM``)."""
     names = morphology_name(m["morphology_index"])
     verts = []
     for i, level in enumerate(LEVELS):
@@ -108,13 +110,14 @@ def _vertebrae(m: dict[str, np.ndarray], pts_px: np.ndarray, mm_ok: bool,
         h = m["heights_mm"][i]
         grade = int(m["genant_grade"][i])
         graded = level not in ungraded
+        grades_here = grades and level not in coarse
         verts.append({
             "level": level,
             "heights_mm": {"anterior": _num(h[0]), "middle": _num(h[1]), "posterior": _num(h[2])}
             if mm_ok and graded else None,
             "height_loss_pct": _num(m["height_loss_pct"][i]) if graded else None,
-            "genant_grade": grade if grade >= 0 and graded and grades else None,
-            "morphology": names[i] if graded and grades else None,
+            "genant_grade": grade if grade >= 0 and graded and grades_here else None,
+            "morphology": names[i] if graded and grades_here else None,
             "regional_kyphosis_deg": _num(m["regional_kyphosis_deg"][i]),
             "vertebral_kyphosis_deg": _num(m["vertebral_kyphosis_deg"][i]),
         })
@@ -187,12 +190,41 @@ def _axis_sampling(image: dict[str, Any], doc_image: dict[str, Any], limit_mm: f
     return float(v) if limit_mm is not None and v >= limit_mm else None
 
 
+#: the warning of levels so graded by their own sampling (``landmarks.axis_sampling_mm``: the series' own slices
+#: further apart at their endplates than elsewhere; ``{levels}``, ``{mm}``, ``{limit}``)
+GAP_AXIS_WARNING = ("{levels}: Genant grade and morphology withheld: the series' own slices lie {mm:.1f} mm apart "
+                    "along the spine's axis at their endplates (slices missing, or a thicker part of the series; "
+                    "{limit:g} mm or more apart), too coarse to grade a vertebral body; heights and height loss are "
+                    "reported as measured")
+
+
 def _coarse_axis_warning(verts: list[dict[str, Any]], ungraded: frozenset[str], axis_mm: float, limit_mm: float,
                          warnings: list[str]) -> None:
     """``COARSE_AXIS_WARNING`` for the vertebrae left ungraded by the series' sampling alone, if any."""
     withheld = [v["level"] for v in verts if v["level"] not in ungraded]
     if withheld:
         warnings.append(COARSE_AXIS_WARNING.format(levels=", ".join(withheld), mm=axis_mm, limit=limit_mm))
+
+
+def _coarse_levels(landmarks: dict[str, Any], series_coarse_mm: float | None, limit_mm: float | None) -> dict[str, float]:
+    """The levels that ``landmarks`` maps (``LEVEL_AXIS_SAMPLING``, checked) to a sampling of their own of
+    ``limit_mm`` or more, in a series not too coarse as a whole (``series_coarse_mm`` None): level → mm."""
+    by_level = level_axis_sampling(landmarks.get(LEVEL_AXIS_SAMPLING))
+    if limit_mm is None or series_coarse_mm is not None:
+        return {}
+    return {lv: mm for lv, mm in by_level.items() if mm >= limit_mm}
+
+
+def _gap_axis_warning(verts: list[dict[str, Any]], ungraded: frozenset[str], by_level: dict[str, float],
+                      limit_mm: float | None, warnings: list[str]) -> None:
+    """``GAP_AXIS_WARNING`` for the vertebrae left ungraded by their own sampling (``by_level``: level → mm,
+    ``_coarse_levels``) alone, one warning per sampling."""
+    groups: dict[float, list[str]] = {}
+    for v in verts:
+        if v["level"] in by_level and v["level"] not in ungraded:
+            groups.setdefault(round(by_level[v["level"]], 1), []).append(v["level"])
+    for mm, levels in groups.items():
+        warnings.append(GAP_AXIS_WARNING.format(levels=", ".join(levels), mm=mm, limit=limit_mm or 0.0))
 
 
 def _ungraded(value: Any) -> frozenset[str]:
@@ -215,7 +247,9 @@ def analysis_document(image: dict[str, Any], landmarks: dict[str, Any], source: 
     document again gives the same. ``image`` may hold ``axis_sampling_mm`` (CT, MR: how finely the
     series samples the spine's axis; kept in the document): at ``grade_axis_max_mm`` or more
     (``GRADE_AXIS_SAMPLING_MAX_MM``; ``None``: never) no vertebra is graded - heights, loss and angles
-    as measured, grade and morphology null, with one warning (``COARSE_AXIS_WARNING``). Raises
+    as measured, grade and morphology null, with one warning (``COARSE_AXIS_WARNING``). Else the levels
+    that ``landmarks`` maps (``LEVEL_AXIS_SAMPLING``) to a sampling of their own at that limit or more
+    (a gap of missing slices at their endplates) are so reported (``GAP_AXIS_WARNING``). Raises
     ``InputError`` for malformed input; missing structures give nulls and warnings instead.
     """
     warnings = list(warnings or [])
@@ -236,6 +270,7 @@ def analysis_document(image: dict[str, Any], landmarks: dict[str, Any], source: 
         "anterior": anterior,
     }
     coarse_mm = _axis_sampling(image, doc_image, grade_axis_max_mm)  # a series too coarse along the axis to grade
+    coarse_levels = _coarse_levels(landmarks, coarse_mm, grade_axis_max_mm)  # a gap at their endplates
     doc: dict[str, Any] = {"schema": SCHEMA_ID, "status": "rejected", "source": source, "image": doc_image,
            "landmarks": landmarks, "parameters": {k: None for k in REQUIRED_PARAMETERS}, "vertebrae": [],
            "warnings": warnings}
@@ -273,9 +308,10 @@ def analysis_document(image: dict[str, Any], landmarks: dict[str, Any], source: 
         m = dict(m, **{k: graded[k] for k in ("heights_mm", "height_loss_pct", "genant_grade", "morphology_index",
                                               *FROM_ENDPLATES)})
     doc["parameters"] = params = _parameters(m, mm_ok, warnings, untrusted)
-    doc["vertebrae"] = _vertebrae(m, pts_px, mm_ok, ungraded, grades=coarse_mm is None)
+    doc["vertebrae"] = _vertebrae(m, pts_px, mm_ok, ungraded, grades=coarse_mm is None, coarse=frozenset(coarse_levels))
     if coarse_mm is not None and grade_axis_max_mm is not None:
         _coarse_axis_warning(doc["vertebrae"], ungraded, coarse_mm, grade_axis_max_mm, warnings)
+    _gap_axis_warning(doc["vertebrae"], ungraded, coarse_levels, grade_axis_max_mm, warnings)
     measured = [params[k] for k in REQUIRED_PARAMETERS if params[k] is not None]
     doc["status"] = "rejected" if not measured and not doc["vertebrae"] else (
         "ok" if len(measured) == len(REQUIRED_PARAMETERS) else "partial")
