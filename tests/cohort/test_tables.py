@@ -270,3 +270,32 @@ def test_a_malformed_axis_sampling_is_refused_naming_the_file(tmp_path, value):
     ((where, why),) = c.errors
     assert where == str(tmp_path / "bad.json")
     assert why == f"image.axis_sampling_mm must be a positive number of millimetres or null, not {value!r}"
+
+
+def test_a_level_at_a_gap_carries_the_gap_step(tmp_path):
+    """A 2-mm CT with slices missing at L1's endplates (``landmarks.axis_sampling_mm``: L1 8 mm, not graded):
+    L1's row carries 8.0, L2's the series' 2.0, the study the series'; and a later thin CT's progression row
+    tells the baseline's 8.0 from the later 1.0."""
+    gapped = _ct("A", "1.1", "20240101", {"L1": 24.0, "L2": 3.0}, 2.0, graded=True)
+    gapped["vertebrae"][0].update(genant_grade=None, morphology=None)
+    gapped["landmarks"] = {"axis_sampling_mm": {"L1": 8.0}}
+    later = _ct("A", "1.2", "20240601", {"L1": 30.0, "L2": 4.0}, 1.0, graded=True)
+    t = _tables(tmp_path, [gapped, later])
+    v = {(r["study_index"], r["level"]): r for r in t["vertebrae"]}
+    assert (v[(0, "L1")]["axis_sampling_mm"], v[(0, "L1")]["genant_grade"]) == (8.0, None)
+    assert v[(0, "L2")]["axis_sampling_mm"] == 2.0 and v[(1, "L1")]["axis_sampling_mm"] == 1.0
+    assert [s["axis_sampling_mm"] for s in sorted(t["studies"], key=lambda s: s["study_index"])] == [2.0, 1.0]
+    prog = {r["level"]: r for r in t["progression"]}
+    assert (prog["L1"]["baseline_axis_sampling_mm"], prog["L1"]["later_axis_sampling_mm"]) == (8.0, 1.0)
+    assert (prog["L2"]["baseline_axis_sampling_mm"], prog["L2"]["later_axis_sampling_mm"]) == (2.0, 1.0)
+
+
+@pytest.mark.parametrize("value", [{"L1": "8"}, {"L1": 0}, {"S1": 8.0}, [8.0]])
+def test_a_malformed_level_axis_sampling_is_refused_naming_the_file(tmp_path, value):
+    bad = _ct("A", "1.2", "20240601", {"L1": 31.0}, 2.0, graded=True)
+    bad["landmarks"] = {"axis_sampling_mm": value}
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    c = read_documents([tmp_path])
+    assert c.n_docs == 0
+    ((where, why),) = c.errors
+    assert where == str(tmp_path / "bad.json") and why.startswith("landmarks.axis_sampling_mm must map vertebral levels")

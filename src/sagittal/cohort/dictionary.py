@@ -113,8 +113,9 @@ VERTEBRAE: tuple[Column, ...] = (
        "graded it, then the best-ranked (as for the studies table) that measured its height loss; oedema and cleft "
        "from the best-ranked that read them", "count of documents"),
     _c("axis_sampling_mm", "float64", "mm", "CT/MR: how far apart the series of the document this row's heights, "
-       "height loss and grade come from samples the spine's head-foot axis (slice or row spacing); " + _AXIS_COARSE,
-       _AXIS_SOURCE),
+       "height loss and grade come from samples the spine's head-foot axis at this level (slice or row spacing; "
+       "where slices are missing at the level's endplates, the step across the gap); " + _AXIS_COARSE,
+       f"{DOC}: landmarks.axis_sampling_mm[level], else image.axis_sampling_mm"),
     _c("height_anterior_mm", "float64", "mm", "anterior body height (anterior superior to anterior inferior corner)",
        f"{DOC}: vertebrae[].heights_mm.anterior"),
     _c("height_middle_mm", "float64", "mm", "middle body height (endplate midpoints)", f"{DOC}: vertebrae[].heights_mm.middle"),

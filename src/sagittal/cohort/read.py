@@ -23,9 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import InputError
 from ..geometry.morphometry import MORPHOLOGIES
 from ..io.calibration import SPACING_SOURCES
-from ..levels import LEVEL_INDEX
+from ..levels import LEVEL_AXIS_SAMPLING, LEVEL_INDEX, LEVELS, level_axis_sampling
 from .deid import age_years, date_ordinal, sex_code, time_seconds
 
 __all__ = ["Columns", "ReadError", "find_documents", "read_documents"]
@@ -51,10 +52,12 @@ _LABEL_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01
 DOC_FLOATS = ("time_s", "age_years", "axis_mm", *PARAMETERS)
 DOC_INTS = ("date", "status", "posture", "spacing", "sex", "modality", "roussouly", *SCHWAB, "n_warnings",
             "n_levels", "n_required", "software", "model", "order")
-#: one vertebra's values, in the order ``_vertebra`` returns them (then the document's index)
+#: one vertebra's values, in the order ``_vertebra`` returns them, then its ``axis_mm`` (the level's own sampling
+#: of the spine's axis where the document lists one, ``landmarks.axis_sampling_mm``: a gap at its endplates; else
+#: the document's) and the document's index
 VERT_FIELDS = ("level", "h_anterior", "h_middle", "h_posterior", "loss", "grade", "morph", "rk", "vk", "oedema",
-               "oedema_extent", "oedema_src", "cleft", "cleft_content", "cleft_src", "doc")
-VERT_FLOATS = ("h_anterior", "h_middle", "h_posterior", "loss", "rk", "vk", "oedema_extent")
+               "oedema_extent", "oedema_src", "cleft", "cleft_content", "cleft_src", "axis_mm", "doc")
+VERT_FLOATS = ("h_anterior", "h_middle", "h_posterior", "loss", "rk", "vk", "oedema_extent", "axis_mm")
 VERT_INTS = tuple(k for k in VERT_FIELDS if k not in VERT_FLOATS)
 _NO = -1
 _NAN = math.nan
@@ -242,7 +245,19 @@ def _extract(doc: object, where: str) -> tuple[dict[str, object], list[tuple[flo
     row["n_levels"] = len(verts)
     if len({v[0] for v in verts}) != len(verts):
         raise ReadError(f"{where}: a level appears twice in vertebrae")
-    return row, verts, pid, suid
+    own = _level_axis_sampling(d.get("landmarks"), where)
+    return row, [(*v, own.get(LEVELS[int(v[0])], row["axis_mm"])) for v in verts], pid, suid  # type: ignore[arg-type]
+
+
+def _level_axis_sampling(landmarks: object, where: str) -> dict[str, float]:
+    """``landmarks.axis_sampling_mm`` (level → mm: the levels a CT's gap leaves more coarsely sampled than the
+    series), checked as ``report.analysis`` checks it; ``{}`` where absent."""
+    if not isinstance(landmarks, dict):
+        return {}
+    try:
+        return level_axis_sampling(landmarks.get(LEVEL_AXIS_SAMPLING))
+    except InputError as exc:
+        raise ReadError(f"{where}: {exc}") from None
 
 
 def _axis_sampling(image: dict[str, object], where: str) -> float:

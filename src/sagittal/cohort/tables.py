@@ -256,7 +256,7 @@ def _vertebrae_table(c: Columns, sidx: np.ndarray, rank: np.ndarray, s_patient: 
         "level": Coded(level, LEVELS),
         "thoracolumbar": _bool_col(tl[level]),
         "n_images": n_images,
-        "axis_sampling_mm": c.doc["axis_mm"][v["doc"][rows]],  # of the document the heights and loss come from
+        "axis_sampling_mm": v["axis_mm"][rows],  # of the document the heights and loss come from, at this level
         "height_anterior_mm": v["h_anterior"][rows],
         "height_middle_mm": v["h_middle"][rows],
         "height_posterior_mm": v["h_posterior"][rows],
@@ -365,8 +365,8 @@ def _progression_table(c: Columns, v_rows: np.ndarray, v_study: np.ndarray, s_pa
         "later_height_loss_pct": v["loss"][lr],
         "height_loss_change_pts": change,
         "height_loss_rate_pts_per_month": rate,
-        "baseline_axis_sampling_mm": c.doc["axis_mm"][v["doc"][br]],
-        "later_axis_sampling_mm": c.doc["axis_mm"][v["doc"][lr]],
+        "baseline_axis_sampling_mm": v["axis_mm"][br],
+        "later_axis_sampling_mm": v["axis_mm"][lr],
         "baseline_grade": _ints(bg, bg >= 0),
         "later_grade": _ints(lg, lg >= 0),
         "grade_change": _ints(lg - bg, graded),
