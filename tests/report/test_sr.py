@@ -15,7 +15,7 @@ import pytest
 from pydicom.uid import Comprehensive3DSRStorage, ComprehensiveSRStorage, SecondaryCaptureImageStorage
 
 import sagittal
-from sagittal.levels import POINT_NAMES
+from sagittal.levels import LEVELS, POINT_NAMES
 from sagittal.report.sc import orientation_letters, read_sources, secondary_capture, write_sr_and_sc
 from sagittal.report.sr import PRIVATE_SCHEME, content_hash, read_sr, sr_dataset
 
@@ -85,7 +85,7 @@ def _assert_same_values(doc: dict, back: dict) -> None:
             assert got["heights_mm"][side] == pytest.approx(h, abs=1e-6)
         assert got["height_loss_pct"] == pytest.approx(want["height_loss_pct"], abs=1e-6)
         assert got["genant_grade"] == want["genant_grade"]
-        assert got["morphology"] == want["morphology"]
+        assert got.get("morphology") == want["morphology"]  # a null morphology is left out of the SR
         for key in ("regional_kyphosis_deg", "vertebral_kyphosis_deg"):
             if want[key] is None:
                 assert key not in got
@@ -350,3 +350,127 @@ def test_every_standard_code_is_in_pydicoms_dictionary(phc_sr):
     walk([phc_sr])
     standard = {c for c in used if c[0] in ("SCT", "DCM")}
     assert len(standard) > 15 and standard <= known, standard - known
+
+
+# ---------------------------------------------------------------------------------------------
+# Grades withheld on a coarse CT/MR series, and how finely it sampled the spine's axis
+
+
+def _coarse_ct_doc(phc: dict, image_axis_mm: float, level_axis_mm: dict[str, float] | None = None,
+                   ungraded: dict[str, str] | None = None) -> tuple[dict, list[pydicom.Dataset]]:
+    """PHC's landmarks analysed again as a CT series sampled every ``image_axis_mm`` along the spine's
+    axis (``level_axis_mm``: levels with slices missing at their endplates), placed on the CT plane."""
+    from sagittal.report.analysis import analysis_document
+
+    landmarks = copy.deepcopy(phc["landmarks"])
+    if level_axis_mm:
+        landmarks["axis_sampling_mm"] = dict(level_axis_mm)
+    if ungraded:
+        landmarks["ungraded"] = dict(ungraded)
+    image = dict(phc["image"], axis_sampling_mm=image_axis_mm)
+    doc = analysis_document(image, landmarks, copy.deepcopy(phc["source"]))
+    assert doc["status"] in ("ok", "partial")
+    return _ct_plane_doc(doc)
+
+
+def _vertebra_items(ds: pydicom.Dataset) -> dict[str, dict[str, object]]:
+    """From the dataset itself (not read_sr): level -> its group's Genant value code and its AXS
+    measurements as (value, unit code)."""
+    from pydicom.sr.codedict import codes
+
+    level_by_code = {getattr(codes.SCT, f"{lv}Vertebra").value: lv for lv in LEVELS}
+    found: dict[str, dict[str, object]] = {}
+    for group in ds.ContentSequence[-1].ContentSequence:
+        items = list(group.ContentSequence)
+        sites = [it.ConceptCodeSequence[0].CodeValue for it in items
+                 if it.ValueType == "CODE" and it.ConceptNameCodeSequence[0].CodeValue == "363698007"]
+        level = next((level_by_code[c] for c in sites if c in level_by_code), None)
+        if level is None:
+            continue
+        genant = [it.ConceptCodeSequence[0] for it in items if it.ValueType == "CODE"
+                  and (it.ConceptNameCodeSequence[0].CodingSchemeDesignator, it.ConceptNameCodeSequence[0].CodeValue)
+                  == (PRIVATE_SCHEME, "GENANT")]
+        axs = [(float(it.MeasuredValueSequence[0].NumericValue),
+                it.MeasuredValueSequence[0].MeasurementUnitsCodeSequence[0].CodeValue) for it in items
+               if it.ValueType == "NUM"
+               and (it.ConceptNameCodeSequence[0].CodingSchemeDesignator, it.ConceptNameCodeSequence[0].CodeValue)
+               == (PRIVATE_SCHEME, "AXS")]
+        assert len(genant) <= 1
+        found[level] = {"genant": (genant[0].CodingSchemeDesignator, genant[0].CodeValue) if genant else None,
+                        "axs": axs}
+    return found
+
+
+@pytest.fixture(scope="module")
+def coarse_ct_sr(phc) -> tuple[dict, pydicom.Dataset]:
+    """A 5-mm CT document (every loss measured, every grade withheld; T3's points not steady, so
+    neither) and its SR as written and read back."""
+    doc, ct = _coarse_ct_doc(phc, 5.0, ungraded={"T3": "re-centred crops"})
+    ds = sr_dataset(doc, ct, model_sha256=SHA)
+    return doc, pydicom.dcmread(pydicom.filebase.DicomBytesIO(_bytes(ds)))
+
+
+@pytest.fixture(scope="module")
+def gap_ct_sr(phc) -> tuple[dict, pydicom.Dataset]:
+    """A 2-mm CT document whose L4 lies at a gap of missing slices (8.0 mm there) and its SR."""
+    doc, ct = _coarse_ct_doc(phc, 2.0, {"L4": 8.0})
+    ds = sr_dataset(doc, ct, model_sha256=SHA)
+    return doc, pydicom.dcmread(pydicom.filebase.DicomBytesIO(_bytes(ds)))
+
+
+def test_a_coarse_ct_sr_says_each_grade_was_withheld_and_the_sampling(coarse_ct_sr):
+    doc, ds = coarse_ct_sr
+    verts = {v["level"]: v for v in doc["vertebrae"]}
+    assert all(v["genant_grade"] is None for v in verts.values())  # the document withheld every grade
+    assert verts["T3"]["height_loss_pct"] is None and verts["L1"]["height_loss_pct"] > 20
+    items = _vertebra_items(ds)
+    assert sorted(items) == sorted(verts)
+    for level, it in items.items():
+        assert it["axs"] == [(5.0, "mm")], level
+        if level == "T3":  # neither loss nor grade: no Genant evaluation at all, as before
+            assert it["genant"] is None
+        else:
+            assert it["genant"] == (PRIVATE_SCHEME, "GENANT-NG"), level
+    back = read_sr(ds, plane=doc["image"]["plane"], pixel_spacing_mm=doc["image"]["pixel_spacing_mm"])
+    for v in back["vertebrae"]:
+        assert v["axis_sampling_mm"] == 5.0, v["level"]
+        if v["level"] == "T3":
+            assert "genant_grade" not in v and "height_loss_pct" not in v
+        else:
+            assert "genant_grade" in v and v["genant_grade"] is None, v["level"]
+            assert v["height_loss_pct"] == pytest.approx(verts[v["level"]]["height_loss_pct"], abs=1e-6)
+
+
+def test_a_level_at_a_gap_carries_its_own_sampling_and_only_its_grade_is_withheld(gap_ct_sr, phc):
+    doc, ds = gap_ct_sr
+    verts = {v["level"]: v for v in doc["vertebrae"]}
+    assert verts["L4"]["genant_grade"] is None and verts["L4"]["height_loss_pct"] is not None
+    assert verts["L1"]["genant_grade"] == 2
+    items = _vertebra_items(ds)
+    for level, it in items.items():
+        assert it["axs"] == [(8.0 if level == "L4" else 2.0, "mm")], level
+        grade = verts[level]["genant_grade"]
+        assert it["genant"] == (PRIVATE_SCHEME, "GENANT-NG" if level == "L4" else f"GENANT-{grade}"), level
+    back = read_sr(ds, plane=doc["image"]["plane"], pixel_spacing_mm=doc["image"]["pixel_spacing_mm"])
+    got = {v["level"]: v for v in back["vertebrae"]}
+    assert {lv: v["axis_sampling_mm"] for lv, v in got.items()} == {lv: 8.0 if lv == "L4" else 2.0 for lv in verts}
+    assert {lv: v["genant_grade"] for lv, v in got.items()} == {lv: v["genant_grade"] for lv, v in verts.items()}
+    _assert_same_values(doc, back)  # everything else as before
+
+
+def test_a_radiograph_sr_has_no_axis_sampling_and_keeps_its_grades(phc, phc_sr):
+    items = _vertebra_items(phc_sr)
+    assert sorted(items) == sorted(v["level"] for v in phc["vertebrae"])
+    for v in phc["vertebrae"]:
+        assert items[v["level"]] == {"genant": (PRIVATE_SCHEME, f"GENANT-{v['genant_grade']}"), "axs": []}
+    assert all("axis_sampling_mm" not in v for v in read_sr(phc_sr)["vertebrae"])
+
+
+@pytest.mark.dciodvfy
+def test_coarse_and_gap_ct_srs_pass_dciodvfy(tmp_path, coarse_ct_sr, gap_ct_sr, dciodvfy):
+    for name, (_, ds) in (("coarse", coarse_ct_sr), ("gap", gap_ct_sr)):
+        p = tmp_path / f"{name}.sr.dcm"
+        p.write_bytes(_bytes(ds))
+        errors, warnings = _dciodvfy(dciodvfy, p)
+        assert errors == [], f"{name}: {errors}"
+        assert all(PRIVATE_SCHEME in w for w in warnings), f"{name}: {warnings[:5]}"

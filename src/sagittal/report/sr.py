@@ -6,7 +6,12 @@ Content (docs/dicom.md lists every code):
 - one measurement group per vertebra (TID 1501): anterior / middle / posterior heights,
   height loss, regional and vertebral kyphosis, each with the landmarks it came from as
   spatial coordinates, and as qualitative evaluations the Genant grade, the morphology,
-  oedema and cleft where known;
+  oedema and cleft where known. A vertebra measured (height loss) but not graded (a CT/MR
+  series too coarse along the spine's axis at that level, see ``report.analysis``) gets the
+  Genant evaluation ``GENANT-NG`` (grade withheld), so the withholding is explicit; a CT/MR
+  document's vertebrae carry how finely the series sampled the spine's axis there (``AXS``,
+  mm: the level's own ``landmarks.axis_sampling_mm`` where listed, else
+  ``image.axis_sampling_mm``);
 - one group for the spinopelvic parameters (TID 1501), each parameter with its landmarks.
 
 Coordinates. The analysis document's image points are ``[x, y] = [column, row]`` with
@@ -39,7 +44,7 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
 from .. import __version__
-from ..levels import LEVELS, POINT_NAMES
+from ..levels import LEVEL_AXIS_SAMPLING, LEVELS, POINT_NAMES, level_axis_sampling
 
 __all__ = ["PRIVATE_SCHEME", "derived_uid", "read_sr", "reportable", "sr_dataset"]
 
@@ -87,6 +92,11 @@ HEIGHT_LOSS = ("VHL", "Vertebral height loss (Genant)")
 OEDEMA_EXTENT = ("OEDEXT", "Bone marrow oedema extent")
 GENANT = ("GENANT", "Genant semiquantitative fracture grade")
 GENANT_GRADES = {g: (f"GENANT-{g}", f"Genant grade {g}") for g in range(4)}
+#: the Genant value of a vertebra with a height loss but a null grade: withheld on purpose (a series too
+#: coarse along the spine's axis at that level, report.analysis.GRADE_AXIS_SAMPLING_MAX_MM)
+GENANT_WITHHELD = ("GENANT-NG", "Genant grade withheld")
+#: how finely a CT/MR series sampled the spine's axis at a vertebra (mm)
+AXIS_SAMPLING = ("AXS", "Sampling of the spine's axis")
 MORPHOLOGY = ("VMORPH", "Vertebral body deformity type")
 CLEFT = ("CLEFT", "Intravertebral cleft")
 CLEFT_CONTENT = ("CLEFTCONT", "Intravertebral cleft content")
@@ -326,7 +336,31 @@ def _qualitative(name: tuple[str, str] | Any, value: Any) -> Any:
     return QualitativeEvaluation(concept, value)
 
 
-def _vertebra_group(v: dict, landmarks: dict, frame: _Frame, algorithm: Any, uid_parts: list[str]) -> Any:
+def _vertebra_evaluations(v: dict, measured: bool) -> list[Any]:
+    """A vertebra's qualitative evaluations: Genant grade (``GENANT_WITHHELD`` where ``measured``, a height
+    loss, but the grade is null), morphology, oedema, cleft and its content, where the document gives them."""
+    oed: dict[str, Any] = v["oedema"] if isinstance(v.get("oedema"), dict) else {}
+    evaluations: list[Any] = []
+    if isinstance(v.get("genant_grade"), int) and v["genant_grade"] in GENANT_GRADES:
+        evaluations.append(_qualitative(GENANT, _private(*GENANT_GRADES[v["genant_grade"]])))
+    elif v.get("genant_grade") is None and measured:
+        # measured but not graded: say so, rather than leave a reader with a loss and no grade
+        evaluations.append(_qualitative(GENANT, _private(*GENANT_WITHHELD)))
+    if v.get("morphology") in ("normal", "wedge", "biconcave", "crush"):
+        evaluations.append(_qualitative(MORPHOLOGY, _morphology_code(v["morphology"])))
+    if isinstance(oed.get("present"), bool):
+        evaluations.append(_qualitative(codes.SCT.Edema, _code(codes.SCT.Present if oed["present"] else codes.SCT.Absent)))
+    cl: dict[str, Any] = v["cleft"] if isinstance(v.get("cleft"), dict) else {}
+    if isinstance(cl.get("present"), bool):
+        evaluations.append(_qualitative(CLEFT, _code(codes.SCT.Present if cl["present"] else codes.SCT.Absent)))
+        content = {"gas": codes.SCT.Gas, "fluid": codes.SCT.BodyFluid}.get(cl.get("content") or "")
+        if content is not None:
+            evaluations.append(_qualitative(CLEFT_CONTENT, _code(content)))
+    return evaluations
+
+
+def _vertebra_group(v: dict, landmarks: dict, frame: _Frame, algorithm: Any, uid_parts: list[str],
+                    axis_mm: float | None = None) -> Any:
     from highdicom.sr import FindingSite, MeasurementsAndQualitativeEvaluations, TrackingIdentifier
 
     level = v["level"]
@@ -356,19 +390,9 @@ def _vertebra_group(v: dict, landmarks: dict, frame: _Frame, algorithm: Any, uid
     ext = _num(oed.get("extent_pct"))
     if ext is not None:
         measurements.append(_measurement(_private(*OEDEMA_EXTENT), ext, UNIT_PCT, frame, None))
-    evaluations = []
-    if isinstance(v.get("genant_grade"), int) and v["genant_grade"] in GENANT_GRADES:
-        evaluations.append(_qualitative(GENANT, _private(*GENANT_GRADES[v["genant_grade"]])))
-    if v.get("morphology") in ("normal", "wedge", "biconcave", "crush"):
-        evaluations.append(_qualitative(MORPHOLOGY, _morphology_code(v["morphology"])))
-    if isinstance(oed.get("present"), bool):
-        evaluations.append(_qualitative(codes.SCT.Edema, _code(codes.SCT.Present if oed["present"] else codes.SCT.Absent)))
-    cl: dict[str, Any] = v["cleft"] if isinstance(v.get("cleft"), dict) else {}
-    if isinstance(cl.get("present"), bool):
-        evaluations.append(_qualitative(CLEFT, _code(codes.SCT.Present if cl["present"] else codes.SCT.Absent)))
-        content = {"gas": codes.SCT.Gas, "fluid": codes.SCT.BodyFluid}.get(cl.get("content") or "")
-        if content is not None:
-            evaluations.append(_qualitative(CLEFT_CONTENT, _code(content)))
+    if axis_mm is not None:
+        measurements.append(_measurement(_private(*AXIS_SAMPLING), axis_mm, UNIT_MM, frame, None))
+    evaluations = _vertebra_evaluations(v, measured=loss is not None)
     tracking = TrackingIdentifier(uid=derived_uid("sagittal-tracking", *uid_parts, level), identifier=f"vertebra {level}")
     # TID 1501 rather than 1410: TID 1410 forbids coordinates on its measurements, and here every
     # number carries the landmarks it came from (the outline: the six points of the height loss)
@@ -415,7 +439,8 @@ def sr_dataset(document: dict, source_datasets: Sequence[Dataset], *, model_sha2
     needed): they give patient, study and the evidence; the SR goes into the source's study
     as a new series. A CT/MR document (``image.plane``) gives a Comprehensive 3D SR with
     SCOORD3D; a radiograph a Comprehensive SR with SCOORD on the source image. Raises
-    ``ValueError`` for a rejected document or sources that do not match it.
+    ``ValueError`` for a rejected document, sources that do not match it, or a malformed
+    ``landmarks.axis_sampling_mm`` (``InputError``).
     """
     from highdicom.sr import (
         AlgorithmIdentification,
@@ -453,9 +478,13 @@ def sr_dataset(document: dict, source_datasets: Sequence[Dataset], *, model_sha2
             model_name=ALGORITHM_NAME, serial_number=(checksum or "unknown")[:64]))
     groups: list[Any] = []
     landmarks = document.get("landmarks") or {}
+    # CT/MR: the series' sampling of the spine's axis, a level's own where slices are missing at its endplates
+    series_axis_mm = _num((document.get("image") or {}).get("axis_sampling_mm"))
+    level_axis_mm = level_axis_sampling(landmarks.get(LEVEL_AXIS_SAMPLING))
     for v in document.get("vertebrae") or []:
         if v.get("level") in LEVELS:
-            groups.append(_vertebra_group(v, landmarks, frame, algorithm, sop_uids))
+            groups.append(_vertebra_group(v, landmarks, frame, algorithm, sop_uids,
+                                          level_axis_mm.get(v["level"], series_axis_mm)))
     spinopelvic = _spinopelvic_group(document, frame, algorithm, sop_uids)
     if spinopelvic is not None:
         groups.append(spinopelvic)
@@ -543,13 +572,16 @@ def _read_vertebra_measurements(group: Any, v: dict[str, Any], frame: _Frame | N
                     points = dict(zip(POINT_NAMES, pts.tolist(), strict=False))
         elif ck == (PRIVATE_SCHEME, OEDEMA_EXTENT[0]):
             v.setdefault("oedema", {})["extent_pct"] = float(m.value)
+        elif ck == (PRIVATE_SCHEME, AXIS_SAMPLING[0]):
+            v["axis_sampling_mm"] = float(m.value)
         elif ck in by_code_angle:
             v[by_code_angle[ck]] = float(m.value)
     return points
 
 
 def _read_vertebra_evaluations(group: Any, v: dict[str, Any]) -> None:
-    grade_by_code = {(PRIVATE_SCHEME, c): g for g, (c, _) in GENANT_GRADES.items()}
+    grade_by_code: dict[tuple[str, str], int | None] = {(PRIVATE_SCHEME, c): g for g, (c, _) in GENANT_GRADES.items()}
+    grade_by_code[(PRIVATE_SCHEME, GENANT_WITHHELD[0])] = None  # measured, grade withheld
     morph_by_code = {(PRIVATE_SCHEME, c): m for m, (c, _) in PRIVATE_MORPHOLOGY.items()}
     morph_by_code[_concept_key(codes.SCT.WedgeShaped)] = "wedge"
     present = _concept_key(codes.SCT.Present)
@@ -570,7 +602,12 @@ def _read_vertebra_evaluations(group: Any, v: dict[str, Any]) -> None:
 def read_sr(dataset: Dataset, plane: dict | None = None, pixel_spacing_mm: Sequence[float] | None = None) -> dict:
     """The values of an SR written by :func:`sr_dataset`, in the analysis document's shapes:
     ``{"parameters", "vertebrae", "points_px", "algorithm"}`` (SCOORD3D points are mapped
-    back to the plane when ``plane`` and ``pixel_spacing_mm`` are given)."""
+    back to the plane when ``plane`` and ``pixel_spacing_mm`` are given). A vertebra's dict
+    holds only what the SR carries; ``genant_grade`` is ``None`` (present) where the SR says the
+    grade was withheld (``GENANT-NG``), absent where it says nothing; a CT/MR SR's vertebrae
+    also hold ``axis_sampling_mm``: how finely the series sampled the spine's axis at that
+    level (mm; not a key of the document's vertebrae, which keeps it in ``image`` and
+    ``landmarks``)."""
     from highdicom.sr import Comprehensive3DSR, ComprehensiveSR
     from pydicom.uid import Comprehensive3DSRStorage
 
