@@ -172,6 +172,24 @@ def test_sr_uids_are_stable_across_reruns_and_follow_the_content(phc, phc_sr):
     assert content_hash(phc, "f" * 64) != content_hash(phc, SHA) == content_hash(copy.deepcopy(phc), SHA)
 
 
+def test_a_ct_sr_written_anew_gets_a_new_uid_and_a_radiograph_sr_keeps_its_own(phc):
+    """Since AXS and GENANT-NG (VOLUME_SR_ENCODING 2), a CT/MR document's SR gets another SOP Instance UID than the
+    same document's SR had before, so a PACS that keeps the first instance of a UID takes the new content; a
+    radiograph's SR, whose content did not change, keeps its UID (the hash of the document, model and version)."""
+    import hashlib
+    import json
+
+    from sagittal import __version__
+
+    def old(doc: dict) -> str:  # content_hash as it was
+        text = json.dumps(doc, sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(f"{text}|{SHA}|{__version__}".encode()).hexdigest()
+
+    assert "axis_sampling_mm" not in phc["image"] and content_hash(phc, SHA) == old(phc)
+    ct = {**phc, "image": {**phc["image"], "axis_sampling_mm": 3.0}}
+    assert content_hash(ct, SHA) != old(ct)
+
+
 @pytest.fixture(scope="module")
 def ct_sr(phc) -> tuple[dict, list[pydicom.Dataset], pydicom.Dataset]:
     """The CT-plane document, its CT sources and its SR as written and read back (built once)."""

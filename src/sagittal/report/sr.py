@@ -137,10 +137,20 @@ def derived_uid(*parts: str) -> str:
     return f"2.25.{uuid.uuid5(UID_NAMESPACE, chr(31).join(str(p) for p in parts)).int}"
 
 
+#: what ``sr_dataset`` writes for a CT/MR document (one with ``image.axis_sampling_mm``), by version: bumped when it
+#: writes something new for the same document, so that the SR's SOP Instance UID changes with its content (a PACS
+#: keeps the first instance of a UID and may ignore a changed one). 2 (seventeenth session): AXS on every
+#: vertebra and GENANT-NG for a measured vertebra not graded. Radiograph SRs are unchanged (version 1, not hashed)
+VOLUME_SR_ENCODING = 2
+
+
 def content_hash(document: dict, model_sha256: str | None) -> str:
-    """SHA-256 of the document's canonical JSON, the model checksum and sagittal's version."""
+    """SHA-256 of the document's canonical JSON, the model checksum and sagittal's version (and, for a CT/MR
+    document, ``VOLUME_SR_ENCODING``)."""
     text = json.dumps(document, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(f"{text}|{model_sha256}|{__version__}".encode()).hexdigest()
+    image = document.get("image") if isinstance(document.get("image"), dict) else {}
+    encoding = f"|sr{VOLUME_SR_ENCODING}" if isinstance(image, dict) and image.get("axis_sampling_mm") is not None else ""
+    return hashlib.sha256(f"{text}|{model_sha256}|{__version__}{encoding}".encode()).hexdigest()
 
 
 def model_checksum(document: dict, model_sha256: str | None = None) -> str | None:
