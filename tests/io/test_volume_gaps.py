@@ -85,6 +85,13 @@ def test_axis_sampling_is_the_grid_step_and_a_gap_is_judged_per_level():
     assert kind.level_axis_sampling_mm(geom, _FlatPlane(), {"E": body(3.5, 15.0)}) == {"E": 8.0}  # 3.5: within 1 mm of 4
     even = _axial([0.0, 2.0, 4.0, 6.0])
     assert kind.level_axis_sampling_mm(even, _FlatPlane(), as_body) == {}
+    # review R17a: parts 3.8 and 4.15 mm apart (no gap; a 3.98-mm grid): within 5 % of the grid, but the
+    # 4.15-mm part samples its levels at the grading limit or coarser, so they are listed; the 3.8-mm part's not
+    z = list(np.arange(30) * 3.8) + list(29 * 3.8 + np.arange(1, 31) * 4.15)
+    _, mixed = even_slices(np.zeros((len(z), 2, 2), np.float32), _axial(z))
+    assert 3.9 < mixed.slice_spacing_mm < 4.0 and kind.axis_sampling_mm(mixed) < 4.0
+    got = kind.level_axis_sampling_mm(mixed, _FlatPlane(), {"thin": body(20.0, 45.0), "thick": body(170.0, 195.0)})
+    assert got == {"thick": pytest.approx(4.15)}
     tilt = np.radians(25.0)
     n = np.array([0.0, np.sin(tilt), np.cos(tilt)])  # a gantry tilted 25 deg: slices 4.0 mm apart along their normal
     tilted = replace(_axial([0.0, 4.0, 8.0]), normal=n, col_dir=np.cross(n, [1.0, 0.0, 0.0]), slice_spacing_mm=4.0)

@@ -33,6 +33,7 @@ def test_thickness_ratio_range_checks():
     assert "0 <= LO <= HI <= 30" in err(None, tilt=[10.0, 40.0]) and "0 <= LO <= HI <= 30" in err(None, tilt=[20.0, 10.0])
     assert "point sample only" in err([1.3, 2.5], tilt=[10.0, 25.0])
     assert err(None, drop=3) is None and "expected 0-8 files" in err(None, drop=9) and "0-8" in err(None, drop=-1)
+    assert "not along a tilted slice's normal" in err(None, tilt=[10.0, 25.0], drop=3)
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ from sagittal.cli import main
 from sagittal.levels import LEVELS
 from sagittal.phantom import build_spine, render_radiograph, sample_spec
 from sagittal.phantom.truth import radiograph_truth
-from sagittal.report.analysis import load_schema
+from sagittal.report.analysis import analysis_document, load_schema
 
 
 @pytest.fixture(scope="module")
@@ -219,3 +219,42 @@ def test_a_series_too_coarse_along_the_spine_is_not_graded(tmp_path, capsys, sch
     for bad in (0, -1.0, "5", True, float("nan")):
         with pytest.raises(InputError, match="image.axis_sampling_mm must be a positive number"):
             analysis_document(dict(obj["image"], axis_sampling_mm=bad), obj["landmarks"])
+
+
+def test_a_level_at_a_gap_sizes_no_neighbours_expected_height():
+    """Review R17a: a level listed in ``landmarks.axis_sampling_mm`` at 4 mm or more (slices missing at its
+    endplates) keeps its own heights and loss, but its endplate may be interpolated across the gap, so the
+    neighbours' expected heights come from the other levels, as for an ungraded one. A normal T11 17 % short,
+    beside a T12 read 3 mm tall at an 8-mm gap: graded 0 with 17.0 % (it was graded 1, 21.6 %, before)."""
+    from sagittal.geometry.morphometry import NORMAL_ANTERIOR_RATIO, NORMAL_MIDDLE_RATIO, NORMAL_POSTERIOR_MM
+
+    def landmarks(t12_extra_mm: float) -> dict:
+        y, verts = 20.0, {}
+        for lv in ("T11", "T12", "L1", "L2", "L3"):
+            i = LEVELS.index(lv)
+            hp = NORMAL_POSTERIOR_MM[i] * 1.1 * (0.83 if lv == "T11" else 1.0)
+            ha, hm = hp * NORMAL_ANTERIOR_RATIO[i], hp * NORMAL_MIDDLE_RATIO[i]
+            up = t12_extra_mm if lv == "T12" else 0.0
+            bot = y + max(ha, hp, hm)
+            verts[lv] = {"anterior_superior": [10.0, bot - ha - up], "posterior_superior": [45.0, bot - hp - up],
+                         "posterior_inferior": [45.0, bot], "anterior_inferior": [10.0, bot],
+                         "middle_superior": [27.5, bot - hm - up], "middle_inferior": [27.5, bot]}
+            y = bot + 8.0
+        return {"vertebrae": verts, "s1_endplate": None, "femoral_heads": []}
+
+    image = {"rows": 400, "columns": 200, "pixel_spacing_mm": [1.0, 1.0], "spacing_source": "volume",
+             "anterior": "left", "axis_sampling_mm": 2.0}
+
+    def by_level(lm: dict) -> dict:
+        return {v["level"]: v for v in analysis_document(image, lm)["vertebrae"]}
+
+    plain = by_level(landmarks(0.0))
+    assert (plain["T11"]["genant_grade"], plain["T11"]["height_loss_pct"]) == (0, 17.0)
+    tall = landmarks(3.0)
+    assert by_level(tall)["T11"]["genant_grade"] == 1  # T12 sizing T11's expected height: a false grade 1
+    gapped = by_level({**tall, "axis_sampling_mm": {"T12": 8.0}})
+    assert (gapped["T11"]["genant_grade"], gapped["T11"]["height_loss_pct"]) == (0, 17.0)
+    assert gapped["T12"]["genant_grade"] is None and gapped["T12"]["heights_mm"] is not None
+    assert gapped["T12"]["height_loss_pct"] == by_level(tall)["T12"]["height_loss_pct"]  # its own, as measured
+    # under the limit the map changes nothing
+    assert by_level({**tall, "axis_sampling_mm": {"T12": 3.0}}) == by_level(tall)

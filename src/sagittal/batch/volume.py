@@ -113,7 +113,8 @@ def level_axis_sampling_mm(geom: Any, plane: Any, vertebrae_px: dict[str, np.nda
     coarsest step between the series' own slices within half a grid step of any of its points, along the
     spine's axis (as ``axis_sampling_mm``), where that is coarser than the series' grid: the levels whose
     endplates lie in a gap of missing slices, or in the thick part of a series with thick and thin parts
-    (``io.volume.even_slices`` keeps the slices' own depths, ``source_depths_mm``). A gap elsewhere (across
+    (``io.volume.even_slices`` keeps the slices' own depths, ``source_depths_mm``; within 5 % of the grid is
+    rounding, unless it reaches ``GRADE_AXIS_SAMPLING_MAX_MM`` where the grid does not). A gap elsewhere (across
     a body's middle, or between bodies) leaves a level as it is. ``{}`` for an evenly spaced series, or one
     whose rows, not its slices, run along the spine."""
     from ..io.volume import _axes_by_anatomy
@@ -130,8 +131,11 @@ def level_axis_sampling_mm(geom: Any, plane: Any, vertebrae_px: dict[str, np.nda
         first = np.clip(np.searchsorted(d, z - grid / 2, side="right") - 1, 0, len(steps) - 1)
         last = np.clip(np.searchsorted(d, z + grid / 2, side="left") - 1, first, len(steps) - 1)
         worst = max(float(steps[a:b + 1].max()) for a, b in zip(first, last, strict=True))
-        if worst > 1.05 * grid:  # as even_slices: within 5 % is the series' own step
-            out[level] = round(worst / _along_axis(geom, 0), 3)
+        along = worst / _along_axis(geom, 0)
+        # as even_slices: within 5 % is the series' own step - unless that crosses the grading limit (review
+        # R17a: parts 3.8 and 4.15 mm apart, a 3.98-mm grid: the 4.15-mm part's levels must be listed)
+        if worst > 1.05 * grid or along >= GRADE_AXIS_SAMPLING_MAX_MM > grid / _along_axis(geom, 0):
+            out[level] = round(along, 3)
     return out
 
 

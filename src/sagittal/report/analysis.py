@@ -193,9 +193,9 @@ def _axis_sampling(image: dict[str, Any], doc_image: dict[str, Any], limit_mm: f
 #: the warning of levels so graded by their own sampling (``landmarks.axis_sampling_mm``: the series' own slices
 #: further apart at their endplates than elsewhere; ``{levels}``, ``{mm}``, ``{limit}``)
 GAP_AXIS_WARNING = ("{levels}: Genant grade and morphology withheld: the series' own slices lie {mm:.1f} mm apart "
-                    "along the spine's axis at their endplates (slices missing, or a thicker part of the series; "
-                    "{limit:g} mm or more apart), too coarse to grade a vertebral body; heights and height loss are "
-                    "reported as measured")
+                    "along the spine's axis at their endplates (slices missing, unevenly spaced, or a thicker part of "
+                    "the series; {limit:g} mm or more apart), too coarse to grade a vertebral body; heights and height "
+                    "loss are reported as measured, and they size no neighbour's expected height")
 
 
 def _coarse_axis_warning(verts: list[dict[str, Any]], ungraded: frozenset[str], axis_mm: float, limit_mm: float,
@@ -225,6 +225,21 @@ def _gap_axis_warning(verts: list[dict[str, Any]], ungraded: frozenset[str], by_
             groups.setdefault(round(by_level[v["level"]], 1), []).append(v["level"])
     for mm, levels in groups.items():
         warnings.append(GAP_AXIS_WARNING.format(levels=", ".join(levels), mm=mm, limit=limit_mm or 0.0))
+
+
+def _losses_apart(m: dict[str, np.ndarray], pts: np.ndarray, s1: np.ndarray, hip: np.ndarray, apart: frozenset[str],
+                  ungraded: frozenset[str]) -> dict[str, np.ndarray]:
+    """``m`` with the other levels' height loss, grade and morphology measured without the ``apart`` levels (nor
+    the ``ungraded`` ones): an endplate in a gap of missing slices is interpolated across it, so that body sizes
+    no neighbour's expected height (``morphometry.expected_posterior_mm``; review R17a: a T12 read 3 mm tall at
+    a gap made a normal T11 grade 1). The ``apart`` levels keep their own heights and loss as measured."""
+    if not apart:
+        return m
+    mask = np.isin(np.array(LEVELS), sorted(apart | ungraded))
+    without = g.measure(np.where(mask[:, None, None], np.nan, pts), s1, hip)
+    own = np.isin(np.array(LEVELS), sorted(apart))
+    return dict(m, **{k: np.where(own.reshape(-1, *([1] * (np.ndim(m[k]) - 1))), m[k], without[k])
+                      for k in ("height_loss_pct", "genant_grade", "morphology_index")})
 
 
 def _ungraded(value: Any) -> frozenset[str]:
@@ -307,6 +322,7 @@ def analysis_document(image: dict[str, Any], landmarks: dict[str, Any], source: 
         untrusted = _untrusted_angles(m, graded, pts_px, ungraded, warnings)
         m = dict(m, **{k: graded[k] for k in ("heights_mm", "height_loss_pct", "genant_grade", "morphology_index",
                                               *FROM_ENDPLATES)})
+    m = _losses_apart(m, pts, s1, hip, frozenset(coarse_levels), ungraded)
     doc["parameters"] = params = _parameters(m, mm_ok, warnings, untrusted)
     doc["vertebrae"] = _vertebrae(m, pts_px, mm_ok, ungraded, grades=coarse_mm is None, coarse=frozenset(coarse_levels))
     if coarse_mm is not None and grade_axis_max_mm is not None:
