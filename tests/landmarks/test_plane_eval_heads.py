@@ -55,9 +55,9 @@ def test_eval_planes_refuses_a_spacing_range_it_cannot_draw_from(capsys):
 def test_eval_planes_draws_the_ct_at_the_spacings_asked_for(tmp_path):
     """The same case (spine, field) at the coarse voxels asked for: the judged head check's series."""
     ev = script("eval_planes")
-    spine, vols = ev._case("CT", 6170, tmp_path / "a", ct_pixel_mm=(3.0, 3.0), ct_slice_mm=(5.0, 5.0))
+    spine, vols, _ = ev._case("CT", 6170, tmp_path / "a", ct_pixel_mm=(3.0, 3.0), ct_slice_mm=(5.0, 5.0))
     ct = vols[0]
     assert tuple(ct.pixel_spacing_mm) == (3.0, 3.0)
     assert np.allclose(np.abs(np.diff(np.asarray(ct.positions_lps)[:, 2])), 5.0)
-    spine2, _ = ev._case("CT", 6170, tmp_path / "b")
+    spine2, _, _ = ev._case("CT", 6170, tmp_path / "b")
     np.testing.assert_allclose(spine.points_mm, spine2.points_mm)  # the same draws: the same spine

@@ -123,7 +123,7 @@ def test_whole_spine_scoliotic_mr_plane_stays_on_the_bodies(tmp_path):
     from sagittal.io.volume import in_field
     from tests.training.fixtures import script
 
-    spine, vols = script("eval_planes")._case("MR", 204, tmp_path)
+    spine, vols, _ = script("eval_planes")._case("MR", 204, tmp_path)
     (unit,), _ = kind.plan(scan_export([tmp_path], decode_pixels=False).series)
     prep = kind.prepare(unit, kind.load_plane_model(threads=1))  # the T1's centre line, the curved plane
     plane, geom = prep.extra["plane"], prep.extra["volumes"]["t1"][1]

@@ -171,7 +171,7 @@ def test_mr_small_heads_beside_a_deeper_bright_region_are_found(tmp_path, pelvis
     from tests.training.fixtures import script
 
     ev = script("eval_planes")
-    spine, vols = ev._case("MR", 4910, tmp_path / "MR4910", 0.33, 1.0, pelvis)
+    spine, vols, _ = ev._case("MR", 4910, tmp_path / "MR4910", 0.33, 1.0, pelvis)
     (unit,), _ = kind.plan(scan_export([tmp_path / "MR4910"], decode_pixels=False).series)
     prep = kind.prepare(unit, kind.load_plane_model(threads=1))
     plane = prep.extra["plane"]
