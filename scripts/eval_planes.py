@@ -817,7 +817,7 @@ def _range_error(args: argparse.Namespace) -> str | None:
             return f"{flag} {lo:g} {hi:g}: expected 0 < LO <= HI (mm), a range the spacing is drawn from"
     if not 0 <= args.ct_drop_files <= 8:
         return f"--ct-drop-files {args.ct_drop_files}: expected 0-8 files"
-    if args.ct_drop_files and args.ct_tilt_deg:
+    if args.ct_drop_files and args.ct_tilt_deg and args.ct_tilt_deg[1] > 0:
         # review R17a: the gap and its levels are placed by LPS z, which a tilted slice's depth is not
         return "--ct-drop-files with --ct-tilt-deg: the gap is placed by height (z), not along a tilted slice's normal"
     tilt = args.ct_tilt_deg

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from sagittal.cli import main
+from sagittal.errors import InputError
 from sagittal.levels import LEVELS
 from sagittal.phantom import build_spine, render_radiograph, sample_spec
 from sagittal.phantom.truth import radiograph_truth
@@ -258,3 +259,40 @@ def test_a_level_at_a_gap_sizes_no_neighbours_expected_height():
     assert gapped["T12"]["height_loss_pct"] == by_level(tall)["T12"]["height_loss_pct"]  # its own, as measured
     # under the limit the map changes nothing
     assert by_level({**tall, "axis_sampling_mm": {"T12": 3.0}}) == by_level(tall)
+
+
+def test_a_level_left_with_no_reference_is_not_graded():
+    """Review R17b: with L3 and L4 at a gap (or one at a gap and the other ungraded), an evenly crushed L5 has no
+    neighbour left to size its expected posterior height (two above and two below; there is no sacrum row), so
+    its posterior loss would read 0 and the crush grade 0, 'normal'. It is withheld instead, with a warning
+    naming the neighbours, its heights kept and its loss null; with every point it reads grade 2, 30 %."""
+    from sagittal.geometry.morphometry import NORMAL_ANTERIOR_RATIO, NORMAL_MIDDLE_RATIO, NORMAL_POSTERIOR_MM
+
+    y, verts = 20.0, {}
+    for lv in ("T12", "L1", "L2", "L3", "L4", "L5"):
+        i = LEVELS.index(lv)
+        hp = NORMAL_POSTERIOR_MM[i] * 1.1 * (0.7 if lv == "L5" else 1.0)
+        ha, hm = hp * NORMAL_ANTERIOR_RATIO[i], hp * NORMAL_MIDDLE_RATIO[i]
+        bot = y + max(ha, hp, hm)
+        verts[lv] = {"anterior_superior": [10.0, bot - ha], "posterior_superior": [45.0, bot - hp],
+                     "posterior_inferior": [45.0, bot], "anterior_inferior": [10.0, bot],
+                     "middle_superior": [27.5, bot - hm], "middle_inferior": [27.5, bot]}
+        y = bot + 8.0
+    lm = {"vertebrae": verts, "s1_endplate": None, "femoral_heads": []}
+    image = {"rows": 400, "columns": 200, "pixel_spacing_mm": [1.0, 1.0], "spacing_source": "volume",
+             "anterior": "left", "axis_sampling_mm": 2.0}
+    every = {v["level"]: v for v in analysis_document(image, lm)["vertebrae"]}
+    assert (every["L5"]["genant_grade"], every["L5"]["height_loss_pct"], every["L5"]["morphology"]) == (2, 30.0, "crush")
+    for extra in ({"axis_sampling_mm": {"L3": 8.0, "L4": 8.0}},
+                  {"axis_sampling_mm": {"L4": 8.0}, "ungraded": {"L3": "its points were not steady"}}):
+        doc = analysis_document(image, {**lm, **extra})
+        l5 = {v["level"]: v for v in doc["vertebrae"]}["L5"]
+        assert (l5["genant_grade"], l5["morphology"], l5["height_loss_pct"]) == (None, None, None), extra
+        assert l5["heights_mm"] == every["L5"]["heights_mm"]
+        (why,) = [w for w in doc["warnings"] if w.startswith("L5: ")]
+        assert "(L3, L4)" in why and "no reference" in why
+        assert {v["level"]: v["genant_grade"] for v in doc["vertebrae"]}["L2"] == 0  # L2 keeps T12 and L1
+    # a map on a radiograph (no image.axis_sampling_mm) is refused
+    plain = {k: v for k, v in image.items() if k != "axis_sampling_mm"}
+    with pytest.raises(InputError, match="needs image.axis_sampling_mm"):
+        analysis_document(plain, {**lm, "axis_sampling_mm": {"L4": 8.0}})

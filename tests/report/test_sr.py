@@ -172,22 +172,39 @@ def test_sr_uids_are_stable_across_reruns_and_follow_the_content(phc, phc_sr):
     assert content_hash(phc, "f" * 64) != content_hash(phc, SHA) == content_hash(copy.deepcopy(phc), SHA)
 
 
-def test_a_ct_sr_written_anew_gets_a_new_uid_and_a_radiograph_sr_keeps_its_own(phc):
+def test_a_ct_sr_written_anew_gets_a_new_uid_and_a_radiograph_sr_keeps_its_own(phc, phc_sr, gap_ct_sr):
     """Since AXS and GENANT-NG (VOLUME_SR_ENCODING 2), a CT/MR document's SR gets another SOP Instance UID than the
     same document's SR had before, so a PACS that keeps the first instance of a UID takes the new content; a
-    radiograph's SR, whose content did not change, keeps its UID (the hash of the document, model and version)."""
+    radiograph's SR, whose content did not change, keeps its UID (the hash of the document, model and version).
+    Checked on the SRs written (review R17b: the first form compared hashes only)."""
     import hashlib
-    import json
 
     from sagittal import __version__
+    from sagittal.report.sr import derived_uid
 
     def old(doc: dict) -> str:  # content_hash as it was
         text = json.dumps(doc, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(f"{text}|{SHA}|{__version__}".encode()).hexdigest()
 
-    assert "axis_sampling_mm" not in phc["image"] and content_hash(phc, SHA) == old(phc)
-    ct = {**phc, "image": {**phc["image"], "axis_sampling_mm": 3.0}}
-    assert content_hash(ct, SHA) != old(ct)
+    def uid(doc: dict, digest: str) -> str:
+        return derived_uid("sagittal-sr", *doc["source"]["sop_instance_uids"], digest)
+
+    assert "axis_sampling_mm" not in phc["image"] and phc_sr.SOPInstanceUID == uid(phc, old(phc))
+    doc, ds = gap_ct_sr
+    assert ds.SOPInstanceUID == uid(doc, content_hash(doc, SHA)) != uid(doc, old(doc))
+
+
+def test_a_radiograph_document_with_a_level_sampling_gets_no_axs(phc):
+    """A map of levels' sampling belongs to a CT/MR series (review R17b): ``analysis_document`` refuses it on a
+    radiograph, and an SR written from such a document anyway carries no AXS."""
+    from sagittal.errors import InputError
+    from sagittal.report.analysis import analysis_document
+
+    landmarks = {**phc["landmarks"], "axis_sampling_mm": {"L1": 8.0}}
+    with pytest.raises(InputError, match="needs image.axis_sampling_mm"):
+        analysis_document(phc["image"], landmarks, copy.deepcopy(phc["source"]))
+    ds = sr_dataset({**phc, "landmarks": landmarks}, _sources(phc), model_sha256=SHA)
+    assert all(not it["axs"] for it in _vertebra_items(ds).values())
 
 
 @pytest.fixture(scope="module")

@@ -206,10 +206,16 @@ def _coarse_axis_warning(verts: list[dict[str, Any]], ungraded: frozenset[str], 
         warnings.append(COARSE_AXIS_WARNING.format(levels=", ".join(withheld), mm=axis_mm, limit=limit_mm))
 
 
-def _coarse_levels(landmarks: dict[str, Any], series_coarse_mm: float | None, limit_mm: float | None) -> dict[str, float]:
+def _coarse_levels(landmarks: dict[str, Any], image: dict[str, Any], series_coarse_mm: float | None,
+                   limit_mm: float | None) -> dict[str, float]:
     """The levels that ``landmarks`` maps (``LEVEL_AXIS_SAMPLING``, checked) to a sampling of their own of
-    ``limit_mm`` or more, in a series not too coarse as a whole (``series_coarse_mm`` None): level → mm."""
+    ``limit_mm`` or more, in a series not too coarse as a whole (``series_coarse_mm`` None): level → mm. The map
+    belongs to a CT/MR series' sampling: without ``image.axis_sampling_mm`` (a radiograph) it is refused (review
+    R17b: it withheld a radiograph's grade as if slices were missing)."""
     by_level = level_axis_sampling(landmarks.get(LEVEL_AXIS_SAMPLING))
+    if by_level and image.get("axis_sampling_mm") is None:
+        raise InputError(f"landmarks.{LEVEL_AXIS_SAMPLING} is a CT/MR series' sampling at some levels: it needs "
+                         "image.axis_sampling_mm (a radiograph has neither)")
     if limit_mm is None or series_coarse_mm is not None:
         return {}
     return {lv: mm for lv, mm in by_level.items() if mm >= limit_mm}
@@ -240,6 +246,32 @@ def _losses_apart(m: dict[str, np.ndarray], pts: np.ndarray, s1: np.ndarray, hip
     own = np.isin(np.array(LEVELS), sorted(apart))
     return dict(m, **{k: np.where(own.reshape(-1, *([1] * (np.ndim(m[k]) - 1))), m[k], without[k])
                       for k in ("height_loss_pct", "genant_grade", "morphology_index")})
+
+
+#: the warning of a level whose every reference for its expected height is set apart (``{levels}``, ``{refs}``)
+NO_REFERENCE_WARNING = ("{level}: Genant grade and morphology withheld: the vertebrae that size its expected height "
+                        "({refs}) are all ungraded or at a gap of missing slices, so its posterior height has no "
+                        "reference: no height loss either; its heights are reported as measured")
+
+
+def _without_reference(pts: np.ndarray, set_apart: frozenset[str]) -> dict[str, list[str]]:
+    """The reported levels that the ``set_apart`` ones (ungraded, or at a gap) leave with no neighbour to size
+    their expected posterior height (``morphometry.expected_posterior_mm``: up to two above and two below),
+    though every point gave them one: level → those neighbours. Without a reference the posterior loss reads 0
+    and a crushed body evenly collapsed would read normal (review R17b: an L5 crushed 30 % read grade 0 with L3
+    and L4 at a gap)."""
+    if not set_apart:
+        return {}
+    from ..geometry.morphometry import expected_posterior_mm, heights_mm
+
+    hp = heights_mm(pts)[:, 2]
+    mask = np.isin(np.array(LEVELS), sorted(set_apart))
+    before, after = expected_posterior_mm(hp), expected_posterior_mm(np.where(mask, np.nan, hp))
+    out = {}
+    for i in (int(k) for k in np.flatnonzero(np.isfinite(hp) & ~mask & np.isfinite(before) & ~np.isfinite(after))):
+        out[LEVELS[i]] = [LEVELS[j] for j in range(max(0, i - 2), min(len(LEVELS), i + 3))
+                          if j != i and np.isfinite(hp[j])]
+    return out
 
 
 def _ungraded(value: Any) -> frozenset[str]:
@@ -285,7 +317,7 @@ def analysis_document(image: dict[str, Any], landmarks: dict[str, Any], source: 
         "anterior": anterior,
     }
     coarse_mm = _axis_sampling(image, doc_image, grade_axis_max_mm)  # a series too coarse along the axis to grade
-    coarse_levels = _coarse_levels(landmarks, coarse_mm, grade_axis_max_mm)  # a gap at their endplates
+    coarse_levels = _coarse_levels(landmarks, image, coarse_mm, grade_axis_max_mm)  # a gap at their endplates
     doc: dict[str, Any] = {"schema": SCHEMA_ID, "status": "rejected", "source": source, "image": doc_image,
            "landmarks": landmarks, "parameters": {k: None for k in REQUIRED_PARAMETERS}, "vertebrae": [],
            "warnings": warnings}
@@ -323,8 +355,12 @@ def analysis_document(image: dict[str, Any], landmarks: dict[str, Any], source: 
         m = dict(m, **{k: graded[k] for k in ("heights_mm", "height_loss_pct", "genant_grade", "morphology_index",
                                               *FROM_ENDPLATES)})
     m = _losses_apart(m, pts, s1, hip, frozenset(coarse_levels), ungraded)
+    orphans = _without_reference(pts, frozenset(coarse_levels) | ungraded)  # their loss: no reference, null
+    warnings += [NO_REFERENCE_WARNING.format(level=lv, refs=", ".join(refs)) for lv, refs in orphans.items()]
+    m = dict(m, height_loss_pct=np.where(np.isin(np.array(LEVELS), sorted(orphans)), np.nan, m["height_loss_pct"]))
     doc["parameters"] = params = _parameters(m, mm_ok, warnings, untrusted)
-    doc["vertebrae"] = _vertebrae(m, pts_px, mm_ok, ungraded, grades=coarse_mm is None, coarse=frozenset(coarse_levels))
+    doc["vertebrae"] = _vertebrae(m, pts_px, mm_ok, ungraded, grades=coarse_mm is None,
+                                  coarse=frozenset(coarse_levels) | frozenset(orphans))
     if coarse_mm is not None and grade_axis_max_mm is not None:
         _coarse_axis_warning(doc["vertebrae"], ungraded, coarse_mm, grade_axis_max_mm, warnings)
     _gap_axis_warning(doc["vertebrae"], ungraded, coarse_levels, grade_axis_max_mm, warnings)

@@ -490,7 +490,8 @@ def sr_dataset(document: dict, source_datasets: Sequence[Dataset], *, model_sha2
     landmarks = document.get("landmarks") or {}
     # CT/MR: the series' sampling of the spine's axis, a level's own where slices are missing at its endplates
     series_axis_mm = _num((document.get("image") or {}).get("axis_sampling_mm"))
-    level_axis_mm = level_axis_sampling(landmarks.get(LEVEL_AXIS_SAMPLING))
+    # the levels' own only with the series' (as report.analysis requires): a radiograph gets no AXS
+    level_axis_mm = level_axis_sampling(landmarks.get(LEVEL_AXIS_SAMPLING)) if series_axis_mm is not None else {}
     for v in document.get("vertebrae") or []:
         if v.get("level") in LEVELS:
             groups.append(_vertebra_group(v, landmarks, frame, algorithm, sop_uids,
