@@ -292,6 +292,23 @@ def test_a_level_left_with_no_reference_is_not_graded():
         (why,) = [w for w in doc["warnings"] if w.startswith("L5: ")]
         assert "(L3, L4)" in why and "no reference" in why
         assert {v["level"]: v["genant_grade"] for v in doc["vertebrae"]}["L2"] == 0  # L2 keeps T12 and L1
+    # review R17c: a level at a gap whose neighbours are all ungraded has no reference for its own loss either
+    doc = analysis_document(image, {**lm, "axis_sampling_mm": {"L4": 8.0}, "ungraded": ["L2", "L3", "L5"]})
+    l4 = {v["level"]: v for v in doc["vertebrae"]}["L4"]
+    assert (l4["genant_grade"], l4["height_loss_pct"]) == (None, None) and l4["heights_mm"] is not None
+    assert any(w.startswith("L4: ") and "no reference" in w for w in doc["warnings"])
+    # a level that never had a reference (a lone body: L3 and L4 not in view) is left as it was, graded from
+    # its own walls (a 35 % wedge: grade 2), whatever else is ungraded
+    lone = {"vertebrae": {lv: p for lv, p in verts.items() if lv not in ("L3", "L4")}, "s1_endplate": None,
+            "femoral_heads": []}
+    wedge = dict(lone["vertebrae"]["L5"])
+    wedge["anterior_superior"] = [10.0, wedge["anterior_inferior"][1]
+                                  - 0.65 * (wedge["posterior_inferior"][1] - wedge["posterior_superior"][1])
+                                  * NORMAL_ANTERIOR_RATIO[LEVELS.index("L5")]]
+    lone["vertebrae"]["L5"] = wedge
+    for extra in ({}, {"ungraded": ["T12"]}):
+        l5 = {v["level"]: v for v in analysis_document(image, {**lone, **extra})["vertebrae"]}["L5"]
+        assert l5["genant_grade"] == 2 and l5["height_loss_pct"] == pytest.approx(35.0, abs=0.1), extra
     # a map on a radiograph (no image.axis_sampling_mm) is refused
     plain = {k: v for k, v in image.items() if k != "axis_sampling_mm"}
     with pytest.raises(InputError, match="needs image.axis_sampling_mm"):

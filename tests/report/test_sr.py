@@ -501,6 +501,19 @@ def test_a_radiograph_sr_has_no_axis_sampling_and_keeps_its_grades(phc, phc_sr):
     assert all("axis_sampling_mm" not in v for v in read_sr(phc_sr)["vertebrae"])
 
 
+def test_a_level_left_with_no_reference_is_told_withheld_in_the_sr(phc):
+    """Review R17c: the lowest level, its two neighbours above ungraded, has heights but no reference for a loss
+    (``report.analysis._without_reference``): its SR group says GENANT-NG (heights, no loss), as a loss with no
+    grade does; the ungraded levels (no heights) get no Genant evaluation."""
+    lowest = [v["level"] for v in phc["vertebrae"]][-3:]
+    doc, ct = _coarse_ct_doc(phc, 2.0, ungraded=dict.fromkeys(lowest[:2], "re-centred crops"))
+    v = {x["level"]: x for x in doc["vertebrae"]}[lowest[2]]
+    assert v["genant_grade"] is None and v["height_loss_pct"] is None and v["heights_mm"] is not None
+    items = _vertebra_items(sr_dataset(doc, ct, model_sha256=SHA))
+    assert items[lowest[2]]["genant"] == (PRIVATE_SCHEME, "GENANT-NG")
+    assert all(items[lv]["genant"] is None for lv in lowest[:2])
+
+
 @pytest.mark.dciodvfy
 def test_coarse_and_gap_ct_srs_pass_dciodvfy(tmp_path, coarse_ct_sr, gap_ct_sr, dciodvfy):
     for name, (_, ds) in (("coarse", coarse_ct_sr), ("gap", gap_ct_sr)):

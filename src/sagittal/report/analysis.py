@@ -254,21 +254,26 @@ NO_REFERENCE_WARNING = ("{level}: Genant grade and morphology withheld: the vert
                         "reference: no height loss either; its heights are reported as measured")
 
 
-def _without_reference(pts: np.ndarray, set_apart: frozenset[str]) -> dict[str, list[str]]:
-    """The reported levels that the ``set_apart`` ones (ungraded, or at a gap) leave with no neighbour to size
-    their expected posterior height (``morphometry.expected_posterior_mm``: up to two above and two below),
-    though every point gave them one: level → those neighbours. Without a reference the posterior loss reads 0
+def _without_reference(pts: np.ndarray, apart: frozenset[str], ungraded: frozenset[str]) -> dict[str, list[str]]:
+    """The reported levels that the set-apart ones leave with no neighbour to size their expected posterior
+    height (``morphometry.expected_posterior_mm``: up to two above and two below), though every point gave them
+    one: level → those neighbours. A level is measured without the ``ungraded`` ones and, unless it is one of
+    them itself, the ``apart`` ones (at a gap: ``_losses_apart``). Without a reference the posterior loss reads 0
     and a crushed body evenly collapsed would read normal (review R17b: an L5 crushed 30 % read grade 0 with L3
-    and L4 at a gap)."""
-    if not set_apart:
+    and L4 at a gap; R17c: a level at a gap whose neighbours were all ungraded reported a loss of 0). A level
+    that never had a reference (a lone body in view) is left as it is."""
+    if not apart and not ungraded:
         return {}
     from ..geometry.morphometry import expected_posterior_mm, heights_mm
 
     hp = heights_mm(pts)[:, 2]
-    mask = np.isin(np.array(LEVELS), sorted(set_apart))
-    before, after = expected_posterior_mm(hp), expected_posterior_mm(np.where(mask, np.nan, hp))
+    levels = np.array(LEVELS)
+    not_graded, at_gap = np.isin(levels, sorted(ungraded)), np.isin(levels, sorted(apart))
+    before = expected_posterior_mm(hp)
+    after = np.where(at_gap, expected_posterior_mm(np.where(not_graded, np.nan, hp)),
+                     expected_posterior_mm(np.where(not_graded | at_gap, np.nan, hp)))
     out = {}
-    for i in (int(k) for k in np.flatnonzero(np.isfinite(hp) & ~mask & np.isfinite(before) & ~np.isfinite(after))):
+    for i in (int(k) for k in np.flatnonzero(np.isfinite(hp) & ~not_graded & np.isfinite(before) & ~np.isfinite(after))):
         out[LEVELS[i]] = [LEVELS[j] for j in range(max(0, i - 2), min(len(LEVELS), i + 3))
                           if j != i and np.isfinite(hp[j])]
     return out
@@ -355,7 +360,7 @@ def analysis_document(image: dict[str, Any], landmarks: dict[str, Any], source: 
         m = dict(m, **{k: graded[k] for k in ("heights_mm", "height_loss_pct", "genant_grade", "morphology_index",
                                               *FROM_ENDPLATES)})
     m = _losses_apart(m, pts, s1, hip, frozenset(coarse_levels), ungraded)
-    orphans = _without_reference(pts, frozenset(coarse_levels) | ungraded)  # their loss: no reference, null
+    orphans = _without_reference(pts, frozenset(coarse_levels), ungraded)  # their loss: no reference, null
     warnings += [NO_REFERENCE_WARNING.format(level=lv, refs=", ".join(refs)) for lv, refs in orphans.items()]
     m = dict(m, height_loss_pct=np.where(np.isin(np.array(LEVELS), sorted(orphans)), np.nan, m["height_loss_pct"]))
     doc["parameters"] = params = _parameters(m, mm_ok, warnings, untrusted)

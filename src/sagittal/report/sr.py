@@ -348,7 +348,8 @@ def _qualitative(name: tuple[str, str] | Any, value: Any) -> Any:
 
 def _vertebra_evaluations(v: dict, measured: bool) -> list[Any]:
     """A vertebra's qualitative evaluations: Genant grade (``GENANT_WITHHELD`` where ``measured``, a height
-    loss, but the grade is null), morphology, oedema, cleft and its content, where the document gives them."""
+    loss or heights, but the grade is null), morphology, oedema, cleft and its content, where the document gives
+    them."""
     oed: dict[str, Any] = v["oedema"] if isinstance(v.get("oedema"), dict) else {}
     evaluations: list[Any] = []
     if isinstance(v.get("genant_grade"), int) and v["genant_grade"] in GENANT_GRADES:
@@ -402,7 +403,8 @@ def _vertebra_group(v: dict, landmarks: dict, frame: _Frame, algorithm: Any, uid
         measurements.append(_measurement(_private(*OEDEMA_EXTENT), ext, UNIT_PCT, frame, None))
     if axis_mm is not None:
         measurements.append(_measurement(_private(*AXIS_SAMPLING), axis_mm, UNIT_MM, frame, None))
-    evaluations = _vertebra_evaluations(v, measured=loss is not None)
+    # measured: a height loss, or heights without one (a level whose neighbours left it no reference)
+    evaluations = _vertebra_evaluations(v, measured=loss is not None or any(_num(h) is not None for h in heights.values()))
     tracking = TrackingIdentifier(uid=derived_uid("sagittal-tracking", *uid_parts, level), identifier=f"vertebra {level}")
     # TID 1501 rather than 1410: TID 1410 forbids coordinates on its measurements, and here every
     # number carries the landmarks it came from (the outline: the six points of the height loss)
