@@ -61,6 +61,18 @@ def test_positions_rounded_in_the_headers_keep_the_series_length():
     np.testing.assert_allclose(out[:, 0, 0], true, atol=0.06)  # each grid slice holds (about) its own slice
 
 
+def _drop_three_files_at(root: Path, z_mm: float) -> int:
+    """Delete the axial slice file nearest ``z_mm`` (LPS z) under ``root`` and its two neighbours; its index
+    among the files sorted upwards."""
+    files = sorted(root.rglob("*.dcm"), key=lambda p: float(pydicom.dcmread(p, stop_before_pixels=True)
+                                                             .ImagePositionPatient[2]))
+    z = np.array([float(pydicom.dcmread(p, stop_before_pixels=True).ImagePositionPatient[2]) for p in files])
+    k = int(np.argmin(np.abs(z - z_mm)))
+    for p in files[k - 1:k + 2]:
+        p.unlink()
+    return k
+
+
 class _FlatPlane:
     """A plane whose pixel (x, y) lies at LPS (x, 0, y) mm: its rows run along the axial slices' normal."""
 
@@ -110,12 +122,7 @@ def test_a_ct_with_lost_files_keeps_its_millimetres_and_is_not_graded(tmp_path):
         root = tmp_path / f"d{drop}"
         write_volume(ct, spine, root, "ct", StudyInfo.make("g", "PHG"), "g", frame_key="g")
         if drop:  # three files through the middle of a normal L4
-            files = sorted(root.rglob("*.dcm"), key=lambda p: float(pydicom.dcmread(p, stop_before_pixels=True)
-                                                                     .ImagePositionPatient[2]))
-            z = np.array([float(pydicom.dcmread(p, stop_before_pixels=True).ImagePositionPatient[2]) for p in files])
-            k = int(np.argmin(np.abs(z - centre_z)))
-            for p in files[k - 1:k + 2]:
-                p.unlink()
+            k = _drop_three_files_at(root, centre_z)
             lost = [k - 1, k, k + 1]  # their indices on the full series' grid (sorted upwards, as the volume)
         (unit,), _ = kind.plan(scan_export([root], decode_pixels=False).series)
         vols[drop] = kind._load(unit.data.series[0])
@@ -157,12 +164,7 @@ def test_a_ct_with_files_lost_at_an_endplate_withholds_that_level_only(tmp_path)
         root = tmp_path / f"d{int(drop)}"
         write_volume(ct, spine, root, "ct", StudyInfo.make("g", "PHG"), "g", frame_key="g")
         if drop:
-            files = sorted(root.rglob("*.dcm"), key=lambda p: float(pydicom.dcmread(p, stop_before_pixels=True)
-                                                                     .ImagePositionPatient[2]))
-            z = np.array([float(pydicom.dcmread(p, stop_before_pixels=True).ImagePositionPatient[2]) for p in files])
-            k = int(np.argmin(np.abs(z - endplate_z)))
-            for p in files[k - 1:k + 2]:
-                p.unlink()
+            _drop_three_files_at(root, endplate_z)
         (unit,), _ = kind.plan(scan_export([root], decode_pixels=False).series)
         prep = kind.prepare(unit)
         docs[drop] = kind.finish(prep, _true_detection(ct, spine, prep.extra["plane"]))
