@@ -297,6 +297,18 @@ def test_a_level_left_with_no_reference_is_not_graded():
     l4 = {v["level"]: v for v in doc["vertebrae"]}["L4"]
     assert (l4["genant_grade"], l4["height_loss_pct"]) == (None, None) and l4["heights_mm"] is not None
     assert any(w.startswith("L4: ") and "no reference" in w for w in doc["warnings"])
+    assert not any("L4" in w.split(":")[0] and "apart along the spine's axis" in w for w in doc["warnings"])  # R17d
+    # review R17d: two levels at one gap size neither each other's loss - L3 read 1.5x tall, L3 and L4 at a gap,
+    # L2 and L5 ungraded: L4 has no reference left (it read 33 % from L3 alone)
+    tall = {lv: dict(p) for lv, p in verts.items()}
+    for k in ("anterior_superior", "posterior_superior", "middle_superior"):
+        top, bottom = tall["L3"][k][1], tall["L3"][k.replace("superior", "inferior")][1]
+        tall["L3"][k] = [tall["L3"][k][0], bottom - 1.5 * (bottom - top)]
+    doc = analysis_document(image, {**lm, "vertebrae": tall, "axis_sampling_mm": {"L3": 8.0, "L4": 8.0},
+                                    "ungraded": ["L2", "L5"]})
+    l4 = {v["level"]: v for v in doc["vertebrae"]}["L4"]
+    assert (l4["genant_grade"], l4["height_loss_pct"]) == (None, None)
+    assert any(w.startswith("L4: ") and "(L2, L3, L5)" in w for w in doc["warnings"])
     # a level that never had a reference (a lone body: L3 and L4 not in view) is left as it was, graded from
     # its own walls (a 35 % wedge: grade 2), whatever else is ungraded
     lone = {"vertebrae": {lv: p for lv, p in verts.items() if lv not in ("L3", "L4")}, "s1_endplate": None,

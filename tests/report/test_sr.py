@@ -512,6 +512,16 @@ def test_a_level_left_with_no_reference_is_told_withheld_in_the_sr(phc):
     items = _vertebra_items(sr_dataset(doc, ct, model_sha256=SHA))
     assert items[lowest[2]]["genant"] == (PRIVATE_SCHEME, "GENANT-NG")
     assert all(items[lv]["genant"] is None for lv in lowest[:2])
+    # review R17d: a radiograph without a pixel spacing (heights null too) says so as well
+    from sagittal.report.analysis import analysis_document
+
+    landmarks = {**copy.deepcopy(phc["landmarks"]), "ungraded": dict.fromkeys(lowest[:2], "re-centred crops")}
+    bare = analysis_document({**phc["image"], "pixel_spacing_mm": None}, landmarks, copy.deepcopy(phc["source"]))
+    v = {x["level"]: x for x in bare["vertebrae"]}[lowest[2]]
+    assert v["heights_mm"] is None and v["genant_grade"] is None
+    items = _vertebra_items(sr_dataset(bare, _sources(phc), model_sha256=SHA))
+    assert items[lowest[2]]["genant"] == (PRIVATE_SCHEME, "GENANT-NG")
+    assert all(items[lv]["genant"] is None for lv in lowest[:2])
 
 
 @pytest.mark.dciodvfy

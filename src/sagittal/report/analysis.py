@@ -235,30 +235,36 @@ def _gap_axis_warning(verts: list[dict[str, Any]], ungraded: frozenset[str], by_
 
 def _losses_apart(m: dict[str, np.ndarray], pts: np.ndarray, s1: np.ndarray, hip: np.ndarray, apart: frozenset[str],
                   ungraded: frozenset[str]) -> dict[str, np.ndarray]:
-    """``m`` with the other levels' height loss, grade and morphology measured without the ``apart`` levels (nor
-    the ``ungraded`` ones): an endplate in a gap of missing slices is interpolated across it, so that body sizes
-    no neighbour's expected height (``morphometry.expected_posterior_mm``; review R17a: a T12 read 3 mm tall at
-    a gap made a normal T11 grade 1). The ``apart`` levels keep their own heights and loss as measured."""
+    """``m`` with every level's height loss, grade and morphology measured without the ``apart`` levels other than
+    itself (nor the ``ungraded`` ones): an endplate in a gap of missing slices is interpolated across it, so that
+    body sizes no neighbour's expected height (``morphometry.expected_posterior_mm``; review R17a: a T12 read 3 mm
+    tall at a gap made a normal T11 grade 1; R17d: two levels at one gap sized each other's loss). The ``apart``
+    levels keep their own heights and are measured against the others."""
     if not apart:
         return m
-    mask = np.isin(np.array(LEVELS), sorted(apart | ungraded))
-    without = g.measure(np.where(mask[:, None, None], np.nan, pts), s1, hip)
-    own = np.isin(np.array(LEVELS), sorted(apart))
-    return dict(m, **{k: np.where(own.reshape(-1, *([1] * (np.ndim(m[k]) - 1))), m[k], without[k])
-                      for k in ("height_loss_pct", "genant_grade", "morphology_index")})
+    levels = np.array(LEVELS)
+    keys = ("height_loss_pct", "genant_grade", "morphology_index")
+    without = g.measure(np.where(np.isin(levels, sorted(apart | ungraded))[:, None, None], np.nan, pts), s1, hip)
+    out = {k: np.array(without[k], copy=True) for k in keys}
+    for lv in apart:  # each level at a gap with its own points, the others set apart
+        i = LEVELS.index(lv)
+        own = g.measure(np.where(np.isin(levels, sorted((apart - {lv}) | ungraded))[:, None, None], np.nan, pts), s1, hip)
+        for k in keys:
+            out[k][i] = own[k][i]
+    return dict(m, **out)
 
 
-#: the warning of a level whose every reference for its expected height is set apart (``{levels}``, ``{refs}``)
+#: the warning of a level whose every reference for its expected height is set apart (``{level}``, ``{refs}``)
 NO_REFERENCE_WARNING = ("{level}: Genant grade and morphology withheld: the vertebrae that size its expected height "
                         "({refs}) are all ungraded or at a gap of missing slices, so its posterior height has no "
-                        "reference: no height loss either; its heights are reported as measured")
+                        "reference: no height loss either; its heights are reported where the spacing is known")
 
 
 def _without_reference(pts: np.ndarray, apart: frozenset[str], ungraded: frozenset[str]) -> dict[str, list[str]]:
     """The reported levels that the set-apart ones leave with no neighbour to size their expected posterior
     height (``morphometry.expected_posterior_mm``: up to two above and two below), though every point gave them
-    one: level → those neighbours. A level is measured without the ``ungraded`` ones and, unless it is one of
-    them itself, the ``apart`` ones (at a gap: ``_losses_apart``). Without a reference the posterior loss reads 0
+    one: level → those neighbours. A level is measured without the ``ungraded`` ones and the ``apart`` ones other
+    than itself (at a gap: ``_losses_apart``). Without a reference the posterior loss reads 0
     and a crushed body evenly collapsed would read normal (review R17b: an L5 crushed 30 % read grade 0 with L3
     and L4 at a gap; R17c: a level at a gap whose neighbours were all ungraded reported a loss of 0). A level
     that never had a reference (a lone body in view) is left as it is."""
@@ -270,8 +276,8 @@ def _without_reference(pts: np.ndarray, apart: frozenset[str], ungraded: frozens
     levels = np.array(LEVELS)
     not_graded, at_gap = np.isin(levels, sorted(ungraded)), np.isin(levels, sorted(apart))
     before = expected_posterior_mm(hp)
-    after = np.where(at_gap, expected_posterior_mm(np.where(not_graded, np.nan, hp)),
-                     expected_posterior_mm(np.where(not_graded | at_gap, np.nan, hp)))
+    # a level's expected height never reads its own height, so one mask serves every level (_losses_apart)
+    after = expected_posterior_mm(np.where(not_graded | at_gap, np.nan, hp))
     out = {}
     for i in (int(k) for k in np.flatnonzero(np.isfinite(hp) & ~not_graded & np.isfinite(before) & ~np.isfinite(after))):
         out[LEVELS[i]] = [LEVELS[j] for j in range(max(0, i - 2), min(len(LEVELS), i + 3))
@@ -366,9 +372,10 @@ def analysis_document(image: dict[str, Any], landmarks: dict[str, Any], source: 
     doc["parameters"] = params = _parameters(m, mm_ok, warnings, untrusted)
     doc["vertebrae"] = _vertebrae(m, pts_px, mm_ok, ungraded, grades=coarse_mm is None,
                                   coarse=frozenset(coarse_levels) | frozenset(orphans))
+    told = ungraded | frozenset(orphans)  # levels whose warning is their own
     if coarse_mm is not None and grade_axis_max_mm is not None:
-        _coarse_axis_warning(doc["vertebrae"], ungraded, coarse_mm, grade_axis_max_mm, warnings)
-    _gap_axis_warning(doc["vertebrae"], ungraded, coarse_levels, grade_axis_max_mm, warnings)
+        _coarse_axis_warning(doc["vertebrae"], told, coarse_mm, grade_axis_max_mm, warnings)
+    _gap_axis_warning(doc["vertebrae"], told, coarse_levels, grade_axis_max_mm, warnings)
     measured = [params[k] for k in REQUIRED_PARAMETERS if params[k] is not None]
     doc["status"] = "rejected" if not measured and not doc["vertebrae"] else (
         "ok" if len(measured) == len(REQUIRED_PARAMETERS) else "partial")

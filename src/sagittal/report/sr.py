@@ -6,9 +6,10 @@ Content (docs/dicom.md lists every code):
 - one measurement group per vertebra (TID 1501): anterior / middle / posterior heights,
   height loss, regional and vertebral kyphosis, each with the landmarks it came from as
   spatial coordinates, and as qualitative evaluations the Genant grade, the morphology,
-  oedema and cleft where known. A vertebra measured (height loss) but not graded (a CT/MR
-  series too coarse along the spine's axis at that level, see ``report.analysis``) gets the
-  Genant evaluation ``GENANT-NG`` (grade withheld), so the withholding is explicit; a CT/MR
+  oedema and cleft where known. A vertebra whose points are steady (not ``landmarks.ungraded``)
+  but whose grade is null (a CT/MR series too coarse along the spine's axis at that level, or no
+  reference left for its expected height: see ``report.analysis``) gets the Genant evaluation
+  ``GENANT-NG`` (grade withheld), so the withholding is explicit; a CT/MR
   document's vertebrae carry how finely the series sampled the spine's axis there (``AXS``,
   mm: the level's own ``landmarks.axis_sampling_mm`` where listed, else
   ``image.axis_sampling_mm``);
@@ -44,7 +45,7 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
 from .. import __version__
-from ..levels import LEVEL_AXIS_SAMPLING, LEVELS, POINT_NAMES, level_axis_sampling
+from ..levels import LEVEL_AXIS_SAMPLING, LEVELS, POINT_NAMES, UNGRADED, level_axis_sampling, ungraded_reasons
 
 __all__ = ["PRIVATE_SCHEME", "derived_uid", "read_sr", "reportable", "sr_dataset"]
 
@@ -92,8 +93,9 @@ HEIGHT_LOSS = ("VHL", "Vertebral height loss (Genant)")
 OEDEMA_EXTENT = ("OEDEXT", "Bone marrow oedema extent")
 GENANT = ("GENANT", "Genant semiquantitative fracture grade")
 GENANT_GRADES = {g: (f"GENANT-{g}", f"Genant grade {g}") for g in range(4)}
-#: the Genant value of a vertebra with a height loss but a null grade: withheld on purpose (a series too
-#: coarse along the spine's axis at that level, report.analysis.GRADE_AXIS_SAMPLING_MAX_MM)
+#: the Genant value of a vertebra whose points are steady but whose grade is null: withheld on purpose (a series
+#: too coarse along the spine's axis at that level, report.analysis.GRADE_AXIS_SAMPLING_MAX_MM; no reference left
+#: for its expected height)
 GENANT_WITHHELD = ("GENANT-NG", "Genant grade withheld")
 #: how finely a CT/MR series sampled the spine's axis at a vertebra (mm)
 AXIS_SAMPLING = ("AXS", "Sampling of the spine's axis")
@@ -140,7 +142,8 @@ def derived_uid(*parts: str) -> str:
 #: what ``sr_dataset`` writes for a CT/MR document (one with ``image.axis_sampling_mm``), by version: bumped when it
 #: writes something new for the same document, so that the SR's SOP Instance UID changes with its content (a PACS
 #: keeps the first instance of a UID and may ignore a changed one). 2 (seventeenth session): AXS on every
-#: vertebra and GENANT-NG for a measured vertebra not graded. Radiograph SRs are unchanged (version 1, not hashed)
+#: vertebra and GENANT-NG for a measured vertebra not graded. Radiograph SRs are not re-versioned (version 1, not
+#: hashed): a radiograph vertebra can carry GENANT-NG only where the document itself is new (no reference left)
 VOLUME_SR_ENCODING = 2
 
 
@@ -347,9 +350,8 @@ def _qualitative(name: tuple[str, str] | Any, value: Any) -> Any:
 
 
 def _vertebra_evaluations(v: dict, measured: bool) -> list[Any]:
-    """A vertebra's qualitative evaluations: Genant grade (``GENANT_WITHHELD`` where ``measured``, a height
-    loss or heights, but the grade is null), morphology, oedema, cleft and its content, where the document gives
-    them."""
+    """A vertebra's qualitative evaluations: Genant grade (``GENANT_WITHHELD`` where ``measured``, its points
+    steady, but the grade is null), morphology, oedema, cleft and its content, where the document gives them."""
     oed: dict[str, Any] = v["oedema"] if isinstance(v.get("oedema"), dict) else {}
     evaluations: list[Any] = []
     if isinstance(v.get("genant_grade"), int) and v["genant_grade"] in GENANT_GRADES:
@@ -403,8 +405,9 @@ def _vertebra_group(v: dict, landmarks: dict, frame: _Frame, algorithm: Any, uid
         measurements.append(_measurement(_private(*OEDEMA_EXTENT), ext, UNIT_PCT, frame, None))
     if axis_mm is not None:
         measurements.append(_measurement(_private(*AXIS_SAMPLING), axis_mm, UNIT_MM, frame, None))
-    # measured: a height loss, or heights without one (a level whose neighbours left it no reference)
-    evaluations = _vertebra_evaluations(v, measured=loss is not None or any(_num(h) is not None for h in heights.values()))
+    # measured: its points steady (not in landmarks.ungraded), so a null grade was withheld for another reason (a
+    # coarse series, a gap, no reference for its expected height; review R17d: heights are null without a spacing)
+    evaluations = _vertebra_evaluations(v, measured=level not in ungraded_reasons(landmarks.get(UNGRADED)))
     tracking = TrackingIdentifier(uid=derived_uid("sagittal-tracking", *uid_parts, level), identifier=f"vertebra {level}")
     # TID 1501 rather than 1410: TID 1410 forbids coordinates on its measurements, and here every
     # number carries the landmarks it came from (the outline: the six points of the height loss)
