@@ -89,6 +89,19 @@ def test_the_drop_option_deletes_consecutive_slices_between_the_bodies(tmp_path)
         inside = bool(((pz[i] > gap[0] - step / 2) & (pz[i] < gap[1] + step / 2)).any())
         assert (lv in near) == inside
     assert near and ev._gap_levels(spine, ct, None, step) == set()
+    # ... and they are the levels the runtime lists (batch.volume.level_axis_sampling_mm) from the true points
+    # (review R17d: the lines above restate the formula)
+    from sagittal.batch import volume as kind
+    from sagittal.io.series import scan_export
+    from tests.landmarks.test_volume import _true_detection
+
+    (unit,), _ = kind.plan(scan_export([tmp_path / "gap"], decode_pixels=False).series)
+    prep = kind.prepare(unit)
+    plane = prep.extra["plane"]
+    verts = _true_detection(ct, spine, plane)[0]["vertebrae"]
+    runtime = kind.level_axis_sampling_mm(prep.extra["geometry"], plane,
+                                          {lv: np.array(list(p.values()), float) for lv, p in verts.items()})
+    assert set(runtime) == near & set(verts) and runtime
     fig = ev._gap_figures([(True, 2, -1), (True, 0, 0), (False, 1, 1), (False, 0, 1), (False, 3, 2)])
     assert fig["at_gap"] == {"reported": 2, "graded": 1, "fractured_graded": 0, "fractured_exact": 0,
                              "normals_graded": 1, "normals_graded_0": 1}
