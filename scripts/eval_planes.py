@@ -417,7 +417,8 @@ def _all_points(doc: dict) -> dict:
     differ, only its angles are read)."""
     from sagittal.report.analysis import analysis_document
 
-    image = {k: doc["image"][k] for k in ("rows", "columns", "pixel_spacing_mm", "spacing_source", "anterior")}
+    image = {k: doc["image"][k] for k in ("rows", "columns", "pixel_spacing_mm", "spacing_source", "anterior",
+                                          "axis_sampling_mm") if k in doc["image"]}  # (a gap's level map needs it)
     return analysis_document(image, {k: v for k, v in doc["landmarks"].items() if k != UNGRADED})
 
 

@@ -297,7 +297,9 @@ def test_a_level_left_with_no_reference_is_not_graded():
     l4 = {v["level"]: v for v in doc["vertebrae"]}["L4"]
     assert (l4["genant_grade"], l4["height_loss_pct"]) == (None, None) and l4["heights_mm"] is not None
     assert any(w.startswith("L4: ") and "no reference" in w for w in doc["warnings"])
-    assert not any("L4" in w.split(":")[0] and "apart along the spine's axis" in w for w in doc["warnings"])  # R17d
+    # review R17e: the gap warning still names it (its heights span missing slices), its loss clause conditional
+    (gap,) = [w for w in doc["warnings"] if "L4" in w.split(":")[0] and "apart along the spine's axis" in w]
+    assert "8.0 mm apart" in gap and "height loss where a reference is left" in gap
     # review R17d: two levels at one gap size neither each other's loss - L3 read 1.5x tall, L3 and L4 at a gap,
     # L2 and L5 ungraded: L4 has no reference left (it read 33 % from L3 alone)
     tall = {lv: dict(p) for lv, p in verts.items()}

@@ -174,8 +174,8 @@ GRADE_AXIS_SAMPLING_MAX_MM = 4.0
 #: the warning of a document so graded (``{levels}``, ``{mm}``, ``{limit}``)
 COARSE_AXIS_WARNING = ("{levels}: Genant grade and morphology withheld: the series samples the spine's axis every {mm:.1f} "
                        "mm ({limit:g} mm or more apart), too coarse to grade a vertebral body (its endplates fall "
-                       "between samples and a fracture reads milder); heights and height loss are reported as "
-                       "measured; analyse a thin-slice reconstruction (under {limit:g} mm) for grades")
+                       "between samples and a fracture reads milder); heights, and height loss where a reference is "
+                       "left, are reported as measured; analyse a thin-slice reconstruction (under {limit:g} mm) for grades")
 
 
 def _axis_sampling(image: dict[str, Any], doc_image: dict[str, Any], limit_mm: float | None) -> float | None:
@@ -194,8 +194,9 @@ def _axis_sampling(image: dict[str, Any], doc_image: dict[str, Any], limit_mm: f
 #: further apart at their endplates than elsewhere; ``{levels}``, ``{mm}``, ``{limit}``)
 GAP_AXIS_WARNING = ("{levels}: Genant grade and morphology withheld: the series' own slices lie {mm:.1f} mm apart "
                     "along the spine's axis at their endplates (slices missing, unevenly spaced, or a thicker part of "
-                    "the series; {limit:g} mm or more apart), too coarse to grade a vertebral body; heights and height "
-                    "loss are reported as measured, and they size no neighbour's expected height")
+                    "the series; {limit:g} mm or more apart), too coarse to grade a vertebral body; heights are "
+                    "reported as measured, and height loss where a reference is left; they size no neighbour's "
+                    "expected height")
 
 
 def _coarse_axis_warning(verts: list[dict[str, Any]], ungraded: frozenset[str], axis_mm: float, limit_mm: float,
@@ -372,10 +373,11 @@ def analysis_document(image: dict[str, Any], landmarks: dict[str, Any], source: 
     doc["parameters"] = params = _parameters(m, mm_ok, warnings, untrusted)
     doc["vertebrae"] = _vertebrae(m, pts_px, mm_ok, ungraded, grades=coarse_mm is None,
                                   coarse=frozenset(coarse_levels) | frozenset(orphans))
-    told = ungraded | frozenset(orphans)  # levels whose warning is their own
+    # a level also left with no reference keeps these warnings too (review R17e: they alone say its heights span
+    # missing slices, or that the series is too coarse); their texts say the loss needs a reference
     if coarse_mm is not None and grade_axis_max_mm is not None:
-        _coarse_axis_warning(doc["vertebrae"], told, coarse_mm, grade_axis_max_mm, warnings)
-    _gap_axis_warning(doc["vertebrae"], told, coarse_levels, grade_axis_max_mm, warnings)
+        _coarse_axis_warning(doc["vertebrae"], ungraded, coarse_mm, grade_axis_max_mm, warnings)
+    _gap_axis_warning(doc["vertebrae"], ungraded, coarse_levels, grade_axis_max_mm, warnings)
     measured = [params[k] for k in REQUIRED_PARAMETERS if params[k] is not None]
     doc["status"] = "rejected" if not measured and not doc["vertebrae"] else (
         "ok" if len(measured) == len(REQUIRED_PARAMETERS) else "partial")

@@ -143,7 +143,8 @@ def derived_uid(*parts: str) -> str:
 #: writes something new for the same document, so that the SR's SOP Instance UID changes with its content (a PACS
 #: keeps the first instance of a UID and may ignore a changed one). 2 (seventeenth session): AXS on every
 #: vertebra and GENANT-NG for a measured vertebra not graded. Radiograph SRs are not re-versioned (version 1, not
-#: hashed): a radiograph vertebra can carry GENANT-NG only where the document itself is new (no reference left)
+#: hashed): a radiograph document whose steady level has a null grade (no reference left, new this session; or a
+#: document written without its landmarks.ungraded map, 2026-12-06 19:42-20:18) gets GENANT-NG under its old UID
 VOLUME_SR_ENCODING = 2
 
 
