@@ -102,6 +102,10 @@ def test_the_drop_option_deletes_consecutive_slices_between_the_bodies(tmp_path)
     runtime = kind.level_axis_sampling_mm(prep.extra["geometry"], plane,
                                           {lv: np.array(list(p.values()), float) for lv, p in verts.items()})
     assert set(runtime) == near & set(verts) and runtime
+    # the document of a gapped CT carries that map, and the eval measures it again with every point (the
+    # all-points angles): that needs the image's sampling too (it raised from 3e46f1b to ce17162)
+    doc = kind.finish(prep, _true_detection(ct, spine, plane))
+    assert doc["landmarks"]["axis_sampling_mm"] and ev._all_points(doc)["vertebrae"]
     fig = ev._gap_figures([(True, 2, -1), (True, 0, 0), (False, 1, 1), (False, 0, 1), (False, 3, 2)])
     assert fig["at_gap"] == {"reported": 2, "graded": 1, "fractured_graded": 0, "fractured_exact": 0,
                              "normals_graded": 1, "normals_graded_0": 1}
