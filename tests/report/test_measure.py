@@ -323,6 +323,23 @@ def test_a_level_left_with_no_reference_is_not_graded():
     for extra in ({}, {"ungraded": ["T12"]}):
         l5 = {v["level"]: v for v in analysis_document(image, {**lone, **extra})["vertebrae"]}["L5"]
         assert l5["genant_grade"] == 2 and l5["height_loss_pct"] == pytest.approx(35.0, abs=0.1), extra
+    # review R17f: in a series too coarse to grade as a whole (5 mm) a level at a gap is still set apart - beside an
+    # L3 read 1.5x tall at a gap the others' losses are those of a 2-mm series with the same gap (not L3's) - and
+    # its gap still told; an orphan there is named by the coarse warning too (its loss clause conditional), its
+    # reason the sampling first
+    coarse = {**image, "axis_sampling_mm": 5.0}
+    gap_lm = {**lm, "vertebrae": tall, "axis_sampling_mm": {"L3": 15.0}}
+    doc, fine = analysis_document(coarse, gap_lm), analysis_document(image, gap_lm)
+    assert [v["height_loss_pct"] for v in doc["vertebrae"]] == [v["height_loss_pct"] for v in fine["vertebrae"]]
+    assert [v["height_loss_pct"] for v in doc["vertebrae"]] != [
+        v["height_loss_pct"] for v in analysis_document(coarse, {**lm, "vertebrae": tall})["vertebrae"]]
+    assert all(v["genant_grade"] is None for v in doc["vertebrae"])
+    assert any(w.startswith("L3: ") and "15.0 mm apart" in w for w in doc["warnings"])
+    doc = analysis_document(coarse, {**lm, "ungraded": ["L3", "L4"]})
+    (told,) = [w for w in doc["warnings"] if "every 5.0 mm" in w]
+    assert "L5" in told.split(":")[0] and "height loss where a reference is left" in told
+    reasons = [w for w in doc["warnings"] if w.startswith("L5: ") or "L5" in w.split(":")[0]]
+    assert reasons[0] == told and "no reference" in reasons[1]
     # a map on a radiograph (no image.axis_sampling_mm) is refused
     plain = {k: v for k, v in image.items() if k != "axis_sampling_mm"}
     with pytest.raises(InputError, match="needs image.axis_sampling_mm"):

@@ -207,17 +207,17 @@ def _coarse_axis_warning(verts: list[dict[str, Any]], ungraded: frozenset[str], 
         warnings.append(COARSE_AXIS_WARNING.format(levels=", ".join(withheld), mm=axis_mm, limit=limit_mm))
 
 
-def _coarse_levels(landmarks: dict[str, Any], image: dict[str, Any], series_coarse_mm: float | None,
-                   limit_mm: float | None) -> dict[str, float]:
+def _coarse_levels(landmarks: dict[str, Any], image: dict[str, Any], limit_mm: float | None) -> dict[str, float]:
     """The levels that ``landmarks`` maps (``LEVEL_AXIS_SAMPLING``, checked) to a sampling of their own of
-    ``limit_mm`` or more, in a series not too coarse as a whole (``series_coarse_mm`` None): level → mm. The map
-    belongs to a CT/MR series' sampling: without ``image.axis_sampling_mm`` (a radiograph) it is refused (review
-    R17b: it withheld a radiograph's grade as if slices were missing)."""
+    ``limit_mm`` or more: level → mm, set apart whether or not the series as a whole is too coarse to grade
+    (review R17f: in a 5-mm series a level at a gap still sized its neighbours' losses, with no warning of the
+    gap). The map belongs to a CT/MR series' sampling: without ``image.axis_sampling_mm`` (a radiograph) it is
+    refused (review R17b: it withheld a radiograph's grade as if slices were missing)."""
     by_level = level_axis_sampling(landmarks.get(LEVEL_AXIS_SAMPLING))
     if by_level and image.get("axis_sampling_mm") is None:
         raise InputError(f"landmarks.{LEVEL_AXIS_SAMPLING} is a CT/MR series' sampling at some levels: it needs "
                          "image.axis_sampling_mm (a radiograph has neither)")
-    if limit_mm is None or series_coarse_mm is not None:
+    if limit_mm is None:
         return {}
     return {lv: mm for lv, mm in by_level.items() if mm >= limit_mm}
 
@@ -329,7 +329,7 @@ def analysis_document(image: dict[str, Any], landmarks: dict[str, Any], source: 
         "anterior": anterior,
     }
     coarse_mm = _axis_sampling(image, doc_image, grade_axis_max_mm)  # a series too coarse along the axis to grade
-    coarse_levels = _coarse_levels(landmarks, image, coarse_mm, grade_axis_max_mm)  # a gap at their endplates
+    coarse_levels = _coarse_levels(landmarks, image, grade_axis_max_mm)  # a gap at their endplates
     doc: dict[str, Any] = {"schema": SCHEMA_ID, "status": "rejected", "source": source, "image": doc_image,
            "landmarks": landmarks, "parameters": {k: None for k in REQUIRED_PARAMETERS}, "vertebrae": [],
            "warnings": warnings}
@@ -368,7 +368,6 @@ def analysis_document(image: dict[str, Any], landmarks: dict[str, Any], source: 
                                               *FROM_ENDPLATES)})
     m = _losses_apart(m, pts, s1, hip, frozenset(coarse_levels), ungraded)
     orphans = _without_reference(pts, frozenset(coarse_levels), ungraded)  # their loss: no reference, null
-    warnings += [NO_REFERENCE_WARNING.format(level=lv, refs=", ".join(refs)) for lv, refs in orphans.items()]
     m = dict(m, height_loss_pct=np.where(np.isin(np.array(LEVELS), sorted(orphans)), np.nan, m["height_loss_pct"]))
     doc["parameters"] = params = _parameters(m, mm_ok, warnings, untrusted)
     doc["vertebrae"] = _vertebrae(m, pts_px, mm_ok, ungraded, grades=coarse_mm is None,
@@ -378,6 +377,8 @@ def analysis_document(image: dict[str, Any], landmarks: dict[str, Any], source: 
     if coarse_mm is not None and grade_axis_max_mm is not None:
         _coarse_axis_warning(doc["vertebrae"], ungraded, coarse_mm, grade_axis_max_mm, warnings)
     _gap_axis_warning(doc["vertebrae"], ungraded, coarse_levels, grade_axis_max_mm, warnings)
+    # after those (findings.patient takes a level's first warning as its reason: the sampling, then the reference)
+    warnings += [NO_REFERENCE_WARNING.format(level=lv, refs=", ".join(refs)) for lv, refs in orphans.items()]
     measured = [params[k] for k in REQUIRED_PARAMETERS if params[k] is not None]
     doc["status"] = "rejected" if not measured and not doc["vertebrae"] else (
         "ok" if len(measured) == len(REQUIRED_PARAMETERS) else "partial")
