@@ -340,6 +340,11 @@ def test_a_level_left_with_no_reference_is_not_graded():
     assert "L5" in told.split(":")[0] and "height loss where a reference is left" in told
     reasons = [w for w in doc["warnings"] if w.startswith("L5: ") or "L5" in w.split(":")[0]]
     assert reasons[0] == told and "no reference" in reasons[1]
+    # review R17g: the case fecafcc made possible - L3 and L4 at a gap in a 5-mm series leave the crushed L5 none
+    doc = analysis_document(coarse, {**lm, "axis_sampling_mm": {"L3": 10.0, "L4": 10.0}})
+    l5 = {v["level"]: v for v in doc["vertebrae"]}["L5"]
+    assert (l5["height_loss_pct"], l5["genant_grade"]) == (None, None) and l5["heights_mm"] is not None
+    assert any(w.startswith("L5: ") and "(L3, L4)" in w for w in doc["warnings"])
     # a map on a radiograph (no image.axis_sampling_mm) is refused
     plain = {k: v for k, v in image.items() if k != "axis_sampling_mm"}
     with pytest.raises(InputError, match="needs image.axis_sampling_mm"):

@@ -306,9 +306,11 @@ def analysis_document(image: dict[str, Any], landmarks: dict[str, Any], source: 
     document again gives the same. ``image`` may hold ``axis_sampling_mm`` (CT, MR: how finely the
     series samples the spine's axis; kept in the document): at ``grade_axis_max_mm`` or more
     (``GRADE_AXIS_SAMPLING_MAX_MM``; ``None``: never) no vertebra is graded - heights, loss and angles
-    as measured, grade and morphology null, with one warning (``COARSE_AXIS_WARNING``). Else the levels
-    that ``landmarks`` maps (``LEVEL_AXIS_SAMPLING``) to a sampling of their own at that limit or more
-    (a gap of missing slices at their endplates) are so reported (``GAP_AXIS_WARNING``). Raises
+    as measured, grade and morphology null, with one warning (``COARSE_AXIS_WARNING``). In any series the
+    levels that ``landmarks`` maps (``LEVEL_AXIS_SAMPLING``) to a sampling of their own at that limit or more
+    (a gap of missing slices at their endplates) are so reported too (``GAP_AXIS_WARNING``) and size no
+    neighbour's expected height; a level left with no reference for it gets no loss (``NO_REFERENCE_WARNING``,
+    after the sampling warnings). Raises
     ``InputError`` for malformed input; missing structures give nulls and warnings instead.
     """
     warnings = list(warnings or [])
