@@ -10,6 +10,7 @@ import pytest
 
 from sagittal.cli import main
 from sagittal.errors import InputError
+from sagittal.geometry.morphometry import NORMAL_ANTERIOR_RATIO, NORMAL_MIDDLE_RATIO, NORMAL_POSTERIOR_MM
 from sagittal.levels import LEVELS
 from sagittal.phantom import build_spine, render_radiograph, sample_spec
 from sagittal.phantom.truth import radiograph_truth
@@ -222,29 +223,38 @@ def test_a_series_too_coarse_along_the_spine_is_not_graded(tmp_path, capsys, sch
             analysis_document(dict(obj["image"], axis_sampling_mm=bad), obj["landmarks"])
 
 
+#: the image of ``_view``'s landmarks: 1-mm pixels of a 2-mm CT series
+_VIEW_IMAGE = {"rows": 400, "columns": 200, "pixel_spacing_mm": [1.0, 1.0], "spacing_source": "volume",
+               "anterior": "left", "axis_sampling_mm": 2.0}
+
+
+def _view(levels: tuple[str, ...], scale: dict[str, float] | None = None,
+          taller_mm: dict[str, float] | None = None) -> dict:
+    """Landmarks of normal bodies (1.1 x the normal size) stacked 8 mm apart, facing left: ``scale`` shrinks a
+    body evenly (a crush), ``taller_mm`` raises its superior endplate (read taller)."""
+    y, verts = 20.0, {}
+    for lv in levels:
+        i = LEVELS.index(lv)
+        hp = NORMAL_POSTERIOR_MM[i] * 1.1 * (scale or {}).get(lv, 1.0)
+        ha, hm = hp * NORMAL_ANTERIOR_RATIO[i], hp * NORMAL_MIDDLE_RATIO[i]
+        up = (taller_mm or {}).get(lv, 0.0)
+        bot = y + max(ha, hp, hm)
+        verts[lv] = {"anterior_superior": [10.0, bot - ha - up], "posterior_superior": [45.0, bot - hp - up],
+                     "posterior_inferior": [45.0, bot], "anterior_inferior": [10.0, bot],
+                     "middle_superior": [27.5, bot - hm - up], "middle_inferior": [27.5, bot]}
+        y = bot + 8.0
+    return {"vertebrae": verts, "s1_endplate": None, "femoral_heads": []}
+
+
 def test_a_level_at_a_gap_sizes_no_neighbours_expected_height():
     """Review R17a: a level listed in ``landmarks.axis_sampling_mm`` at 4 mm or more (slices missing at its
     endplates) keeps its own heights and loss, but its endplate may be interpolated across the gap, so the
     neighbours' expected heights come from the other levels, as for an ungraded one. A normal T11 17 % short,
     beside a T12 read 3 mm tall at an 8-mm gap: graded 0 with 17.0 % (it was graded 1, 21.6 %, before)."""
-    from sagittal.geometry.morphometry import NORMAL_ANTERIOR_RATIO, NORMAL_MIDDLE_RATIO, NORMAL_POSTERIOR_MM
-
     def landmarks(t12_extra_mm: float) -> dict:
-        y, verts = 20.0, {}
-        for lv in ("T11", "T12", "L1", "L2", "L3"):
-            i = LEVELS.index(lv)
-            hp = NORMAL_POSTERIOR_MM[i] * 1.1 * (0.83 if lv == "T11" else 1.0)
-            ha, hm = hp * NORMAL_ANTERIOR_RATIO[i], hp * NORMAL_MIDDLE_RATIO[i]
-            up = t12_extra_mm if lv == "T12" else 0.0
-            bot = y + max(ha, hp, hm)
-            verts[lv] = {"anterior_superior": [10.0, bot - ha - up], "posterior_superior": [45.0, bot - hp - up],
-                         "posterior_inferior": [45.0, bot], "anterior_inferior": [10.0, bot],
-                         "middle_superior": [27.5, bot - hm - up], "middle_inferior": [27.5, bot]}
-            y = bot + 8.0
-        return {"vertebrae": verts, "s1_endplate": None, "femoral_heads": []}
+        return _view(("T11", "T12", "L1", "L2", "L3"), scale={"T11": 0.83}, taller_mm={"T12": t12_extra_mm})
 
-    image = {"rows": 400, "columns": 200, "pixel_spacing_mm": [1.0, 1.0], "spacing_source": "volume",
-             "anterior": "left", "axis_sampling_mm": 2.0}
+    image = _VIEW_IMAGE
 
     def by_level(lm: dict) -> dict:
         return {v["level"]: v for v in analysis_document(image, lm)["vertebrae"]}
@@ -266,21 +276,9 @@ def test_a_level_left_with_no_reference_is_not_graded():
     neighbour left to size its expected posterior height (two above and two below; there is no sacrum row), so
     its posterior loss would read 0 and the crush grade 0, 'normal'. It is withheld instead, with a warning
     naming the neighbours, its heights kept and its loss null; with every point it reads grade 2, 30 %."""
-    from sagittal.geometry.morphometry import NORMAL_ANTERIOR_RATIO, NORMAL_MIDDLE_RATIO, NORMAL_POSTERIOR_MM
-
-    y, verts = 20.0, {}
-    for lv in ("T12", "L1", "L2", "L3", "L4", "L5"):
-        i = LEVELS.index(lv)
-        hp = NORMAL_POSTERIOR_MM[i] * 1.1 * (0.7 if lv == "L5" else 1.0)
-        ha, hm = hp * NORMAL_ANTERIOR_RATIO[i], hp * NORMAL_MIDDLE_RATIO[i]
-        bot = y + max(ha, hp, hm)
-        verts[lv] = {"anterior_superior": [10.0, bot - ha], "posterior_superior": [45.0, bot - hp],
-                     "posterior_inferior": [45.0, bot], "anterior_inferior": [10.0, bot],
-                     "middle_superior": [27.5, bot - hm], "middle_inferior": [27.5, bot]}
-        y = bot + 8.0
-    lm = {"vertebrae": verts, "s1_endplate": None, "femoral_heads": []}
-    image = {"rows": 400, "columns": 200, "pixel_spacing_mm": [1.0, 1.0], "spacing_source": "volume",
-             "anterior": "left", "axis_sampling_mm": 2.0}
+    lm = _view(("T12", "L1", "L2", "L3", "L4", "L5"), scale={"L5": 0.7})
+    verts = lm["vertebrae"]
+    image = _VIEW_IMAGE
     every = {v["level"]: v for v in analysis_document(image, lm)["vertebrae"]}
     assert (every["L5"]["genant_grade"], every["L5"]["height_loss_pct"], every["L5"]["morphology"]) == (2, 30.0, "crush")
     for extra in ({"axis_sampling_mm": {"L3": 8.0, "L4": 8.0}},
