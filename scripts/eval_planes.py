@@ -81,7 +81,8 @@ def _case(modality: str, seed: int, root: Path, fracture_rate: float = 0.33, mr_
           pelvis: bool = True, ct_pixel_mm: tuple[float, float] = CT_PIXEL_MM,
           ct_slice_mm: tuple[float, float] = CT_SLICE_MM,
           ct_thickness: tuple[float, float] | None = None,
-          ct_tilt: tuple[float, float] | None = None, ct_drop: int = 0) -> tuple[Any, list[Any], tuple[float, float] | None]:
+          ct_tilt: tuple[float, float] | None = None, ct_drop: int = 0,
+          ct_aorta: str | None = None) -> tuple[Any, list[Any], tuple[float, float] | None]:
     """Render and write one case; return its spine and volumes. ``fracture_rate``: the share of
     spines drawn with 1–3 fractures; ``mr_wide``: the share of MR studies whose sagittal slab
     spans ±125 mm (the femoral heads in view); the defaults keep the stream's cases as they were.
@@ -96,7 +97,9 @@ def _case(modality: str, seed: int, root: Path, fracture_rate: float = 0.33, mr_
     either sign, from a stream of its own; ``io.volume.deshear`` undoes it), ``None``: none. ``ct_drop``: that
     many consecutive axial slice files deleted (files lost from an export: a gap), where from a stream of its own,
     within the reported spine's span (its in-view bodies' centres); the third value returned is the gap's LPS z
-    range, between the slices kept on either side of it (``None`` without one)."""
+    range, between the slices kept on either side of it (``None`` without one). ``ct_aorta``: the CT drawn with
+    an aorta in front of the spine (``_aorta``: 'contrast' or 'calcified'; from a stream of its own, the same spines
+    and noise); ``None``: none, as the phantom has always been drawn."""
     rng = np.random.default_rng([EVAL_STREAM, 1 if modality == "CT" else 2, seed])
     n_fx = int(rng.integers(1, 4)) if rng.random() < fracture_rate else None
     spine = build_spine(sample_spec(rng, n_fractures=n_fx))
@@ -115,7 +118,8 @@ def _case(modality: str, seed: int, root: Path, fracture_rate: float = 0.33, mr_
         tilt_rng = np.random.default_rng([EVAL_STREAM, 4, seed])
         tilt = float(tilt_rng.uniform(*ct_tilt) * tilt_rng.choice([-1.0, 1.0])) if ct_tilt else 0.0
         ct = render_ct(spine, rng, pixel_spacing_mm=sp, slice_mm=slice_mm, matrix=int(fov / sp) // 2 * 2,
-                       top_level=top, scoliosis=curve, pelvis=pelvis, thickness_mm=thick, gantry_tilt_deg=tilt)
+                       top_level=top, scoliosis=curve, pelvis=pelvis, thickness_mm=thick, gantry_tilt_deg=tilt,
+                       aorta=_aorta(ct_aorta, seed) if ct_aorta else None)
         write_volume(ct, spine, root, f"{pid}/ct", info, key, frame_key=key)
         vols.append(ct)
         gap = _drop_files(root / f"{pid}/ct", ct, spine, ct_drop, seed) if ct_drop else None
@@ -142,6 +146,22 @@ def _case(modality: str, seed: int, root: Path, fracture_rate: float = 0.33, mr_
             vols.append(mr)
         gap = None
     return spine, vols, gap
+
+
+#: ``--ct-aorta``: the aorta's look (``phantom.volume.Aorta``), each value drawn from its range per case
+AORTA_LOOKS = {"contrast": {"lumen_hu": (150.0, 450.0)},
+               "calcified": {"lumen_hu": (30.0, 50.0), "wall_hu": (500.0, 1000.0)}}
+
+
+def _aorta(look: str, seed: int) -> Any:
+    """The aorta of ``look`` (``AORTA_LOOKS``) for case ``seed``, drawn from stream ``[EVAL_STREAM, 6, seed]``:
+    radius 9-13 mm, 8-25 mm to the left of the spine, 1-5 mm in front of the bodies."""
+    from sagittal.phantom.volume import Aorta
+
+    rng = np.random.default_rng([EVAL_STREAM, 6, seed])
+    drawn = {k: float(rng.uniform(*r)) for k, r in AORTA_LOOKS[look].items()}
+    return Aorta(radius_mm=float(rng.uniform(9, 13)), lateral_mm=float(rng.uniform(8, 25)),
+                 gap_mm=float(rng.uniform(1, 5)), **drawn)
 
 
 def _drop_files(series_dir: Path, ct: Any, spine: Any, k: int, seed: int) -> tuple[float, float]:
@@ -565,7 +585,7 @@ def evaluate(modality: str, n: int, first: int, detector: Any, root: Path, diagn
              ct_pixel_mm: tuple[float, float] = CT_PIXEL_MM, ct_slice_mm: tuple[float, float] = CT_SLICE_MM,
              sampling_edges: tuple[float, ...] = SAMPLING_EDGES, grade_axis: list[float | None] | None = None,
              ct_thickness: tuple[float, float] | None = None, ct_tilt: tuple[float, float] | None = None,
-             ct_drop: int = 0) -> Any:
+             ct_drop: int = 0, ct_aorta: str | None = None) -> Any:
     """Score ``detector`` on ``n`` cases from seed ``first``; ``detector`` may be a list of
     detectors (several weights), which are then scored on the same cases, rendered once, and a
     list of figures comes back in the same order. Each unit is also scored into the bin of its
@@ -579,7 +599,7 @@ def evaluate(modality: str, n: int, first: int, detector: Any, root: Path, diagn
     for seed in range(first, first + n):
         case_dir = root / f"{modality}{seed}"
         spine, vols, gap = _case(modality, seed, case_dir, fracture_rate, mr_wide, pelvis, ct_pixel_mm, ct_slice_mm,
-                                 ct_thickness, ct_tilt, ct_drop)
+                                 ct_thickness, ct_tilt, ct_drop, ct_aorta)
         export = scan_export([case_dir], decode_pixels=False)
         units, _ = kind.plan(export.series)
         ran.clear()
@@ -887,6 +907,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ct-drop-files", type=int, default=0, metavar="K",
                     help="delete K consecutive axial CT slice files in each case (files lost from an export: a gap), "
                          "at a height drawn between the bodies in view; figures 'gap': the levels at it and elsewhere")
+    ap.add_argument("--ct-aorta", choices=tuple(AORTA_LOOKS), default=None,
+                    help="each CT drawn with an aorta and iliac arteries in front of the spine, a look the plane model "
+                         "never trained on: contrast (lumen 150-450 HU) or calcified (plaques of 500-1000 HU in its "
+                         "wall); the same spines and noise; default none")
     ap.add_argument("--ct-slice-mm", type=float, nargs=2, default=CT_SLICE_MM, metavar=("LO", "HI"),
                     help="the CT's slice spacing is drawn from this range (default 1.5 5.0)")
     ap.add_argument("--sampling-edges", type=float, nargs="+", default=SAMPLING_EDGES, metavar="MM",
@@ -914,6 +938,7 @@ def main(argv: list[str] | None = None) -> None:
          "fracture_rate": args.fracture_rate, "mr_wide": args.mr_wide, "pelvis": not args.no_pelvis,
          "ct_pixel_mm": list(args.ct_pixel_mm), "ct_slice_mm": list(args.ct_slice_mm),
          "ct_thickness_ratio": args.ct_thickness_ratio, "ct_tilt_deg": args.ct_tilt_deg, "ct_drop_files": args.ct_drop_files,
+         "ct_aorta": args.ct_aorta,
          "consistency_check": bool(d.consistency),
          "consistency_limits": dict(d.consistency_limits),
          "second_looks_off": [n for n in SECOND_LOOKS if _is_off(d, n)], "grade_axis_max_mm": g}
@@ -926,7 +951,7 @@ def main(argv: list[str] | None = None) -> None:
                                    tuple(args.ct_pixel_mm), tuple(args.ct_slice_mm), tuple(sorted(args.sampling_edges)),
                                    grade_axis, ct_thickness=tuple(args.ct_thickness_ratio) if args.ct_thickness_ratio else None,
                                    ct_tilt=tuple(args.ct_tilt_deg) if args.ct_tilt_deg else None,
-                                   ct_drop=args.ct_drop_files)
+                                   ct_drop=args.ct_drop_files, ct_aorta=args.ct_aorta)
                 for report, fig in zip(reports, figures, strict=True):
                     report[modality] = fig
     report = reports[0] if len(reports) == 1 else {"runs": reports}

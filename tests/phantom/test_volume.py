@@ -147,3 +147,40 @@ def test_a_tilted_ct_slice_shows_the_anatomy_where_its_dicom_geometry_puts_it(sp
     assert np.mean(agree_flat) < 0.6  # read as untilted, the slices' bone is elsewhere
     with pytest.raises(ValueError, match="tilt"):
         render_ct(spine, np.random.default_rng(3), matrix=32, slice_mm=4.0, gantry_tilt_deg=45.0)
+
+
+def test_an_aorta_runs_left_in_front_of_the_spine_and_divides_at_l4(spine):
+    """``render_ct(aorta=Aorta(...))``: the same spine, field and noise, and only the vessel's voxels changed; in a
+    slice at L1 the contrast-filled lumen lies in front of the vertebral body and to the patient's left (+X in
+    LPS), where the tissue model puts it; in a slice below the middle of L4 there are two lumens, one to either
+    side. A calcified aorta brightens only a thin wall about an unenhanced lumen."""
+    from sagittal.phantom.volume import Aorta
+
+    kw = {"pixel_spacing_mm": 2.0, "matrix": 160, "slice_mm": 4.0, "noise_hu": 0.0, "top_level": "T12"}
+    plain = render_ct(spine, np.random.default_rng(4), **kw)
+    vessel = Aorta(lumen_hu=350.0, radius_mm=11.0, lateral_mm=18.0, gap_mm=3.0)
+    ct = render_ct(spine, np.random.default_rng(4), aorta=vessel, **kw)
+    assert ct.stored.shape == plain.stored.shape and ct.style["aorta"]["lumen_hu"] == 350.0
+    changed = ct.stored != plain.stored
+    assert 0 < changed.mean() < 0.02
+    hu = ct.stored.astype(np.float32) + ct.rescale[1]
+    z = ct.positions_lps[:, 2] - ct.origin_lps[2]  # sagittal-frame height of each slice
+    for level, lumens in (("L1", 1), ("L5", 2)):
+        k = int(np.argmin(np.abs(z - spine.points_mm[LEVEL_INDEX[level], :4, 1].mean())))
+        blobs, n = ndimage.label(changed[k])
+        assert n == lumens, (level, n)
+        lab = _labels_for_slice(ct, spine, k)
+        body = np.argwhere(lab == MARROW).mean(axis=0)  # (row, col): rows run posterior, columns to the left
+        for b in range(1, n + 1):
+            rc = np.argwhere(blobs == b)
+            assert abs(float(hu[k][blobs == b].max()) - 350.0) < 15  # the lumen's HU (its rim blurred)
+            assert rc[:, 0].mean() < body[0] - 5  # in front of the body
+            side = rc[:, 1].mean() - body[1]
+            assert side > 3 if lumens == 1 else abs(side) > 3  # the aorta to the left; the iliacs to either side
+        if lumens == 2:
+            sides = [np.argwhere(blobs == b)[:, 1].mean() - body[1] for b in (1, 2)]
+            assert min(sides) < 0 < max(sides)
+    calcified = render_ct(spine, np.random.default_rng(4), aorta=Aorta(lumen_hu=40.0, wall_hu=800.0), **kw)
+    wall = (calcified.stored.astype(np.float32) + calcified.rescale[1]) > 300
+    bone = (plain.stored.astype(np.float32) + plain.rescale[1]) > 300
+    assert (wall & ~bone).sum() > 20 and (wall & ~bone).sum() < 0.5 * changed.sum()  # the plaques, not the lumen

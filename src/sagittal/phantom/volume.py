@@ -13,7 +13,7 @@ with the offset ``origin_lps`` recorded in the truth.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import cv2
@@ -618,10 +618,63 @@ def _y_range(spine: Spine, top_level: str) -> tuple[float, float]:
 SLAB_SECTION_MM = 1.0
 
 
+@dataclass(frozen=True)
+class Aorta:
+    """The descending and abdominal aorta in front of the spine, dividing into the common iliac
+    arteries at the middle of L4 (``render_ct(aorta=...)``): a look the plane model never trained on.
+    Contrast-enhanced: a lumen of 150-450 HU, as bright as marrow or brighter; unenhanced in an older
+    patient: a lumen of blood (40 HU) with calcified plaques in its wall (``wall_hu`` 500-1000 HU,
+    as bright as cortical bone, over about half its circumference)."""
+
+    lumen_hu: float = 300.0
+    radius_mm: float = 11.0
+    lateral_mm: float = 15.0  # the centre's distance to the patient's left of the spine's midline
+    gap_mm: float = 3.0  # between the vertebral bodies' front and the vessel's back wall
+    wall_hu: float | None = None  # calcified plaques in a 2.5-mm wall (None: no wall drawn)
+
+
+#: the common iliac arteries: radius as a share of the aorta's, sideways divergence per mm below the
+#: bifurcation, and how far below it they are drawn (mm)
+_ILIAC_RADIUS_SHARE, _ILIAC_SPREAD, _ILIAC_LENGTH_MM = 0.62, 0.6, 90.0
+#: the calcified wall's thickness (mm; plaques are 1-3 mm thick)
+_WALL_MM = 2.5
+
+
+def aorta_hu(aorta: Aorta, maps: SagittalMaps, spine: Spine, x: ArrayLike, y: ArrayLike, z: ArrayLike,
+             lateral: LateralCurve | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(lumen, wall)`` masks of ``aorta`` at sagittal-frame points (``tissue_labels``' ``x`` anterior,
+    ``y`` superior, ``z`` lateral, +left, mm; broadcast together): the vessel runs ``gap_mm`` in front of
+    the spine's anterior outline (``maps.spine_front``) and ``lateral_mm`` to its left, following a
+    scoliotic spine sideways; below the middle of L4, two iliac arteries diverging to either side of the
+    body's midline.
+    The wall's plaques cover the half of the circumference where ``sin(3 angle + y / 8 mm) > 0``."""
+    x, y, z = np.broadcast_arrays(np.asarray(x, np.float32), np.asarray(y, np.float32), np.asarray(z, np.float32))
+    i = np.clip(np.round((maps.y0 - y) / maps.res).astype(np.int32), 0, len(maps.spine_front) - 1)
+    off = lateral.at(y).astype(np.float32) if lateral is not None else np.zeros_like(y)
+    y_fork = float(spine.points_mm[LEVEL_INDEX["L4"], :4, 1].mean())
+    below = np.clip(y_fork - y, 0.0, None)
+    lumen = np.zeros(x.shape, bool)
+    wall = np.zeros(x.shape, bool)
+    for side in (1.0, -1.0):  # above the fork both sides draw the one aorta
+        r = np.where(below > 0, aorta.radius_mm * _ILIAC_RADIUS_SHARE, aorta.radius_mm)
+        xc = maps.spine_front[i] + aorta.gap_mm + r
+        # the pair's middle moves from the aorta's centre to the body's midline over the first 30 mm
+        zc = off + aorta.lateral_mm * np.clip(1.0 - below / 30.0, 0.0, 1.0) + side * below * _ILIAC_SPREAD
+        dx, dz = x - xc, z - zc
+        d = np.sqrt(dx * dx + dz * dz)
+        drawn = below <= _ILIAC_LENGTH_MM
+        lumen |= drawn & (d <= r)
+        if aorta.wall_hu is not None:
+            plaque = np.sin(3 * np.arctan2(dz, dx) + y / 8.0) > 0
+            wall |= drawn & (d > r) & (d <= r + _WALL_MM) & plaque
+    return lumen, wall
+
+
 def render_ct(spine: Spine, rng: np.random.Generator, *, pixel_spacing_mm: float = 1.5, slice_mm: float = 3.0,
               matrix: int = 256, top_level: str = "T10", noise_hu: float | None = None,
               scoliosis: LateralCurve | None = None, lateral_centre_mm: float = 0.0,
-              pelvis: bool | Pelvis = True, thickness_mm: float | None = None, gantry_tilt_deg: float = 0.0) -> Volume:
+              pelvis: bool | Pelvis = True, thickness_mm: float | None = None, gantry_tilt_deg: float = 0.0,
+              aorta: Aorta | None = None) -> Volume:
     """Axial CT in HU of the thoracolumbar spine and pelvis (stored = HU + 1024, 12 bits).
 
     ``thickness_mm``: each slice is the mean of the slab that thick about its centre (sections
@@ -636,7 +689,8 @@ def render_ct(spine: Spine, rng: np.random.Generator, *, pixel_spacing_mm: float
     sideways (a small field may then hold one femoral head only). ``pelvis``: the bony pelvis
     and proximal femora around the femoral heads (``pelvis_of(spine)``, or the one given);
     ``False`` draws the heads alone, the phantom before the pelvis (the rest of the volume is the
-    same: the pelvis draws nothing from ``rng``)."""
+    same: the pelvis draws nothing from ``rng``). ``aorta``: the aorta and iliac arteries drawn too (``Aorta``;
+    it draws nothing from ``rng``: the same spine, field and noise without it)."""
     if thickness_mm is not None and not (0.0 < thickness_mm <= 20.0):
         raise ValueError(f"slice thickness must be 0-20 mm, not {thickness_mm}")
     if not -30.0 <= gantry_tilt_deg <= 30.0 or (gantry_tilt_deg and thickness_mm):
@@ -675,6 +729,11 @@ def render_ct(spine: Spine, rng: np.random.Generator, *, pixel_spacing_mm: float
             for off in sections[1:]:
                 hu += hu_table[tissue_labels(maps, spine, x_ant, np.float32(y + off), z_lat, scoliosis, pv)]
             hu = (hu / n_sections).astype(np.float32)
+        if aorta is not None:  # at the slice's centre section (its own heights where tilted)
+            lumen, wall = aorta_hu(aorta, maps, spine, x_ant, np.float32(y) + y_rows, z_lat, scoliosis)
+            hu = np.where(lumen, np.float32(aorta.lumen_hu), hu)
+            if aorta.wall_hu is not None:
+                hu = np.where(wall, np.float32(aorta.wall_hu), hu)
         hu = cv2.GaussianBlur(hu, (0, 0), 0.6) + rng.normal(0, sigma, hu.shape).astype(np.float32)
         out[k] = np.clip(np.round(hu + 1024), 0, 4095).astype(np.uint16)
     x0 = cols[0] + origin[0]
@@ -691,7 +750,8 @@ def render_ct(spine: Spine, rng: np.random.Generator, *, pixel_spacing_mm: float
         rescale=(1.0, -1024.0), bits_stored=12, origin_lps=origin,
         style={"noise_hu": sigma, "top_level": top_level, "pelvis": pv is not None,
                **({"thickness_mm": thickness_mm} if thickness_mm else {}),
-               **({"gantry_tilt_deg": gantry_tilt_deg} if tilt else {})},
+               **({"gantry_tilt_deg": gantry_tilt_deg} if tilt else {}),
+               **({"aorta": asdict(aorta)} if aorta is not None else {})},
         lateral=scoliosis,
     )
 
@@ -808,7 +868,6 @@ def lps_to_voxel(volume: Volume, p_lps: np.ndarray) -> np.ndarray:
     return np.stack([sl, row, col], -1)
 
 
-__all__ = ["render_ct", "render_mr", "reformat_ct", "scoliosis_curve", "LateralCurve", "Volume", "tissue_labels",
-           "sagittal_maps", "lps_to_voxel", "MR_SIGNAL", "MR_SEQUENCES", "TISSUES", "Pelvis", "pelvis_of", "pelvis_labels",
-           "femur_depth"]
-
+__all__ = ["render_ct", "Aorta", "aorta_hu", "render_mr", "reformat_ct", "scoliosis_curve", "LateralCurve", "Volume",
+           "tissue_labels", "sagittal_maps", "lps_to_voxel", "MR_SIGNAL", "MR_SEQUENCES", "TISSUES", "Pelvis",
+           "pelvis_of", "pelvis_labels", "femur_depth"]
