@@ -54,6 +54,9 @@ def main() -> int:
     ap.add_argument("--pelvis", action="store_true",
                     help="draw the phantom's bony pelvis and proximal femora in the planes (as render_ct/render_mr "
                          "do by default since the twelfth session; rounds 1-4 trained without it)")
+    ap.add_argument("--aorta-share", type=float, default=0.0,
+                    help="the share of CT planes drawn with an aorta in front of the spine, contrast-filled or with "
+                         "calcified plaques (training.planes._draw_aorta; default 0: none, as rounds 1-5)")
     ap.add_argument("--height-weight", type=float, default=0.0,
                     help="refine: weight of the height-ratio term (loop --height-weight; "
                          "training.losses.height_ratio_loss; default 0 = the cross-entropy alone, as rounds 1-4)")
@@ -79,6 +82,7 @@ def main() -> int:
     tag += "" if args.max_spacing == 1.5 else f"_sp{args.max_spacing:g}"
     tag += "_slices" if args.slice_sampling else ""
     tag += "_pelvis" if args.pelvis else ""
+    tag += f"_aorta{args.aorta_share:g}" if args.aorta_share else ""
     cache = Path(args.cache_dir) / f"planes_{args.stage}_{args.first_seed}-{args.n_train}{tag}.npz"
     if not cache.is_file():
         t = time.time()
@@ -86,15 +90,15 @@ def main() -> int:
         if args.stage == "coarse":
             data = make_coarse_planes(seeds, args.workers, fracture_rate=rate, ct_share=args.ct_share,
                                       max_spacing_mm=args.max_spacing, slice_sampling=args.slice_sampling,
-                                      pelvis=args.pelvis)
+                                      pelvis=args.pelvis, aorta_share=args.aorta_share)
         else:
             data = make_refine_planes(seeds, args.workers, fracture_rate=rate, fracture_boost=args.fracture_boost,
                                       ct_share=args.ct_share, max_spacing_mm=args.max_spacing,
                                       slice_sampling=args.slice_sampling, severe_boost=args.severe_boost,
-                                      pelvis=args.pelvis)
+                                      pelvis=args.pelvis, aorta_share=args.aorta_share)
         with atomic_path(cache) as tmp:
             with open(tmp, "wb") as fh:
-                np.savez(fh, **data)
+                np.savez(fh, **data)  # type: ignore[arg-type]  # numpy stubs: savez(file, *args, allow_pickle=..., **kwds)
         print(f"rendered {args.stage} planes into {cache} in {time.time() - t:.0f} s", flush=True)
     init = args.init or str(packaged("landmarks.pt"))
     rc = loop.main(["--stage", args.stage, "--out", args.out, "--minutes", str(args.minutes), "--steps", str(args.steps),
@@ -109,8 +113,10 @@ def main() -> int:
                        + (f", fractured bodies x{1 + args.fracture_boost}" if args.stage == "refine" else "")
                        + (f", grade 2-3 bodies {args.severe_boost} more" if args.stage == "refine" and args.severe_boost else "")
                        + (", axial CT sampled at its slices" if args.slice_sampling else "")
-                       + (", bony pelvis drawn" if args.pelvis else "") + ")",
-        "height_weight": args.height_weight, "height_window": args.height_window, "pelvis": args.pelvis})
+                       + (", bony pelvis drawn" if args.pelvis else "")
+                       + (f", an aorta in {args.aorta_share:g} of the CT planes" if args.aorta_share else "") + ")",
+        "height_weight": args.height_weight, "height_window": args.height_window, "pelvis": args.pelvis,
+        "aorta_share": args.aorta_share})
     return rc
 
 

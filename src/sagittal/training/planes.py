@@ -35,6 +35,8 @@ from ..phantom.volume import (
     MARROW,
     MR_SIGNAL,
     OEDEMA,
+    Aorta,
+    aorta_hu,
     pelvis_of,
     sagittal_maps,
     scoliosis_curve,
@@ -74,7 +76,8 @@ def _smooth_offset(rng: np.random.Generator, amp: float) -> Any:
 
 def render_plane(spine: Any, rng: np.random.Generator, *, spacing_mm: float | None = None,
                  modality: str | None = None, coarse: bool = False, ct_share: float = 0.5,
-                 max_spacing_mm: float = 1.5, slice_sampling: bool = False, pelvis: bool = False) -> PlaneRender:
+                 max_spacing_mm: float = 1.5, slice_sampling: bool = False, pelvis: bool = False,
+                 aorta_share: float = 0.0) -> PlaneRender:
     """One randomised CT or MR plane of ``spine`` on its curved mid-sagittal section.
 
     ``coarse`` renders at no finer than a 512-row grid over the field (for the letterboxed coarse
@@ -93,7 +96,11 @@ def render_plane(spine: Any, rng: np.random.Generator, *, spacing_mm: float | No
     ``pelvis``: the phantom's bony pelvis and proximal femora (``phantom.volume.pelvis_of``) are
     drawn too, as ``render_ct`` / ``render_mr`` draw them by default since the twelfth session (the
     plane's bottom then shows the ilium and the pubis, as at run time); it draws nothing from
-    ``rng``, so the rest of the plane is the one drawn without it."""
+    ``rng``, so the rest of the plane is the one drawn without it.
+
+    ``aorta_share``: the share of CT planes drawn with an aorta in front of the spine (``_draw_aorta``:
+    contrast-filled or with calcified plaques; ``phantom.volume.aorta_hu``); 0 draws nothing more from
+    ``rng`` (the planes of rounds 1-5)."""
     modality = modality or ("CT" if rng.random() < ct_share else "MR")
     top = _TOP_LEVELS[int(rng.integers(len(_TOP_LEVELS)))]
     pts = spine.points_mm
@@ -131,11 +138,18 @@ def render_plane(spine: Any, rng: np.random.Generator, *, spacing_mm: float | No
         seq = ("T1", "T2", "STIR", "T2")[int(rng.integers(4))]
         table = MR_SIGNAL[seq].copy() * rng.uniform(0.75, 1.3, MR_SIGNAL[seq].shape).astype(np.float32)
     bones = pelvis_of(spine) if pelvis else None
+    aorta = _draw_aorta(rng) if aorta_share > 0 and modality == "CT" and rng.random() < aorta_share else None
     acc = np.zeros((rows, cols), np.float32)
     for dz in dzs:
-        lab = tissue_labels(maps, spine, x[None, :], y[:, None], (z_mid + dz)[:, None].astype(np.float32), curve,
-                            pelvis=bones)
-        acc += table[np.minimum(lab, len(table) - 1)]
+        z = (z_mid + dz)[:, None].astype(np.float32)
+        values = table[np.minimum(tissue_labels(maps, spine, x[None, :], y[:, None], z, curve, pelvis=bones),
+                                  len(table) - 1)]
+        if aorta is not None:
+            lumen, wall = aorta_hu(aorta, maps, spine, x[None, :], y[:, None], z, curve)
+            values = np.where(lumen, np.float32(aorta.lumen_hu), values)
+            if aorta.wall_hu is not None:
+                values = np.where(wall, np.float32(aorta.wall_hu), values)
+        acc += values
     img: np.ndarray = acc / len(dzs)
     # resolution: along the rows (superior) the slice thickness for axial CT, else the in-plane one
     sig_y = (thick if axial else inplane) / 2.355 / sp
@@ -160,6 +174,16 @@ def render_plane(spine: Any, rng: np.random.Generator, *, spacing_mm: float | No
     s1 = r.to_px(spine.s1_mm)
     s1_in = bool(((s1[:, 1] >= 2) & (s1[:, 1] <= rows - 3)).all())
     return PlaneRender(r.image, modality, sp, x_left, y_top, np.asarray(inside.all(axis=1), bool), s1_in)
+
+
+def _draw_aorta(rng: np.random.Generator) -> Aorta:
+    """An aorta for a training CT plane: contrast-filled (lumen 120-500 HU) or, half the time, unenhanced
+    with calcified plaques of 400-1200 HU in its wall; radius 8-14 mm, 4-30 mm to the spine's left, 0-6 mm
+    in front of the bodies (wider than ``scripts/eval_planes.py --ct-aorta``'s ranges)."""
+    calcified = rng.random() < 0.5
+    return Aorta(lumen_hu=float(rng.uniform(20, 60) if calcified else rng.uniform(120, 500)),
+                 radius_mm=float(rng.uniform(8, 14)), lateral_mm=float(rng.uniform(4, 30)),
+                 gap_mm=float(rng.uniform(0, 6)), wall_hu=float(rng.uniform(400, 1200)) if calcified else None)
 
 
 def _slice_sampled(img: np.ndarray, step_px: float, rng: np.random.Generator) -> np.ndarray:
@@ -203,13 +227,14 @@ REFINE_FRACTURE_RATE = 0.6
 
 
 def coarse_one(seed: int, fracture_rate: float = COARSE_FRACTURE_RATE, ct_share: float = 0.5,
-               max_spacing_mm: float = 1.5, slice_sampling: bool = False, pelvis: bool = False) -> tuple:
+               max_spacing_mm: float = 1.5, slice_sampling: bool = False, pelvis: bool = False,
+               aorta_share: float = 0.0) -> tuple:
     """One coarse item as ``training.data.make_coarse_dataset`` lays it out (``fracture_rate``:
     the share of spines drawn with 1–3 fractures; the rest take ``phantom.sample_spec``'s own
     draw, 55 % of them with 1–5; ``ct_share``, ``max_spacing_mm``: ``render_plane``'s)."""
     spine, rng = _spine(PLANE_COARSE_STREAM, seed, fracture_rate)
     r = render_plane(spine, rng, coarse=True, ct_share=ct_share, max_spacing_mm=max_spacing_mm,
-                     slice_sampling=slice_sampling, pelvis=pelvis)
+                     slice_sampling=slice_sampling, pelvis=pelvis, aorta_share=aorta_share)
     img, lb = letterbox(model_image(r, rng))
     verts = np.full((len(LEVELS), 6, 2), np.nan, np.float32)
     for i in np.where(r.in_view)[0]:
@@ -221,13 +246,13 @@ def coarse_one(seed: int, fracture_rate: float = COARSE_FRACTURE_RATE, ct_share:
 
 def refine_one(seed: int, fracture_rate: float = REFINE_FRACTURE_RATE, fracture_boost: int = 2,
                ct_share: float = 0.5, max_spacing_mm: float = 1.5, slice_sampling: bool = False,
-               severe_boost: int = 0, pelvis: bool = False) -> list[tuple]:
+               severe_boost: int = 0, pelvis: bool = False, aorta_share: float = 0.0) -> list[tuple]:
     """Crops about every body and the S1 endplate of one fine plane (mirrored: anterior left);
     a fractured body ``1 + fracture_boost`` times, each jittered anew, and a body of Genant grade
     2-3 ``severe_boost`` times more (the refinement under-read crushed bodies' loss on CT planes)."""
     spine, rng = _spine(PLANE_REFINE_STREAM, seed, fracture_rate)
     r = render_plane(spine, rng, ct_share=ct_share, max_spacing_mm=max_spacing_mm, slice_sampling=slice_sampling,
-                     pelvis=pelvis)
+                     pelvis=pelvis, aorta_share=aorta_share)
     img = model_image(r, rng)
     out = body_and_s1_crops(img, r, spine, rng, True, fracture_boost=fracture_boost)
     if severe_boost > 0:  # the same crops again about the grade 2-3 bodies only (each 1 + boost: boost - 1 here)
@@ -247,11 +272,12 @@ def _map(fn: Any, seeds: list[int], workers: int) -> list:
 
 def make_coarse_planes(seeds: Any, workers: int = 1, fracture_rate: float = COARSE_FRACTURE_RATE,
                        ct_share: float = 0.5, max_spacing_mm: float = 1.5,
-                       slice_sampling: bool = False, pelvis: bool = False) -> dict[str, np.ndarray]:
+                       slice_sampling: bool = False, pelvis: bool = False,
+                       aorta_share: float = 0.0) -> dict[str, np.ndarray]:
     """Coarse items for ``seeds`` in ``training.data.make_coarse_dataset``'s layout."""
     seeds = list(seeds)
     rows = _map(partial(coarse_one, fracture_rate=fracture_rate, ct_share=ct_share, max_spacing_mm=max_spacing_mm,
-                        slice_sampling=slice_sampling, pelvis=pelvis), seeds, workers)
+                        slice_sampling=slice_sampling, pelvis=pelvis, aorta_share=aorta_share), seeds, workers)
     keys = ("images", "vertebrae", "s1", "heads", "radii")
     data = {k: np.stack([r[i] for r in rows]).astype(np.uint8 if k == "images" else np.float32) for i, k in enumerate(keys)}
     data["seeds"] = np.asarray(seeds)
@@ -261,11 +287,11 @@ def make_coarse_planes(seeds: Any, workers: int = 1, fracture_rate: float = COAR
 def make_refine_planes(seeds: Any, workers: int = 1, fracture_rate: float = REFINE_FRACTURE_RATE,
                        fracture_boost: int = 2, ct_share: float = 0.5, max_spacing_mm: float = 1.5,
                        slice_sampling: bool = False, severe_boost: int = 0,
-                       pelvis: bool = False) -> dict[str, np.ndarray]:
+                       pelvis: bool = False, aorta_share: float = 0.0) -> dict[str, np.ndarray]:
     """Refinement crops for ``seeds`` in ``training.data.make_refine_dataset``'s layout."""
     one = partial(refine_one, fracture_rate=fracture_rate, fracture_boost=fracture_boost, ct_share=ct_share,
                   max_spacing_mm=max_spacing_mm, slice_sampling=slice_sampling, severe_boost=severe_boost,
-                  pelvis=pelvis)
+                  pelvis=pelvis, aorta_share=aorta_share)
     rows = [r for per in _map(one, list(seeds), workers) for r in per]
     return {"crops": np.stack([r[0] for r in rows]).reshape(-1, CROP, CROP),
             "kinds": np.array([r[1] for r in rows], np.int8),
