@@ -181,3 +181,17 @@ def test_aorta_share_draws_a_vessel_in_front_of_the_spine_on_ct_planes_only() ->
             front = a.to_px(spine.points_mm[a.in_view][:, [0, 3]])[..., 0].max()  # anterior corners (columns run posterior)
             assert np.nonzero(bright.any(axis=0))[0].max() < front + 2
     assert seen >= 2  # the plane cuts the vessel where it lies near the midline
+
+
+def test_train_planes_passes_the_aorta_share(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "planes.pt"
+    monkeypatch.setattr("sys.argv", ["train_planes.py", "--stage", "coarse", "--n-train", "2", "--first-seed", "5",
+                                     "--minutes", "600", "--steps", "1", "--aorta-share", "0.5", "--cache-dir",
+                                     str(tmp_path), "--out", str(out)])
+    seen: list[float] = []
+    real = planes.render_plane
+    monkeypatch.setattr(planes, "render_plane", lambda *a, **kw: (seen.append(kw["aorta_share"]), real(*a, **kw))[1])
+    assert script("train_planes").main() == 0
+    assert seen == [0.5, 0.5] and (tmp_path / "planes_coarse_5-2_aorta0.5.npz").is_file()
+    meta = torch.load(out, weights_only=True)["coarse"]["meta"]
+    assert meta["aorta_share"] == 0.5 and "an aorta in 0.5 of the CT planes" in meta["train_seeds"]
