@@ -620,16 +620,19 @@ SLAB_SECTION_MM = 1.0
 
 @dataclass(frozen=True)
 class Aorta:
-    """The descending and abdominal aorta in front of the spine, dividing into the common iliac
-    arteries at the middle of L4 (``render_ct(aorta=...)``): a look the plane model never trained on.
-    Contrast-enhanced: a lumen of 150-450 HU, as bright as marrow or brighter; unenhanced in an older
-    patient: a lumen of blood (40 HU) with calcified plaques in its wall (``wall_hu`` 500-1000 HU,
-    as bright as cortical bone, over about half its circumference)."""
+    """The descending and abdominal aorta in front of the spine, from the middle of T4 (below the arch)
+    dividing into the common iliac arteries at the middle of L4 (``render_ct(aorta=...)``): a look the plane
+    model had not trained on before the eighteenth session. Contrast-enhanced: a lumen of 150-450 HU, as
+    bright as marrow or brighter; unenhanced in an older patient: a lumen of blood (40 HU) with calcified
+    plaques in its wall (``wall_hu`` 500-1000 HU, as bright as cortical bone, over about half its
+    circumference). A simplification: the thoracic aorta lies left-lateral of the bodies more than in
+    front of them; a vessel ``lateral_mm`` to the left by less than its radius is cut by the spine's
+    mid-sagittal plane, as a tortuous aorta is."""
 
     lumen_hu: float = 300.0
     radius_mm: float = 11.0
     lateral_mm: float = 15.0  # the centre's distance to the patient's left of the spine's midline
-    gap_mm: float = 3.0  # between the vertebral bodies' front and the vessel's back wall
+    gap_mm: float = 3.0  # between the spine's anterior outline and the vessel's back (its wall, where drawn)
     wall_hu: float | None = None  # calcified plaques in a 2.5-mm wall (None: no wall drawn)
 
 
@@ -643,31 +646,48 @@ _WALL_MM = 2.5
 def aorta_hu(aorta: Aorta, maps: SagittalMaps, spine: Spine, x: ArrayLike, y: ArrayLike, z: ArrayLike,
              lateral: LateralCurve | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``(lumen, wall)`` masks of ``aorta`` at sagittal-frame points (``tissue_labels``' ``x`` anterior,
-    ``y`` superior, ``z`` lateral, +left, mm; broadcast together): the vessel runs ``gap_mm`` in front of
-    the spine's anterior outline (``maps.spine_front``) and ``lateral_mm`` to its left, following a
-    scoliotic spine sideways; below the middle of L4, two iliac arteries diverging to either side of the
-    body's midline.
-    The wall's plaques cover the half of the circumference where ``sin(3 angle + y / 8 mm) > 0``."""
+    ``y`` superior, ``z`` lateral, +left, mm; broadcast together): the vessel runs from the middle of T4 down,
+    its back (the wall's, where drawn) ``gap_mm`` in front of the spine's anterior outline at that height
+    (``_spine_front``) and its centre ``lateral_mm`` to the left of the spine's midline at that height,
+    following a scoliotic spine sideways; below the middle of L4, two iliac arteries diverging to either
+    side of that midline. The wall's plaques cover the half of the circumference where
+    ``sin(3 angle + y / 8 mm) > 0``."""
     x, y, z = np.broadcast_arrays(np.asarray(x, np.float32), np.asarray(y, np.float32), np.asarray(z, np.float32))
     i = np.clip(np.round((maps.y0 - y) / maps.res).astype(np.int32), 0, len(maps.spine_front) - 1)
     off = lateral.at(y).astype(np.float32) if lateral is not None else np.zeros_like(y)
     y_fork = float(spine.points_mm[LEVEL_INDEX["L4"], :4, 1].mean())
+    y_arch = float(spine.points_mm[LEVEL_INDEX["T4"], :4, 1].mean())
+    rim = _WALL_MM if aorta.wall_hu is not None else 0.0
+    front = _spine_front(maps, i)
     below = np.clip(y_fork - y, 0.0, None)
     lumen = np.zeros(x.shape, bool)
     wall = np.zeros(x.shape, bool)
     for side in (1.0, -1.0):  # above the fork both sides draw the one aorta
         r = np.where(below > 0, aorta.radius_mm * _ILIAC_RADIUS_SHARE, aorta.radius_mm)
-        xc = maps.spine_front[i] + aorta.gap_mm + r
-        # the pair's middle moves from the aorta's centre to the body's midline over the first 30 mm
+        xc = front + aorta.gap_mm + rim + r
+        # the pair's middle moves from the aorta's centre to the spine's midline over the first 30 mm
         zc = off + aorta.lateral_mm * np.clip(1.0 - below / 30.0, 0.0, 1.0) + side * below * _ILIAC_SPREAD
         dx, dz = x - xc, z - zc
         d = np.sqrt(dx * dx + dz * dz)
-        drawn = below <= _ILIAC_LENGTH_MM
+        drawn = (below <= _ILIAC_LENGTH_MM) & (y <= y_arch)
         lumen |= drawn & (d <= r)
         if aorta.wall_hu is not None:
             plaque = np.sin(3 * np.arctan2(dz, dx) + y / 8.0) > 0
             wall |= drawn & (d > r) & (d <= r + _WALL_MM) & plaque
     return lumen, wall
+
+
+def _spine_front(maps: SagittalMaps, i: np.ndarray) -> np.ndarray:
+    """The spine's anterior outline (mm, sagittal frame ``x``) at the map's rows ``i``: the most anterior
+    body or disc of each row (``maps.struct``), or ``maps.spine_front`` (a smoothed profile, which runs up to
+    a few millimetres behind the bodies' front where the spine curves) where that lies further forward."""
+    rows = np.unique(i)
+    spine_part = np.isin(maps.struct[rows], (1, 2))
+    last = spine_part.shape[1] - 1 - np.argmax(spine_part[:, ::-1], axis=1)
+    exact = np.where(spine_part.any(axis=1), maps.x0 + (last + 0.5) * maps.res, -np.inf)
+    front = np.array(maps.spine_front, np.float32)
+    front[rows] = np.fmax(front[rows], exact)
+    return front[i]
 
 
 def render_ct(spine: Spine, rng: np.random.Generator, *, pixel_spacing_mm: float = 1.5, slice_mm: float = 3.0,
@@ -690,7 +710,8 @@ def render_ct(spine: Spine, rng: np.random.Generator, *, pixel_spacing_mm: float
     and proximal femora around the femoral heads (``pelvis_of(spine)``, or the one given);
     ``False`` draws the heads alone, the phantom before the pelvis (the rest of the volume is the
     same: the pelvis draws nothing from ``rng``). ``aorta``: the aorta and iliac arteries drawn too (``Aorta``;
-    it draws nothing from ``rng``: the same spine, field and noise without it)."""
+    it draws nothing from ``rng``: the same spine, field and noise without it), at each slice's centre
+    section only: a thick slab's vessel is not averaged over the slab (it replaces the slab's mean there)."""
     if thickness_mm is not None and not (0.0 < thickness_mm <= 20.0):
         raise ValueError(f"slice thickness must be 0-20 mm, not {thickness_mm}")
     if not -30.0 <= gantry_tilt_deg <= 30.0 or (gantry_tilt_deg and thickness_mm):

@@ -179,7 +179,9 @@ def render_plane(spine: Any, rng: np.random.Generator, *, spacing_mm: float | No
 def _draw_aorta(rng: np.random.Generator) -> Aorta:
     """An aorta for a training CT plane: contrast-filled (lumen 120-500 HU) or, half the time, unenhanced
     with calcified plaques of 400-1200 HU in its wall; radius 8-14 mm, 4-30 mm to the spine's left, 0-6 mm
-    in front of the bodies (wider than ``scripts/eval_planes.py --ct-aorta``'s ranges)."""
+    in front of the spine's outline (wider than ``scripts/eval_planes.py --ct-aorta``'s ranges). The eighteenth
+    session's candidates (c7, r7ct) trained on planes drawn before two fixes to ``phantom.volume.aorta_hu``:
+    there a wall's plaques could lie up to 2.5 mm inside the spine's front and the vessel ran above T4."""
     calcified = rng.random() < 0.5
     return Aorta(lumen_hu=float(rng.uniform(20, 60) if calcified else rng.uniform(120, 500)),
                  radius_mm=float(rng.uniform(8, 14)), lateral_mm=float(rng.uniform(4, 30)),
