@@ -155,7 +155,8 @@ AORTA_LOOKS = {"contrast": {"lumen_hu": (150.0, 450.0)},
 
 def _aorta(look: str, seed: int) -> Any:
     """The aorta of ``look`` (``AORTA_LOOKS``) for case ``seed``, drawn from stream ``[EVAL_STREAM, 6, seed]``:
-    radius 9-13 mm, 8-25 mm to the left of the spine, 1-5 mm in front of the bodies."""
+    radius 9-13 mm, its centre 8-25 mm to the left of the spine's midline, its back (its wall's, where drawn)
+    1-5 mm in front of the spine's anterior outline."""
     from sagittal.phantom.volume import Aorta
 
     rng = np.random.default_rng([EVAL_STREAM, 6, seed])

@@ -188,20 +188,22 @@ def test_an_aorta_runs_left_in_front_of_the_spine_and_divides_at_l4(spine):
 
 @pytest.mark.parametrize("gap_mm", [0.0, 1.0])
 def test_the_aortas_wall_stays_out_of_the_spine_and_the_vessel_starts_below_the_arch(spine, gap_mm):
-    """``aorta_hu`` on a sagittal-frame grid about the spine (the tissue model's own points): a calcified wall
-    drawn ``gap_mm`` in front of the spine never lies on a vertebral body, disc or the spine's cortex (its
-    back is the wall's, not the lumen's), at any lateral offset that cuts the midline; and there is no vessel
+    """``aorta_hu`` on a sagittal-frame grid about the spine and pelvis (the tissue model's own points, down to
+    below the iliac arteries' end, both sides): a calcified wall drawn ``gap_mm`` in front of the spine never
+    lies on bone, a disc or the canal (its back is the wall's, not the lumen's), at lateral offsets that cut the
+    midline or do not; and there is no vessel
     above the middle of T4 (the arch), while there is one below it."""
-    from sagittal.phantom.volume import DISC, Aorta, aorta_hu
+    from sagittal.phantom.volume import CORD, CSF, DISC, MODIC1, MODIC2, Aorta, aorta_hu, pelvis_of
 
     maps = sagittal_maps(spine, (-200, 700), np.random.default_rng(0))
-    y = np.arange(float(spine.points_mm[LEVEL_INDEX["L5"], :, 1].min()), float(spine.points_mm[0, :, 1].max()), 1.0)
-    x = np.arange(float(spine.points_mm[..., 0].min()) - 10, float(spine.points_mm[..., 0].max()) + 40, 0.5)
-    z = np.arange(-5.0, 25.0, 1.0)
+    fork = float(spine.points_mm[LEVEL_INDEX["L4"], :4, 1].mean())
+    y = np.arange(fork - 95.0, float(spine.points_mm[0, :, 1].max()), 1.0)  # to below the iliac arteries' end
+    x = np.arange(float(spine.points_mm[..., 0].min()) - 10, float(spine.points_mm[..., 0].max()) + 40, 0.75)
+    z = np.arange(-60.0, 61.0, 2.0)  # both iliac arteries
     X, Y, Z = x[None, :, None], y[:, None, None], z[None, None, :]
-    lab = tissue_labels(maps, spine, X, Y, Z)
-    spine_tissue = np.isin(lab, (MARROW, CORTEX, DISC, OEDEMA))
-    for lateral_mm in (4.0, 10.0):
+    lab = tissue_labels(maps, spine, X, Y, Z, pelvis=pelvis_of(spine))
+    spine_tissue = np.isin(lab, (MARROW, CORTEX, DISC, OEDEMA, CSF, CORD, MODIC1, MODIC2))  # bone, disc, canal
+    for lateral_mm in (4.0, 10.0, 25.0):
         lumen, wall = aorta_hu(Aorta(lumen_hu=40.0, wall_hu=800.0, lateral_mm=lateral_mm, gap_mm=gap_mm), maps, spine,
                                X, Y, Z)
         assert wall.sum() > 100 and lumen.sum() > 100
